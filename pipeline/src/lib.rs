@@ -1,0 +1,25 @@
+//! What several services of the pipeline share, each concern in one module.
+//!
+//! # Layout
+//! - [`entry`]: the Redis stream entry format, written by the gateway, read by the consumer.
+//! - [`validate`]: the event rules, a table of named checks; the gateway applies them to
+//!   requests, the consumer to entries from producers it cannot trust.
+//! - [`schema`]: ClickHouse migrations, recorded in `schema_migrations`.
+//! - [`rows`]: the ClickHouse row types and the conversion from validated events.
+//! - [`retry`]: which Redis and ClickHouse errors are worth retrying, and the backoff.
+//! - [`config`]: command-line/environment argument groups shared by the binaries.
+//! - [`telemetry`]: logging, tracing and metrics initialisation, in one place.
+//! - [`shutdown`]: the SIGTERM/SIGINT future every service runs until.
+//! - [`region`]: the mapping between regions in protobuf, ClickHouse and configuration.
+
+pub mod config;
+pub mod entry;
+pub mod region;
+pub mod retry;
+pub mod rows;
+pub mod schema;
+pub mod shutdown;
+pub mod telemetry;
+pub mod validate;
+
+pub use marketplace_proto as proto;

@@ -1,0 +1,193 @@
+//! ClickHouse row types, borrowed from decoded events so that loading copies no strings,
+//! and the conversion from a validated event to its row.
+//!
+//! Column order and types match `migrations/`; rows are sent as RowBinary without schema
+//! validation (ClickHouse 18.16 lacks `RowBinaryWithNamesAndTypes`), so a test inserts and
+//! reads back every table to catch drift.
+
+use clickhouse::Row;
+use serde::Serialize;
+
+use crate::proto::ingest::{CommerceEvent, Event, ProbeResult, event::Payload};
+
+pub const COMMERCE_TABLE: &str = "commerce_events";
+pub const PROBE_TABLE: &str = "probe_results";
+pub const REJECTED_TABLE: &str = "rejected_events";
+
+/// One row of `commerce_events`.
+#[derive(Debug, Row, Serialize)]
+pub struct CommerceRow<'a> {
+    pub event_id: &'a str,
+    pub occurred_at: u32,
+    pub received_at: u32,
+    pub region: i8,
+    pub store_id: &'a str,
+    pub r#type: i8,
+    pub product_id: u64,
+    pub category_id: u64,
+    pub category_code: &'a str,
+    pub brand: &'a str,
+    pub seller_id: u64,
+    pub currency: &'a str,
+    /// `Decimal(18, 9)`: the unit price in nano units.
+    pub price: i64,
+    pub quantity: u32,
+    pub user_id: u64,
+    pub session_id: &'a str,
+}
+
+/// One row of `probe_results`.
+#[derive(Debug, Row, Serialize)]
+pub struct ProbeRow<'a> {
+    pub event_id: &'a str,
+    pub occurred_at: u32,
+    pub received_at: u32,
+    pub region: i8,
+    pub store_id: &'a str,
+    pub target: &'a str,
+    pub up: u8,
+    pub status_code: u16,
+    pub response_time_ms: u32,
+    pub network_latency_ms: u32,
+    pub bandwidth_bytes_per_second: u64,
+    pub cpu_load: f64,
+}
+
+/// Where a rejected row was rejected (`rejected_events.source`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i8)]
+pub enum RejectSource {
+    Gateway = 1,
+    Consumer = 2,
+}
+
+/// One row of `rejected_events`.
+#[derive(Debug, Row, Serialize)]
+pub struct RejectedRow<'a> {
+    pub event_id: &'a str,
+    pub occurred_at: u32,
+    pub received_at: u32,
+    pub region: i8,
+    pub store_id: &'a str,
+    pub source: i8,
+    pub reason: &'a str,
+    #[serde(with = "serde_bytes_as_str")]
+    pub raw: &'a [u8],
+    pub delivery_count: u32,
+    pub stream_entry_id: &'a str,
+}
+
+/// RowBinary writes `String` columns as length-prefixed bytes; serde's `&[u8]` is a
+/// sequence, so raw bytes go through `serialize_bytes`.
+mod serde_bytes_as_str {
+    pub fn serialize<S: serde::Serializer>(v: &&[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+}
+
+/// A validated event as the row of its table.
+pub enum EventRow<'a> {
+    Commerce(CommerceRow<'a>),
+    Probe(ProbeRow<'a>),
+}
+
+/// Seconds since the epoch as ClickHouse `DateTime`, clamped to its range.
+pub fn datetime(seconds: i64) -> u32 {
+    seconds.clamp(0, u32::MAX as i64) as u32
+}
+
+/// `units` and `nanos` as one `Decimal(18, 9)` value; validation bounds `units`.
+pub fn decimal9(units: i64, nanos: i32) -> i64 {
+    units
+        .saturating_mul(1_000_000_000)
+        .saturating_add(nanos as i64)
+}
+
+/// Converts an event that passed validation into its row; `None` if it has no payload
+/// (which validation rejects).
+pub fn event_row<'a>(event: &'a Event, received_at: u32, region: i8) -> Option<EventRow<'a>> {
+    let occurred_at = datetime(event.occurred_at.as_ref().map_or(0, |t| t.seconds));
+    match event.payload.as_ref()? {
+        Payload::Commerce(c) => Some(EventRow::Commerce(commerce_row(
+            event,
+            c,
+            occurred_at,
+            received_at,
+            region,
+        ))),
+        Payload::Probe(p) => Some(EventRow::Probe(probe_row(
+            event,
+            p,
+            occurred_at,
+            received_at,
+            region,
+        ))),
+    }
+}
+
+fn commerce_row<'a>(
+    e: &'a Event,
+    c: &'a CommerceEvent,
+    occurred_at: u32,
+    received_at: u32,
+    region: i8,
+) -> CommerceRow<'a> {
+    let (currency, price) = c.price.as_ref().map_or(("", 0), |m| {
+        (m.currency_code.as_str(), decimal9(m.units, m.nanos))
+    });
+    CommerceRow {
+        event_id: &e.event_id,
+        occurred_at,
+        received_at,
+        region,
+        store_id: &e.store_id,
+        r#type: c.r#type as i8,
+        product_id: c.product_id,
+        category_id: c.category_id,
+        category_code: &c.category_code,
+        brand: &c.brand,
+        seller_id: c.seller_id,
+        currency,
+        price,
+        quantity: c.quantity,
+        user_id: c.user_id,
+        session_id: &c.session_id,
+    }
+}
+
+fn probe_row<'a>(
+    e: &'a Event,
+    p: &'a ProbeResult,
+    occurred_at: u32,
+    received_at: u32,
+    region: i8,
+) -> ProbeRow<'a> {
+    ProbeRow {
+        event_id: &e.event_id,
+        occurred_at,
+        received_at,
+        region,
+        store_id: &e.store_id,
+        target: &p.target,
+        up: p.up as u8,
+        status_code: p.status_code as u16,
+        response_time_ms: p.response_time_ms,
+        network_latency_ms: p.network_latency_ms,
+        bandwidth_bytes_per_second: p.bandwidth_bytes_per_second,
+        cpu_load: p.cpu_load,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_and_time_conversions() {
+        assert_eq!(decimal9(19, 990_000_000), 19_990_000_000);
+        assert_eq!(decimal9(0, 1), 1);
+        assert_eq!(datetime(-5), 0);
+        assert_eq!(datetime(1_700_000_000), 1_700_000_000);
+        assert_eq!(datetime(i64::MAX), u32::MAX);
+    }
+}

@@ -1,0 +1,487 @@
+//! The event rules, one table, shared by the gateway (on requests) and the consumer (on
+//! stream entries written by producers it cannot trust).
+//!
+//! Each rule in [`RULES`] has a name, the contract it enforces and a check. A failing check
+//! reports a [`Violation`] whose field path is relative to the request
+//! (`events[3].commerce.price.units`) and whose description says what is wrong and what
+//! is allowed. Valid events cost no allocation: paths and texts are built only on failure.
+
+use std::{collections::HashMap, fmt::Write as _, time::Duration};
+
+use crate::{
+    proto::ingest::{CommerceEvent, CommerceEventType, Event, Money, ProbeResult, event::Payload},
+    region::Region,
+};
+
+/// Longest `store_id`.
+pub const MAX_STORE_ID_LEN: usize = 64;
+/// Longest `category_code`, `brand` and `session_id`.
+pub const MAX_TEXT_LEN: usize = 128;
+/// Longest probe `target`.
+pub const MAX_TARGET_LEN: usize = 256;
+/// Largest quantity of one line; far above real carts, low enough to catch corrupt data.
+pub const MAX_QUANTITY: u32 = 10_000;
+/// Largest unit price in whole units (ClickHouse `Decimal(18, 9)` holds up to ~9.2e9).
+pub const MAX_PRICE_UNITS: i64 = 1_000_000_000;
+
+/// Configurable limits of the rules.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// How far in the future `occurred_at` may be, for clock skew.
+    pub max_future_skew: Duration,
+    /// How far in the past `occurred_at` may be.
+    pub max_age: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_future_skew: Duration::from_secs(5 * 60),
+            max_age: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// One broken rule of one event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Path relative to the request, e.g. `events[3].commerce.price.units`.
+    pub field: String,
+    /// What is wrong and what is allowed.
+    pub description: String,
+}
+
+/// The store a request was authenticated as; events must not claim another.
+#[derive(Clone, Copy, Debug)]
+pub struct Sender<'a> {
+    pub store_id: &'a str,
+    pub region: Region,
+}
+
+/// The context the rules are checked in.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    pub limits: &'a Limits,
+    /// "Now", in Unix seconds: the gateway's clock, or the entry's `received_at` in the
+    /// consumer, so that events queued during an outage do not age out while waiting.
+    pub now_unix: i64,
+    /// The authenticated sender, when known.
+    pub sender: Option<Sender<'a>>,
+}
+
+/// A rule: a name for tests and docs, the contract, and the check.
+pub struct Rule {
+    pub name: &'static str,
+    pub contract: &'static str,
+    check: fn(&Context<'_>, &Event, &mut Sink<'_>),
+}
+
+/// Collects violations of one event, building paths only on failure.
+struct Sink<'a> {
+    index: usize,
+    out: &'a mut Vec<Violation>,
+}
+
+impl Sink<'_> {
+    fn fail(&mut self, field: &str, description: impl Into<String>) {
+        let mut path = String::with_capacity(field.len() + 12);
+        let _ = write!(path, "events[{}].{field}", self.index);
+        self.out.push(Violation {
+            field: path,
+            description: description.into(),
+        });
+    }
+}
+
+/// Every rule, in the order violations are reported.
+pub static RULES: &[Rule] = &[
+    Rule {
+        name: "event_id",
+        contract: "event_id is a UUID in canonical lowercase form",
+        check: check_event_id,
+    },
+    Rule {
+        name: "occurred_at",
+        contract: "occurred_at is set, within the allowed skew and age",
+        check: check_occurred_at,
+    },
+    Rule {
+        name: "store_id",
+        contract: "store_id is set, at most 64 bytes, and is the authenticated store",
+        check: check_store_id,
+    },
+    Rule {
+        name: "region",
+        contract: "region is set and is the authenticated store's region",
+        check: check_region,
+    },
+    Rule {
+        name: "payload",
+        contract: "exactly one payload: commerce or probe",
+        check: check_payload,
+    },
+    Rule {
+        name: "commerce",
+        contract: "commerce events: type set, ids non-zero, texts bounded, price and quantity valid",
+        check: check_commerce,
+    },
+    Rule {
+        name: "probe",
+        contract: "probes: target set, status_code 100..=599, cpu_load within 0..=1",
+        check: check_probe,
+    },
+];
+
+/// The verdict on a batch of events.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Rejected events: index into the batch and every violation, in index order.
+    pub rejected: Vec<(usize, Vec<Violation>)>,
+}
+
+impl Verdict {
+    pub fn is_clean(&self) -> bool {
+        self.rejected.is_empty()
+    }
+}
+
+/// Checks every event of a batch, plus the batch-wide rule that event ids are unique.
+pub fn check_batch(ctx: &Context<'_>, events: &[Event]) -> Verdict {
+    let mut verdict = Verdict::default();
+    let mut first_seen: HashMap<&str, usize> = HashMap::with_capacity(events.len());
+    let mut violations = Vec::new();
+    for (index, event) in events.iter().enumerate() {
+        check_event(ctx, index, event, &mut violations);
+        if !event.event_id.is_empty() {
+            if let Some(&first) = first_seen.get(event.event_id.as_str()) {
+                Sink {
+                    index,
+                    out: &mut violations,
+                }
+                .fail(
+                    "event_id",
+                    format!(
+                        "duplicates events[{first}].event_id; event ids must be unique within a request"
+                    ),
+                );
+            } else {
+                first_seen.insert(&event.event_id, index);
+            }
+        }
+        if !violations.is_empty() {
+            verdict
+                .rejected
+                .push((index, std::mem::take(&mut violations)));
+        }
+    }
+    verdict
+}
+
+/// The violations of one event as the `reason` text of a rejected row: `field: description`,
+/// one per line.
+pub fn reason(violations: &[Violation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Checks one event against every rule, appending violations to `out`.
+pub fn check_event(ctx: &Context<'_>, index: usize, event: &Event, out: &mut Vec<Violation>) {
+    let mut sink = Sink { index, out };
+    for rule in RULES {
+        (rule.check)(ctx, event, &mut sink);
+    }
+}
+
+fn check_event_id(_: &Context<'_>, e: &Event, sink: &mut Sink<'_>) {
+    if e.event_id.is_empty() {
+        sink.fail(
+            "event_id",
+            "is required: a UUID chosen by the store, reused on retries",
+        );
+    } else if !is_canonical_uuid(&e.event_id) {
+        sink.fail(
+            "event_id",
+            "must be a UUID in canonical lowercase form, e.g. 0b7f2b8e-6a47-4d3a-9d51-4c3f0a3f5a10",
+        );
+    }
+}
+
+/// `8-4-4-4-12` lowercase hex digits: one spelling per id, so duplicates compare equal.
+fn is_canonical_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, &c)| match i {
+            8 | 13 | 18 | 23 => c == b'-',
+            _ => c.is_ascii_digit() || (b'a'..=b'f').contains(&c),
+        })
+}
+
+fn check_occurred_at(ctx: &Context<'_>, e: &Event, sink: &mut Sink<'_>) {
+    let Some(ts) = &e.occurred_at else {
+        sink.fail(
+            "occurred_at",
+            "is required: when the event happened at the store",
+        );
+        return;
+    };
+    if !(0..1_000_000_000).contains(&ts.nanos) {
+        sink.fail("occurred_at.nanos", "must be within 0..=999999999");
+        return;
+    }
+    let skew = ctx.limits.max_future_skew.as_secs() as i64;
+    let age = ctx.limits.max_age.as_secs() as i64;
+    if ts.seconds > ctx.now_unix + skew {
+        sink.fail(
+            "occurred_at",
+            format!(
+                "is {} s in the future; at most {skew} s of clock skew is allowed",
+                ts.seconds - ctx.now_unix
+            ),
+        );
+    } else if ts.seconds < ctx.now_unix - age {
+        sink.fail(
+            "occurred_at",
+            format!(
+                "is {} s old; events older than {age} s are not accepted",
+                ctx.now_unix - ts.seconds
+            ),
+        );
+    }
+}
+
+fn check_store_id(ctx: &Context<'_>, e: &Event, sink: &mut Sink<'_>) {
+    if e.store_id.is_empty() {
+        sink.fail("store_id", "is required: the sending store's id");
+    } else if e.store_id.len() > MAX_STORE_ID_LEN {
+        sink.fail(
+            "store_id",
+            format!(
+                "is {} bytes long; at most {MAX_STORE_ID_LEN} are allowed",
+                e.store_id.len()
+            ),
+        );
+    } else if let Some(sender) = ctx.sender
+        && e.store_id != sender.store_id
+    {
+        sink.fail(
+            "store_id",
+            format!(
+                "claims store {:?} but the caller is authenticated as {:?}",
+                e.store_id, sender.store_id
+            ),
+        );
+    }
+}
+
+fn check_region(ctx: &Context<'_>, e: &Event, sink: &mut Sink<'_>) {
+    match Region::from_proto(e.region) {
+        None if e.region == 0 => sink.fail(
+            "region",
+            "is required: REGION_EUROPE, REGION_AMERICA or REGION_ASIA",
+        ),
+        None => sink.fail(
+            "region",
+            format!(
+                "has unknown value {}; allowed: REGION_EUROPE, REGION_AMERICA, REGION_ASIA",
+                e.region
+            ),
+        ),
+        Some(region) => {
+            if let Some(sender) = ctx.sender
+                && region != sender.region
+            {
+                sink.fail(
+                    "region",
+                    format!(
+                        "claims {region} but store {:?} is in {}",
+                        sender.store_id, sender.region
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn check_payload(_: &Context<'_>, e: &Event, sink: &mut Sink<'_>) {
+    if e.payload.is_none() {
+        sink.fail("payload", "is required: exactly one of commerce or probe");
+    }
+}
+
+fn check_commerce(_: &Context<'_>, e: &Event, sink: &mut Sink<'_>) {
+    let Some(Payload::Commerce(c)) = &e.payload else {
+        return;
+    };
+    let kind = CommerceEventType::try_from(c.r#type);
+    match kind {
+        Ok(CommerceEventType::Unspecified) => sink.fail(
+            "commerce.type",
+            "is required: VIEW, CART, REMOVE_FROM_CART or PURCHASE",
+        ),
+        Err(_) => sink.fail(
+            "commerce.type",
+            format!(
+                "has unknown value {}; allowed: VIEW, CART, REMOVE_FROM_CART, PURCHASE",
+                c.r#type
+            ),
+        ),
+        Ok(_) => {}
+    }
+    for (field, value) in [
+        ("commerce.product_id", c.product_id),
+        ("commerce.category_id", c.category_id),
+        ("commerce.seller_id", c.seller_id),
+        ("commerce.user_id", c.user_id),
+    ] {
+        if value == 0 {
+            sink.fail(field, "is required and must be non-zero");
+        }
+    }
+    check_text(
+        sink,
+        "commerce.category_code",
+        &c.category_code,
+        MAX_TEXT_LEN,
+        false,
+    );
+    check_text(sink, "commerce.brand", &c.brand, MAX_TEXT_LEN, false);
+    check_text(
+        sink,
+        "commerce.session_id",
+        &c.session_id,
+        MAX_TEXT_LEN,
+        true,
+    );
+    check_quantity(sink, c, kind.ok());
+    match &c.price {
+        None => sink.fail("commerce.price", "is required: the unit price"),
+        Some(price) => check_price(sink, price),
+    }
+}
+
+fn check_quantity(sink: &mut Sink<'_>, c: &CommerceEvent, kind: Option<CommerceEventType>) {
+    let needs_units = matches!(
+        kind,
+        Some(
+            CommerceEventType::Cart
+                | CommerceEventType::RemoveFromCart
+                | CommerceEventType::Purchase
+        )
+    );
+    if needs_units && c.quantity == 0 {
+        sink.fail(
+            "commerce.quantity",
+            "must be at least 1 for CART, REMOVE_FROM_CART and PURCHASE",
+        );
+    } else if c.quantity > MAX_QUANTITY {
+        sink.fail(
+            "commerce.quantity",
+            format!("is {}; at most {MAX_QUANTITY} is allowed", c.quantity),
+        );
+    }
+}
+
+fn check_price(sink: &mut Sink<'_>, price: &Money) {
+    if price.currency_code.is_empty() {
+        sink.fail(
+            "commerce.price.currency_code",
+            "is required: an ISO 4217 code such as EUR",
+        );
+    } else if !is_iso4217(&price.currency_code) {
+        sink.fail(
+            "commerce.price.currency_code",
+            format!(
+                "{:?} is not an ISO 4217 currency code (e.g. EUR, USD, JPY)",
+                price.currency_code
+            ),
+        );
+    }
+    if price.units < 0 {
+        sink.fail(
+            "commerce.price.units",
+            "must be >= 0: prices are not negative",
+        );
+    } else if price.units > MAX_PRICE_UNITS {
+        sink.fail(
+            "commerce.price.units",
+            format!("is {}; at most {MAX_PRICE_UNITS} is allowed", price.units),
+        );
+    }
+    if !(-999_999_999..=999_999_999).contains(&price.nanos) {
+        sink.fail(
+            "commerce.price.nanos",
+            "must be within -999999999..=999999999",
+        );
+    } else if price.nanos < 0 {
+        sink.fail(
+            "commerce.price.nanos",
+            "must be >= 0: it has the sign of units, and prices are not negative",
+        );
+    }
+}
+
+fn check_probe(_: &Context<'_>, e: &Event, sink: &mut Sink<'_>) {
+    let Some(Payload::Probe(p)) = &e.payload else {
+        return;
+    };
+    check_probe_fields(sink, p);
+}
+
+fn check_probe_fields(sink: &mut Sink<'_>, p: &ProbeResult) {
+    check_text(sink, "probe.target", &p.target, MAX_TARGET_LEN, true);
+    if !(100..=599).contains(&p.status_code) {
+        sink.fail(
+            "probe.status_code",
+            format!(
+                "is {}; an HTTP status within 100..=599 is required",
+                p.status_code
+            ),
+        );
+    }
+    if !(0.0..=1.0).contains(&p.cpu_load) {
+        sink.fail(
+            "probe.cpu_load",
+            format!("is {}; a load within 0..=1 is required", p.cpu_load),
+        );
+    }
+}
+
+fn check_text(sink: &mut Sink<'_>, field: &str, value: &str, max: usize, required: bool) {
+    if required && value.is_empty() {
+        sink.fail(field, "is required");
+    } else if value.len() > max {
+        sink.fail(
+            field,
+            format!("is {} bytes long; at most {max} are allowed", value.len()),
+        );
+    }
+}
+
+/// Active ISO 4217 codes, sorted for binary search; XXX and XTS (no currency, testing) left out.
+static ISO4217: &[&str] = &[
+    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT",
+    "BGN", "BHD", "BIF", "BMD", "BND", "BOB", "BOV", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD",
+    "CAD", "CDF", "CHE", "CHF", "CHW", "CLF", "CLP", "CNY", "COP", "COU", "CRC", "CUC", "CUP",
+    "CVE", "CZK", "DJF", "DKK", "DOP", "DZD", "EGP", "ERN", "ETB", "EUR", "FJD", "FKP", "GBP",
+    "GEL", "GHS", "GIP", "GMD", "GNF", "GTQ", "GYD", "HKD", "HNL", "HTG", "HUF", "IDR", "ILS",
+    "INR", "IQD", "IRR", "ISK", "JMD", "JOD", "JPY", "KES", "KGS", "KHR", "KMF", "KPW", "KRW",
+    "KWD", "KYD", "KZT", "LAK", "LBP", "LKR", "LRD", "LSL", "LYD", "MAD", "MDL", "MGA", "MKD",
+    "MMK", "MNT", "MOP", "MRU", "MUR", "MVR", "MWK", "MXN", "MXV", "MYR", "MZN", "NAD", "NGN",
+    "NIO", "NOK", "NPR", "NZD", "OMR", "PAB", "PEN", "PGK", "PHP", "PKR", "PLN", "PYG", "QAR",
+    "RON", "RSD", "RUB", "RWF", "SAR", "SBD", "SCR", "SDG", "SEK", "SGD", "SHP", "SLE", "SLL",
+    "SOS", "SRD", "SSP", "STN", "SVC", "SYP", "SZL", "THB", "TJS", "TMT", "TND", "TOP", "TRY",
+    "TTD", "TWD", "TZS", "UAH", "UGX", "USD", "USN", "UYI", "UYU", "UYW", "UZS", "VED", "VES",
+    "VND", "VUV", "WST", "XAF", "XAG", "XAU", "XBA", "XBB", "XBC", "XBD", "XCD", "XDR", "XOF",
+    "XPD", "XPF", "XPT", "XSU", "XUA", "YER", "ZAR", "ZMW", "ZWG", "ZWL",
+];
+
+/// Whether `code` is an active ISO 4217 currency code (uppercase, as the standard writes it).
+pub fn is_iso4217(code: &str) -> bool {
+    ISO4217.binary_search(&code).is_ok()
+}
+
+#[cfg(test)]
+mod tests;

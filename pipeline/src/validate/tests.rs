@@ -1,0 +1,667 @@
+//! One passing and at least one failing case per rule, as a table.
+
+use super::*;
+use crate::proto::ingest::{CommerceEvent, Money, ProbeResult};
+
+const NOW: i64 = 1_800_000_000;
+const ID: &str = "0b7f2b8e-6a47-4d3a-9d51-4c3f0a3f5a10";
+
+fn commerce() -> Event {
+    Event {
+        event_id: ID.into(),
+        occurred_at: Some(prost_types::Timestamp {
+            seconds: NOW - 60,
+            nanos: 0,
+        }),
+        store_id: "eu-1".into(),
+        region: Region::Europe.to_proto() as i32,
+        payload: Some(Payload::Commerce(CommerceEvent {
+            r#type: CommerceEventType::Purchase as i32,
+            product_id: 1,
+            category_id: 2,
+            category_code: "electronics.smartphone".into(),
+            brand: "acme".into(),
+            seller_id: 3,
+            price: Some(Money {
+                currency_code: "EUR".into(),
+                units: 19,
+                nanos: 990_000_000,
+            }),
+            quantity: 2,
+            user_id: 4,
+            session_id: "s-1".into(),
+        })),
+    }
+}
+
+fn probe() -> Event {
+    Event {
+        payload: Some(Payload::Probe(ProbeResult {
+            target: "checkout".into(),
+            up: true,
+            status_code: 200,
+            response_time_ms: 120,
+            network_latency_ms: 30,
+            bandwidth_bytes_per_second: 1_000_000,
+            cpu_load: 0.5,
+        })),
+        ..commerce()
+    }
+}
+
+fn c(e: &mut Event) -> &mut CommerceEvent {
+    match e.payload.as_mut() {
+        Some(Payload::Commerce(c)) => c,
+        _ => unreachable!(),
+    }
+}
+
+fn p(e: &mut Event) -> &mut ProbeResult {
+    match e.payload.as_mut() {
+        Some(Payload::Probe(p)) => p,
+        _ => unreachable!(),
+    }
+}
+
+fn check(event: &Event) -> Vec<Violation> {
+    let limits = Limits::default();
+    let ctx = Context {
+        limits: &limits,
+        now_unix: NOW,
+        sender: Some(Sender {
+            store_id: "eu-1",
+            region: Region::Europe,
+        }),
+    };
+    let mut out = vec![];
+    check_event(&ctx, 3, event, &mut out);
+    out
+}
+
+type Case = (&'static str, fn() -> Event, Option<&'static str>);
+
+/// (rule name, event, the violated field or None for a valid event)
+fn cases() -> Vec<Case> {
+    vec![
+        ("event_id", commerce, None),
+        (
+            "event_id",
+            || Event {
+                event_id: "".into(),
+                ..commerce()
+            },
+            Some("events[3].event_id"),
+        ),
+        (
+            "event_id",
+            || Event {
+                event_id: "not-a-uuid".into(),
+                ..commerce()
+            },
+            Some("events[3].event_id"),
+        ),
+        (
+            "event_id",
+            || Event {
+                event_id: ID.to_uppercase(),
+                ..commerce()
+            },
+            Some("events[3].event_id"),
+        ),
+        ("occurred_at", probe, None),
+        (
+            "occurred_at",
+            || Event {
+                occurred_at: None,
+                ..commerce()
+            },
+            Some("events[3].occurred_at"),
+        ),
+        (
+            "occurred_at",
+            || Event {
+                occurred_at: Some(prost_types::Timestamp {
+                    seconds: NOW + 301,
+                    nanos: 0,
+                }),
+                ..commerce()
+            },
+            Some("events[3].occurred_at"),
+        ),
+        (
+            "occurred_at",
+            || Event {
+                occurred_at: Some(prost_types::Timestamp {
+                    seconds: NOW + 299,
+                    nanos: 0,
+                }),
+                ..commerce()
+            },
+            None,
+        ),
+        (
+            "occurred_at",
+            || Event {
+                occurred_at: Some(prost_types::Timestamp {
+                    seconds: NOW - 8 * 86_400,
+                    nanos: 0,
+                }),
+                ..commerce()
+            },
+            Some("events[3].occurred_at"),
+        ),
+        (
+            "occurred_at",
+            || Event {
+                occurred_at: Some(prost_types::Timestamp {
+                    seconds: NOW,
+                    nanos: -1,
+                }),
+                ..commerce()
+            },
+            Some("events[3].occurred_at.nanos"),
+        ),
+        (
+            "store_id",
+            || Event {
+                store_id: "eu-1".into(),
+                ..probe()
+            },
+            None,
+        ),
+        (
+            "store_id",
+            || Event {
+                store_id: "".into(),
+                ..commerce()
+            },
+            Some("events[3].store_id"),
+        ),
+        (
+            "store_id",
+            || Event {
+                store_id: "us-1".into(),
+                ..commerce()
+            },
+            Some("events[3].store_id"),
+        ),
+        (
+            "store_id",
+            || Event {
+                store_id: "x".repeat(65),
+                ..commerce()
+            },
+            Some("events[3].store_id"),
+        ),
+        (
+            "region",
+            || Event {
+                region: Region::Europe.to_proto() as i32,
+                ..probe()
+            },
+            None,
+        ),
+        (
+            "region",
+            || Event {
+                region: 0,
+                ..commerce()
+            },
+            Some("events[3].region"),
+        ),
+        (
+            "region",
+            || Event {
+                region: 9,
+                ..commerce()
+            },
+            Some("events[3].region"),
+        ),
+        (
+            "region",
+            || Event {
+                region: Region::Asia.to_proto() as i32,
+                ..commerce()
+            },
+            Some("events[3].region"),
+        ),
+        ("payload", probe, None),
+        (
+            "payload",
+            || Event {
+                payload: None,
+                ..commerce()
+            },
+            Some("events[3].payload"),
+        ),
+        ("commerce", commerce, None),
+        (
+            "commerce",
+            || {
+                let mut e = commerce();
+                c(&mut e).r#type = 0;
+                e
+            },
+            Some("events[3].commerce.type"),
+        ),
+        (
+            "commerce",
+            || {
+                let mut e = commerce();
+                c(&mut e).r#type = 77;
+                e
+            },
+            Some("events[3].commerce.type"),
+        ),
+        (
+            "commerce",
+            || {
+                let mut e = commerce();
+                c(&mut e).product_id = 0;
+                e
+            },
+            Some("events[3].commerce.product_id"),
+        ),
+        (
+            "commerce",
+            || {
+                let mut e = commerce();
+                c(&mut e).category_id = 0;
+                e
+            },
+            Some("events[3].commerce.category_id"),
+        ),
+        (
+            "commerce",
+            || {
+                let mut e = commerce();
+                c(&mut e).seller_id = 0;
+                e
+            },
+            Some("events[3].commerce.seller_id"),
+        ),
+        (
+            "commerce",
+            || {
+                let mut e = commerce();
+                c(&mut e).user_id = 0;
+                e
+            },
+            Some("events[3].commerce.user_id"),
+        ),
+        (
+            "commerce",
+            || {
+                let mut e = commerce();
+                c(&mut e).category_code = String::new();
+                c(&mut e).brand = String::new();
+                e
+            },
+            None,
+        ),
+        (
+            "commerce",
+            || {
+                let mut e = commerce();
+                c(&mut e).category_code = "a".repeat(129);
+                e
+            },
+            Some("events[3].commerce.category_code"),
+        ),
+        (
+            "commerce",
+            || {
+                let mut e = commerce();
+                c(&mut e).brand = "b".repeat(129);
+                e
+            },
+            Some("events[3].commerce.brand"),
+        ),
+        (
+            "commerce",
+            || {
+                let mut e = commerce();
+                c(&mut e).session_id = String::new();
+                e
+            },
+            Some("events[3].commerce.session_id"),
+        ),
+        (
+            "commerce",
+            || {
+                let mut e = commerce();
+                c(&mut e).quantity = 0;
+                e
+            },
+            Some("events[3].commerce.quantity"),
+        ),
+        (
+            "commerce",
+            || {
+                let mut e = commerce();
+                c(&mut e).quantity = 0;
+                c(&mut e).r#type = CommerceEventType::View as i32;
+                e
+            },
+            None,
+        ),
+        (
+            "commerce",
+            || {
+                let mut e = commerce();
+                c(&mut e).quantity = 0;
+                c(&mut e).r#type = CommerceEventType::Cart as i32;
+                e
+            },
+            Some("events[3].commerce.quantity"),
+        ),
+        (
+            "commerce",
+            || {
+                let mut e = commerce();
+                c(&mut e).quantity = 0;
+                c(&mut e).r#type = CommerceEventType::RemoveFromCart as i32;
+                e
+            },
+            Some("events[3].commerce.quantity"),
+        ),
+        (
+            "commerce",
+            || {
+                let mut e = commerce();
+                c(&mut e).quantity = MAX_QUANTITY + 1;
+                e
+            },
+            Some("events[3].commerce.quantity"),
+        ),
+        (
+            "commerce",
+            || {
+                let mut e = commerce();
+                c(&mut e).price = None;
+                e
+            },
+            Some("events[3].commerce.price"),
+        ),
+        (
+            "commerce",
+            || {
+                let mut e = commerce();
+                c(&mut e).price.as_mut().unwrap().currency_code = "EURO".into();
+                e
+            },
+            Some("events[3].commerce.price.currency_code"),
+        ),
+        (
+            "commerce",
+            || {
+                let mut e = commerce();
+                c(&mut e).price.as_mut().unwrap().currency_code = "eur".into();
+                e
+            },
+            Some("events[3].commerce.price.currency_code"),
+        ),
+        (
+            "commerce",
+            || {
+                let mut e = commerce();
+                c(&mut e).price.as_mut().unwrap().currency_code = String::new();
+                e
+            },
+            Some("events[3].commerce.price.currency_code"),
+        ),
+        (
+            "commerce",
+            || {
+                let mut e = commerce();
+                c(&mut e).price.as_mut().unwrap().units = -1;
+                e
+            },
+            Some("events[3].commerce.price.units"),
+        ),
+        (
+            "commerce",
+            || {
+                let mut e = commerce();
+                c(&mut e).price.as_mut().unwrap().units = MAX_PRICE_UNITS + 1;
+                e
+            },
+            Some("events[3].commerce.price.units"),
+        ),
+        (
+            "commerce",
+            || {
+                let mut e = commerce();
+                c(&mut e).price.as_mut().unwrap().nanos = 1_000_000_000;
+                e
+            },
+            Some("events[3].commerce.price.nanos"),
+        ),
+        (
+            "commerce",
+            || {
+                let mut e = commerce();
+                c(&mut e).price.as_mut().unwrap().nanos = -5;
+                e
+            },
+            Some("events[3].commerce.price.nanos"),
+        ),
+        (
+            "commerce",
+            || {
+                let mut e = commerce();
+                *c(&mut e).price.as_mut().unwrap() = Money {
+                    currency_code: "JPY".into(),
+                    units: 0,
+                    nanos: 0,
+                };
+                e
+            },
+            None,
+        ),
+        (
+            "probe",
+            || {
+                let mut e = probe();
+                p(&mut e).target = String::new();
+                e
+            },
+            Some("events[3].probe.target"),
+        ),
+        (
+            "probe",
+            || {
+                let mut e = probe();
+                p(&mut e).target = "t".repeat(257);
+                e
+            },
+            Some("events[3].probe.target"),
+        ),
+        (
+            "probe",
+            || {
+                let mut e = probe();
+                p(&mut e).status_code = 99;
+                e
+            },
+            Some("events[3].probe.status_code"),
+        ),
+        (
+            "probe",
+            || {
+                let mut e = probe();
+                p(&mut e).status_code = 600;
+                e
+            },
+            Some("events[3].probe.status_code"),
+        ),
+        (
+            "probe",
+            || {
+                let mut e = probe();
+                p(&mut e).status_code = 503;
+                p(&mut e).up = false;
+                e
+            },
+            None,
+        ),
+        (
+            "probe",
+            || {
+                let mut e = probe();
+                p(&mut e).cpu_load = 1.01;
+                e
+            },
+            Some("events[3].probe.cpu_load"),
+        ),
+        (
+            "probe",
+            || {
+                let mut e = probe();
+                p(&mut e).cpu_load = -0.1;
+                e
+            },
+            Some("events[3].probe.cpu_load"),
+        ),
+        (
+            "probe",
+            || {
+                let mut e = probe();
+                p(&mut e).cpu_load = f64::NAN;
+                e
+            },
+            Some("events[3].probe.cpu_load"),
+        ),
+        (
+            "probe",
+            || {
+                let mut e = probe();
+                p(&mut e).cpu_load = 1.0;
+                e
+            },
+            None,
+        ),
+    ]
+}
+
+#[test]
+fn every_rule_has_a_passing_and_a_failing_case() {
+    let cases = cases();
+    for rule in RULES {
+        assert!(
+            cases
+                .iter()
+                .any(|(r, _, want)| *r == rule.name && want.is_none()),
+            "rule {} lacks a passing case",
+            rule.name
+        );
+        assert!(
+            cases
+                .iter()
+                .any(|(r, _, want)| *r == rule.name && want.is_some()),
+            "rule {} lacks a failing case",
+            rule.name
+        );
+    }
+}
+
+#[test]
+fn cases_give_the_expected_violations() {
+    for (i, (rule, make, want)) in cases().into_iter().enumerate() {
+        let got = check(&make());
+        match want {
+            None => assert!(got.is_empty(), "case {i} ({rule}) should pass, got {got:?}"),
+            Some(field) => {
+                assert_eq!(
+                    got.len(),
+                    1,
+                    "case {i} ({rule}): want exactly {field}, got {got:?}"
+                );
+                assert_eq!(got[0].field, field, "case {i} ({rule})");
+                assert!(!got[0].description.is_empty());
+            }
+        }
+    }
+}
+
+#[test]
+fn descriptions_say_what_is_allowed() {
+    let mut e = commerce();
+    c(&mut e).price.as_mut().unwrap().currency_code = "EURO".into();
+    let got = check(&e);
+    assert_eq!(
+        got[0].description,
+        "\"EURO\" is not an ISO 4217 currency code (e.g. EUR, USD, JPY)"
+    );
+    let e = Event {
+        region: Region::Asia.to_proto() as i32,
+        ..commerce()
+    };
+    assert_eq!(
+        check(&e)[0].description,
+        "claims asia but store \"eu-1\" is in europe"
+    );
+}
+
+#[test]
+fn batch_rejects_repeated_event_ids_after_the_first() {
+    let limits = Limits::default();
+    let ctx = Context {
+        limits: &limits,
+        now_unix: NOW,
+        sender: None,
+    };
+    let events = vec![commerce(), probe(), commerce()];
+    let verdict = check_batch(&ctx, &events);
+    assert_eq!(verdict.rejected.len(), 2);
+    assert_eq!(verdict.rejected[0].0, 1);
+    assert_eq!(verdict.rejected[0].1[0].field, "events[1].event_id");
+    assert!(
+        verdict.rejected[0].1[0]
+            .description
+            .contains("duplicates events[0].event_id")
+    );
+    assert_eq!(verdict.rejected[1].0, 2);
+}
+
+#[test]
+fn a_valid_batch_is_clean_and_several_violations_are_all_reported() {
+    let limits = Limits::default();
+    let ctx = Context {
+        limits: &limits,
+        now_unix: NOW,
+        sender: None,
+    };
+    assert!(check_batch(&ctx, &[commerce()]).is_clean());
+    let bad = Event {
+        event_id: "".into(),
+        region: 0,
+        payload: None,
+        ..commerce()
+    };
+    let verdict = check_batch(&ctx, &[commerce(), bad]);
+    let fields: Vec<_> = verdict.rejected[0]
+        .1
+        .iter()
+        .map(|v| v.field.as_str())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "events[1].event_id",
+            "events[1].region",
+            "events[1].payload"
+        ]
+    );
+}
+
+#[test]
+fn iso4217_table_is_sorted_and_strict() {
+    assert!(ISO4217.windows(2).all(|w| w[0] < w[1]));
+    for ok in ["EUR", "USD", "JPY", "SGD", "CNY", "GBP"] {
+        assert!(is_iso4217(ok), "{ok}");
+    }
+    for bad in ["", "EU", "eur", "XXX", "XTS", "ABC"] {
+        assert!(!is_iso4217(bad), "{bad}");
+    }
+}
