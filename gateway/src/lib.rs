@@ -1,0 +1,22 @@
+//! The ingest gateway: store backends call `marketplace.ingest.v1.IngestService` over gRPC;
+//! the gateway authenticates the store, validates every event and queues the request's
+//! events as one Redis stream entry, answering only after Redis confirmed the write.
+//!
+//! # Layout
+//! - [`config`]: the typed settings, from flags and environment.
+//! - [`auth`]: the stores file and bearer-token authentication.
+//! - [`ingest`]: one request from decoded protobuf to a queued batch and a response;
+//!   the only place that decides what is accepted.
+//! - [`queue`]: the Redis stream writer and the Redis health watch.
+//! - [`error`]: every failure of a call, and its one mapping to a gRPC status.
+//! - [`server`]: the tonic server: ingest, health and reflection, until shutdown.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod ingest;
+pub mod queue;
+pub mod server;
+
+pub use config::Settings;
+pub use server::run;

@@ -1,0 +1,159 @@
+//! The Redis stream writer: one `XADD` per accepted request, and a watch on Redis health.
+//!
+//! fred multiplexes every request's `XADD` over one connection, so concurrent requests are
+//! pipelined without waiting for each other's round trips.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use fred::{
+    clients::Client,
+    interfaces::{ClientLike, StreamsInterface},
+    types::Value,
+};
+use pipeline::{
+    config::RedisArgs,
+    entry::{FIELD_BATCH, FIELD_FORMAT, FIELD_TRACEPARENT, FORMAT_V1},
+    retry::is_redis_oom,
+};
+
+/// Why an entry was not queued.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// Redis is not reachable, or did not answer in time; the write may be retried.
+    #[error("redis is unavailable: {0}")]
+    Unavailable(String),
+    /// Redis reached `maxmemory`: it refuses writes until the consumer catches up.
+    #[error("redis is out of memory: {0}")]
+    OutOfMemory(String),
+    /// Anything else Redis answered.
+    #[error("redis refused the write: {0}")]
+    Refused(String),
+}
+
+impl From<fred::error::Error> for QueueError {
+    fn from(err: fred::error::Error) -> Self {
+        use fred::error::ErrorKind as K;
+        if is_redis_oom(&err) {
+            return QueueError::OutOfMemory(err.details().to_owned());
+        }
+        match err.kind() {
+            K::IO | K::Timeout | K::Canceled | K::Cluster | K::Backpressure => {
+                QueueError::Unavailable(err.to_string())
+            }
+            _ => QueueError::Refused(err.to_string()),
+        }
+    }
+}
+
+/// Writes stream entries and knows whether Redis is up.
+#[derive(Clone)]
+pub struct Queue {
+    client: Client,
+    stream_key: Arc<str>,
+    /// Updated by [`Queue::watch`]; while false, writes fail fast instead of queueing
+    /// inside the client until its timeout.
+    healthy: Arc<AtomicBool>,
+}
+
+impl Queue {
+    /// Creates the client and starts connecting in the background. Never fails on an
+    /// unreachable Redis: the gateway starts, reports NOT_SERVING and answers UNAVAILABLE.
+    pub fn connect(args: &RedisArgs) -> Result<Queue, fred::error::Error> {
+        let client = args.client()?;
+        let _handle = client.connect();
+        Ok(Queue {
+            client,
+            stream_key: args.stream_key.as_str().into(),
+            healthy: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Waits for the first connection, up to `timeout`; true if connected.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let ok = matches!(
+            tokio::time::timeout(timeout, self.client.wait_for_connect()).await,
+            Ok(Ok(()))
+        );
+        self.healthy.store(ok, Ordering::Relaxed);
+        ok
+    }
+
+    pub fn stream_key(&self) -> &str {
+        &self.stream_key
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Whether the last health check reached Redis.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Appends one entry holding an encoded `QueuedBatch`; returns its stream id once
+    /// Redis confirmed the write (and, under `appendfsync always`, fsynced it).
+    pub async fn append(
+        &self,
+        batch: Bytes,
+        traceparent: Option<String>,
+    ) -> Result<String, QueueError> {
+        if !self.is_healthy() {
+            return Err(QueueError::Unavailable(
+                "redis did not answer the last health check".into(),
+            ));
+        }
+        let mut fields: Vec<(&str, Value)> = Vec::with_capacity(3);
+        fields.push((FIELD_FORMAT, Value::from_static_str(FORMAT_V1)));
+        fields.push((FIELD_BATCH, Value::Bytes(batch)));
+        if let Some(tp) = traceparent {
+            fields.push((FIELD_TRACEPARENT, Value::from(tp)));
+        }
+        let id: String = self
+            .client
+            .xadd(&*self.stream_key, false, None, "*", fields)
+            .await?;
+        Ok(id)
+    }
+
+    /// Checks Redis once: PING within `timeout`.
+    pub async fn check(&self, timeout: Duration) -> bool {
+        let ok = matches!(
+            tokio::time::timeout(timeout, self.client.ping::<String>(None)).await,
+            Ok(Ok(_))
+        );
+        self.healthy.store(ok, Ordering::Relaxed);
+        ok
+    }
+
+    /// Checks Redis every `every` and calls `on_change` when health flips. Runs forever.
+    pub async fn watch<F, Fut>(self, every: Duration, mut on_change: F)
+    where
+        F: FnMut(bool) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let mut last = None;
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let ok = self.check(every.max(Duration::from_millis(500))).await;
+            if last != Some(ok) {
+                if ok {
+                    tracing::info!("redis is reachable");
+                } else {
+                    tracing::warn!("redis is unreachable");
+                }
+                on_change(ok).await;
+                last = Some(ok);
+            }
+        }
+    }
+}
