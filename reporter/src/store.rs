@@ -1,0 +1,79 @@
+//! S3 uploads through aws-sdk-s3, configured by the standard AWS environment variables
+//! (`AWS_ENDPOINT_URL_S3` for self-hosted servers) plus path-style addressing.
+
+use aws_sdk_s3::{Client, primitives::ByteStream};
+
+use crate::config::S3Args;
+
+/// Writes report objects to one bucket.
+#[derive(Clone, Debug)]
+pub struct ReportStore {
+    client: Client,
+    bucket: String,
+}
+
+impl ReportStore {
+    /// Builds the client from the standard AWS environment; creates the bucket if asked to.
+    pub async fn connect(args: &S3Args) -> anyhow::Result<ReportStore> {
+        ReportStore::new(&aws_config::load_from_env().await, args).await
+    }
+
+    /// Builds the client from an explicit AWS configuration (tests, embedding).
+    pub async fn new(shared: &aws_config::SdkConfig, args: &S3Args) -> anyhow::Result<ReportStore> {
+        let config = aws_sdk_s3::config::Builder::from(shared)
+            .force_path_style(args.s3_force_path_style)
+            .build();
+        let store = ReportStore {
+            client: Client::from_conf(config),
+            bucket: args.s3_bucket.clone(),
+        };
+        if args.s3_create_bucket
+            && store
+                .client
+                .head_bucket()
+                .bucket(&store.bucket)
+                .send()
+                .await
+                .is_err()
+        {
+            store
+                .client
+                .create_bucket()
+                .bucket(&store.bucket)
+                .send()
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "creating bucket {}: {}",
+                        store.bucket,
+                        aws_sdk_s3::error::DisplayErrorContext(e)
+                    )
+                })?;
+        }
+        Ok(store)
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Uploads one object.
+    pub async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> anyhow::Result<()> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "uploading s3://{}/{key}: {}",
+                    self.bucket,
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                )
+            })?;
+        Ok(())
+    }
+}
