@@ -1,0 +1,169 @@
+//! The whole path once: simulator → gRPC Publish → Redis → consumer → ClickHouse →
+//! reporter → S3, asserting the exact event ids and counts at each hop.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use clap::Parser;
+use pipeline::proto::ingest::event::Payload;
+use simulator::truth::decimal_text;
+
+use crate::helpers::*;
+
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct Id {
+    event_id: String,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_flow_from_publish_to_the_report_in_s3() {
+    let redis = testkit::shared_redis();
+    let ch = testkit::shared_clickhouse();
+    let s3 = testkit::shared_s3();
+    let stream = testkit::unique_name("events");
+    let database = testkit::unique_name("e2e");
+    let bucket = testkit::unique_bucket();
+    let fleet = simulator::fleet::fleet(2, "e2e-secret");
+    let gateway = start_gateway(
+        &redis.url(),
+        &stream,
+        &simulator::fleet::stores_file(&fleet),
+        &[],
+    )
+    .await;
+
+    // Hop 1: the simulator publishes; the gateway acknowledges.
+    let base = event_time_base();
+    let settings = simulator::Settings::try_parse_from([
+        "simulator",
+        "run",
+        "--gateway",
+        &gateway.url(),
+        "--stores-per-region",
+        "2",
+        "--token-secret",
+        "e2e-secret",
+        "--total",
+        "3000",
+        "--batch-size",
+        "250",
+        "--rate",
+        "0",
+        "--seed",
+        "11",
+        "--time-base",
+        &base.to_string(),
+        "--quiet",
+    ])
+    .unwrap();
+    let simulator::config::Command::Run(args) = settings.command else {
+        unreachable!()
+    };
+    let truth = simulator::send::run(&args).await.unwrap();
+    assert_eq!(truth.sent, 3000);
+    assert_eq!(truth.accepted, 3000, "every simulated event is valid");
+    assert_eq!((truth.rejected, truth.failed), (0, 0));
+    let sent: BTreeSet<String> = truth.accepted_ids.iter().cloned().collect();
+    assert_eq!(sent.len(), 3000, "event ids are unique");
+
+    // Hop 2: Redis holds one entry per request, with exactly the acknowledged events.
+    let batches = stream_batches(&redis.url(), &stream).await;
+    assert_eq!(batches.len(), 3000 / 250, "one stream entry per request");
+    let queued: BTreeSet<String> = batches
+        .iter()
+        .flat_map(|b| b.events.iter().map(|e| e.event_id.clone()))
+        .collect();
+    assert_eq!(queued, sent);
+    assert!(
+        batches
+            .iter()
+            .all(|b| b.received_at.is_some() && !b.store_id.is_empty())
+    );
+    let probes = batches
+        .iter()
+        .flat_map(|b| &b.events)
+        .filter(|e| matches!(e.payload, Some(Payload::Probe(_))))
+        .count();
+
+    // Hop 3: the consumer loads ClickHouse with exactly those events.
+    let settings = consumer_settings(&redis.url(), &stream, &ch.url(), &database, &[]);
+    let mut worker = consumer::Worker::connect(&settings).await.unwrap();
+    let client = clickhouse(&ch.url(), &database);
+    let count = || async {
+        client
+            .query("SELECT count() FROM (SELECT event_id FROM commerce_events UNION ALL SELECT event_id FROM probe_results)")
+            .fetch_one::<u64>()
+            .await
+            .unwrap()
+    };
+    consume_until(&mut worker, Duration::from_secs(60), || async {
+        count().await >= 3000
+    })
+    .await
+    .unwrap();
+    let loaded: Vec<Id> = client
+        .query("SELECT event_id FROM commerce_events UNION ALL SELECT event_id FROM probe_results")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(loaded.len(), 3000, "no duplicates");
+    let loaded: BTreeSet<String> = loaded.into_iter().map(|r| r.event_id).collect();
+    assert_eq!(loaded, sent);
+    let probe_rows: u64 = client
+        .query("SELECT count() FROM probe_results")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(probe_rows as usize, probes);
+    let pending = redis.cli(&["XPENDING", &stream, "loader"]).unwrap();
+    assert!(
+        pending.starts_with('0'),
+        "everything acknowledged, got {pending}"
+    );
+
+    // Hop 4: the reporter writes the day's report to S3, and its figures are the truth's.
+    s3.create_bucket(&bucket).unwrap();
+    let store = report_store(&s3.endpoint(), &bucket).await;
+    let date = utc_date(base);
+    let (report, keys) = reporter::run::run(&client, &store, date).await.unwrap();
+    assert_eq!(keys, [format!("reports/{date}/marketplace/report.json")]);
+    let object = s3.get_object(&bucket, &keys[0]).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&object).unwrap();
+    assert_eq!(json["schema_version"], 1);
+    assert_eq!(json["date"], date.to_string());
+
+    let funnel = |kind: &str| {
+        report
+            .funnel
+            .iter()
+            .find(|f| f.r#type == kind)
+            .map_or(0, |f| f.events)
+    };
+    assert_eq!(funnel("view"), truth.total.views);
+    assert_eq!(funnel("cart"), truth.total.carts);
+    assert_eq!(funnel("remove_from_cart"), truth.total.removals);
+    assert_eq!(funnel("purchase"), truth.total.purchases);
+    let revenue: Vec<(String, String)> = report
+        .revenue
+        .iter()
+        .map(|r| (r.currency.clone(), r.revenue.clone()))
+        .collect();
+    let expected: Vec<(String, String)> = truth
+        .total
+        .revenue_nanos
+        .iter()
+        .map(|(c, n)| (c.clone(), decimal_text(*n)))
+        .collect();
+    assert_eq!(revenue, expected);
+    for s in &report.stability {
+        let t = &truth.probes_by_region[&s.row.region];
+        assert_eq!(
+            (s.row.probes, s.row.up),
+            (t.probes, t.up),
+            "region {}",
+            s.row.region
+        );
+    }
+    assert_eq!(report.stability.len(), 3, "all three regions probed");
+    assert!(report.watermark as i64 >= base - 5);
+    gateway.shutdown().await.unwrap();
+}

@@ -1,0 +1,201 @@
+//! Starting the services in-process against the test harness's servers.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use clap::Parser;
+use fred::interfaces::{ClientLike, StreamsInterface};
+use pipeline::{entry::decode_entry, proto::queue::QueuedBatch};
+use tokio::sync::oneshot;
+
+/// A gateway running in this process until dropped.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sends the shutdown signal and waits for the server to drain.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.take().expect("running").send(());
+        self.task.take().expect("running").await?
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// Starts a gateway on a free port, with the given stores file text and extra flags.
+pub async fn start_gateway(
+    redis_url: &str,
+    stream_key: &str,
+    stores_toml: &str,
+    extra: &[&str],
+) -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let stores: PathBuf = dir.path().join("stores.toml");
+    std::fs::write(&stores, stores_toml).unwrap();
+    let mut args = vec![
+        "gateway".to_owned(),
+        "--stores-file".into(),
+        stores.display().to_string(),
+        "--redis-url".into(),
+        redis_url.into(),
+        "--stream-key".into(),
+        stream_key.into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let settings = gateway::Settings::try_parse_from(args).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(gateway::run(listener, settings, async move {
+        let _ = stopped.await;
+    }));
+    Gateway {
+        addr,
+        stop: Some(stop),
+        task: Some(task),
+        _dir: dir,
+    }
+}
+
+/// Consumer settings for the harness's servers, with extra flags.
+pub fn consumer_settings(
+    redis_url: &str,
+    stream_key: &str,
+    clickhouse_url: &str,
+    database: &str,
+    extra: &[&str],
+) -> consumer::Settings {
+    let mut args = vec![
+        "consumer",
+        "--redis-url",
+        redis_url,
+        "--stream-key",
+        stream_key,
+        "--clickhouse-url",
+        clickhouse_url,
+        "--clickhouse-database",
+        database,
+        "--consumer-name",
+        "c1",
+        "--batch-age",
+        "200ms",
+    ];
+    args.extend_from_slice(extra);
+    consumer::Settings::try_parse_from(args).unwrap()
+}
+
+/// Every batch in the stream, decoded, in stream order.
+pub async fn stream_batches(redis_url: &str, stream_key: &str) -> Vec<QueuedBatch> {
+    let client = fred::clients::Client::new(
+        fred::types::config::Config::from_url(redis_url).unwrap(),
+        None,
+        None,
+        None,
+    );
+    client.init().await.unwrap();
+    let entries: Vec<(String, std::collections::HashMap<String, bytes::Bytes>)> = client
+        .xrange_values(stream_key, "-", "+", None)
+        .await
+        .unwrap();
+    entries
+        .into_iter()
+        .map(|(_, fields)| {
+            decode_entry(
+                fields.get("f").map(|b| &b[..]),
+                fields.get("b").map(|b| &b[..]),
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+/// A time for simulated events: recent enough for the gateway, and at least 3 minutes
+/// after midnight UTC so that every event of a run falls on the same day.
+pub fn event_time_base() -> i64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let midnight = now - now.rem_euclid(86_400);
+    (now - 30).max(midnight + 180)
+}
+
+/// The UTC date of a Unix second.
+pub fn utc_date(unix: i64) -> time::Date {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .unwrap()
+        .date()
+}
+
+/// A ClickHouse client for one database of the shared server.
+pub fn clickhouse(url: &str, database: &str) -> clickhouse::Client {
+    clickhouse::Client::default()
+        .with_url(url)
+        .with_database(database)
+        .with_validation(false)
+}
+
+/// Steps the consumer until `done` says so, at most `timeout`.
+pub async fn consume_until<F, Fut>(
+    worker: &mut consumer::Worker,
+    timeout: Duration,
+    mut done: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        worker.step().await?;
+        if matches!(
+            worker.flush().await?,
+            consumer::Outcome::Flushed(_) | consumer::Outcome::Idle
+        ) && done().await
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "consumer did not finish in {timeout:?}"
+        );
+    }
+}
+
+/// A report store on the test S3 server, with static credentials (SeaweedFS accepts any).
+pub async fn report_store(endpoint: &str, bucket: &str) -> reporter::store::ReportStore {
+    use aws_config::BehaviorVersion;
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "test", "test", None, None, "e2e",
+        ))
+        .load()
+        .await;
+    let args = reporter::config::S3Args {
+        s3_bucket: bucket.to_owned(),
+        s3_force_path_style: true,
+        s3_create_bucket: false,
+    };
+    reporter::store::ReportStore::new(&config, &args)
+        .await
+        .unwrap()
+}

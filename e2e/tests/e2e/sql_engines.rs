@@ -1,0 +1,88 @@
+//! Every statement the project ships runs on ClickHouse 18.16 (the tests' server) and on a
+//! current engine (chdb, in-process), because deployments run a current ClickHouse.
+
+use std::{
+    io::Write,
+    process::{Command, Stdio},
+};
+
+/// (name, sql) of every migration statement and every report query, in order.
+fn shipped_statements() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for m in pipeline::schema::MIGRATIONS {
+        for (i, stmt) in pipeline::schema::statements(m.sql).into_iter().enumerate() {
+            out.push((
+                format!("migration {} ({}) statement {}", m.version, m.name, i + 1),
+                stmt,
+            ));
+        }
+    }
+    for (name, sql) in reporter::queries::ALL {
+        out.push((
+            format!("report query {name}"),
+            reporter::queries::render(sql, "2026-01-15"),
+        ));
+    }
+    out
+}
+
+#[tokio::test]
+async fn shipped_sql_runs_on_clickhouse_18_16() {
+    let ch = testkit::shared_clickhouse();
+    let db = testkit::unique_name("sql");
+    let server = crate::helpers::clickhouse(&ch.url(), "default");
+    server
+        .query(&format!("CREATE DATABASE {db}"))
+        .execute()
+        .await
+        .unwrap();
+    let client = crate::helpers::clickhouse(&ch.url(), &db);
+    for (name, sql) in shipped_statements() {
+        client
+            .query(&sql)
+            .execute()
+            .await
+            .unwrap_or_else(|e| panic!("{name} fails on 18.16: {e}"));
+    }
+}
+
+#[test]
+fn shipped_sql_runs_on_a_current_clickhouse() {
+    let statements: Vec<serde_json::Value> = shipped_statements()
+        .into_iter()
+        .map(|(name, sql)| serde_json::json!({ "name": name, "sql": sql }))
+        .collect();
+    let script = testkit::repo_root().join("scripts/chdb_check.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(&statements).unwrap().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "chdb_check.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let version = report["version"].as_str().unwrap();
+    assert!(
+        !version.starts_with("18."),
+        "chdb must be a current engine, got {version}"
+    );
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), statements.len());
+    let failed: Vec<_> = results.iter().filter(|r| r["ok"] != true).collect();
+    assert!(
+        failed.is_empty(),
+        "statements failing on ClickHouse {version}: {failed:#?}"
+    );
+}

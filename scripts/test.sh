@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The project's test command, what CI runs (through .ci/run) and what to run before pushing:
+# install missing tools, lint the protos, check formatting, clippy with warnings as errors, then
+# every test of the workspace. The tests start their own Redis, ClickHouse and S3 (testkit), so
+# no stack needs to be running. Stops at the first failing step. CARGO_TARGET_DIR is honoured.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step="setup"
+trap 'echo "test.sh: step \"$step\" failed" >&2' ERR
+
+section() {
+    step="$1"
+    printf '\n==> %s\n' "$1"
+}
+
+section "install missing tools"
+bash scripts/install.sh
+
+section "buf lint"
+buf lint
+
+section "deployment files"
+docker-compose -f compose.yaml config -q
+if command -v terraform >/dev/null 2>&1; then
+    terraform fmt -check -recursive terraform
+else
+    echo "terraform is not on PATH (it cannot be installed from the package registries); skipping terraform fmt" >&2
+fi
+
+section "cargo fmt --check"
+cargo fmt --all --check
+
+section "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+section "cargo test"
+echo "target dir: ${CARGO_TARGET_DIR:-target}"
+log="$(mktemp)"
+cargo test --workspace 2>&1 | tee "$log"
+# cargo prints one summary per test binary, the last often a doc-test run with 0 tests;
+# close with the totals so the run's last line tells how many tests ran.
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "\ntests: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"
+rm -f "$log"
+
+printf '\n==> all steps passed\n'

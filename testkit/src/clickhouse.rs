@@ -1,0 +1,362 @@
+//! A private ClickHouse server (Debian's 18.16) on free loopback ports, data in a temp directory
+//!
+//! The configuration is Debian's /etc/clickhouse-server/config.xml rewritten for a private
+//! instance: comments stripped first (its default `listen_host`, `https_port` and
+//! `tcp_port_secure` lines sit inside comments, so editing them in place changes nothing), paths
+//! moved into the temp directory, our ports set, and memory-hungry caches shrunk.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use tempfile::TempDir;
+
+use crate::http;
+use crate::ports::free_ports;
+use crate::process::{Supervised, find_program, with_one_retry};
+
+/// ClickHouse answers within ~2 s here; the rest is slack for a loaded CI machine.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// SIGTERM makes ClickHouse wait for running queries (it took ~3 s here); past this we kill it.
+const STOP_GRACE: Duration = Duration::from_secs(20);
+
+/// Long enough for the biggest INSERT … SELECT a test would run.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Where Debian's clickhouse-server package puts the configuration we start from.
+const CONFIG_DIR: &str = "/etc/clickhouse-server";
+
+/// The ports one server listens on.
+#[derive(Clone, Copy, Debug)]
+struct Ports {
+    http: u16,
+    tcp: u16,
+    /// Used only for replication, but ClickHouse binds it anyway, so it must be free too.
+    interserver: u16,
+}
+
+/// A clickhouse-server child process on 127.0.0.1.
+///
+/// Dropping it kills the server (SIGKILL) and removes its data directory.
+pub struct ClickHouse {
+    /// The running server; `None` between `stop`/`kill` and `restart`. Declared before `dir` so
+    /// the server dies before its directory is removed.
+    process: Option<Supervised>,
+    /// Fixed for the life of the struct so that clients can reconnect after a restart.
+    ports: Ports,
+    /// Holds config.xml, users.xml, data/ and log/; kept across restarts.
+    dir: TempDir,
+}
+
+impl ClickHouse {
+    /// Starts a server and waits until it answers `SELECT 1` over HTTP.
+    pub fn start() -> Result<ClickHouse> {
+        with_one_retry("clickhouse", || {
+            let dir = tempfile::Builder::new()
+                .prefix("testkit-clickhouse-")
+                .tempdir()
+                .context("failed to create clickhouse temp dir")?;
+            let [http, tcp, interserver] = free_ports(3)[..] else {
+                unreachable!("free_ports returns as many ports as asked for")
+            };
+            let ports = Ports {
+                http,
+                tcp,
+                interserver,
+            };
+            write_config(dir.path(), ports)?;
+            let mut clickhouse = ClickHouse {
+                process: None,
+                ports,
+                dir,
+            };
+            clickhouse.spawn()?;
+            Ok(clickhouse)
+        })
+    }
+
+    /// The HTTP endpoint: `http://127.0.0.1:HTTP_PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports.http)
+    }
+
+    /// The HTTP interface port (what the `clickhouse` crate talks to).
+    pub fn http_port(&self) -> u16 {
+        self.ports.http
+    }
+
+    /// The native protocol port (what `clickhouse-client --port` talks to).
+    pub fn tcp_port(&self) -> u16 {
+        self.ports.tcp
+    }
+
+    /// The server's directory: config.xml, users.xml, data/ and log/.
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit (killing it after 20 s).
+    /// Stopping a stopped server does nothing.
+    pub fn stop(&mut self) -> Result<()> {
+        if let Some(mut process) = self.process.take() {
+            process.terminate(STOP_GRACE)?;
+        }
+        Ok(())
+    }
+
+    /// Kills the server with SIGKILL, as a crash would, and waits for it to exit.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut process) = self.process.take() {
+            process.kill()?;
+        }
+        Ok(())
+    }
+
+    /// Starts the server again with the same ports and data directory and waits until it is
+    /// ready. A running server is stopped first.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop()?;
+        self.spawn()
+    }
+
+    /// Runs one statement over HTTP and returns its output (TabSeparated), trimmed. A failed
+    /// statement is an `Err` carrying the server's message, e.g. `Code: 62, … Syntax error`.
+    pub fn query(&self, sql: &str) -> Result<String> {
+        let response = http::request(self.ports.http, "POST", "/", sql.as_bytes(), QUERY_TIMEOUT)
+            .with_context(|| format!("clickhouse query failed: {sql}"))?;
+        let text = response.text();
+        if response.status != 200 {
+            bail!(
+                "clickhouse query failed (http {}): {}\nquery: {sql}",
+                response.status,
+                text.trim()
+            );
+        }
+        Ok(text.trim().to_string())
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let dir = self.dir.path();
+        let config = dir.join("config.xml");
+        let mut cmd = server_command()?;
+        cmd.current_dir(dir)
+            .arg(format!("--config-file={}", config.display()));
+        let mut process =
+            Supervised::spawn("clickhouse", &mut cmd, dir, &dir.join("stdout.log"), vec![])?;
+        process.add_log(dir.join("log/clickhouse-server.err.log"));
+        let port = self.ports.http;
+        let took = process.wait_ready(READY_TIMEOUT, || {
+            let response = http::get(port, "/?query=SELECT%201")?;
+            Ok(response.status == 200 && response.text().trim() == "1")
+        })?;
+        if crate::test_log_enabled() {
+            eprintln!("testkit: clickhouse ready on http port {port} in {took:?}");
+        }
+        self.process = Some(process);
+        Ok(())
+    }
+}
+
+/// `clickhouse-server`, or the single `clickhouse` binary of newer releases with `server`.
+fn server_command() -> Result<Command> {
+    let extra = ["/usr/sbin", "/usr/bin", "/usr/local/bin"];
+    if let Some(server) = find_program("clickhouse-server", &extra) {
+        return Ok(Command::new(server));
+    }
+    if let Some(binary) = find_program("clickhouse", &extra) {
+        let mut cmd = Command::new(binary);
+        cmd.arg("server");
+        return Ok(cmd);
+    }
+    Err(anyhow!(
+        "clickhouse-server not found on PATH or in /usr/sbin: run scripts/install.sh"
+    ))
+}
+
+/// Writes config.xml, users.xml and an empty include file into `dir`.
+fn write_config(dir: &Path, ports: Ports) -> Result<()> {
+    let read = |name: &str| {
+        let path = Path::new(CONFIG_DIR).join(name);
+        std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "cannot read {}: is clickhouse-server installed? run scripts/install.sh",
+                path.display()
+            )
+        })
+    };
+    let config = render_config(&read("config.xml")?, dir, ports);
+    std::fs::write(dir.join("config.xml"), config)?;
+    std::fs::write(dir.join("users.xml"), read("users.xml")?)?;
+    // substitutions otherwise come from /etc/metrika.xml, which would let a developer's
+    // system-wide cluster or ZooKeeper settings leak into the private server
+    std::fs::write(
+        dir.join("metrika.xml"),
+        "<?xml version=\"1.0\"?>\n<yandex/>\n",
+    )?;
+    for sub in ["data", "log"] {
+        std::fs::create_dir_all(dir.join(sub))?;
+    }
+    Ok(())
+}
+
+/// Rewrites Debian's config.xml for a private server in `dir` listening on `ports`.
+fn render_config(template: &str, dir: &Path, ports: Ports) -> String {
+    let dir = dir.display();
+    let mut xml = strip_comments(template)
+        .replace("/var/lib/clickhouse/", &format!("{dir}/data/"))
+        .replace("/var/log/clickhouse-server/", &format!("{dir}/log/"));
+    let settings = [
+        ("http_port", ports.http.to_string()),
+        ("tcp_port", ports.tcp.to_string()),
+        ("interserver_http_port", ports.interserver.to_string()),
+        // the defaults (::1 and 127.0.0.1) would also bind IPv6 loopback
+        ("listen_host", "127.0.0.1".to_string()),
+        ("include_from", format!("{dir}/metrika.xml")),
+        // 8 GiB and 5 GiB by default: allocated on demand, but a test never needs that much
+        ("uncompressed_cache_size", (64u64 << 20).to_string()),
+        ("mark_cache_size", (64u64 << 20).to_string()),
+        (
+            "logger",
+            format!(
+                "<level>warning</level><log>{dir}/log/clickhouse-server.log</log>\
+                 <errorlog>{dir}/log/clickhouse-server.err.log</errorlog>\
+                 <size>10M</size><count>1</count>"
+            ),
+        ),
+    ];
+    // TLS ports need certificates that a private server does not have
+    for tag in ["https_port", "tcp_port_secure"] {
+        xml = remove_element(&xml, tag);
+    }
+    for (tag, value) in settings {
+        xml = remove_element(&xml, tag);
+        xml = insert_before_root_end(&xml, &format!("    <{tag}>{value}</{tag}>\n"));
+    }
+    xml
+}
+
+/// Removes every `<!-- … -->` comment.
+fn strip_comments(xml: &str) -> String {
+    let mut out = String::with_capacity(xml.len());
+    let mut rest = xml;
+    while let Some(start) = rest.find("<!--") {
+        out.push_str(&rest[..start]);
+        match rest[start..].find("-->") {
+            Some(end) => rest = &rest[start + end + 3..],
+            None => return out,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Removes every `<tag …>…</tag>` and `<tag …/>` element; only used for top-level tags that do
+/// not nest inside themselves.
+fn remove_element(xml: &str, tag: &str) -> String {
+    let open = format!("<{tag}");
+    let close = format!("</{tag}>");
+    let mut out = String::with_capacity(xml.len());
+    let mut rest = xml;
+    while let Some(start) = find_tag(rest, &open) {
+        out.push_str(&rest[..start]);
+        let after = &rest[start..];
+        let Some(head_end) = after.find('>') else {
+            return out;
+        };
+        rest = if after[..head_end].ends_with('/') {
+            &after[head_end + 1..]
+        } else {
+            match after.find(&close) {
+                Some(end) => &after[end + close.len()..],
+                None => "",
+            }
+        };
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Finds `<tag` followed by `>`, `/` or whitespace, so `<tcp_port` does not match
+/// `<tcp_port_secure`.
+fn find_tag(xml: &str, open: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(pos) = xml[from..].find(open) {
+        let at = from + pos;
+        match xml[at + open.len()..].chars().next() {
+            Some(c) if c == '>' || c == '/' || c.is_whitespace() => return Some(at),
+            _ => from = at + open.len(),
+        }
+    }
+    None
+}
+
+/// Inserts `element` before the closing root tag (`</yandex>` in 18.16, `</clickhouse>` later).
+fn insert_before_root_end(xml: &str, element: &str) -> String {
+    let end = ["</yandex>", "</clickhouse>"]
+        .iter()
+        .filter_map(|root| xml.rfind(root))
+        .max()
+        .unwrap_or(xml.len());
+    format!("{}{element}{}", &xml[..end], &xml[end..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEMPLATE: &str = r#"<?xml version="1.0"?>
+<yandex>
+    <logger><level>trace</level><log>/var/log/clickhouse-server/x.log</log></logger>
+    <http_port>8123</http_port>
+    <tcp_port>9000</tcp_port>
+    <!--
+    <https_port>8443</https_port>
+    <listen_host>::</listen_host>
+    -->
+    <tcp_port_secure>9440</tcp_port_secure>
+    <path>/var/lib/clickhouse/</path>
+    <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>
+    <remote_servers><x><shard><replica><port>9000</port></replica></shard></x></remote_servers>
+</yandex>
+"#;
+
+    fn render() -> String {
+        let ports = Ports {
+            http: 1,
+            tcp: 2,
+            interserver: 3,
+        };
+        render_config(TEMPLATE, Path::new("/t"), ports)
+    }
+
+    #[test]
+    fn sets_ports_and_listens_on_ipv4_loopback_only() {
+        let xml = render();
+        assert!(xml.contains("<http_port>1</http_port>"), "{xml}");
+        assert!(xml.contains("<tcp_port>2</tcp_port>"), "{xml}");
+        assert!(xml.contains("<interserver_http_port>3</interserver_http_port>"));
+        assert_eq!(xml.matches("<listen_host>").count(), 1);
+        assert!(xml.contains("<listen_host>127.0.0.1</listen_host>"));
+        assert!(!xml.contains("8123") && !xml.contains("https_port"));
+        assert!(!xml.contains("tcp_port_secure"), "{xml}");
+        assert!(xml.trim_end().ends_with("</yandex>"));
+    }
+
+    #[test]
+    fn moves_paths_into_the_temp_dir_and_keeps_unrelated_elements() {
+        let xml = render();
+        assert!(xml.contains("<path>/t/data/</path>"));
+        assert!(xml.contains("<log>/t/log/clickhouse-server.log</log>"));
+        assert!(!xml.contains("/var/"), "{xml}");
+        assert!(xml.contains("<path>/clickhouse/task_queue/ddl</path>"));
+        assert!(xml.contains("<port>9000</port>"));
+        assert_eq!(xml.matches("<logger>").count(), 1);
+    }
+
+    #[test]
+    fn removes_self_closing_elements() {
+        assert_eq!(remove_element("a<x y=\"1\"/>b<x>c</x>d", "x"), "abd");
+    }
+}

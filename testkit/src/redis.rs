@@ -1,0 +1,192 @@
+//! A private redis-server on a free loopback port, with its AOF in a temporary directory
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use tempfile::TempDir;
+
+use crate::ports::free_port;
+use crate::process::{Supervised, find_program, with_one_retry};
+
+/// Redis loads its AOF before it answers PING, so a restart with a big AOF needs some slack.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long `stop` waits for SHUTDOWN to finish writing before it kills the server.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Settings that tests vary; everything else is fixed by [`Redis::start_with`].
+#[derive(Clone, Debug, Default)]
+pub struct RedisOptions {
+    /// `appendfsync always` instead of `everysec`: every acknowledged write survives a SIGKILL,
+    /// which is what crash tests that kill the server want to rely on.
+    pub appendfsync_always: bool,
+    /// A memory limit such as `"20mb"`, with `maxmemory-policy noeviction`, so that writes fail
+    /// with an OOM error instead of silently evicting stream entries (overload tests).
+    pub maxmemory: Option<String>,
+}
+
+/// A redis-server child process on 127.0.0.1 with AOF persistence (`appendonly yes`).
+///
+/// Dropping it kills the server (SIGKILL) and removes its directory.
+pub struct Redis {
+    /// The running server; `None` between `stop`/`kill` and `restart`. Declared before `dir` so
+    /// the server dies before its directory is removed.
+    process: Option<Supervised>,
+    /// Fixed for the life of the struct so that clients can reconnect after a restart.
+    port: u16,
+    /// Kept to start the server again with the same settings.
+    opts: RedisOptions,
+    /// Holds the AOF across restarts; removed on drop.
+    dir: TempDir,
+}
+
+impl Redis {
+    /// Starts a server with default options: AOF on, `appendfsync everysec`, no memory limit.
+    pub fn start() -> Result<Redis> {
+        Redis::start_with(RedisOptions::default())
+    }
+
+    /// Starts a server with `opts`, waiting until it answers PING.
+    pub fn start_with(opts: RedisOptions) -> Result<Redis> {
+        with_one_retry("redis", || {
+            let dir = tempfile::Builder::new()
+                .prefix("testkit-redis-")
+                .tempdir()
+                .context("failed to create redis temp dir")?;
+            let mut redis = Redis {
+                process: None,
+                port: free_port(),
+                opts: opts.clone(),
+                dir,
+            };
+            redis.spawn()?;
+            Ok(redis)
+        })
+    }
+
+    /// The URL clients connect to: `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The TCP port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's data directory (the AOF lives in `appendonlydir/` below it).
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    /// Stops the server gracefully with SHUTDOWN, which flushes the AOF, and waits for it to
+    /// exit. Stopping a stopped server does nothing.
+    pub fn stop(&mut self) -> Result<()> {
+        let Some(mut process) = self.process.take() else {
+            return Ok(());
+        };
+        // SHUTDOWN closes the connection instead of replying, so errors here are expected;
+        // whether the process exits is what counts
+        let _ = send_command(self.port, &["SHUTDOWN"]);
+        if !process.wait_exit(SHUTDOWN_GRACE)? {
+            process.kill()?;
+            bail!("redis did not shut down within {SHUTDOWN_GRACE:?} and was killed");
+        }
+        Ok(())
+    }
+
+    /// Kills the server with SIGKILL, as a crash would, and waits for it to exit. Writes that
+    /// were not yet fsynced to the AOF are lost (none with `appendfsync_always`).
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut process) = self.process.take() {
+            process.kill()?;
+        }
+        Ok(())
+    }
+
+    /// Starts the server again on the same port and directory, so it reloads its AOF, and waits
+    /// until it answers PING. A running server is stopped gracefully first.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop()?;
+        self.spawn()
+    }
+
+    /// Runs `redis-cli -p PORT args...` and returns its stdout, trimmed. An error reply from the
+    /// server is an `Err` carrying the reply text.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        let cli = find_program("redis-cli", &[])
+            .ok_or_else(|| anyhow!("redis-cli not found on PATH: run scripts/install.sh"))?;
+        // -e makes redis-cli exit non-zero on an error reply instead of printing it as data
+        let output = Command::new(cli)
+            .args(["-e", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .context("failed to run redis-cli")?;
+        if !output.status.success() {
+            bail!(
+                "redis-cli {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let server = find_program("redis-server", &["/usr/sbin"])
+            .ok_or_else(|| anyhow!("redis-server not found on PATH: run scripts/install.sh"))?;
+        let dir = self.dir.path();
+        let mut cmd = Command::new(server);
+        cmd.current_dir(dir)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(dir)
+            .args(["--daemonize", "no", "--logfile", ""])
+            .args(["--appendonly", "yes", "--appendfsync"])
+            .arg(if self.opts.appendfsync_always {
+                "always"
+            } else {
+                "everysec"
+            })
+            // no RDB snapshots: what survives a restart is exactly what the AOF holds
+            .args(["--save", ""]);
+        if let Some(limit) = &self.opts.maxmemory {
+            cmd.args(["--maxmemory", limit, "--maxmemory-policy", "noeviction"]);
+        }
+        let log = dir.join("redis.log");
+        let mut process = Supervised::spawn("redis", &mut cmd, dir, &log, Vec::new())?;
+        let port = self.port;
+        let took = process.wait_ready(READY_TIMEOUT, || {
+            Ok(send_command(port, &["PING"])?.starts_with("+PONG"))
+        })?;
+        if crate::test_log_enabled() {
+            eprintln!("testkit: redis ready on port {port} in {took:?}");
+        }
+        self.process = Some(process);
+        Ok(())
+    }
+}
+
+/// Sends one RESP command and returns the first reply line; enough for PING and SHUTDOWN
+/// without spawning redis-cli on every readiness poll.
+fn send_command(port: u16, args: &[&str]) -> Result<String> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(request.as_bytes())?;
+    let mut reply = [0u8; 256];
+    let n = stream.read(&mut reply)?;
+    Ok(String::from_utf8_lossy(&reply[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string())
+}
