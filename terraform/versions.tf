@@ -1,0 +1,19 @@
+terraform {
+  # 1.5+: `check` blocks; 1.4+: terraform_data.
+  required_version = ">= 1.5.0"
+
+  required_providers {
+    hcloud = {
+      source = "hetznercloud/hcloud"
+      # Minor updates only; `terraform init` records the exact version and its checksums in
+      # .terraform.lock.hcl, which is committed so every operator runs the same provider.
+      version = "~> 1.52"
+    }
+  }
+}
+
+provider "hcloud" {
+  # null: the provider reads HCLOUD_TOKEN from the environment (preferred: keeps the token
+  # out of tfvars files).
+  token = var.hcloud_token
+}
