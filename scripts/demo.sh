@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The main job, for a newcomer on a fresh Debian machine: installs what is missing, starts the
+# local stack (Redis, ClickHouse, SeaweedFS S3), runs gateway and consumer, streams simulated
+# events from stores in Europe, America and Asia for DEMO_SECONDS (30), writes the day's
+# report to S3, and prints where it is with a short summary. Leaves the stack running;
+# `scripts/stack.sh stop` stops it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+DEMO_SECONDS="${DEMO_SECONDS:-30}"
+DEMO_RATE="${DEMO_RATE:-20000}"
+DEMO_GATEWAY_PORT="${DEMO_GATEWAY_PORT:-50051}"
+work=.stack/demo
+mkdir -p "$work"
+
+bash scripts/install.sh
+echo "==> building (release)"
+cargo build --release --quiet -p gateway -p consumer -p reporter -p simulator
+bin="${CARGO_TARGET_DIR:-target}/release"
+
+echo "==> starting the local stack"
+bash scripts/stack.sh start
+eval "$(bash scripts/stack.sh env)"
+export SIMULATOR_TOKEN_SECRET="${SIMULATOR_TOKEN_SECRET:-demo}"
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+"$bin/simulator" stores-file > "$work/stores.toml"
+GATEWAY_LISTEN="127.0.0.1:$DEMO_GATEWAY_PORT" GATEWAY_STORES_FILE="$work/stores.toml" \
+    "$bin/gateway" > "$work/gateway.log" 2>&1 &
+pids+=($!)
+CONSUMER_NAME=demo "$bin/consumer" > "$work/consumer.log" 2>&1 &
+pids+=($!)
+
+echo "==> waiting for the gateway to report SERVING"
+for _ in $(seq 1 50); do
+    if grpcurl -plaintext "127.0.0.1:$DEMO_GATEWAY_PORT" grpc.health.v1.Health/Check 2>/dev/null | grep -q '"SERVING"'; then
+        break
+    fi
+    sleep 0.2
+done
+
+echo "==> streaming simulated events for ${DEMO_SECONDS}s at ${DEMO_RATE}/s"
+"$bin/simulator" run --gateway "http://127.0.0.1:$DEMO_GATEWAY_PORT" --rate "$DEMO_RATE" \
+    --duration "$DEMO_SECONDS" --truth-out "$work/truth.json" | tee "$work/simulator.out"
+accepted=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["accepted"])' "$work/truth.json")
+
+echo "==> waiting for the consumer to load ${accepted} events"
+ch() { curl -sf "${CLICKHOUSE_URL}/" --data-binary "$1"; }
+for _ in $(seq 1 120); do
+    loaded=$(ch "SELECT (SELECT count() FROM marketplace.commerce_events FINAL) + (SELECT count() FROM marketplace.probe_results FINAL)" || echo 0)
+    [ "${loaded:-0}" -ge "$accepted" ] && break
+    sleep 0.5
+done
+echo "loaded ${loaded} events into ClickHouse"
+
+date=$(date -u +%F)
+echo "==> writing the report of ${date}"
+S3_CREATE_BUCKET=true "$bin/reporter" run --date "$date" | tee "$work/reporter.out"
+echo
+echo "report: $(head -n1 "$work/reporter.out")"
+echo "read it: aws --endpoint-url \"$AWS_ENDPOINT_URL_S3\" s3 cp $(head -n1 "$work/reporter.out") -"
+echo "logs and ground truth: $work/; stop the stack with scripts/stack.sh stop"
