@@ -120,6 +120,11 @@ impl Stores {
         self.by_hash.is_empty()
     }
 
+    /// Every store, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Store> {
+        self.by_hash.values()
+    }
+
     /// Authenticates the value of the `authorization` metadata.
     pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<&Store, AuthError> {
         let value = authorization.ok_or(AuthError::Missing)?;

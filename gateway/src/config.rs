@@ -34,6 +34,31 @@ pub struct Settings {
     /// How long in-flight requests may take to finish after SIGTERM
     #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// Refuse writes while the consumer group's backlog (or the stream length, when no group
+    /// exists) exceeds this many entries
+    #[arg(long, env = "GATEWAY_MAX_BACKLOG", default_value_t = 100_000)]
+    pub max_backlog: u64,
+    /// Refuse writes while Redis uses more than this share of its maxmemory (ignored when
+    /// maxmemory is 0)
+    #[arg(long, env = "GATEWAY_MAX_REDIS_MEMORY_RATIO", default_value_t = 0.9, value_parser = parse_ratio)]
+    pub max_redis_memory_ratio: f64,
+    /// Requests of one PublishStream call being validated and queued at the same time
+    #[arg(long, env = "GATEWAY_STREAM_MAX_IN_FLIGHT", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    pub stream_max_in_flight: u16,
+    /// PEM certificate chain to serve TLS with; requires GATEWAY_TLS_KEY
+    #[arg(long, env = "GATEWAY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of GATEWAY_TLS_CERT; requires GATEWAY_TLS_CERT
+    #[arg(long, env = "GATEWAY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// A share such as `0.9`: positive; above 1 only makes sense to disable the check in tests.
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("{s:?} is not a positive number such as 0.9")),
+    }
 }
 
 impl Settings {
@@ -43,5 +68,46 @@ impl Settings {
             max_future_skew: self.max_future_skew,
             max_age: self.max_event_age,
         }
+    }
+
+    /// The backpressure thresholds these settings configure.
+    pub fn backpressure(&self) -> crate::backpressure::Limits {
+        crate::backpressure::Limits {
+            max_backlog: self.max_backlog,
+            max_memory_ratio: self.max_redis_memory_ratio,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Settings, clap::Error> {
+        let mut args = vec!["gateway", "--stores-file", "stores.toml"];
+        args.extend_from_slice(extra);
+        Settings::try_parse_from(args)
+    }
+
+    #[test]
+    fn tls_needs_both_cert_and_key() {
+        let only_cert = parse(&["--tls-cert", "c.pem"]).unwrap_err().to_string();
+        assert!(only_cert.contains("--tls-key"), "{only_cert}");
+        let only_key = parse(&["--tls-key", "k.pem"]).unwrap_err().to_string();
+        assert!(only_key.contains("--tls-cert"), "{only_key}");
+        let both = parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
+        assert!(both.tls_cert.is_some() && both.tls_key.is_some());
+        assert!(parse(&[]).unwrap().tls_cert.is_none());
+    }
+
+    #[test]
+    fn limits_are_checked_at_startup() {
+        assert!(parse(&["--max-redis-memory-ratio", "0"]).is_err());
+        assert!(parse(&["--max-redis-memory-ratio", "nan"]).is_err());
+        assert!(parse(&["--stream-max-in-flight", "0"]).is_err());
+        let defaults = parse(&[]).unwrap();
+        assert_eq!(defaults.max_backlog, 100_000);
+        assert_eq!(defaults.max_redis_memory_ratio, 0.9);
+        assert_eq!(defaults.stream_max_in_flight, 32);
     }
 }

@@ -5,7 +5,7 @@ use pipeline::validate::Violation;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::{auth::AuthError, queue::QueueError};
+use crate::{auth::AuthError, backpressure::Overload, queue::QueueError, quota::QuotaError};
 
 /// A failed call.
 #[derive(Debug, thiserror::Error)]
@@ -22,8 +22,31 @@ pub enum ApiError {
         rejected: usize,
         violations: Vec<Violation>,
     },
+    /// The store is over its `max_events_per_second`.
+    #[error("{0}")]
+    Quota(#[from] QuotaError),
+    /// The consumer is too far behind or Redis is nearly full; nothing was written.
+    #[error("{0}")]
+    Overloaded(#[from] Overload),
     #[error("{0}")]
     Queue(#[from] QueueError),
+}
+
+impl ApiError {
+    /// The `reason` label of `gateway_requests_refused_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::EmptyRequest | ApiError::TooManyEvents { .. } => "request_size",
+            ApiError::InvalidEvents { .. } => "invalid_events",
+            ApiError::Quota(_) => "quota",
+            ApiError::Overloaded(Overload::Backlog { .. }) => "backlog",
+            ApiError::Overloaded(Overload::Memory { .. }) => "redis_memory",
+            ApiError::Queue(QueueError::Unavailable(_)) => "redis_unavailable",
+            ApiError::Queue(QueueError::OutOfMemory(_)) => "redis_out_of_memory",
+            ApiError::Queue(QueueError::Refused(_)) => "redis_refused",
+        }
+    }
 }
 
 /// How long a client should wait before retrying after Redis trouble.
@@ -31,6 +54,8 @@ const QUEUE_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(1)
 
 impl From<ApiError> for Status {
     fn from(err: ApiError) -> Status {
+        // counted here because every failed call passes through this one conversion
+        metrics::counter!("gateway_requests_refused_total", "reason" => err.reason()).increment(1);
         let message = err.to_string();
         match err {
             ApiError::Unauthenticated(_) => Status::unauthenticated(message),
@@ -59,6 +84,39 @@ impl From<ApiError> for Status {
                         .map(|v| tonic_types::FieldViolation::new(v.field, v.description))
                         .collect::<Vec<_>>(),
                 ),
+            ),
+            ApiError::Quota(QuotaError::Exceeded {
+                store,
+                limit,
+                retry_after,
+            }) => {
+                let mut details = ErrorDetails::with_retry_info(Some(retry_after));
+                details.add_quota_failure_violation(
+                    format!("store:{store}"),
+                    format!("at most {limit} events per second"),
+                );
+                Status::with_error_details(Code::ResourceExhausted, message, details)
+            }
+            // no RetryInfo: the same request fails the same way however long the client waits
+            ApiError::Quota(QuotaError::BatchAboveQuota {
+                store,
+                limit,
+                events,
+            }) => {
+                let mut details = ErrorDetails::with_quota_failure_violation(
+                    format!("store:{store}"),
+                    format!("at most {limit} events per second"),
+                );
+                details.add_bad_request_violation(
+                    "events",
+                    format!("{events} events exceed the store's quota of {limit} per second; split the batch"),
+                );
+                Status::with_error_details(Code::ResourceExhausted, message, details)
+            }
+            ApiError::Overloaded(_) => Status::with_error_details(
+                Code::ResourceExhausted,
+                message,
+                ErrorDetails::with_retry_info(Some(QUEUE_RETRY_DELAY)),
             ),
             ApiError::Queue(QueueError::Unavailable(_)) => Status::with_error_details(
                 Code::Unavailable,
@@ -112,6 +170,37 @@ mod tests {
         let bad = details.bad_request().expect("bad request details");
         assert_eq!(bad.field_violations[0].field, "events[0].event_id");
         let status = Status::from(ApiError::Queue(QueueError::OutOfMemory("OOM".into())));
+        assert!(status.get_error_details().retry_info().is_some());
+    }
+
+    #[test]
+    fn quota_and_overload_say_when_and_why() {
+        let status = Status::from(ApiError::from(QuotaError::Exceeded {
+            store: "eu-1".into(),
+            limit: 10,
+            retry_after: std::time::Duration::from_millis(250),
+        }));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let details = status.get_error_details();
+        assert_eq!(
+            details.retry_info().unwrap().retry_delay,
+            Some(std::time::Duration::from_millis(250))
+        );
+        assert_eq!(
+            details.quota_failure().unwrap().violations[0].subject,
+            "store:eu-1"
+        );
+
+        let status = Status::from(ApiError::from(QuotaError::BatchAboveQuota {
+            store: "eu-1".into(),
+            limit: 10,
+            events: 11,
+        }));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(status.get_error_details().retry_info().is_none());
+
+        let status = Status::from(ApiError::from(Overload::Backlog { backlog: 6, max: 5 }));
+        assert_eq!(status.code(), Code::ResourceExhausted);
         assert!(status.get_error_details().retry_info().is_some());
     }
 }

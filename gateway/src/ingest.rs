@@ -5,7 +5,10 @@
 //! ones' raw bytes, the batch is appended to Redis as one entry, and only then is the
 //! response built.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use pipeline::{
     entry::encode_batch,
@@ -17,7 +20,9 @@ use pipeline::{
 };
 use prost::Message;
 
-use crate::{auth::Store, error::ApiError, queue::Queue};
+use crate::{
+    auth::Store, backpressure::Backpressure, error::ApiError, queue::Queue, quota::Quotas,
+};
 
 /// Turns requests into queued entries.
 #[derive(Clone)]
@@ -25,14 +30,24 @@ pub struct Ingest {
     queue: Queue,
     limits: Limits,
     max_events: usize,
+    quotas: Arc<Quotas>,
+    backpressure: Backpressure,
 }
 
 impl Ingest {
-    pub fn new(queue: Queue, limits: Limits, max_events: usize) -> Ingest {
+    pub fn new(
+        queue: Queue,
+        limits: Limits,
+        max_events: usize,
+        quotas: Arc<Quotas>,
+        backpressure: Backpressure,
+    ) -> Ingest {
         Ingest {
             queue,
             limits,
             max_events,
+            quotas,
+            backpressure,
         }
     }
 
@@ -60,6 +75,10 @@ impl Ingest {
                 max: self.max_events,
             });
         }
+        // Overload first: it takes nothing, whereas the quota check spends the store's
+        // allowance, which a request refused for overload should not cost.
+        self.backpressure.check()?;
+        self.quotas.check(store, events.len())?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();

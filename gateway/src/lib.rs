@@ -7,15 +7,20 @@
 //! - [`auth`]: the stores file and bearer-token authentication.
 //! - [`ingest`]: one request from decoded protobuf to a queued batch and a response;
 //!   the only place that decides what is accepted.
+//! - [`quota`]: per-store `max_events_per_second`, one rate limiter per store.
+//! - [`backpressure`]: refuses writes while the consumer is too far behind or Redis is
+//!   nearly full, from a sample taken every 500 ms.
 //! - [`queue`]: the Redis stream writer and the Redis health watch.
 //! - [`error`]: every failure of a call, and its one mapping to a gRPC status.
 //! - [`server`]: the tonic server: ingest, health and reflection, until shutdown.
 
 pub mod auth;
+pub mod backpressure;
 pub mod config;
 pub mod error;
 pub mod ingest;
 pub mod queue;
+pub mod quota;
 pub mod server;
 
 pub use config::Settings;

@@ -4,7 +4,7 @@
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use pipeline::proto::{
     FILE_DESCRIPTOR_SET,
     ingest::{
@@ -13,27 +13,41 @@ use pipeline::proto::{
     },
 };
 use tokio::net::TcpListener;
-use tonic::{Request, Response, Status, codec::CompressionEncoding, transport::Server};
+use tonic::{
+    Request, Response, Status,
+    codec::CompressionEncoding,
+    transport::{Identity, Server, ServerTlsConfig},
+};
 use tonic_health::ServingStatus;
 
 use crate::{
     auth::{Store, Stores},
+    backpressure::Backpressure,
     config::Settings,
     error::ApiError,
     ingest::Ingest,
     queue::Queue,
+    quota::Quotas,
 };
 
 /// The `IngestService` implementation: authentication, then [`Ingest`].
 #[derive(Clone)]
 pub struct IngestApi {
-    ingest: Ingest,
+    /// Behind an `Arc` because every request of a stream holds it while in flight.
+    ingest: Arc<Ingest>,
     stores: Arc<Stores>,
+    /// Requests of one `PublishStream` call processed concurrently; bounds the memory and
+    /// Redis work one client can pin with a single stream.
+    stream_max_in_flight: usize,
 }
 
 impl IngestApi {
-    pub fn new(ingest: Ingest, stores: Arc<Stores>) -> IngestApi {
-        IngestApi { ingest, stores }
+    pub fn new(ingest: Ingest, stores: Arc<Stores>, stream_max_in_flight: usize) -> IngestApi {
+        IngestApi {
+            ingest: Arc::new(ingest),
+            stores,
+            stream_max_in_flight: stream_max_in_flight.max(1),
+        }
     }
 
     fn authenticate<T>(&self, request: &Request<T>) -> Result<Store, Status> {
@@ -64,14 +78,73 @@ impl IngestService for IngestApi {
 
     type PublishStreamStream = ResponseStream;
 
+    /// Publishes a stream of requests: each gets exactly one response carrying its
+    /// `sequence`, in request order, sent only after its events are queued.
+    ///
+    /// The store is authenticated once, at stream start. Up to `stream_max_in_flight`
+    /// requests are validated and written concurrently; `buffered` keeps their responses in
+    /// request order.
+    ///
+    /// **The stream ends with the status of the first request that fails** (invalid with
+    /// `all_or_nothing`, over quota, overloaded, Redis unavailable, undecodable). Carrying on
+    /// past a failure would leave a gap in the acknowledged sequences that a client could
+    /// easily miss; ending the stream makes the rule simple: every response received is an
+    /// acknowledgement, every request before the failing one was queued, and the client
+    /// resends from the failing request on (after the status's RetryInfo delay, if any).
+    /// Requests after it that were already in flight may have been queued too; resending
+    /// them is safe because their event ids collapse duplicates downstream.
     async fn publish_stream(
         &self,
-        _request: Request<tonic::Streaming<PublishRequest>>,
+        request: Request<tonic::Streaming<PublishRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
-        Err(Status::unimplemented(
-            "PublishStream is not implemented yet; use Publish",
-        ))
+        let store = Arc::new(self.authenticate(&request)?);
+        let ingest = self.ingest.clone();
+        let mut failed = false;
+        let responses = request
+            .into_inner()
+            .map(move |item| {
+                let ingest = ingest.clone();
+                let store = store.clone();
+                async move { Ok(ingest.publish(&store, item?).await?) }
+            })
+            .buffered(self.stream_max_in_flight)
+            .take_while(move |result: &Result<PublishResponse, Status>| {
+                let go_on = !failed;
+                failed |= result.is_err();
+                futures::future::ready(go_on)
+            });
+        Ok(Response::new(Box::pin(responses)))
     }
+}
+
+/// The tasks that watch Redis, aborted when `run` returns or is dropped, so that a stopped
+/// gateway (a test's, say) leaves nothing polling Redis.
+struct Background {
+    /// Pings Redis every second and sets the health status.
+    health_watch: tokio::task::JoinHandle<()>,
+    /// Samples backlog and memory for [`Backpressure`].
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.health_watch.abort();
+        self.sampler.abort();
+    }
+}
+
+/// The TLS identity, when both halves are configured.
+fn tls_config(settings: &Settings) -> anyhow::Result<Option<ServerTlsConfig>> {
+    let (cert, key) = match (&settings.tls_cert, &settings.tls_key) {
+        (None, None) => return Ok(None),
+        (Some(cert), Some(key)) => (cert, key),
+        _ => anyhow::bail!("GATEWAY_TLS_CERT and GATEWAY_TLS_KEY must be set together"),
+    };
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path).with_context(|| format!("reading tls {what} {}", path.display()))
+    };
+    let identity = Identity::from_pem(read(cert, "certificate")?, read(key, "key")?);
+    Ok(Some(ServerTlsConfig::new().identity(identity)))
 }
 
 /// Runs the gateway on `listener` until `shutdown` completes, then lets in-flight calls
@@ -85,26 +158,35 @@ pub async fn run(
     if stores.is_empty() {
         tracing::warn!(file = %settings.stores_file.display(), "stores file lists no store: every call will be refused");
     }
+    // before touching Redis, so that a bad certificate fails startup at once
+    let mut builder = Server::builder();
+    if let Some(tls) = tls_config(&settings)? {
+        builder = builder.tls_config(tls).context("configuring tls")?;
+        tracing::info!("serving tls");
+    }
     let queue = Queue::connect(&settings.redis).context("configuring redis")?;
     if !queue.wait_connected(Duration::from_secs(3)).await {
         tracing::warn!("redis is not reachable yet; answering UNAVAILABLE until it is");
     }
+    let quotas = Arc::new(Quotas::new(&stores));
+    let backpressure = Backpressure::new(settings.backpressure());
     let ingest = Ingest::new(
         queue.clone(),
         settings.limits(),
         settings.max_events_per_request,
+        quotas,
+        backpressure.clone(),
     );
-    let api = IngestApi::new(ingest, Arc::new(stores));
+    let api = IngestApi::new(
+        ingest,
+        Arc::new(stores),
+        usize::from(settings.stream_max_in_flight),
+    );
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    tokio::spawn(queue.watch(Duration::from_secs(1), move |up| {
+    let set_health = move |status: ServingStatus| {
         let health = health.clone();
         async move {
-            let status = if up {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
             health.set_service_status("", status).await;
             health
                 .set_service_status(
@@ -113,7 +195,18 @@ pub async fn run(
                 )
                 .await;
         }
-    }));
+    };
+    let watch_health = set_health.clone();
+    let background = Background {
+        health_watch: tokio::spawn(queue.clone().watch(Duration::from_secs(1), move |up| {
+            watch_health(if up {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            })
+        })),
+        sampler: tokio::spawn(backpressure.run(queue.client().clone(), queue.stream_key().into())),
+    };
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -129,7 +222,10 @@ pub async fn run(
 
     let addr = listener.local_addr()?;
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = Server::builder()
+    let server = builder
+        .layer(tower::util::MapResponseLayer::new(
+            resource_exhausted_for_oversize::<tonic::body::Body>,
+        ))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .max_concurrent_streams(Some(256))
@@ -150,6 +246,10 @@ pub async fn run(
         () = shutdown => {}
     }
     tracing::info!(grace = ?settings.shutdown_grace, "draining in-flight calls");
+    // NOT_SERVING tells load balancers to send new calls elsewhere while these drain; the
+    // watch is stopped first so that it cannot flip the status back
+    background.health_watch.abort();
+    set_health(ServingStatus::NotServing).await;
     let _ = stop_tx.send(true);
     match tokio::time::timeout(settings.shutdown_grace, server).await {
         Ok(result) => Ok(result??),
@@ -158,4 +258,21 @@ pub async fn run(
             Ok(())
         }
     }
+}
+
+/// tonic answers a message over the decoding limit with OUT_OF_RANGE; the gRPC status code
+/// guide prescribes RESOURCE_EXHAUSTED for a message larger than the configured limit (as
+/// tonic already answers when the limit is hit while decompressing). Such errors come
+/// before any handler runs, as trailers-only responses, so the status is in the headers.
+fn resource_exhausted_for_oversize<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let oversize = headers.get("grpc-status").is_some_and(|v| v == "11")
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .is_some_and(|m| m.replace("%20", " ").contains("message length too large"));
+    if oversize {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
 }

@@ -1,0 +1,225 @@
+//! `spawn_gateway` and what the tests need around it: stores, events, clients, stream reads.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use clap::Parser;
+use fred::interfaces::{ClientLike, StreamsInterface};
+use pipeline::{
+    entry::decode_entry,
+    proto::{
+        ingest::{
+            Event, ProbeResult, PublishRequest, Region, event::Payload,
+            ingest_service_client::IngestServiceClient,
+        },
+        queue::QueuedBatch,
+    },
+};
+use tokio::sync::oneshot;
+use tonic::{Request, transport::Channel};
+
+/// Store `eu-1` in Europe, no quota.
+pub const EU_TOKEN: &str = "token-eu-1";
+/// Store `asia-1` in Asia, no quota.
+pub const ASIA_TOKEN: &str = "token-asia-1";
+/// Store `limited` in Europe, 100 events per second.
+pub const LIMITED_TOKEN: &str = "token-limited";
+pub const LIMITED_QUOTA: u32 = 100;
+
+fn stores_toml() -> String {
+    let store = |id: &str, region: &str, token: &str, extra: &str| {
+        format!(
+            "[[store]]\nid = \"{id}\"\nregion = \"{region}\"\ntoken_sha256 = \"{}\"\n{extra}",
+            gateway::auth::token_sha256(token)
+        )
+    };
+    [
+        store("eu-1", "europe", EU_TOKEN, ""),
+        store("asia-1", "asia", ASIA_TOKEN, ""),
+        store(
+            "limited",
+            "europe",
+            LIMITED_TOKEN,
+            &format!("max_events_per_second = {LIMITED_QUOTA}\n"),
+        ),
+    ]
+    .concat()
+}
+
+/// A gateway running in this process on a free port, writing a fresh stream key.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub redis_url: String,
+    pub stream_key: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts a gateway against `redis_url` with the test stores and extra flags.
+pub async fn spawn_gateway(redis_url: &str, extra: &[&str]) -> TestGateway {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = dir.path().join("stores.toml");
+    std::fs::write(&stores, stores_toml()).unwrap();
+    let stream_key = testkit::unique_name("api");
+    let mut args = vec![
+        "gateway".to_owned(),
+        "--stores-file".into(),
+        stores.display().to_string(),
+        "--redis-url".into(),
+        redis_url.into(),
+        "--stream-key".into(),
+        stream_key.clone(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let settings = gateway::Settings::try_parse_from(args).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(gateway::run(listener, settings, async move {
+        let _ = stopped.await;
+    }));
+    TestGateway {
+        addr,
+        redis_url: redis_url.to_owned(),
+        stream_key,
+        stop: Some(stop),
+        task: Some(task),
+        _dir: dir,
+    }
+}
+
+impl TestGateway {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A channel to the gateway; the server may still be binding its services, so retry.
+    pub async fn channel(&self) -> Channel {
+        let url = self.url();
+        testkit::eventually(Duration::from_secs(10), "the gateway to accept", || {
+            let url = url.clone();
+            async move { Ok(Some(Channel::from_shared(url)?.connect().await?)) }
+        })
+        .await
+        .unwrap()
+    }
+
+    pub async fn client(&self) -> IngestServiceClient<Channel> {
+        IngestServiceClient::new(self.channel().await)
+    }
+
+    /// `XLEN` of the gateway's stream.
+    pub async fn stream_len(&self) -> u64 {
+        let client = redis_client(&self.redis_url).await;
+        client.xlen(&self.stream_key).await.unwrap()
+    }
+
+    /// Every batch in the stream, decoded, in stream order.
+    pub async fn batches(&self) -> Vec<QueuedBatch> {
+        stream_batches(&self.redis_url, &self.stream_key).await
+    }
+
+    /// Sends the shutdown signal and waits until the server has drained.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.take().expect("running").send(());
+        self.task.take().expect("running").await?
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// Every batch in a stream, decoded, in stream order.
+pub async fn stream_batches(redis_url: &str, stream_key: &str) -> Vec<QueuedBatch> {
+    let client = redis_client(redis_url).await;
+    let entries: Vec<(String, std::collections::HashMap<String, bytes::Bytes>)> = client
+        .xrange_values(stream_key, "-", "+", None)
+        .await
+        .unwrap();
+    entries
+        .into_iter()
+        .map(|(_, fields)| {
+            decode_entry(
+                fields.get("f").map(|b| &b[..]),
+                fields.get("b").map(|b| &b[..]),
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+pub async fn redis_client(url: &str) -> fred::clients::Client {
+    let client = fred::clients::Client::new(
+        fred::types::config::Config::from_url(url).unwrap(),
+        None,
+        None,
+        None,
+    );
+    client.init().await.unwrap();
+    client
+}
+
+/// `message` with `authorization: Bearer <token>`.
+pub fn authed<T>(token: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+/// A valid probe result from `store_id` in `region`, with a fresh event id. Probes are the
+/// smallest valid events, which keeps the tests' requests small.
+pub fn probe(store_id: &str, region: Region) -> Event {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    Event {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        occurred_at: Some(prost_types::Timestamp {
+            seconds: now - 1,
+            nanos: 0,
+        }),
+        store_id: store_id.to_owned(),
+        region: region as i32,
+        payload: Some(Payload::Probe(ProbeResult {
+            target: "https://shop.example/health".into(),
+            up: true,
+            status_code: 200,
+            response_time_ms: 12,
+            network_latency_ms: 3,
+            bandwidth_bytes_per_second: 1_000_000,
+            cpu_load: 0.25,
+        })),
+    }
+}
+
+/// `n` valid events of store `eu-1`.
+pub fn eu_events(n: usize) -> Vec<Event> {
+    (0..n).map(|_| probe("eu-1", Region::Europe)).collect()
+}
+
+pub fn request(sequence: u64, events: Vec<Event>) -> PublishRequest {
+    PublishRequest {
+        sequence,
+        events,
+        all_or_nothing: false,
+    }
+}
+
+/// The code and message of a failed call, for assertions that print both.
+pub fn code_of<T: std::fmt::Debug>(result: &Result<T, tonic::Status>) -> tonic::Code {
+    match result {
+        Ok(_) => tonic::Code::Ok,
+        Err(status) => status.code(),
+    }
+}

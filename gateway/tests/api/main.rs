@@ -1,0 +1,13 @@
+//! The gateway's API against real Redis over real gRPC on loopback: one test binary, a module
+//! per feature, and `helpers::spawn_gateway` starting the gateway in-process.
+
+mod auth;
+mod backpressure;
+mod helpers;
+mod quota;
+mod redis_down;
+mod shutdown;
+mod sizes;
+mod stream;
+mod tls;
+mod validation;
