@@ -13,6 +13,12 @@ pub struct RawEntry {
     pub format: Option<Bytes>,
     /// The encoded batch, if present.
     pub batch: Option<Bytes>,
+    /// Every other field (the trace context, or whatever a broken producer wrote), kept so
+    /// a dead-lettered entry can be replayed exactly as it was written.
+    pub other: Vec<(String, Bytes)>,
+    /// How many times the group delivered this entry, this delivery included: 1 for a new
+    /// entry, more for one re-read after a crash or taken over from a dead consumer.
+    pub deliveries: u64,
 }
 
 impl RawEntry {
@@ -110,6 +116,8 @@ mod tests {
             id: "1-0".into(),
             format: None,
             batch: Some(Bytes::from(vec![0u8; n])),
+            other: vec![],
+            deliveries: 1,
         }
     }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use clap::{Args, Parser};
+use clap::{Args, Parser, Subcommand};
 use pipeline::config::{ClickHouseArgs, RedisArgs, TelemetryArgs, parse_duration};
 
 /// Loads queued events from Redis streams into ClickHouse
@@ -19,17 +19,39 @@ pub struct Settings {
     pub group: GroupArgs,
     #[command(flatten)]
     pub batch: BatchArgs,
+    #[command(flatten)]
+    pub recovery: RecoveryArgs,
+    /// What to do; without a subcommand the consumer loads the stream until stopped
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The consumer's subcommands besides loading, for an operator.
+#[derive(Subcommand, Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// List dead-lettered entries, one per line: id, original id, delivery count, reason
+    DeadLetters,
+    /// Put dead-lettered entries back onto the main stream and remove them from the
+    /// dead-letter stream
+    Replay {
+        /// Ids in the dead-letter stream, as listed by `dead-letters`
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<String>,
+        /// Replay every dead-lettered entry
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 /// Which consumer group and consumer this process is.
 #[derive(Args, Clone, Debug)]
 pub struct GroupArgs {
     /// Consumer group; every group sees every entry once
-    #[arg(long, env = "CONSUMER_GROUP", default_value = "loader")]
+    #[arg(long, global = true, env = "CONSUMER_GROUP", default_value = "loader")]
     pub consumer_group: String,
     /// Consumer name, unique within the group and stable across restarts, so a restarted
     /// consumer finds its own pending entries (defaults to the host name)
-    #[arg(long, env = "CONSUMER_NAME", default_value_t = default_consumer_name())]
+    #[arg(long, global = true, env = "CONSUMER_NAME", default_value_t = default_consumer_name())]
     pub consumer_name: String,
 }
 
@@ -37,17 +59,52 @@ pub struct GroupArgs {
 #[derive(Args, Clone, Debug)]
 pub struct BatchArgs {
     /// Rows per flush
-    #[arg(long, env = "CONSUMER_BATCH_ROWS", default_value_t = 100_000)]
+    #[arg(
+        long,
+        global = true,
+        env = "CONSUMER_BATCH_ROWS",
+        default_value_t = 100_000
+    )]
     pub batch_rows: usize,
     /// Encoded entry bytes per flush
-    #[arg(long, env = "CONSUMER_BATCH_BYTES", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, global = true, env = "CONSUMER_BATCH_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub batch_bytes: usize,
     /// Age of the oldest entry of a batch before it is flushed
-    #[arg(long, env = "CONSUMER_BATCH_AGE", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "CONSUMER_BATCH_AGE", default_value = "1s", value_parser = parse_duration)]
     pub batch_age: Duration,
     /// Stream entries per XREADGROUP
-    #[arg(long, env = "CONSUMER_READ_COUNT", default_value_t = 1_000)]
+    #[arg(
+        long,
+        global = true,
+        env = "CONSUMER_READ_COUNT",
+        default_value_t = 1_000
+    )]
     pub read_count: u64,
+}
+
+/// How entries that do not load, or whose consumer died, are dealt with.
+#[derive(Args, Clone, Debug)]
+pub struct RecoveryArgs {
+    /// Deliveries after which an entry that still has not loaded is dead-lettered
+    #[arg(
+        long,
+        global = true,
+        env = "CONSUMER_MAX_DELIVERIES",
+        default_value_t = 5
+    )]
+    pub max_deliveries: u64,
+    /// Idle time after which another consumer's pending entries are taken over, since
+    /// their consumer is presumed dead
+    #[arg(long, global = true, env = "CONSUMER_CLAIM_IDLE", default_value = "30s", value_parser = parse_duration)]
+    pub claim_idle: Duration,
+}
+
+impl RecoveryArgs {
+    /// How often to look for idle entries of dead consumers: often enough that an entry
+    /// waits little longer than `claim_idle`, rarely enough to cost nothing.
+    pub fn claim_every(&self) -> Duration {
+        self.claim_idle.min(Duration::from_secs(5))
+    }
 }
 
 fn default_consumer_name() -> String {
@@ -61,4 +118,32 @@ fn default_consumer_name() -> String {
         })
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "consumer".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_consumer_loads_and_subcommands_parse() {
+        let s = Settings::try_parse_from(["consumer"]).unwrap();
+        assert_eq!(s.command, None);
+        assert_eq!(s.recovery.max_deliveries, 5);
+        assert_eq!(s.recovery.claim_idle, Duration::from_secs(30));
+        assert_eq!(s.recovery.claim_every(), Duration::from_secs(5));
+        let s = Settings::try_parse_from(["consumer", "dead-letters"]).unwrap();
+        assert_eq!(s.command, Some(Command::DeadLetters));
+        let s = Settings::try_parse_from(["consumer", "replay", "1-0", "2-0"]).unwrap();
+        assert_eq!(
+            s.command,
+            Some(Command::Replay {
+                ids: vec!["1-0".into(), "2-0".into()],
+                all: false
+            })
+        );
+        let s = Settings::try_parse_from(["consumer", "replay", "--all"]).unwrap();
+        assert!(matches!(s.command, Some(Command::Replay { all: true, .. })));
+        assert!(Settings::try_parse_from(["consumer", "replay"]).is_err());
+        assert!(Settings::try_parse_from(["consumer", "replay", "1-0", "--all"]).is_err());
+    }
 }

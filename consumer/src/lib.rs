@@ -5,13 +5,18 @@
 //! # Layout
 //! - [`config`]: the typed settings, from flags and environment.
 //! - [`source`]: the Redis side: consumer group, reading (own pending entries first),
-//!   acknowledging.
+//!   taking over entries of dead consumers, acknowledging, trimming.
 //! - [`batch`]: entries accumulated until a flush is due, by rows, bytes or age.
 //! - [`sink`]: the ClickHouse side: entries to rows, one insert per table per flush.
+//! - [`isolate`]: splitting a batch ClickHouse refuses until the refused entries are found.
+//! - [`dead_letter`]: the `<stream>:dead` stream of entries that cannot be loaded; listing
+//!   and replaying them.
 //! - [`worker`]: [`worker::Worker::step`], one read-or-flush step, and the trivial loop.
 
 pub mod batch;
 pub mod config;
+pub mod dead_letter;
+pub mod isolate;
 pub mod sink;
 pub mod source;
 pub mod worker;

@@ -4,10 +4,12 @@
 //! Entries are decoded one at a time while rows stream into the inserts, so memory holds
 //! the raw batch plus one decoded entry, not every decoded event.
 
+use std::collections::{BTreeSet, HashSet};
+
 use clickhouse::Client;
 use pipeline::{
     entry::decode_entry,
-    proto::queue::QueuedBatch,
+    proto::{ingest::Event, queue::QueuedBatch},
     region::Region,
     rows::{
         COMMERCE_TABLE, CommerceRow, EventRow, PROBE_TABLE, ProbeRow, REJECTED_TABLE, RejectSource,
@@ -15,6 +17,7 @@ use pipeline::{
     },
     validate::{self, Context, Limits, Sender},
 };
+use tracing::Instrument;
 
 use crate::batch::RawEntry;
 
@@ -25,6 +28,42 @@ pub struct Written {
     pub commerce: usize,
     pub probes: usize,
     pub rejected: usize,
+    /// Entries dead-lettered instead of loaded.
+    pub dead_letters: usize,
+    /// Events of redelivered entries skipped because they were already loaded.
+    pub skipped: usize,
+}
+
+/// Events per lookup of already loaded events: 1000 UUIDs make a query of ~40 KiB.
+const PRESENT_CHUNK: usize = 1000;
+
+/// What one write did: the rows written, and the entries that cannot be loaded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Load {
+    pub written: Written,
+    /// Index into the written entries and the reason, for each entry to dead-letter.
+    pub dead: Vec<(usize, String)>,
+}
+
+/// A `rejected_events` row for a whole entry that cannot be loaded, with its raw bytes.
+fn entry_rejected_row<'a>(entry: &'a RawEntry, reason: &'a str) -> RejectedRow<'a> {
+    RejectedRow {
+        event_id: "",
+        occurred_at: 0,
+        // The stream id starts with the milliseconds at which Redis appended the entry.
+        received_at: entry
+            .id
+            .split_once('-')
+            .and_then(|(ms, _)| ms.parse::<i64>().ok())
+            .map_or(0, |ms| datetime(ms / 1000)),
+        region: 0,
+        store_id: "",
+        source: RejectSource::Consumer as i8,
+        reason,
+        raw: entry.batch.as_deref().unwrap_or_default(),
+        delivery_count: entry.deliveries.min(u32::MAX as u64) as u32,
+        stream_entry_id: &entry.id,
+    }
 }
 
 /// Writes batches of entries into ClickHouse.
@@ -44,7 +83,15 @@ impl Sink {
     }
 
     /// Inserts every row of `entries`; succeeds only when ClickHouse confirmed all inserts.
-    pub async fn write(&self, entries: &[RawEntry]) -> Result<Written, clickhouse::error::Error> {
+    ///
+    /// Entries that cannot be loaded at all (undecodable, or delivered more than
+    /// `max_deliveries` times) become one `rejected_events` row each with the reason, and
+    /// are returned in [`Load::dead`] for the caller to dead-letter and acknowledge.
+    pub async fn write(
+        &self,
+        entries: &[RawEntry],
+        max_deliveries: u64,
+    ) -> Result<Load, clickhouse::error::Error> {
         let mut commerce = self
             .client
             .insert::<CommerceRow<'_>>(COMMERCE_TABLE)
@@ -54,58 +101,150 @@ impl Sink {
             .client
             .insert::<RejectedRow<'_>>(REJECTED_TABLE)
             .await?;
-        let mut written = Written {
-            entries: entries.len(),
-            ..Written::default()
+        let mut load = Load {
+            written: Written {
+                entries: entries.len(),
+                ..Written::default()
+            },
+            dead: Vec::new(),
         };
-        for entry in entries {
-            let batch = match decode_entry(entry.format.as_deref(), entry.batch.as_deref()) {
+        for (index, entry) in entries.iter().enumerate() {
+            let decoded = if entry.deliveries > max_deliveries {
+                Err(format!(
+                    "not loaded after {} deliveries (limit {max_deliveries})",
+                    entry.deliveries
+                ))
+            } else {
+                decode_entry(entry.format.as_deref(), entry.batch.as_deref())
+                    .map_err(|err| format!("undecodable stream entry: {err}"))
+            };
+            let batch = match decoded {
                 Ok(batch) => batch,
-                Err(err) => {
-                    let reason = format!("undecodable stream entry: {err}");
-                    rejected
-                        .write(&RejectedRow {
-                            event_id: "",
-                            occurred_at: 0,
-                            received_at: 0,
-                            region: 0,
-                            store_id: "",
-                            source: RejectSource::Consumer as i8,
-                            reason: &reason,
-                            raw: entry.batch.as_deref().unwrap_or_default(),
-                            delivery_count: 1,
-                            stream_entry_id: &entry.id,
-                        })
-                        .await?;
-                    written.rejected += 1;
+                Err(reason) => {
+                    rejected.write(&entry_rejected_row(entry, &reason)).await?;
+                    load.written.rejected += 1;
+                    load.dead.push((index, reason));
                     continue;
                 }
             };
             self.write_batch(
                 &batch,
-                &entry.id,
+                entry,
                 &mut commerce,
                 &mut probes,
                 &mut rejected,
-                &mut written,
+                &mut load.written,
             )
             .await?;
         }
-        commerce.end().await?;
-        probes.end().await?;
-        rejected.end().await?;
-        Ok(written)
+        // Each insert's CLIENT span covers the wait for ClickHouse's confirmation, the part
+        // of a flush that depends on the server.
+        commerce
+            .end()
+            .instrument(pipeline::trace::insert_span(COMMERCE_TABLE))
+            .await?;
+        probes
+            .end()
+            .instrument(pipeline::trace::insert_span(PROBE_TABLE))
+            .await?;
+        rejected
+            .end()
+            .instrument(pipeline::trace::insert_span(REJECTED_TABLE))
+            .await?;
+        Ok(load)
+    }
+
+    /// Records entries ClickHouse refused as `rejected_events` rows, with the reason.
+    pub async fn write_rejected(
+        &self,
+        dead: &[(&RawEntry, &str)],
+    ) -> Result<(), clickhouse::error::Error> {
+        let mut rejected = self
+            .client
+            .insert::<RejectedRow<'_>>(REJECTED_TABLE)
+            .await?;
+        for (entry, reason) in dead {
+            rejected.write(&entry_rejected_row(entry, reason)).await?;
+        }
+        rejected.end().await
+    }
+
+    /// Which events of `batch` are already in `commerce_events` or `probe_results`, looked
+    /// up by day and id so the query reads only the primary-key ranges of those days.
+    ///
+    /// Only an optimisation: on error it finds nothing (and FINAL still collapses the
+    /// duplicates), so a failing lookup never fails or dead-letters the entry.
+    async fn present(&self, batch: &QueuedBatch) -> HashSet<String> {
+        let mut found = HashSet::new();
+        // Ids go into the query text; chunks keep it far below max_query_size (256 KiB).
+        for events in batch.events.chunks(PRESENT_CHUNK) {
+            match self.present_chunk(events).await {
+                Ok(ids) => found.extend(ids),
+                Err(e) => {
+                    tracing::warn!(error = %e, "looking up already loaded events failed");
+                    return HashSet::new();
+                }
+            }
+        }
+        found
+    }
+
+    async fn present_chunk(
+        &self,
+        events: &[Event],
+    ) -> Result<Vec<String>, clickhouse::error::Error> {
+        let mut days = BTreeSet::new();
+        let mut ids = String::new();
+        for event in events {
+            // Only ids that need no quoting: anything else fails validation and has no row.
+            let plain = !event.event_id.is_empty()
+                && event
+                    .event_id
+                    .bytes()
+                    .all(|c| c.is_ascii_hexdigit() || c == b'-');
+            let day = event
+                .occurred_at
+                .as_ref()
+                .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.seconds).ok())
+                .map(|t| t.date());
+            if let (true, Some(day)) = (plain, day) {
+                days.insert(day);
+                if !ids.is_empty() {
+                    ids.push(',');
+                }
+                ids.push('\'');
+                ids.push_str(&event.event_id);
+                ids.push('\'');
+            }
+        }
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let days = days
+            .iter()
+            .map(|d| format!("toDate('{d}')"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let filter = format!("WHERE toDate(occurred_at) IN ({days}) AND event_id IN ({ids})");
+        self.client
+            .query(&format!(
+                "SELECT event_id FROM {COMMERCE_TABLE} {filter} \
+                 UNION ALL SELECT event_id FROM {PROBE_TABLE} {filter}"
+            ))
+            .fetch_all()
+            .await
     }
 
     async fn write_batch(
         &self,
         batch: &QueuedBatch,
-        entry_id: &str,
+        entry: &RawEntry,
         commerce: &mut clickhouse::insert::Insert<CommerceRow<'_>>,
         probes: &mut clickhouse::insert::Insert<ProbeRow<'_>>,
         rejected: &mut clickhouse::insert::Insert<RejectedRow<'_>>,
         written: &mut Written,
     ) -> Result<(), clickhouse::error::Error> {
+        let deliveries = entry.deliveries.min(u32::MAX as u64) as u32;
         let received = batch.received_at.as_ref().map_or(0, |t| t.seconds);
         let received_at = datetime(received);
         let region = Region::from_proto(batch.region);
@@ -122,6 +261,14 @@ impl Sink {
         };
         let verdict = validate::check_batch(&ctx, &batch.events);
         let mut bad = verdict.rejected.into_iter().peekable();
+        // A redelivered entry may have been loaded already by a consumer that died before
+        // its XACK. Skipping what is there keeps the tables free of duplicates in the
+        // common case; FINAL still covers the rest (two consumers racing, a partial insert).
+        let present = if entry.deliveries > 1 {
+            self.present(batch).await
+        } else {
+            HashSet::new()
+        };
         for (index, event) in batch.events.iter().enumerate() {
             if let Some((_, violations)) = bad.next_if(|(i, _)| *i == index) {
                 let reason = validate::reason(&violations);
@@ -136,11 +283,15 @@ impl Sink {
                         source: RejectSource::Consumer as i8,
                         reason: &reason,
                         raw: &raw,
-                        delivery_count: 1,
-                        stream_entry_id: entry_id,
+                        delivery_count: deliveries,
+                        stream_entry_id: &entry.id,
                     })
                     .await?;
                 written.rejected += 1;
+                continue;
+            }
+            if present.contains(event.event_id.as_str()) {
+                written.skipped += 1;
                 continue;
             }
             match event_row(event, received_at, region_code) {
@@ -166,8 +317,8 @@ impl Sink {
                     source: RejectSource::Gateway as i8,
                     reason: &r.reason,
                     raw: &r.raw_event,
-                    delivery_count: 1,
-                    stream_entry_id: entry_id,
+                    delivery_count: deliveries,
+                    stream_entry_id: &entry.id,
                 })
                 .await?;
             written.rejected += 1;

@@ -1,5 +1,6 @@
 //! The Redis side of the consumer: the consumer group, reading entries (this consumer's own
-//! pending entries first, then new ones) and acknowledging them.
+//! pending entries first, then new ones), taking over entries of dead consumers,
+//! acknowledging, dead-lettering and trimming.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -7,17 +8,14 @@ use bytes::Bytes;
 use fred::{
     clients::Client,
     interfaces::{ClientLike, StreamsInterface},
-    types::{
-        Value,
-        streams::{XID, XReadResponse},
-    },
+    types::{ClusterHash, CustomCommand, Value, streams::XID},
 };
 use pipeline::{
     config::RedisArgs,
     entry::{FIELD_BATCH, FIELD_FORMAT},
 };
 
-use crate::{batch::RawEntry, config::GroupArgs};
+use crate::{batch::RawEntry, config::GroupArgs, dead_letter};
 
 /// Reads and acknowledges one stream as one consumer of one group.
 pub struct Source {
@@ -31,6 +29,11 @@ pub struct Source {
     consumer: String,
     /// True until this consumer's own pending entries (from before a crash) are re-read.
     recovering: bool,
+    /// The id after which recovery continues: re-reading from `0` each time would return
+    /// the same pending entries again and put them in the batch twice.
+    recovered_to: String,
+    /// Where the next `XAUTOCLAIM` continues its scan of the group's pending list.
+    claim_cursor: String,
 }
 
 impl Source {
@@ -50,6 +53,8 @@ impl Source {
             group: group.consumer_group.clone(),
             consumer: group.consumer_name.clone(),
             recovering: true,
+            recovered_to: "0".to_owned(),
+            claim_cursor: "0-0".to_owned(),
         };
         source.ensure_group().await?;
         Ok(source)
@@ -86,16 +91,20 @@ impl Source {
     }
 
     /// Reads up to `count` entries, blocking up to `block` for new ones. While recovering,
-    /// it returns this consumer's pending entries without blocking, until there are none.
+    /// it returns this consumer's pending entries (with their delivery counts) without
+    /// blocking, each once, until there are none left.
     pub async fn read(
         &mut self,
         count: u64,
         block: Duration,
     ) -> Result<Vec<RawEntry>, fred::error::Error> {
         if self.recovering {
-            let entries = self.read_from(count, None, "0").await?;
-            if !entries.is_empty() {
+            let from = self.recovered_to.clone();
+            let mut entries = self.read_from(count, None, from).await?;
+            if let Some(last) = entries.last() {
+                self.recovered_to = last.id.clone();
                 tracing::info!(entries = entries.len(), "re-reading own pending entries");
+                self.fill_deliveries(&mut entries).await?;
                 return Ok(entries);
             }
             self.recovering = false;
@@ -110,9 +119,9 @@ impl Source {
         block_ms: Option<u64>,
         id: impl Into<XID>,
     ) -> Result<Vec<RawEntry>, fred::error::Error> {
-        let response: XReadResponse<String, String, String, Value> = self
+        let reply: Value = self
             .reader
-            .xreadgroup_map(
+            .xreadgroup(
                 &self.group,
                 &self.consumer,
                 Some(count),
@@ -122,11 +131,114 @@ impl Source {
                 id.into(),
             )
             .await?;
-        Ok(response
-            .into_values()
-            .flatten()
-            .map(|(id, fields)| raw_entry(id, fields))
-            .collect())
+        Ok(read_reply(reply))
+    }
+
+    /// Takes over up to `count` entries that other consumers of the group left pending for
+    /// longer than `min_idle`: their consumer is presumed dead. Each call continues the
+    /// scan of the pending list where the previous one stopped.
+    ///
+    /// Call it only when this consumer holds no unflushed entries: its own entries go idle
+    /// too while a batch waits, and claiming them would put them in the batch twice.
+    pub async fn claim(
+        &mut self,
+        count: u64,
+        min_idle: Duration,
+    ) -> Result<Vec<RawEntry>, fred::error::Error> {
+        // Until recovery is over, this consumer's pending list holds more than what it
+        // claims, and the delivery counts below rely on it holding exactly that.
+        if self.recovering {
+            return Ok(Vec::new());
+        }
+        let reply: Value = self
+            .client
+            .custom(
+                command("XAUTOCLAIM"),
+                vec![
+                    Value::from(self.key.as_str()),
+                    self.group.as_str().into(),
+                    self.consumer.as_str().into(),
+                    (min_idle.as_millis() as i64).into(),
+                    self.claim_cursor.as_str().into(),
+                    "COUNT".into(),
+                    (count as i64).into(),
+                ],
+            )
+            .await?;
+        let mut parts = array(reply).into_iter();
+        self.claim_cursor = parts
+            .next()
+            .and_then(string)
+            .unwrap_or_else(|| "0-0".to_owned());
+        let mut entries: Vec<RawEntry> = parts
+            .next()
+            .map(array)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(entry_from_array)
+            .collect();
+        if !entries.is_empty() {
+            tracing::info!(
+                entries = entries.len(),
+                "took over entries of a dead consumer"
+            );
+            self.fill_deliveries(&mut entries).await?;
+        }
+        Ok(entries)
+    }
+
+    /// Sets each entry's delivery count from the group's pending list (`XPENDING` with a
+    /// range and this consumer), for entries read again rather than for the first time.
+    async fn fill_deliveries(&self, entries: &mut [RawEntry]) -> Result<(), fred::error::Error> {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(());
+        };
+        let reply: Value = self
+            .client
+            .custom(
+                command("XPENDING"),
+                vec![
+                    Value::from(self.key.as_str()),
+                    self.group.as_str().into(),
+                    first.id.as_str().into(),
+                    last.id.as_str().into(),
+                    (entries.len() as i64).into(),
+                    self.consumer.as_str().into(),
+                ],
+            )
+            .await?;
+        let counts: HashMap<String, u64> = array(reply)
+            .into_iter()
+            .filter_map(|row| {
+                let mut row = array(row).into_iter();
+                let id = row.next().and_then(string)?;
+                let deliveries = row.nth(2)?.as_u64()?;
+                Some((id, deliveries))
+            })
+            .collect();
+        for entry in entries {
+            // Not in the list means acknowledged meanwhile; counting it once is harmless.
+            entry.deliveries = counts.get(&entry.id).copied().unwrap_or(1).max(1);
+        }
+        Ok(())
+    }
+
+    /// Marks entries this consumer still holds as recently delivered, without counting a
+    /// delivery (`XCLAIM … JUSTID` to itself), so that while a flush is retried no other
+    /// consumer takes them over as idle.
+    pub async fn keep_alive(&self, ids: &[String]) -> Result<(), fred::error::Error> {
+        for chunk in ids.chunks(10_000) {
+            let mut args: Vec<Value> = vec![
+                self.key.as_str().into(),
+                self.group.as_str().into(),
+                self.consumer.as_str().into(),
+                0.into(),
+            ];
+            args.extend(chunk.iter().map(|id| Value::from(id.as_str())));
+            args.push("JUSTID".into());
+            let _: Value = self.client.custom(command("XCLAIM"), args).await?;
+        }
+        Ok(())
     }
 
     /// Acknowledges entries after their rows are in ClickHouse.
@@ -139,17 +251,238 @@ impl Source {
         }
         Ok(())
     }
+
+    /// Copies entries that cannot be loaded to the dead-letter stream, with their reasons.
+    pub async fn dead_letter(&self, dead: &[(&RawEntry, &str)]) -> Result<(), fred::error::Error> {
+        let key = dead_letter::dead_key(&self.key);
+        for (entry, reason) in dead {
+            let _: String = self
+                .client
+                .xadd(&key, false, None, "*", dead_letter::fields(entry, reason))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Trims the stream below the lowest id some group still needs, and returns that id.
+    ///
+    /// A group needs its lowest pending entry (read, not yet acknowledged) or, with none
+    /// pending, everything after its last delivered entry. `XTRIM MINID` keeps ids at or
+    /// above the bound, so trimming to the minimum over all groups never removes an entry
+    /// a group has not acknowledged. Never `MAXLEN`: a length says nothing about who still
+    /// needs an entry.
+    pub async fn trim(&self) -> Result<Option<String>, fred::error::Error> {
+        let groups: Value = self
+            .client
+            .custom(
+                command("XINFO"),
+                vec![Value::from("GROUPS"), self.key.as_str().into()],
+            )
+            .await?;
+        let mut needed: Option<(u64, u64)> = None;
+        for group in array(groups) {
+            let info = pairs(group);
+            let name = info.get("name").cloned().and_then(string);
+            let pending = info.get("pending").and_then(Value::as_u64).unwrap_or(0);
+            let bound = if pending > 0 {
+                let Some(name) = name else { return Ok(None) };
+                let summary: Value = self
+                    .client
+                    .custom(
+                        command("XPENDING"),
+                        vec![Value::from(self.key.as_str()), name.into()],
+                    )
+                    .await?;
+                array(summary).into_iter().nth(1).and_then(string)
+            } else {
+                info.get("last-delivered-id").cloned().and_then(string)
+            };
+            // A group we cannot read the position of blocks trimming: better a longer
+            // stream than a lost entry.
+            let Some(bound) = bound.as_deref().and_then(parse_id) else {
+                return Ok(None);
+            };
+            needed = Some(needed.map_or(bound, |n| n.min(bound)));
+        }
+        let Some((ms, seq)) = needed else {
+            return Ok(None);
+        };
+        let id = format!("{ms}-{seq}");
+        let trimmed: i64 = self
+            .client
+            .custom(
+                command("XTRIM"),
+                vec![
+                    Value::from(self.key.as_str()),
+                    "MINID".into(),
+                    id.as_str().into(),
+                ],
+            )
+            .await?;
+        if trimmed > 0 {
+            metrics::counter!("consumer_trimmed_entries_total").increment(trimmed as u64);
+            tracing::debug!(trimmed, below = %id, "trimmed the stream");
+        }
+        Ok(Some(id))
+    }
+}
+
+fn command(name: &'static str) -> CustomCommand {
+    CustomCommand::new_static(name, ClusterHash::FirstKey, false)
+}
+
+/// A stream id `ms-seq` as a pair that orders like the id.
+fn parse_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// The items of an array reply; none for nil (the client's `into_array` wraps nil instead).
+fn array(v: Value) -> Vec<Value> {
+    match v {
+        Value::Null => Vec::new(),
+        v => v.into_array(),
+    }
+}
+
+fn string(v: Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        v => v.into_string(),
+    }
+}
+
+fn bytes(v: Value) -> Option<Bytes> {
+    match v {
+        Value::Bytes(b) => Some(b),
+        Value::String(s) => Some(s.inner().clone()),
+        Value::Integer(i) => Some(Bytes::from(i.to_string())),
+        _ => None,
+    }
+}
+
+/// The fields of a reply given as a map (RESP3) or as a flat key-value array (RESP2).
+fn pairs(v: Value) -> HashMap<String, Value> {
+    match v {
+        Value::Map(map) => map
+            .inner()
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.into_string()?, v)))
+            .collect(),
+        v => {
+            let mut out = HashMap::new();
+            let mut items = array(v).into_iter();
+            while let (Some(k), Some(v)) = (items.next(), items.next()) {
+                if let Some(k) = string(k) {
+                    out.insert(k, v);
+                }
+            }
+            out
+        }
+    }
+}
+
+/// The entries of an `XREADGROUP` reply of one stream: nil when a blocking read timed out,
+/// else `[[key, [entry, ...]]]` (a map from key to entries in RESP3).
+///
+/// Parsed by hand because the client's typed conversion fails on the nil of a timed-out
+/// read and on the nil fields of a pending entry that was deleted from the stream.
+fn read_reply(reply: Value) -> Vec<RawEntry> {
+    let streams: Vec<Value> = match reply {
+        Value::Null => return Vec::new(),
+        Value::Map(map) => map.inner().into_values().collect(),
+        v => array(v)
+            .into_iter()
+            .filter_map(|s| array(s).into_iter().nth(1))
+            .collect(),
+    };
+    streams
+        .into_iter()
+        .flat_map(array)
+        .filter_map(entry_from_array)
+        .collect()
+}
+
+/// An entry of an `XREADGROUP` or `XAUTOCLAIM` reply: `[id, [field, value, ...]]`. A
+/// pending entry deleted from the stream has nil fields: it comes back with none, so it
+/// is dead-lettered as having no batch rather than left pending for ever.
+fn entry_from_array(v: Value) -> Option<RawEntry> {
+    let mut parts = array(v).into_iter();
+    let id = parts.next().and_then(string)?;
+    let mut fields = HashMap::new();
+    let mut items = parts.next().map(array).unwrap_or_default().into_iter();
+    while let (Some(k), Some(v)) = (items.next(), items.next()) {
+        if let Some(k) = string(k) {
+            fields.insert(k, v);
+        }
+    }
+    Some(raw_entry(id, fields))
 }
 
 fn raw_entry(id: String, mut fields: HashMap<String, Value>) -> RawEntry {
-    let mut take = |name: &str| match fields.remove(name) {
-        Some(Value::Bytes(b)) => Some(b),
-        Some(Value::String(s)) => Some(s.inner().clone()),
-        _ => None::<Bytes>,
-    };
+    let format = fields.remove(FIELD_FORMAT).and_then(bytes);
+    let batch = fields.remove(FIELD_BATCH).and_then(bytes);
+    let mut other: Vec<(String, Bytes)> = fields
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, bytes(v)?)))
+        .collect();
+    other.sort();
     RawEntry {
-        format: take(FIELD_FORMAT),
-        batch: take(FIELD_BATCH),
         id,
+        format,
+        batch,
+        other,
+        deliveries: 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_order_numerically() {
+        assert!(parse_id("10-0") > parse_id("9-5"));
+        assert!(parse_id("9-10") > parse_id("9-9"));
+        assert_eq!(parse_id("0-0"), Some((0, 0)));
+        assert_eq!(parse_id("x"), None);
+    }
+
+    #[test]
+    fn read_replies_parse_including_nils() {
+        assert!(read_reply(Value::Null).is_empty(), "a timed-out read");
+        let entry = |id: &str, fields: Value| Value::Array(vec![id.into(), fields]);
+        let reply = Value::Array(vec![Value::Array(vec![
+            "events".into(),
+            Value::Array(vec![
+                entry(
+                    "1-0",
+                    Value::Array(vec!["b".into(), "x".into(), "tp".into(), "t".into()]),
+                ),
+                entry("2-0", Value::Null),
+            ]),
+        ])]);
+        let entries = read_reply(reply);
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].batch.as_deref(), Some(&b"x"[..]));
+        assert_eq!(
+            entries[0].other,
+            vec![("tp".to_owned(), Bytes::from_static(b"t"))]
+        );
+        assert_eq!(
+            (entries[1].id.as_str(), entries[1].batch.is_none()),
+            ("2-0", true)
+        );
+    }
+
+    #[test]
+    fn flat_replies_become_fields() {
+        let v = Value::Array(vec!["name".into(), "g".into(), "pending".into(), 3.into()]);
+        let p = pairs(v);
+        assert_eq!(p.get("pending").and_then(Value::as_u64), Some(3));
+        assert_eq!(
+            p.get("name").cloned().and_then(string).as_deref(),
+            Some("g")
+        );
     }
 }

@@ -2,25 +2,52 @@
 //! around it, which only loops.
 //!
 //! Invariant: an entry is acknowledged only after every row it produced is confirmed by
-//! ClickHouse. A failure anywhere before the `XACK` leaves it pending, to be read again.
+//! ClickHouse, or after it was dead-lettered (copied to `<stream>:dead` and recorded in
+//! `rejected_events`). A failure anywhere before the `XACK` leaves it pending, to be read
+//! again.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use pipeline::retry::{Backoff, classify_clickhouse};
+use pipeline::entry::FIELD_TRACEPARENT;
+use pipeline::retry::{Backoff, Class, classify_clickhouse, clickhouse_code};
+use tracing::Instrument;
 
 use crate::{
-    batch::{Batch, Limits},
+    batch::{Batch, Limits, RawEntry},
     config::Settings,
+    isolate::isolate,
     sink::{Sink, Written},
     source::Source,
 };
+
+/// Trimming costs a few round trips; once a second keeps the stream short enough.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
+
+/// ClickHouse codes that are permanent but say nothing about the entries: the schema is
+/// missing (UNKNOWN_TABLE, UNKNOWN_DATABASE). Splitting the batch would dead-letter every
+/// entry; keeping it and retrying waits for a human to migrate.
+const SCHEMA_MISSING: &[u32] = &[60, 81];
+
+/// Whether an insert error means ClickHouse refuses the data, so splitting the batch can
+/// find the entries it refuses.
+fn refuses_data(e: &clickhouse::error::Error) -> bool {
+    let schema_missing = match e {
+        clickhouse::error::Error::BadResponse(text) => {
+            clickhouse_code(text).is_some_and(|c| SCHEMA_MISSING.contains(&c))
+        }
+        _ => false,
+    };
+    classify_clickhouse(e) == Class::Permanent && !schema_missing
+}
 
 /// What one step did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Read this many entries into the batch.
     Read(usize),
+    /// Took over this many entries that a dead consumer of the group left pending.
+    Claimed(usize),
     /// Flushed the batch to ClickHouse and acknowledged it.
     Flushed(Written),
     /// A flush failed with a retriable error; the batch is kept and nothing new is read
@@ -39,6 +66,13 @@ pub struct Worker {
     backoff: Backoff,
     /// Consecutive failed flushes of the current batch.
     attempt: u32,
+    /// Deliveries after which an entry is dead-lettered instead of loaded.
+    max_deliveries: u64,
+    /// Idle time after which another consumer's pending entries are taken over.
+    claim_idle: Duration,
+    claim_every: Duration,
+    next_claim: Instant,
+    next_trim: Instant,
 }
 
 impl Worker {
@@ -63,6 +97,11 @@ impl Worker {
             read_count: settings.batch.read_count,
             backoff: Backoff::default(),
             attempt: 0,
+            max_deliveries: settings.recovery.max_deliveries,
+            claim_idle: settings.recovery.claim_idle,
+            claim_every: settings.recovery.claim_every(),
+            next_claim: Instant::now(),
+            next_trim: Instant::now(),
         })
     }
 
@@ -70,11 +109,27 @@ impl Worker {
         &self.source
     }
 
-    /// Does one thing: flushes a due batch, or reads more entries.
+    /// Does one thing: flushes a due batch, takes over a dead consumer's entries, or reads
+    /// more entries.
     pub async fn step(&mut self) -> anyhow::Result<Outcome> {
         let now = Instant::now();
         if self.batch.is_due(now) {
             return self.flush().await;
+        }
+        // Only with an empty batch: this consumer's own unflushed entries are idle too.
+        if self.batch.is_empty() && now >= self.next_claim {
+            self.next_claim = now + self.claim_every;
+            match self.source.claim(self.read_count, self.claim_idle).await {
+                Ok(entries) if !entries.is_empty() => {
+                    let n = entries.len();
+                    for entry in entries {
+                        self.batch.push(entry);
+                    }
+                    return Ok(Outcome::Claimed(n));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "claiming idle entries failed"),
+            }
         }
         let wait = self.batch.time_left(now);
         let entries = match self.source.read(self.read_count, wait).await {
@@ -95,29 +150,98 @@ impl Worker {
         Ok(Outcome::Read(n))
     }
 
-    /// Writes the batch to ClickHouse, then acknowledges it.
+    /// Writes the batch to ClickHouse, dead-letters what cannot be loaded, then
+    /// acknowledges every entry of the batch.
+    ///
+    /// A permanent ClickHouse error splits the batch until the refused entries are found;
+    /// they are dead-lettered and the rest loads. Any other error keeps the whole batch for
+    /// the next attempt.
     pub async fn flush(&mut self) -> anyhow::Result<Outcome> {
         if self.batch.is_empty() {
             return Ok(Outcome::Idle);
         }
+        // One CONSUMER span per batch, linked to the PRODUCER span of every entry: a batch
+        // has many producers, so they are links rather than parents.
+        let traceparents: Vec<&str> = self
+            .batch
+            .entries()
+            .iter()
+            .filter_map(|e| {
+                e.other
+                    .iter()
+                    .find(|(name, _)| name == FIELD_TRACEPARENT)
+                    .and_then(|(_, value)| std::str::from_utf8(value).ok())
+            })
+            .collect();
+        let span = pipeline::trace::consumer_batch_span(
+            self.source.key(),
+            self.source.group(),
+            self.batch.len(),
+            traceparents,
+        );
+        self.flush_batch().instrument(span).await
+    }
+
+    /// The body of [`Worker::flush`], inside the batch span.
+    async fn flush_batch(&mut self) -> anyhow::Result<Outcome> {
         let started = Instant::now();
-        let written = match self.sink.write(self.batch.entries()).await {
-            Ok(written) => written,
-            Err(e) => {
-                let class = classify_clickhouse(&e);
-                let attempt = self.attempt;
-                self.attempt += 1;
-                metrics::counter!("consumer_insert_failures_total").increment(1);
-                tracing::warn!(error = %e, ?class, attempt, "insert failed; keeping the batch");
-                tokio::time::sleep(self.backoff.delay(attempt, rand::random())).await;
-                return Ok(Outcome::Retrying {
-                    attempt,
-                    error: e.to_string(),
-                });
-            }
+        let entries = self.batch.entries();
+        let (sink, max_deliveries) = (&self.sink, self.max_deliveries);
+        let written = isolate(
+            entries.len(),
+            move |part| sink.write(&entries[part], max_deliveries),
+            refuses_data,
+        )
+        .await;
+        let isolated = match written {
+            Ok(isolated) => isolated,
+            Err(e) => return Ok(self.retrying(e).await),
         };
+        let mut written = Written {
+            entries: entries.len(),
+            ..Written::default()
+        };
+        let mut dead: Vec<(&RawEntry, String)> = Vec::new();
+        for (part, load) in isolated.loaded {
+            written.commerce += load.written.commerce;
+            written.probes += load.written.probes;
+            written.rejected += load.written.rejected;
+            written.skipped += load.written.skipped;
+            dead.extend(
+                load.dead
+                    .into_iter()
+                    .map(|(i, reason)| (&entries[part.start + i], reason)),
+            );
+        }
+        let refused: Vec<(&RawEntry, String)> = isolated
+            .refused
+            .into_iter()
+            .map(|(i, e)| (&entries[i], format!("clickhouse refused the entry: {e}")))
+            .collect();
+        if !refused.is_empty() {
+            let rows: Vec<(&RawEntry, &str)> =
+                refused.iter().map(|(e, r)| (*e, r.as_str())).collect();
+            if let Err(e) = self.sink.write_rejected(&rows).await {
+                return Ok(self.retrying(e).await);
+            }
+            written.rejected += refused.len();
+            dead.extend(refused);
+        }
+        written.dead_letters = dead.len();
         let insert_seconds = started.elapsed().as_secs_f64();
-        let ids: Vec<String> = self.batch.entries().iter().map(|e| e.id.clone()).collect();
+        if !dead.is_empty() {
+            for (entry, reason) in &dead {
+                tracing::warn!(id = %entry.id, deliveries = entry.deliveries, %reason, "dead-lettering entry");
+            }
+            let dead: Vec<(&RawEntry, &str)> = dead.iter().map(|(e, r)| (*e, r.as_str())).collect();
+            // Before the ack: a crash in between dead-letters the entry again, which is
+            // better than losing it.
+            self.source
+                .dead_letter(&dead)
+                .await
+                .context("dead-lettering entries")?;
+        }
+        let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
         // If the ack fails, the entries stay pending and are loaded again: the
         // ReplacingMergeTree tables and FINAL queries make that a no-op for results.
         self.source
@@ -126,6 +250,7 @@ impl Worker {
             .context("acknowledging entries")?;
         self.batch.take();
         self.attempt = 0;
+        self.trim_if_due().await;
         metrics::histogram!("consumer_insert_duration_seconds").record(insert_seconds);
         metrics::histogram!("consumer_batch_entries").record(written.entries as f64);
         metrics::counter!("consumer_rows_inserted_total", "table" => "commerce_events")
@@ -134,8 +259,40 @@ impl Worker {
             .increment(written.probes as u64);
         metrics::counter!("consumer_rows_inserted_total", "table" => "rejected_events")
             .increment(written.rejected as u64);
+        metrics::counter!("consumer_dead_letters_total").increment(written.dead_letters as u64);
+        metrics::counter!("consumer_events_skipped_total").increment(written.skipped as u64);
         tracing::debug!(?written, insert_seconds, "flushed batch");
         Ok(Outcome::Flushed(written))
+    }
+
+    /// Keeps the batch after a failed flush and waits the backoff before the next attempt.
+    async fn retrying(&mut self, e: clickhouse::error::Error) -> Outcome {
+        let class = classify_clickhouse(&e);
+        let attempt = self.attempt;
+        self.attempt += 1;
+        metrics::counter!("consumer_insert_failures_total").increment(1);
+        tracing::warn!(error = %e, ?class, attempt, "insert failed; keeping the batch");
+        let ids: Vec<String> = self.batch.entries().iter().map(|e| e.id.clone()).collect();
+        if let Err(e) = self.source.keep_alive(&ids).await {
+            tracing::warn!(error = %e, "refreshing held entries failed");
+        }
+        tokio::time::sleep(self.backoff.delay(attempt, rand::random())).await;
+        Outcome::Retrying {
+            attempt,
+            error: e.to_string(),
+        }
+    }
+
+    /// Trims the stream at most once per [`TRIM_EVERY`]. A failure only delays trimming.
+    async fn trim_if_due(&mut self) {
+        let now = Instant::now();
+        if now < self.next_trim {
+            return;
+        }
+        self.next_trim = now + TRIM_EVERY;
+        if let Err(e) = self.source.trim().await {
+            tracing::warn!(error = %e, "trimming the stream failed");
+        }
     }
 
     /// Steps until `shutdown` completes, then flushes what was read within `grace`; what
@@ -165,5 +322,30 @@ impl Worker {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clickhouse::error::Error as E;
+
+    #[test]
+    fn only_data_errors_split_the_batch() {
+        let bad = |t: &str| E::BadResponse(t.into());
+        assert!(refuses_data(&bad(
+            "Code: 6. DB::Exception: Cannot parse string"
+        )));
+        assert!(refuses_data(&bad("Code: 117. DB::Exception: bad data")));
+        assert!(!refuses_data(&bad(
+            "Code: 60. DB::Exception: Table x doesn't exist"
+        )));
+        assert!(!refuses_data(&bad(
+            "Code: 81. DB::Exception: Database x doesn't exist"
+        )));
+        assert!(!refuses_data(&bad(
+            "Code: 241. DB::Exception: Memory limit"
+        )));
+        assert!(!refuses_data(&E::Network("refused".into())));
     }
 }

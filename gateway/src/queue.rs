@@ -22,6 +22,7 @@ use pipeline::{
     entry::{FIELD_BATCH, FIELD_FORMAT, FIELD_TRACEPARENT, FORMAT_V1},
     retry::is_redis_oom,
 };
+use tracing::Instrument;
 
 /// Why an entry was not queued.
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +99,8 @@ impl Queue {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// Appends one entry holding an encoded `QueuedBatch`; returns its stream id once
+    /// Appends one entry holding an encoded `QueuedBatch` under a PRODUCER span, storing
+    /// `traceparent` (by default the producer span's own) in the entry; returns its stream id once
     /// Redis confirmed the write (and, under `appendfsync always`, fsynced it).
     pub async fn append(
         &self,
@@ -110,6 +112,10 @@ impl Queue {
                 "redis did not answer the last health check".into(),
             ));
         }
+        // The PRODUCER span of the messaging conventions; its context travels in the entry
+        // so the consumer's batch span can link to it.
+        let span = pipeline::trace::producer_span(&self.stream_key);
+        let traceparent = traceparent.or_else(|| pipeline::trace::traceparent_of(&span));
         let mut fields: Vec<(&str, Value)> = Vec::with_capacity(3);
         fields.push((FIELD_FORMAT, Value::from_static_str(FORMAT_V1)));
         fields.push((FIELD_BATCH, Value::Bytes(batch)));
@@ -119,7 +125,9 @@ impl Queue {
         let id: String = self
             .client
             .xadd(&*self.stream_key, false, None, "*", fields)
+            .instrument(span.clone())
             .await?;
+        span.record("messaging.message.id", id.as_str());
         Ok(id)
     }
 

@@ -19,6 +19,7 @@ use tonic::{
     transport::{Identity, Server, ServerTlsConfig},
 };
 use tonic_health::ServingStatus;
+use tracing::Instrument;
 
 use crate::{
     auth::{Store, Stores},
@@ -71,9 +72,23 @@ impl IngestService for IngestApi {
         &self,
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
-        let store = self.authenticate(&request)?;
-        let response = self.ingest.publish(&store, request.into_inner()).await?;
-        Ok(Response::new(response))
+        let span = pipeline::trace::rpc_server_span(
+            <IngestServiceServer<IngestApi> as tonic::server::NamedService>::NAME,
+            "Publish",
+            request.metadata().as_ref(),
+        );
+        let result = async {
+            let store = self.authenticate(&request)?;
+            let response = self.ingest.publish(&store, request.into_inner()).await?;
+            Ok(Response::new(response))
+        }
+        .instrument(span.clone())
+        .await;
+        let code = result
+            .as_ref()
+            .map_or_else(|s: &Status| s.code(), |_| tonic::Code::Ok);
+        span.record("rpc.grpc.status_code", code as i64);
+        result
     }
 
     type PublishStreamStream = ResponseStream;
@@ -97,6 +112,12 @@ impl IngestService for IngestApi {
         &self,
         request: Request<tonic::Streaming<PublishRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        // One SERVER span for the whole stream; each request's PRODUCER span is its child.
+        let span = pipeline::trace::rpc_server_span(
+            <IngestServiceServer<IngestApi> as tonic::server::NamedService>::NAME,
+            "PublishStream",
+            request.metadata().as_ref(),
+        );
         let store = Arc::new(self.authenticate(&request)?);
         let ingest = self.ingest.clone();
         let mut failed = false;
@@ -105,7 +126,7 @@ impl IngestService for IngestApi {
             .map(move |item| {
                 let ingest = ingest.clone();
                 let store = store.clone();
-                async move { Ok(ingest.publish(&store, item?).await?) }
+                async move { Ok(ingest.publish(&store, item?).await?) }.instrument(span.clone())
             })
             .buffered(self.stream_max_in_flight)
             .take_while(move |result: &Result<PublishResponse, Status>| {

@@ -11,10 +11,15 @@ use clap::{Args, ValueEnum};
 #[derive(Args, Clone, Debug)]
 pub struct RedisArgs {
     /// Redis URL (`redis://`, `rediss://` for TLS)
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        long,
+        global = true,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
     pub redis_url: String,
     /// Stream key the gateway writes and the consumer reads
-    #[arg(long, env = "STREAM_KEY", default_value = "events")]
+    #[arg(long, global = true, env = "STREAM_KEY", default_value = "events")]
     pub stream_key: String,
 }
 
@@ -42,13 +47,28 @@ impl RedisArgs {
 #[derive(Args, Clone)]
 pub struct ClickHouseArgs {
     /// ClickHouse HTTP URL
-    #[arg(long, env = "CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123")]
+    #[arg(
+        long,
+        global = true,
+        env = "CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123"
+    )]
     pub clickhouse_url: String,
     /// Database holding the pipeline's tables
-    #[arg(long, env = "CLICKHOUSE_DATABASE", default_value = "marketplace")]
+    #[arg(
+        long,
+        global = true,
+        env = "CLICKHOUSE_DATABASE",
+        default_value = "marketplace"
+    )]
     pub clickhouse_database: String,
     /// ClickHouse user
-    #[arg(long, env = "CLICKHOUSE_USER", default_value = "default")]
+    #[arg(
+        long,
+        global = true,
+        env = "CLICKHOUSE_USER",
+        default_value = "default"
+    )]
     pub clickhouse_user: String,
     /// ClickHouse password
     #[arg(
@@ -104,10 +124,10 @@ pub enum LogFormat {
 #[derive(Args, Clone, Debug)]
 pub struct TelemetryArgs {
     /// Log format
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Address of the Prometheus `/metrics` endpoint; none if unset
-    #[arg(long, env = "METRICS_LISTEN")]
+    #[arg(long, global = true, env = "METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 }
 

@@ -1,0 +1,213 @@
+//! A fresh stream and database per test on the shared servers, entries written with XADD
+//! exactly as the gateway writes them, and the consumer driven step by step.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use clap::Parser;
+use fred::interfaces::{ClientLike, StreamsInterface};
+use pipeline::{
+    entry::{FIELD_BATCH, FIELD_FORMAT, FORMAT_V1, encode_batch},
+    proto::{
+        ingest::{CommerceEvent, CommerceEventType, Event, Money, Region, event::Payload},
+        queue::QueuedBatch,
+    },
+};
+
+/// One test's stream key and database, on the given Redis and ClickHouse.
+pub struct Env {
+    pub redis_url: String,
+    pub clickhouse_url: String,
+    pub stream: String,
+    pub database: String,
+    pub redis: fred::clients::Client,
+}
+
+impl Env {
+    /// A fresh stream and database on the shared servers.
+    pub async fn shared() -> Env {
+        Env::on(
+            &testkit::shared_redis().url(),
+            &testkit::shared_clickhouse().url(),
+        )
+        .await
+    }
+
+    /// A fresh stream and database on the given servers.
+    pub async fn on(redis_url: &str, clickhouse_url: &str) -> Env {
+        let redis = fred::clients::Client::new(
+            fred::types::config::Config::from_url(redis_url).unwrap(),
+            None,
+            None,
+            None,
+        );
+        redis.init().await.unwrap();
+        Env {
+            redis_url: redis_url.to_owned(),
+            clickhouse_url: clickhouse_url.to_owned(),
+            stream: testkit::unique_name("events"),
+            database: testkit::unique_name("consumer"),
+            redis,
+        }
+    }
+
+    /// Consumer settings for this stream and database, as consumer `name`, with extra flags.
+    pub fn settings(&self, name: &str, extra: &[&str]) -> consumer::Settings {
+        let mut args = vec![
+            "consumer",
+            "--redis-url",
+            &self.redis_url,
+            "--stream-key",
+            &self.stream,
+            "--clickhouse-url",
+            &self.clickhouse_url,
+            "--clickhouse-database",
+            &self.database,
+            "--consumer-name",
+            name,
+            "--batch-age",
+            "200ms",
+        ];
+        args.extend_from_slice(extra);
+        consumer::Settings::try_parse_from(args).unwrap()
+    }
+
+    /// Writes one entry holding `ids` as valid purchases; returns the entry id.
+    pub async fn publish(&self, ids: &[String]) -> String {
+        self.publish_batch(&queued_batch(ids)).await
+    }
+
+    /// Writes one entry holding `batch`, as the gateway does; returns the entry id.
+    pub async fn publish_batch(&self, batch: &QueuedBatch) -> String {
+        self.xadd(vec![
+            (FIELD_FORMAT, Bytes::from_static(FORMAT_V1.as_bytes())),
+            (FIELD_BATCH, encode_batch(batch)),
+        ])
+        .await
+    }
+
+    /// Writes `entries` entries of `per_entry` fresh events each; returns the event ids.
+    pub async fn publish_many(&self, entries: usize, per_entry: usize) -> Vec<String> {
+        let mut all = Vec::new();
+        for _ in 0..entries {
+            let ids = event_ids(per_entry);
+            self.publish(&ids).await;
+            all.extend(ids);
+        }
+        all
+    }
+
+    /// Writes an entry with exactly these fields.
+    pub async fn xadd(&self, fields: Vec<(&str, Bytes)>) -> String {
+        self.redis
+            .xadd(&self.stream, false, None, "*", fields)
+            .await
+            .unwrap()
+    }
+
+    /// A client bound to this test's database.
+    pub fn clickhouse(&self) -> clickhouse::Client {
+        clickhouse::Client::default()
+            .with_url(&self.clickhouse_url)
+            .with_database(&self.database)
+            .with_validation(false)
+    }
+
+    /// A `SELECT count() ...` in this test's database.
+    pub async fn count(&self, sql: &str) -> u64 {
+        self.clickhouse().query(sql).fetch_one().await.unwrap()
+    }
+
+    /// Rows in `commerce_events`, duplicates included.
+    pub async fn rows(&self) -> u64 {
+        self.count("SELECT count() FROM commerce_events").await
+    }
+
+    /// Entries of the stream.
+    pub async fn xlen(&self) -> u64 {
+        self.redis.xlen(&self.stream).await.unwrap()
+    }
+
+    /// Entries read but not acknowledged by `group`.
+    pub async fn pending(&self, group: &str) -> u64 {
+        let summary: fred::types::Value =
+            self.redis.xpending(&self.stream, group, ()).await.unwrap();
+        summary.into_array()[0].as_u64().unwrap()
+    }
+}
+
+/// `n` fresh event ids.
+pub fn event_ids(n: usize) -> Vec<String> {
+    (0..n).map(|_| uuid::Uuid::new_v4().to_string()).collect()
+}
+
+/// A time for test events: recent, and at least 3 minutes after midnight UTC so every
+/// event of a test falls on the same day.
+pub fn event_time() -> i64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let midnight = now - now.rem_euclid(86_400);
+    (now - 30).max(midnight + 180)
+}
+
+/// What the gateway would queue for a request of valid purchases with these ids.
+pub fn queued_batch(ids: &[String]) -> QueuedBatch {
+    let at = event_time();
+    let ts = |seconds| Some(prost_types::Timestamp { seconds, nanos: 0 });
+    QueuedBatch {
+        store_id: "eu-1".into(),
+        region: Region::Europe as i32,
+        received_at: ts(at + 1),
+        events: ids
+            .iter()
+            .map(|id| Event {
+                event_id: id.clone(),
+                occurred_at: ts(at),
+                store_id: "eu-1".into(),
+                region: Region::Europe as i32,
+                payload: Some(Payload::Commerce(CommerceEvent {
+                    r#type: CommerceEventType::Purchase as i32,
+                    product_id: 5,
+                    category_id: 7,
+                    category_code: "electronics.smartphone".into(),
+                    seller_id: 3,
+                    price: Some(Money {
+                        currency_code: "EUR".into(),
+                        units: 12,
+                        nanos: 500_000_000,
+                    }),
+                    quantity: 2,
+                    user_id: 9,
+                    session_id: "s-1".into(),
+                    ..Default::default()
+                })),
+            })
+            .collect(),
+        rejected: vec![],
+    }
+}
+
+/// Steps `worker` (flushing whenever it read) until `done`, at most `timeout`.
+pub async fn drive<F, Fut>(worker: &mut consumer::Worker, timeout: Duration, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let outcome = worker.step().await.unwrap();
+        if matches!(
+            outcome,
+            consumer::Outcome::Idle | consumer::Outcome::Flushed(_)
+        ) && done().await
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "consumer did not finish in {timeout:?}, last outcome {outcome:?}"
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! Integration tests of the consumer against real Redis and ClickHouse 18.16, one module per
+//! feature, sharing the helpers in `helpers`.
+
+mod admin;
+mod chaos;
+mod duplicates;
+mod helpers;
+mod outage;
+mod poison;
+mod recovery;
+mod scale;
+mod trim;

@@ -1,0 +1,88 @@
+//! The consumer trims the stream, but never below what some group still needs.
+
+use std::time::Duration;
+
+use fred::interfaces::StreamsInterface;
+
+use crate::helpers::*;
+
+type Read = fred::types::streams::XReadResponse<String, String, String, bytes::Bytes>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_second_group_never_loses_entries() {
+    let env = Env::shared().await;
+    let redis = testkit::shared_redis();
+    // A second group, e.g. an archiver, that is far behind: it has read nothing yet.
+    redis
+        .cli(&["XGROUP", "CREATE", &env.stream, "slow", "0", "MKSTREAM"])
+        .unwrap();
+    env.publish_many(20, 5).await;
+
+    let mut worker = consumer::Worker::connect(&env.settings("c1", &[]))
+        .await
+        .unwrap();
+    drive(&mut worker, Duration::from_secs(30), || async {
+        env.pending("loader").await == 0 && env.rows().await == 100
+    })
+    .await;
+    // Trimming runs after a flush, at most once a second: give it two more chances.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        env.publish(&event_ids(1)).await;
+        drive(&mut worker, Duration::from_secs(30), || async {
+            env.pending("loader").await == 0
+        })
+        .await;
+    }
+    assert_eq!(env.rows().await, 102);
+    assert_eq!(
+        env.xlen().await,
+        22,
+        "nothing the slow group has not read is trimmed"
+    );
+
+    // The slow group reads 10 and acknowledges 5: its lowest pending entry is the bound.
+    let read: Read = env
+        .redis
+        .xreadgroup_map("slow", "s1", Some(10), None, false, &env.stream, ">")
+        .await
+        .unwrap();
+    let read: Vec<String> = read.into_values().flatten().map(|(id, _)| id).collect();
+    assert_eq!(read.len(), 10);
+    let _: u64 = env
+        .redis
+        .xack(&env.stream, "slow", read[..5].to_vec())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    env.publish(&event_ids(1)).await;
+    drive(&mut worker, Duration::from_secs(30), || async {
+        env.pending("loader").await == 0
+    })
+    .await;
+    assert_eq!(
+        env.xlen().await,
+        23 - 5,
+        "trimmed exactly up to the slow group's lowest pending entry"
+    );
+    let rest: Read = env
+        .redis
+        .xreadgroup_map("slow", "s1", None, None, false, &env.stream, "0")
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.into_values().flatten().count(),
+        5,
+        "its unacknowledged entries are all still readable"
+    );
+    let new: Read = env
+        .redis
+        .xreadgroup_map("slow", "s1", None, None, false, &env.stream, ">")
+        .await
+        .unwrap();
+    assert_eq!(
+        new.into_values().flatten().count(),
+        23 - 10,
+        "and so are its unread ones"
+    );
+}
