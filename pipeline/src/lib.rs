@@ -20,6 +20,7 @@ pub mod rows;
 pub mod schema;
 pub mod shutdown;
 pub mod telemetry;
+pub mod trace;
 pub mod validate;
 
 pub use marketplace_proto as proto;

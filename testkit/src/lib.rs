@@ -13,6 +13,7 @@
 //! - `process`: the supervision behind all three. Every server gets a watchdog process that
 //!   kills it and removes its files once the test process is gone, even after SIGKILL, since
 //!   shared servers never see `Drop`.
+//! - [`otlp`]: an in-process OTLP/gRPC trace receiver that keeps the spans services export.
 //! - [`free_port`], [`eventually`], [`repo_root`], [`test_log_enabled`]: small helpers that
 //!   tests keep needing.
 //!
@@ -23,6 +24,7 @@
 
 mod clickhouse;
 mod http;
+pub mod otlp;
 mod ports;
 mod process;
 mod redis;

@@ -1,0 +1,629 @@
+//! The Grafana dashboards in deploy/grafana/dashboards query what the pipeline really has:
+//! every ClickHouse panel, with its Grafana macros expanded, runs on ClickHouse 18.16 over
+//! simulated data and returns rows, and runs on a current engine (chdb); every Prometheus
+//! panel asks only for metrics the services export; every data source is a provisioned one.
+
+use std::{
+    collections::BTreeSet,
+    io::Write,
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use pipeline::{
+    proto::ingest::event::Payload,
+    region::Region,
+    rows::{CommerceRow, EventRow, ProbeRow, RejectSource, RejectedRow},
+};
+use serde_json::Value;
+
+/// The metrics the dashboards may use: what the gateway and the consumer export.
+const METRICS: &[&str] = &[
+    "gateway_events_accepted_total",
+    "gateway_events_rejected_total",
+    "consumer_rows_inserted_total",
+    "consumer_insert_duration_seconds",
+    "consumer_dead_letters_total",
+];
+
+/// Series Prometheus derives from a histogram (telemetry.rs gives `_seconds` metrics buckets).
+const HISTOGRAM_SERIES: &[&str] = &["_bucket", "_sum", "_count"];
+
+/// One query of a dashboard, named by the dashboard file and the panel (or annotation) title.
+struct Query {
+    name: String,
+    text: String,
+}
+
+fn dashboard_files() -> Vec<PathBuf> {
+    let dir = testkit::repo_root().join("deploy/grafana/dashboards");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn dashboards() -> Vec<(String, Value)> {
+    dashboard_files()
+        .into_iter()
+        .map(|path| {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let json = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{name} is not valid json: {e}"));
+            (name, json)
+        })
+        .collect()
+}
+
+/// Every string under one of `keys`, anywhere in the dashboard (panels, rows' nested panels,
+/// annotations), named after the nearest enclosing title.
+fn collect(node: &Value, keys: &[&str], title: &str, out: &mut Vec<Query>) {
+    match node {
+        Value::Object(map) => {
+            let title = map
+                .get("title")
+                .or_else(|| map.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or(title);
+            for key in keys {
+                if let Some(Value::String(text)) = map.get(*key) {
+                    out.push(Query {
+                        name: title.to_owned(),
+                        text: text.clone(),
+                    });
+                }
+            }
+            for value in map.values() {
+                collect(value, keys, title, out);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                collect(item, keys, title, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn queries(keys: &[&str]) -> Vec<Query> {
+    let mut out = Vec::new();
+    for (file, json) in dashboards() {
+        let mut found = Vec::new();
+        collect(&json, keys, "", &mut found);
+        out.extend(found.into_iter().map(|q| Query {
+            name: format!("{file}: {}", q.name),
+            text: q.text,
+        }));
+    }
+    out
+}
+
+/// The time range and interval the Grafana macros stand for.
+#[derive(Clone, Copy)]
+struct Range {
+    from: i64,
+    to: i64,
+    interval_s: u64,
+}
+
+/// Expands the grafana-clickhouse-datasource macros as the plugin does (in meaning; the
+/// plugin writes the same bounds with millisecond arithmetic). Any other `$` — an unknown
+/// macro or a dashboard variable — is an error: the test would not know what it stands for.
+fn expand(sql: &str, range: Range) -> Result<String, String> {
+    let Range {
+        from,
+        to,
+        interval_s,
+    } = range;
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at + 1..];
+        let name_len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let name = &rest[..name_len];
+        rest = &rest[name_len..];
+        let mut argument = || -> Result<String, String> {
+            let inner = rest
+                .strip_prefix('(')
+                .ok_or_else(|| format!("${name} needs an argument"))?;
+            let mut depth = 1;
+            let end = inner
+                .char_indices()
+                .find_map(|(i, c)| {
+                    match c {
+                        '(' => depth += 1,
+                        ')' => depth -= 1,
+                        _ => {}
+                    }
+                    (depth == 0).then_some(i)
+                })
+                .ok_or_else(|| format!("${name}( is not closed"))?;
+            let arg = inner[..end].trim().to_owned();
+            rest = &inner[end + 1..];
+            Ok(arg)
+        };
+        match name {
+            "__timeFilter" => {
+                let c = argument()?;
+                out.push_str(&format!(
+                    "{c} >= toDateTime({from}) AND {c} <= toDateTime({to})"
+                ));
+            }
+            "__timeInterval" => {
+                let c = argument()?;
+                out.push_str(&format!(
+                    "toStartOfInterval({c}, INTERVAL {interval_s} second)"
+                ));
+            }
+            "__fromTime" => out.push_str(&format!("toDateTime({from})")),
+            "__toTime" => out.push_str(&format!("toDateTime({to})")),
+            "__interval_s" => out.push_str(&interval_s.to_string()),
+            "" => {
+                let shown = rest.find('}').map_or(rest, |end| &rest[..=end]);
+                return Err(format!("unhandled variable ${shown}"));
+            }
+            other => return Err(format!("unhandled macro or variable ${other}")),
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[test]
+fn the_expander_knows_every_macro_and_refuses_the_rest() {
+    let range = Range {
+        from: 100,
+        to: 200,
+        interval_s: 60,
+    };
+    assert_eq!(
+        expand(
+            "SELECT $__timeInterval(t) AS time, $__interval_s FROM x WHERE $__timeFilter(toDateTime(t)) AND t < $__toTime AND t > $__fromTime",
+            range
+        )
+        .unwrap(),
+        "SELECT toStartOfInterval(t, INTERVAL 60 second) AS time, 60 FROM x WHERE toDateTime(t) >= toDateTime(100) AND toDateTime(t) <= toDateTime(200) AND t < toDateTime(200) AND t > toDateTime(100)"
+    );
+    assert!(expand("WHERE $__dateFilter(d)", range).is_err());
+    assert!(expand("WHERE region = ${region}", range).is_err());
+    assert!(expand("WHERE region = $region", range).is_err());
+    assert!(expand("WHERE $__timeFilter(t", range).is_err());
+}
+
+#[test]
+fn dashboards_use_only_provisioned_data_sources() {
+    let provisioned = std::fs::read_to_string(
+        testkit::repo_root().join("deploy/grafana/provisioning/datasources/datasources.yaml"),
+    )
+    .unwrap();
+    let uids: BTreeSet<&str> = provisioned
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("uid:"))
+        .map(str::trim)
+        .collect();
+    assert!(
+        uids.contains("clickhouse") && uids.contains("prometheus"),
+        "{uids:?}"
+    );
+    let mut titles = BTreeSet::new();
+    let mut dashboard_uids = BTreeSet::new();
+    for (file, json) in dashboards() {
+        titles.insert(json["title"].as_str().unwrap().to_owned());
+        assert!(
+            dashboard_uids.insert(json["uid"].as_str().unwrap().to_owned()),
+            "{file}: duplicate dashboard uid"
+        );
+        let mut used = BTreeSet::new();
+        datasource_uids(&json, &mut used);
+        assert!(!used.is_empty(), "{file}: no data source");
+        for uid in used {
+            assert!(
+                uids.contains(uid.as_str()) || uid == "-- Grafana --",
+                "{file}: data source uid {uid:?} is not provisioned"
+            );
+        }
+    }
+    for expected in [
+        "Store stability by region",
+        "Products & categories",
+        "Pipeline health",
+    ] {
+        assert!(
+            titles.contains(expected),
+            "no dashboard {expected:?}: {titles:?}"
+        );
+    }
+}
+
+/// The uid of every `datasource` object in a dashboard.
+fn datasource_uids(node: &Value, out: &mut BTreeSet<String>) {
+    match node {
+        Value::Object(map) => {
+            if let Some(uid) = map
+                .get("datasource")
+                .and_then(|d| d.get("uid"))
+                .and_then(Value::as_str)
+            {
+                out.insert(uid.to_owned());
+            }
+            map.values().for_each(|v| datasource_uids(v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| datasource_uids(v, out)),
+        _ => {}
+    }
+}
+
+/// The metric names a PromQL expression selects: identifiers outside label matchers, ranges,
+/// strings and `by`/`without` lists that are not functions or keywords.
+fn metric_names(expr: &str) -> Vec<String> {
+    const KEYWORDS: &[&str] = &[
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "bool",
+        "offset",
+        "and",
+        "or",
+        "unless",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "count",
+        "group",
+        "stddev",
+        "stdvar",
+        "topk",
+        "bottomk",
+        "quantile",
+        "count_values",
+        "limitk",
+    ];
+    let mut cleaned = String::new();
+    let mut closing: Vec<char> = Vec::new();
+    let mut chars = expr.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, closing.last()) {
+            ('{', _) => closing.push('}'),
+            ('[', _) => closing.push(']'),
+            ('"', _) => {
+                for c in chars.by_ref() {
+                    if c == '"' {
+                        break;
+                    }
+                }
+            }
+            (c, Some(&end)) if c == end => {
+                closing.pop();
+            }
+            (_, Some(_)) => {}
+            (c, None) => cleaned.push(c),
+        }
+    }
+    // `by (le)` / `without (instance)` name labels, not metrics.
+    let mut names = Vec::new();
+    let mut skip_group = false;
+    let mut rest = cleaned.as_str();
+    while !rest.is_empty() {
+        let start = rest
+            .find(|c: char| c.is_ascii_alphabetic() || c == '_' || c == ':' || c == '(' || c == '$')
+            .unwrap_or(rest.len());
+        rest = &rest[start..];
+        if rest.is_empty() {
+            break;
+        }
+        if let Some(after) = rest.strip_prefix('(') {
+            if skip_group {
+                let end = after.find(')').unwrap_or(after.len());
+                rest = after.get(end + 1..).unwrap_or("");
+                skip_group = false;
+            } else {
+                rest = after;
+            }
+            continue;
+        }
+        let len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '$'))
+            .unwrap_or(rest.len());
+        let word = &rest[..len];
+        rest = &rest[len..];
+        let is_call = rest.trim_start().starts_with('(');
+        if word == "by" || word == "without" {
+            skip_group = true;
+        } else if !(is_call || KEYWORDS.contains(&word) || word.starts_with('$')) {
+            names.push(word.to_owned());
+        }
+    }
+    names
+}
+
+#[test]
+fn prometheus_panels_use_only_exported_metrics() {
+    assert_eq!(
+        metric_names(
+            "histogram_quantile(0.99, sum by (le) (rate(consumer_insert_duration_seconds_bucket{job=\"consumer\"}[$__rate_interval])))"
+        ),
+        ["consumer_insert_duration_seconds_bucket"]
+    );
+    let exprs = queries(&["expr"]);
+    assert!(!exprs.is_empty(), "no prometheus panels");
+    let allowed = |name: &str| {
+        METRICS.contains(&name)
+            || HISTOGRAM_SERIES.iter().any(|suffix| {
+                name.strip_suffix(suffix)
+                    .is_some_and(|base| METRICS.contains(&base) && base.ends_with("_seconds"))
+            })
+    };
+    let mut used = BTreeSet::new();
+    for q in &exprs {
+        let names = metric_names(&q.text);
+        assert!(!names.is_empty(), "{}: no metric in {:?}", q.name, q.text);
+        for name in names {
+            assert!(
+                allowed(&name),
+                "{}: unknown metric {name} in {:?}",
+                q.name,
+                q.text
+            );
+            used.insert(
+                HISTOGRAM_SERIES
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(&name)
+                    .to_owned(),
+            );
+        }
+    }
+    for metric in METRICS {
+        assert!(used.contains(*metric), "no panel shows {metric}");
+    }
+}
+
+#[test]
+fn clickhouse_panels_read_replacing_tables_with_final() {
+    let sql = queries(&["rawSql", "queryText"]);
+    assert!(
+        sql.len() >= 20,
+        "expected the dashboards' queries, found {}",
+        sql.len()
+    );
+    for q in &sql {
+        let words: Vec<&str> = q.text.split_whitespace().collect();
+        for pair in words.windows(3) {
+            if pair[0].eq_ignore_ascii_case("FROM")
+                && ["commerce_events", "probe_results"].contains(&pair[1])
+            {
+                assert!(
+                    pair[2] == "FINAL",
+                    "{}: reads {} without FINAL, so duplicates would count twice",
+                    q.name,
+                    pair[1]
+                );
+            }
+        }
+    }
+}
+
+/// Simulated events, every row inserted twice (as a redelivered entry would be), plus an
+/// outage in europe and rejected rows from both sources. Returns the distinct probe count.
+async fn load_simulated_data(client: &clickhouse::Client, base: i64) -> u64 {
+    let fleet = simulator::fleet::fleet(2, "dashboards");
+    let mut generator = simulator::generate::Generator::new(5, base);
+    let mut events = Vec::new();
+    for store in &fleet {
+        events.extend(
+            generator
+                .batch(store, 400)
+                .into_iter()
+                .map(|e| (e, store.region)),
+        );
+    }
+    // An outage: a run of failed probes in one minute, so availability there drops below 99%.
+    let outage: Vec<_> = events
+        .iter()
+        .filter(|pair| {
+            pair.1 == Region::Europe && matches!(pair.0.payload, Some(Payload::Probe(_)))
+        })
+        .take(20)
+        .cloned()
+        .collect();
+    for (i, (mut event, region)) in outage.into_iter().enumerate() {
+        event.event_id = format!("outage-{i}");
+        if let Some(t) = &mut event.occurred_at {
+            t.seconds = base;
+        }
+        if let Some(Payload::Probe(p)) = &mut event.payload {
+            p.up = false;
+            p.status_code = 503;
+        }
+        events.push((event, region));
+    }
+
+    let received_at = pipeline::rows::datetime(base + 2);
+    let mut distinct_probes = 0;
+    for _copy in 0..2 {
+        let mut commerce = client
+            .insert::<CommerceRow<'_>>(pipeline::rows::COMMERCE_TABLE)
+            .await
+            .unwrap();
+        let mut probes = client
+            .insert::<ProbeRow<'_>>(pipeline::rows::PROBE_TABLE)
+            .await
+            .unwrap();
+        distinct_probes = 0;
+        for (event, region) in &events {
+            match pipeline::rows::event_row(event, received_at, region.ch_code()) {
+                Some(EventRow::Commerce(row)) => commerce.write(&row).await.unwrap(),
+                Some(EventRow::Probe(row)) => {
+                    distinct_probes += 1;
+                    probes.write(&row).await.unwrap()
+                }
+                None => panic!("simulated event without payload"),
+            }
+        }
+        commerce.end().await.unwrap();
+        probes.end().await.unwrap();
+    }
+
+    let mut rejected = client
+        .insert::<RejectedRow<'_>>(pipeline::rows::REJECTED_TABLE)
+        .await
+        .unwrap();
+    for (source, reason) in [
+        (
+            RejectSource::Gateway,
+            "events[0].commerce.price.units: must not be negative",
+        ),
+        (
+            RejectSource::Consumer,
+            "undecodable stream entry: unknown format",
+        ),
+    ] {
+        rejected
+            .write(&RejectedRow {
+                event_id: "rejected-1",
+                occurred_at: pipeline::rows::datetime(base),
+                received_at,
+                region: Region::Asia.ch_code(),
+                store_id: "asia-1",
+                source: source as i8,
+                reason,
+                raw: b"\x00\x01",
+                delivery_count: 1,
+                stream_entry_id: "1-0",
+            })
+            .await
+            .unwrap();
+    }
+    rejected.end().await.unwrap();
+    distinct_probes
+}
+
+/// The dashboards' ClickHouse queries, expanded for `range`.
+fn expanded_queries(range: Range) -> Vec<Query> {
+    queries(&["rawSql", "queryText"])
+        .into_iter()
+        .map(|q| {
+            let text = expand(&q.text, range).unwrap_or_else(|e| panic!("{}: {e}", q.name));
+            Query { name: q.name, text }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_clickhouse_panel_returns_rows_on_clickhouse_18_16() {
+    let ch = testkit::shared_clickhouse();
+    let db = testkit::unique_name("dash");
+    let server = crate::helpers::clickhouse(&ch.url(), "default");
+    server
+        .query(&format!("CREATE DATABASE {db}"))
+        .execute()
+        .await
+        .unwrap();
+    let client = crate::helpers::clickhouse(&ch.url(), &db);
+    pipeline::schema::migrate(&client, &db).await.unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let base = now - 300;
+    let distinct_probes = load_simulated_data(&client, base).await;
+    let range = Range {
+        from: base - 3600,
+        to: now + 60,
+        interval_s: 60,
+    };
+
+    let queries = expanded_queries(range);
+    for q in &queries {
+        let rows: u64 = client
+            .query(&format!("SELECT count() FROM ({})", q.text))
+            .fetch_one()
+            .await
+            .unwrap_or_else(|e| panic!("{} fails on 18.16: {e}\n{}", q.name, q.text));
+        assert!(rows >= 1, "{} returns no rows:\n{}", q.name, q.text);
+    }
+
+    // Every row was inserted twice; FINAL must count each probe once.
+    let summary = queries
+        .iter()
+        .find(|q| q.name.ends_with("Regions over the range"))
+        .expect("the stability summary panel");
+    let probes: u64 = client
+        .query(&format!(
+            "SELECT toUInt64(sum(probes)) FROM ({})",
+            summary.text
+        ))
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(
+        probes, distinct_probes,
+        "duplicates inflate the probe count"
+    );
+}
+
+#[test]
+fn every_clickhouse_panel_runs_on_a_current_clickhouse() {
+    let range = Range {
+        from: 1_767_225_600,
+        to: 1_767_312_000,
+        interval_s: 60,
+    };
+    let mut statements: Vec<serde_json::Value> = Vec::new();
+    // chdb starts empty: the tables first, then the panels' queries.
+    for m in pipeline::schema::MIGRATIONS {
+        for (i, stmt) in pipeline::schema::statements(m.sql).into_iter().enumerate() {
+            statements.push(serde_json::json!({
+                "name": format!("migration {} statement {}", m.version, i + 1),
+                "sql": stmt,
+            }));
+        }
+    }
+    let migrations = statements.len();
+    for q in expanded_queries(range) {
+        statements.push(serde_json::json!({ "name": q.name, "sql": q.text }));
+    }
+    let script = testkit::repo_root().join("scripts/chdb_check.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(&statements).unwrap().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "chdb_check.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let version = report["version"].as_str().unwrap();
+    assert!(
+        !version.starts_with("18."),
+        "chdb must be a current engine, got {version}"
+    );
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), statements.len());
+    assert!(results.len() > migrations, "no dashboard queries were sent");
+    let failed: Vec<_> = results.iter().filter(|r| r["ok"] != true).collect();
+    assert!(
+        failed.is_empty(),
+        "dashboard queries failing on ClickHouse {version}: {failed:#?}"
+    );
+}

@@ -1,0 +1,173 @@
+//! One Publish is one trace across the Redis hop: the store's `traceparent` parents the
+//! gateway's SERVER span, whose PRODUCER span's context travels in the stream entry, and the
+//! consumer's CONSUMER batch span links to it, with the ClickHouse insert as its child.
+//!
+//! A test binary of its own because it installs the process-wide tracing subscriber.
+
+#[allow(dead_code)]
+#[path = "e2e/helpers.rs"]
+mod helpers;
+
+use std::time::Duration;
+
+use opentelemetry_otlp::WithExportConfig;
+use pipeline::proto::ingest::{
+    CommerceEvent, Event, Money, PublishRequest, event::Payload,
+    ingest_service_client::IngestServiceClient,
+};
+use testkit::otlp::SpanKind;
+use tracing_subscriber::prelude::*;
+
+const TOKEN: &str = "trace-test-token";
+const INCOMING_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const INCOMING_SPAN: &str = "00f067aa0ba902b7";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_publish_is_traced_from_the_call_to_the_insert() {
+    let receiver = testkit::otlp::OtlpReceiver::start().await;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(receiver.endpoint())
+        .build()
+        .unwrap();
+    let provider = pipeline::telemetry::tracer_provider("e2e", Some(exporter));
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new("info"))
+        .with(pipeline::telemetry::otel_layer(&provider, "e2e"))
+        .try_init()
+        .unwrap();
+
+    let redis = testkit::shared_redis();
+    let ch = testkit::shared_clickhouse();
+    let stream = testkit::unique_name("trace");
+    let database = testkit::unique_name("trace");
+    let stores = format!(
+        "[[store]]\nid = \"eu-1\"\nregion = \"europe\"\ntoken_sha256 = \"{}\"\n",
+        gateway::auth::token_sha256(TOKEN)
+    );
+    let gateway = helpers::start_gateway(&redis.url(), &stream, &stores, &[]).await;
+
+    let event_id = "9a4d3c2b-1e0f-4a5b-8c7d-6e5f4a3b2c1d";
+    let mut request = tonic::Request::new(PublishRequest {
+        sequence: 1,
+        all_or_nothing: true,
+        events: vec![Event {
+            event_id: event_id.into(),
+            occurred_at: Some(prost_types_timestamp(helpers::event_time_base())),
+            store_id: "eu-1".into(),
+            region: 1,
+            payload: Some(Payload::Commerce(CommerceEvent {
+                r#type: 1,
+                product_id: 1,
+                category_id: 2,
+                seller_id: 3,
+                price: Some(Money {
+                    currency_code: "EUR".into(),
+                    units: 5,
+                    nanos: 0,
+                }),
+                quantity: 1,
+                user_id: 4,
+                session_id: "s".into(),
+                ..Default::default()
+            })),
+        }],
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{INCOMING_TRACE}-{INCOMING_SPAN}-01")
+            .parse()
+            .unwrap(),
+    );
+    let mut client = IngestServiceClient::connect(gateway.url()).await.unwrap();
+    assert_eq!(
+        client.publish(request).await.unwrap().into_inner().accepted,
+        1
+    );
+
+    let settings = helpers::consumer_settings(&redis.url(), &stream, &ch.url(), &database, &[]);
+    let mut worker = consumer::Worker::connect(&settings).await.unwrap();
+    let db = helpers::clickhouse(&ch.url(), &database);
+    helpers::consume_until(&mut worker, Duration::from_secs(30), || async {
+        db.query("SELECT count() FROM commerce_events")
+            .fetch_one::<u64>()
+            .await
+            .unwrap()
+            == 1
+    })
+    .await
+    .unwrap();
+    gateway.shutdown().await.unwrap();
+    // Shutting the provider down exports what is buffered; the export needs a free runtime
+    // worker, so it must not block this one.
+    tokio::task::spawn_blocking(move || provider.shutdown())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let spans = receiver
+        .wait_for(
+            |s| s.iter().any(|s| s.name == "INSERT commerce_events"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let find = |kind: SpanKind, name_part: &str| {
+        spans
+            .iter()
+            .find(|s| s.kind == kind && s.name.contains(name_part))
+            .unwrap_or_else(|| panic!("no {kind:?} span named like {name_part:?} in {spans:#?}"))
+    };
+    let server = find(SpanKind::Server, "Publish");
+    assert_eq!(
+        server.trace_id, INCOMING_TRACE,
+        "the store's traceparent is honoured"
+    );
+    assert_eq!(server.parent_span_id.as_deref(), Some(INCOMING_SPAN));
+    assert_eq!(server.attribute("rpc.grpc.status_code"), Some("0"));
+
+    let producer = find(SpanKind::Producer, &stream);
+    assert_eq!(producer.trace_id, INCOMING_TRACE);
+    assert_eq!(
+        producer.parent_span_id.as_deref(),
+        Some(server.span_id.as_str())
+    );
+    assert_eq!(producer.attribute("messaging.system"), Some("redis"));
+    assert!(producer.attribute("messaging.message.id").is_some());
+
+    let consumer = find(SpanKind::Consumer, &stream);
+    assert!(
+        consumer
+            .links
+            .iter()
+            .any(|l| l.trace_id == INCOMING_TRACE && l.span_id == producer.span_id),
+        "the batch span links to the producer span: {consumer:#?}"
+    );
+    assert_eq!(consumer.attribute("messaging.system"), Some("redis"));
+    assert_eq!(
+        consumer.attribute("messaging.destination.name"),
+        Some(stream.as_str())
+    );
+    assert_eq!(
+        consumer.attribute("messaging.batch.message_count"),
+        Some("1")
+    );
+    assert_eq!(
+        consumer.attribute("messaging.consumer.group.name"),
+        Some("loader")
+    );
+
+    let insert = find(SpanKind::Client, "INSERT commerce_events");
+    assert_eq!(
+        insert.parent_span_id.as_deref(),
+        Some(consumer.span_id.as_str())
+    );
+    assert_eq!(insert.trace_id, consumer.trace_id);
+}
+
+fn prost_types_timestamp(seconds: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds, nanos: 0 }
+}
