@@ -284,6 +284,12 @@ impl Source {
             let info = pairs(group);
             let name = info.get("name").cloned().and_then(string);
             let pending = info.get("pending").and_then(Value::as_u64).unwrap_or(0);
+            if name.as_deref() == Some(self.group.as_str()) {
+                // This group's backlog: entries not yet delivered plus those delivered but
+                // not acknowledged (the consumer lag a dashboard shows).
+                let lag = info.get("lag").and_then(Value::as_u64).unwrap_or(0);
+                metrics::gauge!("consumer_group_backlog_entries").set((lag + pending) as f64);
+            }
             let bound = if pending > 0 {
                 let Some(name) = name else { return Ok(None) };
                 let summary: Value = self

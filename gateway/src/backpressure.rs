@@ -111,6 +111,10 @@ impl Backpressure {
 
     fn record(&self, sample: &Sample) {
         self.backlog.store(sample.backlog, Ordering::Relaxed);
+        // Exported as gauges too: the same samples that drive admission show on dashboards.
+        metrics::gauge!("gateway_stream_backlog_entries").set(sample.backlog as f64);
+        metrics::gauge!("gateway_redis_used_memory_bytes").set(sample.used_memory as f64);
+        metrics::gauge!("gateway_redis_max_memory_bytes").set(sample.max_memory as f64);
         self.used_memory
             .store(sample.used_memory, Ordering::Relaxed);
         self.max_memory.store(sample.max_memory, Ordering::Relaxed);

@@ -77,6 +77,7 @@ impl IngestService for IngestApi {
             "Publish",
             request.metadata().as_ref(),
         );
+        let started = std::time::Instant::now();
         let result = async {
             let store = self.authenticate(&request)?;
             let response = self.ingest.publish(&store, request.into_inner()).await?;
@@ -88,6 +89,8 @@ impl IngestService for IngestApi {
             .as_ref()
             .map_or_else(|s: &Status| s.code(), |_| tonic::Code::Ok);
         span.record("rpc.grpc.status_code", code as i64);
+        metrics::histogram!("gateway_rpc_duration_seconds", "method" => "Publish", "code" => code_label(code))
+            .record(started.elapsed().as_secs_f64());
         result
     }
 
@@ -296,4 +299,20 @@ fn resource_exhausted_for_oversize<B>(mut response: http::Response<B>) -> http::
         headers.insert("grpc-status", http::HeaderValue::from_static("8"));
     }
     response
+}
+
+/// A status code as a metric label: a fixed, small set of values.
+fn code_label(code: tonic::Code) -> &'static str {
+    use tonic::Code as C;
+    match code {
+        C::Ok => "ok",
+        C::InvalidArgument => "invalid_argument",
+        C::Unauthenticated => "unauthenticated",
+        C::ResourceExhausted => "resource_exhausted",
+        C::Unavailable => "unavailable",
+        C::Internal => "internal",
+        C::Cancelled => "cancelled",
+        C::DeadlineExceeded => "deadline_exceeded",
+        _ => "other",
+    }
 }

@@ -1,0 +1,207 @@
+//! Each service's Prometheus endpoint (`METRICS_LISTEN`) shows correct values after a known
+//! workload: events accepted and rejected by region, refusals by reason, RPC latency, rows
+//! inserted per table, insert latency and batch sizes.
+//!
+//! A test binary of its own because it installs the process-wide metrics recorder, through
+//! the same `pipeline::telemetry::init` the binaries call.
+
+#[allow(dead_code)]
+#[path = "e2e/helpers.rs"]
+mod helpers;
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    time::Duration,
+};
+
+use pipeline::proto::ingest::{
+    CommerceEvent, Event, Money, PublishRequest, event::Payload,
+    ingest_service_client::IngestServiceClient,
+};
+
+const TOKEN: &str = "metrics-test-token";
+
+fn event(i: usize, valid: bool) -> Event {
+    Event {
+        event_id: format!("7c9e6679-7425-40de-944b-e07fc1f9{i:04x}"),
+        occurred_at: Some(prost_types::Timestamp {
+            seconds: helpers::event_time_base(),
+            nanos: 0,
+        }),
+        store_id: "eu-1".into(),
+        region: 1,
+        payload: Some(Payload::Commerce(CommerceEvent {
+            r#type: 4,
+            product_id: 1,
+            category_id: 2,
+            seller_id: 3,
+            // an invalid event: quantity 0 on a purchase
+            quantity: if valid { 2 } else { 0 },
+            price: Some(Money {
+                currency_code: "EUR".into(),
+                units: 3,
+                nanos: 0,
+            }),
+            user_id: 4,
+            session_id: "s".into(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// GET http://127.0.0.1:port/metrics, the body.
+fn scrape(port: u16) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(
+        response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"),
+        "{response}"
+    );
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
+/// The value of the sample `name` carrying every label pair in `labels` (`key="value"`).
+fn sample(body: &str, name: &str, labels: &[&str]) -> f64 {
+    body.lines()
+        .find(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+                && labels.iter().all(|label| l.contains(label))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} {labels:?} in:\n{body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_counts_a_known_workload() {
+    let port = testkit::free_port();
+    let args = pipeline::config::TelemetryArgs {
+        log_format: pipeline::config::LogFormat::Text,
+        metrics_listen: Some(format!("127.0.0.1:{port}").parse().unwrap()),
+    };
+    let _telemetry = pipeline::telemetry::init("e2e", &args).unwrap();
+
+    let redis = testkit::shared_redis();
+    let ch = testkit::shared_clickhouse();
+    let stream = testkit::unique_name("metrics");
+    let database = testkit::unique_name("metrics");
+    let stores = format!(
+        "[[store]]\nid = \"eu-1\"\nregion = \"europe\"\ntoken_sha256 = \"{}\"\n",
+        gateway::auth::token_sha256(TOKEN)
+    );
+    let gateway = helpers::start_gateway(&redis.url(), &stream, &stores, &[]).await;
+    let mut client = IngestServiceClient::connect(gateway.url()).await.unwrap();
+    let publish = |events: Vec<Event>, token: &str| {
+        let mut request = tonic::Request::new(PublishRequest {
+            sequence: 0,
+            events,
+            all_or_nothing: false,
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+    };
+    // 10 valid and 2 invalid events in two requests, and one unauthenticated call.
+    let first = client
+        .publish(publish((0..6).map(|i| event(i, i != 5)).collect(), TOKEN))
+        .await
+        .unwrap();
+    let second = client
+        .publish(publish((6..12).map(|i| event(i, i != 11)).collect(), TOKEN))
+        .await
+        .unwrap();
+    assert_eq!(first.get_ref().accepted + second.get_ref().accepted, 10);
+    assert!(
+        client
+            .publish(publish(vec![event(99, true)], "wrong"))
+            .await
+            .is_err()
+    );
+
+    let settings = helpers::consumer_settings(&redis.url(), &stream, &ch.url(), &database, &[]);
+    let mut worker = consumer::Worker::connect(&settings).await.unwrap();
+    let db = helpers::clickhouse(&ch.url(), &database);
+    helpers::consume_until(&mut worker, Duration::from_secs(30), || async {
+        db.query("SELECT count() FROM rejected_events")
+            .fetch_one::<u64>()
+            .await
+            .unwrap()
+            == 2
+    })
+    .await
+    .unwrap();
+
+    let body = scrape(port);
+    let europe = r#"region="europe""#;
+    assert_eq!(
+        sample(&body, "gateway_events_accepted_total", &[europe]),
+        10.0,
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "gateway_events_rejected_total", &[europe]),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &body,
+            "gateway_requests_refused_total",
+            &[r#"reason="unauthenticated""#]
+        ),
+        1.0
+    );
+    let publish_ok = [r#"method="Publish""#, r#"code="ok""#];
+    assert_eq!(
+        sample(&body, "gateway_rpc_duration_seconds_count", &publish_ok),
+        2.0
+    );
+    let publish_unauth = [r#"method="Publish""#, r#"code="unauthenticated""#];
+    assert_eq!(
+        sample(&body, "gateway_rpc_duration_seconds_count", &publish_unauth),
+        1.0
+    );
+    assert!(
+        body.contains("gateway_rpc_duration_seconds_bucket{"),
+        "rpc latency is a histogram"
+    );
+    assert_eq!(
+        sample(
+            &body,
+            "consumer_rows_inserted_total",
+            &[r#"table="commerce_events""#]
+        ),
+        10.0
+    );
+    assert_eq!(
+        sample(
+            &body,
+            "consumer_rows_inserted_total",
+            &[r#"table="rejected_events""#]
+        ),
+        2.0
+    );
+    assert!(sample(&body, "consumer_insert_duration_seconds_count", &[]) >= 1.0);
+    assert!(
+        body.contains("consumer_insert_duration_seconds_bucket{"),
+        "insert latency is a histogram"
+    );
+    assert_eq!(
+        sample(&body, "consumer_batch_entries_sum", &[]),
+        2.0,
+        "two entries loaded"
+    );
+    assert_eq!(sample(&body, "consumer_dead_letters_total", &[]), 0.0);
+    assert!(
+        body.contains(r#"service="e2e""#),
+        "every sample names its service"
+    );
+    gateway.shutdown().await.unwrap();
+}
