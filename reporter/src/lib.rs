@@ -4,14 +4,33 @@
 //! - [`config`]: the typed settings and subcommands, from flags and environment.
 //! - [`queries`]: every SQL statement the reporter runs, in one place, so a test can run
 //!   them on ClickHouse 18.16 and on a current engine.
-//! - [`report`]: the report model, built from query results, serialised deterministically.
-//! - [`store`]: S3 uploads through aws-sdk-s3.
-//! - [`run`]: one report run: query, build, upload.
+//! - [`fetch`]: runs the queries of one day; the only module that talks to ClickHouse.
+//! - [`money`]: exact decimal revenue and conversion into the reporting currency.
+//! - [`commerce`]: products, categories and totals summed from the rows; rankings, changes.
+//! - [`incidents`]: minutes that missed the SLO, merged into windows.
+//! - [`plan`]: the development plan's rules and their thresholds.
+//! - [`build`]: assembles the marketplace and seller reports (pure).
+//! - [`report`]: the report models, serialised deterministically.
+//! - [`tables`], [`html`]: the reports as tables (CSV) and as a self-contained HTML page.
+//! - [`objects`]: the S3 key layout; [`manifest`]: the checksummed list of a day's objects.
+//! - [`store`]: S3 uploads through aws-sdk-s3, with standard retries.
+//! - [`run`]: one report run; [`schedule`]: the daily `serve` loop.
 
+pub mod build;
+pub mod commerce;
 pub mod config;
+pub mod fetch;
+pub mod html;
+pub mod incidents;
+pub mod manifest;
+pub mod money;
+pub mod objects;
+pub mod plan;
 pub mod queries;
 pub mod report;
 pub mod run;
+pub mod schedule;
 pub mod store;
+pub mod tables;
 
 pub use config::Settings;

@@ -7,20 +7,32 @@ use reporter::config::Command;
 async fn main() -> anyhow::Result<()> {
     let settings = reporter::Settings::parse();
     let _telemetry = pipeline::telemetry::init("reporter", &settings.telemetry)?;
+    let options = settings.report.options()?;
     let client = settings.clickhouse.client();
     let store = reporter::store::ReportStore::connect(&settings.s3).await?;
     match settings.command {
         Command::Run { date } => {
-            let (report, keys) = reporter::run::run(&client, &store, date).await?;
-            for key in keys {
+            let written = reporter::run::run_with(&client, &store, date, &options).await?;
+            for key in &written.keys {
                 println!("s3://{}/{key}", store.bucket());
             }
-            let events: u64 = report.funnel.iter().map(|f| f.events).sum();
+            let r = &written.report;
             println!(
-                "{}: {events} commerce events, {} regions probed",
-                report.date,
-                report.stability.len()
+                "{}: {} views, {} purchases, revenue {} {}, {} regions probed, {} incidents, {} recommendations, sellers {:?}",
+                r.date,
+                r.commerce.totals.views,
+                r.commerce.totals.purchases,
+                r.commerce.totals.revenue,
+                r.commerce.reporting_currency,
+                r.stability.len(),
+                r.incidents.len(),
+                r.plan.len(),
+                written.seller_ids
             );
+        }
+        Command::Serve { at } => {
+            reporter::schedule::serve(&client, &store, at, &options, pipeline::shutdown::signal())
+                .await;
         }
     }
     Ok(())

@@ -2,8 +2,10 @@
 //! releases; a test executes them all on both.
 //!
 //! Duplicates (a redelivered entry, a store's retry) are collapsed with `FINAL`, which
-//! merges ReplacingMergeTree rows with the same key at query time.
-//! Parameters are `?`, bound client-side in order.
+//! merges ReplacingMergeTree rows with the same key at query time, so every count and sum
+//! below is exactly-once. The reporter computes from the base tables at report time rather
+//! than from pre-aggregated tables: a SummingMergeTree view would count a redelivered row
+//! twice. Parameters are `?`, bound client-side in order; all are dates (`YYYY-MM-DD`).
 
 /// Commerce events and units per type on one day. Params: date.
 pub const FUNNEL: &str = "\
@@ -21,37 +23,144 @@ WHERE toDate(occurred_at) = toDate(?) AND type = 'purchase'
 GROUP BY currency
 ORDER BY currency";
 
-/// Probe stability per region on one day. Params: date.
+/// Probe stability per region on one day, every target together (`target` is `*`).
+/// Exact quantiles, so they equal a sort of the raw values. Params: date.
 pub const STABILITY: &str = "\
 SELECT
     toString(region) AS region,
+    '*' AS target,
     count() AS probes,
     toUInt64(sum(up)) AS up,
     toFloat64(quantileExact(0.5)(response_time_ms)) AS response_p50_ms,
     toFloat64(quantileExact(0.95)(response_time_ms)) AS response_p95_ms,
     toFloat64(quantileExact(0.99)(response_time_ms)) AS response_p99_ms,
     toFloat64(quantileExact(0.5)(network_latency_ms)) AS latency_p50_ms,
+    toFloat64(quantileExact(0.95)(network_latency_ms)) AS latency_p95_ms,
+    toFloat64(quantileExact(0.99)(network_latency_ms)) AS latency_p99_ms,
     toFloat64(avg(bandwidth_bytes_per_second)) AS bandwidth_avg_bps,
+    toFloat64(avg(cpu_load)) AS cpu_load_avg,
     toFloat64(max(cpu_load)) AS cpu_load_max
 FROM probe_results FINAL
 WHERE toDate(occurred_at) = toDate(?)
 GROUP BY region
 ORDER BY region";
 
-/// The latest `received_at` included in the day's data: the report's watermark. Params: date.
+/// Probe stability per region and probe target on one day. Params: date.
+pub const STABILITY_BY_TARGET: &str = "\
+SELECT
+    toString(region) AS region,
+    target,
+    count() AS probes,
+    toUInt64(sum(up)) AS up,
+    toFloat64(quantileExact(0.5)(response_time_ms)) AS response_p50_ms,
+    toFloat64(quantileExact(0.95)(response_time_ms)) AS response_p95_ms,
+    toFloat64(quantileExact(0.99)(response_time_ms)) AS response_p99_ms,
+    toFloat64(quantileExact(0.5)(network_latency_ms)) AS latency_p50_ms,
+    toFloat64(quantileExact(0.95)(network_latency_ms)) AS latency_p95_ms,
+    toFloat64(quantileExact(0.99)(network_latency_ms)) AS latency_p99_ms,
+    toFloat64(avg(bandwidth_bytes_per_second)) AS bandwidth_avg_bps,
+    toFloat64(avg(cpu_load)) AS cpu_load_avg,
+    toFloat64(max(cpu_load)) AS cpu_load_max
+FROM probe_results FINAL
+WHERE toDate(occurred_at) = toDate(?)
+GROUP BY region, target
+ORDER BY region, target";
+
+/// Probes per region and minute (Unix seconds of the minute's start), the input of
+/// incident detection: the SLO comparison happens in Rust so thresholds stay configuration,
+/// not SQL. Params: date.
+pub const MINUTES: &str = "\
+SELECT
+    toString(region) AS region,
+    toUInt32(toStartOfMinute(occurred_at)) AS minute,
+    count() AS probes,
+    toUInt64(sum(up)) AS up,
+    toFloat64(quantileExact(0.95)(response_time_ms)) AS response_p95_ms
+FROM probe_results FINAL
+WHERE toDate(occurred_at) = toDate(?)
+GROUP BY region, minute
+ORDER BY region, minute";
+
+/// Funnel counts per seller, category and product on one day; the reporter sums these
+/// exactly into products, categories, sellers and the marketplace. Params: date.
+pub const ITEMS: &str = "\
+SELECT
+    seller_id,
+    category_code,
+    product_id,
+    countIf(type = 'view') AS views,
+    countIf(type = 'cart') AS carts,
+    countIf(type = 'purchase') AS purchases,
+    toUInt64(sumIf(quantity, type = 'purchase')) AS units
+FROM commerce_events FINAL
+WHERE toDate(occurred_at) = toDate(?)
+GROUP BY seller_id, category_code, product_id
+ORDER BY seller_id, category_code, product_id";
+
+/// Purchase revenue per seller, category, product and currency on one day, as exact
+/// decimal text. Params: date.
+pub const ITEM_REVENUE: &str = "\
+SELECT
+    seller_id,
+    category_code,
+    product_id,
+    currency,
+    toString(sum(price * quantity)) AS revenue,
+    count() AS purchases
+FROM commerce_events FINAL
+WHERE toDate(occurred_at) = toDate(?) AND type = 'purchase'
+GROUP BY seller_id, category_code, product_id, currency
+ORDER BY seller_id, category_code, product_id, currency";
+
+/// Distinct users and sessions on one day. No `FINAL`: a duplicate row repeats a user and
+/// session already counted, which `uniqExact` ignores. Params: date.
+pub const AUDIENCE: &str = "\
+SELECT uniqExact(user_id) AS users, uniqExact(session_id) AS sessions
+FROM commerce_events
+WHERE toDate(occurred_at) = toDate(?)";
+
+/// Distinct users and sessions per seller on one day. Params: date.
+pub const SELLER_AUDIENCE: &str = "\
+SELECT seller_id, uniqExact(user_id) AS users, uniqExact(session_id) AS sessions
+FROM commerce_events
+WHERE toDate(occurred_at) = toDate(?)
+GROUP BY seller_id
+ORDER BY seller_id";
+
+/// Products viewed but never purchased between two days, inclusive: the candidates to
+/// discontinue. Params: first date, last date.
+pub const UNSOLD: &str = "\
+SELECT seller_id, product_id, countIf(type = 'view') AS views
+FROM commerce_events FINAL
+WHERE toDate(occurred_at) >= toDate(?) AND toDate(occurred_at) <= toDate(?)
+GROUP BY seller_id, product_id
+HAVING countIf(type = 'purchase') = 0 AND countIf(type = 'view') > 0
+ORDER BY seller_id, product_id";
+
+/// The latest `received_at` of the data a report reads (Unix seconds): its watermark.
+/// Params: first date, last date, first date, last date.
 pub const WATERMARK: &str = "\
 SELECT toUInt32(max(received_at)) AS watermark
 FROM (
-    SELECT received_at FROM commerce_events WHERE toDate(occurred_at) = toDate(?)
+    SELECT received_at FROM commerce_events
+    WHERE toDate(occurred_at) >= toDate(?) AND toDate(occurred_at) <= toDate(?)
     UNION ALL
-    SELECT received_at FROM probe_results WHERE toDate(occurred_at) = toDate(?)
+    SELECT received_at FROM probe_results
+    WHERE toDate(occurred_at) >= toDate(?) AND toDate(occurred_at) <= toDate(?)
 )";
 
-/// Every query with its name and number of date parameters, for the engine checks.
+/// Every query with its name, for the engine checks.
 pub const ALL: &[(&str, &str)] = &[
     ("funnel", FUNNEL),
     ("revenue", REVENUE),
     ("stability", STABILITY),
+    ("stability_by_target", STABILITY_BY_TARGET),
+    ("minutes", MINUTES),
+    ("items", ITEMS),
+    ("item_revenue", ITEM_REVENUE),
+    ("audience", AUDIENCE),
+    ("seller_audience", SELLER_AUDIENCE),
+    ("unsold", UNSOLD),
     ("watermark", WATERMARK),
 ];
 

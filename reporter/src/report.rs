@@ -1,10 +1,17 @@
-//! The report model. Serialisation is deterministic: fixed field order, rows sorted by the
-//! queries, no wall-clock time, so a rerun with unchanged data gives identical bytes.
+//! The report models. Serialisation is deterministic: fixed field order, rows sorted by the
+//! queries or by explicit tie-breaks, no wall-clock time, so a rerun with unchanged data
+//! gives identical bytes.
 
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
-/// Bumped on any incompatible change of the JSON shape.
+use crate::{
+    commerce::{Change, Ranking, Totals},
+    incidents::{Incident, availability_pct},
+    plan::Recommendation,
+};
+
+/// Bumped on any incompatible change of the JSON shape; fields are only ever added.
 pub const SCHEMA_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
@@ -17,64 +24,113 @@ pub struct FunnelRow {
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
 pub struct RevenueRow {
     pub currency: String,
-    /// Exact decimal text, e.g. `"1234.500000000"`.
+    /// Exact decimal text with nine decimals, e.g. `"1234.500000000"`.
     pub revenue: String,
     pub purchases: u64,
 }
 
+/// Probe figures of a region and target (`*` for every target of the region).
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
 pub struct StabilityRow {
     pub region: String,
+    pub target: String,
     pub probes: u64,
     pub up: u64,
     pub response_p50_ms: f64,
     pub response_p95_ms: f64,
     pub response_p99_ms: f64,
     pub latency_p50_ms: f64,
+    pub latency_p95_ms: f64,
+    pub latency_p99_ms: f64,
     pub bandwidth_avg_bps: f64,
+    pub cpu_load_avg: f64,
     pub cpu_load_max: f64,
 }
 
-/// The marketplace report of one day.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MarketplaceReport {
-    pub schema_version: u32,
-    pub date: String,
-    /// Latest `received_at` (Unix seconds) of the data included.
-    pub watermark: u32,
-    pub funnel: Vec<FunnelRow>,
-    pub revenue: Vec<RevenueRow>,
-    pub stability: Vec<Stability>,
-}
-
-/// Stability of one region, with availability derived from the probe counts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Stability with availability derived from the probe counts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Stability {
     #[serde(flatten)]
     pub row: StabilityRow,
     /// Share of probes that found the store up, in percent.
     pub availability_pct: f64,
+    pub up_probes: u64,
+    pub down_probes: u64,
 }
 
 impl From<StabilityRow> for Stability {
     fn from(row: StabilityRow) -> Self {
-        let availability_pct = if row.probes == 0 {
-            0.0
-        } else {
-            row.up as f64 * 100.0 / row.probes as f64
-        };
         Stability {
+            availability_pct: if row.probes == 0 {
+                0.0
+            } else {
+                availability_pct(row.up, row.probes)
+            },
+            up_probes: row.up,
+            down_probes: row.probes - row.up,
             row,
-            availability_pct,
         }
     }
 }
 
-impl MarketplaceReport {
-    /// Pretty JSON with a trailing newline.
-    pub fn to_json(&self) -> Vec<u8> {
-        let mut out = serde_json::to_vec_pretty(self).expect("report serialises");
-        out.push(b'\n');
-        out
-    }
+/// The incident objectives the report was computed with.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SloSettings {
+    pub availability_pct: f64,
+    pub response_p95_ms: f64,
+}
+
+/// The commerce part of a report: the same shape for the marketplace and a seller.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Commerce {
+    pub reporting_currency: String,
+    pub totals: Totals,
+    /// Top and bottom products and categories by revenue, views and conversion.
+    pub rankings: Vec<Ranking>,
+    /// Today against the previous day.
+    pub changes: Vec<Change>,
+}
+
+/// The marketplace report of one day.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MarketplaceReport {
+    pub schema_version: u32,
+    pub date: String,
+    pub previous_date: String,
+    /// Latest `received_at` (Unix seconds) of the data included.
+    pub watermark: u32,
+    pub funnel: Vec<FunnelRow>,
+    pub revenue: Vec<RevenueRow>,
+    /// Per region, every target together.
+    pub stability: Vec<Stability>,
+    /// Per region and probe target.
+    pub stability_by_target: Vec<Stability>,
+    pub slo: SloSettings,
+    pub incidents: Vec<Incident>,
+    pub commerce: Commerce,
+    /// Region changes against the previous day (availability, p95).
+    pub region_changes: Vec<Change>,
+    pub plan: Vec<Recommendation>,
+}
+
+/// The report of one seller on one day.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SellerReport {
+    pub schema_version: u32,
+    pub date: String,
+    pub previous_date: String,
+    pub seller_id: u64,
+    /// Latest `received_at` (Unix seconds) of the data included.
+    pub watermark: u32,
+    pub revenue: Vec<RevenueRow>,
+    pub commerce: Commerce,
+    /// The product and category rules of the plan, applied to this seller.
+    pub plan: Vec<Recommendation>,
+}
+
+/// Pretty JSON with a trailing newline.
+pub fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = serde_json::to_vec_pretty(value).expect("report serialises");
+    out.push(b'\n');
+    out
 }

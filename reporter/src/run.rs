@@ -1,60 +1,120 @@
-//! One report run: query the day's aggregates, build the report, upload it.
+//! One report run: query the day, build the marketplace and seller reports, upload every
+//! object, then the manifest that lists them.
 
 use clickhouse::Client;
-use time::Date;
+use time::{Date, OffsetDateTime};
 
 use crate::{
-    queries,
-    report::{FunnelRow, MarketplaceReport, RevenueRow, SCHEMA_VERSION, StabilityRow},
+    build::{self, Options},
+    fetch,
+    manifest::Manifest,
+    objects::{self, Object},
+    report::MarketplaceReport,
     store::ReportStore,
 };
 
-/// The S3 key of the marketplace report of `date`.
-pub fn marketplace_key(date: &str) -> String {
-    format!("reports/{date}/marketplace/report.json")
+/// Which sellers get their own report.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Sellers {
+    /// The `n` largest by revenue in the reporting currency.
+    Largest(usize),
+    /// Exactly these.
+    Ids(Vec<u64>),
 }
 
-/// Queries everything the marketplace report of `date` needs.
-pub async fn build(client: &Client, date: Date) -> anyhow::Result<MarketplaceReport> {
-    let day = date.to_string();
-    let funnel: Vec<FunnelRow> = client.query(queries::FUNNEL).bind(&day).fetch_all().await?;
-    let revenue: Vec<RevenueRow> = client
-        .query(queries::REVENUE)
-        .bind(&day)
-        .fetch_all()
-        .await?;
-    let stability: Vec<StabilityRow> = client
-        .query(queries::STABILITY)
-        .bind(&day)
-        .fetch_all()
-        .await?;
-    let watermark: u32 = client
-        .query(queries::WATERMARK)
-        .bind(&day)
-        .bind(&day)
-        .fetch_one()
-        .await?;
-    Ok(MarketplaceReport {
-        schema_version: SCHEMA_VERSION,
-        date: day,
-        watermark,
-        funnel,
-        revenue,
-        stability: stability.into_iter().map(Into::into).collect(),
+/// What a run does beyond the day.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub build: Options,
+    pub sellers: Sellers,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            build: Options::default(),
+            sellers: Sellers::Largest(3),
+        }
+    }
+}
+
+/// What a run wrote.
+#[derive(Clone, Debug)]
+pub struct Written {
+    pub report: MarketplaceReport,
+    pub seller_ids: Vec<u64>,
+    pub manifest: Manifest,
+    /// Every key written, the manifest last.
+    pub keys: Vec<String>,
+}
+
+/// Queries the day and renders every object of its reports; no upload. The same data
+/// gives the same objects, byte for byte.
+pub async fn render(
+    client: &Client,
+    date: Date,
+    options: &RunOptions,
+) -> anyhow::Result<(MarketplaceReport, Vec<u64>, Vec<Object>)> {
+    let fetched = fetch::fetch(client, date, options.build.plan.unsold_days).await?;
+    let report = build::marketplace(&fetched, &options.build)?;
+    let seller_ids = match &options.sellers {
+        Sellers::Largest(n) => build::largest_sellers(&fetched, &options.build.rates, *n)?,
+        Sellers::Ids(ids) => ids.clone(),
+    };
+    let mut out = objects::marketplace(&report);
+    for id in &seller_ids {
+        out.extend(objects::seller(&build::seller(
+            &fetched,
+            &options.build,
+            *id,
+        )?));
+    }
+    Ok((report, seller_ids, out))
+}
+
+/// Builds and uploads the reports of `date` with `options`; the manifest goes last, so
+/// a manifest in S3 means every object it lists is there.
+pub async fn run_with(
+    client: &Client,
+    store: &ReportStore,
+    date: Date,
+    options: &RunOptions,
+) -> anyhow::Result<Written> {
+    let (report, seller_ids, objects) = render(client, date, options).await?;
+    let manifest = Manifest::new(
+        &report.date,
+        report.watermark,
+        OffsetDateTime::now_utc(),
+        &objects,
+    );
+    let mut keys = Vec::with_capacity(objects.len() + 1);
+    for o in objects.into_iter().chain([manifest.object()]) {
+        store.put(&o.key, o.body, o.content_type).await?;
+        keys.push(o.key);
+    }
+    tracing::info!(
+        bucket = store.bucket(),
+        date = %report.date,
+        objects = keys.len(),
+        sellers = seller_ids.len(),
+        "reports written"
+    );
+    metrics::counter!("reporter_objects_written_total").increment(keys.len() as u64);
+    Ok(Written {
+        report,
+        seller_ids,
+        manifest,
+        keys,
     })
 }
 
-/// Builds and uploads the reports of `date`; returns the keys written.
+/// Builds and uploads the reports of `date` with the default options; returns the
+/// marketplace report and the keys written.
 pub async fn run(
     client: &Client,
     store: &ReportStore,
     date: Date,
 ) -> anyhow::Result<(MarketplaceReport, Vec<String>)> {
-    let report = build(client, date).await?;
-    let key = marketplace_key(&report.date);
-    store
-        .put(&key, report.to_json(), "application/json")
-        .await?;
-    tracing::info!(bucket = store.bucket(), %key, "report written");
-    Ok((report, vec![key]))
+    let written = run_with(client, store, date, &RunOptions::default()).await?;
+    Ok((written.report, written.keys))
 }

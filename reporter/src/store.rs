@@ -1,9 +1,22 @@
 //! S3 uploads through aws-sdk-s3, configured by the standard AWS environment variables
 //! (`AWS_ENDPOINT_URL_S3` for self-hosted servers) plus path-style addressing.
 
-use aws_sdk_s3::{Client, primitives::ByteStream};
+use aws_sdk_s3::{
+    Client,
+    config::retry::{RetryConfig, RetryMode},
+    primitives::ByteStream,
+};
 
 use crate::config::S3Args;
+
+/// The SDK's standard retry mode (exponential backoff with jitter, a retry token bucket,
+/// throttling and transient errors retried) with five attempts in all: uploads are
+/// idempotent puts, so retrying one is always safe.
+pub fn retry_config() -> RetryConfig {
+    RetryConfig::standard()
+        .with_retry_mode(RetryMode::Standard)
+        .with_max_attempts(5)
+}
 
 /// Writes report objects to one bucket.
 #[derive(Clone, Debug)]
@@ -22,6 +35,7 @@ impl ReportStore {
     pub async fn new(shared: &aws_config::SdkConfig, args: &S3Args) -> anyhow::Result<ReportStore> {
         let config = aws_sdk_s3::config::Builder::from(shared)
             .force_path_style(args.s3_force_path_style)
+            .retry_config(retry_config())
             .build();
         let store = ReportStore {
             client: Client::from_conf(config),
@@ -75,5 +89,30 @@ impl ReportStore {
                 )
             })?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_client_retries_in_standard_mode_with_five_attempts() {
+        let shared = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        let args = S3Args {
+            s3_bucket: "b".into(),
+            s3_force_path_style: true,
+            s3_create_bucket: false,
+        };
+        let store = ReportStore::new(&shared, &args).await.unwrap();
+        let c = store
+            .client
+            .config()
+            .retry_config()
+            .expect("retry config set");
+        assert_eq!(c.mode(), RetryMode::Standard);
+        assert_eq!(c.max_attempts(), 5);
     }
 }

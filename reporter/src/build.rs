@@ -1,0 +1,236 @@
+//! Builds the marketplace and seller reports from fetched rows: pure functions, no I/O.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    commerce::{self, Change, Line, Scope, Totals},
+    fetch::Fetched,
+    incidents::{Slo, incidents},
+    money::{Rates, nanos_text, parse_nanos},
+    plan::{self, PlanConfig, PlanInput, RegionHealth, Unsold},
+    report::{
+        Commerce, MarketplaceReport, RevenueRow, SCHEMA_VERSION, SellerReport, SloSettings,
+        Stability,
+    },
+};
+
+/// What shapes a report beyond the data.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub rates: Rates,
+    pub plan: PlanConfig,
+    /// How many rows each ranking lists.
+    pub ranking_size: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            rates: Rates::default(),
+            plan: PlanConfig::default(),
+            ranking_size: 10,
+        }
+    }
+}
+
+/// Why a report could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("revenue {0:?} is not a decimal")]
+    Decimal(String),
+}
+
+struct CommerceParts {
+    commerce: Commerce,
+    products: Vec<Line>,
+    categories: Vec<Line>,
+    previous_categories: Vec<Line>,
+}
+
+fn commerce(f: &Fetched, o: &Options, seller: Option<u64>) -> Result<CommerceParts, BuildError> {
+    let today = Scope::of(&f.today, seller).map_err(BuildError::Decimal)?;
+    let previous = Scope::of(&f.previous, seller).map_err(BuildError::Decimal)?;
+    let products = commerce::product_lines(&today, &o.rates);
+    let categories = commerce::category_lines(&today, &o.rates);
+    Ok(CommerceParts {
+        commerce: Commerce {
+            reporting_currency: o.rates.reporting().to_owned(),
+            totals: Totals::of(&today, &o.rates),
+            rankings: commerce::rankings(&products, &categories, o.ranking_size),
+            changes: commerce::changes(&today, &previous, &o.rates),
+        },
+        products,
+        previous_categories: commerce::category_lines(&previous, &o.rates),
+        categories,
+    })
+}
+
+fn unsold(f: &Fetched, seller: Option<u64>) -> Vec<Unsold> {
+    f.unsold
+        .iter()
+        .filter(|u| seller.is_none_or(|s| s == u.seller_id))
+        .map(|u| Unsold {
+            product_id: u.product_id,
+            views: u.views,
+        })
+        .collect()
+}
+
+fn plan_input<'a>(
+    days: &'a (String, String, String),
+    regions: &'a [RegionHealth],
+    parts: &'a CommerceParts,
+    unsold: &'a [Unsold],
+) -> PlanInput<'a> {
+    PlanInput {
+        date: &days.0,
+        previous_date: &days.1,
+        regions,
+        products: &parts.products,
+        categories: &parts.categories,
+        previous_categories: &parts.previous_categories,
+        unsold,
+        unsold_period: &days.2,
+    }
+}
+
+/// (date, previous date, unsold window) as text.
+fn days(f: &Fetched) -> (String, String, String) {
+    (
+        f.date.to_string(),
+        f.previous_date.to_string(),
+        format!("{}..{}", f.unsold_from, f.date),
+    )
+}
+
+/// Revenue rows with decimals spelled as 18.16 spells them, whatever the engine.
+fn normalised(revenue: &[RevenueRow]) -> Result<Vec<RevenueRow>, BuildError> {
+    revenue
+        .iter()
+        .map(|r| {
+            let nanos =
+                parse_nanos(&r.revenue).ok_or_else(|| BuildError::Decimal(r.revenue.clone()))?;
+            Ok(RevenueRow {
+                revenue: nanos_text(nanos),
+                ..r.clone()
+            })
+        })
+        .collect()
+}
+
+/// The marketplace report.
+pub fn marketplace(f: &Fetched, o: &Options) -> Result<MarketplaceReport, BuildError> {
+    let slo = Slo {
+        availability_pct: o.plan.availability_slo_pct,
+        response_p95_ms: o.plan.response_p95_slo_ms,
+    };
+    let stability: Vec<Stability> = f.stability.iter().cloned().map(Into::into).collect();
+    let previous: Vec<Stability> = f
+        .previous_stability
+        .iter()
+        .cloned()
+        .map(Into::into)
+        .collect();
+    let mut region_changes = Vec::new();
+    for s in &stability {
+        let subject = format!("region:{}", s.row.region);
+        let before = previous.iter().find(|p| p.row.region == s.row.region);
+        region_changes.push(Change::new(
+            &subject,
+            "availability_pct",
+            s.availability_pct,
+            before.map_or(0.0, |p| p.availability_pct),
+        ));
+        region_changes.push(Change::new(
+            &subject,
+            "response_p95_ms",
+            s.row.response_p95_ms,
+            before.map_or(0.0, |p| p.row.response_p95_ms),
+        ));
+    }
+    let regions: Vec<RegionHealth> = stability
+        .iter()
+        .map(|s| RegionHealth {
+            region: s.row.region.clone(),
+            availability_pct: s.availability_pct,
+            response_p95_ms: s.row.response_p95_ms,
+            cpu_load_max: s.row.cpu_load_max,
+        })
+        .collect();
+    let parts = commerce(f, o, None)?;
+    let unsold = unsold(f, None);
+    let days = days(f);
+    let plan = plan::plan(&plan_input(&days, &regions, &parts, &unsold), &o.plan);
+    Ok(MarketplaceReport {
+        schema_version: SCHEMA_VERSION,
+        date: days.0.clone(),
+        previous_date: days.1.clone(),
+        watermark: f.watermark,
+        funnel: f.funnel.clone(),
+        revenue: normalised(&f.revenue)?,
+        stability,
+        stability_by_target: f
+            .stability_by_target
+            .iter()
+            .cloned()
+            .map(Into::into)
+            .collect(),
+        slo: SloSettings {
+            availability_pct: slo.availability_pct,
+            response_p95_ms: slo.response_p95_ms,
+        },
+        incidents: incidents(&f.minutes, slo),
+        commerce: parts.commerce,
+        region_changes,
+        plan,
+    })
+}
+
+/// The report of one seller: the commerce part and the product rules of the plan.
+pub fn seller(f: &Fetched, o: &Options, seller_id: u64) -> Result<SellerReport, BuildError> {
+    let parts = commerce(f, o, Some(seller_id))?;
+    let unsold = unsold(f, Some(seller_id));
+    let days = days(f);
+    let plan = plan::plan(&plan_input(&days, &[], &parts, &unsold), &o.plan);
+    let mut revenue: BTreeMap<&str, (i128, u64)> = BTreeMap::new();
+    for row in f.today.revenue.iter().filter(|r| r.seller_id == seller_id) {
+        let nanos =
+            parse_nanos(&row.revenue).ok_or_else(|| BuildError::Decimal(row.revenue.clone()))?;
+        let entry = revenue.entry(&row.currency).or_default();
+        entry.0 += nanos;
+        entry.1 += row.purchases;
+    }
+    let revenue = revenue
+        .into_iter()
+        .map(|(currency, (nanos, purchases))| RevenueRow {
+            currency: currency.to_owned(),
+            revenue: nanos_text(nanos),
+            purchases,
+        })
+        .collect();
+    Ok(SellerReport {
+        schema_version: SCHEMA_VERSION,
+        date: days.0.clone(),
+        previous_date: days.1.clone(),
+        seller_id,
+        watermark: f.watermark,
+        revenue,
+        commerce: parts.commerce,
+        plan,
+    })
+}
+
+/// The `n` sellers with the most revenue in the reporting currency on the day, largest
+/// first, ties to the smaller id.
+pub fn largest_sellers(f: &Fetched, rates: &Rates, n: usize) -> Result<Vec<u64>, BuildError> {
+    let mut ids: Vec<u64> = f.today.items.iter().map(|i| i.seller_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut revenue = Vec::new();
+    for id in ids {
+        let scope = Scope::of(&f.today, Some(id)).map_err(BuildError::Decimal)?;
+        revenue.push((scope.total.reporting_nanos(rates).0, id));
+    }
+    revenue.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    Ok(revenue.into_iter().take(n).map(|(_, id)| id).collect())
+}

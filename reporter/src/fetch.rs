@@ -1,0 +1,137 @@
+//! Runs the queries a day's reports need and collects their rows. The only module that
+//! talks to ClickHouse.
+
+use clickhouse::{Client, Row, RowOwned, RowRead};
+use serde::Deserialize;
+use time::{Date, Duration};
+
+use crate::{
+    commerce::{Audience, DayRows},
+    incidents::MinuteRow,
+    queries,
+    report::{FunnelRow, RevenueRow, StabilityRow},
+};
+
+/// A query that failed, by its name in `queries::ALL`.
+#[derive(Debug, thiserror::Error)]
+#[error("query {query} for {date}: {source}")]
+pub struct QueryError {
+    pub query: &'static str,
+    pub date: String,
+    pub source: clickhouse::error::Error,
+}
+
+#[derive(Clone, Debug, PartialEq, Row, Deserialize)]
+pub struct SellerAudienceRow {
+    pub seller_id: u64,
+    pub users: u64,
+    pub sessions: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Row, Deserialize)]
+pub struct UnsoldRow {
+    pub seller_id: u64,
+    pub product_id: u64,
+    pub views: u64,
+}
+
+/// Every row the reports of one day are built from.
+#[derive(Clone, Debug)]
+pub struct Fetched {
+    pub date: Date,
+    pub previous_date: Date,
+    /// First day of the unsold window; the window ends on `date`.
+    pub unsold_from: Date,
+    pub funnel: Vec<FunnelRow>,
+    pub revenue: Vec<RevenueRow>,
+    pub stability: Vec<StabilityRow>,
+    pub previous_stability: Vec<StabilityRow>,
+    pub stability_by_target: Vec<StabilityRow>,
+    pub minutes: Vec<MinuteRow>,
+    pub today: DayRows,
+    pub previous: DayRows,
+    pub unsold: Vec<UnsoldRow>,
+    pub watermark: u32,
+}
+
+/// Runs one query with every `?` bound to the dates given, in order.
+async fn rows<T>(
+    client: &Client,
+    name: &'static str,
+    sql: &str,
+    dates: &[Date],
+) -> Result<Vec<T>, QueryError>
+where
+    T: RowOwned + RowRead,
+{
+    let mut query = client.query(sql);
+    for d in dates {
+        query = query.bind(d.to_string());
+    }
+    query.fetch_all().await.map_err(|source| QueryError {
+        query: name,
+        date: dates.first().map(Date::to_string).unwrap_or_default(),
+        source,
+    })
+}
+
+async fn day_rows(client: &Client, date: Date) -> Result<DayRows, QueryError> {
+    let audience: Vec<Audience> = rows(client, "audience", queries::AUDIENCE, &[date]).await?;
+    let sellers: Vec<SellerAudienceRow> =
+        rows(client, "seller_audience", queries::SELLER_AUDIENCE, &[date]).await?;
+    Ok(DayRows {
+        items: rows(client, "items", queries::ITEMS, &[date]).await?,
+        revenue: rows(client, "item_revenue", queries::ITEM_REVENUE, &[date]).await?,
+        audience: audience.into_iter().next().unwrap_or_default(),
+        seller_audience: sellers
+            .into_iter()
+            .map(|s| {
+                (
+                    s.seller_id,
+                    Audience {
+                        users: s.users,
+                        sessions: s.sessions,
+                    },
+                )
+            })
+            .collect(),
+    })
+}
+
+/// Queries `date`, the day before it, and the `unsold_days` ending on `date`.
+pub async fn fetch(client: &Client, date: Date, unsold_days: u32) -> Result<Fetched, QueryError> {
+    let previous_date = date - Duration::days(1);
+    let unsold_from = date - Duration::days(i64::from(unsold_days.max(1)) - 1);
+    let first = unsold_from.min(previous_date);
+    let watermark: Vec<u32> = rows(
+        client,
+        "watermark",
+        queries::WATERMARK,
+        &[first, date, first, date],
+    )
+    .await?;
+    // the two days are independent; ClickHouse runs them on separate cores
+    let (today, previous) =
+        tokio::try_join!(day_rows(client, date), day_rows(client, previous_date))?;
+    Ok(Fetched {
+        date,
+        previous_date,
+        unsold_from,
+        funnel: rows(client, "funnel", queries::FUNNEL, &[date]).await?,
+        revenue: rows(client, "revenue", queries::REVENUE, &[date]).await?,
+        stability: rows(client, "stability", queries::STABILITY, &[date]).await?,
+        previous_stability: rows(client, "stability", queries::STABILITY, &[previous_date]).await?,
+        stability_by_target: rows(
+            client,
+            "stability_by_target",
+            queries::STABILITY_BY_TARGET,
+            &[date],
+        )
+        .await?,
+        minutes: rows(client, "minutes", queries::MINUTES, &[date]).await?,
+        today,
+        previous,
+        unsold: rows(client, "unsold", queries::UNSOLD, &[unsold_from, date]).await?,
+        watermark: watermark.into_iter().next().unwrap_or(0),
+    })
+}
