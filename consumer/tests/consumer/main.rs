@@ -9,4 +9,6 @@ mod outage;
 mod poison;
 mod recovery;
 mod scale;
+mod store;
+mod supervise;
 mod trim;
