@@ -231,22 +231,25 @@ fn check_occurred_at(ctx: &Context<'_>, e: &Event, sink: &mut Sink<'_>) {
         sink.fail("occurred_at.nanos", "must be within 0..=999999999");
         return;
     }
-    let skew = ctx.limits.max_future_skew.as_secs() as i64;
-    let age = ctx.limits.max_age.as_secs() as i64;
-    if ts.seconds > ctx.now_unix + skew {
+    // Saturating and abs_diff: `seconds` is whatever the store sent (i64::MIN included),
+    // and in the consumer `now_unix` is an entry's received_at, which a broken producer
+    // may set to anything. Found by the fuzz target `publish_request`.
+    let skew = i64::try_from(ctx.limits.max_future_skew.as_secs()).unwrap_or(i64::MAX);
+    let age = i64::try_from(ctx.limits.max_age.as_secs()).unwrap_or(i64::MAX);
+    if ts.seconds > ctx.now_unix.saturating_add(skew) {
         sink.fail(
             "occurred_at",
             format!(
                 "is {} s in the future; at most {skew} s of clock skew is allowed",
-                ts.seconds - ctx.now_unix
+                ts.seconds.abs_diff(ctx.now_unix)
             ),
         );
-    } else if ts.seconds < ctx.now_unix - age {
+    } else if ts.seconds < ctx.now_unix.saturating_sub(age) {
         sink.fail(
             "occurred_at",
             format!(
                 "is {} s old; events older than {age} s are not accepted",
-                ctx.now_unix - ts.seconds
+                ctx.now_unix.abs_diff(ts.seconds)
             ),
         );
     }

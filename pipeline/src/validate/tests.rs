@@ -545,6 +545,31 @@ fn cases() -> Vec<Case> {
 }
 
 #[test]
+fn extreme_times_are_rejected_without_overflow() {
+    for seconds in [i64::MIN, i64::MAX] {
+        let e = Event {
+            occurred_at: Some(prost_types::Timestamp { seconds, nanos: 0 }),
+            ..commerce()
+        };
+        let got = check(&e);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].field, "events[3].occurred_at");
+    }
+    // The consumer checks against an entry's received_at, which may be anything.
+    let limits = Limits::default();
+    for now_unix in [i64::MIN, i64::MAX] {
+        let ctx = Context {
+            limits: &limits,
+            now_unix,
+            sender: None,
+        };
+        let mut out = vec![];
+        check_event(&ctx, 0, &commerce(), &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+    }
+}
+
+#[test]
 fn every_rule_has_a_passing_and_a_failing_case() {
     let cases = cases();
     for rule in RULES {
