@@ -1,19 +1,23 @@
 //! One publish request, from decoded protobuf to a queued batch and a response.
 //!
-//! This is the only place that decides what is accepted: validation splits the events,
-//! accepted ones are moved (not copied) into one `QueuedBatch` together with the rejected
-//! ones' raw bytes, the batch is appended to Redis as one entry, and only then is the
-//! response built.
+//! This is the only place that decides what is accepted. It is split in two so that the
+//! CPU work can be benchmarked and fuzzed without Redis:
+//! - [`prepare`] is pure: validation splits the events, accepted ones are moved (not
+//!   copied) into one `QueuedBatch` together with the rejected ones' raw bytes, the batch
+//!   is encoded, and the response is built;
+//! - [`Ingest::publish`] admits the request (size, backpressure, quota), prepares it and
+//!   appends the entry to Redis, returning the response only after Redis confirmed it.
 
 use std::{
     sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use bytes::Bytes;
 use pipeline::{
     entry::encode_batch,
     proto::{
-        ingest::{FieldViolation, PublishRequest, PublishResponse, Rejection},
+        ingest::{Event, FieldViolation, PublishRequest, PublishResponse, Rejection},
         queue::{QueuedBatch, RejectedEvent},
     },
     validate::{self, Context, Limits, Sender},
@@ -32,6 +36,15 @@ pub struct Ingest {
     max_events: usize,
     quotas: Arc<Quotas>,
     backpressure: Backpressure,
+}
+
+/// A request ready to be queued: what [`prepare`] computed without touching Redis.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The encoded `QueuedBatch`: the stream entry's batch field.
+    pub entry: Bytes,
+    /// The answer to send once `entry` is queued, and only then.
+    pub response: PublishResponse,
 }
 
 impl Ingest {
@@ -61,92 +74,218 @@ impl Ingest {
         store: &Store,
         req: PublishRequest,
     ) -> Result<PublishResponse, ApiError> {
-        let PublishRequest {
-            sequence,
-            events,
-            all_or_nothing,
-        } = req;
-        if events.is_empty() {
-            return Err(ApiError::EmptyRequest);
-        }
-        if events.len() > self.max_events {
-            return Err(ApiError::TooManyEvents {
-                count: events.len(),
-                max: self.max_events,
-            });
-        }
-        // Overload first: it takes nothing, whereas the quota check spends the store's
+        // Size first: a malformed request is answered as such even under overload, and the
+        // quota below must not be asked about an unbounded number of events.
+        check_size(&req.events, self.max_events)?;
+        // Overload next: it takes nothing, whereas the quota check spends the store's
         // allowance, which a request refused for overload should not cost.
         self.backpressure.check()?;
-        self.quotas.check(store, events.len())?;
+        self.quotas.check(store, req.events.len())?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        let ctx = Context {
-            limits: &self.limits,
-            now_unix: now.as_secs() as i64,
-            sender: Some(Sender {
-                store_id: &store.id,
-                region: store.region,
-            }),
-        };
-        let verdict = validate::check_batch(&ctx, &events);
-        if all_or_nothing && !verdict.is_clean() {
-            return Err(ApiError::InvalidEvents {
-                rejected: verdict.rejected.len(),
-                violations: verdict.rejected.into_iter().flat_map(|(_, v)| v).collect(),
-            });
-        }
+        let Prepared { entry, response } = prepare(store, req, &self.limits, self.max_events, now)?;
+        self.queue.append(entry, None).await?;
+        metrics::counter!("gateway_events_accepted_total", "region" => store.region.as_str())
+            .increment(u64::from(response.accepted));
+        metrics::counter!("gateway_events_rejected_total", "region" => store.region.as_str())
+            .increment(response.rejected.len() as u64);
+        Ok(response)
+    }
+}
 
-        let mut accepted = Vec::with_capacity(events.len() - verdict.rejected.len());
-        let mut rejected_rows = Vec::with_capacity(verdict.rejected.len());
-        let mut rejections = Vec::with_capacity(verdict.rejected.len());
-        let mut bad = verdict.rejected.into_iter().peekable();
-        for (index, event) in events.into_iter().enumerate() {
-            match bad.next_if(|(i, _)| *i == index) {
-                None => accepted.push(event),
-                Some((_, violations)) => {
-                    let reason = validate::reason(&violations);
-                    rejected_rows.push(RejectedEvent {
-                        raw_event: event.encode_to_vec(),
-                        event_id: event.event_id.clone(),
-                        reason,
-                    });
-                    rejections.push(Rejection {
-                        index: index as u32,
-                        event_id: event.event_id,
-                        violations: violations
-                            .into_iter()
-                            .map(|v| FieldViolation {
-                                field: v.field,
-                                description: v.description,
-                            })
-                            .collect(),
-                    });
-                }
+/// Refuses empty requests and requests above `max_events`.
+fn check_size(events: &[Event], max_events: usize) -> Result<(), ApiError> {
+    if events.is_empty() {
+        return Err(ApiError::EmptyRequest);
+    }
+    if events.len() > max_events {
+        return Err(ApiError::TooManyEvents {
+            count: events.len(),
+            max: max_events,
+        });
+    }
+    Ok(())
+}
+
+/// The CPU part of a publish: checks the request's size and every event, and encodes the
+/// entry and the response, as of `now` (since the Unix epoch).
+///
+/// Pure, and meant to be total: any decoded `PublishRequest` should yield an entry or an
+/// [`ApiError`], never a panic (the `publish_request` fuzz target checks that). It repeats the size check
+/// that [`Ingest::publish`] makes before admission, so that it is safe on its own.
+pub fn prepare(
+    store: &Store,
+    req: PublishRequest,
+    limits: &Limits,
+    max_events: usize,
+    now: Duration,
+) -> Result<Prepared, ApiError> {
+    let PublishRequest {
+        sequence,
+        events,
+        all_or_nothing,
+    } = req;
+    check_size(&events, max_events)?;
+    let ctx = Context {
+        limits,
+        now_unix: now.as_secs() as i64,
+        sender: Some(Sender {
+            store_id: &store.id,
+            region: store.region,
+        }),
+    };
+    let verdict = validate::check_batch(&ctx, &events);
+    if all_or_nothing && !verdict.is_clean() {
+        return Err(ApiError::InvalidEvents {
+            rejected: verdict.rejected.len(),
+            violations: verdict.rejected.into_iter().flat_map(|(_, v)| v).collect(),
+        });
+    }
+
+    let mut accepted = Vec::with_capacity(events.len() - verdict.rejected.len());
+    let mut rejected_rows = Vec::with_capacity(verdict.rejected.len());
+    let mut rejections = Vec::with_capacity(verdict.rejected.len());
+    let mut bad = verdict.rejected.into_iter().peekable();
+    for (index, event) in events.into_iter().enumerate() {
+        match bad.next_if(|(i, _)| *i == index) {
+            None => accepted.push(event),
+            Some((_, violations)) => {
+                let reason = validate::reason(&violations);
+                rejected_rows.push(RejectedEvent {
+                    raw_event: event.encode_to_vec(),
+                    event_id: event.event_id.clone(),
+                    reason,
+                });
+                rejections.push(Rejection {
+                    index: index as u32,
+                    event_id: event.event_id,
+                    violations: violations
+                        .into_iter()
+                        .map(|v| FieldViolation {
+                            field: v.field,
+                            description: v.description,
+                        })
+                        .collect(),
+                });
             }
         }
+    }
 
-        let accepted_count = accepted.len() as u32;
-        let batch = QueuedBatch {
-            store_id: store.id.to_string(),
-            region: store.region.to_proto() as i32,
-            received_at: Some(prost_types::Timestamp {
-                seconds: now.as_secs() as i64,
-                nanos: now.subsec_nanos() as i32,
-            }),
-            events: accepted,
-            rejected: rejected_rows,
-        };
-        self.queue.append(encode_batch(&batch), None).await?;
-        metrics::counter!("gateway_events_accepted_total", "region" => store.region.as_str())
-            .increment(accepted_count as u64);
-        metrics::counter!("gateway_events_rejected_total", "region" => store.region.as_str())
-            .increment(rejections.len() as u64);
-        Ok(PublishResponse {
+    let accepted_count = accepted.len() as u32;
+    let batch = QueuedBatch {
+        store_id: store.id.to_string(),
+        region: store.region.to_proto() as i32,
+        received_at: Some(prost_types::Timestamp {
+            seconds: now.as_secs() as i64,
+            nanos: now.subsec_nanos() as i32,
+        }),
+        events: accepted,
+        rejected: rejected_rows,
+    };
+    Ok(Prepared {
+        entry: encode_batch(&batch),
+        response: PublishResponse {
             sequence,
             accepted: accepted_count,
             rejected: rejections,
-        })
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use pipeline::{
+        entry::decode_entry,
+        proto::ingest::{ProbeResult, event::Payload},
+        region::Region,
+    };
+
+    use super::*;
+
+    const NOW: Duration = Duration::from_secs(1_800_000_000);
+
+    fn store() -> Store {
+        Store {
+            id: "eu-1".into(),
+            region: Region::Europe,
+            max_events_per_second: None,
+        }
+    }
+
+    fn probe(event_id: &str) -> Event {
+        Event {
+            event_id: event_id.into(),
+            occurred_at: Some(prost_types::Timestamp {
+                seconds: NOW.as_secs() as i64 - 60,
+                nanos: 0,
+            }),
+            store_id: "eu-1".into(),
+            region: Region::Europe.to_proto() as i32,
+            payload: Some(Payload::Probe(ProbeResult {
+                target: "checkout".into(),
+                up: true,
+                status_code: 200,
+                response_time_ms: 120,
+                network_latency_ms: 30,
+                bandwidth_bytes_per_second: 1_000_000,
+                cpu_load: 0.5,
+            })),
+        }
+    }
+
+    fn request(events: Vec<Event>, all_or_nothing: bool) -> PublishRequest {
+        PublishRequest {
+            sequence: 7,
+            events,
+            all_or_nothing,
+        }
+    }
+
+    #[test]
+    fn prepare_queues_accepted_events_and_rejected_bytes_in_one_entry() {
+        let good = probe("0b7f2b8e-6a47-4d3a-9d51-4c3f0a3f5a10");
+        let bad = probe("not-a-uuid");
+        let req = request(vec![good.clone(), bad.clone()], false);
+        let prepared = prepare(&store(), req, &Limits::default(), 10, NOW).unwrap();
+
+        assert_eq!(prepared.response.sequence, 7);
+        assert_eq!(prepared.response.accepted, 1);
+        assert_eq!(prepared.response.rejected.len(), 1);
+        assert_eq!(prepared.response.rejected[0].index, 1);
+        assert_eq!(prepared.response.rejected[0].event_id, "not-a-uuid");
+
+        let batch = decode_entry(None, Some(&prepared.entry)).unwrap();
+        assert_eq!(batch.store_id, "eu-1");
+        assert_eq!(batch.received_at.unwrap().seconds, NOW.as_secs() as i64);
+        assert_eq!(batch.events, vec![good]);
+        assert_eq!(batch.rejected.len(), 1);
+        assert_eq!(batch.rejected[0].raw_event, bad.encode_to_vec());
+        assert!(batch.rejected[0].reason.starts_with("events[1].event_id: "));
+    }
+
+    #[test]
+    fn prepare_refuses_bad_sizes_and_invalid_all_or_nothing_requests() {
+        let limits = Limits::default();
+        let id = "0b7f2b8e-6a47-4d3a-9d51-4c3f0a3f5a10";
+        assert!(matches!(
+            prepare(&store(), request(vec![], false), &limits, 10, NOW),
+            Err(ApiError::EmptyRequest)
+        ));
+        assert!(matches!(
+            prepare(
+                &store(),
+                request(vec![probe(id); 3], false),
+                &limits,
+                2,
+                NOW
+            ),
+            Err(ApiError::TooManyEvents { count: 3, max: 2 })
+        ));
+        let req = request(vec![probe(id), probe("x")], true);
+        assert!(matches!(
+            prepare(&store(), req, &limits, 10, NOW),
+            Err(ApiError::InvalidEvents { rejected: 1, .. })
+        ));
     }
 }

@@ -1,0 +1,209 @@
+//! The gateway's CPU cost per event: protobuf decode → validation → stream entry encoding
+//! of 1,000-event requests, everything `Publish` does except the Redis round trip.
+//!
+//! Run: `cargo bench -p gateway --bench hot_path -- --warm-up-time 1 --measurement-time 5`.
+//! Throughput is in events, so criterion prints the time of one request and events/s; the
+//! time per event is that time divided by 1,000. The `stages` group splits the cost so
+//! that a regression points at its stage.
+
+use std::{hint::black_box, time::Duration};
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use gateway::{auth::Store, ingest::prepare};
+use pipeline::{
+    proto::ingest::{
+        CommerceEvent, CommerceEventType, Event, Money, ProbeResult, PublishRequest, event::Payload,
+    },
+    region::Region,
+    validate::{self, Context, Limits, Sender},
+};
+use prost::Message;
+
+/// The gateway's default and the size stores are told to send.
+const BATCH: usize = 1_000;
+/// A fixed "now", so that the events' `occurred_at` stays within the allowed age.
+const NOW: Duration = Duration::from_secs(1_800_000_000);
+const STORE_ID: &str = "eu-store-0042";
+const CATEGORIES: &[&str] = &[
+    "electronics.smartphone",
+    "appliances.kitchen.refrigerators",
+    "computers.notebook",
+    "apparel.shoes.sneakers",
+    "kids.toys",
+];
+const BRANDS: &[&str] = &[
+    "acme", "globex", "initech", "umbrella", "hooli", "stark", "",
+];
+const TARGETS: &[&str] = &["checkout", "search", "cart", "payment-gateway"];
+
+/// SplitMix64: deterministic ids and values without a rand dependency in the bench.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// A random (version 4) UUID in the canonical lowercase form the rules require.
+    fn uuid(&mut self) -> String {
+        let bytes = (u128::from(self.next()) << 64 | u128::from(self.next())).to_be_bytes();
+        uuid::Builder::from_random_bytes(bytes)
+            .into_uuid()
+            .hyphenated()
+            .to_string()
+    }
+}
+
+fn store() -> Store {
+    Store {
+        id: STORE_ID.into(),
+        region: Region::Europe,
+        max_events_per_second: None,
+    }
+}
+
+/// One valid event as a store sends it: nine commerce events out of ten, one probe.
+fn event(rng: &mut Rng, index: usize) -> Event {
+    let payload = if index % 10 == 9 {
+        Payload::Probe(ProbeResult {
+            target: TARGETS[index % TARGETS.len()].into(),
+            up: true,
+            status_code: 200,
+            response_time_ms: 40 + rng.below(400) as u32,
+            network_latency_ms: 5 + rng.below(120) as u32,
+            bandwidth_bytes_per_second: 1_000_000 + rng.below(100_000_000),
+            cpu_load: rng.below(1_000) as f64 / 1_000.0,
+        })
+    } else {
+        let kind = match rng.below(100) {
+            0..70 => CommerceEventType::View,
+            70..88 => CommerceEventType::Cart,
+            88..93 => CommerceEventType::RemoveFromCart,
+            _ => CommerceEventType::Purchase,
+        };
+        let product = rng.below(50_000);
+        Payload::Commerce(CommerceEvent {
+            r#type: kind as i32,
+            product_id: 1_000 + product,
+            category_id: 100 + product % CATEGORIES.len() as u64,
+            category_code: CATEGORIES[product as usize % CATEGORIES.len()].into(),
+            brand: BRANDS[product as usize % BRANDS.len()].into(),
+            seller_id: 1 + product % 12,
+            price: Some(Money {
+                currency_code: "EUR".into(),
+                units: 1 + rng.below(2_000) as i64,
+                nanos: (rng.below(100) * 10_000_000) as i32,
+            }),
+            quantity: if kind == CommerceEventType::View {
+                0
+            } else {
+                1 + rng.below(3) as u32
+            },
+            user_id: 1 + rng.below(1_000_000),
+            session_id: format!("s-{:016x}", rng.next()),
+        })
+    };
+    Event {
+        event_id: rng.uuid(),
+        occurred_at: Some(prost_types::Timestamp {
+            seconds: NOW.as_secs() as i64 - 1 - rng.below(300) as i64,
+            nanos: rng.below(1_000_000_000) as i32,
+        }),
+        store_id: STORE_ID.into(),
+        region: Region::Europe.to_proto() as i32,
+        payload: Some(payload),
+    }
+}
+
+/// Breaks `event` in one of the ways real producers do, chosen by `kind`.
+fn spoil(event: &mut Event, kind: usize, earlier_id: &str) {
+    match (kind % 6, event.payload.as_mut()) {
+        (0, _) => event.event_id = event.event_id.to_uppercase(),
+        (1, _) => event.event_id = earlier_id.to_owned(),
+        (2, _) => event.store_id = "us-store-0001".into(),
+        (3, _) => event.occurred_at = None,
+        (4, Some(Payload::Commerce(c))) => {
+            c.price.as_mut().unwrap().currency_code = "EURO".into();
+            c.quantity = 20_000;
+        }
+        (_, Some(Payload::Commerce(c))) => c.price.as_mut().unwrap().units = -1,
+        (_, Some(Payload::Probe(p))) => p.status_code = 0,
+        (_, None) => unreachable!("every generated event has a payload"),
+    }
+}
+
+/// A request of `BATCH` events; every `invalid_every`-th one breaks a rule.
+fn request(invalid_every: Option<usize>) -> PublishRequest {
+    let mut rng = Rng(42);
+    let mut events: Vec<Event> = (0..BATCH).map(|i| event(&mut rng, i)).collect();
+    if let Some(every) = invalid_every {
+        for i in (every / 2..BATCH).step_by(every) {
+            let earlier_id = events[i - 1].event_id.clone();
+            spoil(&mut events[i], i / every, &earlier_id);
+        }
+    }
+    PublishRequest {
+        sequence: 1,
+        events,
+        all_or_nothing: false,
+    }
+}
+
+fn hot_path(c: &mut Criterion) {
+    let store = store();
+    let limits = Limits::default();
+    for (name, invalid_every) in [("valid", None), ("10pct_invalid", Some(10))] {
+        let req = request(invalid_every);
+        let wire = req.encode_to_vec();
+        let expected_rejections = invalid_every.map_or(0, |every| BATCH / every);
+        let prepared = prepare(&store, req.clone(), &limits, BATCH, NOW).unwrap();
+        assert_eq!(prepared.response.rejected.len(), expected_rejections);
+
+        let mut group = c.benchmark_group("hot_path");
+        group.throughput(Throughput::Elements(BATCH as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let req = PublishRequest::decode(black_box(wire.as_slice())).unwrap();
+                prepare(&store, req, &limits, BATCH, NOW).unwrap()
+            })
+        });
+        group.finish();
+
+        let mut group = c.benchmark_group(format!("stages/{name}"));
+        group.throughput(Throughput::Elements(BATCH as u64));
+        group.bench_function("decode", |b| {
+            b.iter(|| PublishRequest::decode(black_box(wire.as_slice())).unwrap())
+        });
+        group.bench_function("validate", |b| {
+            let ctx = Context {
+                limits: &limits,
+                now_unix: NOW.as_secs() as i64,
+                sender: Some(Sender {
+                    store_id: &store.id,
+                    region: store.region,
+                }),
+            };
+            b.iter(|| validate::check_batch(&ctx, black_box(&req.events)))
+        });
+        // validate + split + encode; the request's clone and the result's drop are not timed
+        group.bench_function("prepare", |b| {
+            b.iter_batched(
+                || req.clone(),
+                |req| prepare(&store, req, &limits, BATCH, NOW).unwrap(),
+                BatchSize::LargeInput,
+            )
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, hot_path);
+criterion_main!(benches);
