@@ -18,6 +18,16 @@ pub enum Command {
     Run(RunArgs),
     /// Prints the gateway stores file (TOML) for the simulated fleet
     StoresFile(FleetArgs),
+    /// Replays a CSV of the public "eCommerce behavior data from multi category store" dataset
+    Replay(ReplayArgs),
+    /// Writes a CSV in the replay format from the scenario's sessions (simulator/data/sample.csv)
+    SampleCsv(SampleArgs),
+    /// Benchmark reference: pipelined XADDs of batch-sized entries straight into Redis
+    BenchRedis(BenchRedisArgs),
+    /// Benchmark reference: RowBinary bulk insert, and single-row INSERTs, into ClickHouse
+    BenchClickhouse(BenchClickhouseArgs),
+    /// Benchmark probe: publishes marker events and times until ClickHouse can query them
+    BenchLatency(BenchLatencyArgs),
 }
 
 /// The simulated fleet.
@@ -34,10 +44,15 @@ pub struct FleetArgs {
         hide_env_values = true
     )]
     pub token_secret: String,
+    /// Scenario TOML (default: the embedded simulator/scenarios/default.toml); its
+    /// per-region store counts win over --stores-per-region
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
 }
 
+/// How events travel to the gateway.
 #[derive(Args, Clone, Debug)]
-pub struct RunArgs {
+pub struct SendArgs {
     /// Gateway URL
     #[arg(
         long,
@@ -45,33 +60,130 @@ pub struct RunArgs {
         default_value = "http://127.0.0.1:50051"
     )]
     pub gateway: String,
-    #[command(flatten)]
-    pub fleet: FleetArgs,
     /// Events per second over the whole fleet; 0 for as fast as possible
     #[arg(long, default_value_t = 1_000)]
     pub rate: u64,
-    /// How long to send, in seconds (ignored when --total is set)
-    #[arg(long, default_value_t = 30)]
-    pub duration: u64,
-    /// Send exactly this many events, then stop
-    #[arg(long)]
-    pub total: Option<u64>,
     /// Events per request
     #[arg(long, default_value_t = 500)]
     pub batch_size: usize,
     /// Requests in flight at once
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
-    /// Seed of the generator; the same seed gives the same events
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Unix second the events' occurred_at starts from (default: now)
+    /// Send over PublishStream (falls back to Publish if the gateway lacks it)
     #[arg(long)]
-    pub time_base: Option<i64>,
+    pub streaming: bool,
     /// Write the ground truth JSON here
     #[arg(long)]
     pub truth_out: Option<PathBuf>,
     /// Hide the progress bar
     #[arg(long)]
     pub quiet: bool,
+    /// Do not keep the acknowledged event ids in memory (long benchmark runs)
+    #[arg(long)]
+    pub forget_ids: bool,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub send: SendArgs,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// How long to send, in seconds (ignored when --total is set)
+    #[arg(long, default_value_t = 30)]
+    pub duration: u64,
+    /// Send exactly this many events, then stop
+    #[arg(long)]
+    pub total: Option<u64>,
+    /// Seed of the generator; the same seed gives the same events
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Unix second the events' occurred_at starts from (default: now)
+    #[arg(long)]
+    pub time_base: Option<i64>,
+    /// Simulated events per second of event time (default: --rate, or the scenario's
+    /// clock.events_per_second when --rate is 0)
+    #[arg(long)]
+    pub clock_rate: Option<f64>,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub send: SendArgs,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// The CSV file (header event_time,event_type,product_id,category_id,...)
+    #[arg(long)]
+    pub file: PathBuf,
+    /// Compress the file's timeline by this factor (2 = gaps half as long)
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Unix second the file's last event is moved to (default: now)
+    #[arg(long)]
+    pub now: Option<i64>,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct SampleArgs {
+    /// Rows to write
+    #[arg(long, default_value_t = 2_000)]
+    pub rows: usize,
+    /// Seed of the generator
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Output file (default: stdout)
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct BenchRedisArgs {
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// Stream to write (deleted before and after)
+    #[arg(long, default_value = "bench-raw")]
+    pub stream_key: String,
+    /// Events per entry, as the gateway batches them
+    #[arg(long, default_value_t = 500)]
+    pub batch_size: usize,
+    /// Events in all
+    #[arg(long, default_value_t = 2_000_000)]
+    pub events: u64,
+    /// XADDs in flight at once
+    #[arg(long, default_value_t = 64)]
+    pub in_flight: usize,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct BenchClickhouseArgs {
+    #[arg(long, default_value = "http://127.0.0.1:8123")]
+    pub clickhouse_url: String,
+    /// Scratch database, dropped and recreated
+    #[arg(long, default_value = "bench_raw")]
+    pub database: String,
+    /// Rows of the bulk insert
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rows: usize,
+    /// Single-row INSERTs of the per-event baseline
+    #[arg(long, default_value_t = 2_000)]
+    pub single_inserts: usize,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct BenchLatencyArgs {
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub gateway: String,
+    #[arg(long, default_value = "http://127.0.0.1:8123")]
+    pub clickhouse_url: String,
+    #[arg(long, default_value = "marketplace")]
+    pub database: String,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// Seconds to publish markers for
+    #[arg(long, default_value_t = 20)]
+    pub duration: u64,
+    /// Milliseconds between markers
+    #[arg(long, default_value_t = 100)]
+    pub interval_ms: u64,
 }

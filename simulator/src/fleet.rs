@@ -1,7 +1,9 @@
-//! The simulated stores: ids, regions, currencies and tokens derived from a secret.
+//! The simulated stores: ids, regions and tokens derived from a secret.
 
 use pipeline::region::Region;
 use sha2::{Digest, Sha256};
+
+use crate::scenario::Scenario;
 
 /// One simulated store backend.
 #[derive(Clone, Debug)]
@@ -11,16 +13,8 @@ pub struct Store {
     pub token: String,
 }
 
-/// The currency a region's stores price in.
-pub fn currency(region: Region) -> &'static str {
-    match region {
-        Region::Europe => "EUR",
-        Region::America => "USD",
-        Region::Asia => "SGD",
-    }
-}
-
-fn prefix(region: Region) -> &'static str {
+/// The prefix of a region's store ids.
+pub fn prefix(region: Region) -> &'static str {
     match region {
         Region::Europe => "eu",
         Region::America => "us",
@@ -32,17 +26,30 @@ fn prefix(region: Region) -> &'static str {
 pub fn fleet(per_region: usize, secret: &str) -> Vec<Store> {
     Region::ALL
         .iter()
+        .flat_map(|&region| (1..=per_region).map(move |n| store(region, n, secret)))
+        .collect()
+}
+
+/// The fleet of a scenario: its per-region store counts, `default_per_region` where it
+/// sets none.
+pub fn scenario_fleet(scenario: &Scenario, default_per_region: usize, secret: &str) -> Vec<Store> {
+    Region::ALL
+        .iter()
         .flat_map(|&region| {
-            (1..=per_region).map(move |n| {
-                let id = format!("{}-{n}", prefix(region));
-                let token = format!(
-                    "sim_{}",
-                    hex::encode(Sha256::digest(format!("{secret}:{id}")))
-                );
-                Store { id, region, token }
-            })
+            (1..=scenario.stores_in(region, default_per_region))
+                .map(move |n| store(region, n, secret))
         })
         .collect()
+}
+
+/// Store number `n` (from 1) of `region`, with its token derived from `secret`.
+pub fn store(region: Region, n: usize, secret: &str) -> Store {
+    let id = format!("{}-{n}", prefix(region));
+    let token = format!(
+        "sim_{}",
+        hex::encode(Sha256::digest(format!("{secret}:{id}")))
+    );
+    Store { id, region, token }
 }
 
 /// The gateway stores file for a fleet: only token hashes, never tokens.

@@ -4,15 +4,23 @@
 //!
 //! # Layout
 //! - [`config`]: the typed settings and subcommands.
-//! - [`fleet`]: the simulated stores, their regions, currencies and tokens.
-//! - [`generate`]: the seeded event generator: catalog, funnel, probes.
-//! - [`send`]: the gRPC sender: concurrency, pacing, retries with the same event ids.
+//! - [`scenario`]: the scenario TOML: fleet, catalog, funnel rates, probes, incidents.
+//! - [`fleet`]: the simulated stores, their regions and tokens.
+//! - [`generate`]: the seeded event generator: catalog, sessions walking the funnel, probes.
+//! - [`send`]: the gRPC sender: concurrency, pacing, streaming, retries with the same ids.
+//! - [`wire`]: unary Publish of requests encoded once, so retries resend the same bytes.
+//! - [`replay`]: replaying a CSV of the public e-commerce behaviour dataset.
 //! - [`truth`]: the ground truth of acknowledged events, as JSON.
+//! - [`bench`]: the physical references and the latency probe of `scripts/bench`.
 
+pub mod bench;
 pub mod config;
 pub mod fleet;
 pub mod generate;
+pub mod replay;
+pub mod scenario;
 pub mod send;
 pub mod truth;
+pub mod wire;
 
 pub use config::Settings;

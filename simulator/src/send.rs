@@ -1,68 +1,138 @@
 //! The gRPC sender: requests in flight over several connections, paced to a rate, retried
-//! with the same event ids when the gateway says to come back later.
+//! with the same event ids when the gateway says to come back later. Requests go over
+//! unary `Publish`, or `PublishStream` with `--streaming` (falling back to unary, with a
+//! warning, on a gateway that answers UNIMPLEMENTED).
 
 use std::{
-    sync::{Arc, Mutex},
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::Context as _;
+use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
-use pipeline::proto::ingest::{Event, PublishRequest, ingest_service_client::IngestServiceClient};
-use tonic::{Code, Request, transport::Channel};
+use pipeline::proto::ingest::{
+    Event, PublishRequest, PublishResponse, ingest_service_client::IngestServiceClient,
+};
+use prost::Message as _;
+use tonic::{Code, Request, Status, Streaming, transport::Channel};
 use tonic_types::StatusExt;
 
 use crate::{
-    config::RunArgs,
-    fleet::{Store, fleet},
+    config::{RunArgs, SendArgs},
+    fleet::{Store, scenario_fleet},
     generate::Generator,
+    scenario::Scenario,
     truth::Truth,
+    wire::EncodedClient,
 };
 
 /// How often one request is retried before its events count as failed.
 const MAX_ATTEMPTS: u32 = 30;
 
-struct Job {
-    store: usize,
-    events: Vec<Event>,
+/// One request's worth of events for one store.
+pub struct Job {
+    pub store: usize,
+    pub events: Vec<Event>,
+}
+
+type Jobs = Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Job>>>;
+
+/// The senders of a run: hand them jobs, then collect the ground truth.
+pub struct Delivery {
+    jobs: tokio::sync::mpsc::Sender<Job>,
+    senders: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    truth: Arc<Mutex<Truth>>,
+    bar: ProgressBar,
+}
+
+impl Delivery {
+    /// Starts `--concurrency` senders, each on its own connection.
+    pub fn start(
+        args: &SendArgs,
+        stores: Arc<Vec<Store>>,
+        total: Option<u64>,
+    ) -> anyhow::Result<Delivery> {
+        let truth = Arc::new(Mutex::new(Truth {
+            forget_ids: args.forget_ids,
+            ..Truth::default()
+        }));
+        let bar = progress(args.quiet, total);
+        let concurrency = args.concurrency.max(1);
+        let (jobs, rx) = tokio::sync::mpsc::channel(concurrency * 2);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        // one flag for every sender, so the fallback warning appears once
+        let unary_only = Arc::new(AtomicBool::new(!args.streaming));
+        let mut senders = Vec::new();
+        for _ in 0..concurrency {
+            let channel = Channel::from_shared(args.gateway.clone())
+                .context("gateway url")?
+                .connect_timeout(Duration::from_secs(5))
+                .connect_lazy();
+            let client = IngestServiceClient::new(channel.clone())
+                .max_decoding_message_size(16 * 1024 * 1024);
+            let sender = Sender {
+                client,
+                unary: EncodedClient::new(channel),
+                stores: stores.clone(),
+                truth: truth.clone(),
+                bar: bar.clone(),
+                unary_only: unary_only.clone(),
+                streams: HashMap::new(),
+            };
+            senders.push(tokio::spawn(sender.run(rx.clone())));
+        }
+        Ok(Delivery {
+            jobs,
+            senders,
+            truth,
+            bar,
+        })
+    }
+
+    /// Queues a job, waiting while every sender is busy; false if the senders are gone.
+    pub async fn send(&self, job: Job) -> bool {
+        self.jobs.send(job).await.is_ok()
+    }
+
+    /// Waits for every queued job to be answered and returns the truth.
+    pub async fn finish(self) -> anyhow::Result<Truth> {
+        drop(self.jobs);
+        for s in self.senders {
+            s.await??;
+        }
+        self.bar.finish();
+        let truth = Arc::try_unwrap(self.truth)
+            .map_err(|_| anyhow::anyhow!("senders still hold the truth"))?;
+        Ok(truth.into_inner().expect("truth lock"))
+    }
 }
 
 /// Runs the simulation described by `args`; returns the ground truth.
 pub async fn run(args: &RunArgs) -> anyhow::Result<Truth> {
-    let stores = Arc::new(fleet(
+    let scenario = Scenario::load(args.fleet.scenario.as_deref())?;
+    let stores = Arc::new(scenario_fleet(
+        &scenario,
         args.fleet.stores_per_region,
         &args.fleet.token_secret,
     ));
-    let time_base = args.time_base.unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs() as i64
+    anyhow::ensure!(!stores.is_empty(), "the scenario has no stores");
+    let time_base = args.time_base.unwrap_or_else(now_unix);
+    let clock = args.clock_rate.unwrap_or(if args.send.rate > 0 {
+        args.send.rate as f64
+    } else {
+        scenario.clock.events_per_second
     });
-    let truth = Arc::new(Mutex::new(Truth::default()));
-    let bar = progress(args);
-    let (tx, rx) = async_channel(args.concurrency.max(1) * 2);
-    let mut senders = Vec::new();
-    for _ in 0..args.concurrency.max(1) {
-        let channel = Channel::from_shared(args.gateway.clone())
-            .context("gateway url")?
-            .connect_timeout(Duration::from_secs(5))
-            .connect_lazy();
-        let client = IngestServiceClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
-        senders.push(tokio::spawn(sender(
-            client,
-            rx.clone(),
-            stores.clone(),
-            truth.clone(),
-            bar.clone(),
-        )));
-    }
-    drop(rx);
+    let mut generator = Generator::with_scenario(scenario, args.seed, time_base, clock);
+    let delivery = Delivery::start(&args.send, stores.clone(), args.total)?;
 
-    let mut generator = Generator::new(args.seed, time_base);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.duration);
-    let batch = args.batch_size.max(1);
+    let batch = args.send.batch_size.max(1);
     let mut produced = 0u64;
     let mut next_store = 0usize;
     loop {
@@ -72,36 +142,34 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Truth> {
             None if Instant::now() >= deadline => break,
             None => batch,
         };
-        if args.rate > 0 {
-            let due = started + Duration::from_secs_f64(produced as f64 / args.rate as f64);
+        if args.send.rate > 0 {
+            let due = started + Duration::from_secs_f64(produced as f64 / args.send.rate as f64);
             tokio::time::sleep_until(due.into()).await;
         }
         let store = next_store % stores.len();
         next_store += 1;
         let events = generator.batch(&stores[store], n);
         produced += n as u64;
-        if tx.send(Job { store, events }).await.is_err() {
+        if !delivery.send(Job { store, events }).await {
             break;
         }
     }
-    drop(tx);
-    for s in senders {
-        s.await??;
-    }
-    bar.finish();
-    let truth =
-        Arc::try_unwrap(truth).map_err(|_| anyhow::anyhow!("senders still hold the truth"))?;
-    Ok(truth.into_inner().expect("truth lock"))
+    delivery.finish().await
 }
 
-fn progress(args: &RunArgs) -> ProgressBar {
-    let bar = if args.quiet {
-        ProgressBar::hidden()
-    } else {
-        match args.total {
-            Some(total) => ProgressBar::new(total),
-            None => ProgressBar::new_spinner(),
-        }
+/// The current Unix second.
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64
+}
+
+fn progress(quiet: bool, total: Option<u64>) -> ProgressBar {
+    let bar = match (quiet, total) {
+        (true, _) => ProgressBar::hidden(),
+        (false, Some(total)) => ProgressBar::new(total),
+        (false, None) => ProgressBar::new_spinner(),
     };
     bar.set_style(
         ProgressStyle::with_template(
@@ -112,28 +180,38 @@ fn progress(args: &RunArgs) -> ProgressBar {
     bar
 }
 
-/// A bounded multi-consumer channel from tokio primitives.
-fn async_channel(
-    capacity: usize,
-) -> (
-    tokio::sync::mpsc::Sender<Job>,
-    Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Job>>>,
-) {
-    let (tx, rx) = tokio::sync::mpsc::channel(capacity);
-    (tx, Arc::new(tokio::sync::Mutex::new(rx)))
+/// An open `PublishStream` call for one store (the token is per call, so per store).
+struct OpenStream {
+    requests: tokio::sync::mpsc::Sender<PublishRequest>,
+    responses: Streaming<PublishResponse>,
+    next_sequence: u64,
 }
 
-async fn sender(
-    mut client: IngestServiceClient<Channel>,
-    jobs: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Job>>>,
+/// One connection's worth of sending.
+struct Sender {
+    /// For PublishStream.
+    client: IngestServiceClient<Channel>,
+    /// For unary Publish of encoded requests.
+    unary: EncodedClient,
     stores: Arc<Vec<Store>>,
     truth: Arc<Mutex<Truth>>,
     bar: ProgressBar,
-) -> anyhow::Result<()> {
-    loop {
-        let job = { jobs.lock().await.recv().await };
-        let Some(job) = job else { return Ok(()) };
-        let store = &stores[job.store];
+    /// Set when streaming is off or the gateway turned out not to implement it.
+    unary_only: Arc<AtomicBool>,
+    streams: HashMap<usize, OpenStream>,
+}
+
+impl Sender {
+    async fn run(mut self, jobs: Jobs) -> anyhow::Result<()> {
+        loop {
+            let job = { jobs.lock().await.recv().await };
+            let Some(job) = job else { return Ok(()) };
+            self.deliver(job).await?;
+        }
+    }
+
+    /// Sends one job until it is answered, retrying retriable refusals with the same ids.
+    async fn deliver(&mut self, job: Job) -> anyhow::Result<()> {
         let n = job.events.len() as u64;
         let request = PublishRequest {
             sequence: 0,
@@ -141,18 +219,12 @@ async fn sender(
             all_or_nothing: false,
         };
         let mut attempt = 0;
+        // encoded at most once, however often the request is retried
+        let mut encoded = None;
         loop {
-            let mut req = Request::new(request.clone());
-            req.metadata_mut().insert(
-                "authorization",
-                format!("Bearer {}", store.token)
-                    .parse()
-                    .context("token as metadata")?,
-            );
-            match client.publish(req).await {
+            match self.publish(job.store, &request, &mut encoded).await {
                 Ok(response) => {
-                    let response = response.into_inner();
-                    let mut t = truth.lock().expect("truth lock");
+                    let mut t = self.truth.lock().expect("truth lock");
                     t.sent += n;
                     t.rejected += response.rejected.len() as u64;
                     let mut bad = response
@@ -165,27 +237,20 @@ async fn sender(
                             t.accept(event);
                         }
                     }
-                    let msg = format!(
-                        "accepted {} rejected {} retried {}",
-                        t.accepted, t.rejected, t.retried_requests
-                    );
+                    let msg = progress_message(&t);
                     drop(t);
-                    bar.inc(n);
-                    bar.set_message(msg);
-                    break;
+                    self.bar.inc(n);
+                    self.bar.set_message(msg);
+                    return Ok(());
                 }
-                Err(status)
-                    if attempt < MAX_ATTEMPTS
-                        && matches!(
-                            status.code(),
-                            Code::Unavailable
-                                | Code::ResourceExhausted
-                                | Code::DeadlineExceeded
-                                | Code::Aborted
-                        ) =>
-                {
+                Err(status) if attempt < MAX_ATTEMPTS && retriable(status.code()) => {
                     attempt += 1;
-                    truth.lock().expect("truth lock").retried_requests += 1;
+                    let msg = {
+                        let mut t = self.truth.lock().expect("truth lock");
+                        t.retried_requests += 1;
+                        progress_message(&t)
+                    };
+                    self.bar.set_message(msg);
                     let hinted = status
                         .get_error_details()
                         .retry_info()
@@ -196,13 +261,112 @@ async fn sender(
                 }
                 Err(status) => {
                     tracing::warn!(code = ?status.code(), message = status.message(), "request failed");
-                    let mut t = truth.lock().expect("truth lock");
+                    let mut t = self.truth.lock().expect("truth lock");
                     t.sent += n;
                     t.failed += n;
-                    bar.inc(n);
-                    break;
+                    self.bar.inc(n);
+                    return Ok(());
                 }
             }
         }
     }
+
+    async fn publish(
+        &mut self,
+        store: usize,
+        request: &PublishRequest,
+        encoded: &mut Option<Bytes>,
+    ) -> Result<PublishResponse, Status> {
+        if !self.unary_only.load(Ordering::Relaxed) {
+            match self.publish_streamed(store, request).await {
+                Err(status) if status.code() == Code::Unimplemented => {
+                    if !self.unary_only.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            message = status.message(),
+                            "gateway does not implement PublishStream: falling back to unary Publish"
+                        );
+                    }
+                }
+                answered => return answered,
+            }
+        }
+        let bytes = encoded.get_or_insert_with(|| Bytes::from(request.encode_to_vec()));
+        let mut req = Request::new(bytes.clone());
+        self.authorize(store, &mut req)?;
+        self.unary.publish(req).await
+    }
+
+    /// Sends over the store's open stream (opening one if needed) and waits for the answer.
+    /// Any error closes the stream; the retry opens a new one.
+    async fn publish_streamed(
+        &mut self,
+        store: usize,
+        request: &PublishRequest,
+    ) -> Result<PublishResponse, Status> {
+        let mut request = request.clone();
+        let mut open = match self.streams.remove(&store) {
+            Some(open) => {
+                request.sequence = open.next_sequence;
+                open.requests
+                    .send(request)
+                    .await
+                    .map_err(|_| Status::unavailable("request stream closed"))?;
+                open
+            }
+            None => {
+                let (requests, rx) = tokio::sync::mpsc::channel(4);
+                request.sequence = 1;
+                // queued before the call, so a gateway that waits for the first message
+                // before sending headers does not deadlock us
+                requests
+                    .send(request)
+                    .await
+                    .map_err(|_| Status::internal("request channel closed"))?;
+                let mut req = Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+                self.authorize(store, &mut req)?;
+                let responses = self.client.publish_stream(req).await?.into_inner();
+                OpenStream {
+                    requests,
+                    responses,
+                    next_sequence: 1,
+                }
+            }
+        };
+        let sequence = open.next_sequence;
+        match open.responses.message().await? {
+            Some(response) if response.sequence == sequence || response.sequence == 0 => {
+                open.next_sequence += 1;
+                self.streams.insert(store, open);
+                Ok(response)
+            }
+            Some(response) => Err(Status::internal(format!(
+                "stream answered sequence {} to request {sequence}",
+                response.sequence
+            ))),
+            None => Err(Status::unavailable("gateway closed the stream")),
+        }
+    }
+
+    fn authorize<T>(&self, store: usize, req: &mut Request<T>) -> Result<(), Status> {
+        let value = format!("Bearer {}", self.stores[store].token)
+            .parse()
+            .map_err(|_| Status::internal("token is not valid metadata"))?;
+        req.metadata_mut().insert("authorization", value);
+        Ok(())
+    }
+}
+
+/// What the gateway asks to be tried again later.
+fn retriable(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded | Code::Aborted
+    )
+}
+
+fn progress_message(t: &Truth) -> String {
+    format!(
+        "accepted {} rejected {} retried {}",
+        t.accepted, t.rejected, t.retried_requests
+    )
 }

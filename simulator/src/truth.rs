@@ -22,14 +22,82 @@ pub struct Funnel {
     pub revenue_nanos: BTreeMap<String, i128>,
 }
 
-/// Probes of one region.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+/// Probes of one region (or one target of a region).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Probes {
     pub probes: u64,
     pub up: u64,
     /// Every response time, for exact quantiles.
-    #[serde(skip)]
     pub response_times_ms: Vec<u32>,
+    /// Every network latency, for exact quantiles.
+    pub network_latencies_ms: Vec<u32>,
+}
+
+/// Exact quantiles of a set of milliseconds, computed as ClickHouse's `quantileExact` does.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Quantiles {
+    pub p50: Option<u32>,
+    pub p95: Option<u32>,
+    pub p99: Option<u32>,
+}
+
+impl Quantiles {
+    pub fn of(values: &[u32]) -> Quantiles {
+        let mut sorted = values.to_vec();
+        sorted.sort_unstable();
+        Quantiles {
+            p50: quantile_exact(&sorted, 0.5),
+            p95: quantile_exact(&sorted, 0.95),
+            p99: quantile_exact(&sorted, 0.99),
+        }
+    }
+}
+
+/// ClickHouse's `quantileExact(level)` of sorted values: the element at 0-based index
+/// `floor(level * n)` (the last one for level >= 1). This is not textbook nearest-rank
+/// (`ceil(level * n) - 1`): for n = 4 the median is the 3rd value, not the 2nd. The
+/// product is computed in f64 and truncated, exactly as ClickHouse does in C++.
+pub fn quantile_exact(sorted: &[u32], level: f64) -> Option<u32> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let index = if level < 1.0 {
+        (level * sorted.len() as f64) as usize
+    } else {
+        sorted.len() - 1
+    };
+    sorted.get(index.min(sorted.len() - 1)).copied()
+}
+
+impl Probes {
+    /// Share of probes that found the target up; `None` without probes.
+    pub fn availability(&self) -> Option<f64> {
+        (self.probes > 0).then(|| self.up as f64 / self.probes as f64)
+    }
+
+    fn add(&mut self, up: bool, response_time_ms: u32, network_latency_ms: u32) {
+        self.probes += 1;
+        self.up += up as u64;
+        self.response_times_ms.push(response_time_ms);
+        self.network_latencies_ms.push(network_latency_ms);
+    }
+}
+
+/// In JSON, probes appear as counts, availability and quantiles, not the raw samples.
+impl Serialize for Probes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Probes", 5)?;
+        st.serialize_field("probes", &self.probes)?;
+        st.serialize_field("up", &self.up)?;
+        st.serialize_field("availability", &self.availability())?;
+        st.serialize_field("response_time_ms", &Quantiles::of(&self.response_times_ms))?;
+        st.serialize_field(
+            "network_latency_ms",
+            &Quantiles::of(&self.network_latencies_ms),
+        )?;
+        st.end()
+    }
 }
 
 /// What was sent and acknowledged.
@@ -45,9 +113,14 @@ pub struct Truth {
     pub by_category: BTreeMap<String, Funnel>,
     pub by_region: BTreeMap<String, Funnel>,
     pub probes_by_region: BTreeMap<String, Probes>,
+    /// Keyed `region/target`, e.g. `asia/checkout`.
+    pub probes_by_target: BTreeMap<String, Probes>,
     /// Ids of every acknowledged event, in acknowledgement order.
     #[serde(skip)]
     pub accepted_ids: Vec<String>,
+    /// Leave `accepted_ids` empty: a long benchmark run would hold gigabytes of ids.
+    #[serde(skip)]
+    pub forget_ids: bool,
 }
 
 impl Funnel {
@@ -71,7 +144,9 @@ impl Truth {
     /// Records one acknowledged event.
     pub fn accept(&mut self, event: &Event) {
         self.accepted += 1;
-        self.accepted_ids.push(event.event_id.clone());
+        if !self.forget_ids {
+            self.accepted_ids.push(event.event_id.clone());
+        }
         let region = Region::from_proto(event.region).map_or("unspecified", Region::as_str);
         match &event.payload {
             Some(Payload::Commerce(c)) => {
@@ -85,17 +160,22 @@ impl Truth {
                 for funnel in [
                     &mut self.total,
                     self.by_product.entry(c.product_id).or_default(),
-                    self.by_category.entry(c.category_code.clone()).or_default(),
-                    self.by_region.entry(region.to_owned()).or_default(),
+                    slot(&mut self.by_category, &c.category_code),
+                    slot(&mut self.by_region, region),
                 ] {
                     funnel.add(kind, c.quantity, currency, nanos);
                 }
             }
             Some(Payload::Probe(p)) => {
-                let probes = self.probes_by_region.entry(region.to_owned()).or_default();
-                probes.probes += 1;
-                probes.up += p.up as u64;
-                probes.response_times_ms.push(p.response_time_ms);
+                for probes in [
+                    slot(&mut self.probes_by_region, region),
+                    slot(
+                        &mut self.probes_by_target,
+                        &format!("{region}/{}", p.target),
+                    ),
+                ] {
+                    probes.add(p.up, p.response_time_ms, p.network_latency_ms);
+                }
             }
             None => {}
         }
@@ -105,6 +185,15 @@ impl Truth {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("truth serialises")
     }
+}
+
+/// The value under `key`, created if missing; allocates the key only when it is new,
+/// which matters at hundreds of thousands of events per second.
+fn slot<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str) -> &'a mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
 }
 
 /// Nano units as exact decimal text with nine decimals, as ClickHouse prints Decimal(_, 9).
@@ -123,5 +212,40 @@ mod tests {
         assert_eq!(decimal_text(19_990_000_000), "19.990000000");
         assert_eq!(decimal_text(5), "0.000000005");
         assert_eq!(decimal_text(-1_500_000_000), "-1.500000000");
+    }
+
+    #[test]
+    fn quantiles_pick_the_element_clickhouse_picks() {
+        // what ClickHouse answers (checked on 26.9 via chdb; 18.16 has the same formula):
+        // SELECT quantileExact(0.5)(number + 1), quantileExact(0.95)(number + 1)
+        // FROM numbers(4) gives 3, 4, and numbers(100) gives 51, 96, p99 100
+        assert_eq!(quantile_exact(&[1, 2, 3, 4], 0.5), Some(3));
+        assert_eq!(quantile_exact(&[1, 2, 3, 4], 0.95), Some(4));
+        assert_eq!(quantile_exact(&[1, 2, 3], 0.5), Some(2));
+        assert_eq!(quantile_exact(&[7], 0.99), Some(7));
+        assert_eq!(quantile_exact(&[], 0.5), None);
+        let hundred: Vec<u32> = (1..=100).collect();
+        // index floor(0.95 * 100) = 95 holds 96; floor(0.99 * 100) = 99 holds 100
+        assert_eq!(Quantiles::of(&hundred).p50, Some(51));
+        assert_eq!(Quantiles::of(&hundred).p95, Some(96));
+        assert_eq!(Quantiles::of(&hundred).p99, Some(100));
+        assert_eq!(quantile_exact(&hundred, 1.0), Some(100));
+    }
+
+    #[test]
+    fn probes_serialise_as_availability_and_quantiles() {
+        let mut p = Probes::default();
+        p.add(true, 10, 1);
+        p.add(false, 30, 3);
+        p.add(true, 20, 2);
+        p.add(true, 40, 4);
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(json["availability"], 0.75);
+        assert_eq!(json["response_time_ms"]["p50"], 30);
+        assert_eq!(json["network_latency_ms"]["p99"], 4);
+        assert!(
+            json.get("response_times_ms").is_none(),
+            "raw samples stay out"
+        );
     }
 }

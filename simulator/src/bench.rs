@@ -1,0 +1,272 @@
+//! What `scripts/bench` measures besides the pipeline itself: the physical references
+//! (pipelined XADD of the gateway's entry bytes into Redis; one RowBinary bulk insert of
+//! the consumer's rows into ClickHouse; the seed's one INSERT per event) and the
+//! received→queryable latency probe. Each prints one JSON object.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use fred::{
+    interfaces::{ClientLike, KeysInterface, StreamsInterface},
+    types::Value,
+};
+use futures::StreamExt;
+use pipeline::{
+    entry::{FIELD_BATCH, FIELD_FORMAT, FORMAT_V1, encode_batch},
+    proto::{
+        ingest::{
+            Event, PublishRequest, event::Payload, ingest_service_client::IngestServiceClient,
+        },
+        queue::QueuedBatch,
+    },
+    rows::{COMMERCE_TABLE, CommerceRow, EventRow, event_row},
+};
+use serde_json::json;
+
+use crate::{
+    config::{BenchClickhouseArgs, BenchLatencyArgs, BenchRedisArgs},
+    fleet::{fleet, scenario_fleet},
+    generate::Generator,
+    scenario::Scenario,
+    send::now_unix,
+    truth::quantile_exact,
+};
+
+/// Pipelined XADDs of one gateway entry's bytes (a `QueuedBatch` of `batch_size`
+/// generated events), as many as `events` needs, `in_flight` at a time on one connection.
+pub async fn redis(args: &BenchRedisArgs) -> anyhow::Result<String> {
+    let stores = fleet(1, "bench");
+    let events = Generator::new(1, now_unix()).batch(&stores[0], args.batch_size.max(1));
+    let entry = encode_batch(&QueuedBatch {
+        store_id: stores[0].id.clone(),
+        region: stores[0].region.to_proto() as i32,
+        received_at: Some(prost_types::Timestamp {
+            seconds: now_unix(),
+            nanos: 0,
+        }),
+        events,
+        rejected: Vec::new(),
+    });
+    let client = fred::clients::Client::new(
+        fred::types::config::Config::from_url(&args.redis_url)?,
+        None,
+        None,
+        None,
+    );
+    client.init().await.context("connecting to redis")?;
+    let _: i64 = client.del(&args.stream_key).await?;
+    let entries = args.events.div_ceil(args.batch_size.max(1) as u64);
+    let started = Instant::now();
+    let results: Vec<Result<String, fred::error::Error>> = futures::stream::iter(0..entries)
+        .map(|_| {
+            let fields = vec![
+                (FIELD_FORMAT, Value::from_static_str(FORMAT_V1)),
+                (FIELD_BATCH, Value::Bytes(entry.clone())),
+            ];
+            client.xadd(&*args.stream_key, false, None, "*", fields)
+        })
+        .buffer_unordered(args.in_flight.max(1))
+        .collect()
+        .await;
+    let seconds = started.elapsed().as_secs_f64();
+    let _: i64 = client.del(&args.stream_key).await?;
+    if let Some(err) = results.into_iter().find_map(Result::err) {
+        anyhow::bail!("xadd failed: {err}");
+    }
+    let events = entries * args.batch_size as u64;
+    Ok(json!({
+        "entries": entries,
+        "events": events,
+        "entry_bytes": entry.len(),
+        "seconds": seconds,
+        "entries_per_second": entries as f64 / seconds,
+        "events_per_second": events as f64 / seconds,
+        "bytes_per_second": (entries * entry.len() as u64) as f64 / seconds,
+    })
+    .to_string())
+}
+
+/// A RowBinary bulk insert of `rows` commerce rows, then `single_inserts` one-row inserts
+/// (one HTTP request each, the seed's one-INSERT-per-event approach), into a scratch
+/// database with the pipeline's schema.
+pub async fn clickhouse(args: &BenchClickhouseArgs) -> anyhow::Result<String> {
+    let server = clickhouse::Client::default()
+        .with_url(&args.clickhouse_url)
+        .with_compression(clickhouse::Compression::Lz4)
+        .with_validation(false);
+    server
+        .query(&format!("DROP DATABASE IF EXISTS `{}`", args.database))
+        .execute()
+        .await
+        .context("dropping the scratch database")?;
+    pipeline::schema::migrate(&server, &args.database).await?;
+    let client = server.clone().with_database(&args.database);
+
+    // a pool of distinct rows, reused with fresh ids, so memory stays small
+    let stores = fleet(1, "bench");
+    let pool: Vec<Event> = Generator::new(2, now_unix()).commerce_batch(&stores[0], 10_000);
+    let ids: Vec<String> = (0..args.rows.max(args.single_inserts))
+        .map(|i| {
+            uuid::Uuid::from_u128(0xbe9c_0000_0000_4000_8000_0000_0000_0000 | i as u128).to_string()
+        })
+        .collect();
+    let region = stores[0].region.ch_code();
+    let received = now_unix() as u32;
+    let row = |i: usize| -> CommerceRow<'_> {
+        let Some(EventRow::Commerce(mut row)) = event_row(&pool[i % pool.len()], received, region)
+        else {
+            unreachable!("the pool holds commerce events only")
+        };
+        row.event_id = &ids[i];
+        row
+    };
+
+    let started = Instant::now();
+    let mut insert = client.insert::<CommerceRow<'_>>(COMMERCE_TABLE).await?;
+    for i in 0..args.rows {
+        insert.write(&row(i)).await?;
+    }
+    insert.end().await?;
+    let bulk_seconds = started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    for i in 0..args.single_inserts {
+        let mut insert = client.insert::<CommerceRow<'_>>(COMMERCE_TABLE).await?;
+        insert.write(&row(i)).await?;
+        insert.end().await?;
+    }
+    let single_seconds = started.elapsed().as_secs_f64();
+    server
+        .query(&format!("DROP DATABASE IF EXISTS `{}`", args.database))
+        .execute()
+        .await?;
+    Ok(json!({
+        "bulk_rows": args.rows,
+        "bulk_seconds": bulk_seconds,
+        "bulk_rows_per_second": args.rows as f64 / bulk_seconds,
+        "single_inserts": args.single_inserts,
+        "single_seconds": single_seconds,
+        "single_rows_per_second": args.single_inserts as f64 / single_seconds,
+    })
+    .to_string())
+}
+
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct Id {
+    event_id: String,
+}
+
+/// Publishes one marker event every `interval_ms` for `duration` seconds and polls
+/// ClickHouse every 20 ms for the markers not yet seen; a marker's latency runs from just
+/// before its Publish to the first poll that finds it, so it includes the gateway, Redis,
+/// the consumer's batching and the insert, plus up to one poll interval.
+pub async fn latency(args: &BenchLatencyArgs) -> anyhow::Result<String> {
+    let scenario = Scenario::load(args.fleet.scenario.as_deref())?;
+    let stores = scenario_fleet(
+        &scenario,
+        args.fleet.stores_per_region,
+        &args.fleet.token_secret,
+    );
+    let store = stores.first().context("the fleet has no stores")?.clone();
+    let channel = tonic::transport::Channel::from_shared(args.gateway.clone())?.connect_lazy();
+    let mut gateway = IngestServiceClient::new(channel);
+    let client = clickhouse::Client::default()
+        .with_url(&args.clickhouse_url)
+        .with_database(&args.database)
+        .with_validation(false);
+    let pending: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let latencies: Arc<Mutex<Vec<u32>>> = Arc::default();
+
+    let poller = {
+        let (pending, latencies) = (pending.clone(), latencies.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let ids: Vec<String> = pending.lock().expect("lock").keys().cloned().collect();
+                if ids.is_empty() {
+                    continue;
+                }
+                // the primary key is (day, event_id): this reads a few granules, not the table
+                let list = ids
+                    .iter()
+                    .map(|id| format!("'{id}'"))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let sql = format!(
+                    "SELECT event_id FROM {COMMERCE_TABLE} \
+                     WHERE toDate(occurred_at) = toDate(now()) AND event_id IN ({list})"
+                );
+                let Ok(found) = client.query(&sql).fetch_all::<Id>().await else {
+                    continue;
+                };
+                let now = Instant::now();
+                let mut pending = pending.lock().expect("lock");
+                for Id { event_id } in found {
+                    if let Some(sent) = pending.remove(&event_id) {
+                        latencies
+                            .lock()
+                            .expect("lock")
+                            .push((now - sent).as_millis() as u32);
+                    }
+                }
+            }
+        })
+    };
+
+    let mut generator = Generator::new(3, now_unix());
+    let started = Instant::now();
+    let mut markers = 0u64;
+    let mut refused = 0u64;
+    while started.elapsed() < Duration::from_secs(args.duration) {
+        let mut event = generator.commerce_batch(&store, 1).remove(0);
+        event.occurred_at = Some(prost_types::Timestamp {
+            seconds: now_unix(),
+            nanos: 0,
+        });
+        if let Some(Payload::Commerce(c)) = &mut event.payload {
+            c.session_id = "bench-latency-marker".into();
+        }
+        let id = event.event_id.clone();
+        let mut request = tonic::Request::new(PublishRequest {
+            sequence: 0,
+            events: vec![event],
+            all_or_nothing: true,
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {}", store.token).parse()?);
+        let sent = Instant::now();
+        pending.lock().expect("lock").insert(id.clone(), sent);
+        if gateway.publish(request).await.is_err() {
+            pending.lock().expect("lock").remove(&id);
+            refused += 1;
+        }
+        markers += 1;
+        tokio::time::sleep_until(
+            (started + Duration::from_millis(args.interval_ms * markers)).into(),
+        )
+        .await;
+    }
+    let drain = Instant::now();
+    while !pending.lock().expect("lock").is_empty() && drain.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    poller.abort();
+    let lost = pending.lock().expect("lock").len();
+    let mut seen = latencies.lock().expect("lock").clone();
+    seen.sort_unstable();
+    Ok(json!({
+        "markers": markers,
+        "refused": refused,
+        "not_seen_within_30s": lost,
+        "interval_ms": args.interval_ms,
+        "p50_ms": quantile_exact(&seen, 0.5),
+        "p99_ms": quantile_exact(&seen, 0.99),
+        "max_ms": seen.last(),
+    })
+    .to_string())
+}
