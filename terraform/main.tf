@@ -59,8 +59,8 @@ locals {
   grafana_cidrs = var.grafana_cidrs == null ? var.admin_cidrs : var.grafana_cidrs
   repo_root     = "${path.module}/.."
 
-  # The placeholder token hash of deploy/stores.example.toml (see check "stores_file").
-  example_token_sha256 = "6e3f48a4e61bf70220cf6c8aaa99fd8adfebac000b81eeb69aebcf12e2671d60"
+  # The token hash of the demo fleet's eu-1 in deploy/stores.example.toml (see check "stores_file").
+  example_token_sha256 = "86c3e7c1226a6152961e90f1fd88c20c7d5796667258ce692c6f2749d093873e"
 }
 
 # --- WireGuard and Prometheus targets (what the core knows about the gateways) ----------
@@ -553,6 +553,6 @@ check "gateway_tls" {
 check "stores_file" {
   assert {
     condition     = !strcontains(file(var.stores_file), local.example_token_sha256)
-    error_message = "The stores file accepts the published demo token of deploy/stores.example.toml: anyone could send events as that store. Use your own stores file."
+    error_message = "The stores file accepts the published demo tokens of deploy/stores.example.toml: anyone could send events as that store. Use your own stores file."
   }
 }
