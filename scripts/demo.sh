@@ -58,8 +58,16 @@ echo "loaded ${loaded} events into ClickHouse"
 
 date=$(date -u +%F)
 echo "==> writing the report of ${date}"
-S3_CREATE_BUCKET=true "$bin/reporter" run --date "$date" | tee "$work/reporter.out"
+S3_CREATE_BUCKET=true "$bin/reporter" run --date "$date" > "$work/reporter.out"
+json=$(grep '/marketplace/report.json$' "$work/reporter.out")
+html=$(grep '/marketplace/report.html$' "$work/reporter.out")
+objects=$(grep -c '^s3://' "$work/reporter.out")
+# SeaweedFS without an identities file serves objects to anonymous path-style GETs.
+curl -sf "${AWS_ENDPOINT_URL_S3}/${html#s3://}" -o "$work/report.html" || true
 echo
-echo "report: $(head -n1 "$work/reporter.out")"
-echo "read it: aws --endpoint-url \"$AWS_ENDPOINT_URL_S3\" s3 cp $(head -n1 "$work/reporter.out") -"
-echo "logs and ground truth: $work/; stop the stack with scripts/stack.sh stop"
+echo "==> done: ${objects} objects in s3://${S3_BUCKET}/reports/${date}/"
+echo "report:  ${json}"
+echo "         ${html}"
+[ -s "$work/report.html" ] && echo "open it: $(pwd)/$work/report.html"
+echo "summary: $(tail -n1 "$work/reporter.out")"
+echo "logs and the simulator's ground truth are in $work/; stop the stack with scripts/stack.sh stop"
