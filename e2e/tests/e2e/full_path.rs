@@ -176,5 +176,89 @@ async fn events_flow_from_publish_to_the_report_in_s3() {
         (truth.total.views, truth.total.carts, truth.total.purchases)
     );
     assert!(report.watermark as i64 >= base - 5);
+    oracle(&report, &truth);
     gateway.shutdown().await.unwrap();
+}
+
+/// The oracle: every per-product, per-category, per-region and per-target figure the report
+/// shows equals the simulator's ground truth of what the gateway acknowledged, quantiles
+/// included (the truth computes them as `quantileExact` does, so they must be equal).
+fn oracle(report: &reporter::report::MarketplaceReport, truth: &simulator::truth::Truth) {
+    use simulator::truth::{Funnel, Quantiles};
+    let nanos = |text: &str| -> i128 {
+        let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+        let frac = format!("{frac:0<9}");
+        whole.parse::<i128>().unwrap() * 1_000_000_000 + frac[..9].parse::<i128>().unwrap()
+    };
+    let mut lines = 0;
+    for ranking in &report.commerce.rankings {
+        for line in &ranking.rows {
+            let want: &Funnel = if ranking.name.contains("product") {
+                &truth.by_product[&line.key.parse::<u64>().unwrap()]
+            } else {
+                &truth.by_category[&line.key]
+            };
+            let what = format!("{} {}", ranking.name, line.key);
+            assert_eq!(
+                (line.views, line.carts, line.purchases, line.units),
+                (want.views, want.carts, want.purchases, want.units),
+                "{what}"
+            );
+            let revenue: std::collections::BTreeMap<String, i128> = line
+                .revenue_by_currency
+                .iter()
+                .map(|(c, r)| (c.clone(), nanos(r)))
+                .filter(|(_, n)| *n != 0)
+                .collect();
+            let expected: std::collections::BTreeMap<String, i128> = want
+                .revenue_nanos
+                .iter()
+                .filter(|(_, n)| **n != 0)
+                .map(|(c, n)| (c.clone(), *n))
+                .collect();
+            assert_eq!(revenue, expected, "{what}");
+            lines += 1;
+        }
+    }
+    assert!(
+        lines >= 20,
+        "rankings cover products and categories, got {lines} lines"
+    );
+
+    let check =
+        |row: &reporter::report::StabilityRow, probes: &simulator::truth::Probes, what: &str| {
+            assert_eq!((row.probes, row.up), (probes.probes, probes.up), "{what}");
+            let response = Quantiles::of(&probes.response_times_ms);
+            let latency = Quantiles::of(&probes.network_latencies_ms);
+            let ms = |q: Option<u32>| q.map(f64::from).unwrap();
+            assert_eq!(
+                (
+                    row.response_p50_ms,
+                    row.response_p95_ms,
+                    row.response_p99_ms
+                ),
+                (ms(response.p50), ms(response.p95), ms(response.p99)),
+                "{what} response time"
+            );
+            assert_eq!(
+                (row.latency_p50_ms, row.latency_p95_ms, row.latency_p99_ms),
+                (ms(latency.p50), ms(latency.p95), ms(latency.p99)),
+                "{what} network latency"
+            );
+        };
+    for s in &report.stability {
+        check(
+            &s.row,
+            &truth.probes_by_region[&s.row.region],
+            &s.row.region,
+        );
+    }
+    assert_eq!(
+        report.stability_by_target.len(),
+        truth.probes_by_target.len()
+    );
+    for s in &report.stability_by_target {
+        let key = format!("{}/{}", s.row.region, s.row.target);
+        check(&s.row, &truth.probes_by_target[&key], &key);
+    }
 }
