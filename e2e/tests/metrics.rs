@@ -1,6 +1,6 @@
 //! Each service's Prometheus endpoint (`METRICS_LISTEN`) shows correct values after a known
 //! workload: events accepted and rejected by region, refusals by reason, RPC latency, rows
-//! inserted per table, insert latency and batch sizes.
+//! inserted per table, insert latency and batch sizes, report runs and failures.
 //!
 //! A test binary of its own because it installs the process-wide metrics recorder, through
 //! the same `pipeline::telemetry::init` the binaries call.
@@ -138,6 +138,16 @@ async fn metrics_endpoint_counts_a_known_workload() {
     })
     .await
     .unwrap();
+
+    // One report run over the same data, and one that fails (no such bucket).
+    let s3 = testkit::shared_s3();
+    let bucket = testkit::unique_bucket();
+    s3.create_bucket(&bucket).unwrap();
+    let store = helpers::report_store(&s3.endpoint(), &bucket).await;
+    let date = helpers::utc_date(helpers::event_time_base());
+    let (_, keys) = reporter::run::run(&db, &store, date).await.unwrap();
+    let missing = helpers::report_store(&s3.endpoint(), &testkit::unique_bucket()).await;
+    assert!(reporter::run::run(&db, &missing, date).await.is_err());
 
     let body = scrape(port);
     let europe = r#"region="europe""#;

@@ -80,6 +80,21 @@ pub async fn run_with(
     date: Date,
     options: &RunOptions,
 ) -> anyhow::Result<Written> {
+    let started = std::time::Instant::now();
+    let result = write_reports(client, store, date, options).await;
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    metrics::counter!("reporter_runs_total", "outcome" => outcome).increment(1);
+    metrics::histogram!("reporter_run_duration_seconds").record(started.elapsed().as_secs_f64());
+    result
+}
+
+/// The body of [`run_with`], measured and counted there.
+async fn write_reports(
+    client: &Client,
+    store: &ReportStore,
+    date: Date,
+    options: &RunOptions,
+) -> anyhow::Result<Written> {
     let (report, seller_ids, objects) = render(client, date, options).await?;
     let manifest = Manifest::new(
         &report.date,
