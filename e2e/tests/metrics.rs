@@ -209,6 +209,22 @@ async fn metrics_endpoint_counts_a_known_workload() {
         "two entries loaded"
     );
     assert_eq!(sample(&body, "consumer_dead_letters_total", &[]), 0.0);
+    assert_eq!(
+        sample(&body, "reporter_runs_total", &[r#"outcome="ok""#]),
+        1.0
+    );
+    assert_eq!(
+        sample(&body, "reporter_runs_total", &[r#"outcome="error""#]),
+        1.0
+    );
+    assert_eq!(
+        sample(&body, "reporter_objects_written_total", &[]),
+        keys.len() as f64
+    );
+    assert_eq!(
+        sample(&body, "reporter_run_duration_seconds_count", &[]),
+        2.0
+    );
     assert!(
         body.contains(r#"service="e2e""#),
         "every sample names its service"
