@@ -3,12 +3,7 @@
 //! simulated data and returns rows, and runs on a current engine (chdb); every Prometheus
 //! panel asks only for metrics the services export; every data source is a provisioned one.
 
-use std::{
-    collections::BTreeSet,
-    io::Write,
-    path::PathBuf,
-    process::{Command, Stdio},
-};
+use std::{collections::BTreeSet, path::PathBuf};
 
 use pipeline::{
     proto::ingest::event::Payload,
@@ -592,34 +587,8 @@ fn every_clickhouse_panel_runs_on_a_current_clickhouse() {
     for q in expanded_queries(range) {
         statements.push(serde_json::json!({ "name": q.name, "sql": q.text }));
     }
-    let script = testkit::repo_root().join("scripts/chdb_check.py");
-    let mut child = Command::new("python3")
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(serde_json::to_string(&statements).unwrap().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "chdb_check.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let version = report["version"].as_str().unwrap();
-    assert!(
-        !version.starts_with("18."),
-        "chdb must be a current engine, got {version}"
-    );
-    let results = report["results"].as_array().unwrap();
-    assert_eq!(results.len(), statements.len());
+    let (version, results) = crate::helpers::run_on_chdb(&statements);
+    let results = &results;
     assert!(results.len() > migrations, "no dashboard queries were sent");
     let failed: Vec<_> = results.iter().filter(|r| r["ok"] != true).collect();
     assert!(

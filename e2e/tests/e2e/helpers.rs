@@ -199,3 +199,43 @@ pub async fn report_store(endpoint: &str, bucket: &str) -> reporter::store::Repo
         .await
         .unwrap()
 }
+
+/// Runs `{"name", "sql"}` statements in order on a current ClickHouse engine (chdb, through
+/// `scripts/chdb_check.py`); returns the engine's version and one `{"name", "ok", "error"?}`
+/// per statement. Fails unless the script ran, the engine is current (not 18.x) and every
+/// statement has a result.
+pub fn run_on_chdb(statements: &[serde_json::Value]) -> (String, Vec<serde_json::Value>) {
+    use std::{
+        io::Write,
+        process::{Command, Stdio},
+    };
+    let script = testkit::repo_root().join("scripts/chdb_check.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(statements).unwrap().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "chdb_check.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let version = report["version"].as_str().unwrap().to_owned();
+    assert!(
+        !version.starts_with("18."),
+        "chdb must be a current engine, got {version}"
+    );
+    let results = report["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), statements.len());
+    (version, results)
+}

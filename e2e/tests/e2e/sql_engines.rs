@@ -1,11 +1,6 @@
 //! Every statement the project ships runs on ClickHouse 18.16 (the tests' server) and on a
 //! current engine (chdb, in-process), because deployments run a current ClickHouse.
 
-use std::{
-    io::Write,
-    process::{Command, Stdio},
-};
-
 /// (name, sql) of every migration statement and every report query, in order.
 fn shipped_statements() -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -52,34 +47,8 @@ fn shipped_sql_runs_on_a_current_clickhouse() {
         .into_iter()
         .map(|(name, sql)| serde_json::json!({ "name": name, "sql": sql }))
         .collect();
-    let script = testkit::repo_root().join("scripts/chdb_check.py");
-    let mut child = Command::new("python3")
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(serde_json::to_string(&statements).unwrap().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "chdb_check.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let version = report["version"].as_str().unwrap();
-    assert!(
-        !version.starts_with("18."),
-        "chdb must be a current engine, got {version}"
-    );
-    let results = report["results"].as_array().unwrap();
-    assert_eq!(results.len(), statements.len());
+    let (version, results) = crate::helpers::run_on_chdb(&statements);
+    let results = &results;
     let failed: Vec<_> = results.iter().filter(|r| r["ok"] != true).collect();
     assert!(
         failed.is_empty(),
