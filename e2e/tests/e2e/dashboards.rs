@@ -518,15 +518,7 @@ fn expanded_queries(range: Range) -> Vec<Query> {
 
 #[tokio::test]
 async fn every_clickhouse_panel_returns_rows_on_clickhouse_18_16() {
-    let ch = testkit::shared_clickhouse();
-    let db = testkit::unique_name("dash");
-    let server = crate::helpers::clickhouse(&ch.url(), "default");
-    server
-        .query(&format!("CREATE DATABASE {db}"))
-        .execute()
-        .await
-        .unwrap();
-    let client = crate::helpers::clickhouse(&ch.url(), &db);
+    let (db, client) = crate::helpers::fresh_database("dash").await;
     pipeline::schema::migrate(&client, &db).await.unwrap();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let base = now - 300;
@@ -573,16 +565,11 @@ fn every_clickhouse_panel_runs_on_a_current_clickhouse() {
         to: 1_767_312_000,
         interval_s: 60,
     };
-    let mut statements: Vec<serde_json::Value> = Vec::new();
     // chdb starts empty: the tables first, then the panels' queries.
-    for m in pipeline::schema::MIGRATIONS {
-        for (i, stmt) in pipeline::schema::statements(m.sql).into_iter().enumerate() {
-            statements.push(serde_json::json!({
-                "name": format!("migration {} statement {}", m.version, i + 1),
-                "sql": stmt,
-            }));
-        }
-    }
+    let mut statements: Vec<serde_json::Value> = crate::helpers::migration_statements()
+        .into_iter()
+        .map(|(name, sql)| serde_json::json!({ "name": name, "sql": sql }))
+        .collect();
     let migrations = statements.len();
     for q in expanded_queries(range) {
         statements.push(serde_json::json!({ "name": q.name, "sql": q.text }));

@@ -239,3 +239,34 @@ pub fn run_on_chdb(statements: &[serde_json::Value]) -> (String, Vec<serde_json:
     assert_eq!(results.len(), statements.len());
     (version, results)
 }
+
+/// (name, sql) of every migration statement, in the order they are applied.
+pub fn migration_statements() -> Vec<(String, String)> {
+    pipeline::schema::MIGRATIONS
+        .iter()
+        .flat_map(|m| {
+            pipeline::schema::statements(m.sql)
+                .into_iter()
+                .enumerate()
+                .map(move |(i, stmt)| {
+                    (
+                        format!("migration {} ({}) statement {}", m.version, m.name, i + 1),
+                        stmt,
+                    )
+                })
+        })
+        .collect()
+}
+
+/// A new, empty database on the shared ClickHouse, and a client bound to it.
+pub async fn fresh_database(prefix: &str) -> (String, clickhouse::Client) {
+    let ch = testkit::shared_clickhouse();
+    let db = testkit::unique_name(prefix);
+    clickhouse(&ch.url(), "default")
+        .query(&format!("CREATE DATABASE {db}"))
+        .execute()
+        .await
+        .unwrap();
+    let client = clickhouse(&ch.url(), &db);
+    (db, client)
+}

@@ -3,15 +3,7 @@
 
 /// (name, sql) of every migration statement and every report query, in order.
 fn shipped_statements() -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for m in pipeline::schema::MIGRATIONS {
-        for (i, stmt) in pipeline::schema::statements(m.sql).into_iter().enumerate() {
-            out.push((
-                format!("migration {} ({}) statement {}", m.version, m.name, i + 1),
-                stmt,
-            ));
-        }
-    }
+    let mut out = crate::helpers::migration_statements();
     for (name, sql) in reporter::queries::ALL {
         out.push((
             format!("report query {name}"),
@@ -23,15 +15,7 @@ fn shipped_statements() -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn shipped_sql_runs_on_clickhouse_18_16() {
-    let ch = testkit::shared_clickhouse();
-    let db = testkit::unique_name("sql");
-    let server = crate::helpers::clickhouse(&ch.url(), "default");
-    server
-        .query(&format!("CREATE DATABASE {db}"))
-        .execute()
-        .await
-        .unwrap();
-    let client = crate::helpers::clickhouse(&ch.url(), &db);
+    let (_, client) = crate::helpers::fresh_database("sql").await;
     for (name, sql) in shipped_statements() {
         client
             .query(&sql)
