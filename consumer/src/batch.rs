@@ -19,6 +19,10 @@ pub struct RawEntry {
     /// How many times the group delivered this entry, this delivery included: 1 for a new
     /// entry, more for one re-read after a crash or taken over from a dead consumer.
     pub deliveries: u64,
+    /// Loads of this entry that began and never ended: each is a consumer that died while
+    /// flushing it. Unlike `deliveries`, a restart that merely re-reads the entry does not
+    /// count, so crash loops unrelated to the entry do not dead-letter it.
+    pub attempts: u64,
 }
 
 impl RawEntry {
@@ -44,6 +48,8 @@ pub struct Batch {
     /// Rows estimated from entry sizes until decoded; exact counting would decode twice.
     approx_rows: usize,
     oldest: Option<Instant>,
+    /// Set by [`Batch::flush_soon`]: due now, whatever the limits say.
+    urgent: bool,
 }
 
 /// Average encoded size of one event, to estimate rows without decoding.
@@ -57,7 +63,14 @@ impl Batch {
             bytes: 0,
             approx_rows: 0,
             oldest: None,
+            urgent: false,
         }
+    }
+
+    /// Makes the batch due at once: for entries that already waited (taken over from a dead
+    /// consumer), where waiting for more would only delay them further.
+    pub fn flush_soon(&mut self) {
+        self.urgent = !self.entries.is_empty();
     }
 
     pub fn push(&mut self, entry: RawEntry) {
@@ -83,7 +96,8 @@ impl Batch {
     /// Whether a limit is reached at `now`.
     pub fn is_due(&self, now: Instant) -> bool {
         !self.is_empty()
-            && (self.approx_rows >= self.limits.max_rows
+            && (self.urgent
+                || self.approx_rows >= self.limits.max_rows
                 || self.bytes >= self.limits.max_bytes
                 || self
                     .oldest
@@ -98,11 +112,34 @@ impl Batch {
         }
     }
 
+    /// Puts the entries whose loads were interrupted first, most interrupted first, keeping
+    /// stream order otherwise: they are flushed in small parts of their own (see
+    /// [`crate::isolate::crash_parts`]).
+    pub fn suspects_first(&mut self) {
+        self.entries.sort_by_key(|e| std::cmp::Reverse(e.attempts));
+    }
+
+    /// Removes the first `n` entries, once they are loaded and acknowledged.
+    pub fn remove_first(&mut self, n: usize) {
+        for entry in self.entries.drain(..n.min(self.entries.len())) {
+            let size = entry.size();
+            self.bytes -= size;
+            self.approx_rows = self
+                .approx_rows
+                .saturating_sub((size / APPROX_EVENT_BYTES).max(1));
+        }
+        if self.entries.is_empty() {
+            self.oldest = None;
+            self.urgent = false;
+        }
+    }
+
     /// Takes the entries out, leaving the batch empty.
     pub fn take(&mut self) -> Vec<RawEntry> {
         self.bytes = 0;
         self.approx_rows = 0;
         self.oldest = None;
+        self.urgent = false;
         std::mem::take(&mut self.entries)
     }
 }
@@ -118,6 +155,7 @@ mod tests {
             batch: Some(Bytes::from(vec![0u8; n])),
             other: vec![],
             deliveries: 1,
+            attempts: 0,
         }
     }
 
@@ -147,5 +185,28 @@ mod tests {
         });
         b.push(entry(60));
         assert!(b.is_due(Instant::now()), "byte limit");
+    }
+
+    #[test]
+    fn a_batch_flushed_soon_is_due_at_once_until_emptied() {
+        let limits = Limits {
+            max_rows: 1_000,
+            max_bytes: 1_000_000,
+            max_age: Duration::from_secs(60),
+        };
+        let mut b = Batch::new(limits);
+        b.flush_soon();
+        assert!(!b.is_due(Instant::now()), "an empty batch is never due");
+        b.push(entry(10));
+        b.push(entry(20));
+        assert!(!b.is_due(Instant::now()));
+        b.flush_soon();
+        assert!(b.is_due(Instant::now()));
+        b.remove_first(1);
+        assert!(b.is_due(Instant::now()), "still urgent with entries left");
+        assert_eq!(b.len(), 1);
+        b.remove_first(5);
+        b.push(entry(10));
+        assert!(!b.is_due(Instant::now()), "a new batch starts calm");
     }
 }

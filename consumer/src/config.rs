@@ -85,7 +85,8 @@ pub struct BatchArgs {
 /// How entries that do not load, or whose consumer died, are dealt with.
 #[derive(Args, Clone, Debug)]
 pub struct RecoveryArgs {
-    /// Deliveries after which an entry that still has not loaded is dead-lettered
+    /// Loads of an entry interrupted by the consumer dying, after which the entry is
+    /// dead-lettered instead of loaded again
     #[arg(
         long,
         global = true,

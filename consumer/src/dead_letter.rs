@@ -162,6 +162,7 @@ mod tests {
             batch: Some(Bytes::from_static(&[0xff, 0x00])),
             other: vec![("tp".into(), Bytes::from_static(b"00-ab"))],
             deliveries: 6,
+            attempts: 0,
         };
         let letter = DeadLetter::parse("9-0".into(), fields(&entry, "bad bytes"));
         assert_eq!(letter.original_id, "5-1");

@@ -1,9 +1,14 @@
-//! Finding the entries of a batch that ClickHouse refuses, by splitting the batch in
-//! halves until each refused part is a single entry.
+//! Finding the entries that break loading, so that the rest keeps flowing.
 //!
-//! A permanent error names no row, so the only way to keep the good entries of a batch
-//! flowing is to retry smaller parts: a batch of n entries with k bad ones costs about
-//! 2·k·log2(n) inserts, paid only when ClickHouse refuses data.
+//! - [`isolate`]: entries ClickHouse refuses, by splitting the batch in halves until each
+//!   refused part is a single entry. A permanent error names no row, so the only way to
+//!   keep the good entries of a batch flowing is to retry smaller parts: a batch of n
+//!   entries with k bad ones costs about 2·k·log2(n) inserts, paid only when ClickHouse
+//!   refuses data.
+//! - [`crash_parts`]: entries during whose load the consumer died, by the same search
+//!   spread over restarts: each interrupted load makes the parts of its entries four times
+//!   smaller, so an entry that kills the consumer is alone in its part by its last attempt,
+//!   and the healthy entries that shared its first parts load before reaching the limit.
 
 use std::{future::Future, ops::Range};
 
@@ -53,9 +58,84 @@ where
     Ok(out)
 }
 
+/// How a batch whose entries are ordered most interrupted first (`attempts`, descending)
+/// is flushed: consecutive parts, each loaded and acknowledged before the next begins.
+///
+/// Entries never interrupted form one part. An entry interrupted `a` times shares a part
+/// with at most `4^(max - 1 - a)` others of the same count: with the default limit of 5,
+/// parts of 64, 16, 4 and then 1. Entries at or over the limit form one part too; they are
+/// dead-lettered, not loaded.
+pub fn crash_parts(attempts: &[u64], max: u64) -> Vec<Range<usize>> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < attempts.len() {
+        let a = attempts[start];
+        let same = attempts[start..].iter().take_while(|&&x| x == a).count();
+        let size = if a == 0 || a >= max {
+            same
+        } else {
+            let exponent = (max - 1 - a).min(15) as u32;
+            4usize.pow(exponent).min(same)
+        };
+        parts.push(start..start + size);
+        start += size;
+    }
+    parts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interrupted_entries_get_smaller_parts() {
+        assert_eq!(crash_parts(&[0, 0, 0], 5), [0..3]);
+        assert_eq!(crash_parts(&[], 5), Vec::<Range<usize>>::new());
+        let mut attempts = vec![4, 4, 3, 3, 3, 3, 3];
+        attempts.extend(std::iter::repeat_n(1, 100));
+        attempts.extend([0, 0]);
+        let parts = crash_parts(&attempts, 5);
+        assert_eq!(&parts[..4], &[0..1, 1..2, 2..6, 6..7]);
+        assert_eq!(&parts[4..], &[7..71, 71..107, 107..109]);
+        assert_eq!(crash_parts(&[7, 5, 0], 5), [0..1, 1..2, 2..3]);
+        assert_eq!(crash_parts(&[1, 1, 1], 1), [0..3], "at the limit: one part");
+    }
+
+    /// Restarts of a consumer that dies whenever the poison entry is in the part it loads:
+    /// only the poison entry reaches the limit, whatever its place in the batch.
+    #[test]
+    fn a_poison_entry_is_the_only_one_to_reach_the_limit() {
+        const MAX: u64 = 5;
+        for (len, poison) in [(1, 0), (2, 1), (100, 37), (5_000, 4_999), (20_000, 12_345)] {
+            // (entry, attempts) in stream order; loaded entries leave.
+            let mut pending: Vec<(usize, u64)> = (0..len).map(|e| (e, 0)).collect();
+            let mut dead = Vec::new();
+            let mut restarts = 0;
+            while !pending.is_empty() {
+                pending.sort_by_key(|&(_, a)| std::cmp::Reverse(a));
+                let attempts: Vec<u64> = pending.iter().map(|&(_, a)| a).collect();
+                let mut done = 0;
+                for part in crash_parts(&attempts, MAX) {
+                    if pending[part.start].1 >= MAX {
+                        dead.extend(pending[part.clone()].iter().map(|&(e, _)| e));
+                        done = part.end;
+                        continue;
+                    }
+                    if pending[part.clone()].iter().any(|&(e, _)| e == poison) {
+                        for entry in &mut pending[part] {
+                            entry.1 += 1;
+                        }
+                        restarts += 1;
+                        break;
+                    }
+                    done = part.end;
+                }
+                pending.drain(..done);
+            }
+            assert_eq!(dead, [poison], "batch of {len}");
+            assert_eq!(restarts, MAX, "batch of {len}");
+        }
+    }
 
     #[derive(Debug, PartialEq)]
     enum Fail {

@@ -34,6 +34,18 @@ pub struct Written {
     pub skipped: usize,
 }
 
+impl Written {
+    /// Adds what another part wrote.
+    pub fn add(&mut self, other: &Written) {
+        self.entries += other.entries;
+        self.commerce += other.commerce;
+        self.probes += other.probes;
+        self.rejected += other.rejected;
+        self.dead_letters += other.dead_letters;
+        self.skipped += other.skipped;
+    }
+}
+
 /// Events per lookup of already loaded events: 1000 UUIDs make a query of ~40 KiB.
 const PRESENT_CHUNK: usize = 1000;
 
@@ -84,13 +96,13 @@ impl Sink {
 
     /// Inserts every row of `entries`; succeeds only when ClickHouse confirmed all inserts.
     ///
-    /// Entries that cannot be loaded at all (undecodable, or delivered more than
-    /// `max_deliveries` times) become one `rejected_events` row each with the reason, and
+    /// Entries that cannot be loaded at all (undecodable, or whose load was interrupted
+    /// `max_attempts` times: each time, the consumer died while loading it) become one `rejected_events` row each with the reason, and
     /// are returned in [`Load::dead`] for the caller to dead-letter and acknowledge.
     pub async fn write(
         &self,
         entries: &[RawEntry],
-        max_deliveries: u64,
+        max_attempts: u64,
     ) -> Result<Load, clickhouse::error::Error> {
         let mut commerce = self
             .client
@@ -108,11 +120,29 @@ impl Sink {
             },
             dead: Vec::new(),
         };
+        // A redelivered entry may have been loaded already by a consumer that died before
+        // its XACK. Skipping what is there keeps the tables free of duplicates in the
+        // common case; FINAL still covers the rest (two consumers racing, a partial insert).
+        // One lookup for all of them: redelivered entries come in runs (a restart, a
+        // takeover), and a query per entry made their loads slow.
+        let redelivered: Vec<QueuedBatch> = entries
+            .iter()
+            .filter(|e| e.deliveries > 1)
+            .filter_map(|e| decode_entry(e.format.as_deref(), e.batch.as_deref()).ok())
+            .collect();
+        let present = if redelivered.is_empty() {
+            HashSet::new()
+        } else {
+            let events: Vec<&Event> = redelivered.iter().flat_map(|b| &b.events).collect();
+            self.present(&events).await
+        };
+        drop(redelivered);
         for (index, entry) in entries.iter().enumerate() {
-            let decoded = if entry.deliveries > max_deliveries {
+            let decoded = if entry.attempts >= max_attempts {
                 Err(format!(
-                    "not loaded after {} deliveries (limit {max_deliveries})",
-                    entry.deliveries
+                    "left unloaded by {} consumer crashes during its load (limit \
+                     {max_attempts}); delivered {} times",
+                    entry.attempts, entry.deliveries
                 ))
             } else {
                 decode_entry(entry.format.as_deref(), entry.batch.as_deref())
@@ -130,6 +160,7 @@ impl Sink {
             self.write_batch(
                 &batch,
                 entry,
+                &present,
                 &mut commerce,
                 &mut probes,
                 &mut rejected,
@@ -174,10 +205,10 @@ impl Sink {
     ///
     /// Only an optimisation: on error it finds nothing (and FINAL still collapses the
     /// duplicates), so a failing lookup never fails or dead-letters the entry.
-    async fn present(&self, batch: &QueuedBatch) -> HashSet<String> {
+    async fn present(&self, events: &[&Event]) -> HashSet<String> {
         let mut found = HashSet::new();
         // Ids go into the query text; chunks keep it far below max_query_size (256 KiB).
-        for events in batch.events.chunks(PRESENT_CHUNK) {
+        for events in events.chunks(PRESENT_CHUNK) {
             match self.present_chunk(events).await {
                 Ok(ids) => found.extend(ids),
                 Err(e) => {
@@ -191,7 +222,7 @@ impl Sink {
 
     async fn present_chunk(
         &self,
-        events: &[Event],
+        events: &[&Event],
     ) -> Result<Vec<String>, clickhouse::error::Error> {
         let mut days = BTreeSet::new();
         let mut ids = String::new();
@@ -239,6 +270,7 @@ impl Sink {
         &self,
         batch: &QueuedBatch,
         entry: &RawEntry,
+        present: &HashSet<String>,
         commerce: &mut clickhouse::insert::Insert<CommerceRow<'_>>,
         probes: &mut clickhouse::insert::Insert<ProbeRow<'_>>,
         rejected: &mut clickhouse::insert::Insert<RejectedRow<'_>>,
@@ -261,14 +293,6 @@ impl Sink {
         };
         let verdict = validate::check_batch(&ctx, &batch.events);
         let mut bad = verdict.rejected.into_iter().peekable();
-        // A redelivered entry may have been loaded already by a consumer that died before
-        // its XACK. Skipping what is there keeps the tables free of duplicates in the
-        // common case; FINAL still covers the rest (two consumers racing, a partial insert).
-        let present = if entry.deliveries > 1 {
-            self.present(batch).await
-        } else {
-            HashSet::new()
-        };
         for (index, event) in batch.events.iter().enumerate() {
             if let Some((_, violations)) = bad.next_if(|(i, _)| *i == index) {
                 let reason = validate::reason(&violations);

@@ -7,7 +7,7 @@ use std::{collections::HashMap, time::Duration};
 use bytes::Bytes;
 use fred::{
     clients::Client,
-    interfaces::{ClientLike, StreamsInterface},
+    interfaces::{ClientLike, HashesInterface, StreamsInterface},
     types::{ClusterHash, CustomCommand, Value, streams::XID},
 };
 use pipeline::{
@@ -27,6 +27,9 @@ pub struct Source {
     key: String,
     group: String,
     consumer: String,
+    /// The hash `<stream>:<group>:attempts`: entry id → loads of it that began and never
+    /// ended (see [`Source::begin_load`]). Per group, since each group loads on its own.
+    attempts_key: String,
     /// True until this consumer's own pending entries (from before a crash) are re-read.
     recovering: bool,
     /// The id after which recovery continues: re-reading from `0` each time would return
@@ -51,6 +54,7 @@ impl Source {
             client,
             key: redis.stream_key.clone(),
             group: group.consumer_group.clone(),
+            attempts_key: attempts_key(&redis.stream_key, &group.consumer_group),
             consumer: group.consumer_name.clone(),
             recovering: true,
             recovered_to: "0".to_owned(),
@@ -88,6 +92,12 @@ impl Source {
 
     pub fn consumer(&self) -> &str {
         &self.consumer
+    }
+
+    /// Whether the last [`Source::claim`] stopped before the end of the pending list, so
+    /// that claiming again at once may find more.
+    pub fn claim_unfinished(&self) -> bool {
+        self.claim_cursor != "0-0"
     }
 
     /// Reads up to `count` entries, blocking up to `block` for new ones. While recovering,
@@ -216,9 +226,43 @@ impl Source {
                 Some((id, deliveries))
             })
             .collect();
-        for entry in entries {
+        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+        let attempts: Vec<Option<u64>> = self.client.hmget(&self.attempts_key, ids).await?;
+        for (entry, attempts) in entries.iter_mut().zip(attempts) {
             // Not in the list means acknowledged meanwhile; counting it once is harmless.
             entry.deliveries = counts.get(&entry.id).copied().unwrap_or(1).max(1);
+            entry.attempts = attempts.unwrap_or(0);
+        }
+        Ok(())
+    }
+
+    /// Records that a load of `entries` begins: each one's count of interrupted loads goes
+    /// up by one, and stays so if this consumer dies before the load ends. Written as
+    /// absolute values, so a retried load of the same entries writes the same thing.
+    pub async fn begin_load(&self, entries: &[RawEntry]) -> Result<(), fred::error::Error> {
+        for chunk in entries.chunks(10_000) {
+            let values: Vec<(&str, u64)> = chunk
+                .iter()
+                .map(|e| (e.id.as_str(), e.attempts + 1))
+                .collect();
+            let _: Value = self.client.hset(&self.attempts_key, values).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes back [`Source::begin_load`] after a load failed without dying (ClickHouse
+    /// down, say): the failure says nothing about the entries, so it does not count.
+    pub async fn end_failed_load(&self, entries: &[RawEntry]) -> Result<(), fred::error::Error> {
+        let (fresh, interrupted): (Vec<&RawEntry>, Vec<&RawEntry>) =
+            entries.iter().partition(|e| e.attempts == 0);
+        for chunk in fresh.chunks(10_000) {
+            let ids: Vec<&str> = chunk.iter().map(|e| e.id.as_str()).collect();
+            let _: Value = self.client.hdel(&self.attempts_key, ids).await?;
+        }
+        for chunk in interrupted.chunks(10_000) {
+            let values: Vec<(&str, u64)> =
+                chunk.iter().map(|e| (e.id.as_str(), e.attempts)).collect();
+            let _: Value = self.client.hset(&self.attempts_key, values).await?;
         }
         Ok(())
     }
@@ -241,9 +285,15 @@ impl Source {
         Ok(())
     }
 
-    /// Acknowledges entries after their rows are in ClickHouse.
-    pub async fn ack(&self, ids: &[String]) -> Result<(), fred::error::Error> {
+    /// Acknowledges entries after their rows are in ClickHouse (or they were
+    /// dead-lettered).
+    ///
+    /// Their interrupted-load counts go first: the load ended, and a crash between the two
+    /// commands leaves an entry that is loaded again from zero, which is what it is. The
+    /// other order could leave counts of acknowledged entries behind for ever.
+    pub async fn ack(&self, ids: &[&str]) -> Result<(), fred::error::Error> {
         for chunk in ids.chunks(10_000) {
+            let _: Value = self.client.hdel(&self.attempts_key, chunk.to_vec()).await?;
             let _: u64 = self
                 .client
                 .xack(&self.key, &self.group, chunk.to_vec())
@@ -331,6 +381,12 @@ impl Source {
         }
         Ok(Some(id))
     }
+}
+
+/// The key of a group's interrupted-load counts. It contains the stream key whole, so a
+/// hash tag in the stream key (`events:{0}`) puts both in the same cluster slot.
+pub fn attempts_key(stream: &str, group: &str) -> String {
+    format!("{stream}:{group}:attempts")
 }
 
 fn command(name: &'static str) -> CustomCommand {
@@ -439,6 +495,7 @@ fn raw_entry(id: String, mut fields: HashMap<String, Value>) -> RawEntry {
         batch,
         other,
         deliveries: 1,
+        attempts: 0,
     }
 }
 

@@ -6,7 +6,10 @@
 //! `rejected_events`). A failure anywhere before the `XACK` leaves it pending, to be read
 //! again.
 
-use std::time::{Duration, Instant};
+use std::{
+    ops::Range,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use pipeline::entry::FIELD_TRACEPARENT;
@@ -16,7 +19,7 @@ use tracing::Instrument;
 use crate::{
     batch::{Batch, Limits, RawEntry},
     config::Settings,
-    isolate::isolate,
+    isolate::{crash_parts, isolate},
     sink::{Sink, Written},
     source::Source,
 };
@@ -39,6 +42,14 @@ fn refuses_data(e: &clickhouse::error::Error) -> bool {
         _ => false,
     };
     classify_clickhouse(e) == Class::Permanent && !schema_missing
+}
+
+/// How loading one part of a batch ended, short of an error that ends the worker.
+enum Loaded {
+    /// In ClickHouse (or dead-lettered) and acknowledged.
+    Acknowledged(Written),
+    /// A retriable ClickHouse error: nothing of the part is acknowledged.
+    Failed(clickhouse::error::Error),
 }
 
 /// What one step did.
@@ -82,6 +93,12 @@ impl Worker {
         pipeline::schema::migrate(&ch.server_client(), &ch.clickhouse_database)
             .await
             .context("migrating clickhouse")?;
+        Worker::open(settings).await
+    }
+
+    /// Connects to Redis, and to ClickHouse lazily, without applying the migrations.
+    pub async fn open(settings: &Settings) -> anyhow::Result<Worker> {
+        let ch = &settings.clickhouse;
         let source = Source::connect(&settings.redis, &settings.group)
             .await
             .context("connecting to redis")?;
@@ -124,6 +141,12 @@ impl Worker {
                     let n = entries.len();
                     for entry in entries {
                         self.batch.push(entry);
+                    }
+                    // They waited `claim_idle` already: load them now, and claim the
+                    // rest of a dead consumer's backlog right after.
+                    self.batch.flush_soon();
+                    if self.source.claim_unfinished() {
+                        self.next_claim = now;
                     }
                     return Ok(Outcome::Claimed(n));
                 }
@@ -182,10 +205,70 @@ impl Worker {
         self.flush_batch().instrument(span).await
     }
 
-    /// The body of [`Worker::flush`], inside the batch span.
+    /// The body of [`Worker::flush`], inside the batch span: the batch in parts (one part
+    /// unless some entries' loads were interrupted before, see
+    /// [`crate::isolate::crash_parts`]), each loaded and acknowledged in turn.
     async fn flush_batch(&mut self) -> anyhow::Result<Outcome> {
         let started = Instant::now();
-        let entries = self.batch.entries();
+        self.batch.suspects_first();
+        let attempts: Vec<u64> = self.batch.entries().iter().map(|e| e.attempts).collect();
+        let mut written = Written::default();
+        let mut done = 0;
+        for part in crash_parts(&attempts, self.max_deliveries) {
+            let entries = &self.batch.entries()[part.clone()];
+            if let Err(e) = self.source.begin_load(entries).await {
+                // Nothing was loaded: the part stays in the batch for the next attempt.
+                tracing::warn!(error = %e, "recording the load failed; retrying");
+                self.batch.remove_first(done);
+                tokio::time::sleep(self.backoff.delay(0, rand::random())).await;
+                return Ok(Outcome::Retrying {
+                    attempt: 0,
+                    error: e.to_string(),
+                });
+            }
+            match self.load(part.clone()).await {
+                Ok(Loaded::Acknowledged(w)) => {
+                    written.add(&w);
+                    done = part.end;
+                }
+                Ok(Loaded::Failed(e)) => {
+                    self.batch.remove_first(done);
+                    return Ok(self.retrying(e).await);
+                }
+                Err(e) => {
+                    // The entries of earlier parts are acknowledged; what is left stays
+                    // pending and is read again.
+                    self.batch.remove_first(done);
+                    return Err(e);
+                }
+            }
+        }
+        self.batch.take();
+        self.attempt = 0;
+        self.trim_if_due().await;
+        let insert_seconds = started.elapsed().as_secs_f64();
+        metrics::histogram!("consumer_insert_duration_seconds").record(insert_seconds);
+        metrics::histogram!("consumer_batch_entries").record(written.entries as f64);
+        metrics::counter!("consumer_rows_inserted_total", "table" => "commerce_events")
+            .increment(written.commerce as u64);
+        metrics::counter!("consumer_rows_inserted_total", "table" => "probe_results")
+            .increment(written.probes as u64);
+        metrics::counter!("consumer_rows_inserted_total", "table" => "rejected_events")
+            .increment(written.rejected as u64);
+        metrics::counter!("consumer_dead_letters_total").increment(written.dead_letters as u64);
+        metrics::counter!("consumer_events_skipped_total").increment(written.skipped as u64);
+        tracing::debug!(?written, insert_seconds, "flushed batch");
+        Ok(Outcome::Flushed(written))
+    }
+
+    /// Writes one part of the batch to ClickHouse, dead-letters what cannot be loaded,
+    /// then acknowledges every entry of the part.
+    ///
+    /// A permanent ClickHouse error splits the part until the refused entries are found;
+    /// they are dead-lettered and the rest loads. Any other error is returned as
+    /// [`Loaded::Failed`], for the caller to keep the part and retry.
+    async fn load(&mut self, part: Range<usize>) -> anyhow::Result<Loaded> {
+        let entries = &self.batch.entries()[part];
         let (sink, max_deliveries) = (&self.sink, self.max_deliveries);
         let written = isolate(
             entries.len(),
@@ -195,18 +278,15 @@ impl Worker {
         .await;
         let isolated = match written {
             Ok(isolated) => isolated,
-            Err(e) => return Ok(self.retrying(e).await),
+            Err(e) => {
+                self.end_failed_load(entries).await;
+                return Ok(Loaded::Failed(e));
+            }
         };
-        let mut written = Written {
-            entries: entries.len(),
-            ..Written::default()
-        };
+        let mut written = Written::default();
         let mut dead: Vec<(&RawEntry, String)> = Vec::new();
         for (part, load) in isolated.loaded {
-            written.commerce += load.written.commerce;
-            written.probes += load.written.probes;
-            written.rejected += load.written.rejected;
-            written.skipped += load.written.skipped;
+            written.add(&load.written);
             dead.extend(
                 load.dead
                     .into_iter()
@@ -222,16 +302,23 @@ impl Worker {
             let rows: Vec<(&RawEntry, &str)> =
                 refused.iter().map(|(e, r)| (*e, r.as_str())).collect();
             if let Err(e) = self.sink.write_rejected(&rows).await {
-                return Ok(self.retrying(e).await);
+                self.end_failed_load(entries).await;
+                return Ok(Loaded::Failed(e));
             }
             written.rejected += refused.len();
             dead.extend(refused);
         }
+        written.entries = entries.len();
         written.dead_letters = dead.len();
-        let insert_seconds = started.elapsed().as_secs_f64();
         if !dead.is_empty() {
             for (entry, reason) in &dead {
-                tracing::warn!(id = %entry.id, deliveries = entry.deliveries, %reason, "dead-lettering entry");
+                tracing::warn!(
+                    id = %entry.id,
+                    deliveries = entry.deliveries,
+                    attempts = entry.attempts,
+                    %reason,
+                    "dead-lettering entry"
+                );
             }
             let dead: Vec<(&RawEntry, &str)> = dead.iter().map(|(e, r)| (*e, r.as_str())).collect();
             // Before the ack: a crash in between dead-letters the entry again, which is
@@ -241,28 +328,21 @@ impl Worker {
                 .await
                 .context("dead-lettering entries")?;
         }
-        let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
         // If the ack fails, the entries stay pending and are loaded again: the
         // ReplacingMergeTree tables and FINAL queries make that a no-op for results.
         self.source
             .ack(&ids)
             .await
             .context("acknowledging entries")?;
-        self.batch.take();
-        self.attempt = 0;
-        self.trim_if_due().await;
-        metrics::histogram!("consumer_insert_duration_seconds").record(insert_seconds);
-        metrics::histogram!("consumer_batch_entries").record(written.entries as f64);
-        metrics::counter!("consumer_rows_inserted_total", "table" => "commerce_events")
-            .increment(written.commerce as u64);
-        metrics::counter!("consumer_rows_inserted_total", "table" => "probe_results")
-            .increment(written.probes as u64);
-        metrics::counter!("consumer_rows_inserted_total", "table" => "rejected_events")
-            .increment(written.rejected as u64);
-        metrics::counter!("consumer_dead_letters_total").increment(written.dead_letters as u64);
-        metrics::counter!("consumer_events_skipped_total").increment(written.skipped as u64);
-        tracing::debug!(?written, insert_seconds, "flushed batch");
-        Ok(Outcome::Flushed(written))
+        Ok(Loaded::Acknowledged(written))
+    }
+
+    /// Best effort: a count left one too high only makes the entry's parts smaller sooner.
+    async fn end_failed_load(&self, entries: &[RawEntry]) {
+        if let Err(e) = self.source.end_failed_load(entries).await {
+            tracing::warn!(error = %e, "taking back the load's record failed");
+        }
     }
 
     /// Keeps the batch after a failed flush and waits the backoff before the next attempt.

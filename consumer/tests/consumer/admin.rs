@@ -30,10 +30,8 @@ async fn dead_letters_are_listed_and_replayed() {
     let ids = event_ids(5);
     let good = env.publish(&ids).await;
     let settings = env.settings("c1", &["--max-deliveries", "1"]);
-    // Delivered twice without loading (a crash after the read), so dead-lettered.
-    let mut worker = consumer::Worker::connect(&settings).await.unwrap();
-    worker.step().await.unwrap();
-    drop(worker);
+    // The consumer died once while loading it, and the limit is one: dead-lettered.
+    env.die_loading("c1", 1).await;
     env.xadd(vec![("b", Bytes::from_static(b"garbage"))]).await;
     let mut worker = consumer::Worker::connect(&settings).await.unwrap();
     drive(&mut worker, Duration::from_secs(30), || async {
@@ -47,7 +45,7 @@ async fn dead_letters_are_listed_and_replayed() {
     assert_eq!(lines.len(), 2, "{listed}");
     assert_eq!(lines[0][1], good, "original id: {listed}");
     assert_eq!(lines[0][2], "2", "delivery count: {listed}");
-    assert!(lines[0][3].starts_with("not loaded after 2 deliveries"));
+    assert!(lines[0][3].starts_with("left unloaded by 1 consumer crashes"));
     assert_eq!(lines[1][2], "1");
     assert!(lines[1][3].starts_with("undecodable stream entry"));
     let letters = DeadLetters::connect(&settings.redis).await.unwrap();

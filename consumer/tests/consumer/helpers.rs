@@ -72,6 +72,31 @@ impl Env {
         consumer::Settings::try_parse_from(args).unwrap()
     }
 
+    /// Has consumer `name` die `times` times while loading what it reads: each time it
+    /// reads, begins a load against a ClickHouse that never answers, and is dropped
+    /// mid-load, like a consumer killed by the entry it loads. Returns the settings of that
+    /// dying consumer, for more of the same.
+    pub async fn die_loading(&self, name: &str, times: usize) -> consumer::Settings {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut dying = self.settings(name, &[]);
+        dying.clickhouse.clickhouse_url = format!("http://{}", listener.local_addr().unwrap());
+        // Accepts connections and never answers; lives as long as the test binary.
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        for attempt in 1..=times {
+            let mut worker = consumer::Worker::open(&dying).await.unwrap();
+            assert!(matches!(worker.step().await.unwrap(), consumer::Outcome::Read(_)));
+            let flush = tokio::time::timeout(Duration::from_millis(300), worker.flush()).await;
+            assert!(flush.is_err(), "attempt {attempt}: the load hangs");
+            drop(worker); // dies mid-load
+        }
+        dying
+    }
+
     /// Writes one entry holding `ids` as valid purchases; returns the entry id.
     pub async fn publish(&self, ids: &[String]) -> String {
         self.publish_batch(&queued_batch(ids)).await

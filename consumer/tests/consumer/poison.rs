@@ -73,32 +73,33 @@ async fn malformed_entry_is_dead_lettered_and_the_good_ones_behind_it_load() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn entry_delivered_too_often_is_dead_lettered() {
+async fn entry_whose_load_kills_the_consumer_is_dead_lettered_and_the_rest_flows() {
     let env = Env::shared().await;
-    let ids = event_ids(5);
-    let entry = env.publish(&ids).await;
-    let settings = env.settings("c1", &["--max-deliveries", "1"]);
+    let poison = env.publish(&event_ids(5)).await;
+    // Five consumers in turn read the entry and die while loading it.
+    let dying = env.die_loading("c1", 5).await;
+    // Restarts that only re-read the entry do not count against it.
+    for _ in 0..3 {
+        let mut worker = consumer::Worker::open(&dying).await.unwrap();
+        assert_eq!(worker.step().await.unwrap(), consumer::Outcome::Read(1));
+    }
+    let healthy = event_ids(7);
+    env.publish(&healthy).await;
 
-    // The first delivery is read and never flushed, as if the consumer died.
-    let mut worker = consumer::Worker::connect(&settings).await.unwrap();
-    assert_eq!(worker.step().await.unwrap(), consumer::Outcome::Read(1));
-    drop(worker);
-
-    // The second delivery exceeds the limit: dead-lettered, not loaded.
-    let mut worker = consumer::Worker::connect(&settings).await.unwrap();
+    let mut worker = consumer::Worker::connect(&env.settings("c1", &[])).await.unwrap();
     drive(&mut worker, Duration::from_secs(30), || async {
         env.pending("loader").await == 0
     })
     .await;
-    assert_eq!(env.rows().await, 0);
+    assert_eq!(env.rows().await, 7, "the entry behind it loads");
     let rejected = env
         .count(
             "SELECT count() FROM rejected_events WHERE source = 'consumer' \
-             AND delivery_count = 2 AND reason LIKE 'not loaded after 2 deliveries%'",
+             AND delivery_count = 9 AND reason LIKE 'left unloaded by 5 consumer crashes%'",
         )
         .await;
     assert_eq!(rejected, 1);
-    let letters = DeadLetters::connect(&settings.redis)
+    let letters = DeadLetters::connect(&env.settings("c1", &[]).redis)
         .await
         .unwrap()
         .list()
@@ -107,8 +108,13 @@ async fn entry_delivered_too_often_is_dead_lettered() {
     assert_eq!(letters.len(), 1);
     assert_eq!(
         (letters[0].original_id.as_str(), letters[0].deliveries),
-        (entry.as_str(), 2)
+        (poison.as_str(), 9)
     );
+    let key = consumer::source::attempts_key(&env.stream, "loader");
+    let left: u64 = fred::interfaces::HashesInterface::hlen(&env.redis, &key)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "no counts are left behind");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
