@@ -30,11 +30,25 @@ const CONFIG_DIR: &str = "/etc/clickhouse-server";
 
 /// The ports one server listens on.
 #[derive(Clone, Copy, Debug)]
-struct Ports {
-    http: u16,
-    tcp: u16,
+pub(crate) struct Ports {
+    pub(crate) http: u16,
+    pub(crate) tcp: u16,
     /// Used only for replication, but ClickHouse binds it anyway, so it must be free too.
-    interserver: u16,
+    pub(crate) interserver: u16,
+}
+
+impl Ports {
+    /// Three free loopback ports.
+    pub(crate) fn free() -> Ports {
+        let [http, tcp, interserver] = free_ports(3)[..] else {
+            unreachable!("free_ports returns as many ports as asked for")
+        };
+        Ports {
+            http,
+            tcp,
+            interserver,
+        }
+    }
 }
 
 /// A clickhouse-server child process on 127.0.0.1.
@@ -54,26 +68,26 @@ impl ClickHouse {
     /// Starts a server and waits until it answers `SELECT 1` over HTTP.
     pub fn start() -> Result<ClickHouse> {
         with_one_retry("clickhouse", || {
-            let dir = tempfile::Builder::new()
-                .prefix("testkit-clickhouse-")
-                .tempdir()
-                .context("failed to create clickhouse temp dir")?;
-            let [http, tcp, interserver] = free_ports(3)[..] else {
-                unreachable!("free_ports returns as many ports as asked for")
-            };
-            let ports = Ports {
-                http,
-                tcp,
-                interserver,
-            };
-            write_config(dir.path(), ports)?;
-            let mut clickhouse = ClickHouse {
-                process: None,
-                ports,
-                dir,
-            };
+            let mut clickhouse = ClickHouse::prepare(Ports::free(), None)?;
             clickhouse.spawn()?;
             Ok(clickhouse)
+        })
+    }
+
+    /// A server that is configured but not started yet: its temp dir with config.xml for
+    /// `ports`, whose `<remote_servers>` is replaced by `remote_servers` (the XML inside the
+    /// element) when given. Start it with [`launch`](Self::launch) and
+    /// [`wait_ready`](Self::wait_ready), or with `restart`.
+    pub(crate) fn prepare(ports: Ports, remote_servers: Option<&str>) -> Result<ClickHouse> {
+        let dir = tempfile::Builder::new()
+            .prefix("testkit-clickhouse-")
+            .tempdir()
+            .context("failed to create clickhouse temp dir")?;
+        write_config(dir.path(), ports, remote_servers)?;
+        Ok(ClickHouse {
+            process: None,
+            ports,
+            dir,
         })
     }
 
@@ -124,8 +138,30 @@ impl ClickHouse {
     /// Runs one statement over HTTP and returns its output (TabSeparated), trimmed. A failed
     /// statement is an `Err` carrying the server's message, e.g. `Code: 62, … Syntax error`.
     pub fn query(&self, sql: &str) -> Result<String> {
-        let response = http::request(self.ports.http, "POST", "/", sql.as_bytes(), QUERY_TIMEOUT)
-            .with_context(|| format!("clickhouse query failed: {sql}"))?;
+        self.query_with_settings(sql, &[])
+    }
+
+    /// Like [`query`](Self::query), with ClickHouse settings for this statement only, sent as
+    /// URL parameters, e.g. `&[("insert_distributed_sync", "1")]`. Names and values must be
+    /// URL-safe as they are (settings are identifiers and numbers).
+    pub fn query_with_settings(&self, sql: &str, settings: &[(&str, &str)]) -> Result<String> {
+        let path = if settings.is_empty() {
+            "/".to_string()
+        } else {
+            let params: Vec<String> = settings
+                .iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect();
+            format!("/?{}", params.join("&"))
+        };
+        let response = http::request(
+            self.ports.http,
+            "POST",
+            &path,
+            sql.as_bytes(),
+            QUERY_TIMEOUT,
+        )
+        .with_context(|| format!("clickhouse query failed: {sql}"))?;
         let text = response.text();
         if response.status != 200 {
             bail!(
@@ -138,6 +174,13 @@ impl ClickHouse {
     }
 
     fn spawn(&mut self) -> Result<()> {
+        let process = self.launch()?;
+        self.wait_ready(process)
+    }
+
+    /// Starts the server process without waiting for it, so that several servers can start in
+    /// parallel; hand the result to [`wait_ready`](Self::wait_ready).
+    pub(crate) fn launch(&self) -> Result<Supervised> {
         let dir = self.dir.path();
         let config = dir.join("config.xml");
         let mut cmd = server_command()?;
@@ -146,6 +189,11 @@ impl ClickHouse {
         let mut process =
             Supervised::spawn("clickhouse", &mut cmd, dir, &dir.join("stdout.log"), vec![])?;
         process.add_log(dir.join("log/clickhouse-server.err.log"));
+        Ok(process)
+    }
+
+    /// Waits until the `process` from [`launch`](Self::launch) answers `SELECT 1`, then owns it.
+    pub(crate) fn wait_ready(&mut self, mut process: Supervised) -> Result<()> {
         let port = self.ports.http;
         let took = process.wait_ready(READY_TIMEOUT, || {
             let response = http::get(port, "/?query=SELECT%201")?;
@@ -176,7 +224,7 @@ fn server_command() -> Result<Command> {
 }
 
 /// Writes config.xml, users.xml and an empty include file into `dir`.
-fn write_config(dir: &Path, ports: Ports) -> Result<()> {
+fn write_config(dir: &Path, ports: Ports, remote_servers: Option<&str>) -> Result<()> {
     let read = |name: &str| {
         let path = Path::new(CONFIG_DIR).join(name);
         std::fs::read_to_string(&path).with_context(|| {
@@ -186,7 +234,7 @@ fn write_config(dir: &Path, ports: Ports) -> Result<()> {
             )
         })
     };
-    let config = render_config(&read("config.xml")?, dir, ports);
+    let config = render_config(&read("config.xml")?, dir, ports, remote_servers);
     std::fs::write(dir.join("config.xml"), config)?;
     std::fs::write(dir.join("users.xml"), read("users.xml")?)?;
     // substitutions otherwise come from /etc/metrika.xml, which would let a developer's
@@ -201,8 +249,9 @@ fn write_config(dir: &Path, ports: Ports) -> Result<()> {
     Ok(())
 }
 
-/// Rewrites Debian's config.xml for a private server in `dir` listening on `ports`.
-fn render_config(template: &str, dir: &Path, ports: Ports) -> String {
+/// Rewrites Debian's config.xml for a private server in `dir` listening on `ports`; with
+/// `remote_servers`, Debian's example clusters give way to that content of `<remote_servers>`.
+fn render_config(template: &str, dir: &Path, ports: Ports, remote_servers: Option<&str>) -> String {
     let dir = dir.display();
     let mut xml = strip_comments(template)
         .replace("/var/lib/clickhouse/", &format!("{dir}/data/"))
@@ -233,6 +282,13 @@ fn render_config(template: &str, dir: &Path, ports: Ports) -> String {
     for (tag, value) in settings {
         xml = remove_element(&xml, tag);
         xml = insert_before_root_end(&xml, &format!("    <{tag}>{value}</{tag}>\n"));
+    }
+    if let Some(clusters) = remote_servers {
+        xml = remove_element(&xml, "remote_servers");
+        xml = insert_before_root_end(
+            &xml,
+            &format!("    <remote_servers>{clusters}</remote_servers>\n"),
+        );
     }
     xml
 }
@@ -328,7 +384,20 @@ mod tests {
             tcp: 2,
             interserver: 3,
         };
-        render_config(TEMPLATE, Path::new("/t"), ports)
+        render_config(TEMPLATE, Path::new("/t"), ports, None)
+    }
+
+    #[test]
+    fn replaces_remote_servers_when_given() {
+        let ports = Ports {
+            http: 1,
+            tcp: 2,
+            interserver: 3,
+        };
+        let xml = render_config(TEMPLATE, Path::new("/t"), ports, Some("<c><shard/></c>"));
+        assert_eq!(xml.matches("<remote_servers>").count(), 1, "{xml}");
+        assert!(xml.contains("<remote_servers><c><shard/></c></remote_servers>"));
+        assert!(!xml.contains("<x>"), "{xml}");
     }
 
     #[test]

@@ -7,10 +7,15 @@
 //! - [`Redis`], [`ClickHouse`], [`S3`]: one server each, a child process in the foreground that
 //!   the struct owns; dropping the struct kills the server and removes its directory. Start one
 //!   per test when the test stops, kills or restarts it.
+//! - [`RedisCluster`]: three Redis masters in cluster mode (slots split by
+//!   `redis-cli --cluster create`), each a [`Redis`] with its own port, bus port (+10000) and
+//!   directory; [`RedisCluster::url`] is the `redis-cluster://…?node=…` form that fred reads.
+//! - [`ClickHouseCluster`]: two [`ClickHouse`] servers configured as the two shards of the
+//!   cluster `pipeline`, for `Distributed(pipeline, …)` tables (no ZooKeeper, so no `ON CLUSTER`).
 //! - [`shared_redis`], [`shared_clickhouse`], [`shared_s3`]: one server per test binary, started
 //!   on first use, for tests that only need isolation by name: give each test its own stream
 //!   key, database or bucket with [`unique_name`] / [`unique_bucket`].
-//! - `process`: the supervision behind all three. Every server gets a watchdog process that
+//! - `process`: the supervision behind all of them. Every server gets a watchdog process that
 //!   kills it and removes its files once the test process is gone, even after SIGKILL, since
 //!   shared servers never see `Drop`.
 //! - [`otlp`]: an in-process OTLP/gRPC trace receiver that keeps the spans services export.
@@ -23,11 +28,13 @@
 #![warn(missing_docs)]
 
 mod clickhouse;
+mod clickhouse_cluster;
 mod http;
 pub mod otlp;
 mod ports;
 mod process;
 mod redis;
+mod redis_cluster;
 mod s3;
 
 use std::future::Future;
@@ -36,8 +43,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 pub use clickhouse::ClickHouse;
+pub use clickhouse_cluster::ClickHouseCluster;
 pub use ports::{free_port, free_ports};
 pub use redis::{Redis, RedisOptions};
+pub use redis_cluster::RedisCluster;
 pub use s3::S3;
 
 /// The Redis server shared by every test in this test binary, started on first use.

@@ -43,6 +43,47 @@ pub fn free_ports(n: usize) -> Vec<u16> {
     ports
 }
 
+/// `n` distinct free loopback TCP ports `p` such that `p + offset` is free as well (and is a
+/// valid port), for servers that bind a second port at a fixed distance from the first: a Redis
+/// Cluster node's bus listens on its port + 10000. Both ports of each pair count as handed out.
+pub(crate) fn free_port_pairs(n: usize, offset: u16) -> Vec<u16> {
+    let mut taken = handed_out().lock().unwrap_or_else(|e| e.into_inner());
+    let mut listeners = Vec::with_capacity(2 * n);
+    let mut ports = Vec::with_capacity(n);
+    let mut attempts = 0;
+    while ports.len() < n {
+        attempts += 1;
+        assert!(
+            attempts < 10_000,
+            "found only {} of {n} free loopback port pairs {offset} apart",
+            ports.len()
+        );
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .expect("cannot bind 127.0.0.1:0: is the loopback interface up?");
+        let port = listener
+            .local_addr()
+            .expect("a bound listener has an address")
+            .port();
+        // keep every listener open so that the kernel cannot return the same port twice
+        listeners.push(listener);
+        let Some(partner) = port.checked_add(offset) else {
+            continue;
+        };
+        if taken.contains(&port) || taken.contains(&partner) {
+            continue;
+        }
+        // bound, not just probed: the partner of a later pair must not be this one either
+        let Ok(partner_listener) = TcpListener::bind((Ipv4Addr::LOCALHOST, partner)) else {
+            continue;
+        };
+        listeners.push(partner_listener);
+        taken.insert(port);
+        taken.insert(partner);
+        ports.push(port);
+    }
+    ports
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +96,18 @@ mod tests {
         for port in ports {
             TcpListener::bind((Ipv4Addr::LOCALHOST, port)).expect("port should be free");
         }
+    }
+
+    #[test]
+    fn port_pairs_are_distinct_and_both_bindable() {
+        let ports = free_port_pairs(3, 10_000);
+        assert_eq!(ports.len(), 3);
+        let mut all: Vec<u16> = ports.iter().flat_map(|&p| [p, p + 10_000]).collect();
+        for &port in &all {
+            TcpListener::bind((Ipv4Addr::LOCALHOST, port)).expect("port should be free");
+        }
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 6);
     }
 }

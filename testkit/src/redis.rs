@@ -40,6 +40,10 @@ pub struct Redis {
     port: u16,
     /// Kept to start the server again with the same settings.
     opts: RedisOptions,
+    /// More `redis-server` arguments, e.g. the cluster mode settings of a [`RedisCluster`] node.
+    ///
+    /// [`RedisCluster`]: crate::RedisCluster
+    extra_args: Vec<String>,
     /// Holds the AOF across restarts; removed on drop.
     dir: TempDir,
 }
@@ -61,11 +65,47 @@ impl Redis {
                 process: None,
                 port: free_port(),
                 opts: opts.clone(),
+                extra_args: Vec::new(),
                 dir,
             };
             redis.spawn()?;
             Ok(redis)
         })
+    }
+
+    /// Starts a cluster-mode node (`cluster-enabled yes`, node table in `nodes.conf` in its
+    /// directory) on `port`, whose bus port `port + 10000` must be free too, and waits until it
+    /// answers PING. The node owns no slots until `redis-cli --cluster create` assigns them.
+    /// No retry: the caller picks new ports for the whole cluster when a start fails.
+    pub(crate) fn start_cluster_node(port: u16, node_timeout: Duration) -> Result<Redis> {
+        let dir = tempfile::Builder::new()
+            .prefix("testkit-redis-cluster-")
+            .tempdir()
+            .context("failed to create redis cluster node temp dir")?;
+        let nodes_conf = dir.path().join("nodes.conf");
+        let mut redis = Redis {
+            process: None,
+            port,
+            opts: RedisOptions::default(),
+            extra_args: vec![
+                "--cluster-enabled".into(),
+                "yes".into(),
+                "--cluster-config-file".into(),
+                nodes_conf.display().to_string(),
+                "--cluster-node-timeout".into(),
+                node_timeout.as_millis().to_string(),
+            ],
+            dir,
+        };
+        redis
+            .spawn()
+            .with_context(|| format!("failed to start redis cluster node on port {port}"))?;
+        Ok(redis)
+    }
+
+    /// Whether the server process is running (started and neither stopped nor killed since).
+    pub fn is_running(&self) -> bool {
+        self.process.is_some()
     }
 
     /// The URL clients connect to: `redis://127.0.0.1:PORT`.
@@ -118,22 +158,7 @@ impl Redis {
     /// Runs `redis-cli -p PORT args...` and returns its stdout, trimmed. An error reply from the
     /// server is an `Err` carrying the reply text.
     pub fn cli(&self, args: &[&str]) -> Result<String> {
-        let cli = find_program("redis-cli", &[])
-            .ok_or_else(|| anyhow!("redis-cli not found on PATH: run scripts/install.sh"))?;
-        // -e makes redis-cli exit non-zero on an error reply instead of printing it as data
-        let output = Command::new(cli)
-            .args(["-e", "-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .context("failed to run redis-cli")?;
-        if !output.status.success() {
-            bail!(
-                "redis-cli {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+        redis_cli(&["-p", &self.port.to_string()], args)
     }
 
     fn spawn(&mut self) -> Result<()> {
@@ -153,7 +178,8 @@ impl Redis {
                 "everysec"
             })
             // no RDB snapshots: what survives a restart is exactly what the AOF holds
-            .args(["--save", ""]);
+            .args(["--save", ""])
+            .args(&self.extra_args);
         if let Some(limit) = &self.opts.maxmemory {
             cmd.args(["--maxmemory", limit, "--maxmemory-policy", "noeviction"]);
         }
@@ -171,9 +197,31 @@ impl Redis {
     }
 }
 
+/// Runs `redis-cli -e -h 127.0.0.1 flags... args...` and returns its stdout, trimmed; an error
+/// reply is an `Err` carrying the reply text. `flags` name the port and e.g. `-c`.
+pub(crate) fn redis_cli(flags: &[&str], args: &[&str]) -> Result<String> {
+    let cli = find_program("redis-cli", &[])
+        .ok_or_else(|| anyhow!("redis-cli not found on PATH: run scripts/install.sh"))?;
+    // -e makes redis-cli exit non-zero on an error reply instead of printing it as data
+    let output = Command::new(cli)
+        .args(["-e", "-h", "127.0.0.1"])
+        .args(flags)
+        .args(args)
+        .output()
+        .context("failed to run redis-cli")?;
+    if !output.status.success() {
+        bail!(
+            "redis-cli {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
 /// Sends one RESP command and returns the first reply line; enough for PING and SHUTDOWN
 /// without spawning redis-cli on every readiness poll.
-fn send_command(port: u16, args: &[&str]) -> Result<String> {
+pub(crate) fn send_command(port: u16, args: &[&str]) -> Result<String> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -189,4 +237,40 @@ fn send_command(port: u16, args: &[&str]) -> Result<String> {
         .next()
         .unwrap_or_default()
         .to_string())
+}
+
+/// Sends one RESP command whose reply is a bulk string (e.g. `CLUSTER INFO`) and returns that
+/// string; any other reply (an error, say) comes back as its first line.
+pub(crate) fn send_command_bulk(port: u16, args: &[&str]) -> Result<String> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(request.as_bytes())?;
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            bail!("connection closed in the middle of a reply");
+        }
+        reply.extend_from_slice(&chunk[..n]);
+        let Some(header_end) = reply.windows(2).position(|w| w == b"\r\n") else {
+            continue;
+        };
+        let header = String::from_utf8_lossy(&reply[..header_end]).into_owned();
+        let Some(len) = header.strip_prefix('$') else {
+            return Ok(header);
+        };
+        let len: usize = len
+            .parse()
+            .with_context(|| format!("bad bulk length in reply header {header:?}"))?;
+        let body = header_end + 2;
+        if reply.len() >= body + len {
+            return Ok(String::from_utf8_lossy(&reply[body..body + len]).into_owned());
+        }
+    }
 }
