@@ -51,6 +51,8 @@ pub fn fields(entry: &RawEntry, reason: &str) -> Vec<(String, Bytes)> {
 /// One entry of the dead-letter stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeadLetter {
+    /// The main stream (shard) it came from and is replayed to.
+    pub stream: String,
     /// Its id in the dead-letter stream, which `replay` takes.
     pub id: String,
     /// Its id in the main stream when it was dead-lettered.
@@ -62,9 +64,10 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    fn parse(id: String, fields: Vec<(String, Bytes)>) -> DeadLetter {
+    fn parse(stream: &str, id: String, fields: Vec<(String, Bytes)>) -> DeadLetter {
         let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
         let mut letter = DeadLetter {
+            stream: stream.to_owned(),
             id,
             original_id: String::new(),
             reason: String::new(),
@@ -87,14 +90,14 @@ impl DeadLetter {
     }
 }
 
-/// The dead-letter stream of one main stream, for an operator.
+/// The dead-letter streams of one main stream (of each of its shards), for an operator.
 pub struct DeadLetters {
     client: Client,
-    stream: String,
+    streams: Vec<String>,
 }
 
 impl DeadLetters {
-    /// Connects to the Redis holding `redis.stream_key`.
+    /// Connects to the Redis holding `redis.stream_key` and its shards.
     pub async fn connect(
         redis: &pipeline::config::RedisArgs,
     ) -> Result<DeadLetters, fred::error::Error> {
@@ -102,25 +105,30 @@ impl DeadLetters {
         client.init().await?;
         Ok(DeadLetters {
             client,
-            stream: redis.stream_key.clone(),
+            streams: redis.shards().keys().to_vec(),
         })
     }
 
-    /// Every dead-lettered entry, oldest first.
+    /// Every dead-lettered entry, shard by shard, oldest first.
     pub async fn list(&self) -> Result<Vec<DeadLetter>, fred::error::Error> {
-        let entries: Vec<(String, HashMap<String, Bytes>)> = self
-            .client
-            .xrange_values(dead_key(&self.stream), "-", "+", None)
-            .await?;
-        Ok(entries
-            .into_iter()
-            .map(|(id, fields)| DeadLetter::parse(id, fields.into_iter().collect()))
-            .collect())
+        let mut letters = Vec::new();
+        for stream in &self.streams {
+            let entries: Vec<(String, HashMap<String, Bytes>)> = self
+                .client
+                .xrange_values(dead_key(stream), "-", "+", None)
+                .await?;
+            letters.extend(
+                entries.into_iter().map(|(id, fields)| {
+                    DeadLetter::parse(stream, id, fields.into_iter().collect())
+                }),
+            );
+        }
+        Ok(letters)
     }
 
     /// Appends the original fields of each named dead letter (every one if `ids` is
-    /// `None`) to the main stream as a new entry, then deletes it from the dead-letter
-    /// stream. Returns the new ids in the main stream. Unknown ids are skipped.
+    /// `None`) to the stream (shard) it came from as a new entry, then deletes it from the
+    /// dead-letter stream. Returns the new ids. Unknown ids are skipped.
     ///
     /// A crash between the two writes leaves the letter in both streams; replaying it
     /// again loads its events twice, which `ReplacingMergeTree` collapses.
@@ -137,11 +145,11 @@ impl DeadLetters {
             }
             let new_id: String = self
                 .client
-                .xadd(&self.stream, false, None, "*", letter.raw.clone())
+                .xadd(&letter.stream, false, None, "*", letter.raw.clone())
                 .await?;
             let _: u64 = self
                 .client
-                .xdel(dead_key(&self.stream), letter.id.as_str())
+                .xdel(dead_key(&letter.stream), letter.id.as_str())
                 .await?;
             tracing::info!(dead = %letter.id, original = %letter.original_id, id = %new_id, "replayed");
             replayed.push(new_id);
@@ -164,7 +172,7 @@ mod tests {
             deliveries: 6,
             attempts: 0,
         };
-        let letter = DeadLetter::parse("9-0".into(), fields(&entry, "bad bytes"));
+        let letter = DeadLetter::parse("events", "9-0".into(), fields(&entry, "bad bytes"));
         assert_eq!(letter.original_id, "5-1");
         assert_eq!(letter.reason, "bad bytes");
         assert_eq!(letter.deliveries, 6);

@@ -28,14 +28,17 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
     }
-    let worker = consumer::Worker::connect(&settings).await?;
     tracing::info!(
         group = %settings.group.consumer_group,
         consumer = %settings.group.consumer_name,
         stream = %settings.redis.stream_key,
-        "consumer started"
+        shards = settings.redis.stream_shards,
+        "consumer starting"
     );
-    worker
-        .run(pipeline::shutdown::signal(), Duration::from_secs(10))
-        .await
+    consumer::worker::run(
+        &settings,
+        pipeline::shutdown::signal(),
+        Duration::from_secs(10),
+    )
+    .await
 }

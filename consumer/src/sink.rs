@@ -78,6 +78,13 @@ fn entry_rejected_row<'a>(entry: &'a RawEntry, reason: &'a str) -> RejectedRow<'
     }
 }
 
+/// The three inserts of one write, one per table.
+struct Inserts<'a> {
+    commerce: clickhouse::insert::Insert<CommerceRow<'a>>,
+    probes: clickhouse::insert::Insert<ProbeRow<'a>>,
+    rejected: clickhouse::insert::Insert<RejectedRow<'a>>,
+}
+
 /// Writes batches of entries into ClickHouse.
 #[derive(Clone)]
 pub struct Sink {
@@ -97,22 +104,19 @@ impl Sink {
     /// Inserts every row of `entries`; succeeds only when ClickHouse confirmed all inserts.
     ///
     /// Entries that cannot be loaded at all (undecodable, or whose load was interrupted
-    /// `max_attempts` times: each time, the consumer died while loading it) become one `rejected_events` row each with the reason, and
-    /// are returned in [`Load::dead`] for the caller to dead-letter and acknowledge.
+    /// `max_attempts` times: each time, the consumer died while loading it) become one
+    /// `rejected_events` row each with the reason, and are returned in [`Load::dead`] for
+    /// the caller to dead-letter and acknowledge.
     pub async fn write(
         &self,
         entries: &[RawEntry],
         max_attempts: u64,
     ) -> Result<Load, clickhouse::error::Error> {
-        let mut commerce = self
-            .client
-            .insert::<CommerceRow<'_>>(COMMERCE_TABLE)
-            .await?;
-        let mut probes = self.client.insert::<ProbeRow<'_>>(PROBE_TABLE).await?;
-        let mut rejected = self
-            .client
-            .insert::<RejectedRow<'_>>(REJECTED_TABLE)
-            .await?;
+        let mut inserts = Inserts {
+            commerce: self.client.insert(COMMERCE_TABLE).await?,
+            probes: self.client.insert(PROBE_TABLE).await?,
+            rejected: self.client.insert(REJECTED_TABLE).await?,
+        };
         let mut load = Load {
             written: Written {
                 entries: entries.len(),
@@ -151,34 +155,32 @@ impl Sink {
             let batch = match decoded {
                 Ok(batch) => batch,
                 Err(reason) => {
-                    rejected.write(&entry_rejected_row(entry, &reason)).await?;
+                    inserts
+                        .rejected
+                        .write(&entry_rejected_row(entry, &reason))
+                        .await?;
                     load.written.rejected += 1;
                     load.dead.push((index, reason));
                     continue;
                 }
             };
-            self.write_batch(
-                &batch,
-                entry,
-                &present,
-                &mut commerce,
-                &mut probes,
-                &mut rejected,
-                &mut load.written,
-            )
-            .await?;
+            self.write_batch(&batch, entry, &present, &mut inserts, &mut load.written)
+                .await?;
         }
         // Each insert's CLIENT span covers the wait for ClickHouse's confirmation, the part
         // of a flush that depends on the server.
-        commerce
+        inserts
+            .commerce
             .end()
             .instrument(pipeline::trace::insert_span(COMMERCE_TABLE))
             .await?;
-        probes
+        inserts
+            .probes
             .end()
             .instrument(pipeline::trace::insert_span(PROBE_TABLE))
             .await?;
-        rejected
+        inserts
+            .rejected
             .end()
             .instrument(pipeline::trace::insert_span(REJECTED_TABLE))
             .await?;
@@ -271,9 +273,7 @@ impl Sink {
         batch: &QueuedBatch,
         entry: &RawEntry,
         present: &HashSet<String>,
-        commerce: &mut clickhouse::insert::Insert<CommerceRow<'_>>,
-        probes: &mut clickhouse::insert::Insert<ProbeRow<'_>>,
-        rejected: &mut clickhouse::insert::Insert<RejectedRow<'_>>,
+        inserts: &mut Inserts<'_>,
         written: &mut Written,
     ) -> Result<(), clickhouse::error::Error> {
         let deliveries = entry.deliveries.min(u32::MAX as u64) as u32;
@@ -297,7 +297,8 @@ impl Sink {
             if let Some((_, violations)) = bad.next_if(|(i, _)| *i == index) {
                 let reason = validate::reason(&violations);
                 let raw = prost::Message::encode_to_vec(event);
-                rejected
+                inserts
+                    .rejected
                     .write(&RejectedRow {
                         event_id: &event.event_id,
                         occurred_at: datetime(event.occurred_at.as_ref().map_or(0, |t| t.seconds)),
@@ -320,18 +321,19 @@ impl Sink {
             }
             match event_row(event, received_at, region_code) {
                 Some(EventRow::Commerce(row)) => {
-                    commerce.write(&row).await?;
+                    inserts.commerce.write(&row).await?;
                     written.commerce += 1;
                 }
                 Some(EventRow::Probe(row)) => {
-                    probes.write(&row).await?;
+                    inserts.probes.write(&row).await?;
                     written.probes += 1;
                 }
                 None => {}
             }
         }
         for r in &batch.rejected {
-            rejected
+            inserts
+                .rejected
                 .write(&RejectedRow {
                     event_id: &r.event_id,
                     occurred_at: 0,

@@ -40,10 +40,12 @@ pub struct Source {
 }
 
 impl Source {
-    /// Connects both clients and creates the group if it does not exist.
+    /// Connects both clients for the stream (shard) `key` and creates the group if it does
+    /// not exist.
     pub async fn connect(
         redis: &RedisArgs,
         group: &GroupArgs,
+        key: &str,
     ) -> Result<Source, fred::error::Error> {
         let reader = redis.client()?;
         let client = redis.client()?;
@@ -52,9 +54,9 @@ impl Source {
         let source = Source {
             reader,
             client,
-            key: redis.stream_key.clone(),
+            key: key.to_owned(),
             group: group.consumer_group.clone(),
-            attempts_key: attempts_key(&redis.stream_key, &group.consumer_group),
+            attempts_key: attempts_key(key, &group.consumer_group),
             consumer: group.consumer_name.clone(),
             recovering: true,
             recovered_to: "0".to_owned(),

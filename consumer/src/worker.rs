@@ -44,6 +44,39 @@ fn refuses_data(e: &clickhouse::error::Error) -> bool {
     classify_clickhouse(e) == Class::Permanent && !schema_missing
 }
 
+/// Applies the ClickHouse migrations (on every shard of a ClickHouse cluster).
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    pipeline::schema::migrate_configured(&settings.clickhouse)
+        .await
+        .context("migrating clickhouse")?;
+    Ok(())
+}
+
+/// Loads every shard of the stream until `shutdown` completes: one [`Worker`] per shard,
+/// each with its own batch, all in this process. Every consumer of the group reads every
+/// shard, so starting or stopping consumers rebalances by itself: the group hands each
+/// entry to one of them, and a stopped one's pending entries are claimed after
+/// `CONSUMER_CLAIM_IDLE`.
+pub async fn run(
+    settings: &Settings,
+    shutdown: impl std::future::Future<Output = ()>,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    use futures::FutureExt as _;
+    migrate(settings).await?;
+    let shards = settings.redis.shards();
+    let mut workers = Vec::with_capacity(shards.len());
+    for key in shards.keys() {
+        workers.push(Worker::open_shard(settings, key).await?);
+    }
+    let shutdown = shutdown.shared();
+    let runs = workers
+        .into_iter()
+        .map(|worker| worker.run(shutdown.clone(), grace));
+    futures::future::try_join_all(runs).await?;
+    Ok(())
+}
+
 /// How loading one part of a batch ended, short of an error that ends the worker.
 enum Loaded {
     /// In ClickHouse (or dead-lettered) and acknowledged.
@@ -87,28 +120,34 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Connects to Redis and ClickHouse and applies the migrations.
+    /// Applies the migrations, then connects a worker for the first shard of the stream
+    /// (the whole stream unless it is sharded).
     pub async fn connect(settings: &Settings) -> anyhow::Result<Worker> {
-        let ch = &settings.clickhouse;
-        pipeline::schema::migrate(&ch.server_client(), &ch.clickhouse_database)
-            .await
-            .context("migrating clickhouse")?;
+        migrate(settings).await?;
         Worker::open(settings).await
     }
 
-    /// Connects to Redis, and to ClickHouse lazily, without applying the migrations.
+    /// Connects to Redis, and to ClickHouse lazily, without applying the migrations: a
+    /// worker for the first shard.
     pub async fn open(settings: &Settings) -> anyhow::Result<Worker> {
+        Worker::open_shard(settings, settings.redis.shards().key(0)).await
+    }
+
+    /// Like [`Worker::open`], for the stream (shard) `key`.
+    pub async fn open_shard(settings: &Settings, key: &str) -> anyhow::Result<Worker> {
         let ch = &settings.clickhouse;
-        let source = Source::connect(&settings.redis, &settings.group)
+        let source = Source::connect(&settings.redis, &settings.group, key)
             .await
             .context("connecting to redis")?;
+        // Each shard's worker holds a batch: the byte limit is the process's, shared out.
+        let shards = settings.redis.shards().len();
         let sink = Sink::new(ch.client(), pipeline::validate::Limits::default());
         Ok(Worker {
             source,
             sink,
             batch: Batch::new(Limits {
                 max_rows: settings.batch.batch_rows,
-                max_bytes: settings.batch.batch_bytes,
+                max_bytes: settings.batch.batch_bytes / shards,
                 max_age: settings.batch.batch_age,
             }),
             read_count: settings.batch.read_count,

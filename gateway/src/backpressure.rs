@@ -3,6 +3,10 @@
 //!
 //! A background task samples Redis every [`SAMPLE_EVERY`]; requests only read the last
 //! sample from atomics, so the check costs no round trip and no allocation.
+//!
+//! With a sharded stream each shard is judged on its own: its groups' backlog, and the
+//! memory of the Redis node that holds it (the node owning the shard key's cluster slot).
+//! A lagging shard refuses only the stores that write to it.
 
 use std::{
     collections::HashMap,
@@ -16,8 +20,9 @@ use std::{
 use fred::{
     clients::Client,
     interfaces::{ClientLike, StreamsInterface},
-    types::{InfoKind, Value},
+    types::{ClusterHash, CustomCommand, Value},
 };
+use pipeline::shard::Shards;
 
 /// How often Redis is sampled. Short enough that a request or two per store overshoots the
 /// limit at most; long enough that sampling costs Redis nothing noticeable.
@@ -79,73 +84,94 @@ impl Limits {
     }
 }
 
-/// The last sample, shared between the sampling task and every request.
+/// The last sample of one shard, in atomics rather than behind a lock: requests must never
+/// wait for the sampler.
+#[derive(Default)]
+struct ShardSample {
+    backlog: AtomicU64,
+    used_memory: AtomicU64,
+    max_memory: AtomicU64,
+}
+
+/// The last samples, shared between the sampling task and every request.
 #[derive(Clone)]
 pub struct Backpressure {
     limits: Limits,
-    /// Atomics rather than a lock: requests must never wait for the sampler.
-    backlog: Arc<AtomicU64>,
-    used_memory: Arc<AtomicU64>,
-    max_memory: Arc<AtomicU64>,
+    shards: Arc<[ShardSample]>,
 }
 
 impl Backpressure {
-    /// Starts with an empty sample: until the first look, nothing is refused.
-    pub fn new(limits: Limits) -> Backpressure {
+    /// Starts with empty samples for `shards` shards: until the first look, nothing is
+    /// refused.
+    pub fn new(limits: Limits, shards: usize) -> Backpressure {
         Backpressure {
             limits,
-            backlog: Arc::default(),
-            used_memory: Arc::default(),
-            max_memory: Arc::default(),
+            shards: (0..shards.max(1)).map(|_| ShardSample::default()).collect(),
         }
     }
 
-    /// Whether a write may go ahead now.
-    pub fn check(&self) -> Result<(), Overload> {
+    /// Whether a write to shard `shard` may go ahead now.
+    pub fn check(&self, shard: usize) -> Result<(), Overload> {
+        let s = &self.shards[shard];
         self.limits.judge(&Sample {
-            backlog: self.backlog.load(Ordering::Relaxed),
-            used_memory: self.used_memory.load(Ordering::Relaxed),
-            max_memory: self.max_memory.load(Ordering::Relaxed),
+            backlog: s.backlog.load(Ordering::Relaxed),
+            used_memory: s.used_memory.load(Ordering::Relaxed),
+            max_memory: s.max_memory.load(Ordering::Relaxed),
         })
     }
 
-    fn record(&self, sample: &Sample) {
-        self.backlog.store(sample.backlog, Ordering::Relaxed);
+    fn record(&self, shard: usize, sample: &Sample) {
+        let s = &self.shards[shard];
+        s.backlog.store(sample.backlog, Ordering::Relaxed);
+        s.used_memory.store(sample.used_memory, Ordering::Relaxed);
+        s.max_memory.store(sample.max_memory, Ordering::Relaxed);
         // Exported as gauges too: the same samples that drive admission show on dashboards.
-        metrics::gauge!("gateway_stream_backlog_entries").set(sample.backlog as f64);
-        metrics::gauge!("gateway_redis_used_memory_bytes").set(sample.used_memory as f64);
-        metrics::gauge!("gateway_redis_max_memory_bytes").set(sample.max_memory as f64);
-        self.used_memory
-            .store(sample.used_memory, Ordering::Relaxed);
-        self.max_memory.store(sample.max_memory, Ordering::Relaxed);
+        let shard = shard.to_string();
+        metrics::gauge!("gateway_stream_backlog_entries", "shard" => shard.clone())
+            .set(sample.backlog as f64);
+        metrics::gauge!("gateway_redis_used_memory_bytes", "shard" => shard.clone())
+            .set(sample.used_memory as f64);
+        metrics::gauge!("gateway_redis_max_memory_bytes", "shard" => shard)
+            .set(sample.max_memory as f64);
     }
 
-    /// Samples Redis once and records the result.
+    /// Samples every shard once and records the results.
     pub async fn refresh(
         &self,
         client: &Client,
-        stream_key: &str,
-    ) -> Result<Sample, fred::error::Error> {
-        let sample = sample(client, stream_key).await?;
-        self.record(&sample);
-        Ok(sample)
+        shards: &Shards,
+    ) -> Result<Vec<Sample>, fred::error::Error> {
+        let mut samples = Vec::with_capacity(shards.len());
+        for (i, key) in shards.keys().iter().enumerate() {
+            let sample = sample(client, key).await?;
+            self.record(i, &sample);
+            samples.push(sample);
+        }
+        Ok(samples)
+    }
+
+    /// The first shard refusing writes, if any.
+    fn overloaded(&self) -> Option<(usize, Overload)> {
+        (0..self.shards.len()).find_map(|i| self.check(i).err().map(|o| (i, o)))
     }
 
     /// Refreshes every [`SAMPLE_EVERY`] forever. A failed sample keeps the previous one:
     /// an unreachable Redis is the health watch's business, and answers UNAVAILABLE anyway.
-    pub async fn run(self, client: Client, stream_key: Arc<str>) {
+    pub async fn run(self, client: Client, shards: Arc<Shards>) {
         let mut ticker = tokio::time::interval(SAMPLE_EVERY);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut overloaded = false;
         loop {
             ticker.tick().await;
-            match self.refresh(&client, &stream_key).await {
+            match self.refresh(&client, &shards).await {
                 Ok(_) => {
-                    let now = self.check();
-                    if now.is_err() != overloaded {
+                    let now = self.overloaded();
+                    if now.is_some() != overloaded {
                         match now {
-                            Err(overload) => tracing::warn!(%overload, "refusing writes"),
-                            Ok(()) => tracing::info!("accepting writes again"),
+                            Some((shard, overload)) => {
+                                tracing::warn!(%overload, shard, "refusing writes")
+                            }
+                            None => tracing::info!("accepting writes again"),
                         }
                         overloaded = !overloaded;
                     }
@@ -156,10 +182,17 @@ impl Backpressure {
     }
 }
 
-/// Looks at the stream's consumer groups and at Redis memory.
+/// Looks at one stream's consumer groups and at the memory of the Redis node holding it.
 pub async fn sample(client: &Client, stream_key: &str) -> Result<Sample, fred::error::Error> {
     let backlog = backlog(client, stream_key).await?;
-    let info: String = client.info(Some(InfoKind::Memory)).await?;
+    // Routed by the key's slot: in a cluster, the node that holds this shard.
+    let slot = fred::util::redis_keyslot(stream_key.as_bytes());
+    let info: String = client
+        .custom(
+            CustomCommand::new_static("INFO", ClusterHash::Custom(slot), false),
+            vec!["memory"],
+        )
+        .await?;
     Ok(Sample {
         backlog,
         used_memory: info_field(&info, "used_memory").unwrap_or(0),

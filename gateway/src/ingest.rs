@@ -79,13 +79,14 @@ impl Ingest {
         check_size(&req.events, self.max_events)?;
         // Overload next: it takes nothing, whereas the quota check spends the store's
         // allowance, which a request refused for overload should not cost.
-        self.backpressure.check()?;
+        let shard = self.queue.shards().of_store(&store.id);
+        self.backpressure.check(shard)?;
         self.quotas.check(store, req.events.len())?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let Prepared { entry, response } = prepare(store, req, &self.limits, self.max_events, now)?;
-        self.queue.append(entry, None).await?;
+        self.queue.append(shard, entry, None).await?;
         metrics::counter!("gateway_events_accepted_total", "region" => store.region.as_str())
             .increment(u64::from(response.accepted));
         metrics::counter!("gateway_events_rejected_total", "region" => store.region.as_str())

@@ -1,4 +1,5 @@
-//! The Redis stream writer: one `XADD` per accepted request, and a watch on Redis health.
+//! The Redis stream writer: one `XADD` per accepted request, to the store's shard (see
+//! [`pipeline::shard`]), and a watch on Redis health.
 //!
 //! fred multiplexes every request's `XADD` over one connection, so concurrent requests are
 //! pipelined without waiting for each other's round trips.
@@ -21,6 +22,7 @@ use pipeline::{
     config::RedisArgs,
     entry::{FIELD_BATCH, FIELD_FORMAT, FIELD_TRACEPARENT, FORMAT_V1},
     retry::is_redis_oom,
+    shard::Shards,
 };
 use tracing::Instrument;
 
@@ -57,7 +59,7 @@ impl From<fred::error::Error> for QueueError {
 #[derive(Clone)]
 pub struct Queue {
     client: Client,
-    stream_key: Arc<str>,
+    shards: Arc<Shards>,
     /// Updated by [`Queue::watch`]; while false, writes fail fast instead of queueing
     /// inside the client until its timeout.
     healthy: Arc<AtomicBool>,
@@ -71,7 +73,7 @@ impl Queue {
         let _handle = client.connect();
         Ok(Queue {
             client,
-            stream_key: args.stream_key.as_str().into(),
+            shards: Arc::new(args.shards()),
             healthy: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -86,8 +88,8 @@ impl Queue {
         ok
     }
 
-    pub fn stream_key(&self) -> &str {
-        &self.stream_key
+    pub fn shards(&self) -> &Arc<Shards> {
+        &self.shards
     }
 
     pub fn client(&self) -> &Client {
@@ -99,11 +101,13 @@ impl Queue {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// Appends one entry holding an encoded `QueuedBatch` under a PRODUCER span, storing
-    /// `traceparent` (by default the producer span's own) in the entry; returns its stream id once
-    /// Redis confirmed the write (and, under `appendfsync always`, fsynced it).
+    /// Appends one entry holding an encoded `QueuedBatch` to shard `shard` under a
+    /// PRODUCER span, storing `traceparent` (by default the producer span's own) in the
+    /// entry; returns its stream id once Redis confirmed the write (and, under
+    /// `appendfsync always`, fsynced it).
     pub async fn append(
         &self,
+        shard: usize,
         batch: Bytes,
         traceparent: Option<String>,
     ) -> Result<String, QueueError> {
@@ -114,7 +118,8 @@ impl Queue {
         }
         // The PRODUCER span of the messaging conventions; its context travels in the entry
         // so the consumer's batch span can link to it.
-        let span = pipeline::trace::producer_span(&self.stream_key);
+        let key = self.shards.key(shard);
+        let span = pipeline::trace::producer_span(key);
         let traceparent = traceparent.or_else(|| pipeline::trace::traceparent_of(&span));
         let mut fields: Vec<(&str, Value)> = Vec::with_capacity(3);
         fields.push((FIELD_FORMAT, Value::from_static_str(FORMAT_V1)));
@@ -124,7 +129,7 @@ impl Queue {
         }
         let id: String = self
             .client
-            .xadd(&*self.stream_key, false, None, "*", fields)
+            .xadd(key, false, None, "*", fields)
             .instrument(span.clone())
             .await?;
         span.record("messaging.message.id", id.as_str());

@@ -198,7 +198,7 @@ pub async fn run(
         tracing::warn!("redis is not reachable yet; answering UNAVAILABLE until it is");
     }
     let quotas = Arc::new(Quotas::new(&stores));
-    let backpressure = Backpressure::new(settings.backpressure());
+    let backpressure = Backpressure::new(settings.backpressure(), settings.redis.shards().len());
     let ingest = Ingest::new(
         queue.clone(),
         settings.limits(),
@@ -234,7 +234,7 @@ pub async fn run(
                 ServingStatus::NotServing
             })
         })),
-        sampler: tokio::spawn(backpressure.run(queue.client().clone(), queue.stream_key().into())),
+        sampler: tokio::spawn(backpressure.run(queue.client().clone(), queue.shards().clone())),
     };
 
     let reflection = || {

@@ -10,7 +10,8 @@ use clap::{Args, ValueEnum};
 /// Where the Redis stream lives.
 #[derive(Args, Clone, Debug)]
 pub struct RedisArgs {
-    /// Redis URL (`redis://`, `rediss://` for TLS)
+    /// Redis URL (`redis://`, `rediss://` for TLS, `redis-cluster://host:port?node=host:port`
+    /// for a Redis Cluster)
     #[arg(
         long,
         global = true,
@@ -21,9 +22,19 @@ pub struct RedisArgs {
     /// Stream key the gateway writes and the consumer reads
     #[arg(long, global = true, env = "STREAM_KEY", default_value = "events")]
     pub stream_key: String,
+    /// Shards the stream is split into (keys `{STREAM_KEY:i}`), so a Redis Cluster spreads
+    /// it over its masters; gateways and consumers must agree on it
+    #[arg(long, global = true, env = "STREAM_SHARDS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub stream_shards: u16,
 }
 
 impl RedisArgs {
+    /// The stream's shard keys.
+    pub fn shards(&self) -> crate::shard::Shards {
+        crate::shard::Shards::new(&self.stream_key, self.stream_shards)
+    }
+
     /// A fred client for this URL, with timeouts that turn an outage into errors within
     /// seconds instead of requests queued forever. Not yet connected.
     pub fn client(&self) -> Result<fred::clients::Client, fred::error::Error> {
@@ -78,6 +89,52 @@ pub struct ClickHouseArgs {
         hide_env_values = true
     )]
     pub clickhouse_password: String,
+    /// ClickHouse cluster name (in `<remote_servers>`) when the tables are sharded; unset for one server
+    ///
+    /// With a cluster, each event table is a `Distributed(<cluster>, …)` table over
+    /// `<table>_local` tables on every shard, and inserts wait for every shard
+    /// (`insert_distributed_sync=1`). Requires `--clickhouse-shard-urls`.
+    #[arg(
+        long,
+        global = true,
+        env = "CLICKHOUSE_CLUSTER",
+        requires = "clickhouse_shard_urls"
+    )]
+    pub clickhouse_cluster: Option<String>,
+    /// HTTP URLs of one node per shard of the cluster, comma-separated; used only to apply migrations
+    ///
+    /// Distributed DDL (`ON CLUSTER`) needs ZooKeeper or ClickHouse Keeper, which a deployment
+    /// may not have, so migrations are applied to each shard directly. Requires
+    /// `--clickhouse-cluster`.
+    #[arg(
+        long,
+        global = true,
+        env = "CLICKHOUSE_SHARD_URLS",
+        value_delimiter = ',',
+        requires = "clickhouse_cluster"
+    )]
+    pub clickhouse_shard_urls: Vec<String>,
+}
+
+/// Why a [`ClickHouseArgs`] is inconsistent.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ClickHouseArgsError {
+    /// Shard URLs without a cluster name: there is no cluster to make the tables distributed over.
+    #[error(
+        "--clickhouse-shard-urls (CLICKHOUSE_SHARD_URLS) is set but --clickhouse-cluster \
+         (CLICKHOUSE_CLUSTER) is not: set both for a sharded ClickHouse, neither for one server"
+    )]
+    ShardUrlsWithoutCluster,
+    /// A cluster name without shard URLs: migrations could not reach the shards.
+    #[error(
+        "--clickhouse-cluster (CLICKHOUSE_CLUSTER) is set but --clickhouse-shard-urls \
+         (CLICKHOUSE_SHARD_URLS) is not: migrations are applied to every shard directly, so \
+         list one HTTP URL per shard"
+    )]
+    ClusterWithoutShardUrls,
+    /// An empty cluster name or shard URL (e.g. `a,,b` or a trailing comma).
+    #[error("--clickhouse-cluster and every URL of --clickhouse-shard-urls must be non-empty")]
+    Empty,
 }
 
 impl fmt::Debug for ClickHouseArgs {
@@ -87,6 +144,8 @@ impl fmt::Debug for ClickHouseArgs {
             .field("clickhouse_database", &self.clickhouse_database)
             .field("clickhouse_user", &self.clickhouse_user)
             .field("clickhouse_password", &"<redacted>")
+            .field("clickhouse_cluster", &self.clickhouse_cluster)
+            .field("clickhouse_shard_urls", &self.clickhouse_shard_urls)
             .finish()
     }
 }
@@ -103,10 +162,67 @@ impl ClickHouseArgs {
             .with_validation(false)
     }
 
-    /// A client bound to the pipeline's database.
+    /// A client bound to the pipeline's database, for inserts and queries.
+    ///
+    /// With a cluster it sets `insert_distributed_sync=1` (called
+    /// `distributed_foreground_insert` since ClickHouse 23.x, which keeps the old name as an
+    /// alias): an insert into a `Distributed` table then returns only after every shard has
+    /// written its rows. Without it ClickHouse answers as soon as the rows are queued on the
+    /// receiving node's disk and forwards them later; the consumer acknowledges stream entries
+    /// after the insert returns, so a node lost before forwarding would lose acknowledged
+    /// events. If one shard fails, the insert fails and the consumer retries the whole batch:
+    /// the shards that did write get the rows again, on the same shard (the sharding key is
+    /// the event id), where ReplacingMergeTree and `FINAL` collapse them.
     pub fn client(&self) -> clickhouse::Client {
-        self.server_client()
-            .with_database(&self.clickhouse_database)
+        let client = self
+            .server_client()
+            .with_database(&self.clickhouse_database);
+        if self.clickhouse_cluster.is_some() {
+            client.with_setting("insert_distributed_sync", "1")
+        } else {
+            client
+        }
+    }
+
+    /// Checks that the cluster name and the shard URLs are set together, and are not empty.
+    ///
+    /// clap already refuses one without the other on the command line and in the
+    /// environment; this covers arguments built in code, and empty values.
+    pub fn validate(&self) -> Result<(), ClickHouseArgsError> {
+        match (
+            &self.clickhouse_cluster,
+            self.clickhouse_shard_urls.is_empty(),
+        ) {
+            (None, true) => Ok(()),
+            (None, false) => Err(ClickHouseArgsError::ShardUrlsWithoutCluster),
+            (Some(_), true) => Err(ClickHouseArgsError::ClusterWithoutShardUrls),
+            (Some(cluster), false) => {
+                if cluster.trim().is_empty()
+                    || self
+                        .clickhouse_shard_urls
+                        .iter()
+                        .any(|u| u.trim().is_empty())
+                {
+                    Err(ClickHouseArgsError::Empty)
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// The cluster name, if the tables are sharded (see [`validate`](Self::validate)).
+    pub fn cluster(&self) -> Option<&str> {
+        self.clickhouse_cluster.as_deref()
+    }
+
+    /// One client per shard, without a database, for applying migrations: like
+    /// [`server_client`](Self::server_client) with each shard URL. Empty without a cluster.
+    pub fn shard_clients(&self) -> Vec<clickhouse::Client> {
+        self.clickhouse_shard_urls
+            .iter()
+            .map(|url| self.server_client().with_url(url.trim()))
+            .collect()
     }
 }
 

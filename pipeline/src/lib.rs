@@ -5,6 +5,7 @@
 //! - [`validate`]: the event rules, a table of named checks; the gateway applies them to
 //!   requests, the consumer to entries from producers it cannot trust.
 //! - [`schema`]: ClickHouse migrations, recorded in `schema_migrations`.
+//! - [`shard`]: the stream's shard keys and the rule that picks a store's shard.
 //! - [`rows`]: the ClickHouse row types and the conversion from validated events.
 //! - [`retry`]: which Redis and ClickHouse errors are worth retrying, and the backoff.
 //! - [`config`]: command-line/environment argument groups shared by the binaries.
@@ -18,6 +19,7 @@ pub mod region;
 pub mod retry;
 pub mod rows;
 pub mod schema;
+pub mod shard;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace;

@@ -89,7 +89,10 @@ impl Env {
         });
         for attempt in 1..=times {
             let mut worker = consumer::Worker::open(&dying).await.unwrap();
-            assert!(matches!(worker.step().await.unwrap(), consumer::Outcome::Read(_)));
+            assert!(matches!(
+                worker.step().await.unwrap(),
+                consumer::Outcome::Read(_)
+            ));
             let flush = tokio::time::timeout(Duration::from_millis(300), worker.flush()).await;
             assert!(flush.is_err(), "attempt {attempt}: the load hangs");
             drop(worker); // dies mid-load

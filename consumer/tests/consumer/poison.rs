@@ -86,7 +86,9 @@ async fn entry_whose_load_kills_the_consumer_is_dead_lettered_and_the_rest_flows
     let healthy = event_ids(7);
     env.publish(&healthy).await;
 
-    let mut worker = consumer::Worker::connect(&env.settings("c1", &[])).await.unwrap();
+    let mut worker = consumer::Worker::connect(&env.settings("c1", &[]))
+        .await
+        .unwrap();
     drive(&mut worker, Duration::from_secs(30), || async {
         env.pending("loader").await == 0
     })

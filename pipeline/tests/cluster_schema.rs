@@ -1,0 +1,513 @@
+//! Cluster mode against a real two-shard ClickHouse 18.16 cluster (`testkit::ClickHouseCluster`):
+//! migrations on every shard, inserts through the Distributed tables with the client of a
+//! cluster-configured `ClickHouseArgs`, duplicates of one event on one shard only.
+
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+
+use clap::Parser;
+use pipeline::config::{ClickHouseArgs, ClickHouseArgsError};
+use pipeline::rows::{
+    COMMERCE_TABLE, CommerceRow, PROBE_TABLE, ProbeRow, REJECTED_TABLE, RejectSource, RejectedRow,
+};
+use pipeline::schema::{self, MigrationError};
+use testkit::ClickHouseCluster;
+
+/// One cluster for every test of this binary; each test uses its own database.
+fn cluster() -> &'static ClickHouseCluster {
+    static SHARED: OnceLock<ClickHouseCluster> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        ClickHouseCluster::start()
+            .unwrap_or_else(|err| panic!("failed to start clickhouse cluster: {err:#}"))
+    })
+}
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    clickhouse: ClickHouseArgs,
+}
+
+fn parse(args: &[&str]) -> Result<ClickHouseArgs, clap::Error> {
+    Cli::try_parse_from(std::iter::once("test").chain(args.iter().copied()))
+        .map(|cli| cli.clickhouse)
+}
+
+/// Arguments for `database` on the shared cluster, as a service would get them.
+fn cluster_args(database: &str) -> ClickHouseArgs {
+    let cluster = cluster();
+    let urls: Vec<String> = cluster.shards().iter().map(|s| s.url()).collect();
+    parse(&[
+        "--clickhouse-url",
+        &urls[0],
+        "--clickhouse-database",
+        database,
+        "--clickhouse-cluster",
+        cluster.name(),
+        "--clickhouse-shard-urls",
+        &urls.join(","),
+    ])
+    .unwrap()
+}
+
+/// `sql` on shard `i`, one output line per row.
+fn on_shard(i: usize, sql: &str) -> Vec<String> {
+    let out = cluster().shards()[i].query(sql).unwrap();
+    out.lines().map(str::to_owned).collect()
+}
+
+fn commerce_row(event_id: &str, received_at: u32) -> CommerceRow<'_> {
+    CommerceRow {
+        event_id,
+        occurred_at: 1_768_435_200, // 2026-01-15 00:00:00 UTC
+        received_at,
+        region: 1,
+        store_id: "store-1",
+        r#type: 4,
+        product_id: 7,
+        category_id: 3,
+        category_code: "electronics.phone",
+        brand: "acme",
+        seller_id: 11,
+        currency: "EUR",
+        price: 19_990_000_000,
+        quantity: 1,
+        user_id: 42,
+        session_id: "session-1",
+    }
+}
+
+#[tokio::test]
+async fn migrating_a_cluster_twice_creates_local_and_distributed_tables_on_every_shard() {
+    let db = testkit::unique_name("cluster_migrate");
+    let args = cluster_args(&db);
+
+    assert_eq!(schema::migrate_configured(&args).await.unwrap(), [1]);
+    assert_eq!(
+        schema::migrate_configured(&args).await.unwrap(),
+        Vec::<u32>::new(),
+        "the second run applies nothing"
+    );
+
+    for shard in 0..2 {
+        let tables = on_shard(
+            shard,
+            &format!(
+                "SELECT name, engine FROM system.tables WHERE database = '{db}' ORDER BY name"
+            ),
+        );
+        assert_eq!(
+            tables,
+            [
+                "commerce_events\tDistributed",
+                "commerce_events_local\tReplacingMergeTree",
+                "probe_results\tDistributed",
+                "probe_results_local\tReplacingMergeTree",
+                "rejected_events\tDistributed",
+                "rejected_events_local\tMergeTree",
+                "schema_migrations\tReplacingMergeTree",
+            ],
+            "shard {}",
+            shard + 1
+        );
+        assert_eq!(
+            on_shard(
+                shard,
+                &format!("SELECT version, name FROM {db}.schema_migrations FINAL")
+            ),
+            ["1\tevents"],
+            "shard {}",
+            shard + 1
+        );
+        // the local table is the single-server table under another name
+        let create = on_shard(
+            shard,
+            &format!("SHOW CREATE TABLE {db}.commerce_events_local"),
+        );
+        let create = create.join("\n");
+        assert!(
+            create.contains("ReplacingMergeTree(received_at)")
+                && create.contains("ORDER BY (toDate(occurred_at), event_id)"),
+            "{create}"
+        );
+        let create = on_shard(shard, &format!("SHOW CREATE TABLE {db}.commerce_events")).join("\n");
+        assert!(
+            create.contains(&format!(
+                "Distributed(\\'pipeline\\', \\'{db}\\', \\'commerce_events_local\\', cityHash64(event_id))"
+            )),
+            "{create}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn rows_spread_over_the_shards_and_each_event_counts_once_with_final() {
+    let db = testkit::unique_name("cluster_insert");
+    let args = cluster_args(&db);
+    schema::migrate_configured(&args).await.unwrap();
+    let client = args.client();
+
+    let ids: Vec<String> = (0..250).map(|i| format!("evt-{i:04}")).collect();
+    // first insert: events 0..200
+    let mut insert = client
+        .insert::<CommerceRow<'_>>(COMMERCE_TABLE)
+        .await
+        .unwrap();
+    for id in &ids[..200] {
+        insert
+            .write(&commerce_row(id, 1_768_435_201))
+            .await
+            .unwrap();
+    }
+    insert.end().await.unwrap();
+    // second insert, as after a store's retry or a redelivered entry: events 0..10 again, with
+    // a later received_at, and the new events 200..250
+    let mut insert = client
+        .insert::<CommerceRow<'_>>(COMMERCE_TABLE)
+        .await
+        .unwrap();
+    for id in ids[..10].iter().chain(&ids[200..]) {
+        insert
+            .write(&commerce_row(id, 1_768_435_300))
+            .await
+            .unwrap();
+    }
+    insert.end().await.unwrap();
+
+    // insert_distributed_sync=1: once the inserts returned, every row is in a shard's local
+    // table, none is waiting in a Distributed table's queue
+    let local_counts: Vec<u64> = (0..2)
+        .map(|i| {
+            on_shard(
+                i,
+                &format!("SELECT count() FROM {db}.commerce_events_local"),
+            )[0]
+            .parse()
+            .unwrap()
+        })
+        .collect();
+    assert_eq!(local_counts.iter().sum::<u64>(), 260, "{local_counts:?}");
+    assert!(
+        local_counts.iter().all(|&n| n > 0),
+        "rows on both shards: {local_counts:?}"
+    );
+
+    // each event id is on exactly one shard, both copies of a duplicated one included
+    let on: Vec<BTreeSet<String>> = (0..2)
+        .map(|i| {
+            on_shard(
+                i,
+                &format!("SELECT DISTINCT event_id FROM {db}.commerce_events_local"),
+            )
+            .into_iter()
+            .collect()
+        })
+        .collect();
+    assert!(on[0].is_disjoint(&on[1]), "an event id on both shards");
+    assert_eq!(on[0].len() + on[1].len(), 250);
+    for (i, id) in ids[..10].iter().enumerate() {
+        let shard = usize::from(on[1].contains(id));
+        assert_eq!(
+            on_shard(
+                shard,
+                &format!("SELECT count() FROM {db}.commerce_events_local WHERE event_id = '{id}'")
+            ),
+            ["2"],
+            "duplicate {i} has both copies on shard {}",
+            shard + 1
+        );
+    }
+
+    // queries through the Distributed table, as the reporter's
+    let count = |sql: String| {
+        let client = client.clone();
+        async move { client.query(&sql).fetch_one::<u64>().await.unwrap() }
+    };
+    assert_eq!(
+        count(format!("SELECT count() FROM {COMMERCE_TABLE}")).await,
+        260
+    );
+    assert_eq!(
+        count(format!("SELECT count() FROM {COMMERCE_TABLE} FINAL")).await,
+        250,
+        "FINAL counts each event once"
+    );
+    assert_eq!(
+        count(format!(
+            "SELECT count() FROM {COMMERCE_TABLE} FINAL WHERE received_at = 1768435300"
+        ))
+        .await,
+        60,
+        "the later copy of each duplicate is the one kept"
+    );
+}
+
+#[tokio::test]
+async fn the_client_waits_for_every_shard_so_an_insert_fails_while_one_is_down() {
+    // its own cluster: this test stops a shard
+    let mut cluster = ClickHouseCluster::start().unwrap();
+    let db = testkit::unique_name("cluster_down");
+    let urls: Vec<String> = cluster.shards().iter().map(|s| s.url()).collect();
+    let args = parse(&[
+        "--clickhouse-url",
+        &urls[0],
+        "--clickhouse-database",
+        &db,
+        "--clickhouse-cluster",
+        cluster.name(),
+        "--clickhouse-shard-urls",
+        &urls.join(","),
+    ])
+    .unwrap();
+    schema::migrate_configured(&args).await.unwrap();
+    let client = args.client();
+    assert_eq!(
+        client
+            .query("SELECT value FROM system.settings WHERE name = 'insert_distributed_sync'")
+            .fetch_one::<String>()
+            .await
+            .unwrap(),
+        "1"
+    );
+
+    cluster.shard_mut(1).stop().unwrap();
+    let ids: Vec<String> = (0..50).map(|i| format!("evt-{i}")).collect();
+    let insert_all = |client: clickhouse::Client| {
+        let ids = &ids;
+        async move {
+            let mut insert = client.insert::<CommerceRow<'_>>(COMMERCE_TABLE).await?;
+            for id in ids {
+                insert.write(&commerce_row(id, 1_768_435_201)).await?;
+            }
+            insert.end().await
+        }
+    };
+    // the consumer acknowledges after the insert returns: it must not return Ok while some
+    // rows only wait in shard 1's queue for shard 2
+    assert!(
+        insert_all(client).await.is_err(),
+        "an insert succeeded with a shard down"
+    );
+    // the control: without the setting ClickHouse accepts the rows and forwards them later
+    let asynchronous = args.server_client().with_database(&db);
+    insert_all(asynchronous).await.unwrap();
+}
+
+#[tokio::test]
+async fn probes_and_rejected_rows_insert_through_their_distributed_tables() {
+    let db = testkit::unique_name("cluster_other");
+    let args = cluster_args(&db);
+    schema::migrate_configured(&args).await.unwrap();
+    let client = args.client();
+
+    let ids: Vec<String> = (0..40).map(|i| format!("probe-{i}")).collect();
+    let mut probes = client.insert::<ProbeRow<'_>>(PROBE_TABLE).await.unwrap();
+    for id in ids.iter().chain(&ids[..5]) {
+        probes
+            .write(&ProbeRow {
+                event_id: id,
+                occurred_at: 1_768_435_200,
+                received_at: 1_768_435_201,
+                region: 2,
+                store_id: "store-1",
+                target: "checkout",
+                up: 1,
+                status_code: 200,
+                response_time_ms: 120,
+                network_latency_ms: 30,
+                bandwidth_bytes_per_second: 1_000_000,
+                cpu_load: 0.5,
+            })
+            .await
+            .unwrap();
+    }
+    probes.end().await.unwrap();
+
+    let entries: Vec<String> = (0..40).map(|i| format!("1768435200000-{i}")).collect();
+    let mut rejected = client
+        .insert::<RejectedRow<'_>>(REJECTED_TABLE)
+        .await
+        .unwrap();
+    for entry in &entries {
+        rejected
+            .write(&RejectedRow {
+                event_id: "",
+                occurred_at: 0,
+                received_at: 1_768_435_200,
+                region: 0,
+                store_id: "",
+                source: RejectSource::Consumer as i8,
+                reason: "undecodable stream entry",
+                raw: b"\xff\x00",
+                delivery_count: 1,
+                stream_entry_id: entry,
+            })
+            .await
+            .unwrap();
+    }
+    rejected.end().await.unwrap();
+
+    let count = |sql: String| {
+        let client = client.clone();
+        async move { client.query(&sql).fetch_one::<u64>().await.unwrap() }
+    };
+    assert_eq!(
+        count(format!("SELECT count() FROM {PROBE_TABLE}")).await,
+        45
+    );
+    assert_eq!(
+        count(format!("SELECT count() FROM {PROBE_TABLE} FINAL")).await,
+        40
+    );
+    assert_eq!(
+        count(format!("SELECT count() FROM {REJECTED_TABLE}")).await,
+        40
+    );
+    for table in ["probe_results_local", "rejected_events_local"] {
+        for shard in 0..2 {
+            let n: u64 = on_shard(shard, &format!("SELECT count() FROM {db}.{table}"))[0]
+                .parse()
+                .unwrap();
+            assert!(n > 0, "{table} has rows on shard {}", shard + 1);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_database_migrated_for_one_server_is_refused_in_cluster_mode() {
+    let db = testkit::unique_name("cluster_single");
+    let args = cluster_args(&db);
+    let shard1 = &args.shard_clients()[0];
+    schema::migrate(shard1, &db).await.unwrap();
+
+    let err = schema::migrate_configured(&args).await.unwrap_err();
+    let MigrationError::OnShard { shard: 1, source } = &err else {
+        panic!("unexpected error: {err}");
+    };
+    assert!(
+        matches!(**source, MigrationError::NotDistributed { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not Distributed"), "{err}");
+}
+
+#[test]
+fn cluster_and_shard_urls_go_together() {
+    // on the command line, clap refuses one without the other
+    let err = parse(&["--clickhouse-shard-urls", "http://a:8123,http://b:8123"]).unwrap_err();
+    assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+    assert!(err.to_string().contains("--clickhouse-cluster"), "{err}");
+    let err = parse(&["--clickhouse-cluster", "pipeline"]).unwrap_err();
+    assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+    assert!(err.to_string().contains("--clickhouse-shard-urls"), "{err}");
+
+    // neither: one server, as before
+    let single = parse(&[]).unwrap();
+    assert_eq!(single.validate(), Ok(()));
+    assert_eq!(single.cluster(), None);
+    assert!(single.shard_clients().is_empty());
+
+    // both: split on commas
+    let both = parse(&[
+        "--clickhouse-cluster",
+        "pipeline",
+        "--clickhouse-shard-urls",
+        "http://a:8123,http://b:8123",
+    ])
+    .unwrap();
+    assert_eq!(both.validate(), Ok(()));
+    assert_eq!(both.cluster(), Some("pipeline"));
+    assert_eq!(
+        both.clickhouse_shard_urls,
+        ["http://a:8123", "http://b:8123"]
+    );
+    assert_eq!(both.shard_clients().len(), 2);
+
+    // arguments built in code are checked by validate(), and by migrate_configured
+    let mut args = single.clone();
+    args.clickhouse_shard_urls = vec!["http://a:8123".into()];
+    assert_eq!(
+        args.validate(),
+        Err(ClickHouseArgsError::ShardUrlsWithoutCluster)
+    );
+    let mut args = single.clone();
+    args.clickhouse_cluster = Some("pipeline".into());
+    assert_eq!(
+        args.validate(),
+        Err(ClickHouseArgsError::ClusterWithoutShardUrls)
+    );
+    let message = args.validate().unwrap_err().to_string();
+    assert!(message.contains("CLICKHOUSE_SHARD_URLS"), "{message}");
+    let err = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(schema::migrate_configured(&args))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            MigrationError::Args(ClickHouseArgsError::ClusterWithoutShardUrls)
+        ),
+        "{err}"
+    );
+    let err = parse(&[
+        "--clickhouse-cluster",
+        "pipeline",
+        "--clickhouse-shard-urls",
+        "http://a:8123,",
+    ])
+    .unwrap()
+    .validate()
+    .unwrap_err();
+    assert_eq!(err, ClickHouseArgsError::Empty);
+}
+
+/// The same rules apply to the environment fallbacks. Environment variables are process-wide,
+/// so the check runs in a child process: this test binary, rerun for this test only.
+#[test]
+fn cluster_and_shard_urls_from_the_environment_go_together() {
+    const CHILD: &str = "PIPELINE_CLUSTER_ENV_CHILD";
+    match std::env::var(CHILD).as_deref() {
+        Ok("shard_urls_only") => {
+            let err = parse(&[]).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+            return;
+        }
+        Ok("both") => {
+            let args = parse(&[]).unwrap();
+            assert_eq!(args.cluster(), Some("pipeline"));
+            assert_eq!(
+                args.clickhouse_shard_urls,
+                ["http://a:8123", "http://b:8123"]
+            );
+            return;
+        }
+        _ => {}
+    }
+    for (case, vars) in [
+        (
+            "shard_urls_only",
+            &[("CLICKHOUSE_SHARD_URLS", "http://a:8123,http://b:8123")][..],
+        ),
+        (
+            "both",
+            &[
+                ("CLICKHOUSE_SHARD_URLS", "http://a:8123,http://b:8123"),
+                ("CLICKHOUSE_CLUSTER", "pipeline"),
+            ][..],
+        ),
+    ] {
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "cluster_and_shard_urls_from_the_environment_go_together",
+                "--quiet",
+            ])
+            .env(CHILD, case)
+            .env_remove("CLICKHOUSE_CLUSTER")
+            .envs(vars.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "case {case}");
+    }
+}
