@@ -53,13 +53,15 @@ pub struct FleetArgs {
 /// How events travel to the gateway.
 #[derive(Args, Clone, Debug)]
 pub struct SendArgs {
-    /// Gateway URL
+    /// Gateway URL; several, comma-separated, spread the connections over them (as a load
+    /// balancer in front of several gateways would)
     #[arg(
         long,
         env = "SIMULATOR_GATEWAY",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "http://127.0.0.1:50051",
+        value_delimiter = ','
     )]
-    pub gateway: String,
+    pub gateway: Vec<String>,
     /// Events per second over the whole fleet; 0 for as fast as possible
     #[arg(long, default_value_t = 1_000)]
     pub rate: u64,

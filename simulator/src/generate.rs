@@ -3,8 +3,16 @@
 //! regional latency profiles and the scenario's incidents. Time runs on a simulated clock
 //! (one event every 1/rate seconds), so the same seed gives the same events, ids included,
 //! however fast the machine sends them.
+//!
+//! The generator draws [`Draft`]s: events whose text fields are indices into the
+//! [`Model`] (catalog, targets, currencies), so drawing allocates nothing per event. A
+//! draft becomes a protobuf [`Event`] with [`Model::event`], or is written straight into a
+//! request's bytes by [`crate::request`].
 
-use std::collections::{HashMap, VecDeque};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
 
 use pipeline::{
     proto::ingest::{CommerceEvent, CommerceEventType, Event, Money, ProbeResult, event::Payload},
@@ -68,8 +76,167 @@ struct Step {
 /// A user's visit: the steps it still has to take, planned when it starts.
 struct Session {
     user_id: u64,
-    session_id: String,
+    /// The random part of the session id; see [`session_id`].
+    session: u64,
     steps: VecDeque<Step>,
+}
+
+/// A session id as events carry it: `s-` and 16 lowercase hex digits.
+pub fn session_id(session: u64) -> String {
+    format!("s-{session:016x}")
+}
+
+/// A version 4 UUID in its lowercase hyphenated form, kept as bytes so that drawing one
+/// allocates nothing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct EventId([u8; 36]);
+
+impl EventId {
+    fn from_random(bytes: [u8; 16]) -> EventId {
+        let mut text = [0u8; 36];
+        uuid::Builder::from_random_bytes(bytes)
+            .into_uuid()
+            .hyphenated()
+            .encode_lower(&mut text);
+        EventId(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("a hyphenated uuid is ascii")
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 36] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One generated event whose strings are still indices into the [`Model`]; its store is
+/// the request's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Draft {
+    pub event_id: EventId,
+    /// `occurred_at`.
+    pub seconds: i64,
+    pub nanos: i32,
+    pub body: Body,
+}
+
+/// A draft's payload.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Body {
+    Commerce {
+        kind: CommerceEventType,
+        /// Index into [`Model::catalog`].
+        product: usize,
+        quantity: u32,
+        user_id: u64,
+        /// See [`session_id`].
+        session: u64,
+    },
+    Probe {
+        /// Index into the scenario's `probes.targets`.
+        target: usize,
+        up: bool,
+        status_code: u32,
+        response_time_ms: u32,
+        network_latency_ms: u32,
+        bandwidth_bytes_per_second: u64,
+        cpu_load: f64,
+    },
+}
+
+/// What drafts' indices refer to: the scenario and its catalog. Shared, read-only, by the
+/// generator and by whoever turns drafts into events, bytes or ground truth.
+pub struct Model {
+    pub scenario: Scenario,
+    pub catalog: Vec<Product>,
+}
+
+impl Model {
+    /// The currency prices are given in by the stores of `region`.
+    pub fn currency(&self, region: Region) -> &str {
+        &self.scenario.region(region).currency
+    }
+
+    /// Probe target number `target`.
+    pub fn target(&self, target: usize) -> &str {
+        &self.scenario.probes.targets[target]
+    }
+
+    /// The event `draft` stands for, sent by `store`.
+    pub fn event(&self, store: &Store, draft: &Draft) -> Event {
+        let payload = match draft.body {
+            Body::Commerce {
+                kind,
+                product,
+                quantity,
+                user_id,
+                session,
+            } => {
+                let p = &self.catalog[product];
+                let (units, nanos) = p.price();
+                Payload::Commerce(CommerceEvent {
+                    r#type: kind as i32,
+                    product_id: p.id,
+                    category_id: p.category_id,
+                    category_code: p.category_code.clone(),
+                    brand: p.brand.to_owned(),
+                    seller_id: p.seller_id,
+                    price: Some(Money {
+                        currency_code: self.currency(store.region).to_owned(),
+                        units,
+                        nanos,
+                    }),
+                    quantity,
+                    user_id,
+                    session_id: session_id(session),
+                })
+            }
+            Body::Probe {
+                target,
+                up,
+                status_code,
+                response_time_ms,
+                network_latency_ms,
+                bandwidth_bytes_per_second,
+                cpu_load,
+            } => Payload::Probe(ProbeResult {
+                target: self.target(target).to_owned(),
+                up,
+                status_code,
+                response_time_ms,
+                network_latency_ms,
+                bandwidth_bytes_per_second,
+                cpu_load,
+            }),
+        };
+        Event {
+            event_id: draft.event_id.as_str().to_owned(),
+            occurred_at: Some(prost_types::Timestamp {
+                seconds: draft.seconds,
+                nanos: draft.nanos,
+            }),
+            store_id: store.id.clone(),
+            region: store.region.to_proto() as i32,
+            payload: Some(payload),
+        }
+    }
+}
+
+impl Product {
+    /// The unit price as `Money`'s units and nanos.
+    pub fn price(&self) -> (i64, i32) {
+        (
+            self.price_cents / 100,
+            (self.price_cents % 100) as i32 * 10_000_000,
+        )
+    }
 }
 
 /// What the generator remembers per store.
@@ -84,8 +251,7 @@ struct StoreState {
 /// Generates events for a fleet.
 pub struct Generator {
     rng: ChaCha8Rng,
-    scenario: Scenario,
-    catalog: Vec<Product>,
+    model: Arc<Model>,
     rates: Vec<Rates>,
     /// Cumulative Zipf weights over the catalog, for sampling by binary search.
     popularity: Vec<f64>,
@@ -132,8 +298,7 @@ impl Generator {
             .expect("parsed scenarios have a schedule");
         Generator {
             rng: ChaCha8Rng::seed_from_u64(seed),
-            scenario,
-            catalog,
+            model: Arc::new(Model { scenario, catalog }),
             rates,
             popularity,
             schedule,
@@ -146,7 +311,12 @@ impl Generator {
     }
 
     pub fn catalog(&self) -> &[Product] {
-        &self.catalog
+        &self.model.catalog
+    }
+
+    /// The model this generator's drafts refer to.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
     }
 
     /// Seconds since the time base on the simulated clock, at the next event.
@@ -159,24 +329,39 @@ impl Generator {
         let x = self.rng.random::<f64>() * total;
         self.popularity
             .partition_point(|&w| w < x)
-            .min(self.catalog.len() - 1)
-    }
-
-    fn event_id(&mut self) -> String {
-        uuid::Builder::from_random_bytes(self.rng.random())
-            .into_uuid()
-            .hyphenated()
-            .to_string()
+            .min(self.model.catalog.len() - 1)
     }
 
     /// `n` events from `store`: probes when the schedule says so, commerce events otherwise.
     pub fn batch(&mut self, store: &Store, n: usize) -> Vec<Event> {
-        (0..n).map(|_| self.event(store, true)).collect()
+        let s = self.state(store);
+        (0..n)
+            .map(|_| {
+                let draft = self.draft(s, store.region, true);
+                self.model.event(store, &draft)
+            })
+            .collect()
     }
 
     /// `n` commerce events from `store`, no probes (what a behaviour dataset holds).
     pub fn commerce_batch(&mut self, store: &Store, n: usize) -> Vec<Event> {
-        (0..n).map(|_| self.event(store, false)).collect()
+        let s = self.state(store);
+        (0..n)
+            .map(|_| {
+                let draft = self.draft(s, store.region, false);
+                self.model.event(store, &draft)
+            })
+            .collect()
+    }
+
+    /// The drafts of `n` events from `store`, appended to `out`: the same events
+    /// [`Generator::batch`] would make, without their strings.
+    pub fn drafts(&mut self, store: &Store, n: usize, out: &mut Vec<Draft>) {
+        let s = self.state(store);
+        out.reserve(n);
+        for _ in 0..n {
+            out.push(self.draft(s, store.region, true));
+        }
     }
 
     fn state(&mut self, store: &Store) -> usize {
@@ -189,10 +374,9 @@ impl Generator {
         self.stores.len() - 1
     }
 
-    fn event(&mut self, store: &Store, probes: bool) -> Event {
+    fn draft(&mut self, s: usize, region: Region, probes: bool) -> Draft {
         let offset = self.offset_s();
         self.emitted += 1;
-        let s = self.state(store);
         self.stores[s].events += 1;
         let probe_due = probes
             && match self.schedule {
@@ -205,21 +389,17 @@ impl Generator {
                     due
                 }
             };
-        let event_id = self.event_id();
-        let payload = if probe_due {
-            Payload::Probe(self.probe(s, store.region, offset))
+        let event_id = EventId::from_random(self.rng.random());
+        let body = if probe_due {
+            self.probe(s, region, offset)
         } else {
-            Payload::Commerce(self.commerce(s, store.region))
+            self.commerce(s)
         };
-        Event {
+        Draft {
             event_id,
-            occurred_at: Some(prost_types::Timestamp {
-                seconds: self.time_base + offset as i64,
-                nanos: (offset.fract() * 1e9) as i32,
-            }),
-            store_id: store.id.clone(),
-            region: store.region.to_proto() as i32,
-            payload: Some(payload),
+            seconds: self.time_base + offset as i64,
+            nanos: (offset.fract() * 1e9) as i32,
+            body,
         }
     }
 
@@ -229,7 +409,7 @@ impl Generator {
     fn plan_session(&mut self) -> Session {
         let mut steps = VecDeque::new();
         let mut cart = Vec::new();
-        let keep_browsing = 1.0 - 1.0 / self.scenario.sessions.mean_views;
+        let keep_browsing = 1.0 - 1.0 / self.model.scenario.sessions.mean_views;
         let mut views = 0;
         loop {
             let product = self.product();
@@ -239,7 +419,7 @@ impl Generator {
                 quantity: 1,
             });
             views += 1;
-            let rates = self.rates[self.catalog[product].category];
+            let rates = self.rates[self.model.catalog[product].category];
             if self.rng.random::<f64>() < rates.view_to_cart {
                 let quantity = self.rng.random_range(1..4);
                 steps.push_back(Step {
@@ -259,7 +439,7 @@ impl Generator {
         }
         let mut purchases = Vec::new();
         for item in cart {
-            let rates = self.rates[self.catalog[item.product].category];
+            let rates = self.rates[self.model.catalog[item.product].category];
             if self.rng.random::<f64>() < rates.remove {
                 steps.push_back(Step {
                     kind: CommerceEventType::RemoveFromCart,
@@ -272,14 +452,14 @@ impl Generator {
         steps.extend(purchases);
         Session {
             user_id: self.rng.random_range(1..1_000_000),
-            session_id: format!("s-{:016x}", self.rng.random::<u64>()),
+            session: self.rng.random(),
             steps,
         }
     }
 
-    fn commerce(&mut self, store: usize, region: Region) -> CommerceEvent {
+    fn commerce(&mut self, store: usize) -> Body {
         let open = self.stores[store].sessions.len();
-        let slot = if open < self.scenario.sessions.concurrent_per_store {
+        let slot = if open < self.model.scenario.sessions.concurrent_per_store {
             let session = self.plan_session();
             self.stores[store].sessions.push(session);
             open
@@ -291,35 +471,25 @@ impl Generator {
             .steps
             .pop_front()
             .expect("sessions are removed once empty");
-        let (user_id, session_id) = (session.user_id, session.session_id.clone());
+        let (user_id, session_id) = (session.user_id, session.session);
         if session.steps.is_empty() {
             self.stores[store].sessions.swap_remove(slot);
         }
-        let p = &self.catalog[step.product];
-        CommerceEvent {
-            r#type: step.kind as i32,
-            product_id: p.id,
-            category_id: p.category_id,
-            category_code: p.category_code.clone(),
-            brand: p.brand.to_owned(),
-            seller_id: p.seller_id,
-            price: Some(Money {
-                currency_code: self.scenario.region(region).currency.clone(),
-                units: p.price_cents / 100,
-                nanos: (p.price_cents % 100) as i32 * 10_000_000,
-            }),
+        Body::Commerce {
+            kind: step.kind,
+            product: step.product,
             quantity: step.quantity,
             user_id,
-            session_id,
+            session: session_id,
         }
     }
 
-    fn probe(&mut self, store: usize, region: Region, offset_s: f64) -> ProbeResult {
-        let targets = &self.scenario.probes.targets;
-        let target = targets[self.stores[store].next_target % targets.len()].clone();
+    fn probe(&mut self, store: usize, region: Region, offset_s: f64) -> Body {
+        let scenario = &self.model.scenario;
+        let target = self.stores[store].next_target % scenario.probes.targets.len();
         self.stores[store].next_target += 1;
-        let profile = self.scenario.region(region).clone();
-        let effect = self.scenario.effect(region, &target, offset_s);
+        let profile = scenario.region(region);
+        let effect = scenario.effect(region, &scenario.probes.targets[target], offset_s);
         let reachable = self.rng.random::<f64>() < profile.availability;
         let up = reachable && effect.outage_status.is_none();
         let status_code = match effect.outage_status {
@@ -335,7 +505,7 @@ impl Generator {
             profile.bandwidth_bytes_per_second.min..profile.bandwidth_bytes_per_second.max,
         );
         let load = self.rng.random_range(profile.load.min..profile.load.max);
-        ProbeResult {
+        Body::Probe {
             target,
             up,
             status_code,

@@ -7,6 +7,7 @@
 //! - [`scenario`]: the scenario TOML: fleet, catalog, funnel rates, probes, incidents.
 //! - [`fleet`]: the simulated stores, their regions and tokens.
 //! - [`generate`]: the seeded event generator: catalog, sessions walking the funnel, probes.
+//! - [`request`]: generated requests written straight from drafts into protobuf bytes.
 //! - [`send`]: the gRPC sender: concurrency, pacing, streaming, retries with the same ids.
 //! - [`wire`]: unary Publish of requests encoded once, so retries resend the same bytes.
 //! - [`replay`]: replaying a CSV of the public e-commerce behaviour dataset.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod fleet;
 pub mod generate;
 pub mod replay;
+pub mod request;
 pub mod scenario;
 pub mod send;
 pub mod truth;

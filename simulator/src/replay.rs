@@ -36,7 +36,7 @@ use crate::{
     fleet::{Store, fleet, prefix, scenario_fleet},
     generate::Generator,
     scenario::Scenario,
-    send::{Delivery, Job, now_unix},
+    send::{Delivery, Events, Job, now_unix},
     truth::Truth,
 };
 
@@ -283,13 +283,26 @@ pub async fn run(args: &ReplayArgs) -> anyhow::Result<Truth> {
                 tokio::time::sleep_until(due.into()).await;
             }
             let events = std::mem::take(&mut buffers[store]);
-            if !delivery.send(Job { store, events }).await {
+            if !delivery
+                .send(Job {
+                    store,
+                    events: Events::Built(events),
+                })
+                .await
+            {
                 break;
             }
         }
     }
     for (store, events) in buffers.into_iter().enumerate() {
-        if !events.is_empty() && !delivery.send(Job { store, events }).await {
+        if !events.is_empty()
+            && !delivery
+                .send(Job {
+                    store,
+                    events: Events::Built(events),
+                })
+                .await
+        {
             break;
         }
     }

@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
 use pipeline::proto::ingest::{
-    Event, PublishRequest, PublishResponse, ingest_service_client::IngestServiceClient,
+    Event, PublishRequest, PublishResponse, Rejection, ingest_service_client::IngestServiceClient,
 };
 use prost::Message as _;
 use tonic::{Code, Request, Status, Streaming, transport::Channel};
@@ -26,8 +26,9 @@ use crate::{
     config::{RunArgs, SendArgs},
     fleet::{Store, scenario_fleet},
     generate::Generator,
+    request::Generated,
     scenario::Scenario,
-    truth::Truth,
+    truth::{Tally, Truth},
     wire::EncodedClient,
 };
 
@@ -37,7 +38,76 @@ const MAX_ATTEMPTS: u32 = 30;
 /// One request's worth of events for one store.
 pub struct Job {
     pub store: usize,
-    pub events: Vec<Event>,
+    pub events: Events,
+}
+
+/// A job's events.
+pub enum Events {
+    /// Messages, e.g. replayed from a file.
+    Built(Vec<Event>),
+    /// Generated: drafts and their encoded request, which no `Event` was built for.
+    Generated(Generated),
+}
+
+/// A job's request while it is delivered.
+enum Pending {
+    /// `encoded` is filled at most once, however often the request is retried.
+    Built {
+        request: PublishRequest,
+        encoded: Option<Bytes>,
+    },
+    Generated(Generated),
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        match self {
+            Pending::Built { request, .. } => request.events.len(),
+            Pending::Generated(g) => g.drafts.len(),
+        }
+    }
+
+    /// The request's protobuf bytes, for unary `Publish`.
+    fn encoded(&mut self) -> Bytes {
+        match self {
+            Pending::Built { request, encoded } => encoded
+                .get_or_insert_with(|| Bytes::from(request.encode_to_vec()))
+                .clone(),
+            Pending::Generated(g) => g.encoded.clone(),
+        }
+    }
+
+    /// The request as a message numbered `sequence`, for `PublishStream`.
+    fn message(&self, store: &Store, sequence: u64) -> PublishRequest {
+        match self {
+            Pending::Built { request, .. } => PublishRequest {
+                sequence,
+                ..request.clone()
+            },
+            Pending::Generated(g) => PublishRequest {
+                sequence,
+                events: g.events(store),
+                all_or_nothing: false,
+            },
+        }
+    }
+
+    /// Records in `truth` the events not in `rejected` (indices in ascending order).
+    fn accept(&self, truth: &mut Truth, tally: &mut Tally, store: &Store, rejected: &[Rejection]) {
+        let mut bad = rejected.iter().map(|r| r.index as usize).peekable();
+        let accepted = (0..self.len()).filter(move |&i| bad.next_if_eq(&i).is_none());
+        match self {
+            Pending::Built { request, .. } => {
+                accepted.for_each(|i| truth.accept(&request.events[i]));
+            }
+            Pending::Generated(g) => truth.accept_drafts(
+                tally,
+                &g.model,
+                store.region,
+                accepted.map(|i| &g.drafts[i]),
+            ),
+        }
+    }
 }
 
 type Jobs = Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Job>>>;
@@ -68,8 +138,10 @@ impl Delivery {
         // one flag for every sender, so the fallback warning appears once
         let unary_only = Arc::new(AtomicBool::new(!args.streaming));
         let mut senders = Vec::new();
-        for _ in 0..concurrency {
-            let channel = Channel::from_shared(args.gateway.clone())
+        anyhow::ensure!(!args.gateway.is_empty(), "no gateway url");
+        for i in 0..concurrency {
+            let url = args.gateway[i % args.gateway.len()].clone();
+            let channel = Channel::from_shared(url)
                 .context("gateway url")?
                 .connect_timeout(Duration::from_secs(5))
                 .connect_lazy();
@@ -83,6 +155,7 @@ impl Delivery {
                 bar: bar.clone(),
                 unary_only: unary_only.clone(),
                 streams: HashMap::new(),
+                tally: Tally::default(),
             };
             senders.push(tokio::spawn(sender.run(rx.clone())));
         }
@@ -148,7 +221,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Truth> {
         }
         let store = next_store % stores.len();
         next_store += 1;
-        let events = generator.batch(&stores[store], n);
+        let events = Events::Generated(Generated::new(&mut generator, &stores[store], n));
         produced += n as u64;
         if !delivery.send(Job { store, events }).await {
             break;
@@ -199,6 +272,8 @@ struct Sender {
     /// Set when streaming is off or the gateway turned out not to implement it.
     unary_only: Arc<AtomicBool>,
     streams: HashMap<usize, OpenStream>,
+    /// Scratch space for counting a generated request's events in the truth.
+    tally: Tally,
 }
 
 impl Sender {
@@ -212,31 +287,29 @@ impl Sender {
 
     /// Sends one job until it is answered, retrying retriable refusals with the same ids.
     async fn deliver(&mut self, job: Job) -> anyhow::Result<()> {
-        let n = job.events.len() as u64;
-        let request = PublishRequest {
-            sequence: 0,
-            events: job.events,
-            all_or_nothing: false,
+        let mut request = match job.events {
+            Events::Built(events) => Pending::Built {
+                request: PublishRequest {
+                    sequence: 0,
+                    events,
+                    all_or_nothing: false,
+                },
+                encoded: None,
+            },
+            Events::Generated(g) => Pending::Generated(g),
         };
+        let n = request.len();
+        let stores = self.stores.clone();
+        let store = &stores[job.store];
         let mut attempt = 0;
-        // encoded at most once, however often the request is retried
-        let mut encoded = None;
         loop {
-            match self.publish(job.store, &request, &mut encoded).await {
+            match self.publish(job.store, &mut request).await {
                 Ok(response) => {
+                    let n = n as u64;
                     let mut t = self.truth.lock().expect("truth lock");
                     t.sent += n;
                     t.rejected += response.rejected.len() as u64;
-                    let mut bad = response
-                        .rejected
-                        .iter()
-                        .map(|r| r.index as usize)
-                        .peekable();
-                    for (i, event) in request.events.iter().enumerate() {
-                        if bad.next_if_eq(&i).is_none() {
-                            t.accept(event);
-                        }
-                    }
+                    request.accept(&mut t, &mut self.tally, store, &response.rejected);
                     let msg = progress_message(&t);
                     drop(t);
                     self.bar.inc(n);
@@ -262,9 +335,9 @@ impl Sender {
                 Err(status) => {
                     tracing::warn!(code = ?status.code(), message = status.message(), "request failed");
                     let mut t = self.truth.lock().expect("truth lock");
-                    t.sent += n;
-                    t.failed += n;
-                    self.bar.inc(n);
+                    t.sent += n as u64;
+                    t.failed += n as u64;
+                    self.bar.inc(n as u64);
                     return Ok(());
                 }
             }
@@ -274,8 +347,7 @@ impl Sender {
     async fn publish(
         &mut self,
         store: usize,
-        request: &PublishRequest,
-        encoded: &mut Option<Bytes>,
+        request: &mut Pending,
     ) -> Result<PublishResponse, Status> {
         if !self.unary_only.load(Ordering::Relaxed) {
             match self.publish_streamed(store, request).await {
@@ -290,8 +362,7 @@ impl Sender {
                 answered => return answered,
             }
         }
-        let bytes = encoded.get_or_insert_with(|| Bytes::from(request.encode_to_vec()));
-        let mut req = Request::new(bytes.clone());
+        let mut req = Request::new(request.encoded());
         self.authorize(store, &mut req)?;
         self.unary.publish(req).await
     }
@@ -301,25 +372,22 @@ impl Sender {
     async fn publish_streamed(
         &mut self,
         store: usize,
-        request: &PublishRequest,
+        request: &Pending,
     ) -> Result<PublishResponse, Status> {
-        let mut request = request.clone();
         let mut open = match self.streams.remove(&store) {
             Some(open) => {
-                request.sequence = open.next_sequence;
                 open.requests
-                    .send(request)
+                    .send(request.message(&self.stores[store], open.next_sequence))
                     .await
                     .map_err(|_| Status::unavailable("request stream closed"))?;
                 open
             }
             None => {
                 let (requests, rx) = tokio::sync::mpsc::channel(4);
-                request.sequence = 1;
                 // queued before the call, so a gateway that waits for the first message
                 // before sending headers does not deadlock us
                 requests
-                    .send(request)
+                    .send(request.message(&self.stores[store], 1))
                     .await
                     .map_err(|_| Status::internal("request channel closed"))?;
                 let mut req = Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));

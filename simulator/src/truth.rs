@@ -9,6 +9,8 @@ use pipeline::{
 };
 use serde::Serialize;
 
+use crate::generate::{Body, Draft, Model};
+
 /// Counts of one funnel.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Funnel {
@@ -100,6 +102,45 @@ impl Serialize for Probes {
     }
 }
 
+/// Scratch space of [`Truth::accept_drafts`], kept from request to request so that counting
+/// a request allocates nothing.
+#[derive(Default)]
+pub struct Tally {
+    /// Indexed by catalog index; all zero between requests.
+    products: Vec<Counts>,
+    /// The products counted in this request, each once.
+    touched: Vec<usize>,
+    /// `region/target` of every region and target, indexed region-major.
+    probe_keys: Vec<String>,
+}
+
+/// A funnel's counts for one product and one currency.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counts {
+    views: u64,
+    carts: u64,
+    removals: u64,
+    purchases: u64,
+    units: u64,
+    revenue_nanos: i128,
+}
+
+impl Counts {
+    fn add(&mut self, kind: CommerceEventType, quantity: u32, price_nanos: i128) {
+        match kind {
+            CommerceEventType::View => self.views += 1,
+            CommerceEventType::Cart => self.carts += 1,
+            CommerceEventType::RemoveFromCart => self.removals += 1,
+            CommerceEventType::Purchase => {
+                self.purchases += 1;
+                self.units += quantity as u64;
+                self.revenue_nanos += price_nanos * quantity as i128;
+            }
+            CommerceEventType::Unspecified => {}
+        }
+    }
+}
+
 /// What was sent and acknowledged.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Truth {
@@ -124,6 +165,19 @@ pub struct Truth {
 }
 
 impl Funnel {
+    /// Adds counts whose revenue is in `currency`; the currency gets an entry only with a
+    /// purchase, as with `add`.
+    fn add_counts(&mut self, c: &Counts, currency: &str) {
+        self.views += c.views;
+        self.carts += c.carts;
+        self.removals += c.removals;
+        self.purchases += c.purchases;
+        self.units += c.units;
+        if c.purchases > 0 {
+            *slot(&mut self.revenue_nanos, currency) += c.revenue_nanos;
+        }
+    }
+
     fn add(&mut self, kind: CommerceEventType, quantity: u32, currency: &str, price_nanos: i128) {
         match kind {
             CommerceEventType::View => self.views += 1,
@@ -132,8 +186,7 @@ impl Funnel {
             CommerceEventType::Purchase => {
                 self.purchases += 1;
                 self.units += quantity as u64;
-                *self.revenue_nanos.entry(currency.to_owned()).or_default() +=
-                    price_nanos * quantity as i128;
+                *slot(&mut self.revenue_nanos, currency) += price_nanos * quantity as i128;
             }
             CommerceEventType::Unspecified => {}
         }
@@ -178,6 +231,94 @@ impl Truth {
                 }
             }
             None => {}
+        }
+    }
+
+    /// Records a request's acknowledged generated events, sent by a store in `region`:
+    /// what `accept` of the events they stand for records (test
+    /// `drafts_count_like_their_events`), without building those events. Commerce events
+    /// are counted per product in `tally` first, so the string-keyed maps are looked up once
+    /// per product of the request instead of four times per event.
+    pub fn accept_drafts<'a>(
+        &mut self,
+        tally: &mut Tally,
+        model: &Model,
+        region: Region,
+        drafts: impl IntoIterator<Item = &'a Draft>,
+    ) {
+        tally
+            .products
+            .resize(model.catalog.len(), Counts::default());
+        if tally.probe_keys.is_empty() {
+            tally.probe_keys = Region::ALL
+                .iter()
+                .flat_map(|r| {
+                    let targets = &model.scenario.probes.targets;
+                    targets.iter().map(move |t| format!("{r}/{t}"))
+                })
+                .collect();
+        }
+        let targets = model.scenario.probes.targets.len();
+        let region_index = Region::ALL
+            .iter()
+            .position(|&r| r == region)
+            .expect("a region of Region::ALL");
+        let region_name = region.as_str();
+        for draft in drafts {
+            self.accepted += 1;
+            if !self.forget_ids {
+                self.accepted_ids.push(draft.event_id.as_str().to_owned());
+            }
+            match draft.body {
+                Body::Commerce {
+                    kind,
+                    product,
+                    quantity,
+                    ..
+                } => {
+                    let counts = &mut tally.products[product];
+                    if *counts == Counts::default() {
+                        tally.touched.push(product);
+                    }
+                    let (units, nanos) = model.catalog[product].price();
+                    counts.add(
+                        kind,
+                        quantity,
+                        units as i128 * 1_000_000_000 + nanos as i128,
+                    );
+                }
+                // in event order, so the samples are as `accept` would have pushed them
+                Body::Probe {
+                    target,
+                    up,
+                    response_time_ms,
+                    network_latency_ms,
+                    ..
+                } => {
+                    for probes in [
+                        slot(&mut self.probes_by_region, region_name),
+                        slot(
+                            &mut self.probes_by_target,
+                            &tally.probe_keys[region_index * targets + target],
+                        ),
+                    ] {
+                        probes.add(up, response_time_ms, network_latency_ms);
+                    }
+                }
+            }
+        }
+        let currency = model.currency(region);
+        for product in tally.touched.drain(..) {
+            let counts = std::mem::take(&mut tally.products[product]);
+            let p = &model.catalog[product];
+            for funnel in [
+                &mut self.total,
+                self.by_product.entry(p.id).or_default(),
+                slot(&mut self.by_category, &p.category_code),
+                slot(&mut self.by_region, region_name),
+            ] {
+                funnel.add_counts(&counts, currency);
+            }
         }
     }
 
@@ -230,6 +371,30 @@ mod tests {
         assert_eq!(Quantiles::of(&hundred).p95, Some(96));
         assert_eq!(Quantiles::of(&hundred).p99, Some(100));
         assert_eq!(quantile_exact(&hundred, 1.0), Some(100));
+    }
+
+    #[test]
+    fn drafts_count_like_their_events() {
+        let stores = crate::fleet::fleet(2, "s");
+        let mut g = crate::generate::Generator::new(4, 1_800_000_000);
+        let (mut by_event, mut by_draft) = (Truth::default(), Truth::default());
+        let mut tally = Tally::default();
+        for (round, store) in stores.iter().cycle().take(30).enumerate() {
+            let mut drafts = Vec::new();
+            g.drafts(store, 700, &mut drafts);
+            // as if the gateway had rejected every 7th event of odd rounds
+            let accepted = |i: &usize| round % 2 == 0 || i % 7 != 3;
+            for (_, d) in drafts.iter().enumerate().filter(|(i, _)| accepted(i)) {
+                by_event.accept(&g.model().event(store, d));
+            }
+            let kept = drafts.iter().enumerate().filter(|(i, _)| accepted(i));
+            by_draft.accept_drafts(&mut tally, g.model(), store.region, kept.map(|(_, d)| d));
+        }
+        assert!(by_event.total.purchases > 0 && !by_event.probes_by_target.is_empty());
+        assert_eq!(by_draft.to_json(), by_event.to_json());
+        assert_eq!(by_draft.accepted_ids, by_event.accepted_ids);
+        assert_eq!(by_draft.probes_by_region, by_event.probes_by_region);
+        assert_eq!(by_draft.probes_by_target, by_event.probes_by_target);
     }
 
     #[test]

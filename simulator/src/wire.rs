@@ -1,5 +1,6 @@
-//! Unary `Publish` of a request encoded once: the sender keeps the events for the ground
-//! truth and a retry resends the same bytes, so no request is deep-cloned or re-encoded.
+//! Unary `Publish` of a request encoded once: the sender keeps the events (or, for
+//! generated requests, their drafts) for the ground truth and a retry resends the same
+//! bytes, so no request is deep-cloned or re-encoded.
 //! The simulator shares the machine with the pipeline in benchmarks, so its cost per event
 //! counts against the pipeline's figures.
 
