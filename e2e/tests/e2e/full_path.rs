@@ -183,7 +183,7 @@ async fn events_flow_from_publish_to_the_report_in_s3() {
 /// The oracle: every per-product, per-category, per-region and per-target figure the report
 /// shows equals the simulator's ground truth of what the gateway acknowledged, quantiles
 /// included (the truth computes them as `quantileExact` does, so they must be equal).
-fn oracle(report: &reporter::report::MarketplaceReport, truth: &simulator::truth::Truth) {
+pub fn oracle(report: &reporter::report::MarketplaceReport, truth: &simulator::truth::Truth) {
     use simulator::truth::{Funnel, Quantiles};
     let nanos = |text: &str| -> i128 {
         let (whole, frac) = text.split_once('.').unwrap_or((text, ""));

@@ -1,0 +1,443 @@
+//! Scale-out (issue #9): the simulator streams through two gateways into a sharded stream on a
+//! 3-master Redis Cluster; three consumers load a two-shard ClickHouse 18.16 cluster through
+//! Distributed tables; the report, read through another node, equals the simulator's truth.
+//! The chaos variant restarts a Redis master (AOF on) and kills a consumer mid-run.
+
+use std::{collections::HashSet, time::Duration};
+
+use clap::Parser;
+use testkit::{ClickHouseCluster, RedisCluster};
+use tokio::{sync::watch, task::JoinHandle};
+
+use crate::helpers::*;
+
+const SHARDS: &str = "6";
+const SECRET: &str = "cluster-secret";
+
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct Id {
+    event_id: String,
+}
+
+/// The servers of one cluster test and the flags every service needs for them.
+struct Clusters {
+    redis: RedisCluster,
+    clickhouse: ClickHouseCluster,
+    database: String,
+}
+
+impl Clusters {
+    fn start() -> Clusters {
+        Clusters {
+            redis: RedisCluster::start().unwrap(),
+            clickhouse: ClickHouseCluster::start().unwrap(),
+            database: testkit::unique_name("cluster"),
+        }
+    }
+
+    fn shard_urls(&self) -> String {
+        let urls: Vec<String> = self.clickhouse.shards().iter().map(|s| s.url()).collect();
+        urls.join(",")
+    }
+
+    /// Consumer `name`, on the first ClickHouse node, migrating every shard.
+    fn consumer(&self, name: &str, extra: &[&str]) -> consumer::Settings {
+        let urls = self.shard_urls();
+        let mut args = vec![
+            "--stream-shards",
+            SHARDS,
+            "--clickhouse-cluster",
+            self.clickhouse.name(),
+            "--clickhouse-shard-urls",
+            &urls,
+        ];
+        args.extend_from_slice(extra);
+        let mut settings = consumer_settings(
+            &self.redis.url(),
+            "events",
+            &self.clickhouse.shards()[0].url(),
+            &self.database,
+            &args,
+        );
+        settings.group.consumer_name = name.to_owned();
+        settings
+    }
+
+    /// A client of the second node: any node answers for the whole cluster.
+    fn reader(&self) -> clickhouse::Client {
+        clickhouse(&self.clickhouse.shards()[1].url(), &self.database)
+    }
+
+    /// A count through the second node; none until the consumers created the tables.
+    async fn count(&self, sql: &str) -> Option<u64> {
+        self.reader().query(sql).fetch_one().await.ok()
+    }
+}
+
+/// A consumer process in this test: `consumer::worker::run` under a supervisor that restarts
+/// it when it exits with an error (as it does when Redis fails under an `XACK`), until
+/// `stop`. Aborting the task is the consumer's SIGKILL: no last flush, no acknowledgement.
+fn spawn_consumer(settings: consumer::Settings, stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let mut stopped = stop.clone();
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            match consumer::worker::run(&settings, shutdown, Duration::from_secs(5)).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "consumer exited; restarting");
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+        }
+    })
+}
+
+fn simulate(gateways: &str, total: u64, rate: u64, base: i64) -> simulator::config::RunArgs {
+    let settings = simulator::Settings::try_parse_from([
+        "simulator",
+        "run",
+        "--gateway",
+        gateways,
+        "--stores-per-region",
+        "3",
+        "--token-secret",
+        SECRET,
+        "--total",
+        &total.to_string(),
+        "--batch-size",
+        "200",
+        "--concurrency",
+        "6",
+        "--rate",
+        &rate.to_string(),
+        "--seed",
+        "29",
+        "--time-base",
+        &base.to_string(),
+        "--quiet",
+    ])
+    .unwrap();
+    let simulator::config::Command::Run(args) = settings.command else {
+        unreachable!()
+    };
+    args
+}
+
+/// Waits until every acknowledged event is loaded and every shard's group is drained.
+async fn wait_loaded(c: &Clusters, expected: u64) {
+    let shards = pipeline::shard::Shards::new("events", SHARDS.parse().unwrap());
+    testkit::eventually(Duration::from_secs(120), "every event loaded", || async {
+        let loaded = c
+            .count(
+                "SELECT count() FROM (SELECT event_id FROM commerce_events FINAL \
+                 UNION ALL SELECT event_id FROM probe_results FINAL)",
+            )
+            .await
+            .unwrap_or(0);
+        let pending: u64 = shards
+            .keys()
+            .iter()
+            .map(|key| {
+                // No group yet (the consumers are still starting) counts as pending.
+                let reply = c.redis.cli(0, &["XPENDING", key, "loader"]);
+                reply
+                    .ok()
+                    .and_then(|r| r.lines().next()?.parse::<u64>().ok())
+                    .unwrap_or(1)
+            })
+            .sum();
+        Ok((loaded >= expected && pending == 0).then_some(()))
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_gateways_three_consumers_on_clusters_report_the_truth() {
+    let c = Clusters::start();
+    let s3 = testkit::shared_s3();
+    let bucket = testkit::unique_bucket();
+    let fleet = simulator::fleet::fleet(3, SECRET);
+    let stores = simulator::fleet::stores_file(&fleet);
+    let flags = ["--stream-shards", SHARDS];
+    let g1 = start_gateway(&c.redis.url(), "events", &stores, &flags).await;
+    let g2 = start_gateway(&c.redis.url(), "events", &stores, &flags).await;
+    let (stop, stopped) = watch::channel(false);
+    let consumers: Vec<JoinHandle<()>> = ["c1", "c2", "c3"]
+        .iter()
+        .map(|name| spawn_consumer(c.consumer(name, &[]), stopped.clone()))
+        .collect();
+
+    let base = event_time_base();
+    let truth = simulator::send::run(&simulate(
+        &format!("{},{}", g1.url(), g2.url()),
+        6000,
+        0,
+        base,
+    ))
+    .await
+    .unwrap();
+    assert_eq!((truth.accepted, truth.failed), (6000, 0));
+    wait_loaded(&c, 6000).await;
+
+    // The shards spread over the Redis masters, the rows over the ClickHouse shards, and
+    // every consumer joined every shard's group.
+    let shards = pipeline::shard::Shards::new("events", SHARDS.parse().unwrap());
+    let mut masters = HashSet::new();
+    for key in shards.keys() {
+        let slot = c.redis.cli(0, &["CLUSTER", "KEYSLOT", key]).unwrap();
+        // A node counts keys only in the slots it owns.
+        let owner = (0..3).find(|&i| {
+            c.redis
+                .node(i)
+                .cli(&["CLUSTER", "COUNTKEYSINSLOT", slot.trim()])
+                .is_ok_and(|n| n.trim() != "0")
+        });
+        masters.extend(owner);
+        let consumers = c
+            .redis
+            .cli(0, &["XINFO", "CONSUMERS", key, "loader"])
+            .unwrap();
+        for name in ["c1", "c2", "c3"] {
+            assert!(consumers.contains(name), "{name} reads {key}: {consumers}");
+        }
+    }
+    assert_eq!(masters.len(), 3, "the shards live on every master");
+    for shard in c.clickhouse.shards() {
+        let local: u64 = shard
+            .query(&format!(
+                "SELECT count() FROM {}.commerce_events_local",
+                c.database
+            ))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(local > 1000, "every ClickHouse shard holds rows: {local}");
+    }
+    let loaded: Vec<Id> = c
+        .reader()
+        .query("SELECT event_id FROM commerce_events UNION ALL SELECT event_id FROM probe_results")
+        .fetch_all()
+        .await
+        .unwrap();
+    let ids: HashSet<&str> = loaded.iter().map(|r| r.event_id.as_str()).collect();
+    assert_eq!(loaded.len(), 6000, "no event loaded twice");
+    let sent: HashSet<&str> = truth.accepted_ids.iter().map(String::as_str).collect();
+    assert_eq!(ids, sent);
+
+    s3.create_bucket(&bucket).unwrap();
+    let store = report_store(&s3.endpoint(), &bucket).await;
+    let (report, _keys) = reporter::run::run(&c.reader(), &store, utc_date(base))
+        .await
+        .unwrap();
+    crate::full_path::oracle(&report, &truth);
+
+    stop.send(true).unwrap();
+    for consumer in consumers {
+        consumer.await.unwrap();
+    }
+    g1.shutdown().await.unwrap();
+    g2.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_survives_a_redis_master_restart_and_a_killed_consumer() {
+    let c = Clusters::start();
+    let fleet = simulator::fleet::fleet(3, SECRET);
+    let stores = simulator::fleet::stores_file(&fleet);
+    let flags = ["--stream-shards", SHARDS];
+    let g1 = start_gateway(&c.redis.url(), "events", &stores, &flags).await;
+    let g2 = start_gateway(&c.redis.url(), "events", &stores, &flags).await;
+    let (stop, stopped) = watch::channel(false);
+    // A short claim idle: the survivors take over the killed consumer's entries soon.
+    let quick = ["--claim-idle", "2s"];
+    let mut consumers: Vec<JoinHandle<()>> = ["c1", "c2", "c3"]
+        .iter()
+        .map(|name| spawn_consumer(c.consumer(name, &quick), stopped.clone()))
+        .collect();
+
+    let base = event_time_base();
+    let gateways = format!("{},{}", g1.url(), g2.url());
+    let args = simulate(&gateways, 30_000, 3_000, base);
+    let sending = tokio::spawn(async move { simulator::send::run(&args).await });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // SIGKILL of consumer c2: whatever it held stays pending until c1 or c3 claims it.
+    consumers.remove(1).abort();
+    // A graceful restart of one master while the stores keep sending.
+    let Clusters {
+        mut redis,
+        clickhouse,
+        database,
+    } = c;
+    let redis = tokio::task::spawn_blocking(move || {
+        redis.restart_node(1).unwrap();
+        redis
+    })
+    .await
+    .unwrap();
+    assert!(
+        !sending.is_finished(),
+        "the restart came while the stores were sending"
+    );
+    let c = Clusters {
+        redis,
+        clickhouse,
+        database,
+    };
+    let truth = sending.await.unwrap().unwrap();
+    assert!(truth.accepted > 0);
+    assert!(
+        truth.retried_requests > 0 || truth.accepted == 30_000,
+        "the restart was noticed or harmless"
+    );
+    wait_loaded(&c, truth.accepted).await;
+
+    let loaded: Vec<Id> = c
+        .reader()
+        .query("SELECT event_id FROM commerce_events FINAL UNION ALL SELECT event_id FROM probe_results FINAL")
+        .fetch_all()
+        .await
+        .unwrap();
+    let ids: HashSet<&str> = loaded.iter().map(|r| r.event_id.as_str()).collect();
+    assert_eq!(ids.len(), loaded.len(), "an event counts twice with FINAL");
+    let missing = truth
+        .accepted_ids
+        .iter()
+        .filter(|id| !ids.contains(id.as_str()))
+        .count();
+    assert_eq!(missing, 0, "acknowledged events are missing");
+    // Requests the store gave up on may have been queued anyway; nothing else may appear.
+    assert!(
+        loaded.len() as u64 <= truth.accepted + truth.failed,
+        "{} loaded, {} acknowledged, {} failed",
+        loaded.len(),
+        truth.accepted,
+        truth.failed
+    );
+    eprintln!(
+        "cluster chaos: {} acknowledged, {} retried requests, {} failed, {} loaded",
+        truth.accepted,
+        truth.retried_requests,
+        truth.failed,
+        loaded.len()
+    );
+    stop.send(true).unwrap();
+    for consumer in consumers {
+        consumer.await.unwrap();
+    }
+    g1.shutdown().await.unwrap();
+    g2.shutdown().await.unwrap();
+}
+
+/// The scaling benchmark of the cluster setup, run by hand and recorded in
+/// docs/BENCHMARKS.md (never part of the test command: it measures, and the machine is
+/// shared):
+///
+/// ```sh
+/// cargo test --release -p e2e cluster_scaling -- --ignored --nocapture
+/// ```
+///
+/// Two gateways, a 6-shard stream on the 3-master Redis Cluster, the two-shard ClickHouse
+/// cluster; `CLUSTER_BENCH_EVENTS` events (default 300,000) sent at full speed while 1 or 2
+/// consumers load them, alternating 1, 2, 1, 2, … for `CLUSTER_BENCH_ROUNDS` rounds (default
+/// 3) so that both see the same machine. Each run gets a fresh database and stream, and
+/// must load every event exactly once; the figure is events / (first send → last row
+/// queryable). Prints one line per run and the medians.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a benchmark: run by hand, see the doc comment"]
+async fn cluster_scaling_one_vs_two_consumers() {
+    let env_or = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let events = env_or("CLUSTER_BENCH_EVENTS", 300_000);
+    let rounds = env_or("CLUSTER_BENCH_ROUNDS", 3);
+    let mut c = Clusters::start();
+    let fleet = simulator::fleet::fleet(3, SECRET);
+    let stores = simulator::fleet::stores_file(&fleet);
+    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for run in 0..rounds * 2 {
+        let consumers_n = 1 + (run % 2) as usize;
+        c.database = testkit::unique_name("scale");
+        let stream = testkit::unique_name("events");
+        let flags = ["--stream-shards", SHARDS];
+        let g1 = start_gateway(&c.redis.url(), &stream, &stores, &flags).await;
+        let g2 = start_gateway(&c.redis.url(), &stream, &stores, &flags).await;
+        let (stop, stopped) = watch::channel(false);
+        let consumers: Vec<JoinHandle<()>> = (0..consumers_n)
+            .map(|i| {
+                let mut settings = c.consumer(&format!("c{i}"), &[]);
+                settings.redis.stream_key = stream.clone();
+                settings.batch.batch_age = Duration::from_secs(1);
+                spawn_consumer(settings, stopped.clone())
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let mut args = simulate(
+            &format!("{},{}", g1.url(), g2.url()),
+            events,
+            0,
+            event_time_base(),
+        );
+        args.send.batch_size = 2_000;
+        args.send.concurrency = 8;
+        args.send.forget_ids = true;
+        let truth = simulator::send::run(&args).await.unwrap();
+        let sent_in = started.elapsed();
+        assert_eq!(truth.accepted, events);
+        testkit::eventually(Duration::from_secs(600), "every event loaded", || async {
+            let n = c
+                .count(
+                    "SELECT count() FROM (SELECT event_id FROM commerce_events \
+                     UNION ALL SELECT event_id FROM probe_results)",
+                )
+                .await
+                .unwrap_or(0);
+            Ok((n >= events).then_some(()))
+        })
+        .await
+        .unwrap();
+        let took = started.elapsed();
+        let exact = c
+            .count(
+                "SELECT count() FROM (SELECT event_id FROM commerce_events FINAL \
+                 UNION ALL SELECT event_id FROM probe_results FINAL)",
+            )
+            .await;
+        assert_eq!(exact, Some(events), "every event exactly once");
+        let rate = events as f64 / took.as_secs_f64();
+        rates[consumers_n - 1].push(rate);
+        println!(
+            "cluster scaling: run {run}, {consumers_n} consumer(s): {events} events, sent in \
+             {:.1} s, loaded in {:.1} s: {rate:.0} events/s end to end",
+            sent_in.as_secs_f64(),
+            took.as_secs_f64()
+        );
+        stop.send(true).unwrap();
+        for consumer in consumers {
+            consumer.await.unwrap();
+        }
+        g1.shutdown().await.unwrap();
+        g2.shutdown().await.unwrap();
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (one, two) = (median(&mut rates[0]), median(&mut rates[1]));
+    println!(
+        "cluster scaling: median 1 consumer {one:.0} events/s, 2 consumers {two:.0} events/s, \
+         ratio {:.2} ({} cores, load average {})",
+        two / one,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+}
