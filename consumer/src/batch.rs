@@ -50,6 +50,8 @@ pub struct Batch {
     oldest: Option<Instant>,
     /// Set by [`Batch::flush_soon`]: due now, whatever the limits say.
     urgent: bool,
+    /// Size of the largest entry seen, to size reads (see [`Batch::read_budget`]).
+    largest_entry: usize,
 }
 
 /// Average encoded size of one event, to estimate rows without decoding.
@@ -64,7 +66,20 @@ impl Batch {
             approx_rows: 0,
             oldest: None,
             urgent: false,
+            largest_entry: 0,
         }
+    }
+
+    /// How many entries the next read may ask for, at most `count`: as many as fit in what
+    /// is left of the byte limit at the size of the largest entry seen so far (at least
+    /// one). A reply of `CONSUMER_READ_COUNT` entries of 2,000 events each would be
+    /// hundreds of MiB, read into memory before the byte limit could say no.
+    pub fn read_budget(&self, count: u64) -> u64 {
+        if self.largest_entry == 0 {
+            return count.clamp(1, 16);
+        }
+        let left = self.limits.max_bytes.saturating_sub(self.bytes);
+        ((left / self.largest_entry) as u64).clamp(1, count.max(1))
     }
 
     /// Makes the batch due at once: for entries that already waited (taken over from a dead
@@ -76,6 +91,7 @@ impl Batch {
     pub fn push(&mut self, entry: RawEntry) {
         self.oldest.get_or_insert_with(Instant::now);
         let size = entry.size();
+        self.largest_entry = self.largest_entry.max(size);
         self.bytes += size;
         self.approx_rows += (size / APPROX_EVENT_BYTES).max(1);
         self.entries.push(entry);
@@ -185,6 +201,23 @@ mod tests {
         });
         b.push(entry(60));
         assert!(b.is_due(Instant::now()), "byte limit");
+    }
+
+    #[test]
+    fn reads_ask_for_what_fits_in_the_byte_limit() {
+        let mut b = Batch::new(Limits {
+            max_rows: 1_000_000,
+            max_bytes: 1_000,
+            max_age: Duration::from_secs(1),
+        });
+        assert_eq!(b.read_budget(1_000), 16, "a first read is small");
+        b.push(entry(98)); // 101 bytes with the id
+        assert_eq!(b.read_budget(1_000), 8, "899 bytes left, 101 per entry");
+        assert_eq!(b.read_budget(3), 3);
+        for _ in 0..9 {
+            b.push(entry(98));
+        }
+        assert_eq!(b.read_budget(1_000), 1, "full, yet a read takes one");
     }
 
     #[test]

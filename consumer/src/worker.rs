@@ -194,7 +194,8 @@ impl Worker {
             }
         }
         let wait = self.batch.time_left(now);
-        let entries = match self.source.read(self.read_count, wait).await {
+        let count = self.batch.read_budget(self.read_count);
+        let entries = match self.source.read(count, wait).await {
             Ok(entries) => entries,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the stream failed; retrying");
