@@ -1,7 +1,8 @@
 //! Scale-out (issue #9): the simulator streams through two gateways into a sharded stream on a
 //! 3-master Redis Cluster; three consumers load a two-shard ClickHouse 18.16 cluster through
 //! Distributed tables; the report, read through another node, equals the simulator's truth.
-//! The chaos variant restarts a Redis master (AOF on) and kills a consumer mid-run.
+//! The chaos variant restarts a Redis master (AOF on), kills a consumer and adds another
+//! mid-run.
 
 use std::{collections::HashSet, time::Duration};
 
@@ -288,6 +289,8 @@ async fn cluster_survives_a_redis_master_restart_and_a_killed_consumer() {
         clickhouse,
         database,
     };
+    // Scaling out mid-run: a new consumer joins every shard's group and takes a share.
+    consumers.push(spawn_consumer(c.consumer("c4", &quick), stopped.clone()));
     let truth = sending.await.unwrap().unwrap();
     assert!(truth.accepted > 0);
     assert!(
@@ -310,6 +313,21 @@ async fn cluster_survives_a_redis_master_restart_and_a_killed_consumer() {
         .filter(|id| !ids.contains(id.as_str()))
         .count();
     assert_eq!(missing, 0, "acknowledged events are missing");
+    let shards = pipeline::shard::Shards::new("events", SHARDS.parse().unwrap());
+    let joined = shards
+        .keys()
+        .iter()
+        .filter(|key| {
+            c.redis
+                .cli(0, &["XINFO", "CONSUMERS", key, "loader"])
+                .is_ok_and(|reply| reply.contains("c4"))
+        })
+        .count();
+    assert_eq!(
+        joined,
+        shards.len(),
+        "the consumer started mid-run reads every shard"
+    );
     // Requests the store gave up on may have been queued anyway; nothing else may appear.
     assert!(
         loaded.len() as u64 <= truth.accepted + truth.failed,

@@ -178,3 +178,55 @@ async fn the_backlog_is_the_slowest_group_counting_unacknowledged_entries() {
     redis.cli(&ack).unwrap();
     assert_eq!(backlog(client.clone(), key.clone()).await, 6);
 }
+
+/// With a sharded stream each shard is judged on its own: a store whose shard is behind is
+/// refused while a store writing to another shard goes on, and each store's entries land
+/// in its own shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_shard_refuses_only_its_own_stores() {
+    let redis = testkit::shared_redis();
+    let gateway = spawn_gateway(
+        &redis.url(),
+        &["--max-backlog", "5", "--stream-shards", "3"],
+    )
+    .await;
+    let shards = pipeline::shard::Shards::new(&gateway.stream_key, 3);
+    let (eu, asia) = (shards.of_store("eu-1"), shards.of_store("asia-1"));
+    assert_ne!(
+        eu, asia,
+        "the test needs the two stores on different shards"
+    );
+    let mut client = gateway.client().await;
+
+    let status = publish_until_refused(&mut client, Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let len = |key: String| async move {
+        let client = redis_client(&redis.url()).await;
+        fred::interfaces::StreamsInterface::xlen::<u64, _>(&client, key)
+            .await
+            .unwrap()
+    };
+    let eu_len = len(shards.key(eu).to_owned()).await;
+    assert!(eu_len > 5, "europe's shard filled up: {eu_len}");
+
+    for _ in 0..3 {
+        let accepted = client
+            .publish(authed(
+                ASIA_TOKEN,
+                request(
+                    0,
+                    vec![probe("asia-1", pipeline::proto::ingest::Region::Asia)],
+                ),
+            ))
+            .await;
+        assert_eq!(code_of(&accepted), Code::Ok, "asia's shard is not behind");
+    }
+    assert_eq!(len(shards.key(asia).to_owned()).await, 3);
+    assert_eq!(
+        len(shards.key(eu).to_owned()).await,
+        eu_len,
+        "europe stays refused"
+    );
+    let other = 3 - eu - asia;
+    assert_eq!(len(shards.key(other).to_owned()).await, 0);
+}
