@@ -340,7 +340,9 @@ impl Source {
                 // This group's backlog: entries not yet delivered plus those delivered but
                 // not acknowledged (the consumer lag a dashboard shows).
                 let lag = info.get("lag").and_then(Value::as_u64).unwrap_or(0);
-                metrics::gauge!("consumer_group_backlog_entries").set((lag + pending) as f64);
+                // One series per stream (shard): each shard's worker reports its own.
+                metrics::gauge!("consumer_group_backlog_entries", "stream" => self.key.clone())
+                    .set((lag + pending) as f64);
             }
             let bound = if pending > 0 {
                 let Some(name) = name else { return Ok(None) };

@@ -89,3 +89,58 @@ async fn dead_letters_are_listed_and_replayed() {
     .await;
     assert_eq!(letters.list().await.unwrap().len(), 1);
 }
+
+/// With a sharded stream, each shard's worker dead-letters into its shard's own dead-letter
+/// stream; listing covers every shard and a replay goes back to the shard it came from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_of_every_shard_are_listed_and_replayed_to_their_shard() {
+    use fred::interfaces::StreamsInterface;
+    let env = Env::shared().await;
+    let settings = env.settings("c1", &["--stream-shards", "2"]);
+    let shards = settings.redis.shards();
+    for key in shards.keys() {
+        let _: String = env
+            .redis
+            .xadd(
+                key,
+                false,
+                None,
+                "*",
+                vec![("b", Bytes::from_static(b"garbage"))],
+            )
+            .await
+            .unwrap();
+    }
+    consumer::worker::migrate(&settings).await.unwrap();
+    for key in shards.keys() {
+        let mut worker = consumer::Worker::open_shard(&settings, key).await.unwrap();
+        worker.step().await.unwrap();
+        assert!(matches!(
+            worker.flush().await.unwrap(),
+            consumer::Outcome::Flushed(w) if w.dead_letters == 1
+        ));
+    }
+    let letters = DeadLetters::connect(&settings.redis).await.unwrap();
+    let listed = letters.list().await.unwrap();
+    let streams: Vec<&str> = listed.iter().map(|l| l.stream.as_str()).collect();
+    assert_eq!(
+        streams,
+        shards.keys(),
+        "one letter per shard, shard by shard"
+    );
+
+    assert_eq!(letters.replay(None).await.unwrap().len(), 2);
+    for key in shards.keys() {
+        let len: u64 = env.redis.xlen(key).await.unwrap();
+        assert_eq!(len, 2, "{key}: the original and its replay");
+        let dead: u64 = env
+            .redis
+            .xlen(consumer::dead_letter::dead_key(key))
+            .await
+            .unwrap();
+        assert_eq!(
+            dead, 0,
+            "{key}: replayed letters leave the dead-letter stream"
+        );
+    }
+}
