@@ -583,3 +583,88 @@ fn every_clickhouse_panel_runs_on_a_current_clickhouse() {
         "dashboard queries failing on ClickHouse {version}: {failed:#?}"
     );
 }
+
+/// Whether two result texts (TabSeparated, rows in any order) are the same answer: equal
+/// fields, numbers equal up to the rounding a different summation order gives.
+fn same_answer(a: &str, b: &str) -> bool {
+    let rows = |text: &str| {
+        let mut rows: Vec<String> = text.lines().map(str::to_owned).collect();
+        rows.sort();
+        rows
+    };
+    let (a, b) = (rows(a), rows(b));
+    a.len() == b.len()
+        && a.iter().zip(&b).all(|(x, y)| {
+            let (x, y): (Vec<&str>, Vec<&str>) = (x.split('\t').collect(), y.split('\t').collect());
+            x.len() == y.len()
+                && x.iter().zip(&y).all(|(p, q)| {
+                    p == q
+                        || matches!((p.parse::<f64>(), q.parse::<f64>()),
+                            (Ok(p), Ok(q)) if (p - q).abs() <= 1e-9 * p.abs().max(q.abs()).max(1.0))
+                })
+        })
+}
+
+/// Issue #9: "report and dashboard queries give the same answers on one server and on the
+/// cluster". The same simulated data (every row twice) goes into one 18.16 server and into
+/// the two-shard cluster through its Distributed tables; every ClickHouse panel then returns
+/// the same rows from both.
+#[tokio::test]
+async fn every_clickhouse_panel_gives_the_same_answer_on_the_cluster() {
+    let (db, single) = crate::helpers::fresh_database("dash_one").await;
+    pipeline::schema::migrate(&single, &db).await.unwrap();
+    let cluster = testkit::ClickHouseCluster::start().unwrap();
+    let shard_clients: Vec<clickhouse::Client> = cluster
+        .shards()
+        .iter()
+        .map(|s| crate::helpers::clickhouse(&s.url(), "default"))
+        .collect();
+    pipeline::schema::migrate_cluster(&shard_clients, &db, cluster.name())
+        .await
+        .unwrap();
+    let distributed = crate::helpers::clickhouse(&cluster.shards()[0].url(), &db)
+        .with_setting("insert_distributed_sync", "1");
+
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let base = now - 300;
+    let probes_one = load_simulated_data(&single, base).await;
+    let probes_cluster = load_simulated_data(&distributed, base).await;
+    assert_eq!(probes_one, probes_cluster, "the same data on both");
+    for shard in cluster.shards() {
+        let local = shard
+            .query(&format!("SELECT count() FROM {db}.probe_results_local"))
+            .unwrap();
+        assert_ne!(local.trim(), "0", "both shards hold rows");
+    }
+
+    let range = Range {
+        from: base - 3600,
+        to: now + 60,
+        interval_s: 60,
+    };
+    let database = [("database", db.as_str())];
+    for q in expanded_queries(range) {
+        let one = testkit::shared_clickhouse()
+            .query_with_settings(&q.text, &database)
+            .unwrap_or_else(|e| panic!("{} fails on one server: {e:#}", q.name));
+        // Through the node the data was not inserted into: any node answers for all.
+        let many = cluster.shards()[1]
+            .query_with_settings(&q.text, &database)
+            .unwrap_or_else(|e| panic!("{} fails on the cluster: {e:#}", q.name));
+        assert!(!one.trim().is_empty(), "{} returns no rows", q.name);
+        assert!(
+            same_answer(&one, &many),
+            "{} differs on the cluster\none server:\n{one}\ncluster:\n{many}",
+            q.name
+        );
+    }
+}
+
+#[test]
+fn answers_compare_as_sets_of_rows_with_rounding() {
+    assert!(same_answer("a\t1\nb\t2\n", "b\t2\na\t1\n"));
+    assert!(same_answer("x\t0.30000000000000004", "x\t0.3"));
+    assert!(!same_answer("x\t0.31", "x\t0.3"));
+    assert!(!same_answer("a\t1\n", "a\t1\nb\t2\n"));
+    assert!(!same_answer("a\tb", "a\tc"));
+}
