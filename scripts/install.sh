@@ -45,6 +45,7 @@ have clickhouse-client || apt_packages+=(clickhouse-client)
 have docker-compose || apt_packages+=(docker-compose)
 have chromium || apt_packages+=(chromium)
 have python3 || apt_packages+=(python3)
+have openssl || apt_packages+=(openssl)  # the gateway's TLS test makes its certificates
 # pip comes with the python3 the machine already has (pyenv on our images), else from Debian
 if ! python3 -m pip --version >/dev/null 2>&1; then
     apt_packages+=(python3-pip)

@@ -1,5 +1,5 @@
-//! TLS settings fail startup with the reason. (A TLS handshake test needs a certificate
-//! generator such as rcgen, which is not in the dependency tree.)
+//! TLS: bad settings fail startup with the reason, and a real handshake with certificates
+//! made by the openssl command line admits trusting clients only.
 
 use clap::Parser;
 
@@ -54,4 +54,161 @@ async fn a_certificate_that_is_not_pem_fails_startup() {
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("configuring tls"), "{err:#}");
+}
+
+/// A CA and a server certificate for `localhost` and 127.0.0.1 signed by it, made with the
+/// openssl command line (scripts/install.sh installs it). Returns (CA PEM, cert path, key
+/// path).
+fn certificates(dir: &std::path::Path) -> (String, String, String) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is installed (scripts/install.sh)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test-ca",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "key.pem",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "server.ext",
+    ]);
+    let path = |name: &str| dir.join(name).display().to_string();
+    (
+        std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
+        path("cert.pem"),
+        path("key.pem"),
+    )
+}
+
+/// The handshake itself: a client that trusts the CA publishes over TLS; a plaintext client
+/// and a client that does not trust the CA are refused before any request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_trust_the_certificate_publish_over_tls_and_others_are_refused() {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+    use crate::helpers::*;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(dir.path());
+    let redis = testkit::shared_redis();
+    let gateway = spawn_gateway(&redis.url(), &["--tls-cert", &cert, "--tls-key", &key]).await;
+    let url = format!("https://localhost:{}", gateway.addr.port());
+
+    let trusted = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&ca))
+        .domain_name("localhost");
+    let channel = testkit::eventually(
+        std::time::Duration::from_secs(10),
+        "a TLS connection",
+        || {
+            let (url, tls) = (url.clone(), trusted.clone());
+            async move {
+                Ok(Some(
+                    Channel::from_shared(url)?
+                        .tls_config(tls)?
+                        .connect()
+                        .await?,
+                ))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let mut client =
+        pipeline::proto::ingest::ingest_service_client::IngestServiceClient::new(channel);
+    let response = client
+        .publish(authed(EU_TOKEN, request(0, eu_events(2))))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.accepted, 2);
+    assert_eq!(gateway.stream_len().await, 1, "queued over TLS");
+
+    // plaintext HTTP/2 against the TLS port
+    let plain = Channel::from_shared(format!("http://127.0.0.1:{}", gateway.addr.port()))
+        .unwrap()
+        .connect()
+        .await;
+    let refused = match plain {
+        Err(_) => true,
+        Ok(channel) => {
+            pipeline::proto::ingest::ingest_service_client::IngestServiceClient::new(channel)
+                .publish(authed(EU_TOKEN, request(0, eu_events(1))))
+                .await
+                .is_err()
+        }
+    };
+    assert!(refused, "a plaintext client is refused");
+
+    // a client that trusts another CA: the handshake fails
+    let other_dir = tempfile::tempdir().unwrap();
+    let (other_ca, _, _) = certificates(other_dir.path());
+    let untrusted = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&other_ca))
+        .domain_name("localhost");
+    let handshake = Channel::from_shared(url)
+        .unwrap()
+        .tls_config(untrusted)
+        .unwrap()
+        .connect()
+        .await;
+    assert!(handshake.is_err(), "an unknown CA fails the handshake");
+    assert_eq!(gateway.stream_len().await, 1, "nothing else was queued");
 }
