@@ -13,8 +13,10 @@
 //! - [`queue`]: the Redis stream writer and the Redis health watch.
 //! - [`error`]: every failure of a call, and its one mapping to a gRPC status.
 //! - [`server`]: the tonic server: ingest, health and reflection, until shutdown.
+//! - [`background`]: the server on a task of the current runtime, for embedding and tests.
 
 pub mod auth;
+pub mod background;
 pub mod backpressure;
 pub mod config;
 pub mod error;
@@ -23,5 +25,6 @@ pub mod queue;
 pub mod quota;
 pub mod server;
 
+pub use background::Background;
 pub use config::Settings;
 pub use server::run;

@@ -4,13 +4,12 @@
 
 use std::{
     collections::BTreeMap,
-    net::SocketAddr,
     time::{Duration, Instant},
 };
 
 use clap::Parser;
 use pipeline::proto::ingest::{PublishRequest, ingest_service_client::IngestServiceClient};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tonic::{Code, Request, transport::Channel};
 
 use crate::helpers::{event_ids, queued_batch};
@@ -26,9 +25,7 @@ const RETRY_DELAY: Duration = Duration::from_millis(100);
 
 /// A gateway running in this process until dropped.
 pub struct Gateway {
-    pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    server: gateway::Background,
     /// Holds the stores file for the life of the gateway.
     _dir: tempfile::TempDir,
 }
@@ -54,35 +51,17 @@ impl Gateway {
         ])
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(gateway::run(listener, settings, async move {
-            let _ = stopped.await;
-        }));
-        Gateway {
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-            _dir: dir,
-        }
+        let server = gateway::Background::spawn(listener, settings).unwrap();
+        Gateway { server, _dir: dir }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     /// Sends the shutdown signal and waits for the server to drain.
-    pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        let _ = self.stop.take().expect("running").send(());
-        self.task.take().expect("running").await?
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.server.shutdown().await
     }
 }
 

@@ -9,33 +9,22 @@ use std::{
 use clap::Parser;
 use fred::interfaces::{ClientLike, StreamsInterface};
 use pipeline::{entry::decode_entry, proto::queue::QueuedBatch};
-use tokio::sync::oneshot;
 
-/// A gateway running in this process until dropped.
+/// A gateway running in this process until dropped, with its stores file.
 pub struct Gateway {
     pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    server: gateway::Background,
     _dir: tempfile::TempDir,
 }
 
 impl Gateway {
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     /// Sends the shutdown signal and waits for the server to drain.
-    pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        let _ = self.stop.take().expect("running").send(());
-        self.task.take().expect("running").await?
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.server.shutdown().await
     }
 }
 
@@ -61,15 +50,10 @@ pub async fn start_gateway(
     args.extend(extra.iter().map(|s| s.to_string()));
     let settings = gateway::Settings::try_parse_from(args).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(gateway::run(listener, settings, async move {
-        let _ = stopped.await;
-    }));
+    let server = gateway::Background::spawn(listener, settings).unwrap();
     Gateway {
-        addr,
-        stop: Some(stop),
-        task: Some(task),
+        addr: server.addr(),
+        server,
         _dir: dir,
     }
 }

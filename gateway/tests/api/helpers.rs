@@ -17,7 +17,6 @@ use pipeline::{
         queue::QueuedBatch,
     },
 };
-use tokio::sync::oneshot;
 use tonic::{Request, transport::Channel};
 
 /// Store `eu-1` in Europe, no quota.
@@ -53,8 +52,7 @@ pub struct TestGateway {
     pub addr: SocketAddr,
     pub redis_url: String,
     pub stream_key: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    server: gateway::Background,
     _dir: tempfile::TempDir,
 }
 
@@ -76,17 +74,12 @@ pub async fn spawn_gateway(redis_url: &str, extra: &[&str]) -> TestGateway {
     args.extend(extra.iter().map(|s| s.to_string()));
     let settings = gateway::Settings::try_parse_from(args).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(gateway::run(listener, settings, async move {
-        let _ = stopped.await;
-    }));
+    let server = gateway::Background::spawn(listener, settings).unwrap();
     TestGateway {
-        addr,
+        addr: server.addr(),
         redis_url: redis_url.to_owned(),
         stream_key,
-        stop: Some(stop),
-        task: Some(task),
+        server,
         _dir: dir,
     }
 }
@@ -123,17 +116,8 @@ impl TestGateway {
     }
 
     /// Sends the shutdown signal and waits until the server has drained.
-    pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        let _ = self.stop.take().expect("running").send(());
-        self.task.take().expect("running").await?
-    }
-}
-
-impl Drop for TestGateway {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.server.shutdown().await
     }
 }
 
