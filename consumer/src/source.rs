@@ -96,6 +96,13 @@ impl Source {
         &self.consumer
     }
 
+    /// A command on this stream, routed in a Redis Cluster to the node holding the stream's
+    /// slot whatever its argument order (`XINFO GROUPS key` starts with a subcommand).
+    fn command(&self, name: &'static str) -> CustomCommand {
+        let slot = fred::util::redis_keyslot(self.key.as_bytes());
+        CustomCommand::new_static(name, ClusterHash::Custom(slot), false)
+    }
+
     /// Whether the last [`Source::claim`] stopped before the end of the pending list, so
     /// that claiming again at once may find more.
     pub fn claim_unfinished(&self) -> bool {
@@ -165,7 +172,7 @@ impl Source {
         let reply: Value = self
             .client
             .custom(
-                command("XAUTOCLAIM"),
+                self.command("XAUTOCLAIM"),
                 vec![
                     Value::from(self.key.as_str()),
                     self.group.as_str().into(),
@@ -208,7 +215,7 @@ impl Source {
         let reply: Value = self
             .client
             .custom(
-                command("XPENDING"),
+                self.command("XPENDING"),
                 vec![
                     Value::from(self.key.as_str()),
                     self.group.as_str().into(),
@@ -282,7 +289,7 @@ impl Source {
             ];
             args.extend(chunk.iter().map(|id| Value::from(id.as_str())));
             args.push("JUSTID".into());
-            let _: Value = self.client.custom(command("XCLAIM"), args).await?;
+            let _: Value = self.client.custom(self.command("XCLAIM"), args).await?;
         }
         Ok(())
     }
@@ -327,7 +334,7 @@ impl Source {
         let groups: Value = self
             .client
             .custom(
-                command("XINFO"),
+                self.command("XINFO"),
                 vec![Value::from("GROUPS"), self.key.as_str().into()],
             )
             .await?;
@@ -349,7 +356,7 @@ impl Source {
                 let summary: Value = self
                     .client
                     .custom(
-                        command("XPENDING"),
+                        self.command("XPENDING"),
                         vec![Value::from(self.key.as_str()), name.into()],
                     )
                     .await?;
@@ -371,7 +378,7 @@ impl Source {
         let trimmed: i64 = self
             .client
             .custom(
-                command("XTRIM"),
+                self.command("XTRIM"),
                 vec![
                     Value::from(self.key.as_str()),
                     "MINID".into(),
@@ -391,10 +398,6 @@ impl Source {
 /// hash tag in the stream key (`events:{0}`) puts both in the same cluster slot.
 pub fn attempts_key(stream: &str, group: &str) -> String {
     format!("{stream}:{group}:attempts")
-}
-
-fn command(name: &'static str) -> CustomCommand {
-    CustomCommand::new_static(name, ClusterHash::FirstKey, false)
 }
 
 /// A stream id `ms-seq` as a pair that orders like the id.

@@ -207,6 +207,35 @@ async fn two_gateways_three_consumers_on_clusters_report_the_truth() {
         }
     }
     assert_eq!(masters.len(), 3, "the shards live on every master");
+    // Trimming works on every shard through the cluster client (XINFO, XPENDING, XTRIM
+    // routed to the shard's node): everything is acknowledged, so all but the last entry go.
+    let settings = c.consumer("trimmer", &[]);
+    for key in shards.keys() {
+        let source = consumer::source::Source::connect(&settings.redis, &settings.group, key)
+            .await
+            .unwrap();
+        assert!(source.trim().await.unwrap().is_some(), "{key} trimmed");
+        let len: u64 = c
+            .redis
+            .cli(0, &["XLEN", key])
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(len <= 1, "{key} holds {len} entries after trimming");
+    }
+    // The gateway's backpressure samples every shard on the node that holds it.
+    let redis_client = settings.redis.client().unwrap();
+    fred::interfaces::ClientLike::init(&redis_client)
+        .await
+        .unwrap();
+    for key in shards.keys() {
+        let sample = gateway::backpressure::sample(&redis_client, key)
+            .await
+            .unwrap_or_else(|e| panic!("sampling {key} on the cluster: {e}"));
+        assert!(sample.used_memory > 0, "{key}: {sample:?}");
+        assert!(sample.backlog <= 1, "{key} is drained: {sample:?}");
+    }
     for shard in c.clickhouse.shards() {
         let local: u64 = shard
             .query(&format!(
