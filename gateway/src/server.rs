@@ -143,14 +143,14 @@ impl IngestService for IngestApi {
 
 /// The tasks that watch Redis, aborted when `run` returns or is dropped, so that a stopped
 /// gateway (a test's, say) leaves nothing polling Redis.
-struct Background {
+struct Watchers {
     /// Pings Redis every second and sets the health status.
     health_watch: tokio::task::JoinHandle<()>,
     /// Samples backlog and memory for [`Backpressure`].
     sampler: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for Background {
+impl Drop for Watchers {
     fn drop(&mut self) {
         self.health_watch.abort();
         self.sampler.abort();
@@ -226,7 +226,7 @@ pub async fn run(
         }
     };
     let watch_health = set_health.clone();
-    let background = Background {
+    let watchers = Watchers {
         health_watch: tokio::spawn(queue.clone().watch(Duration::from_secs(1), move |up| {
             watch_health(if up {
                 ServingStatus::Serving
@@ -277,7 +277,7 @@ pub async fn run(
     tracing::info!(grace = ?settings.shutdown_grace, "draining in-flight calls");
     // NOT_SERVING tells load balancers to send new calls elsewhere while these drain; the
     // watch is stopped first so that it cannot flip the status back
-    background.health_watch.abort();
+    watchers.health_watch.abort();
     set_health(ServingStatus::NotServing).await;
     let _ = stop_tx.send(true);
     match tokio::time::timeout(settings.shutdown_grace, server).await {
