@@ -15,6 +15,13 @@ use crate::helpers::*;
 const SHARDS: &str = "6";
 const SECRET: &str = "cluster-secret";
 
+/// Every loaded event id, from both tables.
+const LOADED_IDS: &str =
+    "SELECT event_id FROM commerce_events UNION ALL SELECT event_id FROM probe_results";
+/// The same with FINAL: each event once.
+const LOADED_IDS_FINAL: &str = "SELECT event_id FROM commerce_events FINAL \
+     UNION ALL SELECT event_id FROM probe_results FINAL";
+
 #[derive(clickhouse::Row, serde::Deserialize)]
 struct Id {
     event_id: String,
@@ -24,6 +31,8 @@ struct Id {
 struct Clusters {
     redis: RedisCluster,
     clickhouse: ClickHouseCluster,
+    /// The stream key (sharded `SHARDS` ways) and the database the services use.
+    stream: String,
     database: String,
 }
 
@@ -32,8 +41,13 @@ impl Clusters {
         Clusters {
             redis: RedisCluster::start().unwrap(),
             clickhouse: ClickHouseCluster::start().unwrap(),
+            stream: "events".to_owned(),
             database: testkit::unique_name("cluster"),
         }
+    }
+
+    fn shards(&self) -> pipeline::shard::Shards {
+        pipeline::shard::Shards::new(&self.stream, SHARDS.parse().unwrap())
     }
 
     fn shard_urls(&self) -> String {
@@ -55,7 +69,7 @@ impl Clusters {
         args.extend_from_slice(extra);
         let mut settings = consumer_settings(
             &self.redis.url(),
-            "events",
+            &self.stream,
             &self.clickhouse.shards()[0].url(),
             &self.database,
             &args,
@@ -72,6 +86,49 @@ impl Clusters {
     /// A count through the second node; none until the consumers created the tables.
     async fn count(&self, sql: &str) -> Option<u64> {
         self.reader().query(sql).fetch_one().await.ok()
+    }
+}
+
+/// The services of one stream on the clusters: two gateways (the same stores file, as
+/// behind a load balancer) and the consumers added, stopped together.
+struct Services {
+    gateways: [Gateway; 2],
+    consumers: Vec<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Services {
+    async fn start(c: &Clusters) -> Services {
+        let stores = simulator::fleet::stores_file(&simulator::fleet::fleet(3, SECRET));
+        let flags = ["--stream-shards", SHARDS];
+        let url = c.redis.url();
+        let gateway = || start_gateway(&url, &c.stream, &stores, &flags);
+        Services {
+            gateways: [gateway().await, gateway().await],
+            consumers: Vec::new(),
+            stop: watch::channel(false).0,
+        }
+    }
+
+    /// Both gateways, as the simulator's `--gateway` list.
+    fn gateway_urls(&self) -> String {
+        format!("{},{}", self.gateways[0].url(), self.gateways[1].url())
+    }
+
+    fn add_consumer(&mut self, settings: consumer::Settings) {
+        self.consumers
+            .push(spawn_consumer(settings, self.stop.subscribe()));
+    }
+
+    /// Stops the consumers (each flushes what it holds) and drains the gateways.
+    async fn stop(self) {
+        self.stop.send_replace(true);
+        for consumer in self.consumers {
+            consumer.await.unwrap();
+        }
+        for gateway in self.gateways {
+            gateway.shutdown().await.unwrap();
+        }
     }
 }
 
@@ -129,15 +186,10 @@ fn simulate(gateways: &str, total: u64, rate: u64, base: i64) -> simulator::conf
 
 /// Waits until every acknowledged event is loaded and every shard's group is drained.
 async fn wait_loaded(c: &Clusters, expected: u64) {
-    let shards = pipeline::shard::Shards::new("events", SHARDS.parse().unwrap());
+    let shards = c.shards();
+    let count = format!("SELECT count() FROM ({LOADED_IDS_FINAL})");
     testkit::eventually(Duration::from_secs(120), "every event loaded", || async {
-        let loaded = c
-            .count(
-                "SELECT count() FROM (SELECT event_id FROM commerce_events FINAL \
-                 UNION ALL SELECT event_id FROM probe_results FINAL)",
-            )
-            .await
-            .unwrap_or(0);
+        let loaded = c.count(&count).await.unwrap_or(0);
         let pending: u64 = shards
             .keys()
             .iter()
@@ -161,32 +213,21 @@ async fn two_gateways_three_consumers_on_clusters_report_the_truth() {
     let c = Clusters::start();
     let s3 = testkit::shared_s3();
     let bucket = testkit::unique_bucket();
-    let fleet = simulator::fleet::fleet(3, SECRET);
-    let stores = simulator::fleet::stores_file(&fleet);
-    let flags = ["--stream-shards", SHARDS];
-    let g1 = start_gateway(&c.redis.url(), "events", &stores, &flags).await;
-    let g2 = start_gateway(&c.redis.url(), "events", &stores, &flags).await;
-    let (stop, stopped) = watch::channel(false);
-    let consumers: Vec<JoinHandle<()>> = ["c1", "c2", "c3"]
-        .iter()
-        .map(|name| spawn_consumer(c.consumer(name, &[]), stopped.clone()))
-        .collect();
+    let mut services = Services::start(&c).await;
+    for name in ["c1", "c2", "c3"] {
+        services.add_consumer(c.consumer(name, &[]));
+    }
 
     let base = event_time_base();
-    let truth = simulator::send::run(&simulate(
-        &format!("{},{}", g1.url(), g2.url()),
-        6000,
-        0,
-        base,
-    ))
-    .await
-    .unwrap();
+    let truth = simulator::send::run(&simulate(&services.gateway_urls(), 6000, 0, base))
+        .await
+        .unwrap();
     assert_eq!((truth.accepted, truth.failed), (6000, 0));
     wait_loaded(&c, 6000).await;
 
     // The shards spread over the Redis masters, the rows over the ClickHouse shards, and
     // every consumer joined every shard's group.
-    let shards = pipeline::shard::Shards::new("events", SHARDS.parse().unwrap());
+    let shards = c.shards();
     let mut masters = HashSet::new();
     for key in shards.keys() {
         let slot = c.redis.cli(0, &["CLUSTER", "KEYSLOT", key]).unwrap();
@@ -248,12 +289,7 @@ async fn two_gateways_three_consumers_on_clusters_report_the_truth() {
             .unwrap();
         assert!(local > 1000, "every ClickHouse shard holds rows: {local}");
     }
-    let loaded: Vec<Id> = c
-        .reader()
-        .query("SELECT event_id FROM commerce_events UNION ALL SELECT event_id FROM probe_results")
-        .fetch_all()
-        .await
-        .unwrap();
+    let loaded: Vec<Id> = c.reader().query(LOADED_IDS).fetch_all().await.unwrap();
     let ids: HashSet<&str> = loaded.iter().map(|r| r.event_id.as_str()).collect();
     assert_eq!(loaded.len(), 6000, "no event loaded twice");
     let sent: HashSet<&str> = truth.accepted_ids.iter().map(String::as_str).collect();
@@ -265,61 +301,33 @@ async fn two_gateways_three_consumers_on_clusters_report_the_truth() {
         .await
         .unwrap();
     crate::full_path::oracle(&report, &truth);
-
-    stop.send(true).unwrap();
-    for consumer in consumers {
-        consumer.await.unwrap();
-    }
-    g1.shutdown().await.unwrap();
-    g2.shutdown().await.unwrap();
+    services.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_survives_a_redis_master_restart_and_a_killed_consumer() {
-    let c = Clusters::start();
-    let fleet = simulator::fleet::fleet(3, SECRET);
-    let stores = simulator::fleet::stores_file(&fleet);
-    let flags = ["--stream-shards", SHARDS];
-    let g1 = start_gateway(&c.redis.url(), "events", &stores, &flags).await;
-    let g2 = start_gateway(&c.redis.url(), "events", &stores, &flags).await;
-    let (stop, stopped) = watch::channel(false);
+    let mut c = Clusters::start();
+    let mut services = Services::start(&c).await;
     // A short claim idle: the survivors take over the killed consumer's entries soon.
     let quick = ["--claim-idle", "2s"];
-    let mut consumers: Vec<JoinHandle<()>> = ["c1", "c2", "c3"]
-        .iter()
-        .map(|name| spawn_consumer(c.consumer(name, &quick), stopped.clone()))
-        .collect();
+    for name in ["c1", "c2", "c3"] {
+        services.add_consumer(c.consumer(name, &quick));
+    }
 
     let base = event_time_base();
-    let gateways = format!("{},{}", g1.url(), g2.url());
-    let args = simulate(&gateways, 30_000, 3_000, base);
+    let args = simulate(&services.gateway_urls(), 30_000, 3_000, base);
     let sending = tokio::spawn(async move { simulator::send::run(&args).await });
     tokio::time::sleep(Duration::from_secs(3)).await;
     // SIGKILL of consumer c2: whatever it held stays pending until c1 or c3 claims it.
-    consumers.remove(1).abort();
+    services.consumers.remove(1).abort();
     // A graceful restart of one master while the stores keep sending.
-    let Clusters {
-        mut redis,
-        clickhouse,
-        database,
-    } = c;
-    let redis = tokio::task::spawn_blocking(move || {
-        redis.restart_node(1).unwrap();
-        redis
-    })
-    .await
-    .unwrap();
+    tokio::task::block_in_place(|| c.redis.restart_node(1).unwrap());
     assert!(
         !sending.is_finished(),
         "the restart came while the stores were sending"
     );
-    let c = Clusters {
-        redis,
-        clickhouse,
-        database,
-    };
     // Scaling out mid-run: a new consumer joins every shard's group and takes a share.
-    consumers.push(spawn_consumer(c.consumer("c4", &quick), stopped.clone()));
+    services.add_consumer(c.consumer("c4", &quick));
     let truth = sending.await.unwrap().unwrap();
     assert!(truth.accepted > 0);
     assert!(
@@ -330,7 +338,7 @@ async fn cluster_survives_a_redis_master_restart_and_a_killed_consumer() {
 
     let loaded: Vec<Id> = c
         .reader()
-        .query("SELECT event_id FROM commerce_events FINAL UNION ALL SELECT event_id FROM probe_results FINAL")
+        .query(LOADED_IDS_FINAL)
         .fetch_all()
         .await
         .unwrap();
@@ -342,7 +350,7 @@ async fn cluster_survives_a_redis_master_restart_and_a_killed_consumer() {
         .filter(|id| !ids.contains(id.as_str()))
         .count();
     assert_eq!(missing, 0, "acknowledged events are missing");
-    let shards = pipeline::shard::Shards::new("events", SHARDS.parse().unwrap());
+    let shards = c.shards();
     let joined = shards
         .keys()
         .iter()
@@ -372,12 +380,7 @@ async fn cluster_survives_a_redis_master_restart_and_a_killed_consumer() {
         truth.failed,
         loaded.len()
     );
-    stop.send(true).unwrap();
-    for consumer in consumers {
-        consumer.await.unwrap();
-    }
-    g1.shutdown().await.unwrap();
-    g2.shutdown().await.unwrap();
+    services.stop().await;
 }
 
 /// The scaling benchmark of the cluster setup, run by hand and recorded in
@@ -406,32 +409,19 @@ async fn cluster_scaling_one_vs_two_consumers() {
     let events = env_or("CLUSTER_BENCH_EVENTS", 300_000);
     let rounds = env_or("CLUSTER_BENCH_ROUNDS", 3);
     let mut c = Clusters::start();
-    let fleet = simulator::fleet::fleet(3, SECRET);
-    let stores = simulator::fleet::stores_file(&fleet);
     let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for run in 0..rounds * 2 {
         let consumers_n = 1 + (run % 2) as usize;
         c.database = testkit::unique_name("scale");
-        let stream = testkit::unique_name("events");
-        let flags = ["--stream-shards", SHARDS];
-        let g1 = start_gateway(&c.redis.url(), &stream, &stores, &flags).await;
-        let g2 = start_gateway(&c.redis.url(), &stream, &stores, &flags).await;
-        let (stop, stopped) = watch::channel(false);
-        let consumers: Vec<JoinHandle<()>> = (0..consumers_n)
-            .map(|i| {
-                let mut settings = c.consumer(&format!("c{i}"), &[]);
-                settings.redis.stream_key = stream.clone();
-                settings.batch.batch_age = Duration::from_secs(1);
-                spawn_consumer(settings, stopped.clone())
-            })
-            .collect();
+        c.stream = testkit::unique_name("events");
+        let mut services = Services::start(&c).await;
+        for i in 0..consumers_n {
+            let mut settings = c.consumer(&format!("c{i}"), &[]);
+            settings.batch.batch_age = Duration::from_secs(1);
+            services.add_consumer(settings);
+        }
         let started = std::time::Instant::now();
-        let mut args = simulate(
-            &format!("{},{}", g1.url(), g2.url()),
-            events,
-            0,
-            event_time_base(),
-        );
+        let mut args = simulate(&services.gateway_urls(), events, 0, event_time_base());
         args.send.batch_size = 2_000;
         args.send.concurrency = 8;
         args.send.forget_ids = true;
@@ -440,10 +430,7 @@ async fn cluster_scaling_one_vs_two_consumers() {
         assert_eq!(truth.accepted, events);
         testkit::eventually(Duration::from_secs(600), "every event loaded", || async {
             let n = c
-                .count(
-                    "SELECT count() FROM (SELECT event_id FROM commerce_events \
-                     UNION ALL SELECT event_id FROM probe_results)",
-                )
+                .count(&format!("SELECT count() FROM ({LOADED_IDS})"))
                 .await
                 .unwrap_or(0);
             Ok((n >= events).then_some(()))
@@ -452,10 +439,7 @@ async fn cluster_scaling_one_vs_two_consumers() {
         .unwrap();
         let took = started.elapsed();
         let exact = c
-            .count(
-                "SELECT count() FROM (SELECT event_id FROM commerce_events FINAL \
-                 UNION ALL SELECT event_id FROM probe_results FINAL)",
-            )
+            .count(&format!("SELECT count() FROM ({LOADED_IDS_FINAL})"))
             .await;
         assert_eq!(exact, Some(events), "every event exactly once");
         let rate = events as f64 / took.as_secs_f64();
@@ -466,12 +450,7 @@ async fn cluster_scaling_one_vs_two_consumers() {
             sent_in.as_secs_f64(),
             took.as_secs_f64()
         );
-        stop.send(true).unwrap();
-        for consumer in consumers {
-            consumer.await.unwrap();
-        }
-        g1.shutdown().await.unwrap();
-        g2.shutdown().await.unwrap();
+        services.stop().await;
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
