@@ -189,6 +189,16 @@ pub async fn report_store(endpoint: &str, bucket: &str) -> reporter::store::Repo
 /// per statement. Fails unless the script ran, the engine is current (not 18.x) and every
 /// statement has a result.
 pub fn run_on_chdb(statements: &[serde_json::Value]) -> (String, Vec<serde_json::Value>) {
+    let report = chdb_check(&[], statements);
+    let version = report["version"].as_str().unwrap().to_owned();
+    let results = report["results"].as_array().unwrap().clone();
+    (version, results)
+}
+
+/// `scripts/chdb_check.py` with `args` (e.g. `--cluster NAME`) over `statements`: its whole
+/// report (`version`, `results`, `tables`, and `shards` with `--cluster`), after checking
+/// that the script ran, the engine is current (not 18.x) and every statement has a result.
+pub fn chdb_check(args: &[&str], statements: &[serde_json::Value]) -> serde_json::Value {
     use std::{
         io::Write,
         process::{Command, Stdio},
@@ -196,6 +206,7 @@ pub fn run_on_chdb(statements: &[serde_json::Value]) -> (String, Vec<serde_json:
     let script = testkit::repo_root().join("scripts/chdb_check.py");
     let mut child = Command::new("python3")
         .arg(&script)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -210,18 +221,20 @@ pub fn run_on_chdb(statements: &[serde_json::Value]) -> (String, Vec<serde_json:
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "chdb_check.py failed: {}",
+        "chdb_check.py {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let version = report["version"].as_str().unwrap().to_owned();
+    let version = report["version"].as_str().unwrap();
     assert!(
         !version.starts_with("18."),
         "chdb must be a current engine, got {version}"
     );
-    let results = report["results"].as_array().unwrap().clone();
-    assert_eq!(results.len(), statements.len());
-    (version, results)
+    assert_eq!(
+        report["results"].as_array().unwrap().len(),
+        statements.len()
+    );
+    report
 }
 
 /// (name, sql) of every migration statement, in the order they are applied.
