@@ -334,21 +334,19 @@ impl Generator {
 
     /// `n` events from `store`: probes when the schedule says so, commerce events otherwise.
     pub fn batch(&mut self, store: &Store, n: usize) -> Vec<Event> {
-        let s = self.state(store);
-        (0..n)
-            .map(|_| {
-                let draft = self.draft(s, store.region, true);
-                self.model.event(store, &draft)
-            })
-            .collect()
+        self.events(store, n, true)
     }
 
     /// `n` commerce events from `store`, no probes (what a behaviour dataset holds).
     pub fn commerce_batch(&mut self, store: &Store, n: usize) -> Vec<Event> {
+        self.events(store, n, false)
+    }
+
+    fn events(&mut self, store: &Store, n: usize, probes: bool) -> Vec<Event> {
         let s = self.state(store);
         (0..n)
             .map(|_| {
-                let draft = self.draft(s, store.region, false);
+                let draft = self.draft(s, store.region, probes);
                 self.model.event(store, &draft)
             })
             .collect()

@@ -28,14 +28,8 @@ pub fn free_ports(n: usize) -> Vec<u16> {
     let mut listeners = Vec::with_capacity(n);
     let mut ports = Vec::with_capacity(n);
     while ports.len() < n {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .expect("cannot bind 127.0.0.1:0: is the loopback interface up?");
-        let port = listener
-            .local_addr()
-            .expect("a bound listener has an address")
-            .port();
         // keep every listener open so that the kernel cannot return the same port twice
-        listeners.push(listener);
+        let port = bind_any(&mut listeners);
         if taken.insert(port) {
             ports.push(port);
         }
@@ -58,14 +52,8 @@ pub(crate) fn free_port_pairs(n: usize, offset: u16) -> Vec<u16> {
             "found only {} of {n} free loopback port pairs {offset} apart",
             ports.len()
         );
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .expect("cannot bind 127.0.0.1:0: is the loopback interface up?");
-        let port = listener
-            .local_addr()
-            .expect("a bound listener has an address")
-            .port();
         // keep every listener open so that the kernel cannot return the same port twice
-        listeners.push(listener);
+        let port = bind_any(&mut listeners);
         let Some(partner) = port.checked_add(offset) else {
             continue;
         };
@@ -82,6 +70,19 @@ pub(crate) fn free_port_pairs(n: usize, offset: u16) -> Vec<u16> {
         ports.push(port);
     }
     ports
+}
+
+/// Binds a listener on a loopback port the kernel picks, keeps it in `listeners` and returns
+/// the port.
+fn bind_any(listeners: &mut Vec<TcpListener>) -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .expect("cannot bind 127.0.0.1:0: is the loopback interface up?");
+    let port = listener
+        .local_addr()
+        .expect("a bound listener has an address")
+        .port();
+    listeners.push(listener);
+    port
 }
 
 #[cfg(test)]

@@ -219,9 +219,8 @@ pub(crate) fn redis_cli(flags: &[&str], args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
-/// Sends one RESP command and returns the first reply line; enough for PING and SHUTDOWN
-/// without spawning redis-cli on every readiness poll.
-pub(crate) fn send_command(port: u16, args: &[&str]) -> Result<String> {
+/// Connects to the Redis on `port` and writes one RESP command; the reply is left to read.
+fn send(port: u16, args: &[&str]) -> Result<TcpStream> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -230,6 +229,13 @@ pub(crate) fn send_command(port: u16, args: &[&str]) -> Result<String> {
         request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
     }
     stream.write_all(request.as_bytes())?;
+    Ok(stream)
+}
+
+/// Sends one RESP command and returns the first reply line; enough for PING and SHUTDOWN
+/// without spawning redis-cli on every readiness poll.
+pub(crate) fn send_command(port: u16, args: &[&str]) -> Result<String> {
+    let mut stream = send(port, args)?;
     let mut reply = [0u8; 256];
     let n = stream.read(&mut reply)?;
     Ok(String::from_utf8_lossy(&reply[..n])
@@ -242,14 +248,7 @@ pub(crate) fn send_command(port: u16, args: &[&str]) -> Result<String> {
 /// Sends one RESP command whose reply is a bulk string (e.g. `CLUSTER INFO`) and returns that
 /// string; any other reply (an error, say) comes back as its first line.
 pub(crate) fn send_command_bulk(port: u16, args: &[&str]) -> Result<String> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut request = format!("*{}\r\n", args.len());
-    for arg in args {
-        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-    }
-    stream.write_all(request.as_bytes())?;
+    let mut stream = send(port, args)?;
     let mut reply = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
