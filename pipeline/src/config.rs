@@ -284,4 +284,27 @@ mod tests {
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("5y").is_err());
     }
+
+    #[derive(clap::Parser)]
+    struct RedisOnly {
+        #[command(flatten)]
+        redis: RedisArgs,
+    }
+
+    #[test]
+    fn stream_shards_are_checked_and_name_their_keys() {
+        use clap::Parser;
+        let parse = |n: &str| RedisOnly::try_parse_from(["t", "--stream-shards", n]);
+        for bad in ["0", "1025", "two"] {
+            let err = parse(bad).err().unwrap_or_else(|| panic!("{bad} accepted"));
+            assert!(err.to_string().contains("--stream-shards"), "{err}");
+        }
+        let args = parse("3").unwrap().redis;
+        assert_eq!(
+            args.shards().keys(),
+            ["{events:0}", "{events:1}", "{events:2}"]
+        );
+        let default = RedisOnly::try_parse_from(["t"]).unwrap().redis;
+        assert_eq!(default.shards().keys(), ["events"]);
+    }
 }
