@@ -167,11 +167,6 @@ fn tls_config(settings: &Settings) -> anyhow::Result<Option<ServerTlsConfig>> {
     let read = |path: &std::path::Path, what: &str| {
         std::fs::read(path).with_context(|| format!("reading tls {what} {}", path.display()))
     };
-    // rustls picks its crypto provider by crate features; when a build enables both ring
-    // (tonic) and aws-lc-rs (aws-sdk-s3), as a workspace build does, it cannot choose and
-    // panics. Choosing explicitly makes the gateway's TLS the same in every build. An
-    // error only means a provider is already installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let identity = Identity::from_pem(read(cert, "certificate")?, read(key, "key")?);
     Ok(Some(ServerTlsConfig::new().identity(identity)))
 }
