@@ -2,7 +2,10 @@
 # The project's test command, what CI runs (through .ci/run) and what to run before pushing:
 # install missing tools, lint the protos, check formatting, clippy with warnings as errors, then
 # every test of the workspace. The tests start their own Redis, ClickHouse and S3 (testkit), so
-# no stack needs to be running. Stops at the first failing step. CARGO_TARGET_DIR is honoured.
+# no stack needs to be running. Last, the deployment for real: images built from Debian
+# packages and the release binaries, the compose stack up on this machine's Docker engine,
+# an event through it to the report, and down (scripts/compose_test.sh; dockerd is started
+# when it is not running). Stops at the first failing step. CARGO_TARGET_DIR is honoured.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -23,10 +26,12 @@ buf lint
 
 section "deployment files"
 docker-compose -f compose.yaml config -q
+docker-compose -f compose.yaml -f deploy/compose.local-images.yaml config -q
 if command -v terraform >/dev/null 2>&1; then
     terraform fmt -check -recursive terraform
+    bash scripts/deploy_test.sh # scripts/deploy.sh's preflight, offline
 else
-    echo "terraform is not on PATH (it cannot be installed from the package registries); skipping terraform fmt" >&2
+    echo "terraform is not on PATH (it cannot be installed from the package registries); skipping terraform fmt and scripts/deploy_test.sh" >&2
 fi
 
 section "cargo fmt --check"
@@ -43,5 +48,10 @@ cargo test --workspace 2>&1 | tee "$log"
 # close with the totals so the run's last line tells how many tests ran.
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "\ntests: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"
 rm -f "$log"
+
+section "compose stack on docker"
+stack_started=$SECONDS
+bash scripts/compose_test.sh
+echo "compose stack step: $((SECONDS - stack_started)) s (release build, images, up, checks, down)"
 
 printf '\n==> all steps passed\n'

@@ -84,6 +84,8 @@ pub async fn run_with(
     let result = write_reports(client, store, date, options).await;
     let outcome = if result.is_ok() { "ok" } else { "error" };
     metrics::counter!("reporter_runs_total", "outcome" => outcome).increment(1);
+    // 1 or 0: what the container's healthcheck reads (compose.yaml, service reporter)
+    metrics::gauge!("reporter_last_run_success").set(if result.is_ok() { 1.0 } else { 0.0 });
     metrics::histogram!("reporter_run_duration_seconds").record(started.elapsed().as_secs_f64());
     result
 }
