@@ -6,7 +6,8 @@ terraform {
     hcloud = {
       source = "hetznercloud/hcloud"
       # Minor updates only; `terraform init` records the exact version and its checksums in
-      # .terraform.lock.hcl, which is committed so every operator runs the same provider.
+      # .terraform.lock.hcl. That file is not committed yet (it needs the provider download,
+      # impossible where this was written): commit it after the first init.
       version = "~> 1.52"
     }
   }
