@@ -3,13 +3,20 @@
 //! Every service flattens the groups it needs into its own `Settings`; nothing below a
 //! service's `config.rs` reads the environment.
 
-use std::{fmt, net::SocketAddr, time::Duration};
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use clap::{Args, ValueEnum};
 
-/// Where the Redis stream lives.
-#[derive(Args, Clone, Debug)]
+/// Where the Redis stream lives, and how to log in to it.
+#[derive(Args, Clone)]
 pub struct RedisArgs {
+    // `redis://user:password@host:port` logs in as the service's ACL user
+    // (deploy/redis/users.acl); `rediss-cluster://` is a cluster over TLS.
     /// Redis URL (`redis://`, `rediss://` for TLS, `redis-cluster://host:port?node=host:port`
     /// for a Redis Cluster)
     #[arg(
@@ -27,6 +34,38 @@ pub struct RedisArgs {
     #[arg(long, global = true, env = "STREAM_SHARDS", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub stream_shards: u16,
+    /// PEM file of the CA certificates the Redis server's certificate must chain to, for
+    /// `rediss://`; the system's trusted roots when unset
+    #[arg(long, global = true, env = "REDIS_TLS_CA_FILE")]
+    pub redis_tls_ca_file: Option<PathBuf>,
+}
+
+/// The URL's password is a secret: Debug (and so any settings dump) shows the rest only.
+impl fmt::Debug for RedisArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisArgs")
+            .field("redis_url", &redacted_url(&self.redis_url))
+            .field("stream_key", &self.stream_key)
+            .field("stream_shards", &self.stream_shards)
+            .field("redis_tls_ca_file", &self.redis_tls_ca_file)
+            .finish()
+    }
+}
+
+/// `url` with the user info's password replaced by `<redacted>`, for logs.
+fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            format!("{scheme}://{user}:<redacted>@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
 }
 
 impl RedisArgs {
@@ -35,11 +74,41 @@ impl RedisArgs {
         crate::shard::Shards::new(&self.stream_key, self.stream_shards)
     }
 
+    /// The fred configuration for this URL: server, credentials, and TLS for `rediss://`.
+    ///
+    /// A `rediss://` URL always gets a TLS connector here, verified against
+    /// `--redis-tls-ca-file` or the system's roots; a TLS setting on a plaintext URL is
+    /// refused rather than ignored, so an operator never believes a connection is encrypted
+    /// when it is not.
+    pub fn config(&self) -> Result<fred::types::config::Config, fred::error::Error> {
+        use fred::error::{Error, ErrorKind};
+        // rustls cannot choose between ring and aws-lc-rs when a build links both (a
+        // workspace build does, through aws-sdk-s3), and would panic; ring is what the
+        // gateway's server TLS uses too. An error only means a provider is installed.
+        let _ = fred::rustls::crypto::ring::default_provider().install_default();
+        let mut config = fred::types::config::Config::from_url(&self.redis_url)?;
+        match (&config.tls, &self.redis_tls_ca_file) {
+            (None, None) => {}
+            (None, Some(_)) => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "REDIS_TLS_CA_FILE is set but REDIS_URL is not rediss:// (or \
+                     rediss-cluster://): the connection would not use TLS",
+                ));
+            }
+            (Some(_), None) => {} // fred's default: the system's trusted roots
+            (Some(_), Some(ca_file)) => {
+                config.tls = Some(tls_trusting(ca_file)?.into());
+            }
+        }
+        Ok(config)
+    }
+
     /// A fred client for this URL, with timeouts that turn an outage into errors within
     /// seconds instead of requests queued forever. Not yet connected.
     pub fn client(&self) -> Result<fred::clients::Client, fred::error::Error> {
         use fred::prelude::*;
-        let config = Config::from_url(&self.redis_url)?;
+        let config = self.config()?;
         Builder::from_config(config)
             .with_connection_config(|c| {
                 c.connection_timeout = Duration::from_secs(2);
@@ -52,6 +121,40 @@ impl RedisArgs {
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
             .build()
     }
+}
+
+/// A rustls client configuration trusting exactly the CA certificates in `ca_file` (PEM).
+fn tls_trusting(ca_file: &Path) -> Result<fred::rustls::ClientConfig, fred::error::Error> {
+    use fred::{
+        error::{Error, ErrorKind},
+        rustls::{
+            ClientConfig, RootCertStore,
+            pki_types::{CertificateDer, pem::PemObject},
+        },
+    };
+    let tls_error = |what: String| Error::new(ErrorKind::Tls, what);
+    let certs = CertificateDer::pem_file_iter(ca_file)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            tls_error(format!(
+                "reading REDIS_TLS_CA_FILE {}: {e}",
+                ca_file.display()
+            ))
+        })?;
+    let mut roots = RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(tls_error(format!(
+            "REDIS_TLS_CA_FILE {} holds no usable CA certificate",
+            ca_file.display()
+        )));
+    }
+    let provider = std::sync::Arc::new(fred::rustls::crypto::ring::default_provider());
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_error(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// Where ClickHouse is.
@@ -289,6 +392,93 @@ mod tests {
     struct RedisOnly {
         #[command(flatten)]
         redis: RedisArgs,
+    }
+
+    #[test]
+    fn debug_output_hides_the_redis_password() {
+        use clap::Parser;
+        let url = "redis://gateway:s3cret-pw@10.0.1.10:6379/0";
+        let args = RedisOnly::try_parse_from(["t", "--redis-url", url])
+            .unwrap()
+            .redis;
+        let shown = format!("{args:?}");
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(
+            shown.contains("redis://gateway:<redacted>@10.0.1.10:6379/0"),
+            "{shown}"
+        );
+        assert_eq!(
+            redacted_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(
+            redacted_url("rediss://:pw@h:1?node=h:2"),
+            "rediss://:<redacted>@h:1?node=h:2"
+        );
+    }
+
+    #[test]
+    fn credentials_in_the_url_become_the_acl_login() {
+        use clap::Parser;
+        let parse = |url: &str| RedisOnly::try_parse_from(["t", "--redis-url", url]).unwrap();
+        let config = parse("redis://gateway:pw-1@127.0.0.1:6379")
+            .redis
+            .config()
+            .unwrap();
+        assert_eq!(config.username.as_deref(), Some("gateway"));
+        assert_eq!(config.password.as_deref(), Some("pw-1"));
+        let legacy = parse("redis://:pw-2@127.0.0.1:6379")
+            .redis
+            .config()
+            .unwrap();
+        assert_eq!(
+            legacy.username, None,
+            "a password alone logs in as `default`"
+        );
+        assert_eq!(legacy.password.as_deref(), Some("pw-2"));
+    }
+
+    /// `rediss://` used to connect in plaintext when fred was built without a TLS feature;
+    /// now every TLS scheme gets a connector, and a CA file on a plaintext URL is refused.
+    #[test]
+    fn rediss_urls_always_get_tls_and_plain_urls_never_do() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            RedisOnly::try_parse_from([&["t"][..], args].concat())
+                .unwrap()
+                .redis
+        };
+        let ca = std::env::temp_dir().join(format!("pipeline-no-ca-{}.pem", std::process::id()));
+        let plain = parse(&["--redis-url", "redis://127.0.0.1:6379"]);
+        assert!(plain.config().unwrap().tls.is_none());
+        for url in [
+            "rediss://127.0.0.1:6380",
+            "rediss-cluster://127.0.0.1:7000?node=127.0.0.1:7001",
+        ] {
+            // the system's roots: Debian's ca-certificates, or an empty store
+            if let Ok(config) = parse(&["--redis-url", url]).config() {
+                assert!(config.tls.is_some(), "{url} without tls");
+            }
+            // a CA file that does not exist is an error naming it, never plaintext
+            let err = parse(&[
+                "--redis-url",
+                url,
+                "--redis-tls-ca-file",
+                &ca.display().to_string(),
+            ])
+            .config()
+            .unwrap_err();
+            assert!(err.to_string().contains("REDIS_TLS_CA_FILE"), "{err}");
+        }
+        let err = parse(&[
+            "--redis-url",
+            "redis://127.0.0.1:6379",
+            "--redis-tls-ca-file",
+            &ca.display().to_string(),
+        ])
+        .config()
+        .unwrap_err();
+        assert!(err.to_string().contains("is not rediss://"), "{err}");
     }
 
     #[test]

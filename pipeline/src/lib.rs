@@ -12,8 +12,10 @@
 //! - [`telemetry`]: logging, tracing and metrics initialisation, in one place.
 //! - [`shutdown`]: the SIGTERM/SIGINT future every service runs until.
 //! - [`region`]: the mapping between regions in protobuf, ClickHouse and configuration.
+//! - [`demo`]: the demo fleet's token derivation and the secret the repository publishes.
 
 pub mod config;
+pub mod demo;
 pub mod entry;
 pub mod region;
 pub mod retry;
