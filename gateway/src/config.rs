@@ -51,6 +51,15 @@ pub struct Settings {
     /// PEM private key of GATEWAY_TLS_CERT; requires GATEWAY_TLS_CERT
     #[arg(long, env = "GATEWAY_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Serve on a non-loopback address even without TLS or with the published demo stores
+    /// (a demo only); the one accepted value is `i-understand-this-gateway-is-unsafe`
+    #[arg(long, env = "GATEWAY_INSECURE_DEMO", default_value = "",
+          value_parser = crate::preflight::parse_insecure_demo)]
+    pub insecure_demo: crate::preflight::InsecureDemo,
+    /// Check the settings (exposure, stores file, TLS files, Redis URL), print the outcome
+    /// and exit without serving
+    #[arg(long)]
+    pub preflight: bool,
 }
 
 /// A share such as `0.9`: positive; above 1 only makes sense to disable the check in tests.

@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`config`]: the typed settings, from flags and environment.
+//! - [`preflight`]: refuses unsafe exposure (no TLS, published demo tokens) at startup.
 //! - [`auth`]: the stores file and bearer-token authentication.
 //! - [`ingest`]: one request from decoded protobuf to a queued batch and a response;
 //!   the only place that decides what is accepted.
@@ -21,6 +22,7 @@ pub mod backpressure;
 pub mod config;
 pub mod error;
 pub mod ingest;
+pub mod preflight;
 pub mod queue;
 pub mod quota;
 pub mod server;

@@ -7,8 +7,25 @@ use clap::Parser;
 async fn main() -> anyhow::Result<()> {
     let settings = gateway::Settings::parse();
     let _telemetry = pipeline::telemetry::init("gateway", &settings.telemetry)?;
+    // before binding: an unsafe exposure must never accept a single connection
+    if settings.preflight {
+        let risks = gateway::preflight::full(&settings)?;
+        println!("preflight: ok{}", accepted(&risks));
+        return Ok(());
+    }
+    for risk in gateway::preflight::check(&settings)? {
+        tracing::warn!(%risk, "serving unsafely because GATEWAY_INSECURE_DEMO says so");
+    }
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
     gateway::run(listener, settings, pipeline::shutdown::signal()).await
+}
+
+/// The risks GATEWAY_INSECURE_DEMO accepted, as the tail of the preflight line.
+fn accepted(risks: &[gateway::preflight::Risk]) -> String {
+    risks
+        .iter()
+        .map(|risk| format!("\n  accepted by GATEWAY_INSECURE_DEMO: {risk}"))
+        .collect()
 }

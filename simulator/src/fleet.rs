@@ -45,10 +45,7 @@ pub fn scenario_fleet(scenario: &Scenario, default_per_region: usize, secret: &s
 /// Store number `n` (from 1) of `region`, with its token derived from `secret`.
 pub fn store(region: Region, n: usize, secret: &str) -> Store {
     let id = format!("{}-{n}", prefix(region));
-    let token = format!(
-        "sim_{}",
-        hex::encode(Sha256::digest(format!("{secret}:{id}")))
-    );
+    let token = pipeline::demo::store_token(secret, &id);
     Store { id, region, token }
 }
 

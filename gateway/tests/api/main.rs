@@ -4,6 +4,7 @@
 mod auth;
 mod backpressure;
 mod helpers;
+mod preflight;
 mod quota;
 mod redis_down;
 mod shutdown;
