@@ -30,6 +30,11 @@ docker-compose -f compose.yaml -f deploy/compose.local-images.yaml config -q
 if command -v terraform >/dev/null 2>&1; then
     terraform fmt -check -recursive terraform
     bash scripts/deploy_test.sh # scripts/deploy.sh's preflight, offline
+    # the gateway exposure rule has no provider, so its tests run offline
+    tf_data="$(mktemp -d)"
+    TF_DATA_DIR="$tf_data" terraform -chdir=terraform/modules/gateway_exposure init -input=false >/dev/null
+    TF_DATA_DIR="$tf_data" terraform -chdir=terraform/modules/gateway_exposure test
+    rm -rf "$tf_data"
 else
     echo "terraform is not on PATH (it cannot be installed from the package registries); skipping terraform fmt and scripts/deploy_test.sh" >&2
 fi

@@ -58,9 +58,16 @@ locals {
   tls_enabled   = var.gateway_tls_cert_file != null && var.gateway_tls_key_file != null
   grafana_cidrs = var.grafana_cidrs == null ? var.admin_cidrs : var.grafana_cidrs
   repo_root     = "${path.module}/.."
+}
 
-  # The token hash of the demo fleet's eu-1 in deploy/stores.example.toml (see check "stores_file").
-  example_token_sha256 = "86c3e7c1226a6152961e90f1fd88c20c7d5796667258ce692c6f2749d093873e"
+# Stops the plan when the gateways would be unsafe on the internet (plaintext, or the
+# published demo tokens) unless gateway_insecure_demo accepts it; its output feeds the
+# gateways' GATEWAY_INSECURE_DEMO, where the binary applies the same rule at startup.
+module "gateway_exposure" {
+  source        = "./modules/gateway_exposure"
+  stores_toml   = file(var.stores_file)
+  tls_enabled   = local.tls_enabled
+  insecure_demo = var.gateway_insecure_demo
 }
 
 # --- WireGuard and Prometheus targets (what the core knows about the gateways) ----------
@@ -126,7 +133,8 @@ locals {
     CORE_PRIVATE_IP             = local.core_private_ip
     CORE_WIREGUARD_IP           = local.core_wireguard_ip
     REDIS_PASSWORD              = var.redis_password
-    REDIS_URL                   = "redis://:${var.redis_password}@redis:6379"
+    REDIS_GATEWAY_PASSWORD      = var.redis_gateway_password
+    REDIS_CONSUMER_PASSWORD     = var.redis_consumer_password
     REDIS_MAXMEMORY             = var.redis_maxmemory
     STREAM_KEY                  = "events"
     CONSUMER_GROUP              = "loader"
@@ -157,6 +165,7 @@ locals {
     fileset(local.repo_root, "deploy/prometheus/**"),
     fileset(local.repo_root, "deploy/tempo/**"),
     fileset(local.repo_root, "deploy/grafana/**"),
+    fileset(local.repo_root, "deploy/redis/**"),
   )
 
   registry_files = var.registry_server == null ? {} : {
@@ -216,7 +225,7 @@ locals {
       {
         COMPOSE_PROJECT_NAME        = "marketplace"
         PIPELINE_IMAGE              = var.pipeline_image
-        REDIS_URL                   = "redis://:${var.redis_password}@${gateway.private ? local.core_private_ip : local.core_wireguard_ip}:6379"
+        REDIS_URL                   = "redis://gateway:${var.redis_gateway_password}@${gateway.private ? local.core_private_ip : local.core_wireguard_ip}:6379"
         STREAM_KEY                  = "events"
         OTEL_EXPORTER_OTLP_ENDPOINT = "http://${gateway.private ? local.core_private_ip : local.core_wireguard_ip}:4317"
         OTEL_TRACES_SAMPLER         = "parentbased_traceidratio"
@@ -231,6 +240,9 @@ locals {
         GATEWAY_TLS_CERT = "/etc/marketplace/tls/tls.crt"
         GATEWAY_TLS_KEY  = "/etc/marketplace/tls/tls.key"
       } : {},
+      module.gateway_exposure.insecure_demo == "" ? {} : {
+        GATEWAY_INSECURE_DEMO = module.gateway_exposure.insecure_demo
+      },
     )
   }
 
@@ -538,21 +550,5 @@ resource "hcloud_server" "gateway" {
       condition     = length(local.gateway_user_data[each.key]) <= 32768
       error_message = "Gateway ${each.key}'s cloud-init user data exceeds Hetzner's 32 KiB limit."
     }
-  }
-}
-
-# --- warnings (plan and apply go on, but say so) ------------------------------------------
-
-check "gateway_tls" {
-  assert {
-    condition     = local.tls_enabled
-    error_message = "The gateways will serve plaintext gRPC: stores' bearer tokens would cross the internet unencrypted. Set gateway_tls_cert_file and gateway_tls_key_file."
-  }
-}
-
-check "stores_file" {
-  assert {
-    condition     = !strcontains(file(var.stores_file), local.example_token_sha256)
-    error_message = "The stores file accepts the published demo tokens of deploy/stores.example.toml: anyone could send events as that store. Use your own stores file."
   }
 }

@@ -160,7 +160,7 @@ variable "stores_file" {
 }
 
 variable "gateway_tls_cert_file" {
-  description = "Path of the gateways' TLS certificate chain (PEM), valid for the names stores connect to. null: plaintext gRPC (a check warns: bearer tokens would cross the internet unencrypted)."
+  description = "Path of the gateways' TLS certificate chain (PEM), valid for the names stores connect to. null: plaintext gRPC, which the plan refuses unless gateway_insecure_demo accepts it."
   type        = string
   default     = null
 
@@ -168,6 +168,12 @@ variable "gateway_tls_cert_file" {
     condition     = var.gateway_tls_cert_file == null || fileexists(coalesce(var.gateway_tls_cert_file, "/nonexistent"))
     error_message = "The certificate file does not exist."
   }
+}
+
+variable "gateway_insecure_demo" {
+  description = "Only for a demo: \"i-understand-this-gateway-is-unsafe\" lets the gateways run without TLS or with the published demo tokens of deploy/stores.example.toml. Otherwise the plan stops (module gateway_exposure) and the gateways refuse to start."
+  type        = string
+  default     = ""
 }
 
 variable "gateway_tls_key_file" {
@@ -270,12 +276,34 @@ variable "registry_password" {
 # embedded in URLs (REDIS_URL) and in .env files.
 
 variable "redis_password" {
-  description = "Redis password (requirepass), shared by core and gateways."
+  description = "Password of the Redis user admin (operators, healthchecks; deploy/redis/users.acl)."
   type        = string
   sensitive   = true
 
   validation {
     condition     = can(regex("^[A-Za-z0-9_-]{24,128}$", var.redis_password))
+    error_message = "Use 24-128 characters from A-Z a-z 0-9 - _ (openssl rand -hex 32)."
+  }
+}
+
+variable "redis_gateway_password" {
+  description = "Password of the Redis user gateway: XADD to the stream and backpressure reads only, so a compromised edge gateway cannot delete or trim the queue. Held by every gateway."
+  type        = string
+  sensitive   = true
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_-]{24,128}$", var.redis_gateway_password))
+    error_message = "Use 24-128 characters from A-Z a-z 0-9 - _ (openssl rand -hex 32)."
+  }
+}
+
+variable "redis_consumer_password" {
+  description = "Password of the Redis user consumer (the consumer group's commands on the stream). Stays on the core."
+  type        = string
+  sensitive   = true
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_-]{24,128}$", var.redis_consumer_password))
     error_message = "Use 24-128 characters from A-Z a-z 0-9 - _ (openssl rand -hex 32)."
   }
 }

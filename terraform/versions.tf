@@ -1,5 +1,5 @@
 terraform {
-  # 1.5+: `check` blocks; 1.4+: terraform_data.
+  # 1.5+: strcontains(); 1.4+: terraform_data. (`terraform test` of modules/gateway_exposure: 1.6+.)
   required_version = ">= 1.5.0"
 
   required_providers {
