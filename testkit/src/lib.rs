@@ -19,6 +19,7 @@
 //!   kills it and removes its files once the test process is gone, even after SIGKILL, since
 //!   shared servers never see `Drop`.
 //! - [`otlp`]: an in-process OTLP/gRPC trace receiver that keeps the spans services export.
+//! - [`tls`]: a CA and a server certificate made by openssl, for TLS servers in tests.
 //! - [`free_port`], [`eventually`], [`repo_root`], [`test_log_enabled`]: small helpers that
 //!   tests keep needing.
 //!
@@ -36,6 +37,7 @@ mod process;
 mod redis;
 mod redis_cluster;
 mod s3;
+pub mod tls;
 
 use std::future::Future;
 use std::path::PathBuf;

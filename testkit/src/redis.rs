@@ -27,6 +27,13 @@ pub struct RedisOptions {
     /// A memory limit such as `"20mb"`, with `maxmemory-policy noeviction`, so that writes fail
     /// with an OOM error instead of silently evicting stream entries (overload tests).
     pub maxmemory: Option<String>,
+    /// An ACL file (`--aclfile`), e.g. deploy/redis/users.acl rendered by deploy/redis/acl.sh.
+    /// When it turns the `default` user off, [`Redis::stop`], [`Redis::restart`] and
+    /// [`Redis::cli`] (which log in as `default`) cannot be used; dropping still kills.
+    pub acl_file: Option<PathBuf>,
+    /// Serve TLS only (`--tls-port`, no plaintext port) with these certificates; clients
+    /// are not asked for certificates. [`Redis::url`] is then `rediss://127.0.0.1:PORT`.
+    pub tls: Option<crate::tls::Certificates>,
 }
 
 /// A redis-server child process on 127.0.0.1 with AOF persistence (`appendonly yes`).
@@ -108,9 +115,14 @@ impl Redis {
         self.process.is_some()
     }
 
-    /// The URL clients connect to: `redis://127.0.0.1:PORT`.
+    /// The URL clients connect to: `redis://127.0.0.1:PORT` (`rediss://` with TLS).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.opts.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The TCP port the server listens on.
@@ -166,9 +178,30 @@ impl Redis {
             .ok_or_else(|| anyhow!("redis-server not found on PATH: run scripts/install.sh"))?;
         let dir = self.dir.path();
         let mut cmd = Command::new(server);
-        cmd.current_dir(dir)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .arg("--dir")
+        let port = self.port.to_string();
+        cmd.current_dir(dir).args(["--bind", "127.0.0.1"]);
+        match &self.opts.tls {
+            None => cmd.args(["--port", &port]),
+            Some(certs) => cmd
+                .args([
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port,
+                    "--tls-auth-clients",
+                    "no",
+                ])
+                .arg("--tls-cert-file")
+                .arg(&certs.cert)
+                .arg("--tls-key-file")
+                .arg(&certs.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&certs.ca),
+        };
+        if let Some(acl) = &self.opts.acl_file {
+            cmd.arg("--aclfile").arg(acl);
+        }
+        cmd.arg("--dir")
             .arg(dir)
             .args(["--daemonize", "no", "--logfile", ""])
             .args(["--appendonly", "yes", "--appendfsync"])
@@ -186,8 +219,21 @@ impl Redis {
         let log = dir.join("redis.log");
         let mut process = Supervised::spawn("redis", &mut cmd, dir, &log, Vec::new())?;
         let port = self.port;
-        let took = process.wait_ready(READY_TIMEOUT, || {
-            Ok(send_command(port, &["PING"])?.starts_with("+PONG"))
+        let tls = self.opts.tls.clone();
+        // NOAUTH is an answer too: with `user default off` nothing else comes before a login
+        let answered = |reply: &str| reply.starts_with("+PONG") || reply.contains("NOAUTH");
+        let took = process.wait_ready(READY_TIMEOUT, || match &tls {
+            None => Ok(answered(&send_command(port, &["PING"])?)),
+            Some(certs) => {
+                let ca = certs.ca.display().to_string();
+                let port = port.to_string();
+                Ok(
+                    match redis_cli(&["--tls", "--cacert", &ca, "-p", &port], &["PING"]) {
+                        Ok(reply) => answered(&format!("+{reply}")),
+                        Err(err) => answered(&err.to_string()),
+                    },
+                )
+            }
         })?;
         if crate::test_log_enabled() {
             eprintln!("testkit: redis ready on port {port} in {took:?}");

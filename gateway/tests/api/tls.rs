@@ -56,85 +56,11 @@ async fn a_certificate_that_is_not_pem_fails_startup() {
     assert!(format!("{err:#}").contains("configuring tls"), "{err:#}");
 }
 
-/// A CA and a server certificate for `localhost` and 127.0.0.1 signed by it, made with the
-/// openssl command line (scripts/install.sh installs it). Returns (CA PEM, cert path, key
-/// path).
+/// (CA PEM, cert path, key path) of fresh test certificates.
 fn certificates(dir: &std::path::Path) -> (String, String, String) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl is installed (scripts/install.sh)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    run(&[
-        &["req", "-x509"][..],
-        &ec,
-        &[
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=test-ca",
-        ],
-    ]
-    .concat());
-    run(&[
-        &["req"][..],
-        &ec,
-        &[
-            "-keyout",
-            "key.pem",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    ]
-    .concat());
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "cert.pem",
-        "-days",
-        "1",
-        "-extfile",
-        "server.ext",
-    ]);
-    let path = |name: &str| dir.join(name).display().to_string();
-    (
-        std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
-        path("cert.pem"),
-        path("key.pem"),
-    )
+    let certs = testkit::tls::certificates(dir).unwrap();
+    let path = |p: &std::path::Path| p.display().to_string();
+    (certs.ca_pem.clone(), path(&certs.cert), path(&certs.key))
 }
 
 /// The handshake itself: a client that trusts the CA publishes over TLS; a plaintext client
