@@ -5,18 +5,37 @@
 # Also checks that the stores file loads, the TLS files are readable and REDIS_URL is usable.
 # Exit 0 and "preflight: ok" when the gateway would start; non-zero and the reasons otherwise.
 #
-#   scripts/preflight.sh                                   # the gateway of ./compose.yaml
-#   scripts/preflight.sh -f deploy/compose.edge.yaml       # an edge gateway (deploy/.env)
-#   GATEWAY_BIN=target/release/gateway scripts/preflight.sh   # no Docker: the binary with
-#                                                          # the GATEWAY_* settings of this shell
+#   GATEWAY_LISTEN=0.0.0.0:50051 GATEWAY_STORES_FILE=stores.toml scripts/preflight.sh
+#       the GATEWAY_* settings of this shell, checked by a local gateway binary: GATEWAY_BIN,
+#       else `gateway` on PATH, else the one in CARGO_TARGET_DIR (built if missing)
+#   scripts/preflight.sh --compose [-f deploy/compose.edge.yaml]
+#       the gateway service exactly as Compose would start it (environment and mounts)
 #
-# It runs the gateway's own check (`gateway --preflight`, gateway/src/preflight.rs), which
-# every gateway also runs at startup, with exactly the environment and mounts Compose gives
-# the service: one rule, in one place. Arguments go to `docker compose` before `run`.
+# Either way it is the gateway's own check (`gateway --preflight`, gateway/src/preflight.rs),
+# which every gateway also runs at startup: one rule, in one place.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-if [ -n "${GATEWAY_BIN:-}" ]; then
-    exec "$GATEWAY_BIN" --preflight
+if [ "${1:-}" = "--compose" ]; then
+    shift
+    exec docker compose "$@" run --rm --no-deps -T gateway gateway --preflight
 fi
-exec docker compose "$@" run --rm --no-deps -T gateway gateway --preflight
+
+bin="${GATEWAY_BIN:-}"
+if [ -z "$bin" ] && command -v gateway >/dev/null 2>&1; then
+    bin="$(command -v gateway)"
+fi
+if [ -z "$bin" ]; then
+    target="${CARGO_TARGET_DIR:-target}"
+    for candidate in "$target/release/gateway" "$target/debug/gateway"; do
+        if [ -x "$candidate" ]; then
+            bin="$candidate"
+            break
+        fi
+    done
+fi
+if [ -z "$bin" ]; then
+    cargo build --quiet -p gateway >&2
+    bin="${CARGO_TARGET_DIR:-target}/debug/gateway"
+fi
+exec "$bin" --preflight

@@ -6,7 +6,8 @@
 //! starting a gateway gets it (Compose, Terraform's cloud-init, systemd, by hand) and it
 //! judges the settings the process really has: the address it binds, the stores file it
 //! reads, whether TLS is configured. `gateway --preflight` runs it (and loads the stores,
-//! TLS and Redis settings) without serving; `scripts/preflight.sh` runs that in Compose.
+//! TLS and Redis settings) without serving; `scripts/preflight.sh` runs that, locally or in
+//! Compose (`--compose`).
 
 use std::{fmt, net::SocketAddr, path::Path};
 
