@@ -46,7 +46,8 @@ chmod 0755 "$work"
 chmod 0644 "$work/stores.toml"
 cat >"$work/env" <<EOF
 REDIS_PASSWORD=$redis_password
-REDIS_URL=redis://:$redis_password@redis:6379
+REDIS_GATEWAY_PASSWORD=$(random)
+REDIS_CONSUMER_PASSWORD=$(random)
 CLICKHOUSE_USER=pipeline
 CLICKHOUSE_PASSWORD=$clickhouse_password
 CLICKHOUSE_GRAFANA_PASSWORD=$(random)
@@ -55,6 +56,8 @@ AWS_SECRET_ACCESS_KEY=$(random)
 GRAFANA_ADMIN_PASSWORD=$(random)
 GATEWAY_STORES_SOURCE=$work/stores.toml
 GATEWAY_PUBLISH=127.0.0.1:0
+# plaintext gRPC, published on loopback only; the gateway inside sees 0.0.0.0 and would refuse
+GATEWAY_INSECURE_DEMO=i-understand-this-gateway-is-unsafe
 SIMULATOR_TOKEN_SECRET=$token_secret
 SIMULATOR_STORES_PER_REGION=2
 SIMULATOR_RATE=200
