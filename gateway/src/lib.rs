@@ -5,7 +5,9 @@
 //! # Layout
 //! - [`config`]: the typed settings, from flags and environment.
 //! - [`preflight`]: refuses unsafe exposure (no TLS, published demo tokens) at startup.
-//! - [`auth`]: the stores file and bearer-token authentication.
+//! - [`auth`]: the stores file (several tokens per store, reloaded on SIGHUP and change) and
+//!   bearer-token authentication.
+//! - [`stores_admin`]: `gateway stores add|rotate|revoke|list`, editing the stores file.
 //! - [`ingest`]: one request from decoded protobuf to a queued batch and a response;
 //!   the only place that decides what is accepted.
 //! - [`quota`]: per-store `max_events_per_second`, one rate limiter per store.
@@ -26,6 +28,7 @@ pub mod preflight;
 pub mod queue;
 pub mod quota;
 pub mod server;
+pub mod stores_admin;
 
 pub use background::Background;
 pub use config::Settings;

@@ -1,10 +1,17 @@
-//! `gateway`: telemetry, settings, listener, then serve until SIGTERM/SIGINT.
+//! `gateway`: telemetry, settings, listener, then serve until SIGTERM/SIGINT; or
+//! `gateway stores …` to edit the stores file.
 
 use anyhow::Context;
 use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // the serving flags and the admin subcommand are separate parsers, so that the
+    // server's required flags do not apply to `gateway stores`
+    if std::env::args_os().nth(1).is_some_and(|a| a == "stores") {
+        let cli = gateway::stores_admin::StoresCli::parse_from(std::env::args_os().skip(1));
+        return gateway::stores_admin::run(cli, &mut std::io::stdout());
+    }
     let settings = gateway::Settings::parse();
     let _telemetry = pipeline::telemetry::init("gateway", &settings.telemetry)?;
     // before binding: an unsafe exposure must never accept a single connection

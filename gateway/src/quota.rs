@@ -6,8 +6,17 @@
 //! but cannot save up idle seconds for a later flood. One limiter per store, built at load,
 //! means stores never contend for one another's state and a store without a limit costs a
 //! single failed map lookup.
+//!
+//! The quotas are per gateway: N gateways behind a load balancer let a store send up to N
+//! times its quota (docs/CLIENTS.md says how to size it). When the stores file is reloaded
+//! ([`Quotas::update`]) a store whose limit did not change keeps its limiter and its state.
 
-use std::{collections::HashMap, num::NonZeroU32, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    num::NonZeroU32,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
 use governor::{DefaultDirectRateLimiter, Quota, clock::Clock};
 
@@ -38,35 +47,57 @@ pub enum QuotaError {
     },
 }
 
+type Limiter = Arc<(u32, DefaultDirectRateLimiter)>;
+
 /// The rate limiters of every store that has a quota.
 #[derive(Default)]
 pub struct Quotas {
-    by_store: HashMap<Arc<str>, (u32, DefaultDirectRateLimiter)>,
+    by_store: RwLock<HashMap<Arc<str>, Limiter>>,
 }
 
 impl Quotas {
     /// One limiter per store with `max_events_per_second`.
     pub fn new(stores: &Stores) -> Quotas {
-        let by_store = stores
+        let quotas = Quotas::default();
+        quotas.update(stores);
+        quotas
+    }
+
+    /// Follows a reloaded stores file: new limiters for new or changed limits, the same
+    /// ones (and their state) for unchanged limits, none for stores without a limit.
+    pub fn update(&self, stores: &Stores) {
+        let mut by_store = self.by_store.write().expect("quotas lock");
+        let next = stores
             .iter()
             .filter_map(|store| {
                 let limit = NonZeroU32::new(store.max_events_per_second?)?;
-                let quota = Quota::per_second(limit).allow_burst(limit);
-                Some((
-                    store.id.clone(),
-                    (limit.get(), DefaultDirectRateLimiter::direct(quota)),
-                ))
+                let kept = by_store
+                    .get(&store.id)
+                    .filter(|l| l.0 == limit.get())
+                    .cloned();
+                let limiter = kept.unwrap_or_else(|| {
+                    let quota = Quota::per_second(limit).allow_burst(limit);
+                    Arc::new((limit.get(), DefaultDirectRateLimiter::direct(quota)))
+                });
+                Some((store.id.clone(), limiter))
             })
             .collect();
-        Quotas { by_store }
+        *by_store = next;
     }
 
     /// Takes `events` from the store's quota, or says when to retry. Nothing is taken when
     /// the answer is no, so a refused request does not eat into the next one's quota.
     pub fn check(&self, store: &Store, events: usize) -> Result<(), QuotaError> {
-        let Some((limit, limiter)) = self.by_store.get(&store.id) else {
+        let Some(found) = self
+            .by_store
+            .read()
+            .expect("quotas lock")
+            .get(&store.id)
+            .cloned()
+        else {
             return Ok(());
         };
+        let (limit, limiter) = &*found;
         let too_big = || QuotaError::BatchAboveQuota {
             store: store.id.clone(),
             limit: *limit,

@@ -22,7 +22,7 @@ use tonic_health::ServingStatus;
 use tracing::Instrument;
 
 use crate::{
-    auth::{Store, Stores},
+    auth::{LiveStores, Store},
     backpressure::Backpressure,
     config::Settings,
     error::ApiError,
@@ -36,14 +36,19 @@ use crate::{
 pub struct IngestApi {
     /// Behind an `Arc` because every request of a stream holds it while in flight.
     ingest: Arc<Ingest>,
-    stores: Arc<Stores>,
+    /// The stores file in force; reloaded underneath us.
+    stores: Arc<LiveStores>,
     /// Requests of one `PublishStream` call processed concurrently; bounds the memory and
     /// Redis work one client can pin with a single stream.
     stream_max_in_flight: usize,
 }
 
 impl IngestApi {
-    pub fn new(ingest: Ingest, stores: Arc<Stores>, stream_max_in_flight: usize) -> IngestApi {
+    pub fn new(
+        ingest: Ingest,
+        stores: Arc<LiveStores>,
+        stream_max_in_flight: usize,
+    ) -> IngestApi {
         IngestApi {
             ingest: Arc::new(ingest),
             stores,
@@ -56,11 +61,7 @@ impl IngestApi {
             .metadata()
             .get("authorization")
             .map(|v| v.as_bytes());
-        Ok(self
-            .stores
-            .authenticate(header)
-            .map_err(ApiError::from)?
-            .clone())
+        Ok(self.stores.authenticate(header).map_err(ApiError::from)?)
     }
 }
 
@@ -99,7 +100,9 @@ impl IngestService for IngestApi {
     /// Publishes a stream of requests: each gets exactly one response carrying its
     /// `sequence`, in request order, sent only after its events are queued.
     ///
-    /// The store is authenticated once, at stream start. Up to `stream_max_in_flight`
+    /// The store is authenticated at stream start, and again before the next request
+    /// whenever the stores file was reloaded, so a revoked token stops a stream that is
+    /// already open (its next request ends the stream with UNAUTHENTICATED). Up to `stream_max_in_flight`
     /// requests are validated and written concurrently; `buffered` keeps their responses in
     /// request order.
     ///
@@ -121,15 +124,32 @@ impl IngestService for IngestApi {
             "PublishStream",
             request.metadata().as_ref(),
         );
-        let store = Arc::new(self.authenticate(&request)?);
+        let mut store = Arc::new(self.authenticate(&request)?);
+        let authorization = request.metadata().get("authorization").cloned();
+        let stores = self.stores.clone();
+        let mut generation = stores.generation();
         let ingest = self.ingest.clone();
         let mut failed = false;
         let responses = request
             .into_inner()
             .map(move |item| {
                 let ingest = ingest.clone();
-                let store = store.clone();
-                async move { Ok(ingest.publish(&store, item?).await?) }.instrument(span.clone())
+                let checked = if stores.generation() == generation {
+                    Ok(store.clone())
+                } else {
+                    generation = stores.generation();
+                    stores
+                        .authenticate(authorization.as_ref().map(|v| v.as_bytes()))
+                        .map(|s| {
+                            store = Arc::new(s);
+                            store.clone()
+                        })
+                };
+                async move {
+                    let store: Arc<Store> = checked.map_err(ApiError::from)?;
+                    Ok(ingest.publish(&store, item?).await?)
+                }
+                .instrument(span.clone())
             })
             .buffered(self.stream_max_in_flight)
             .take_while(move |result: &Result<PublishResponse, Status>| {
@@ -148,12 +168,15 @@ struct Watchers {
     health_watch: tokio::task::JoinHandle<()>,
     /// Samples backlog and memory for [`Backpressure`].
     sampler: tokio::task::JoinHandle<()>,
+    /// Reloads the stores file on SIGHUP and on change.
+    stores_reload: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Watchers {
     fn drop(&mut self) {
         self.health_watch.abort();
         self.sampler.abort();
+        self.stores_reload.abort();
     }
 }
 
@@ -178,8 +201,8 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let stores = Stores::load(&settings.stores_file)?;
-    if stores.is_empty() {
+    let stores = Arc::new(LiveStores::load(&settings.stores_file)?);
+    if stores.current().is_empty() {
         tracing::warn!(file = %settings.stores_file.display(), "stores file lists no store: every call will be refused");
     }
     // before touching Redis, so that a bad certificate fails startup at once
@@ -192,18 +215,18 @@ pub async fn run(
     if !queue.wait_connected(Duration::from_secs(3)).await {
         tracing::warn!("redis is not reachable yet; answering UNAVAILABLE until it is");
     }
-    let quotas = Arc::new(Quotas::new(&stores));
+    let quotas = Arc::new(Quotas::new(&stores.current()));
     let backpressure = Backpressure::new(settings.backpressure(), settings.redis.shards().len());
     let ingest = Ingest::new(
         queue.clone(),
         settings.limits(),
         settings.max_events_per_request,
-        quotas,
+        quotas.clone(),
         backpressure.clone(),
     );
     let api = IngestApi::new(
         ingest,
-        Arc::new(stores),
+        stores.clone(),
         usize::from(settings.stream_max_in_flight),
     );
 
@@ -230,6 +253,9 @@ pub async fn run(
             })
         })),
         sampler: tokio::spawn(backpressure.run(queue.client().clone(), queue.shards().clone())),
+        stores_reload: tokio::spawn(
+            stores.watch(settings.stores_reload_interval, move |s| quotas.update(s)),
+        ),
     };
 
     let reflection = || {

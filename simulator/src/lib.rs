@@ -8,8 +8,8 @@
 //! - [`fleet`]: the simulated stores, their regions and tokens.
 //! - [`generate`]: the seeded event generator: catalog, sessions walking the funnel, probes.
 //! - [`request`]: generated requests written straight from drafts into protobuf bytes.
-//! - [`send`]: the gRPC sender: concurrency, pacing, streaming, retries with the same ids.
-//! - [`wire`]: unary Publish of requests encoded once, so retries resend the same bytes.
+//! - [`send`]: the gRPC sender: concurrency and pacing; each request delivered by the
+//!   `client` crate, which retries per the contract with the same bytes.
 //! - [`replay`]: replaying a CSV of the public e-commerce behaviour dataset.
 //! - [`truth`]: the ground truth of acknowledged events, as JSON.
 //! - [`bench`]: the physical references and the latency probe of `scripts/bench`.
@@ -23,6 +23,5 @@ pub mod request;
 pub mod scenario;
 pub mod send;
 pub mod truth;
-pub mod wire;
 
 pub use config::Settings;

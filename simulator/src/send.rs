@@ -1,26 +1,19 @@
-//! The gRPC sender: requests in flight over several connections, paced to a rate, retried
-//! with the same event ids when the gateway says to come back later. Requests go over
-//! unary `Publish`, or `PublishStream` with `--streaming` (falling back to unary, with a
-//! warning, on a gateway that answers UNIMPLEMENTED).
+//! The gRPC sender: requests in flight over several connections, paced to a rate, each
+//! delivered by a `client::Client`, which retries per the contract with the identical bytes
+//! (so the same event ids) and sends over unary `Publish`, or `PublishStream` with
+//! `--streaming` (falling back to unary, with a warning, on a gateway that answers
+//! UNIMPLEMENTED).
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::Context as _;
-use bytes::Bytes;
+use client::{Batch, Client, Compression, Rejected, RetryPolicy, SendOptions};
 use indicatif::{ProgressBar, ProgressStyle};
-use pipeline::proto::ingest::{
-    Event, PublishRequest, PublishResponse, Rejection, ingest_service_client::IngestServiceClient,
-};
-use prost::Message as _;
-use tonic::{Code, Request, Status, Streaming, transport::Channel};
-use tonic_types::StatusExt;
+use pipeline::proto::ingest::Event;
 
 use crate::{
     config::{RunArgs, SendArgs},
@@ -29,7 +22,6 @@ use crate::{
     request::Generated,
     scenario::Scenario,
     truth::{Tally, Truth},
-    wire::EncodedClient,
 };
 
 /// How often one request is retried before its events count as failed.
@@ -49,58 +41,28 @@ pub enum Events {
     Generated(Generated),
 }
 
-/// A job's request while it is delivered.
-enum Pending {
-    /// `encoded` is filled at most once, however often the request is retried.
-    Built {
-        request: PublishRequest,
-        encoded: Option<Bytes>,
-    },
-    Generated(Generated),
+/// A job's batch while it is delivered: encoded once, so every retry sends the same bytes.
+struct Pending {
+    batch: Batch,
+    events: Events,
 }
 
 impl Pending {
-    fn len(&self) -> usize {
-        match self {
-            Pending::Built { request, .. } => request.events.len(),
-            Pending::Generated(g) => g.drafts.len(),
-        }
-    }
-
-    /// The request's protobuf bytes, for unary `Publish`.
-    fn encoded(&mut self) -> Bytes {
-        match self {
-            Pending::Built { request, encoded } => encoded
-                .get_or_insert_with(|| Bytes::from(request.encode_to_vec()))
-                .clone(),
-            Pending::Generated(g) => g.encoded.clone(),
-        }
-    }
-
-    /// The request as a message numbered `sequence`, for `PublishStream`.
-    fn message(&self, store: &Store, sequence: u64) -> PublishRequest {
-        match self {
-            Pending::Built { request, .. } => PublishRequest {
-                sequence,
-                ..request.clone()
-            },
-            Pending::Generated(g) => PublishRequest {
-                sequence,
-                events: g.events(store),
-                all_or_nothing: false,
-            },
-        }
+    fn new(events: Events) -> Pending {
+        let batch = match &events {
+            Events::Built(events) => Batch::new(events),
+            Events::Generated(g) => Batch::from_encoded(g.encoded.clone(), g.drafts.len()),
+        };
+        Pending { batch, events }
     }
 
     /// Records in `truth` the events not in `rejected` (indices in ascending order).
-    fn accept(&self, truth: &mut Truth, tally: &mut Tally, store: &Store, rejected: &[Rejection]) {
-        let mut bad = rejected.iter().map(|r| r.index as usize).peekable();
-        let accepted = (0..self.len()).filter(move |&i| bad.next_if_eq(&i).is_none());
-        match self {
-            Pending::Built { request, .. } => {
-                accepted.for_each(|i| truth.accept(&request.events[i]));
-            }
-            Pending::Generated(g) => truth.accept_drafts(
+    fn accept(&self, truth: &mut Truth, tally: &mut Tally, store: &Store, rejected: &[Rejected]) {
+        let mut bad = rejected.iter().map(|r| r.index).peekable();
+        let accepted = (0..self.batch.len()).filter(move |&i| bad.next_if_eq(&i).is_none());
+        match &self.events {
+            Events::Built(events) => accepted.for_each(|i| truth.accept(&events[i])),
+            Events::Generated(g) => truth.accept_drafts(
                 tally,
                 &g.model,
                 store.region,
@@ -135,26 +97,31 @@ impl Delivery {
         let concurrency = args.concurrency.max(1);
         let (jobs, rx) = tokio::sync::mpsc::channel(concurrency * 2);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        // one flag for every sender, so the fallback warning appears once
-        let unary_only = Arc::new(AtomicBool::new(!args.streaming));
+        let options = SendOptions {
+            // the simulator shares the machine with the pipeline in benchmarks: loopback
+            // needs no compression, and its cost would count against the gateway's figures
+            compression: Compression::None,
+            streaming: args.streaming,
+            retry: RetryPolicy {
+                max_attempts: Some(MAX_ATTEMPTS),
+                ..RetryPolicy::default()
+            },
+            ..SendOptions::default()
+        };
         let mut senders = Vec::new();
         anyhow::ensure!(!args.gateway.is_empty(), "no gateway url");
+        let channel = |url: &str| client::Config::new(url, "").channel().context("gateway url");
+        // every sender's clients derive from this one, so the streaming fallback is learnt once
+        let token = stores.first().map_or("", |s| s.token.as_str());
+        let base = Client::new(channel(&args.gateway[0])?, token, options)?;
         for i in 0..concurrency {
-            let url = args.gateway[i % args.gateway.len()].clone();
-            let channel = Channel::from_shared(url)
-                .context("gateway url")?
-                .connect_timeout(Duration::from_secs(5))
-                .connect_lazy();
-            let client = IngestServiceClient::new(channel.clone())
-                .max_decoding_message_size(16 * 1024 * 1024);
+            let prototype = base.on_channel(channel(&args.gateway[i % args.gateway.len()])?);
             let sender = Sender {
-                client,
-                unary: EncodedClient::new(channel),
+                prototype,
+                clients: HashMap::new(),
                 stores: stores.clone(),
                 truth: truth.clone(),
                 bar: bar.clone(),
-                unary_only: unary_only.clone(),
-                streams: HashMap::new(),
                 tally: Tally::default(),
             };
             senders.push(tokio::spawn(sender.run(rx.clone())));
@@ -253,25 +220,15 @@ fn progress(quiet: bool, total: Option<u64>) -> ProgressBar {
     bar
 }
 
-/// An open `PublishStream` call for one store (the token is per call, so per store).
-struct OpenStream {
-    requests: tokio::sync::mpsc::Sender<PublishRequest>,
-    responses: Streaming<PublishResponse>,
-    next_sequence: u64,
-}
-
 /// One connection's worth of sending.
 struct Sender {
-    /// For PublishStream.
-    client: IngestServiceClient<Channel>,
-    /// For unary Publish of encoded requests.
-    unary: EncodedClient,
+    /// This connection's client; the stores' clients are made from it.
+    prototype: Client,
+    /// One client per store (the token is per call, and a stream per client).
+    clients: HashMap<usize, Client>,
     stores: Arc<Vec<Store>>,
     truth: Arc<Mutex<Truth>>,
     bar: ProgressBar,
-    /// Set when streaming is off or the gateway turned out not to implement it.
-    unary_only: Arc<AtomicBool>,
-    streams: HashMap<usize, OpenStream>,
     /// Scratch space for counting a generated request's events in the truth.
     tally: Tally,
 }
@@ -285,151 +242,38 @@ impl Sender {
         }
     }
 
-    /// Sends one job until it is answered, retrying retriable refusals with the same ids.
+    /// Sends one job until it is answered; the client retries retriable refusals.
     async fn deliver(&mut self, job: Job) -> anyhow::Result<()> {
-        let mut request = match job.events {
-            Events::Built(events) => Pending::Built {
-                request: PublishRequest {
-                    sequence: 0,
-                    events,
-                    all_or_nothing: false,
-                },
-                encoded: None,
-            },
-            Events::Generated(g) => Pending::Generated(g),
-        };
-        let n = request.len();
+        let pending = Pending::new(job.events);
+        let n = pending.batch.len() as u64;
         let stores = self.stores.clone();
         let store = &stores[job.store];
-        let mut attempt = 0;
-        loop {
-            match self.publish(job.store, &mut request).await {
-                Ok(response) => {
-                    let n = n as u64;
-                    let mut t = self.truth.lock().expect("truth lock");
-                    t.sent += n;
-                    t.rejected += response.rejected.len() as u64;
-                    request.accept(&mut t, &mut self.tally, store, &response.rejected);
-                    let msg = progress_message(&t);
-                    drop(t);
-                    self.bar.inc(n);
-                    self.bar.set_message(msg);
-                    return Ok(());
-                }
-                Err(status) if attempt < MAX_ATTEMPTS && retriable(status.code()) => {
-                    attempt += 1;
-                    let msg = {
-                        let mut t = self.truth.lock().expect("truth lock");
-                        t.retried_requests += 1;
-                        progress_message(&t)
-                    };
-                    self.bar.set_message(msg);
-                    let hinted = status
-                        .get_error_details()
-                        .retry_info()
-                        .and_then(|r| r.retry_delay);
-                    let backoff = Duration::from_millis(100 * 2u64.pow(attempt.min(6)));
-                    tokio::time::sleep(hinted.unwrap_or(backoff).min(Duration::from_secs(10)))
-                        .await;
-                }
-                Err(status) => {
-                    tracing::warn!(code = ?status.code(), message = status.message(), "request failed");
-                    let mut t = self.truth.lock().expect("truth lock");
-                    t.sent += n as u64;
-                    t.failed += n as u64;
-                    self.bar.inc(n as u64);
-                    return Ok(());
-                }
-            }
-        }
-    }
-
-    async fn publish(
-        &mut self,
-        store: usize,
-        request: &mut Pending,
-    ) -> Result<PublishResponse, Status> {
-        if !self.unary_only.load(Ordering::Relaxed) {
-            match self.publish_streamed(store, request).await {
-                Err(status) if status.code() == Code::Unimplemented => {
-                    if !self.unary_only.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(
-                            message = status.message(),
-                            "gateway does not implement PublishStream: falling back to unary Publish"
-                        );
-                    }
-                }
-                answered => return answered,
-            }
-        }
-        let mut req = Request::new(request.encoded());
-        self.authorize(store, &mut req)?;
-        self.unary.publish(req).await
-    }
-
-    /// Sends over the store's open stream (opening one if needed) and waits for the answer.
-    /// Any error closes the stream; the retry opens a new one.
-    async fn publish_streamed(
-        &mut self,
-        store: usize,
-        request: &Pending,
-    ) -> Result<PublishResponse, Status> {
-        let mut open = match self.streams.remove(&store) {
-            Some(open) => {
-                open.requests
-                    .send(request.message(&self.stores[store], open.next_sequence))
-                    .await
-                    .map_err(|_| Status::unavailable("request stream closed"))?;
-                open
-            }
-            None => {
-                let (requests, rx) = tokio::sync::mpsc::channel(4);
-                // queued before the call, so a gateway that waits for the first message
-                // before sending headers does not deadlock us
-                requests
-                    .send(request.message(&self.stores[store], 1))
-                    .await
-                    .map_err(|_| Status::internal("request channel closed"))?;
-                let mut req = Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-                self.authorize(store, &mut req)?;
-                let responses = self.client.publish_stream(req).await?.into_inner();
-                OpenStream {
-                    requests,
-                    responses,
-                    next_sequence: 1,
-                }
+        let client = match self.clients.entry(job.store) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(self.prototype.with_token(&store.token)?)
             }
         };
-        let sequence = open.next_sequence;
-        match open.responses.message().await? {
-            Some(response) if response.sequence == sequence || response.sequence == 0 => {
-                open.next_sequence += 1;
-                self.streams.insert(store, open);
-                Ok(response)
+        let result = client.send(&pending.batch).await;
+        let mut t = self.truth.lock().expect("truth lock");
+        t.sent += n;
+        match result {
+            Ok(ack) => {
+                t.retried_requests += u64::from(ack.attempts.saturating_sub(1));
+                t.rejected += ack.rejected.len() as u64;
+                pending.accept(&mut t, &mut self.tally, store, &ack.rejected);
             }
-            Some(response) => Err(Status::internal(format!(
-                "stream answered sequence {} to request {sequence}",
-                response.sequence
-            ))),
-            None => Err(Status::unavailable("gateway closed the stream")),
+            Err(err) => {
+                tracing::warn!(code = ?err.code(), error = %err, "request failed");
+                t.failed += n;
+            }
         }
-    }
-
-    fn authorize<T>(&self, store: usize, req: &mut Request<T>) -> Result<(), Status> {
-        let value = format!("Bearer {}", self.stores[store].token)
-            .parse()
-            .map_err(|_| Status::internal("token is not valid metadata"))?;
-        req.metadata_mut().insert("authorization", value);
+        let msg = progress_message(&t);
+        drop(t);
+        self.bar.inc(n);
+        self.bar.set_message(msg);
         Ok(())
     }
-}
-
-/// What the gateway asks to be tried again later.
-fn retriable(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded | Code::Aborted
-    )
 }
 
 fn progress_message(t: &Truth) -> String {

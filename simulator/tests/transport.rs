@@ -18,6 +18,7 @@ use pipeline::proto::ingest::{
     ingest_service_server::{IngestService, IngestServiceServer},
 };
 use tonic::{Request, Response, Status};
+use tonic_types::StatusExt as _;
 
 /// A gateway that accepts everything, optionally lacks streaming, and refuses the first
 /// `refuse_first` unary calls with RESOURCE_EXHAUSTED.
@@ -51,7 +52,14 @@ impl IngestService for Fake {
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
         if self.unary_calls.fetch_add(1, Ordering::SeqCst) < self.refuse_first {
-            return Err(Status::resource_exhausted("queue is full"));
+            // as the real gateway does: RESOURCE_EXHAUSTED is retriable only with RetryInfo
+            return Err(Status::with_error_details(
+                tonic::Code::ResourceExhausted,
+                "queue is full",
+                tonic_types::ErrorDetails::with_retry_info(Some(
+                    std::time::Duration::from_millis(10),
+                )),
+            ));
         }
         Ok(Response::new(self.accept(request.get_ref())))
     }

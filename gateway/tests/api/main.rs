@@ -9,6 +9,7 @@ mod quota;
 mod redis_down;
 mod shutdown;
 mod sizes;
+mod stores_reload;
 mod stream;
 mod tls;
 mod validation;

@@ -1,0 +1,221 @@
+//! `gateway stores add|rotate|revoke|list`: the operator's tool for the stores file.
+//!
+//! A new token is printed once and never stored: the file keeps only its SHA-256. Every
+//! change is written to a temporary file in the same directory, synced, and renamed over
+//! the old one, so a running gateway (which reloads on change) sees the old file or the new
+//! one, never half of one. The file is rewritten from its parsed form: comments are not kept.
+
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use rand::RngCore as _;
+
+use crate::auth::{StoreEntry, Stores, StoresFile, TokenHashes, token_sha256};
+
+/// Edits the gateway's stores file: stores, their regions, quotas and tokens
+#[derive(Parser, Clone, Debug)]
+#[command(name = "gateway stores")]
+pub struct StoresCli {
+    /// The stores file to edit (created by `add` if missing)
+    #[arg(long, env = "GATEWAY_STORES_FILE", global = true)]
+    pub stores_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: StoresCommand,
+}
+
+#[derive(Subcommand, Clone, Debug)]
+pub enum StoresCommand {
+    /// Adds a store with a new token, printed once
+    Add {
+        #[arg(long)]
+        id: String,
+        /// europe, america or asia
+        #[arg(long)]
+        region: String,
+        /// Events per second the store may send (per gateway)
+        #[arg(long)]
+        max_events_per_second: Option<u32>,
+    },
+    /// Gives a store one more token, printed once; the old ones keep working until revoked
+    Rotate {
+        #[arg(long)]
+        id: String,
+    },
+    /// Revokes one token of a store (by the start of its hash, as `list` shows), or the
+    /// whole store
+    Revoke {
+        #[arg(long)]
+        id: String,
+        /// The first hex digits of the token's SHA-256 (at least 8); without it, the store
+        /// and all its tokens are removed
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Lists stores and the start of each token's hash
+    List,
+}
+
+/// Runs one command; what it prints goes to `out`.
+pub fn run(cli: StoresCli, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    let path = cli
+        .stores_file
+        .context("--stores-file (or GATEWAY_STORES_FILE) is required")?;
+    let mut file = match std::fs::read_to_string(&path) {
+        Ok(text) => StoresFile::parse(&text).with_context(|| format!("{}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && matches!(cli.command, StoresCommand::Add { .. }) => {
+            StoresFile::default()
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let position = |file: &StoresFile, id: &str| file.store.iter().position(|s| s.id == id);
+    match cli.command {
+        StoresCommand::List => {
+            for s in &file.store {
+                let keys: Vec<&str> = s.token_sha256.as_slice().iter().map(|h| &h[..h.len().min(12)]).collect();
+                let quota = s.max_events_per_second.map_or("no quota".to_owned(), |q| format!("{q} events/s"));
+                writeln!(out, "{}\t{}\t{}\tkeys: {}", s.id, s.region, quota, keys.join(" "))?;
+            }
+            return Ok(());
+        }
+        StoresCommand::Add { id, region, max_events_per_second } => {
+            if position(&file, &id).is_some() {
+                bail!("store {id:?} exists already; use `rotate` to give it a new token");
+            }
+            let token = new_token();
+            file.store.push(StoreEntry {
+                id: id.clone(),
+                region,
+                token_sha256: TokenHashes::One(token_sha256(&token)),
+                max_events_per_second,
+            });
+            save(&path, &file)?;
+            writeln!(out, "added store {id}; its token (shown once, only its hash is kept):\n{token}")?;
+        }
+        StoresCommand::Rotate { id } => {
+            let i = position(&file, &id).with_context(|| format!("no store {id:?}"))?;
+            let token = new_token();
+            let mut hashes = file.store[i].token_sha256.as_slice().to_vec();
+            hashes.push(token_sha256(&token));
+            file.store[i].token_sha256 = TokenHashes::from_vec(hashes);
+            save(&path, &file)?;
+            writeln!(out, "new token for store {id} (shown once; revoke the old one when the store uses this):\n{token}")?;
+        }
+        StoresCommand::Revoke { id, key } => {
+            let i = position(&file, &id).with_context(|| format!("no store {id:?}"))?;
+            let Some(key) = key else {
+                file.store.remove(i);
+                save(&path, &file)?;
+                writeln!(out, "removed store {id} and all its tokens")?;
+                return Ok(());
+            };
+            let key = key.to_ascii_lowercase();
+            if key.len() < 8 {
+                bail!("--key needs at least 8 hex digits of the hash");
+            }
+            let hashes = file.store[i].token_sha256.as_slice();
+            let (gone, kept): (Vec<String>, Vec<String>) =
+                hashes.iter().cloned().partition(|h| h.to_ascii_lowercase().starts_with(&key));
+            match gone.len() {
+                0 => bail!("store {id:?} has no token whose hash starts with {key}"),
+                1 => {}
+                _ => bail!("{key} matches several tokens of store {id:?}; give more digits"),
+            }
+            if kept.is_empty() {
+                file.store.remove(i);
+                save(&path, &file)?;
+                writeln!(out, "revoked the last token of store {id}; the store is removed")?;
+            } else {
+                file.store[i].token_sha256 = TokenHashes::from_vec(kept);
+                save(&path, &file)?;
+                writeln!(out, "revoked token {key}… of store {id}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// 32 random bytes, hex, with a prefix that makes a leaked token easy to recognise.
+fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("mkt_{}", hex::encode(bytes))
+}
+
+/// Checks `file` as the gateway would, then replaces `path` with it atomically.
+fn save(path: &Path, file: &StoresFile) -> anyhow::Result<()> {
+    Stores::check(file.clone()).context("the edited file would not load")?;
+    let text = format!(
+        "# Stores allowed to publish; edit with `gateway stores`. Only token hashes are kept.\n{}",
+        toml::to_string(file).context("writing toml")?
+    );
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("stores"),
+        std::process::id()
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // the rename itself is durable once the directory is synced
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write().with_context(|| format!("replacing {}", path.display())).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(file: &Path, args: &[&str]) -> anyhow::Result<String> {
+        let mut argv = vec!["stores", "--stores-file", file.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        let mut out = Vec::new();
+        run(StoresCli::try_parse_from(argv)?, &mut out)?;
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    fn token_of(printed: &str) -> String {
+        printed.lines().last().unwrap().to_owned()
+    }
+
+    #[test]
+    fn add_rotate_revoke_keep_only_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("stores.toml");
+        let first = token_of(&cli(&file, &["add", "--id", "eu-9", "--region", "europe", "--max-events-per-second", "50"]).unwrap());
+        assert!(first.starts_with("mkt_") && first.len() == 68);
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(!text.contains(&first) && text.contains(&token_sha256(&first)));
+        let second = token_of(&cli(&file, &["rotate", "--id", "eu-9"]).unwrap());
+        let stores = Stores::load(&file).unwrap();
+        let auth = |t: &str| stores.authenticate(Some(format!("Bearer {t}").as_bytes())).map(|s| s.id.to_string());
+        assert_eq!(auth(&first).unwrap(), "eu-9");
+        assert_eq!(auth(&second).unwrap(), "eu-9");
+        assert_eq!(stores.len(), 1);
+
+        let listed = cli(&file, &["list"]).unwrap();
+        assert!(listed.contains("eu-9\teurope\t50 events/s"), "{listed}");
+        let old_key = &token_sha256(&first)[..10];
+        cli(&file, &["revoke", "--id", "eu-9", "--key", old_key]).unwrap();
+        let stores = Stores::load(&file).unwrap();
+        assert!(stores.authenticate(Some(format!("Bearer {first}").as_bytes())).is_err());
+        assert!(stores.authenticate(Some(format!("Bearer {second}").as_bytes())).is_ok());
+
+        assert!(cli(&file, &["add", "--id", "eu-9", "--region", "europe"]).unwrap_err().to_string().contains("exists already"));
+        assert!(cli(&file, &["add", "--id", "x", "--region", "mars"]).is_err(), "checked before writing");
+        assert!(cli(&file, &["revoke", "--id", "eu-9", "--key", "abc"]).is_err());
+        cli(&file, &["revoke", "--id", "eu-9"]).unwrap();
+        assert!(Stores::load(&file).unwrap().is_empty());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(leftovers.len(), 1, "no temporary files left: {leftovers:?}");
+    }
+}
