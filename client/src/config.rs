@@ -150,7 +150,8 @@ impl Config {
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
         if let Some(tls) = &self.tls {
-            let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
+            let mut config =
+                ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
             if let Some(domain) = &tls.domain {
                 config = config.domain_name(domain.clone());
             }

@@ -216,7 +216,8 @@ impl Publisher {
             .counters
             .published
             .fetch_add(1, Ordering::Relaxed);
-        if state.open_events >= config.max_batch_events || state.open.len() >= config.max_batch_bytes
+        if state.open_events >= config.max_batch_events
+            || state.open.len() >= config.max_batch_bytes
         {
             self.shared.seal(&mut state)?;
         }

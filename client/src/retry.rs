@@ -115,7 +115,11 @@ mod tests {
             Code::Aborted,
             Code::Unimplemented,
         ] {
-            assert_eq!(classify(&Status::new(code, "x")), Verdict::Final, "{code:?}");
+            assert_eq!(
+                classify(&Status::new(code, "x")),
+                Verdict::Final,
+                "{code:?}"
+            );
         }
     }
 

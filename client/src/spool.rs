@@ -167,10 +167,7 @@ impl Spool {
 
     /// The gateway refused batch `id` for good: kept aside for a human, out of the bound.
     pub fn refused(&mut self, id: u64, bytes: u64) -> std::io::Result<()> {
-        fs::rename(
-            path(&self.dir, id, "batch"),
-            path(&self.dir, id, "failed"),
-        )?;
+        fs::rename(path(&self.dir, id, "batch"), path(&self.dir, id, "failed"))?;
         self.used = self.used.saturating_sub(bytes);
         Ok(())
     }

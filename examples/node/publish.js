@@ -39,7 +39,7 @@ function details(error) {
   if (!raw) return found;
   const status = root.lookupType('google.rpc.Status').decode(raw);
   for (const any of status.details) {
-    const name = any.type_url.split('/').pop();
+    const name = (any.typeUrl || any.type_url).split('/').pop();
     const type = root.lookup(name);
     if (type) found[name.replace('google.rpc.', '')] = type.decode(any.value);
   }

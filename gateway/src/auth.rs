@@ -160,7 +160,9 @@ impl Stores {
                 hex::decode_to_slice(hex_hash.trim(), &mut hash)
                     .map_err(|_| invalid("token_sha256 must be 64 hex digits".into()))?;
                 if by_hash.insert(hash, store.clone()).is_some() {
-                    return Err(invalid("shares a token with another store, or lists it twice".into()));
+                    return Err(invalid(
+                        "shares its token with another store, or lists a token twice".into(),
+                    ));
                 }
             }
         }
@@ -290,7 +292,8 @@ impl LiveStores {
                 Ok(true) => {
                     let stores = self.current();
                     tracing::info!(file = %self.path.display(), trigger, stores = stores.len(), "stores file reloaded");
-                    metrics::counter!("gateway_stores_reloads_total", "result" => "ok").increment(1);
+                    metrics::counter!("gateway_stores_reloads_total", "result" => "ok")
+                        .increment(1);
                     reloaded(&stores);
                 }
                 Err(e) => {

@@ -44,11 +44,7 @@ pub struct IngestApi {
 }
 
 impl IngestApi {
-    pub fn new(
-        ingest: Ingest,
-        stores: Arc<LiveStores>,
-        stream_max_in_flight: usize,
-    ) -> IngestApi {
+    pub fn new(ingest: Ingest, stores: Arc<LiveStores>, stream_max_in_flight: usize) -> IngestApi {
         IngestApi {
             ingest: Arc::new(ingest),
             stores,

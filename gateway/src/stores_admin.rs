@@ -66,7 +66,10 @@ pub fn run(cli: StoresCli, out: &mut impl std::io::Write) -> anyhow::Result<()> 
         .context("--stores-file (or GATEWAY_STORES_FILE) is required")?;
     let mut file = match std::fs::read_to_string(&path) {
         Ok(text) => StoresFile::parse(&text).with_context(|| format!("{}", path.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && matches!(cli.command, StoresCommand::Add { .. }) => {
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && matches!(cli.command, StoresCommand::Add { .. }) =>
+        {
             StoresFile::default()
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
@@ -75,13 +78,31 @@ pub fn run(cli: StoresCli, out: &mut impl std::io::Write) -> anyhow::Result<()> 
     match cli.command {
         StoresCommand::List => {
             for s in &file.store {
-                let keys: Vec<&str> = s.token_sha256.as_slice().iter().map(|h| &h[..h.len().min(12)]).collect();
-                let quota = s.max_events_per_second.map_or("no quota".to_owned(), |q| format!("{q} events/s"));
-                writeln!(out, "{}\t{}\t{}\tkeys: {}", s.id, s.region, quota, keys.join(" "))?;
+                let keys: Vec<&str> = s
+                    .token_sha256
+                    .as_slice()
+                    .iter()
+                    .map(|h| &h[..h.len().min(12)])
+                    .collect();
+                let quota = s
+                    .max_events_per_second
+                    .map_or("no quota".to_owned(), |q| format!("{q} events/s"));
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\tkeys: {}",
+                    s.id,
+                    s.region,
+                    quota,
+                    keys.join(" ")
+                )?;
             }
             return Ok(());
         }
-        StoresCommand::Add { id, region, max_events_per_second } => {
+        StoresCommand::Add {
+            id,
+            region,
+            max_events_per_second,
+        } => {
             if position(&file, &id).is_some() {
                 bail!("store {id:?} exists already; use `rotate` to give it a new token");
             }
@@ -93,7 +114,10 @@ pub fn run(cli: StoresCli, out: &mut impl std::io::Write) -> anyhow::Result<()> 
                 max_events_per_second,
             });
             save(&path, &file)?;
-            writeln!(out, "added store {id}; its token (shown once, only its hash is kept):\n{token}")?;
+            writeln!(
+                out,
+                "added store {id}; its token (shown once, only its hash is kept):\n{token}"
+            )?;
         }
         StoresCommand::Rotate { id } => {
             let i = position(&file, &id).with_context(|| format!("no store {id:?}"))?;
@@ -102,7 +126,10 @@ pub fn run(cli: StoresCli, out: &mut impl std::io::Write) -> anyhow::Result<()> 
             hashes.push(token_sha256(&token));
             file.store[i].token_sha256 = TokenHashes::from_vec(hashes);
             save(&path, &file)?;
-            writeln!(out, "new token for store {id} (shown once; revoke the old one when the store uses this):\n{token}")?;
+            writeln!(
+                out,
+                "new token for store {id} (shown once; revoke the old one when the store uses this):\n{token}"
+            )?;
         }
         StoresCommand::Revoke { id, key } => {
             let i = position(&file, &id).with_context(|| format!("no store {id:?}"))?;
@@ -117,8 +144,10 @@ pub fn run(cli: StoresCli, out: &mut impl std::io::Write) -> anyhow::Result<()> 
                 bail!("--key needs at least 8 hex digits of the hash");
             }
             let hashes = file.store[i].token_sha256.as_slice();
-            let (gone, kept): (Vec<String>, Vec<String>) =
-                hashes.iter().cloned().partition(|h| h.to_ascii_lowercase().starts_with(&key));
+            let (gone, kept): (Vec<String>, Vec<String>) = hashes
+                .iter()
+                .cloned()
+                .partition(|h| h.to_ascii_lowercase().starts_with(&key));
             match gone.len() {
                 0 => bail!("store {id:?} has no token whose hash starts with {key}"),
                 1 => {}
@@ -127,7 +156,10 @@ pub fn run(cli: StoresCli, out: &mut impl std::io::Write) -> anyhow::Result<()> 
             if kept.is_empty() {
                 file.store.remove(i);
                 save(&path, &file)?;
-                writeln!(out, "revoked the last token of store {id}; the store is removed")?;
+                writeln!(
+                    out,
+                    "revoked the last token of store {id}; the store is removed"
+                )?;
             } else {
                 file.store[i].token_sha256 = TokenHashes::from_vec(kept);
                 save(&path, &file)?;
@@ -152,10 +184,15 @@ fn save(path: &Path, file: &StoresFile) -> anyhow::Result<()> {
         "# Stores allowed to publish; edit with `gateway stores`. Only token hashes are kept.\n{}",
         toml::to_string(file).context("writing toml")?
     );
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("stores"),
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("stores"),
         std::process::id()
     ));
     let write = || -> std::io::Result<()> {
@@ -166,9 +203,11 @@ fn save(path: &Path, file: &StoresFile) -> anyhow::Result<()> {
         // the rename itself is durable once the directory is synced
         std::fs::File::open(dir)?.sync_all()
     };
-    write().with_context(|| format!("replacing {}", path.display())).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    write()
+        .with_context(|| format!("replacing {}", path.display()))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
 }
 
 #[cfg(test)]
@@ -191,13 +230,31 @@ mod tests {
     fn add_rotate_revoke_keep_only_hashes() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("stores.toml");
-        let first = token_of(&cli(&file, &["add", "--id", "eu-9", "--region", "europe", "--max-events-per-second", "50"]).unwrap());
+        let first = token_of(
+            &cli(
+                &file,
+                &[
+                    "add",
+                    "--id",
+                    "eu-9",
+                    "--region",
+                    "europe",
+                    "--max-events-per-second",
+                    "50",
+                ],
+            )
+            .unwrap(),
+        );
         assert!(first.starts_with("mkt_") && first.len() == 68);
         let text = std::fs::read_to_string(&file).unwrap();
         assert!(!text.contains(&first) && text.contains(&token_sha256(&first)));
         let second = token_of(&cli(&file, &["rotate", "--id", "eu-9"]).unwrap());
         let stores = Stores::load(&file).unwrap();
-        let auth = |t: &str| stores.authenticate(Some(format!("Bearer {t}").as_bytes())).map(|s| s.id.to_string());
+        let auth = |t: &str| {
+            stores
+                .authenticate(Some(format!("Bearer {t}").as_bytes()))
+                .map(|s| s.id.to_string())
+        };
         assert_eq!(auth(&first).unwrap(), "eu-9");
         assert_eq!(auth(&second).unwrap(), "eu-9");
         assert_eq!(stores.len(), 1);
@@ -207,15 +264,34 @@ mod tests {
         let old_key = &token_sha256(&first)[..10];
         cli(&file, &["revoke", "--id", "eu-9", "--key", old_key]).unwrap();
         let stores = Stores::load(&file).unwrap();
-        assert!(stores.authenticate(Some(format!("Bearer {first}").as_bytes())).is_err());
-        assert!(stores.authenticate(Some(format!("Bearer {second}").as_bytes())).is_ok());
+        assert!(
+            stores
+                .authenticate(Some(format!("Bearer {first}").as_bytes()))
+                .is_err()
+        );
+        assert!(
+            stores
+                .authenticate(Some(format!("Bearer {second}").as_bytes()))
+                .is_ok()
+        );
 
-        assert!(cli(&file, &["add", "--id", "eu-9", "--region", "europe"]).unwrap_err().to_string().contains("exists already"));
-        assert!(cli(&file, &["add", "--id", "x", "--region", "mars"]).is_err(), "checked before writing");
+        assert!(
+            cli(&file, &["add", "--id", "eu-9", "--region", "europe"])
+                .unwrap_err()
+                .to_string()
+                .contains("exists already")
+        );
+        assert!(
+            cli(&file, &["add", "--id", "x", "--region", "mars"]).is_err(),
+            "checked before writing"
+        );
         assert!(cli(&file, &["revoke", "--id", "eu-9", "--key", "abc"]).is_err());
         cli(&file, &["revoke", "--id", "eu-9"]).unwrap();
         assert!(Stores::load(&file).unwrap().is_empty());
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(leftovers.len(), 1, "no temporary files left: {leftovers:?}");
     }
 }

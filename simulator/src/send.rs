@@ -110,7 +110,11 @@ impl Delivery {
         };
         let mut senders = Vec::new();
         anyhow::ensure!(!args.gateway.is_empty(), "no gateway url");
-        let channel = |url: &str| client::Config::new(url, "").channel().context("gateway url");
+        let channel = |url: &str| {
+            client::Config::new(url, "")
+                .channel()
+                .context("gateway url")
+        };
         // every sender's clients derive from this one, so the streaming fallback is learnt once
         let token = stores.first().map_or("", |s| s.token.as_str());
         let base = Client::new(channel(&args.gateway[0])?, token, options)?;

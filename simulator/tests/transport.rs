@@ -56,9 +56,9 @@ impl IngestService for Fake {
             return Err(Status::with_error_details(
                 tonic::Code::ResourceExhausted,
                 "queue is full",
-                tonic_types::ErrorDetails::with_retry_info(Some(
-                    std::time::Duration::from_millis(10),
-                )),
+                tonic_types::ErrorDetails::with_retry_info(Some(std::time::Duration::from_millis(
+                    10,
+                ))),
             ));
         }
         Ok(Response::new(self.accept(request.get_ref())))

@@ -179,7 +179,11 @@ async fn assert_loaded_once(redis_url: &str, stream: &str, expected: &BTreeSet<S
         .fetch_all()
         .await
         .unwrap();
-    assert_eq!(rows.len(), expected.len(), "each event counted once with FINAL");
+    assert_eq!(
+        rows.len(),
+        expected.len(),
+        "each event counted once with FINAL"
+    );
     let loaded: BTreeSet<String> = rows.into_iter().map(|r| r.event_id).collect();
     assert_eq!(&loaded, expected, "nothing lost, nothing foreign");
 }
@@ -241,9 +245,12 @@ async fn quota_refusals_are_retried_after_retry_info() {
     let attempts = Arc::new(Mutex::new(Vec::new()));
     let seen = attempts.clone();
     let publisher = Publisher::with_outcomes(config(&gateway.url()), move |_, outcome| {
-        seen.lock()
-            .unwrap()
-            .push(outcome.as_ref().map(|ack| ack.attempts).map_err(|e| e.to_string()));
+        seen.lock().unwrap().push(
+            outcome
+                .as_ref()
+                .map(|ack| ack.attempts)
+                .map_err(|e| e.to_string()),
+        );
     })
     .unwrap();
     let ids = publish_during(&publisher, 800, async {}).await;
@@ -292,7 +299,10 @@ fn wait_for_file(path: &Path, child: &mut std::process::Child) {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("spool child exited early with {status}");
         }
-        assert!(std::time::Instant::now() < deadline, "spool child never filled its spool");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "spool child never filled its spool"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -336,11 +346,18 @@ async fn a_client_killed_with_a_full_spool_delivers_it_after_restart() {
     config.max_batch_bytes = 4 * 1024;
     let publisher = Publisher::start(config).unwrap();
     let stats = publisher.close().await.unwrap();
-    assert_eq!(stats.published, ids.len() as u64, "every spooled event found");
+    assert_eq!(
+        stats.published,
+        ids.len() as u64,
+        "every spooled event found"
+    );
     assert_eq!((stats.acknowledged, stats.failed), (ids.len() as u64, 0));
     let left: Vec<_> = std::fs::read_dir(dir.path().join("spool"))
         .unwrap()
         .collect();
-    assert!(left.is_empty(), "acknowledged batches leave the spool: {left:?}");
+    assert!(
+        left.is_empty(),
+        "acknowledged batches leave the spool: {left:?}"
+    );
     assert_loaded_once(&redis.url(), &stream, &ids).await;
 }

@@ -31,7 +31,9 @@ fn run_example(program: &str, args: &[&str], addr: &str, ca: Option<&Path>, env:
     if let Some(ca) = ca {
         command.env("GATEWAY_CA", ca);
     }
-    let out = command.output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -39,14 +41,24 @@ fn run_example(program: &str, args: &[&str], addr: &str, ca: Option<&Path>, env:
     );
     assert!(out.status.success(), "{program} {args:?} failed:\n{text}");
     assert!(text.contains("example: ok"), "{text}");
-    assert!(text.contains("retrying after"), "the quota step retried: {text}");
+    assert!(
+        text.contains("retrying after"),
+        "the quota step retried: {text}"
+    );
 }
 
 /// A self-signed certificate for localhost and 127.0.0.1 (cert path, key path).
 fn certificate(dir: &Path) -> (String, String) {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
         .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
         .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
         .arg("-keyout")
@@ -55,7 +67,11 @@ fn certificate(dir: &Path) -> (String, String) {
         .arg(&cert)
         .output()
         .expect("openssl is installed (scripts/install.sh)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (cert.display().to_string(), key.display().to_string())
 }
 
@@ -65,18 +81,24 @@ async fn python_and_node_examples_run_against_the_gateway() {
     let redis = testkit::shared_redis();
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = certificate(dir.path());
-    let gen = dir.path().join("gen");
+    let stubs = dir.path().join("gen");
     let status = Command::new("bash")
         .arg(root.join("examples/python/generate.sh"))
-        .arg(&gen)
+        .arg(&stubs)
         .status()
         .unwrap();
     assert!(status.success(), "generating the Python stubs");
     let python = root.join("examples/python/publish.py");
     let node = root.join("examples/node/publish.js");
-    let pythonpath = gen.display().to_string();
+    let pythonpath = stubs.display().to_string();
 
-    let plain = start_gateway(&redis.url(), &testkit::unique_name("examples"), &stores(), &[]).await;
+    let plain = start_gateway(
+        &redis.url(),
+        &testkit::unique_name("examples"),
+        &stores(),
+        &[],
+    )
+    .await;
     let tls = start_gateway(
         &redis.url(),
         &testkit::unique_name("examples-tls"),
