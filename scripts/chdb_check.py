@@ -2,8 +2,8 @@
 """Runs SQL statements on a current ClickHouse engine (chdb, in-process).
 
 Reads a JSON list of {"name", "sql"} on stdin, runs each in order in one fresh session and
-database, and prints {"version": ..., "results": [{"name", "ok", "error"?}], "tables":
-[[name, engine], ...]} on stdout.
+database, and prints {"version": ..., "results": [{"name", "ok", "output"?, "error"?}], "tables":
+[[name, engine], ...]} on stdout; "output" is what the statement returned, as TabSeparated.
 
 --cluster NAME declares a two-shard cluster NAME in the session's config, on 127.0.0.1
 ports nothing listens on: creating a Distributed table checks that its cluster exists but
@@ -55,8 +55,8 @@ def main() -> int:
         results = []
         for item in statements:
             try:
-                s.query(item["sql"], "CSV")
-                results.append({"name": item["name"], "ok": True})
+                output = str(s.query(item["sql"], "TabSeparated"))
+                results.append({"name": item["name"], "ok": True, "output": output})
             except Exception as e:  # chdb raises its own error type per failure
                 results.append({"name": item["name"], "ok": False, "error": str(e)})
         out["results"] = results

@@ -23,6 +23,12 @@ pub const MAX_TARGET_LEN: usize = 256;
 pub const MAX_QUANTITY: u32 = 10_000;
 /// Largest unit price in whole units (ClickHouse `Decimal(18, 9)` holds up to ~9.2e9).
 pub const MAX_PRICE_UNITS: i64 = 1_000_000_000;
+/// Largest line total, `price × quantity`, in whole units: a trillion, far above any real
+/// order line even in currencies of small units (VND, IDR), so that a line is a bounded
+/// term of every sum. Sums are `Decimal(38, 9)` in ClickHouse and `i128` nanos in Rust,
+/// exact up to ~1.7e29 units: more than 1e17 maximal lines per day and currency (the
+/// README's table of money limits).
+pub const MAX_LINE_TOTAL_UNITS: i64 = 1_000_000_000_000;
 
 /// Configurable limits of the rules.
 #[derive(Clone, Debug)]
@@ -361,7 +367,27 @@ fn check_commerce(_: &Context<'_>, e: &Event, sink: &mut Sink<'_>) {
     check_quantity(sink, c, kind.ok());
     match &c.price {
         None => sink.fail("commerce.price", "is required: the unit price"),
-        Some(price) => check_price(sink, price),
+        Some(price) => {
+            check_price(sink, price);
+            check_line_total(sink, price, c.quantity);
+        }
+    }
+}
+
+/// `price × quantity` at most [`MAX_LINE_TOTAL_UNITS`]; computed in `i128` nanos, which
+/// cannot overflow for any `i64` units and `u32` quantity.
+fn check_line_total(sink: &mut Sink<'_>, price: &Money, quantity: u32) {
+    const NANOS: i128 = 1_000_000_000;
+    let line = (i128::from(price.units) * NANOS + i128::from(price.nanos)) * i128::from(quantity);
+    if line > i128::from(MAX_LINE_TOTAL_UNITS) * NANOS {
+        sink.fail(
+            "commerce.quantity",
+            format!(
+                "makes a line total (price × quantity) of {} units; at most \
+                 {MAX_LINE_TOTAL_UNITS} is allowed",
+                line / NANOS
+            ),
+        );
     }
 }
 

@@ -6,11 +6,11 @@ use crate::{
     commerce::{self, Change, Line, Scope, Totals},
     fetch::Fetched,
     incidents::{Slo, incidents},
-    money::{Rates, nanos_text, parse_nanos},
+    money::{Overflow, Rates, add_nanos, nanos_text, parse_nanos},
     plan::{self, PlanConfig, PlanInput, RegionHealth, Unsold},
     report::{
-        Commerce, MarketplaceReport, RevenueRow, SCHEMA_VERSION, SellerReport, SloSettings,
-        Stability,
+        Commerce, DataQuality, MarketplaceReport, RevenueRow, SCHEMA_VERSION, SellerReport,
+        SloSettings, Stability,
     },
 };
 
@@ -38,6 +38,8 @@ impl Default for Options {
 pub enum BuildError {
     #[error("revenue {0:?} is not a decimal")]
     Decimal(String),
+    #[error(transparent)]
+    Overflow(#[from] Overflow),
 }
 
 struct CommerceParts {
@@ -50,17 +52,21 @@ struct CommerceParts {
 fn commerce(f: &Fetched, o: &Options, seller: Option<u64>) -> Result<CommerceParts, BuildError> {
     let today = Scope::of(&f.today, seller).map_err(BuildError::Decimal)?;
     let previous = Scope::of(&f.previous, seller).map_err(BuildError::Decimal)?;
-    let products = commerce::product_lines(&today, &o.rates);
-    let categories = commerce::category_lines(&today, &o.rates);
+    let products = commerce::product_lines(&today, &o.rates)?;
+    let categories = commerce::category_lines(&today, &o.rates)?;
     Ok(CommerceParts {
         commerce: Commerce {
             reporting_currency: o.rates.reporting().to_owned(),
-            totals: Totals::of(&today, &o.rates),
+            totals: Totals::of(&today, &o.rates)?,
             rankings: commerce::rankings(&products, &categories, o.ranking_size),
-            changes: commerce::changes(&today, &previous, &o.rates),
+            changes: commerce::changes(
+                &today,
+                (!previous.is_empty()).then_some(&previous),
+                &o.rates,
+            )?,
         },
         products,
-        previous_categories: commerce::category_lines(&previous, &o.rates),
+        previous_categories: commerce::category_lines(&previous, &o.rates)?,
         categories,
     })
 }
@@ -139,13 +145,13 @@ pub fn marketplace(f: &Fetched, o: &Options) -> Result<MarketplaceReport, BuildE
             &subject,
             "availability_pct",
             s.availability_pct,
-            before.map_or(0.0, |p| p.availability_pct),
+            before.map(|p| p.availability_pct),
         ));
         region_changes.push(Change::new(
             &subject,
             "response_p95_ms",
             s.row.response_p95_ms,
-            before.map_or(0.0, |p| p.row.response_p95_ms),
+            before.map(|p| p.row.response_p95_ms),
         ));
     }
     let regions: Vec<RegionHealth> = stability
@@ -183,6 +189,14 @@ pub fn marketplace(f: &Fetched, o: &Options) -> Result<MarketplaceReport, BuildE
         commerce: parts.commerce,
         region_changes,
         plan,
+        data_quality: DataQuality {
+            conflicting_ids: f.conflicts,
+            conflict_window: format!(
+                "{}..{}",
+                f.date - time::Duration::days(7),
+                f.date + time::Duration::days(7)
+            ),
+        },
     })
 }
 
@@ -197,7 +211,7 @@ pub fn seller(f: &Fetched, o: &Options, seller_id: u64) -> Result<SellerReport, 
         let nanos =
             parse_nanos(&row.revenue).ok_or_else(|| BuildError::Decimal(row.revenue.clone()))?;
         let entry = revenue.entry(&row.currency).or_default();
-        entry.0 += nanos;
+        entry.0 = add_nanos(entry.0, nanos, &format!("{} revenue", row.currency))?;
         entry.1 += row.purchases;
     }
     let revenue = revenue
@@ -229,7 +243,7 @@ pub fn largest_sellers(f: &Fetched, rates: &Rates, n: usize) -> Result<Vec<u64>,
     let mut revenue = Vec::new();
     for id in ids {
         let scope = Scope::of(&f.today, Some(id)).map_err(BuildError::Decimal)?;
-        revenue.push((scope.total.reporting_nanos(rates).0, id));
+        revenue.push((scope.total.reporting_nanos(rates)?.0, id));
     }
     revenue.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     Ok(revenue.into_iter().take(n).map(|(_, id)| id).collect())

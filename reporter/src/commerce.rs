@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
-use crate::money::{Rates, nanos_f64, nanos_text, parse_nanos};
+use crate::money::{Overflow, Rates, add_nanos, nanos_f64, nanos_text, parse_nanos};
 
 /// Funnel counts of one seller, category and product (query `ITEMS`).
 #[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
@@ -69,16 +69,16 @@ impl Sales {
     }
 
     /// Revenue in the reporting currency (nanos) and the currencies the table cannot convert.
-    pub fn reporting_nanos(&self, rates: &Rates) -> (i128, Vec<String>) {
+    pub fn reporting_nanos(&self, rates: &Rates) -> Result<(i128, Vec<String>), Overflow> {
         let mut total = 0;
         let mut unconverted = Vec::new();
         for (currency, nanos) in &self.revenue {
-            match rates.convert(currency, *nanos) {
-                Some(n) => total += n,
+            match rates.convert(currency, *nanos)? {
+                Some(n) => total = add_nanos(total, n, "revenue in the reporting currency")?,
                 None => unconverted.push(currency.clone()),
             }
         }
-        (total, unconverted)
+        Ok((total, unconverted))
     }
 }
 
@@ -102,6 +102,11 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// Whether the scope has no commerce data at all on its day.
+    pub fn is_empty(&self) -> bool {
+        self.products.is_empty()
+    }
+
     /// Sums the rows of `seller` (every seller if `None`).
     pub fn of(day: &DayRows, seller: Option<u64>) -> Result<Scope, String> {
         let mine = |s: u64| seller.is_none_or(|id| id == s);
@@ -129,23 +134,26 @@ impl Scope {
         for row in day.revenue.iter().filter(|r| mine(r.seller_id)) {
             let nanos = parse_nanos(&row.revenue)
                 .ok_or_else(|| format!("revenue {:?} is not a decimal", row.revenue))?;
-            let credit = |sales: &mut Sales| {
-                *sales.revenue.entry(row.currency.clone()).or_default() += nanos;
+            let credit = |sales: &mut Sales| -> Result<(), String> {
+                let sum = sales.revenue.entry(row.currency.clone()).or_default();
+                *sum = add_nanos(*sum, nanos, &format!("{} revenue", row.currency))
+                    .map_err(|e| e.to_string())?;
+                Ok(())
             };
-            credit(&mut scope.total);
+            credit(&mut scope.total)?;
             credit(
                 scope
                     .categories
                     .entry(row.category_code.clone())
                     .or_default(),
-            );
+            )?;
             credit(
                 &mut scope
                     .products
                     .entry(row.product_id)
                     .or_insert_with(|| (row.category_code.clone(), row.seller_id, Sales::default()))
                     .2,
-            );
+            )?;
         }
         Ok(scope)
     }
@@ -175,9 +183,15 @@ pub struct Line {
 }
 
 impl Line {
-    pub fn new(key: String, category: &str, seller: Option<u64>, s: &Sales, rates: &Rates) -> Line {
-        let (revenue_nanos, _) = s.reporting_nanos(rates);
-        Line {
+    pub fn new(
+        key: String,
+        category: &str,
+        seller: Option<u64>,
+        s: &Sales,
+        rates: &Rates,
+    ) -> Result<Line, Overflow> {
+        let (revenue_nanos, _) = s.reporting_nanos(rates)?;
+        Ok(Line {
             key,
             category_code: category.to_owned(),
             seller_id: seller,
@@ -195,7 +209,7 @@ impl Line {
             cart_to_purchase: ratio(s.carts, s.purchases),
             view_to_purchase: ratio(s.views, s.purchases),
             revenue_nanos,
-        }
+        })
     }
 
     /// Revenue in whole units of the reporting currency, for ratios and charts.
@@ -205,7 +219,7 @@ impl Line {
 }
 
 /// Every product of a scope, by product id.
-pub fn product_lines(scope: &Scope, rates: &Rates) -> Vec<Line> {
+pub fn product_lines(scope: &Scope, rates: &Rates) -> Result<Vec<Line>, Overflow> {
     scope
         .products
         .iter()
@@ -216,7 +230,7 @@ pub fn product_lines(scope: &Scope, rates: &Rates) -> Vec<Line> {
 }
 
 /// Every category of a scope, by code.
-pub fn category_lines(scope: &Scope, rates: &Rates) -> Vec<Line> {
+pub fn category_lines(scope: &Scope, rates: &Rates) -> Result<Vec<Line>, Overflow> {
     scope
         .categories
         .iter()
@@ -282,10 +296,10 @@ pub struct Totals {
 }
 
 impl Totals {
-    pub fn of(scope: &Scope, rates: &Rates) -> Totals {
+    pub fn of(scope: &Scope, rates: &Rates) -> Result<Totals, Overflow> {
         let s = &scope.total;
-        let (nanos, unconverted_currencies) = s.reporting_nanos(rates);
-        Totals {
+        let (nanos, unconverted_currencies) = s.reporting_nanos(rates)?;
+        Ok(Totals {
             views: s.views,
             carts: s.carts,
             purchases: s.purchases,
@@ -297,8 +311,20 @@ impl Totals {
             cart_to_purchase: ratio(s.carts, s.purchases),
             view_to_purchase: ratio(s.views, s.purchases),
             unconverted_currencies,
-        }
+        })
     }
+}
+
+/// Whether a measure could be compared with the previous day.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Comparison {
+    /// The previous day has data; `previous` and `delta` are set.
+    #[serde(rename = "compared")]
+    Compared,
+    /// The previous day has no data at all for the subject, so there is nothing to compare
+    /// with: a difference from zero would read as growth that never happened.
+    #[serde(rename = "no data")]
+    NoData,
 }
 
 /// One measure today against the previous day.
@@ -308,67 +334,103 @@ pub struct Change {
     pub subject: String,
     pub measure: String,
     pub current: f64,
-    pub previous: f64,
-    pub delta: f64,
-    /// `None` when the previous value is 0.
+    /// `None` when the previous day has no data ([`Comparison::NoData`]).
+    pub previous: Option<f64>,
+    /// `None` when the previous day has no data.
+    pub delta: Option<f64>,
+    /// `None` when the previous day has no data or its value is 0.
     pub delta_pct: Option<f64>,
+    pub comparison: Comparison,
 }
 
 impl Change {
-    pub fn new(subject: &str, measure: &str, current: f64, previous: f64) -> Change {
+    /// `previous` is `None` when the previous day has no data for the subject.
+    pub fn new(subject: &str, measure: &str, current: f64, previous: Option<f64>) -> Change {
         Change {
             subject: subject.to_owned(),
             measure: measure.to_owned(),
             current,
             previous,
-            delta: current - previous,
-            delta_pct: (previous != 0.0).then(|| (current - previous) * 100.0 / previous),
+            delta: previous.map(|p| current - p),
+            delta_pct: previous
+                .filter(|p| *p != 0.0)
+                .map(|p| (current - p) * 100.0 / p),
+            comparison: if previous.is_some() {
+                Comparison::Compared
+            } else {
+                Comparison::NoData
+            },
         }
     }
 }
 
-/// Totals and categories of `today` against `previous`.
-pub fn changes(today: &Scope, previous: &Scope, rates: &Rates) -> Vec<Change> {
-    let (t, p) = (Totals::of(today, rates), Totals::of(previous, rates));
+/// Totals and categories of `today` against `previous`; `previous` is `None` when the
+/// previous day has no commerce data at all.
+pub fn changes(
+    today: &Scope,
+    previous: Option<&Scope>,
+    rates: &Rates,
+) -> Result<Vec<Change>, Overflow> {
+    let t = Totals::of(today, rates)?;
+    let p = previous.map(|p| Totals::of(p, rates)).transpose()?;
     let revenue = |text: &str| parse_nanos(text).map_or(0.0, nanos_f64);
+    let before = |f: fn(&Totals) -> f64| p.as_ref().map(f);
     let mut out = vec![
-        Change::new("total", "views", t.views as f64, p.views as f64),
-        Change::new("total", "carts", t.carts as f64, p.carts as f64),
-        Change::new("total", "purchases", t.purchases as f64, p.purchases as f64),
-        Change::new("total", "units", t.units as f64, p.units as f64),
-        Change::new("total", "revenue", revenue(&t.revenue), revenue(&p.revenue)),
-        Change::new("total", "users", t.users as f64, p.users as f64),
-        Change::new("total", "sessions", t.sessions as f64, p.sessions as f64),
+        Change::new("total", "views", t.views as f64, before(|p| p.views as f64)),
+        Change::new("total", "carts", t.carts as f64, before(|p| p.carts as f64)),
+        Change::new(
+            "total",
+            "purchases",
+            t.purchases as f64,
+            before(|p| p.purchases as f64),
+        ),
+        Change::new("total", "units", t.units as f64, before(|p| p.units as f64)),
+        Change::new(
+            "total",
+            "revenue",
+            revenue(&t.revenue),
+            p.as_ref().map(|p| revenue(&p.revenue)),
+        ),
+        Change::new("total", "users", t.users as f64, before(|p| p.users as f64)),
+        Change::new(
+            "total",
+            "sessions",
+            t.sessions as f64,
+            before(|p| p.sessions as f64),
+        ),
         Change::new(
             "total",
             "view_to_purchase",
             t.view_to_purchase,
-            p.view_to_purchase,
+            before(|p| p.view_to_purchase),
         ),
     ];
     let empty = Sales::default();
     let mut codes: Vec<&String> = today.categories.keys().collect();
-    codes.extend(previous.categories.keys());
+    codes.extend(previous.iter().flat_map(|p| p.categories.keys()));
     codes.sort();
     codes.dedup();
     for code in codes {
         let now = today.categories.get(code).unwrap_or(&empty);
-        let before = previous.categories.get(code).unwrap_or(&empty);
+        // a category absent from a previous day that has data sold nothing: a true 0
+        let before = previous.map(|p| p.categories.get(code).unwrap_or(&empty));
         let subject = format!("category:{code}");
         out.push(Change::new(
             &subject,
             "revenue",
-            nanos_f64(now.reporting_nanos(rates).0),
-            nanos_f64(before.reporting_nanos(rates).0),
+            nanos_f64(now.reporting_nanos(rates)?.0),
+            before
+                .map(|b| b.reporting_nanos(rates).map(|r| nanos_f64(r.0)))
+                .transpose()?,
         ));
         out.push(Change::new(
             &subject,
             "views",
             now.views as f64,
-            before.views as f64,
+            before.map(|b| b.views as f64),
         ));
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -425,7 +487,7 @@ mod tests {
         assert_eq!(all.categories["a"].purchases, 3);
         let rates = Rates::default();
         // 10.5 EUR + 100 USD × 0.92 + 1 nano EUR
-        assert_eq!(Totals::of(&all, &rates).revenue, "102.500000001");
+        assert_eq!(Totals::of(&all, &rates).unwrap().revenue, "102.500000001");
         let seller2 = Scope::of(&day, Some(2)).unwrap();
         assert_eq!(seller2.total.views, 9);
         assert_eq!(seller2.products.len(), 2);
@@ -441,7 +503,7 @@ mod tests {
                     views: *v,
                     ..Sales::default()
                 };
-                Line::new(k.to_string(), "c", Some(1), &s, &rates)
+                Line::new(k.to_string(), "c", Some(1), &s, &rates).unwrap()
             })
             .collect();
         let r = rankings(&lines, &[], 2);
@@ -460,8 +522,27 @@ mod tests {
 
     #[test]
     fn changes_report_deltas_and_skip_percent_from_zero() {
-        let c = Change::new("total", "views", 150.0, 100.0);
-        assert_eq!((c.delta, c.delta_pct), (50.0, Some(50.0)));
-        assert_eq!(Change::new("total", "views", 5.0, 0.0).delta_pct, None);
+        let c = Change::new("total", "views", 150.0, Some(100.0));
+        assert_eq!((c.delta, c.delta_pct), (Some(50.0), Some(50.0)));
+        assert_eq!(c.comparison, Comparison::Compared);
+        let from_zero = Change::new("total", "views", 5.0, Some(0.0));
+        assert_eq!((from_zero.delta, from_zero.delta_pct), (Some(5.0), None));
+    }
+
+    #[test]
+    fn an_empty_previous_day_is_no_data_not_zero() {
+        let c = Change::new("total", "views", 524.0, None);
+        assert_eq!((c.previous, c.delta, c.delta_pct), (None, None, None));
+        assert_eq!(c.comparison, Comparison::NoData);
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["comparison"], "no data");
+        assert!(json["previous"].is_null() && json["delta"].is_null());
+        let today = Scope::default();
+        assert!(
+            changes(&today, None, &Rates::default())
+                .unwrap()
+                .iter()
+                .all(|c| c.comparison == Comparison::NoData)
+        );
     }
 }

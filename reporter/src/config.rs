@@ -37,12 +37,18 @@ pub enum Command {
         #[arg(long, value_parser = parse_date)]
         date: Date,
     },
-    /// Every day at a fixed UTC time, writes the reports of the previous day; runs until
-    /// SIGTERM or SIGINT
+    /// At start and every day at a fixed UTC time, writes the reports of every day of the
+    /// look-back window that has data but no report, or data newer than its report; retries
+    /// failed days with backoff; runs until SIGTERM or SIGINT
     Serve {
         /// Time of day (UTC), HH:MM
         #[arg(long, env = "REPORTER_AT", value_parser = parse_time, default_value = "01:00")]
         at: Time,
+        /// Days before today checked on every pass: missing reports are written, reports
+        /// whose data grew after their watermark rewritten (events arrive up to 7 days late)
+        #[arg(long, env = "REPORTER_LOOKBACK_DAYS", default_value_t = 8,
+              value_parser = clap::value_parser!(u32).range(1..=366))]
+        lookback_days: u32,
     },
 }
 
@@ -192,7 +198,9 @@ mod tests {
             Sellers::Ids(vec![4, 9])
         );
         let s = Settings::try_parse_from(["reporter", "serve", "--at", "02:30"]).unwrap();
-        assert!(matches!(s.command, Command::Serve { at } if at == time::macros::time!(02:30)));
+        assert!(
+            matches!(s.command, Command::Serve { at, lookback_days: 8 } if at == time::macros::time!(02:30))
+        );
         assert!(parse_time("25:00").is_err());
     }
 }

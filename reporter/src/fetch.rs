@@ -52,6 +52,8 @@ pub struct Fetched {
     pub previous: DayRows,
     pub unsold: Vec<UnsoldRow>,
     pub watermark: u32,
+    /// Identities of the day also seen on another day (query `CONFLICTS`).
+    pub conflicts: u64,
 }
 
 /// Runs one query with every `?` bound to the dates given, in order.
@@ -98,11 +100,15 @@ async fn day_rows(client: &Client, date: Date) -> Result<DayRows, QueryError> {
     })
 }
 
-/// Queries `date`, the day before it, and the `unsold_days` ending on `date`.
-pub async fn fetch(client: &Client, date: Date, unsold_days: u32) -> Result<Fetched, QueryError> {
-    let previous_date = date - Duration::days(1);
-    let unsold_from = date - Duration::days(i64::from(unsold_days.max(1)) - 1);
-    let first = unsold_from.min(previous_date);
+/// The first day of the unsold window that ends on `date`.
+fn unsold_from(date: Date, unsold_days: u32) -> Date {
+    date - Duration::days(i64::from(unsold_days.max(1)) - 1)
+}
+
+/// The watermark of the data `date`'s reports read (the day, the day before and the unsold
+/// window): the latest `received_at` in it, 0 when there is none.
+pub async fn watermark(client: &Client, date: Date, unsold_days: u32) -> Result<u32, QueryError> {
+    let first = unsold_from(date, unsold_days).min(date - Duration::days(1));
     let watermark: Vec<u32> = rows(
         client,
         "watermark",
@@ -110,6 +116,14 @@ pub async fn fetch(client: &Client, date: Date, unsold_days: u32) -> Result<Fetc
         &[first, date, first, date],
     )
     .await?;
+    Ok(watermark.into_iter().next().unwrap_or(0))
+}
+
+/// Queries `date`, the day before it, and the `unsold_days` ending on `date`.
+pub async fn fetch(client: &Client, date: Date, unsold_days: u32) -> Result<Fetched, QueryError> {
+    let previous_date = date - Duration::days(1);
+    let unsold_from = unsold_from(date, unsold_days);
+    let watermark = watermark(client, date, unsold_days).await?;
     // the two days are independent; ClickHouse runs them on separate cores
     let (today, previous) =
         tokio::try_join!(day_rows(client, date), day_rows(client, previous_date))?;
@@ -132,6 +146,11 @@ pub async fn fetch(client: &Client, date: Date, unsold_days: u32) -> Result<Fetc
         today,
         previous,
         unsold: rows(client, "unsold", queries::UNSOLD, &[unsold_from, date]).await?,
-        watermark: watermark.into_iter().next().unwrap_or(0),
+        watermark,
+        conflicts: rows(client, "conflicts", queries::CONFLICTS, &[date; 8])
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or(0),
     })
 }

@@ -30,9 +30,20 @@ async fn main() -> anyhow::Result<()> {
                 written.seller_ids
             );
         }
-        Command::Serve { at } => {
-            reporter::schedule::serve(&client, &store, at, &options, pipeline::shutdown::signal())
-                .await;
+        Command::Serve { at, lookback_days } => {
+            let catch_up = reporter::schedule::CatchUp {
+                lookback_days,
+                ..Default::default()
+            };
+            reporter::schedule::serve(
+                &client,
+                &store,
+                at,
+                &options,
+                catch_up,
+                pipeline::shutdown::signal(),
+            )
+            .await;
         }
     }
     Ok(())

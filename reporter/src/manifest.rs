@@ -17,6 +17,13 @@ pub struct Entry {
     pub content_type: String,
 }
 
+/// The run a manifest replaced: the previous manifest of the same day.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Superseded {
+    pub generated_at: String,
+    pub watermark: u32,
+}
+
 /// `reports/<date>/manifest.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -29,6 +36,9 @@ pub struct Manifest {
     pub watermark_utc: String,
     /// Every object, sorted by key.
     pub objects: Vec<Entry>,
+    /// The run this one rewrote, when the day had reports already (late data, a rerun).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supersedes: Option<Superseded>,
 }
 
 impl Manifest {
@@ -59,6 +69,15 @@ impl Manifest {
             watermark,
             watermark_utc: utc(watermark),
             objects: entries,
+            supersedes: None,
+        }
+    }
+
+    /// What a later run records about this one when it rewrites the day.
+    pub fn superseded(&self) -> Superseded {
+        Superseded {
+            generated_at: self.generated_at.clone(),
+            watermark: self.watermark,
         }
     }
 

@@ -11,6 +11,17 @@ const NANOS: i128 = 1_000_000_000;
 /// gives identical bytes.
 const MICROS: i128 = 1_000_000;
 
+/// A sum or conversion past what `i128` nanos hold (~1.7e29 units): the documented limit
+/// of the reports, far beyond what the validation rules let a day reach.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("money overflow: {0} is past the exact range of i128 nanos (about 1.7e29 units)")]
+pub struct Overflow(pub String);
+
+/// Adds nanos exactly, or names what overflowed.
+pub fn add_nanos(a: i128, b: i128, what: &str) -> Result<i128, Overflow> {
+    a.checked_add(b).ok_or_else(|| Overflow(what.to_owned()))
+}
+
 /// Why a rates file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RatesError {
@@ -105,9 +116,23 @@ impl Rates {
     }
 
     /// `nanos` of `currency` in nanos of the reporting currency, truncated toward zero;
-    /// `None` for a currency the table does not know.
-    pub fn convert(&self, currency: &str, nanos: i128) -> Option<i128> {
-        self.micros.get(currency).map(|m| nanos * m / MICROS)
+    /// `Ok(None)` for a currency the table does not know. Exact: `nanos × rate / 10⁶` is
+    /// computed as `q × rate + r × rate / 10⁶` with `nanos = q × 10⁶ + r`, so the product
+    /// never needs more room than the result; a result past `i128` is an [`Overflow`].
+    pub fn convert(&self, currency: &str, nanos: i128) -> Result<Option<i128>, Overflow> {
+        let Some(&m) = self.micros.get(currency) else {
+            return Ok(None);
+        };
+        let (q, r) = (nanos / MICROS, nanos % MICROS);
+        q.checked_mul(m)
+            .and_then(|whole| whole.checked_add(r * m / MICROS))
+            .map(Some)
+            .ok_or_else(|| {
+                Overflow(format!(
+                    "{currency} revenue converted to {}",
+                    self.reporting
+                ))
+            })
     }
 }
 
@@ -128,7 +153,8 @@ pub fn parse_nanos(text: &str) -> Option<i128> {
     } else {
         format!("{fraction:0<9}").parse().ok()?
     };
-    let n = whole * NANOS + fraction;
+    // decimal text past i128 is refused, not wrapped
+    let n = whole.checked_mul(NANOS)?.checked_add(fraction)?;
     Some(if negative { -n } else { n })
 }
 
@@ -159,6 +185,7 @@ mod tests {
             assert_eq!(parse_nanos(text), Some(nanos), "{text}");
         }
         assert_eq!(parse_nanos("1.0000000001"), None);
+        assert_eq!(parse_nanos(&format!("{}", i128::MAX)), None);
         assert_eq!(parse_nanos("x"), None);
         assert_eq!(nanos_text(12_500_000_000), "12.500000000");
         assert_eq!(nanos_text(-1), "-0.000000001");
@@ -168,17 +195,40 @@ mod tests {
     fn conversion_is_exact_integer_arithmetic() {
         let rates = Rates::default();
         assert_eq!(rates.reporting(), "EUR");
-        assert_eq!(rates.convert("EUR", 7), Some(7));
-        assert_eq!(rates.convert("USD", 100 * NANOS), Some(92 * NANOS));
-        assert_eq!(rates.convert("XXX", 1), None);
+        assert_eq!(rates.convert("EUR", 7), Ok(Some(7)));
+        assert_eq!(rates.convert("USD", 100 * NANOS), Ok(Some(92 * NANOS)));
+        assert_eq!(rates.convert("USD", 1), Ok(Some(0)));
+        assert_eq!(rates.convert("XXX", 1), Ok(None));
+    }
+
+    #[test]
+    fn conversion_stays_exact_at_the_extremes_and_names_an_overflow() {
+        // the largest Decimal(38, 9) sum ClickHouse can return, in a currency worth 0.92
+        let max = 10i128.pow(38) - 1;
+        let rates = Rates::default();
+        assert_eq!(
+            rates.convert("USD", max).unwrap().unwrap(),
+            max / 100 * 92 + 99 * 92 / 100
+        );
+        let dear = Rates::parse("reporting_currency = \"JPY\"\n[rates]\nEUR = 163.5\n").unwrap();
+        assert!(dear.convert("EUR", i128::MAX / 2).is_err());
+        assert_eq!(
+            add_nanos(i128::MAX, 1, "total").unwrap_err().to_string(),
+            "money overflow: total is past the exact range of i128 nanos (about 1.7e29 units)"
+        );
+        assert_eq!(nanos_text(max), "99999999999999999999999999999.999999999");
+        assert_eq!(
+            parse_nanos("99999999999999999999999999999.999999999"),
+            Some(max)
+        );
     }
 
     #[test]
     fn rates_file_is_parsed_and_checked() {
         let rates = Rates::parse("reporting_currency = \"USD\"\n[rates]\nEUR = 1.25\n").unwrap();
         assert_eq!(rates.reporting(), "USD");
-        assert_eq!(rates.convert("EUR", 4 * NANOS), Some(5 * NANOS));
-        assert_eq!(rates.convert("USD", 4), Some(4));
+        assert_eq!(rates.convert("EUR", 4 * NANOS), Ok(Some(5 * NANOS)));
+        assert_eq!(rates.convert("USD", 4), Ok(Some(4)));
         assert!(matches!(
             Rates::parse("reporting_currency = \"EUR\"\n[rates]\nUSD = -1.0\n"),
             Err(RatesError::NotPositive { .. })

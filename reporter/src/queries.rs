@@ -6,6 +6,11 @@
 //! below is exactly-once. The reporter computes from the base tables at report time rather
 //! than from pre-aggregated tables: a SummingMergeTree view would count a redelivered row
 //! twice. Parameters are `?`, bound client-side in order; all are dates (`YYYY-MM-DD`).
+//!
+//! Money: `price` is `Decimal(18, 9)`, an Int64 of nanos underneath, so `price * quantity`
+//! would overflow past ~9.2e9 units (`Code: 407 Decimal math overflow`). Every line total
+//! is widened first, `toDecimal128(price, 9) * quantity`, and its sums are
+//! `Decimal(38, 9)`: exact up to ~1.7e29 units (README, "Money limits").
 
 /// Commerce events and units per type on one day. Params: date.
 pub const FUNNEL: &str = "\
@@ -17,7 +22,7 @@ ORDER BY type";
 
 /// Purchase revenue per currency on one day, as exact decimal text. Params: date.
 pub const REVENUE: &str = "\
-SELECT currency, toString(sum(price * quantity)) AS revenue, count() AS purchases
+SELECT currency, toString(sum(toDecimal128(price, 9) * quantity)) AS revenue, count() AS purchases
 FROM commerce_events FINAL
 WHERE toDate(occurred_at) = toDate(?) AND type = 'purchase'
 GROUP BY currency
@@ -105,7 +110,7 @@ SELECT
     category_code,
     product_id,
     currency,
-    toString(sum(price * quantity)) AS revenue,
+    toString(sum(toDecimal128(price, 9) * quantity)) AS revenue,
     count() AS purchases
 FROM commerce_events FINAL
 WHERE toDate(occurred_at) = toDate(?) AND type = 'purchase'
@@ -149,6 +154,27 @@ FROM (
     WHERE toDate(occurred_at) >= toDate(?) AND toDate(occurred_at) <= toDate(?)
 )";
 
+/// Data quality: events of the day whose identity `(store_id, event_id)` also has a row on
+/// another day within the gateway's acceptance window (7 days) on either side. A retry must
+/// resend the identical event; one whose `occurred_at` moved to another day is a second row
+/// that `FINAL` cannot collapse (the day is in the sort key, and months are partitions), so
+/// it is counted here instead of hidden. Params: the date, eight times.
+pub const CONFLICTS: &str = "\
+SELECT toUInt64(count()) AS conflicts
+FROM (
+    SELECT DISTINCT store_id, event_id FROM commerce_events
+    WHERE toDate(occurred_at) >= toDate(?) - 7 AND toDate(occurred_at) <= toDate(?) + 7
+        AND toDate(occurred_at) != toDate(?)
+        AND (store_id, event_id) IN (
+            SELECT store_id, event_id FROM commerce_events WHERE toDate(occurred_at) = toDate(?))
+    UNION ALL
+    SELECT DISTINCT store_id, event_id FROM probe_results
+    WHERE toDate(occurred_at) >= toDate(?) - 7 AND toDate(occurred_at) <= toDate(?) + 7
+        AND toDate(occurred_at) != toDate(?)
+        AND (store_id, event_id) IN (
+            SELECT store_id, event_id FROM probe_results WHERE toDate(occurred_at) = toDate(?))
+)";
+
 /// Every query with its name, for the engine checks.
 pub const ALL: &[(&str, &str)] = &[
     ("funnel", FUNNEL),
@@ -162,6 +188,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("seller_audience", SELLER_AUDIENCE),
     ("unsold", UNSOLD),
     ("watermark", WATERMARK),
+    ("conflicts", CONFLICTS),
 ];
 
 /// A query with every `?` replaced by a date literal, for engines without client binding.

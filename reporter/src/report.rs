@@ -11,8 +11,10 @@ use crate::{
     plan::Recommendation,
 };
 
-/// Bumped on any incompatible change of the JSON shape; fields are only ever added.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Bumped on any incompatible change of the JSON shape; otherwise fields are only added.
+/// 2: a change's `previous`, `delta` are null and `comparison` is `"no data"` when the
+/// previous day has no data.
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
 pub struct FunnelRow {
@@ -91,6 +93,16 @@ pub struct Commerce {
     pub changes: Vec<Change>,
 }
 
+/// Figures about the data rather than the business, shown so that they are not hidden.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DataQuality {
+    /// Identities `(store_id, event_id)` of the day that also have a row on another day
+    /// within `conflict_window`: a retry that changed `occurred_at`, counted twice.
+    pub conflicting_ids: u64,
+    /// The days compared with the report's day, `first..last`.
+    pub conflict_window: String,
+}
+
 /// The marketplace report of one day.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MarketplaceReport {
@@ -111,6 +123,7 @@ pub struct MarketplaceReport {
     /// Region changes against the previous day (availability, p95).
     pub region_changes: Vec<Change>,
     pub plan: Vec<Recommendation>,
+    pub data_quality: DataQuality,
 }
 
 /// The report of one seller on one day.

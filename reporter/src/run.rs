@@ -7,7 +7,7 @@ use time::{Date, OffsetDateTime};
 use crate::{
     build::{self, Options},
     fetch,
-    manifest::Manifest,
+    manifest::{Manifest, Superseded},
     objects::{self, Object},
     report::MarketplaceReport,
     store::ReportStore,
@@ -80,8 +80,19 @@ pub async fn run_with(
     date: Date,
     options: &RunOptions,
 ) -> anyhow::Result<Written> {
+    run_superseding(client, store, date, options, None).await
+}
+
+/// Like [`run_with`], recording in the manifest the run it rewrites (`supersedes`).
+pub async fn run_superseding(
+    client: &Client,
+    store: &ReportStore,
+    date: Date,
+    options: &RunOptions,
+    supersedes: Option<Superseded>,
+) -> anyhow::Result<Written> {
     let started = std::time::Instant::now();
-    let result = write_reports(client, store, date, options).await;
+    let result = write_reports(client, store, date, options, supersedes).await;
     let outcome = if result.is_ok() { "ok" } else { "error" };
     metrics::counter!("reporter_runs_total", "outcome" => outcome).increment(1);
     // 1 or 0: what the container's healthcheck reads (compose.yaml, service reporter)
@@ -96,14 +107,16 @@ async fn write_reports(
     store: &ReportStore,
     date: Date,
     options: &RunOptions,
+    supersedes: Option<Superseded>,
 ) -> anyhow::Result<Written> {
     let (report, seller_ids, objects) = render(client, date, options).await?;
-    let manifest = Manifest::new(
+    let mut manifest = Manifest::new(
         &report.date,
         report.watermark,
         OffsetDateTime::now_utc(),
         &objects,
     );
+    manifest.supersedes = supersedes;
     let mut keys = Vec::with_capacity(objects.len() + 1);
     for o in objects.into_iter().chain([manifest.object()]) {
         store.put(&o.key, o.body, o.content_type).await?;

@@ -1,15 +1,57 @@
-//! `reporter serve`: once a day at a fixed UTC time, report the previous day, until the
-//! shutdown future completes.
+//! `reporter serve`: at start and then once a day at a fixed UTC time, brings every day of
+//! the look-back window up to date, until the shutdown future completes.
+//!
+//! Up to date means: a day with data has reports, and they were written after the latest
+//! data they read arrived. So one pass ([`catch_up`]) writes the days missed while the
+//! service was down, and rewrites a day whose data grew after its manifest's watermark: the
+//! gateway accepts events up to 7 days late, and they would otherwise never reach a report.
+//! A day that fails is retried with capped exponential backoff until it succeeds or the
+//! service stops; the other days go first, so one bad day does not hold the rest.
 
 use std::future::Future;
 
 use clickhouse::Client;
-use time::{Duration, OffsetDateTime, Time};
+use pipeline::retry::Backoff;
+use time::{Date, Duration, OffsetDateTime, Time};
 
 use crate::{
-    run::{RunOptions, run_with},
+    fetch,
+    manifest::{Manifest, Superseded},
+    objects::manifest_key,
+    run::{RunOptions, run_superseding},
     store::ReportStore,
 };
+
+/// How far back a pass looks, and how it retries.
+#[derive(Clone, Copy, Debug)]
+pub struct CatchUp {
+    /// Days before today that are checked on every pass (the gateway's 7-day acceptance
+    /// window plus the day before it, by default).
+    pub lookback_days: u32,
+    /// Delays between attempts at a failed day.
+    pub backoff: Backoff,
+}
+
+impl Default for CatchUp {
+    fn default() -> Self {
+        CatchUp {
+            lookback_days: 8,
+            backoff: Backoff {
+                base: std::time::Duration::from_secs(5),
+                max: std::time::Duration::from_secs(600),
+            },
+        }
+    }
+}
+
+/// Why a day is (re)written.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Due {
+    /// The day has data but no manifest: missed while the service was down, or failed.
+    Missing,
+    /// Data arrived after the manifest's watermark: late events.
+    Late(Superseded),
+}
 
 /// The first moment at `at` (UTC) strictly after `now`.
 pub fn next_run(now: OffsetDateTime, at: Time) -> OffsetDateTime {
@@ -21,29 +63,122 @@ pub fn next_run(now: OffsetDateTime, at: Time) -> OffsetDateTime {
     }
 }
 
-/// Reports the previous day at `at` every day until `shutdown` completes. A failed run is
-/// logged and retried the next day, so one bad day does not stop the service.
+/// The days of the window ending the day before `today` whose reports are missing or
+/// older than their data, oldest first.
+pub async fn due_days(
+    client: &Client,
+    store: &ReportStore,
+    today: Date,
+    options: &RunOptions,
+    lookback_days: u32,
+) -> anyhow::Result<Vec<(Date, Due)>> {
+    let mut due = Vec::new();
+    for back in (1..=i64::from(lookback_days.max(1))).rev() {
+        let day = today - Duration::days(back);
+        let watermark = fetch::watermark(client, day, options.build.plan.unsold_days).await?;
+        let manifest = match store.get(&manifest_key(&day.to_string())).await? {
+            Some(bytes) => Some(serde_json::from_slice::<Manifest>(&bytes)?),
+            None => None,
+        };
+        match manifest {
+            None if watermark > 0 => due.push((day, Due::Missing)),
+            Some(m) if watermark > m.watermark => due.push((day, Due::Late(m.superseded()))),
+            _ => {}
+        }
+    }
+    Ok(due)
+}
+
+/// One pass: every due day of the window before `today` is written, each failed day
+/// retried with backoff, until all succeeded or `shutdown` completes (then `false`).
+pub async fn catch_up(
+    client: &Client,
+    store: &ReportStore,
+    today: Date,
+    options: &RunOptions,
+    catch_up: CatchUp,
+    shutdown: impl Future<Output = ()>,
+) -> bool {
+    tokio::pin!(shutdown);
+    let mut attempt = 0u32;
+    loop {
+        let failed = match due_days(client, store, today, options, catch_up.lookback_days).await {
+            Err(e) => {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "checking which days are due failed"
+                );
+                true
+            }
+            Ok(due) => {
+                let mut failed = false;
+                for (day, why) in due {
+                    let supersedes = match why {
+                        Due::Missing => None,
+                        Due::Late(previous) => Some(previous),
+                    };
+                    let late = supersedes.is_some();
+                    match run_superseding(client, store, day, options, supersedes).await {
+                        Ok(w) => tracing::info!(
+                            date = %day,
+                            objects = w.keys.len(),
+                            rewritten_for_late_data = late,
+                            "report done"
+                        ),
+                        Err(e) => {
+                            failed = true;
+                            tracing::error!(date = %day, attempt, error = format!("{e:#}"), "report failed");
+                        }
+                    }
+                }
+                failed
+            }
+        };
+        if !failed {
+            return true;
+        }
+        metrics::counter!("reporter_retries_total").increment(1);
+        let wait = catch_up.backoff.delay(attempt, jitter());
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            _ = &mut shutdown => return false,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// A sample in 0..1 for the backoff's jitter: the clock's nanoseconds are random enough to
+/// keep two reporters from retrying in step.
+fn jitter() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    f64::from(nanos) / 1e9
+}
+
+/// Catches up at start, then at `at` every day, until `shutdown` completes.
 pub async fn serve(
     client: &Client,
     store: &ReportStore,
     at: Time,
     options: &RunOptions,
+    catch_up_with: CatchUp,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
     loop {
+        let today = OffsetDateTime::now_utc().date();
+        if !catch_up(client, store, today, options, catch_up_with, &mut shutdown).await {
+            return;
+        }
         let now = OffsetDateTime::now_utc();
         let next = next_run(now, at);
         let wait = (next - now).try_into().unwrap_or_default();
-        tracing::info!(next = %next, "next report run scheduled");
+        tracing::info!(next = %next, "next report pass scheduled");
         tokio::select! {
             _ = &mut shutdown => return,
             _ = tokio::time::sleep(wait) => {}
-        }
-        let day = next.date() - Duration::days(1);
-        match run_with(client, store, day, options).await {
-            Ok(w) => tracing::info!(date = %day, objects = w.keys.len(), "daily report done"),
-            Err(e) => tracing::error!(date = %day, error = format!("{e:#}"), "daily report failed"),
         }
     }
 }

@@ -71,6 +71,26 @@ impl ReportStore {
         &self.bucket
     }
 
+    /// Downloads one object; `None` if there is no such key.
+    pub async fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        let response = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await;
+        match response {
+            Ok(output) => Ok(Some(output.body.collect().await?.into_bytes().to_vec())),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(None),
+            Err(e) => Err(anyhow::anyhow!(
+                "downloading s3://{}/{key}: {}",
+                self.bucket,
+                aws_sdk_s3::error::DisplayErrorContext(e)
+            )),
+        }
+    }
+
     /// Uploads one object.
     pub async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> anyhow::Result<()> {
         self.client

@@ -4,7 +4,7 @@
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::{
-    commerce::{Change, Line, Ranking, Totals},
+    commerce::{Change, Comparison, Line, Ranking, Totals},
     plan::Recommendation,
     report::{FunnelRow, MarketplaceReport, RevenueRow, SellerReport, Stability},
 };
@@ -29,15 +29,41 @@ impl Table {
         }
     }
 
-    /// The table as CSV with a header row.
+    /// The table as CSV with a header row, every cell a spreadsheet would evaluate
+    /// neutralised ([`csv_cell`]).
     pub fn to_csv(&self) -> Vec<u8> {
         let mut w = csv::Writer::from_writer(Vec::new());
         w.write_record(&self.headers).expect("writing to memory");
         for row in &self.rows {
-            w.write_record(row).expect("writing to memory");
+            w.write_record(row.iter().map(|cell| csv_cell(cell).into_owned()))
+                .expect("writing to memory");
         }
         w.into_inner().expect("flushing to memory")
     }
+}
+
+/// A cell as it may go into a CSV file: store-supplied text (a category code, a probe
+/// target, a plan subject) that starts with `=`, `+`, `-`, `@`, a tab or a carriage return
+/// would run as a formula in a spreadsheet, so it gets a leading `'` (the OWASP
+/// CSV-injection rule). Plain numbers such as `-3.5000` are left alone: a spreadsheet
+/// reads them as numbers, and a quote would turn them into text.
+pub fn csv_cell(cell: &str) -> std::borrow::Cow<'_, str> {
+    let risky = cell.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if risky && !is_plain_number(cell) {
+        std::borrow::Cow::Owned(format!("'{cell}"))
+    } else {
+        std::borrow::Cow::Borrowed(cell)
+    }
+}
+
+/// `-12`, `-0.5`: an optional minus, digits, at most one decimal point between digits.
+fn is_plain_number(cell: &str) -> bool {
+    let digits = cell.strip_prefix('-').unwrap_or(cell);
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, "0"));
+    !whole.is_empty()
+        && !fraction.is_empty()
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && fraction.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// A number with fixed decimals, so text is the same on every run and platform.
@@ -205,7 +231,15 @@ fn ranking(r: &Ranking) -> Table {
     )
 }
 
+/// The text of an absent comparison, the same in CSV and HTML.
+pub const NO_DATA: &str = "no data";
+
 fn changes(name: &str, title: &str, rows: &[Change]) -> Table {
+    let compared = |v: Option<f64>, decimals: usize, c: &Change| match (v, c.comparison) {
+        (_, Comparison::NoData) => NO_DATA.to_owned(),
+        (Some(v), Comparison::Compared) => fixed(v, decimals),
+        (None, Comparison::Compared) => String::new(),
+    };
     Table::new(
         name,
         title,
@@ -223,9 +257,9 @@ fn changes(name: &str, title: &str, rows: &[Change]) -> Table {
                     c.subject.clone(),
                     c.measure.clone(),
                     fixed(c.current, 4),
-                    fixed(c.previous, 4),
-                    fixed(c.delta, 4),
-                    c.delta_pct.map_or(String::new(), |p| fixed(p, 2)),
+                    compared(c.previous, 4, c),
+                    compared(c.delta, 4, c),
+                    compared(c.delta_pct, 2, c),
                 ]
             })
             .collect(),
@@ -312,6 +346,19 @@ pub fn marketplace(r: &MarketplaceReport) -> Vec<Table> {
             "Commerce against the previous day",
             &r.commerce.changes,
         ),
+        Table::new(
+            "data_quality",
+            "Data quality",
+            &["figure", "value", "window", "meaning"],
+            vec![vec![
+                "conflicting_ids".to_owned(),
+                r.data_quality.conflicting_ids.to_string(),
+                r.data_quality.conflict_window.clone(),
+                "events of the day whose (store_id, event_id) also has a row on another day: \
+                 a retry that changed occurred_at, counted on both days"
+                    .to_owned(),
+            ]],
+        ),
     ];
     out.extend(r.commerce.rankings.iter().map(ranking));
     out
@@ -344,5 +391,40 @@ mod tests {
         assert_eq!(t.to_csv(), b"a,b\n\"x,y\",\"q\"\"\"\n");
         assert_eq!(utc(60), "1970-01-01T00:01:00Z");
         assert_eq!(fixed(0.5, 2), "0.50");
+    }
+
+    #[test]
+    fn csv_cells_a_spreadsheet_would_evaluate_are_neutralised() {
+        for (cell, written) in [
+            ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"),
+            ("+1+2", "'+1+2"),
+            ("-2+3+cmd|' /C calc'!A0", "'-2+3+cmd|' /C calc'!A0"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\t=1", "'\t=1"),
+            ("\r=1", "'\r=1"),
+            ("-", "'-"),
+            ("-1.", "'-1."),
+            // numbers and ordinary text are unchanged
+            ("-3.5000", "-3.5000"),
+            ("-12", "-12"),
+            ("electronics.phone", "electronics.phone"),
+            ("a=b", "a=b"),
+            ("", ""),
+        ] {
+            assert_eq!(csv_cell(cell), written, "{cell:?}");
+        }
+        let t = Table::new("t", "T", &["code"], vec![vec!["=1+1".into()]]);
+        assert_eq!(t.to_csv(), b"code\n'=1+1\n");
+    }
+
+    #[test]
+    fn comparisons_without_a_previous_day_say_no_data() {
+        let rows = [
+            Change::new("total", "views", 524.0, None),
+            Change::new("total", "carts", 5.0, Some(0.0)),
+        ];
+        let t = changes("changes", "Changes", &rows);
+        assert_eq!(t.rows[0][3..], [NO_DATA, NO_DATA, NO_DATA]);
+        assert_eq!(t.rows[1][3..], ["0.0000", "5.0000", ""]);
     }
 }

@@ -502,6 +502,22 @@ async fn load_simulated_data(client: &clickhouse::Client, base: i64) -> u64 {
             .unwrap();
     }
     rejected.end().await.unwrap();
+
+    // purchases at the largest line total the rules accept: revenue panels must sum them
+    // without `Decimal math overflow`
+    let at = time::OffsetDateTime::from_unix_timestamp(base).unwrap();
+    let at = format!(
+        "{} {:02}:{:02}:{:02}",
+        at.date(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    );
+    client
+        .query(&crate::helpers::largest_lines_insert(&at, 1_000))
+        .execute()
+        .await
+        .unwrap();
     distinct_probes
 }
 
@@ -570,6 +586,11 @@ fn every_clickhouse_panel_runs_on_a_current_clickhouse() {
         .into_iter()
         .map(|(name, sql)| serde_json::json!({ "name": name, "sql": sql }))
         .collect();
+    // purchases at the largest line total: revenue panels must sum them without overflow
+    statements.push(serde_json::json!({
+        "name": "largest lines",
+        "sql": crate::helpers::largest_lines_insert("2026-01-01 12:00:00", 1_000),
+    }));
     let migrations = statements.len();
     for q in expanded_queries(range) {
         statements.push(serde_json::json!({ "name": q.name, "sql": q.text }));

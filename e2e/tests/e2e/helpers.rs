@@ -255,6 +255,29 @@ pub fn migration_statements() -> Vec<(String, String)> {
         .collect()
 }
 
+/// Purchases at the largest line total the validation rules accept (the largest price, a
+/// quantity that reaches `MAX_LINE_TOTAL_UNITS`), `lines` of them in JPY at `at` (UTC,
+/// `YYYY-MM-DD hh:mm:ss`):
+/// an `INSERT` that runs on 18.16 and on a current engine. Their sum, `lines` × 1e12 units,
+/// is far past what Int64 nanos hold; [`largest_lines_revenue`] is its exact text.
+pub fn largest_lines_insert(at: &str, lines: u64) -> String {
+    use pipeline::validate::{MAX_LINE_TOTAL_UNITS, MAX_PRICE_UNITS};
+    format!(
+        "INSERT INTO commerce_events (event_id, occurred_at, received_at, region, store_id, \
+         type, product_id, category_id, category_code, brand, seller_id, currency, price, \
+         quantity, user_id, session_id) \
+         SELECT generateUUIDv4(), toDateTime('{at}', 'UTC'), toDateTime('{at}', 'UTC'), 'asia', 'asia-1', 'purchase', 1 + number % 7, \
+         1, 'machines', 'b', 1, 'JPY', toDecimal64({MAX_PRICE_UNITS}, 9), {}, number + 1, 's' \
+         FROM numbers({lines})",
+        MAX_LINE_TOTAL_UNITS / MAX_PRICE_UNITS
+    )
+}
+
+/// The exact sum of [`largest_lines_insert`]'s lines, in whole units.
+pub fn largest_lines_revenue(lines: u64) -> i128 {
+    i128::from(lines) * i128::from(pipeline::validate::MAX_LINE_TOTAL_UNITS)
+}
+
 /// A new, empty database on the shared ClickHouse, and a client bound to it.
 pub async fn fresh_database(prefix: &str) -> (String, clickhouse::Client) {
     let ch = testkit::shared_clickhouse();

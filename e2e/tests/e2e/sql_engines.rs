@@ -1,13 +1,22 @@
 //! Every statement the project ships runs on ClickHouse 18.16 (the tests' server) and on a
 //! current engine (chdb, in-process), because deployments run a current ClickHouse.
 
-/// (name, sql) of every migration statement and every report query, in order.
+/// The reported day, and the maximal lines inserted on it.
+const DAY: &str = "2026-01-15";
+const LINES: u64 = 100_000;
+
+/// (name, sql) of every migration statement, an insert of maximal lines, and every report
+/// query over them, in order.
 fn shipped_statements() -> Vec<(String, String)> {
     let mut out = crate::helpers::migration_statements();
+    out.push((
+        "largest lines".to_owned(),
+        crate::helpers::largest_lines_insert(&format!("{DAY} 12:00:00"), LINES),
+    ));
     for (name, sql) in reporter::queries::ALL {
         out.push((
             format!("report query {name}"),
-            reporter::queries::render(sql, "2026-01-15"),
+            reporter::queries::render(sql, DAY),
         ));
     }
     out
@@ -23,6 +32,17 @@ async fn shipped_sql_runs_on_clickhouse_18_16() {
             .await
             .unwrap_or_else(|e| panic!("{name} fails on 18.16: {e}"));
     }
+    // 1e5 lines of 1e12 units: 1e17 units, exact to the nano
+    let (currency, revenue, purchases): (String, String, u64) = client
+        .query(&reporter::queries::render(reporter::queries::REVENUE, DAY))
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!((currency.as_str(), purchases), ("JPY", LINES));
+    assert_eq!(
+        reporter::money::parse_nanos(&revenue),
+        Some(crate::helpers::largest_lines_revenue(LINES) * 1_000_000_000)
+    );
 }
 
 #[test]
@@ -37,6 +57,16 @@ fn shipped_sql_runs_on_a_current_clickhouse() {
     assert!(
         failed.is_empty(),
         "statements failing on ClickHouse {version}: {failed:#?}"
+    );
+    let revenue = results
+        .iter()
+        .find(|r| r["name"] == "report query revenue")
+        .unwrap();
+    let expected = crate::helpers::largest_lines_revenue(LINES);
+    assert_eq!(
+        revenue["output"].as_str().unwrap().trim(),
+        format!("JPY\t{expected}\t{LINES}"),
+        "the current engine prints decimals without trailing zeros"
     );
 }
 

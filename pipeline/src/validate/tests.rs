@@ -460,6 +460,39 @@ fn cases() -> Vec<Case> {
             None,
         ),
         (
+            "commerce",
+            || {
+                // the largest line total allowed: the largest price, a thousand times
+                let mut e = commerce();
+                c(&mut e).price.as_mut().unwrap().units = MAX_PRICE_UNITS;
+                c(&mut e).price.as_mut().unwrap().nanos = 0;
+                c(&mut e).quantity = 1_000;
+                e
+            },
+            None,
+        ),
+        (
+            "commerce",
+            || {
+                let mut e = commerce();
+                c(&mut e).price.as_mut().unwrap().units = MAX_PRICE_UNITS;
+                c(&mut e).price.as_mut().unwrap().nanos = 1;
+                c(&mut e).quantity = 1_000;
+                e
+            },
+            Some("events[3].commerce.quantity"),
+        ),
+        (
+            "commerce",
+            || {
+                let mut e = commerce();
+                c(&mut e).price.as_mut().unwrap().units = MAX_PRICE_UNITS;
+                c(&mut e).quantity = MAX_QUANTITY;
+                e
+            },
+            Some("events[3].commerce.quantity"),
+        ),
+        (
             "probe",
             || {
                 let mut e = probe();

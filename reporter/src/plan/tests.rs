@@ -49,7 +49,7 @@ fn line(key: &str, views: u64, purchases: u64, eur: i128) -> Line {
     if eur > 0 {
         s.revenue.insert("EUR".into(), eur * 1_000_000_000);
     }
-    Line::new(key.into(), "c", Some(1), &s, &Rates::default())
+    Line::new(key.into(), "c", Some(1), &s, &Rates::default()).unwrap()
 }
 
 /// Ten products with 100 to 109 views converting at 10 % to 17 %, plus `extra`.

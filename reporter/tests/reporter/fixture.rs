@@ -36,6 +36,7 @@ pub struct Probe {
 #[derive(Clone, Debug)]
 pub struct Sale {
     pub id: String,
+    pub store: &'static str,
     pub at: u32,
     pub kind: &'static str,
     pub product: u64,
@@ -119,6 +120,7 @@ pub fn sales() -> Vec<Sale> {
             n += 1;
             out.push(Sale {
                 id: format!("c-{n}"),
+                store: "s1",
                 at: unix(day, 40_000 + n as i64),
                 kind,
                 product,
@@ -209,7 +211,7 @@ pub async fn insert(client: &clickhouse::Client, probes: &[Probe], sales: &[Sale
                     occurred_at: s.at,
                     received_at: s.at + 1,
                     region: 1,
-                    store_id: "s1",
+                    store_id: s.store,
                     r#type: kind_code(s.kind),
                     product_id: s.product,
                     category_id: 1,
@@ -238,9 +240,15 @@ pub async fn seeded() -> clickhouse::Client {
 
 /// A fresh bucket on the shared S3 server and a store writing to it.
 pub async fn store() -> (String, ReportStore) {
-    let s3 = testkit::shared_s3();
     let bucket = testkit::unique_bucket();
-    s3.create_bucket(&bucket).unwrap();
+    testkit::shared_s3().create_bucket(&bucket).unwrap();
+    let store = store_for(&bucket).await;
+    (bucket, store)
+}
+
+/// A store writing to `bucket` on the shared S3 server, which may not exist yet.
+pub async fn store_for(bucket: &str) -> ReportStore {
+    let s3 = testkit::shared_s3();
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(s3.endpoint())
         .region(aws_config::Region::new("us-east-1"))
@@ -254,11 +262,11 @@ pub async fn store() -> (String, ReportStore) {
         .load()
         .await;
     let args = S3Args {
-        s3_bucket: bucket.clone(),
+        s3_bucket: bucket.to_owned(),
         s3_force_path_style: true,
         s3_create_bucket: false,
     };
-    (bucket, ReportStore::new(&config, &args).await.unwrap())
+    ReportStore::new(&config, &args).await.unwrap()
 }
 
 /// Options with the two largest sellers reported.

@@ -4,6 +4,8 @@
 
 mod figures;
 mod fixture;
+mod hostile;
 mod html;
+mod money;
 mod objects;
 mod serve;

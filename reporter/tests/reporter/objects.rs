@@ -21,6 +21,7 @@ const MARKETPLACE_TABLES: &[&str] = &[
     "revenue",
     "totals",
     "changes",
+    "data_quality",
     "plan",
 ];
 /// The CSV tables of a seller report.

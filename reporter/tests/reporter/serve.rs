@@ -1,11 +1,36 @@
-//! `reporter serve` runs until its shutdown future completes, without writing anything
-//! before the scheduled time.
+//! `reporter serve` brings every day of its look-back window up to date: it writes the days
+//! it missed, retries a failing day with backoff, rewrites a day whose data grew after its
+//! manifest (late events) and records which run it superseded, and stops on shutdown.
 
-use std::time::Duration;
+use std::{future, time::Duration};
 
-use reporter::{run::RunOptions, schedule::serve};
+use pipeline::retry::Backoff;
+use reporter::{
+    manifest::Manifest,
+    run::RunOptions,
+    schedule::{CatchUp, catch_up, due_days, serve},
+};
+use time::Date;
 
-use crate::fixture;
+use crate::fixture::{self, DAY, Sale};
+
+fn fast(lookback_days: u32) -> CatchUp {
+    CatchUp {
+        lookback_days,
+        backoff: Backoff {
+            base: Duration::from_millis(50),
+            max: Duration::from_millis(200),
+        },
+    }
+}
+
+fn manifest(bucket: &str, day: Date) -> Option<Manifest> {
+    let key = format!("reports/{day}/manifest.json");
+    fixture::keys(bucket)
+        .contains(&key)
+        .then(|| serde_json::from_slice(&testkit::shared_s3().get_object(bucket, &key).unwrap()))
+        .map(Result::unwrap)
+}
 
 #[tokio::test]
 async fn serve_stops_when_shutdown_completes() {
@@ -13,14 +38,113 @@ async fn serve_stops_when_shutdown_completes() {
     let (bucket, store) = fixture::store().await;
     let at = (time::OffsetDateTime::now_utc() - time::Duration::minutes(5)).time();
     let options = RunOptions::default();
-    let run = serve(&client, &store, at, &options, async {
+    let run = serve(&client, &store, at, &options, fast(8), async {
         tokio::time::sleep(Duration::from_millis(200)).await;
     });
-    tokio::time::timeout(Duration::from_secs(5), run)
+    tokio::time::timeout(Duration::from_secs(30), run)
         .await
         .expect("serve returns once shutdown completes");
     assert!(
         fixture::keys(&bucket).is_empty(),
-        "nothing written before the scheduled time"
+        "an empty database has no day to report"
     );
+}
+
+#[tokio::test]
+async fn missed_days_are_caught_up_once() {
+    let client = fixture::seeded().await;
+    let (bucket, store) = fixture::store().await;
+    let options = fixture::options();
+    let today = DAY + time::Duration::days(2);
+    // the data: DAY - 3 (unsold window), DAY - 1 and DAY; each day's reports read its
+    // previous day and the 7 days of the unsold window
+    assert!(catch_up(&client, &store, today, &options, fast(8), future::pending()).await);
+    for back in 1..=5 {
+        let day = today - time::Duration::days(back);
+        let m = manifest(&bucket, day).unwrap_or_else(|| panic!("{day} was not caught up"));
+        assert_eq!(m.supersedes, None);
+    }
+    let before = today - time::Duration::days(6);
+    assert!(manifest(&bucket, before).is_none(), "{before} has no data");
+    // a second pass finds nothing to do
+    let due = due_days(&client, &store, today, &options, 8).await.unwrap();
+    assert!(due.is_empty(), "{due:?}");
+}
+
+#[tokio::test]
+async fn a_failing_day_is_retried_with_backoff_until_it_succeeds() {
+    let client = fixture::seeded().await;
+    // the bucket does not exist yet: every upload fails until it does
+    let bucket = testkit::unique_bucket();
+    let store = fixture::store_for(&bucket).await;
+    let options = fixture::options();
+    let pass = tokio::spawn({
+        let client = client.clone();
+        let store = store.clone();
+        let options = options.clone();
+        async move {
+            catch_up(
+                &client,
+                &store,
+                DAY + time::Duration::days(1),
+                &options,
+                fast(1),
+                future::pending(),
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!pass.is_finished(), "the pass gave up on the failing day");
+    testkit::shared_s3().create_bucket(&bucket).unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(60), pass)
+        .await
+        .expect("the pass finishes once uploads work")
+        .unwrap();
+    assert!(done);
+    assert!(manifest(&bucket, DAY).is_some());
+}
+
+#[tokio::test]
+async fn late_events_rewrite_the_day_and_the_manifest_names_the_run_it_replaced() {
+    let client = fixture::seeded().await;
+    let (bucket, store) = fixture::store().await;
+    let options = fixture::options();
+    let today = DAY + time::Duration::days(1);
+    assert!(catch_up(&client, &store, today, &options, fast(1), future::pending()).await);
+    let first = manifest(&bucket, DAY).unwrap();
+    let purchases = |bucket: &str| -> u64 {
+        let key = format!("reports/{DAY}/marketplace/report.json");
+        let json: serde_json::Value =
+            serde_json::from_slice(&testkit::shared_s3().get_object(bucket, &key).unwrap())
+                .unwrap();
+        json["commerce"]["totals"]["purchases"].as_u64().unwrap()
+    };
+    let before = purchases(&bucket);
+
+    // a purchase of DAY that arrives after the report was written
+    let late = Sale {
+        id: "late-1".into(),
+        store: "s1",
+        at: fixture::unix(DAY, 86_000),
+        kind: "purchase",
+        product: 1,
+        category: "electronics.phone",
+        seller: 1,
+        currency: "EUR",
+        price_nanos: 10_500_000_000,
+        quantity: 1,
+        user: 1,
+        session: "s-late".into(),
+    };
+    fixture::insert(&client, &[], &[late]).await;
+    assert!(catch_up(&client, &store, today, &options, fast(1), future::pending()).await);
+    let second = manifest(&bucket, DAY).unwrap();
+    assert!(second.watermark > first.watermark);
+    let superseded = second
+        .supersedes
+        .expect("the rewrite names the run it replaced");
+    assert_eq!(superseded.generated_at, first.generated_at);
+    assert_eq!(superseded.watermark, first.watermark);
+    assert_eq!(purchases(&bucket), before + 1);
 }
