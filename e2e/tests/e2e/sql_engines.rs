@@ -33,12 +33,14 @@ async fn shipped_sql_runs_on_clickhouse_18_16() {
             .unwrap_or_else(|e| panic!("{name} fails on 18.16: {e}"));
     }
     // 1e5 lines of 1e12 units: 1e17 units, exact to the nano
-    let (currency, revenue, purchases): (String, String, u64) = client
-        .query(&reporter::queries::render(reporter::queries::REVENUE, DAY))
+    let revenue: String = client
+        .query(&format!(
+            "SELECT revenue FROM ({}) WHERE currency = 'JPY' AND purchases = {LINES}",
+            reporter::queries::render(reporter::queries::REVENUE, DAY)
+        ))
         .fetch_one()
         .await
         .unwrap();
-    assert_eq!((currency.as_str(), purchases), ("JPY", LINES));
     assert_eq!(
         reporter::money::parse_nanos(&revenue),
         Some(crate::helpers::largest_lines_revenue(LINES) * 1_000_000_000)

@@ -6,6 +6,7 @@ mod figures;
 mod fixture;
 mod hostile;
 mod html;
+mod identity;
 mod money;
 mod objects;
 mod serve;
