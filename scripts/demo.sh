@@ -28,7 +28,8 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 "$bin/simulator" stores-file > "$work/stores.toml"
-GATEWAY_LISTEN="127.0.0.1:$DEMO_GATEWAY_PORT" GATEWAY_STORES_FILE="$work/stores.toml" \
+# reflection public: grpcurl below finds the health service through it, on loopback only
+GATEWAY_REFLECTION=public GATEWAY_LISTEN="127.0.0.1:$DEMO_GATEWAY_PORT" GATEWAY_STORES_FILE="$work/stores.toml" \
     "$bin/gateway" > "$work/gateway.log" 2>&1 &
 pids+=($!)
 CONSUMER_NAME=demo "$bin/consumer" > "$work/consumer.log" 2>&1 &

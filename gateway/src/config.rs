@@ -53,6 +53,42 @@ pub struct Settings {
     /// Requests of one PublishStream call being validated and queued at the same time
     #[arg(long, env = "GATEWAY_STREAM_MAX_IN_FLIGHT", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
     pub stream_max_in_flight: u16,
+    /// Bytes that requests in flight may hold together, across all connections (received
+    /// bytes, then each message's decoded cost); past it new requests are refused with
+    /// RESOURCE_EXHAUSTED and RetryInfo. At least the cost of one largest message
+    #[arg(long, env = "GATEWAY_MAX_IN_FLIGHT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_in_flight_bytes: usize,
+    /// Requests one connection may have in progress at once; more wait for a free slot
+    #[arg(long, env = "GATEWAY_MAX_REQUESTS_PER_CONNECTION", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_requests_per_connection: u32,
+    /// HTTP/2 streams a client may open at once on one connection
+    #[arg(long, env = "GATEWAY_MAX_CONCURRENT_STREAMS", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_streams: u32,
+    /// Longest a Publish call may take in all, and a PublishStream message once its first
+    /// byte has arrived (slow senders are cut off)
+    #[arg(long, env = "GATEWAY_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Largest HTTP/2 header list a client may send, in bytes (HPACK-decoded)
+    #[arg(long, env = "GATEWAY_MAX_HEADER_LIST_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_list_bytes: u32,
+    /// Interval of HTTP/2 keepalive pings to each client
+    #[arg(long, env = "GATEWAY_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub http2_keepalive_interval: Duration,
+    /// How long a keepalive ping may wait for its answer before the connection is closed
+    #[arg(long, env = "GATEWAY_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub http2_keepalive_timeout: Duration,
+    /// Connections are closed (GOAWAY, then `GATEWAY_REQUEST_TIMEOUT` to finish their calls)
+    /// after this long, so that idle and long-lived connections cannot pile up forever and
+    /// clients rebalance across gateways
+    #[arg(long, env = "GATEWAY_MAX_CONNECTION_AGE", default_value = "10m", value_parser = parse_duration)]
+    pub max_connection_age: Duration,
+    /// Connections open at once; further ones wait in the listen backlog
+    #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Who may use server reflection: anyone (public), callers with a store token
+    /// (authenticated) or nobody (off)
+    #[arg(long, env = "GATEWAY_REFLECTION", value_enum, default_value_t = crate::edge::Reflection::Authenticated)]
+    pub reflection: crate::edge::Reflection,
     /// PEM certificate chain to serve TLS with; requires GATEWAY_TLS_KEY
     #[arg(long, env = "GATEWAY_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -126,5 +162,8 @@ mod tests {
         assert_eq!(defaults.max_backlog, 100_000);
         assert_eq!(defaults.max_redis_memory_ratio, 0.9);
         assert_eq!(defaults.stream_max_in_flight, 32);
+        assert_eq!(defaults.reflection, crate::edge::Reflection::Authenticated);
+        assert!(parse(&["--reflection", "sometimes"]).is_err());
+        assert!(parse(&["--max-connections", "0"]).is_err());
     }
 }

@@ -1,11 +1,21 @@
-//! Every way a call can fail, and the one function that maps them to gRPC statuses with
-//! `google.rpc` error details, following the gRPC status code guide.
+//! Every way a call can fail, and the one place that maps failures to gRPC: statuses with
+//! `google.rpc` error details following the gRPC status code guide, the stable
+//! `ErrorInfo.reason` of every refusal, tonic's own oversize answer rewritten, and the status
+//! code as a metric label.
+
+use std::{collections::HashMap, time::Duration};
 
 use pipeline::validate::Violation;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::{auth::AuthError, backpressure::Overload, queue::QueueError, quota::QuotaError};
+use crate::{
+    auth::AuthError, backpressure::Overload, budget::Exhausted, queue::QueueError,
+    quota::QuotaError,
+};
+
+/// The `ErrorInfo.domain` of every refusal: the API the reasons belong to.
+pub const DOMAIN: &str = "marketplace.ingest.v1";
 
 /// A failed call.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +26,16 @@ pub enum ApiError {
     EmptyRequest,
     #[error("events: {count} events in one request; at most {max} are allowed")]
     TooManyEvents { count: usize, max: usize },
+    /// A message (as sent, or once decompressed) above `GATEWAY_MAX_MESSAGE_BYTES`; `len`
+    /// is `None` when decompression stopped at the limit.
+    #[error("message length too large: {}the limit is {max} bytes (the size limit applies after decompression)", .len.map(|l| format!("found {l} bytes, ")).unwrap_or_default())]
+    MessageTooLarge { len: Option<usize>, max: usize },
+    /// A compressed message that does not decompress.
+    #[error("failed to decompress the message: {0}")]
+    Undecompressable(String),
+    /// A message that had started to arrive was not complete within the request timeout.
+    #[error("the message did not arrive within {} ms; send it at once", .timeout.as_millis())]
+    MessageTimeout { timeout: Duration },
     /// `all_or_nothing` was set and at least one event is invalid; nothing was queued.
     #[error("{} invalid event(s) with all_or_nothing set; nothing was queued", .rejected)]
     InvalidEvents {
@@ -25,6 +45,9 @@ pub enum ApiError {
     /// The store is over its `max_events_per_second`.
     #[error("{0}")]
     Quota(#[from] QuotaError),
+    /// The gateway holds its budget of request bytes in flight: shed before reading more.
+    #[error("{0}")]
+    Busy(#[from] Exhausted),
     /// The consumer is too far behind or Redis is nearly full; nothing was written.
     #[error("{0}")]
     Overloaded(#[from] Overload),
@@ -32,70 +55,190 @@ pub enum ApiError {
     Queue(#[from] QueueError),
 }
 
-impl ApiError {
-    /// The `reason` label of `gateway_requests_refused_total`.
-    pub fn reason(&self) -> &'static str {
+/// The stable `google.rpc.ErrorInfo.reason` of every refusal: clients branch on these, never
+/// on messages. Listed in the README's error table; never renamed, only added to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    TokenMissing,
+    TokenMalformed,
+    TokenUnknown,
+    EmptyRequest,
+    TooManyEvents,
+    MessageTooLarge,
+    MalformedMessage,
+    MessageTimeout,
+    InvalidEvents,
+    StoreQuotaExceeded,
+    BatchAboveStoreQuota,
+    GatewayBusy,
+    BacklogFull,
+    RedisMemoryHigh,
+    RedisUnavailable,
+    RedisOutOfMemory,
+    RedisRefused,
+}
+
+impl Reason {
+    /// Every reason, for the table test.
+    pub const ALL: [Reason; 17] = [
+        Reason::TokenMissing,
+        Reason::TokenMalformed,
+        Reason::TokenUnknown,
+        Reason::EmptyRequest,
+        Reason::TooManyEvents,
+        Reason::MessageTooLarge,
+        Reason::MalformedMessage,
+        Reason::MessageTimeout,
+        Reason::InvalidEvents,
+        Reason::StoreQuotaExceeded,
+        Reason::BatchAboveStoreQuota,
+        Reason::GatewayBusy,
+        Reason::BacklogFull,
+        Reason::RedisMemoryHigh,
+        Reason::RedisUnavailable,
+        Reason::RedisOutOfMemory,
+        Reason::RedisRefused,
+    ];
+
+    /// The one table: `ErrorInfo.reason`, and the `reason` label of
+    /// `gateway_requests_refused_total` (kept from before the reasons existed).
+    fn names(self) -> (&'static str, &'static str) {
+        use Reason as R;
         match self {
-            ApiError::Unauthenticated(_) => "unauthenticated",
-            ApiError::EmptyRequest | ApiError::TooManyEvents { .. } => "request_size",
-            ApiError::InvalidEvents { .. } => "invalid_events",
-            ApiError::Quota(_) => "quota",
-            ApiError::Overloaded(Overload::Backlog { .. }) => "backlog",
-            ApiError::Overloaded(Overload::Memory { .. }) => "redis_memory",
-            ApiError::Queue(QueueError::Unavailable(_)) => "redis_unavailable",
-            ApiError::Queue(QueueError::OutOfMemory(_)) => "redis_out_of_memory",
-            ApiError::Queue(QueueError::Refused(_)) => "redis_refused",
+            R::TokenMissing => ("TOKEN_MISSING", "unauthenticated"),
+            R::TokenMalformed => ("TOKEN_MALFORMED", "unauthenticated"),
+            R::TokenUnknown => ("TOKEN_UNKNOWN", "unauthenticated"),
+            R::EmptyRequest => ("EMPTY_REQUEST", "request_size"),
+            R::TooManyEvents => ("TOO_MANY_EVENTS", "request_size"),
+            R::MessageTooLarge => ("MESSAGE_TOO_LARGE", "request_size"),
+            R::MalformedMessage => ("MALFORMED_MESSAGE", "malformed"),
+            R::MessageTimeout => ("MESSAGE_TIMEOUT", "timeout"),
+            R::InvalidEvents => ("INVALID_EVENTS", "invalid_events"),
+            R::StoreQuotaExceeded => ("STORE_QUOTA_EXCEEDED", "quota"),
+            R::BatchAboveStoreQuota => ("BATCH_ABOVE_STORE_QUOTA", "quota"),
+            R::GatewayBusy => ("GATEWAY_BUSY", "in_flight_budget"),
+            R::BacklogFull => ("BACKLOG_FULL", "backlog"),
+            R::RedisMemoryHigh => ("REDIS_MEMORY_HIGH", "redis_memory"),
+            R::RedisUnavailable => ("REDIS_UNAVAILABLE", "redis_unavailable"),
+            R::RedisOutOfMemory => ("REDIS_OUT_OF_MEMORY", "redis_out_of_memory"),
+            R::RedisRefused => ("REDIS_REFUSED", "redis_refused"),
         }
+    }
+
+    /// The `ErrorInfo.reason`, UPPER_SNAKE_CASE as AIP-193 asks.
+    pub fn as_str(self) -> &'static str {
+        self.names().0
+    }
+
+    /// The `reason` label of `gateway_requests_refused_total`.
+    pub fn metric_label(self) -> &'static str {
+        self.names().1
+    }
+}
+
+impl ApiError {
+    /// Why, in the stable vocabulary of [`Reason`].
+    pub fn reason(&self) -> Reason {
+        use Reason as R;
+        match self {
+            ApiError::Unauthenticated(AuthError::Missing) => R::TokenMissing,
+            ApiError::Unauthenticated(AuthError::Malformed) => R::TokenMalformed,
+            ApiError::Unauthenticated(AuthError::Unknown) => R::TokenUnknown,
+            ApiError::EmptyRequest => R::EmptyRequest,
+            ApiError::TooManyEvents { .. } => R::TooManyEvents,
+            ApiError::MessageTooLarge { .. } => R::MessageTooLarge,
+            ApiError::Undecompressable(_) => R::MalformedMessage,
+            ApiError::MessageTimeout { .. } => R::MessageTimeout,
+            ApiError::InvalidEvents { .. } => R::InvalidEvents,
+            ApiError::Quota(QuotaError::Exceeded { .. }) => R::StoreQuotaExceeded,
+            ApiError::Quota(QuotaError::BatchAboveQuota { .. }) => R::BatchAboveStoreQuota,
+            ApiError::Busy(_) => R::GatewayBusy,
+            ApiError::Overloaded(Overload::Backlog { .. }) => R::BacklogFull,
+            ApiError::Overloaded(Overload::Memory { .. }) => R::RedisMemoryHigh,
+            ApiError::Queue(QueueError::Unavailable(_)) => R::RedisUnavailable,
+            ApiError::Queue(QueueError::OutOfMemory(_)) => R::RedisOutOfMemory,
+            ApiError::Queue(QueueError::Refused(_)) => R::RedisRefused,
+        }
+    }
+
+    /// `ErrorInfo.metadata`: the figures a client needs to act without parsing the message.
+    fn metadata(&self) -> HashMap<String, String> {
+        let pairs: Vec<(&str, String)> = match self {
+            ApiError::TooManyEvents { count, max } => {
+                vec![("events", count.to_string()), ("limit", max.to_string())]
+            }
+            ApiError::MessageTooLarge { max, .. } => vec![("limit", max.to_string())],
+            ApiError::MessageTimeout { timeout } => {
+                vec![("timeout_ms", timeout.as_millis().to_string())]
+            }
+            ApiError::InvalidEvents { rejected, .. } => vec![("rejected", rejected.to_string())],
+            ApiError::Quota(
+                QuotaError::Exceeded { store, limit, .. }
+                | QuotaError::BatchAboveQuota { store, limit, .. },
+            ) => vec![("store", store.to_string()), ("limit", limit.to_string())],
+            ApiError::Busy(Exhausted { limit }) => vec![("limit", limit.to_string())],
+            ApiError::Overloaded(Overload::Backlog { backlog, max }) => {
+                vec![("backlog", backlog.to_string()), ("limit", max.to_string())]
+            }
+            _ => vec![],
+        };
+        pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
     }
 }
 
 /// How long a client should wait before retrying after Redis trouble.
-const QUEUE_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+const QUEUE_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// How long a client should wait when the gateway sheds load: requests in flight finish in
+/// milliseconds, so a short wait usually finds room.
+const BUSY_RETRY_DELAY: Duration = Duration::from_millis(250);
 
 impl From<ApiError> for Status {
     fn from(err: ApiError) -> Status {
+        let reason = err.reason();
         // counted here because every failed call passes through this one conversion
-        metrics::counter!("gateway_requests_refused_total", "reason" => err.reason()).increment(1);
-        let message = err.to_string();
-        match err {
-            ApiError::Unauthenticated(_) => Status::unauthenticated(message),
-            ApiError::EmptyRequest => Status::with_error_details(
-                Code::InvalidArgument,
-                message,
-                ErrorDetails::with_bad_request_violation(
-                    "events",
-                    "at least one event is required",
-                ),
-            ),
-            ApiError::TooManyEvents { max, .. } => Status::with_error_details(
-                Code::InvalidArgument,
-                message,
-                ErrorDetails::with_bad_request_violation(
+        metrics::counter!("gateway_requests_refused_total", "reason" => reason.metric_label())
+            .increment(1);
+        let mut message = err.to_string();
+        let metadata = err.metadata();
+        let mut details = ErrorDetails::new();
+        let code = match err {
+            ApiError::Unauthenticated(_) => Code::Unauthenticated,
+            ApiError::EmptyRequest => {
+                details.add_bad_request_violation("events", "at least one event is required");
+                Code::InvalidArgument
+            }
+            ApiError::TooManyEvents { max, .. } => {
+                details.add_bad_request_violation(
                     "events",
                     format!("at most {max} events per request; split the batch"),
-                ),
-            ),
-            ApiError::InvalidEvents { violations, .. } => Status::with_error_details(
-                Code::InvalidArgument,
-                message,
-                ErrorDetails::with_bad_request(
+                );
+                Code::InvalidArgument
+            }
+            ApiError::MessageTooLarge { .. } => Code::ResourceExhausted,
+            // tonic answers undecodable messages with INTERNAL; undecompressable ones alike
+            ApiError::Undecompressable(_) => Code::Internal,
+            ApiError::MessageTimeout { .. } => Code::DeadlineExceeded,
+            ApiError::InvalidEvents { violations, .. } => {
+                details.set_bad_request(
                     violations
                         .into_iter()
                         .map(|v| tonic_types::FieldViolation::new(v.field, v.description))
                         .collect::<Vec<_>>(),
-                ),
-            ),
+                );
+                Code::InvalidArgument
+            }
             ApiError::Quota(QuotaError::Exceeded {
                 store,
                 limit,
                 retry_after,
             }) => {
-                let mut details = ErrorDetails::with_retry_info(Some(retry_after));
+                details.set_retry_info(Some(retry_after));
                 details.add_quota_failure_violation(
                     format!("store:{store}"),
                     format!("at most {limit} events per second"),
                 );
-                Status::with_error_details(Code::ResourceExhausted, message, details)
+                Code::ResourceExhausted
             }
             // no RetryInfo: the same request fails the same way however long the client waits
             ApiError::Quota(QuotaError::BatchAboveQuota {
@@ -103,7 +246,7 @@ impl From<ApiError> for Status {
                 limit,
                 events,
             }) => {
-                let mut details = ErrorDetails::with_quota_failure_violation(
+                details.add_quota_failure_violation(
                     format!("store:{store}"),
                     format!("at most {limit} events per second"),
                 );
@@ -111,25 +254,64 @@ impl From<ApiError> for Status {
                     "events",
                     format!("{events} events exceed the store's quota of {limit} per second; split the batch"),
                 );
-                Status::with_error_details(Code::ResourceExhausted, message, details)
+                Code::ResourceExhausted
             }
-            ApiError::Overloaded(_) => Status::with_error_details(
-                Code::ResourceExhausted,
-                message,
-                ErrorDetails::with_retry_info(Some(QUEUE_RETRY_DELAY)),
-            ),
-            ApiError::Queue(QueueError::Unavailable(_)) => Status::with_error_details(
-                Code::Unavailable,
-                message,
-                ErrorDetails::with_retry_info(Some(QUEUE_RETRY_DELAY)),
-            ),
-            ApiError::Queue(QueueError::OutOfMemory(_)) => Status::with_error_details(
-                Code::ResourceExhausted,
-                "the event queue is full; retry later".to_owned(),
-                ErrorDetails::with_retry_info(Some(QUEUE_RETRY_DELAY)),
-            ),
-            ApiError::Queue(QueueError::Refused(_)) => Status::internal(message),
-        }
+            ApiError::Busy(_) => {
+                details.set_retry_info(Some(BUSY_RETRY_DELAY));
+                Code::ResourceExhausted
+            }
+            ApiError::Overloaded(_) => {
+                details.set_retry_info(Some(QUEUE_RETRY_DELAY));
+                Code::ResourceExhausted
+            }
+            ApiError::Queue(QueueError::Unavailable(_)) => {
+                details.set_retry_info(Some(QUEUE_RETRY_DELAY));
+                Code::Unavailable
+            }
+            ApiError::Queue(QueueError::OutOfMemory(_)) => {
+                message = "the event queue is full; retry later".to_owned();
+                details.set_retry_info(Some(QUEUE_RETRY_DELAY));
+                Code::ResourceExhausted
+            }
+            ApiError::Queue(QueueError::Refused(_)) => Code::Internal,
+        };
+        details.set_error_info(reason.as_str(), DOMAIN, metadata);
+        Status::with_error_details(code, message, details)
+    }
+}
+
+/// tonic answers a message over the decoding limit with OUT_OF_RANGE; the gRPC status code
+/// guide prescribes RESOURCE_EXHAUSTED for a message larger than the configured limit (as
+/// tonic already answers when the limit is hit while decompressing). The edge refuses
+/// oversized ingest messages itself; this covers the other services (health, reflection).
+/// Such errors come before any handler runs, as trailers-only responses, so the status is
+/// in the headers.
+pub fn resource_exhausted_for_oversize<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let oversize = headers.get("grpc-status").is_some_and(|v| v == "11")
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .is_some_and(|m| m.replace("%20", " ").contains("message length too large"));
+    if oversize {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
+}
+
+/// A status code as a metric label: a fixed, small set of values.
+pub fn code_label(code: Code) -> &'static str {
+    use tonic::Code as C;
+    match code {
+        C::Ok => "ok",
+        C::InvalidArgument => "invalid_argument",
+        C::Unauthenticated => "unauthenticated",
+        C::ResourceExhausted => "resource_exhausted",
+        C::Unavailable => "unavailable",
+        C::Internal => "internal",
+        C::Cancelled => "cancelled",
+        C::DeadlineExceeded => "deadline_exceeded",
+        _ => "other",
     }
 }
 
@@ -147,6 +329,10 @@ mod tests {
             Code::InvalidArgument
         );
         assert_eq!(
+            code(ApiError::MessageTooLarge { len: None, max: 1 }),
+            Code::ResourceExhausted
+        );
+        assert_eq!(
             code(QueueError::Unavailable("x".into()).into()),
             Code::Unavailable
         );
@@ -155,6 +341,51 @@ mod tests {
             Code::ResourceExhausted
         );
         assert_eq!(code(QueueError::Refused("x".into()).into()), Code::Internal);
+    }
+
+    #[test]
+    fn every_refusal_carries_error_info_with_a_stable_reason() {
+        let status = Status::from(ApiError::TooManyEvents { count: 5, max: 2 });
+        let info = status.get_error_details().error_info().unwrap().clone();
+        assert_eq!(
+            (info.reason.as_str(), info.domain.as_str()),
+            ("TOO_MANY_EVENTS", DOMAIN)
+        );
+        assert_eq!(info.metadata["limit"], "2");
+        let status = Status::from(ApiError::from(QuotaError::Exceeded {
+            store: "eu-1".into(),
+            limit: 10,
+            retry_after: Duration::from_millis(5),
+        }));
+        let info = status.get_error_details().error_info().unwrap().clone();
+        assert_eq!(info.reason, "STORE_QUOTA_EXCEEDED");
+        assert_eq!(
+            (
+                info.metadata["store"].as_str(),
+                info.metadata["limit"].as_str()
+            ),
+            ("eu-1", "10")
+        );
+        // reasons are distinct and shaped as AIP-193 asks
+        let names: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), Reason::ALL.len());
+        assert!(
+            names
+                .iter()
+                .all(|n| n.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        );
+    }
+
+    #[test]
+    fn busy_and_queue_trouble_say_when_to_retry() {
+        let status = Status::from(ApiError::from(Exhausted { limit: 64 }));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(
+            status.get_error_details().retry_info().unwrap().retry_delay,
+            Some(BUSY_RETRY_DELAY)
+        );
+        let status = Status::from(ApiError::Queue(QueueError::OutOfMemory("OOM".into())));
+        assert!(status.get_error_details().retry_info().is_some());
     }
 
     #[test]
@@ -169,8 +400,6 @@ mod tests {
         let details = status.get_error_details();
         let bad = details.bad_request().expect("bad request details");
         assert_eq!(bad.field_violations[0].field, "events[0].event_id");
-        let status = Status::from(ApiError::Queue(QueueError::OutOfMemory("OOM".into())));
-        assert!(status.get_error_details().retry_info().is_some());
     }
 
     #[test]

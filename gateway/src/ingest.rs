@@ -74,6 +74,17 @@ impl Ingest {
         store: &Store,
         req: PublishRequest,
     ) -> Result<PublishResponse, ApiError> {
+        self.publish_within(store, req, |_| Ok(())).await
+    }
+
+    /// [`Ingest::publish`], asking `hold` for the bytes that the prepared entry and response
+    /// hold while Redis writes (the edge's budget); refused when it says no.
+    pub async fn publish_within(
+        &self,
+        store: &Store,
+        req: PublishRequest,
+        hold: impl FnOnce(usize) -> Result<(), ApiError>,
+    ) -> Result<PublishResponse, ApiError> {
         // Size first: a malformed request is answered as such even under overload, and the
         // quota below must not be asked about an unbounded number of events.
         check_size(&req.events, self.max_events)?;
@@ -86,6 +97,9 @@ impl Ingest {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let Prepared { entry, response } = prepare(store, req, &self.limits, self.max_events, now)?;
+        // decoded, the response takes about three times its encoded size (a String and a
+        // struct per violation)
+        hold(entry.len() + 3 * response.encoded_len())?;
         self.queue.append(shard, entry, None).await?;
         metrics::counter!("gateway_events_accepted_total", "region" => store.region.as_str())
             .increment(u64::from(response.accepted));

@@ -1,7 +1,9 @@
 //! The tonic server: the ingest API, `grpc.health.v1` and reflection (v1 and v1alpha, the
-//! latter for grpcurl 1.8.6), serving until the shutdown future completes.
+//! latter for grpcurl 1.8.6) behind [`crate::edge`]. [`Gateway::build`] does everything
+//! that can fail at startup; [`Gateway::run_until_stopped`] serves until the shutdown future
+//! completes, then drains.
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use futures::{Stream, StreamExt};
@@ -15,23 +17,32 @@ use pipeline::proto::{
 use tokio::net::TcpListener;
 use tonic::{
     Request, Response, Status,
+    body::Body,
     codec::CompressionEncoding,
-    transport::{Identity, Server, ServerTlsConfig},
+    transport::{Identity, Server, ServerTlsConfig, server::Router},
 };
-use tonic_health::ServingStatus;
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tower::{
+    layer::util::{Identity as NoLayer, Stack},
+    util::MapResponseLayer,
+};
 use tracing::Instrument;
 
 use crate::{
-    auth::{LiveStores, Store},
+    auth::{AuthError, LiveStores, Store},
     backpressure::Backpressure,
+    budget::Budget,
     config::Settings,
-    error::ApiError,
+    edge::{EdgeConfig, EdgeLayer, Held, Reflection},
+    error::{self, ApiError},
     ingest::Ingest,
+    listener,
     queue::Queue,
     quota::Quotas,
 };
 
-/// The `IngestService` implementation: authentication, then [`Ingest`].
+/// The `IngestService` implementation: [`Ingest`] for the store that [`crate::edge`]
+/// authenticated.
 #[derive(Clone)]
 pub struct IngestApi {
     /// Behind an `Arc` because every request of a stream holds it while in flight.
@@ -51,14 +62,25 @@ impl IngestApi {
             stream_max_in_flight: stream_max_in_flight.max(1),
         }
     }
+}
 
-    fn authenticate<T>(&self, request: &Request<T>) -> Result<Store, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .map(|v| v.as_bytes());
-        Ok(self.stores.authenticate(header).map_err(ApiError::from)?)
-    }
+/// The store the edge authenticated; a call that did not pass the edge has none.
+fn store_of<T>(request: &Request<T>) -> Result<Store, Status> {
+    request
+        .extensions()
+        .get::<Store>()
+        .cloned()
+        .ok_or_else(|| ApiError::from(AuthError::Missing).into())
+}
+
+/// Takes `bytes` more of the budget for the call's newest message, when the edge charged it.
+fn hold(held: &Option<Arc<Held>>, bytes: usize) -> Result<(), ApiError> {
+    held.as_ref().map_or(Ok(()), |held| held.grow(bytes))
+}
+
+/// The budget charges of the call's messages, given back as the handler answers them.
+fn held_of<T>(request: &Request<T>) -> Option<Arc<Held>> {
+    request.extensions().get::<Arc<Held>>().cloned()
 }
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<PublishResponse, Status>> + Send>>;
@@ -76,8 +98,13 @@ impl IngestService for IngestApi {
         );
         let started = std::time::Instant::now();
         let result = async {
-            let store = self.authenticate(&request)?;
-            let response = self.ingest.publish(&store, request.into_inner()).await?;
+            let store = store_of(&request)?;
+            // the message's charge is held until it is answered
+            let held = held_of(&request);
+            let response = self
+                .ingest
+                .publish_within(&store, request.into_inner(), |bytes| hold(&held, bytes))
+                .await?;
             Ok(Response::new(response))
         }
         .instrument(span.clone())
@@ -86,7 +113,7 @@ impl IngestService for IngestApi {
             .as_ref()
             .map_or_else(|s: &Status| s.code(), |_| tonic::Code::Ok);
         span.record("rpc.grpc.status_code", code as i64);
-        metrics::histogram!("gateway_rpc_duration_seconds", "method" => "Publish", "code" => code_label(code))
+        metrics::histogram!("gateway_rpc_duration_seconds", "method" => "Publish", "code" => error::code_label(code))
             .record(started.elapsed().as_secs_f64());
         result
     }
@@ -96,9 +123,9 @@ impl IngestService for IngestApi {
     /// Publishes a stream of requests: each gets exactly one response carrying its
     /// `sequence`, in request order, sent only after its events are queued.
     ///
-    /// The store is authenticated at stream start, and again before the next request
-    /// whenever the stores file was reloaded, so a revoked token stops a stream that is
-    /// already open (its next request ends the stream with UNAUTHENTICATED). Up to `stream_max_in_flight`
+    /// The store is authenticated at stream start by the edge, and again before the next
+    /// request whenever the stores file was reloaded, so a revoked token stops a stream that
+    /// is already open (its next request ends the stream with UNAUTHENTICATED). Up to `stream_max_in_flight`
     /// requests are validated and written concurrently; `buffered` keeps their responses in
     /// request order.
     ///
@@ -120,7 +147,8 @@ impl IngestService for IngestApi {
             "PublishStream",
             request.metadata().as_ref(),
         );
-        let mut store = Arc::new(self.authenticate(&request)?);
+        let mut store = Arc::new(store_of(&request)?);
+        let held = held_of(&request);
         let authorization = request.metadata().get("authorization").cloned();
         let stores = self.stores.clone();
         let mut generation = stores.generation();
@@ -141,9 +169,16 @@ impl IngestService for IngestApi {
                             store.clone()
                         })
                 };
+                let held = held.clone();
                 async move {
                     let store: Arc<Store> = checked.map_err(ApiError::from)?;
-                    Ok(ingest.publish(&store, item?).await?)
+                    let response = ingest
+                        .publish_within(&store, item?, |bytes| hold(&held, bytes))
+                        .await;
+                    if let Some(held) = held {
+                        held.release_oldest();
+                    }
+                    Ok(response?)
                 }
                 .instrument(span.clone())
             })
@@ -157,7 +192,7 @@ impl IngestService for IngestApi {
     }
 }
 
-/// The tasks that watch Redis, aborted when `run` returns or is dropped, so that a stopped
+/// The tasks that watch Redis, aborted when the gateway stops or is dropped, so that a stopped
 /// gateway (a test's, say) leaves nothing polling Redis.
 struct Watchers {
     /// Pings Redis every second and sets the health status.
@@ -190,151 +225,207 @@ fn tls_config(settings: &Settings) -> anyhow::Result<Option<ServerTlsConfig>> {
     Ok(Some(ServerTlsConfig::new().identity(identity)))
 }
 
-/// Runs the gateway on `listener` until `shutdown` completes, then lets in-flight calls
-/// finish within the grace period.
+/// The response mapping of every call: tonic's own oversize answers as RESOURCE_EXHAUSTED.
+type Oversize = fn(http::Response<Body>) -> http::Response<Body>;
+
+/// The layers around every service: the edge inside, the oversize rewrite outside.
+type Layers = Stack<EdgeLayer, Stack<MapResponseLayer<Oversize>, NoLayer>>;
+
+/// A gateway ready to serve: settings checked, stores loaded, TLS read, Redis client and
+/// watchers started, services and layers assembled.
+pub struct Gateway {
+    listener: TcpListener,
+    router: Router<Layers>,
+    health: HealthReporter,
+    watchers: Watchers,
+    max_connections: usize,
+    shutdown_grace: Duration,
+}
+
+impl Gateway {
+    /// Everything that can fail at startup, in the order that fails fastest: stores file,
+    /// budget, TLS, then Redis (which may be down: the gateway starts NOT_SERVING).
+    pub async fn build(listener: TcpListener, settings: Settings) -> anyhow::Result<Gateway> {
+        let stores = Arc::new(LiveStores::load(&settings.stores_file)?);
+        if stores.current().is_empty() {
+            tracing::warn!(file = %settings.stores_file.display(), "stores file lists no store: every call will be refused");
+        }
+        let edge = Arc::new(EdgeConfig {
+            stores: stores.clone(),
+            reflection: settings.reflection,
+            budget: Budget::new(settings.max_in_flight_bytes),
+            max_events: settings.max_events_per_request,
+            max_message_bytes: settings.max_message_bytes,
+            message_timeout: settings.request_timeout,
+        });
+        anyhow::ensure!(
+            settings.max_in_flight_bytes >= edge.largest_message_cost(),
+            "GATEWAY_MAX_IN_FLIGHT_BYTES ({}) is below the cost of one largest request ({} bytes: GATEWAY_MAX_MESSAGE_BYTES and GATEWAY_MAX_EVENTS), which would be refused forever",
+            settings.max_in_flight_bytes,
+            edge.largest_message_cost()
+        );
+        // before touching Redis, so that a bad certificate fails startup at once
+        let mut builder = Server::builder();
+        if let Some(tls) = tls_config(&settings)? {
+            builder = builder.tls_config(tls).context("configuring tls")?;
+            tracing::info!("serving tls");
+        }
+        let queue = Queue::connect(&settings.redis).context("configuring redis")?;
+        if !queue.wait_connected(Duration::from_secs(3)).await {
+            tracing::warn!("redis is not reachable yet; answering UNAVAILABLE until it is");
+        }
+        let quotas = Arc::new(Quotas::new(&stores.current()));
+        let backpressure =
+            Backpressure::new(settings.backpressure(), settings.redis.shards().len());
+        let ingest = Ingest::new(
+            queue.clone(),
+            settings.limits(),
+            settings.max_events_per_request,
+            quotas.clone(),
+            backpressure.clone(),
+        );
+        let api = IngestApi::new(
+            ingest,
+            stores.clone(),
+            usize::from(settings.stream_max_in_flight),
+        );
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let watch_health = health.clone();
+        let watchers = Watchers {
+            health_watch: tokio::spawn(queue.clone().watch(Duration::from_secs(1), move |up| {
+                let health = watch_health.clone();
+                async move {
+                    set_health(
+                        &health,
+                        if up {
+                            ServingStatus::Serving
+                        } else {
+                            ServingStatus::NotServing
+                        },
+                    )
+                    .await;
+                }
+            })),
+            sampler: tokio::spawn(backpressure.run(queue.client().clone(), queue.shards().clone())),
+            stores_reload: tokio::spawn(
+                stores.watch(settings.stores_reload_interval, move |s| quotas.update(s)),
+            ),
+        };
+
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let (reflection_v1, reflection_v1alpha) = match settings.reflection {
+            Reflection::Off => (None, None),
+            Reflection::Public | Reflection::Authenticated => (
+                Some(reflection().build_v1()?),
+                Some(reflection().build_v1alpha()?),
+            ),
+        };
+        let ingest_service = IngestServiceServer::new(api)
+            .max_decoding_message_size(settings.max_message_bytes)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Zstd);
+        let oversize: Oversize = error::resource_exhausted_for_oversize::<Body>;
+        let router = builder
+            .layer(MapResponseLayer::new(oversize))
+            .layer(EdgeLayer(edge))
+            .timeout(settings.request_timeout)
+            .concurrency_limit_per_connection(settings.max_requests_per_connection as usize)
+            .max_concurrent_streams(Some(settings.max_concurrent_streams))
+            .http2_max_header_list_size(Some(settings.max_header_list_bytes))
+            .http2_keepalive_interval(Some(settings.http2_keepalive_interval))
+            .http2_keepalive_timeout(Some(settings.http2_keepalive_timeout))
+            .max_connection_age(settings.max_connection_age)
+            .max_connection_age_grace(settings.request_timeout)
+            .add_service(health_service)
+            .add_optional_service(reflection_v1)
+            .add_optional_service(reflection_v1alpha)
+            .add_service(ingest_service);
+        Ok(Gateway {
+            listener,
+            router,
+            health,
+            watchers,
+            max_connections: settings.max_connections as usize,
+            shutdown_grace: settings.shutdown_grace,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight calls finish within the grace
+    /// period.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Gateway {
+            listener,
+            router,
+            health,
+            watchers,
+            max_connections,
+            shutdown_grace,
+        } = self;
+        let addr = listener.local_addr()?;
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let server = router.serve_with_incoming_shutdown(
+            listener::incoming(listener, max_connections),
+            async move {
+                let _ = stop_rx.changed().await;
+            },
+        );
+        tracing::info!(%addr, "gateway listening");
+        let mut server = tokio::spawn(server);
+        tokio::select! {
+            result = &mut server => return Ok(result??),
+            () = shutdown => {}
+        }
+        tracing::info!(grace = ?shutdown_grace, "draining in-flight calls");
+        // NOT_SERVING tells load balancers to send new calls elsewhere while these drain; the
+        // watch is stopped first so that it cannot flip the status back
+        watchers.health_watch.abort();
+        set_health(&health, ServingStatus::NotServing).await;
+        let _ = stop_tx.send(true);
+        match tokio::time::timeout(shutdown_grace, server).await {
+            Ok(result) => Ok(result??),
+            Err(_) => {
+                tracing::warn!("grace period over; exiting with calls in flight");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Sets the status of the whole server and of the ingest service.
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    health
+        .set_service_status(
+            <IngestServiceServer<IngestApi> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+}
+
+/// Runs the gateway on `listener` until `shutdown` completes: [`Gateway::build`], then
+/// [`Gateway::run_until_stopped`].
 pub async fn run(
     listener: TcpListener,
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let stores = Arc::new(LiveStores::load(&settings.stores_file)?);
-    if stores.current().is_empty() {
-        tracing::warn!(file = %settings.stores_file.display(), "stores file lists no store: every call will be refused");
-    }
-    // before touching Redis, so that a bad certificate fails startup at once
-    let mut builder = Server::builder();
-    if let Some(tls) = tls_config(&settings)? {
-        builder = builder.tls_config(tls).context("configuring tls")?;
-        tracing::info!("serving tls");
-    }
-    let queue = Queue::connect(&settings.redis).context("configuring redis")?;
-    if !queue.wait_connected(Duration::from_secs(3)).await {
-        tracing::warn!("redis is not reachable yet; answering UNAVAILABLE until it is");
-    }
-    let quotas = Arc::new(Quotas::new(&stores.current()));
-    let backpressure = Backpressure::new(settings.backpressure(), settings.redis.shards().len());
-    let ingest = Ingest::new(
-        queue.clone(),
-        settings.limits(),
-        settings.max_events_per_request,
-        quotas.clone(),
-        backpressure.clone(),
-    );
-    let api = IngestApi::new(
-        ingest,
-        stores.clone(),
-        usize::from(settings.stream_max_in_flight),
-    );
-
-    let (health, health_service) = tonic_health::server::health_reporter();
-    let set_health = move |status: ServingStatus| {
-        let health = health.clone();
-        async move {
-            health.set_service_status("", status).await;
-            health
-                .set_service_status(
-                    <IngestServiceServer<IngestApi> as tonic::server::NamedService>::NAME,
-                    status,
-                )
-                .await;
-        }
-    };
-    let watch_health = set_health.clone();
-    let watchers = Watchers {
-        health_watch: tokio::spawn(queue.clone().watch(Duration::from_secs(1), move |up| {
-            watch_health(if up {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            })
-        })),
-        sampler: tokio::spawn(backpressure.run(queue.client().clone(), queue.shards().clone())),
-        stores_reload: tokio::spawn(
-            stores.watch(settings.stores_reload_interval, move |s| quotas.update(s)),
-        ),
-    };
-
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let ingest_service = IngestServiceServer::new(api)
-        .max_decoding_message_size(settings.max_message_bytes)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .send_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Zstd);
-
-    let addr = listener.local_addr()?;
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = builder
-        .layer(tower::util::MapResponseLayer::new(
-            resource_exhausted_for_oversize::<tonic::body::Body>,
-        ))
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .max_concurrent_streams(Some(256))
-        .add_service(health_service)
-        .add_service(reflection().build_v1()?)
-        .add_service(reflection().build_v1alpha()?)
-        .add_service(ingest_service)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            async move {
-                let _ = stop_rx.changed().await;
-            },
-        );
-    tracing::info!(%addr, "gateway listening");
-    let mut server = tokio::spawn(server);
-    tokio::select! {
-        result = &mut server => return Ok(result??),
-        () = shutdown => {}
-    }
-    tracing::info!(grace = ?settings.shutdown_grace, "draining in-flight calls");
-    // NOT_SERVING tells load balancers to send new calls elsewhere while these drain; the
-    // watch is stopped first so that it cannot flip the status back
-    watchers.health_watch.abort();
-    set_health(ServingStatus::NotServing).await;
-    let _ = stop_tx.send(true);
-    match tokio::time::timeout(settings.shutdown_grace, server).await {
-        Ok(result) => Ok(result??),
-        Err(_) => {
-            tracing::warn!("grace period over; exiting with calls in flight");
-            Ok(())
-        }
-    }
-}
-
-/// tonic answers a message over the decoding limit with OUT_OF_RANGE; the gRPC status code
-/// guide prescribes RESOURCE_EXHAUSTED for a message larger than the configured limit (as
-/// tonic already answers when the limit is hit while decompressing). Such errors come
-/// before any handler runs, as trailers-only responses, so the status is in the headers.
-fn resource_exhausted_for_oversize<B>(mut response: http::Response<B>) -> http::Response<B> {
-    let headers = response.headers_mut();
-    let oversize = headers.get("grpc-status").is_some_and(|v| v == "11")
-        && headers
-            .get("grpc-message")
-            .and_then(|m| m.to_str().ok())
-            .is_some_and(|m| m.replace("%20", " ").contains("message length too large"));
-    if oversize {
-        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
-    }
-    response
-}
-
-/// A status code as a metric label: a fixed, small set of values.
-fn code_label(code: tonic::Code) -> &'static str {
-    use tonic::Code as C;
-    match code {
-        C::Ok => "ok",
-        C::InvalidArgument => "invalid_argument",
-        C::Unauthenticated => "unauthenticated",
-        C::ResourceExhausted => "resource_exhausted",
-        C::Unavailable => "unavailable",
-        C::Internal => "internal",
-        C::Cancelled => "cancelled",
-        C::DeadlineExceeded => "deadline_exceeded",
-        _ => "other",
-    }
+    Gateway::build(listener, settings)
+        .await?
+        .run_until_stopped(shutdown)
+        .await
 }

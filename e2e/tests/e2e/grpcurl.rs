@@ -47,7 +47,11 @@ async fn grpcurl_lists_publishes_and_renders_bad_request() {
     let gateway = start_gateway(&redis.url(), &stream, &stores(), &[]).await;
     let addr = gateway.addr.to_string();
 
-    let (ok, listed, err) = grpcurl(&["-plaintext", &addr, "list"]);
+    // reflection is for stores by default (GATEWAY_REFLECTION=authenticated)
+    let auth = format!("authorization: Bearer {TOKEN}");
+    let (ok, _, _) = grpcurl(&["-plaintext", &addr, "list"]);
+    assert!(!ok, "reflection answered a caller without a token");
+    let (ok, listed, err) = grpcurl(&["-plaintext", "-H", &auth, &addr, "list"]);
     assert!(ok, "grpcurl list failed: {err}");
     assert!(
         listed
@@ -60,7 +64,6 @@ async fn grpcurl_lists_publishes_and_renders_bad_request() {
         "{listed}"
     );
 
-    let auth = format!("authorization: Bearer {TOKEN}");
     let id = "5f0c7a52-58a4-4b4e-9d7a-0c7e3c1f2a9b";
     let body = event_json(id, "");
     let (ok, out, err) = grpcurl(&[

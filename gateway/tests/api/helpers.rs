@@ -207,3 +207,194 @@ pub fn code_of<T: std::fmt::Debug>(result: &Result<T, tonic::Status>) -> tonic::
         Err(status) => status.code(),
     }
 }
+
+/// How a raw gRPC frame's payload is compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    Identity,
+    Gzip,
+    Zstd,
+}
+
+impl Encoding {
+    /// `payload` compressed this way.
+    pub fn compress(self, payload: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        match self {
+            Encoding::Identity => payload.to_vec(),
+            Encoding::Gzip => {
+                let mut encoder =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+                encoder.write_all(payload).unwrap();
+                encoder.finish().unwrap()
+            }
+            Encoding::Zstd => zstd::encode_all(payload, 19).unwrap(),
+        }
+    }
+
+    fn header(self) -> Option<&'static str> {
+        match self {
+            Encoding::Identity => None,
+            Encoding::Gzip => Some("gzip"),
+            Encoding::Zstd => Some("zstd"),
+        }
+    }
+}
+
+/// One `Publish` as raw HTTP/2 (so the frame's compressed flag and payload can be anything):
+/// `payload` is already compressed with `encoding`; `token` goes in `authorization`.
+pub fn raw_publish_request(
+    url: &str,
+    payload: &[u8],
+    encoding: Encoding,
+    token: Option<&str>,
+) -> http::Request<tonic::body::Body> {
+    use bytes::BufMut as _;
+    let mut frame = bytes::BytesMut::with_capacity(5 + payload.len());
+    frame.put_u8(u8::from(encoding != Encoding::Identity));
+    frame.put_u32(payload.len() as u32);
+    frame.put_slice(payload);
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri(format!("{url}/marketplace.ingest.v1.IngestService/Publish"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    if let Some(name) = encoding.header() {
+        request = request.header("grpc-encoding", name);
+    }
+    request
+        .body(tonic::body::Body::new(http_body_util::Full::new(
+            frame.freeze(),
+        )))
+        .unwrap()
+}
+
+/// A channel to `url`, retried while the server starts.
+pub async fn connect(url: &str) -> Channel {
+    testkit::eventually(Duration::from_secs(10), "the gateway to accept", || {
+        let url = url.to_owned();
+        async move { Ok(Some(Channel::from_shared(url)?.connect().await?)) }
+    })
+    .await
+    .unwrap()
+}
+
+/// Sends `request` on `channel` and returns the gRPC status it was answered with (OK too).
+pub async fn raw_status(
+    channel: Channel,
+    request: http::Request<tonic::body::Body>,
+) -> tonic::Status {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let response = match channel.oneshot(request).await {
+        Ok(response) => response,
+        Err(err) => return tonic::Status::unavailable(format!("transport: {err}")),
+    };
+    if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+        return status;
+    }
+    match response.into_body().collect().await {
+        Ok(body) => body
+            .trailers()
+            .and_then(tonic::Status::from_header_map)
+            .unwrap_or_else(|| tonic::Status::unknown("no grpc-status in trailers")),
+        Err(err) => tonic::Status::unavailable(format!("body: {err}")),
+    }
+}
+
+/// [`raw_publish_request`] on a fresh connection to `url`, returning the answer's status.
+pub async fn raw_publish_to(
+    url: &str,
+    payload: &[u8],
+    encoding: Encoding,
+    token: Option<&str>,
+) -> tonic::Status {
+    let channel = connect(url).await;
+    raw_status(channel, raw_publish_request(url, payload, encoding, token)).await
+}
+
+/// The real `gateway` binary in a process of its own, so that its memory can be read, on a
+/// free port, with the test stores and a fresh stream key; killed on drop.
+///
+/// `HOSTILE_GATEWAY_BIN` names another binary to attack instead (an older build, to measure
+/// the figures before a change). It runs under a 4 GiB address-space limit (`prlimit --as`): a gateway that tries to
+/// hold more aborts instead of taking the shared test machine down with it.
+pub struct GatewayProcess {
+    pub url: String,
+    pub redis_url: String,
+    pub stream_key: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+/// Address space the binary may reserve; far above the 128 MiB the hostile tests allow.
+const PROCESS_ADDRESS_SPACE: u64 = 4 << 30;
+
+impl GatewayProcess {
+    pub async fn spawn(extra: &[&str]) -> GatewayProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = dir.path().join("stores.toml");
+        std::fs::write(&stores, stores_toml()).unwrap();
+        let port = testkit::free_port();
+        let redis_url = testkit::shared_redis().url();
+        let stream_key = testkit::unique_name("hostile");
+        let child = std::process::Command::new("prlimit")
+            .arg(format!("--as={PROCESS_ADDRESS_SPACE}"))
+            .arg("--")
+            .arg(
+                std::env::var_os("HOSTILE_GATEWAY_BIN")
+                    .unwrap_or_else(|| env!("CARGO_BIN_EXE_gateway").into()),
+            )
+            .arg("--stores-file")
+            .arg(&stores)
+            .args(["--redis-url", &redis_url])
+            .args(["--stream-key", &stream_key])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap();
+        let process = GatewayProcess {
+            url: format!("http://127.0.0.1:{port}"),
+            redis_url,
+            stream_key,
+            child,
+            _dir: dir,
+        };
+        connect(&process.url).await;
+        process
+    }
+
+    /// Peak resident set of the process so far (`VmHWM`), in KiB; `None` once it is gone.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// `XLEN` of the gateway's stream.
+    pub async fn stream_len(&self) -> u64 {
+        redis_client(&self.redis_url)
+            .await
+            .xlen(&self.stream_key)
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

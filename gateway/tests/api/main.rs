@@ -3,7 +3,9 @@
 
 mod auth;
 mod backpressure;
+mod edge;
 mod helpers;
+mod hostile;
 mod preflight;
 mod quota;
 mod redis_down;

@@ -1,20 +1,13 @@
 //! Hostile sizes and bytes: oversized, compressed-bomb and malformed requests are refused by
 //! tonic's decoder with a clear status, and the gateway keeps serving.
 
-use std::{
-    io::Write as _,
-    time::{Duration, Instant},
-};
+use std::{io::Write as _, time::Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
-use http_body_util::BodyExt;
+use bytes::Bytes;
 use pipeline::proto::ingest::{Region, event::Payload};
 use tonic::{Code, codec::CompressionEncoding};
-use tower::ServiceExt;
 
 use crate::helpers::*;
-
-const PUBLISH: &str = "/marketplace.ingest.v1.IngestService/Publish";
 
 /// A request whose one event carries `bytes` of text: decoded size above `bytes`, but
 /// compressing to almost nothing.
@@ -29,48 +22,12 @@ fn request_of_size(bytes: usize) -> pipeline::proto::ingest::PublishRequest {
 /// Sends one gRPC frame as raw bytes (so the compressed flag and payload can be anything)
 /// and returns the status the gateway answered with.
 async fn raw_publish(gateway: &TestGateway, payload: &[u8], zstd: bool) -> tonic::Status {
-    raw_publish_to(&gateway.url(), payload, zstd).await
-}
-
-/// [`raw_publish`] to a gateway at `url`.
-async fn raw_publish_to(url: &str, payload: &[u8], zstd: bool) -> tonic::Status {
-    let mut frame = BytesMut::with_capacity(5 + payload.len());
-    frame.put_u8(u8::from(zstd));
-    frame.put_u32(payload.len() as u32);
-    frame.put_slice(payload);
-    let mut request = http::Request::builder()
-        .method("POST")
-        .uri(format!("{url}{PUBLISH}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("authorization", format!("Bearer {EU_TOKEN}"));
-    if zstd {
-        request = request.header("grpc-encoding", "zstd");
-    }
-    let request = request
-        .body(tonic::body::Body::new(http_body_util::Full::new(
-            frame.freeze(),
-        )))
-        .unwrap();
-    let channel = testkit::eventually(Duration::from_secs(10), "the gateway to accept", || {
-        let url = url.to_owned();
-        async move {
-            Ok(Some(
-                tonic::transport::Channel::from_shared(url)?
-                    .connect()
-                    .await?,
-            ))
-        }
-    })
-    .await
-    .unwrap();
-    let response = channel.oneshot(request).await.unwrap();
-    if let Some(status) = tonic::Status::from_header_map(response.headers()) {
-        return status;
-    }
-    let body = response.into_body().collect().await.unwrap();
-    let trailers = body.trailers().expect("grpc trailers");
-    tonic::Status::from_header_map(trailers).expect("grpc-status in trailers")
+    let encoding = if zstd {
+        Encoding::Zstd
+    } else {
+        Encoding::Identity
+    };
+    raw_publish_to(&gateway.url(), payload, encoding, Some(EU_TOKEN)).await
 }
 
 async fn still_serving(gateway: &TestGateway) {
@@ -176,36 +133,9 @@ fn zstd_bomb() -> Vec<u8> {
 /// never makes it hold more than 100 MiB (peak resident set, `VmHWM`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zstd_bomb_leaves_the_gateway_process_under_100_mib() {
-    let dir = tempfile::tempdir().unwrap();
-    let stores = dir.path().join("stores.toml");
-    std::fs::write(
-        &stores,
-        format!(
-            "[[store]]\nid = \"eu-1\"\nregion = \"europe\"\ntoken_sha256 = \"{}\"\n",
-            gateway::auth::token_sha256(EU_TOKEN)
-        ),
-    )
-    .unwrap();
-    let port = testkit::free_port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .arg("--stores-file")
-        .arg(&stores)
-        .args(["--redis-url", &testkit::shared_redis().url()])
-        .args(["--stream-key", &testkit::unique_name("bomb")])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .unwrap();
-    let bomb = zstd_bomb();
-    let status = raw_publish_to(&format!("http://127.0.0.1:{port}"), &bomb, true).await;
-    let peak_kib = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmHWM in /proc/<pid>/status");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let gateway = GatewayProcess::spawn(&[]).await;
+    let status = raw_publish_to(&gateway.url, &zstd_bomb(), Encoding::Zstd, Some(EU_TOKEN)).await;
+    let peak_kib = gateway.peak_rss_kib().expect("VmHWM in /proc/<pid>/status");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     eprintln!("gateway peak RSS while refusing the bomb: {} KiB", peak_kib);
     assert!(peak_kib < 100 * 1024, "gateway peak RSS {peak_kib} KiB");
