@@ -3,19 +3,15 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use pipeline::entry::Fields;
 
 /// One stream entry as read, kept raw until the flush so a retried flush re-decodes it.
 #[derive(Clone, Debug)]
 pub struct RawEntry {
     /// The stream id, acknowledged after the flush.
     pub id: String,
-    /// The format field, if present.
-    pub format: Option<Bytes>,
-    /// The encoded batch, if present.
-    pub batch: Option<Bytes>,
-    /// Every other field (the trace context, or whatever a broken producer wrote), kept so
-    /// a dead-lettered entry can be replayed exactly as it was written.
-    pub other: Vec<(String, Bytes)>,
+    /// The entry's fields, raw: decoded at the flush, kept as written for a dead letter.
+    pub fields: Fields,
     /// How many times the group delivered this entry, this delivery included: 1 for a new
     /// entry, more for one re-read after a crash or taken over from a dead consumer.
     pub deliveries: u64,
@@ -27,7 +23,7 @@ pub struct RawEntry {
 
 impl RawEntry {
     fn size(&self) -> usize {
-        self.batch.as_ref().map_or(0, Bytes::len) + self.id.len()
+        self.fields.batch.as_ref().map_or(0, Bytes::len) + self.id.len()
     }
 }
 
@@ -167,9 +163,10 @@ mod tests {
     fn entry(n: usize) -> RawEntry {
         RawEntry {
             id: "1-0".into(),
-            format: None,
-            batch: Some(Bytes::from(vec![0u8; n])),
-            other: vec![],
+            fields: Fields {
+                batch: Some(Bytes::from(vec![0u8; n])),
+                ..Fields::default()
+            },
             deliveries: 1,
             attempts: 0,
         }

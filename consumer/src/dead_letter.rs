@@ -1,9 +1,6 @@
 //! The dead-letter stream `<stream>:dead`: entries that cannot be loaded, kept with the
-//! reason so an operator can list them and, once the cause is fixed, replay them.
-//!
-//! A dead-letter entry has the fields `id` (the original stream id), `reason`,
-//! `deliveries`, and every original field under its name prefixed with `raw.`, so a
-//! replay writes back exactly what the producer wrote.
+//! reason so an operator can list them and, once the cause is fixed, replay them. The
+//! dead-letter entry's fields are [`pipeline::entry::DeadLetterFields`].
 
 use std::collections::HashMap;
 
@@ -12,11 +9,9 @@ use fred::{
     clients::Client,
     interfaces::{ClientLike, StreamsInterface},
 };
+use pipeline::entry::{DeadLetterFields, Fields};
 
 use crate::batch::RawEntry;
-
-/// Prefix of the original fields in a dead-letter entry; keeps them apart from ours.
-const RAW_PREFIX: &str = "raw.";
 
 /// The dead-letter stream of `stream`.
 pub fn dead_key(stream: &str) -> String {
@@ -25,27 +20,13 @@ pub fn dead_key(stream: &str) -> String {
 
 /// The fields of the dead-letter entry for `entry`.
 pub fn fields(entry: &RawEntry, reason: &str) -> Vec<(String, Bytes)> {
-    let mut out = vec![
-        ("id".to_owned(), Bytes::from(entry.id.clone())),
-        ("reason".to_owned(), Bytes::from(reason.to_owned())),
-        (
-            "deliveries".to_owned(),
-            Bytes::from(entry.deliveries.to_string()),
-        ),
-    ];
-    let original = [
-        (pipeline::entry::FIELD_FORMAT, &entry.format),
-        (pipeline::entry::FIELD_BATCH, &entry.batch),
-    ];
-    for (name, value) in original {
-        if let Some(value) = value {
-            out.push((format!("{RAW_PREFIX}{name}"), value.clone()));
-        }
+    DeadLetterFields {
+        original_id: entry.id.clone(),
+        reason: reason.to_owned(),
+        deliveries: entry.deliveries,
+        fields: entry.fields.clone(),
     }
-    for (name, value) in &entry.other {
-        out.push((format!("{RAW_PREFIX}{name}"), value.clone()));
-    }
-    out
+    .pairs()
 }
 
 /// One entry of the dead-letter stream.
@@ -60,33 +41,25 @@ pub struct DeadLetter {
     pub reason: String,
     pub deliveries: u64,
     /// The fields as the producer wrote them.
-    pub raw: Vec<(String, Bytes)>,
+    pub raw: Fields,
 }
 
 impl DeadLetter {
     fn parse(stream: &str, id: String, fields: Vec<(String, Bytes)>) -> DeadLetter {
-        let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
-        let mut letter = DeadLetter {
+        let DeadLetterFields {
+            original_id,
+            reason,
+            deliveries,
+            fields,
+        } = DeadLetterFields::from_pairs(fields);
+        DeadLetter {
             stream: stream.to_owned(),
             id,
-            original_id: String::new(),
-            reason: String::new(),
-            deliveries: 0,
-            raw: Vec::new(),
-        };
-        for (name, value) in fields {
-            match name.as_str() {
-                "id" => letter.original_id = text(&value),
-                "reason" => letter.reason = text(&value),
-                "deliveries" => letter.deliveries = text(&value).parse().unwrap_or(0),
-                _ => {
-                    if let Some(raw) = name.strip_prefix(RAW_PREFIX) {
-                        letter.raw.push((raw.to_owned(), value));
-                    }
-                }
-            }
+            original_id,
+            reason,
+            deliveries,
+            raw: fields,
         }
-        letter
     }
 }
 
@@ -139,13 +112,13 @@ impl DeadLetters {
             .into_iter()
             .filter(|l| ids.is_none_or(|ids| ids.contains(&l.id)))
         {
-            if letter.raw.is_empty() {
+            if letter.raw == Fields::default() {
                 tracing::warn!(id = %letter.id, "dead letter has no original fields; skipped");
                 continue;
             }
             let new_id: String = self
                 .client
-                .xadd(&letter.stream, false, None, "*", letter.raw.clone())
+                .xadd(&letter.stream, false, None, "*", letter.raw.pairs())
                 .await?;
             let _: u64 = self
                 .client
@@ -166,9 +139,7 @@ mod tests {
     fn fields_round_trip() {
         let entry = RawEntry {
             id: "5-1".into(),
-            format: Some(Bytes::from_static(b"queue.v1")),
-            batch: Some(Bytes::from_static(&[0xff, 0x00])),
-            other: vec![("tp".into(), Bytes::from_static(b"00-ab"))],
+            fields: Fields::new(Bytes::from_static(&[0xff, 0x00]), Some("00-ab".to_owned())),
             deliveries: 6,
             attempts: 0,
         };
@@ -176,13 +147,6 @@ mod tests {
         assert_eq!(letter.original_id, "5-1");
         assert_eq!(letter.reason, "bad bytes");
         assert_eq!(letter.deliveries, 6);
-        assert_eq!(
-            letter.raw,
-            vec![
-                ("f".to_owned(), Bytes::from_static(b"queue.v1")),
-                ("b".to_owned(), Bytes::from_static(&[0xff, 0x00])),
-                ("tp".to_owned(), Bytes::from_static(b"00-ab")),
-            ]
-        );
+        assert_eq!(letter.raw, entry.fields);
     }
 }

@@ -8,7 +8,6 @@ use std::collections::{BTreeSet, HashSet};
 
 use clickhouse::Client;
 use pipeline::{
-    entry::decode_entry,
     proto::{ingest::Event, queue::QueuedBatch},
     region::Region,
     rows::{
@@ -57,24 +56,59 @@ pub struct Load {
     pub dead: Vec<(usize, String)>,
 }
 
-/// A `rejected_events` row for a whole entry that cannot be loaded, with its raw bytes.
-fn entry_rejected_row<'a>(entry: &'a RawEntry, reason: &'a str) -> RejectedRow<'a> {
-    RejectedRow {
-        event_id: "",
-        occurred_at: 0,
-        // The stream id starts with the milliseconds at which Redis appended the entry.
-        received_at: entry
-            .id
-            .split_once('-')
-            .and_then(|(ms, _)| ms.parse::<i64>().ok())
-            .map_or(0, |ms| datetime(ms / 1000)),
-        region: 0,
-        store_id: "",
-        source: RejectSource::Consumer as i8,
-        reason,
-        raw: entry.batch.as_deref().unwrap_or_default(),
-        delivery_count: entry.deliveries.min(u32::MAX as u64) as u32,
-        stream_entry_id: &entry.id,
+/// What every `rejected_events` row of one entry shares: the one place such a row is
+/// built, whether a whole entry, an event the consumer rejects or one the gateway did.
+struct Rejecting<'a> {
+    entry: &'a RawEntry,
+    received_at: u32,
+    region: i8,
+    store_id: &'a str,
+}
+
+impl<'a> Rejecting<'a> {
+    /// For an entry that cannot be decoded: nothing is known but the entry itself.
+    fn undecoded(entry: &'a RawEntry) -> Rejecting<'a> {
+        Rejecting {
+            entry,
+            // The stream id starts with the milliseconds at which Redis appended the entry.
+            received_at: entry
+                .id
+                .split_once('-')
+                .and_then(|(ms, _)| ms.parse::<i64>().ok())
+                .map_or(0, |ms| datetime(ms / 1000)),
+            region: 0,
+            store_id: "",
+        }
+    }
+
+    /// The row for one rejected thing of the entry: an event (with its id and time) or,
+    /// with an empty id, the whole entry.
+    fn row(
+        &self,
+        source: RejectSource,
+        event_id: &'a str,
+        occurred_at: u32,
+        reason: &'a str,
+        raw: &'a [u8],
+    ) -> RejectedRow<'a> {
+        RejectedRow {
+            event_id,
+            occurred_at,
+            received_at: self.received_at,
+            region: self.region,
+            store_id: self.store_id,
+            source: source as i8,
+            reason,
+            raw,
+            delivery_count: self.entry.deliveries.min(u32::MAX as u64) as u32,
+            stream_entry_id: &self.entry.id,
+        }
+    }
+
+    /// The row for the whole entry, with its raw bytes.
+    fn whole_entry(&self, reason: &'a str) -> RejectedRow<'a> {
+        let raw = self.entry.fields.batch.as_deref().unwrap_or_default();
+        self.row(RejectSource::Consumer, "", 0, reason, raw)
     }
 }
 
@@ -132,7 +166,7 @@ impl Sink {
         let redelivered: Vec<QueuedBatch> = entries
             .iter()
             .filter(|e| e.deliveries > 1)
-            .filter_map(|e| decode_entry(e.format.as_deref(), e.batch.as_deref()).ok())
+            .filter_map(|e| e.fields.decode().ok())
             .collect();
         let present = if redelivered.is_empty() {
             HashSet::new()
@@ -149,7 +183,9 @@ impl Sink {
                     entry.attempts, entry.deliveries
                 ))
             } else {
-                decode_entry(entry.format.as_deref(), entry.batch.as_deref())
+                entry
+                    .fields
+                    .decode()
                     .map_err(|err| format!("undecodable stream entry: {err}"))
             };
             let batch = match decoded {
@@ -157,14 +193,14 @@ impl Sink {
                 Err(reason) => {
                     inserts
                         .rejected
-                        .write(&entry_rejected_row(entry, &reason))
+                        .write(&Rejecting::undecoded(entry).whole_entry(&reason))
                         .await?;
                     load.written.rejected += 1;
                     load.dead.push((index, reason));
                     continue;
                 }
             };
-            self.write_batch(&batch, entry, &present, &mut inserts, &mut load.written)
+            self.write_batch(batch, entry, &present, &mut inserts, &mut load.written)
                 .await?;
         }
         // Each insert's CLIENT span covers the wait for ClickHouse's confirmation, the part
@@ -197,7 +233,9 @@ impl Sink {
             .insert::<RejectedRow<'_>>(REJECTED_TABLE)
             .await?;
         for (entry, reason) in dead {
-            rejected.write(&entry_rejected_row(entry, reason)).await?;
+            rejected
+                .write(&Rejecting::undecoded(entry).whole_entry(reason))
+                .await?;
         }
         rejected.end().await
     }
@@ -270,16 +308,22 @@ impl Sink {
 
     async fn write_batch(
         &self,
-        batch: &QueuedBatch,
+        batch: QueuedBatch,
         entry: &RawEntry,
         present: &HashSet<String>,
         inserts: &mut Inserts<'_>,
         written: &mut Written,
     ) -> Result<(), clickhouse::error::Error> {
-        let deliveries = entry.deliveries.min(u32::MAX as u64) as u32;
-        let received = batch.received_at.as_ref().map_or(0, |t| t.seconds);
+        let QueuedBatch {
+            store_id,
+            region,
+            received_at,
+            events,
+            rejected,
+        } = batch;
+        let received = received_at.as_ref().map_or(0, |t| t.seconds);
         let received_at = datetime(received);
-        let region = Region::from_proto(batch.region);
+        let region = Region::from_proto(region);
         let region_code = region.map_or(0, Region::ch_code);
         // The same rules as the gateway, with "now" being when the gateway received the
         // batch, so events queued during an outage do not age out while they wait.
@@ -287,66 +331,56 @@ impl Sink {
             limits: &self.limits,
             now_unix: received,
             sender: region.map(|region| Sender {
-                store_id: &batch.store_id,
+                store_id: &store_id,
                 region,
             }),
         };
-        let verdict = validate::check_batch(&ctx, &batch.events);
-        let mut bad = verdict.rejected.into_iter().peekable();
-        for (index, event) in batch.events.iter().enumerate() {
-            if let Some((_, violations)) = bad.next_if(|(i, _)| *i == index) {
-                let reason = validate::reason(&violations);
-                let raw = prost::Message::encode_to_vec(event);
-                inserts
-                    .rejected
-                    .write(&RejectedRow {
-                        event_id: &event.event_id,
-                        occurred_at: datetime(event.occurred_at.as_ref().map_or(0, |t| t.seconds)),
-                        received_at,
-                        region: region_code,
-                        store_id: &batch.store_id,
-                        source: RejectSource::Consumer as i8,
-                        reason: &reason,
-                        raw: &raw,
-                        delivery_count: deliveries,
-                        stream_entry_id: &entry.id,
-                    })
-                    .await?;
-                written.rejected += 1;
-                continue;
-            }
-            if present.contains(event.event_id.as_str()) {
+        let checked = validate::check_batch(&ctx, events);
+        let rejecting = Rejecting {
+            entry,
+            received_at,
+            region: region_code,
+            store_id: &store_id,
+        };
+        for r in &checked.rejected {
+            let reason = r.reason();
+            let raw = prost::Message::encode_to_vec(&r.event);
+            let occurred_at = datetime(r.event.occurred_at.as_ref().map_or(0, |t| t.seconds));
+            let row = rejecting.row(
+                RejectSource::Consumer,
+                &r.event.event_id,
+                occurred_at,
+                &reason,
+                &raw,
+            );
+            inserts.rejected.write(&row).await?;
+            written.rejected += 1;
+        }
+        for accepted in &checked.accepted {
+            if present.contains(accepted.event().event_id.as_str()) {
                 written.skipped += 1;
                 continue;
             }
-            match event_row(event, received_at, region_code) {
-                Some(EventRow::Commerce(row)) => {
+            match event_row(accepted, received_at, region_code) {
+                EventRow::Commerce(row) => {
                     inserts.commerce.write(&row).await?;
                     written.commerce += 1;
                 }
-                Some(EventRow::Probe(row)) => {
+                EventRow::Probe(row) => {
                     inserts.probes.write(&row).await?;
                     written.probes += 1;
                 }
-                None => {}
             }
         }
-        for r in &batch.rejected {
-            inserts
-                .rejected
-                .write(&RejectedRow {
-                    event_id: &r.event_id,
-                    occurred_at: 0,
-                    received_at,
-                    region: region_code,
-                    store_id: &batch.store_id,
-                    source: RejectSource::Gateway as i8,
-                    reason: &r.reason,
-                    raw: &r.raw_event,
-                    delivery_count: deliveries,
-                    stream_entry_id: &entry.id,
-                })
-                .await?;
+        for r in &rejected {
+            let row = rejecting.row(
+                RejectSource::Gateway,
+                &r.event_id,
+                0,
+                &r.reason,
+                &r.raw_event,
+            );
+            inserts.rejected.write(&row).await?;
             written.rejected += 1;
         }
         Ok(())

@@ -10,10 +10,7 @@ use fred::{
     interfaces::{ClientLike, HashesInterface, StreamsInterface},
     types::{ClusterHash, CustomCommand, Value, streams::XID},
 };
-use pipeline::{
-    config::RedisArgs,
-    entry::{FIELD_BATCH, FIELD_FORMAT},
-};
+use pipeline::{config::RedisArgs, entry::Fields};
 
 use crate::{batch::RawEntry, config::GroupArgs, dead_letter};
 
@@ -488,19 +485,10 @@ fn entry_from_array(v: Value) -> Option<RawEntry> {
     Some(raw_entry(id, fields))
 }
 
-fn raw_entry(id: String, mut fields: HashMap<String, Value>) -> RawEntry {
-    let format = fields.remove(FIELD_FORMAT).and_then(bytes);
-    let batch = fields.remove(FIELD_BATCH).and_then(bytes);
-    let mut other: Vec<(String, Bytes)> = fields
-        .into_iter()
-        .filter_map(|(k, v)| Some((k, bytes(v)?)))
-        .collect();
-    other.sort();
+fn raw_entry(id: String, fields: HashMap<String, Value>) -> RawEntry {
     RawEntry {
         id,
-        format,
-        batch,
-        other,
+        fields: Fields::from_pairs(fields.into_iter().filter_map(|(k, v)| Some((k, bytes(v)?)))),
         deliveries: 1,
         attempts: 0,
     }
@@ -522,25 +510,28 @@ mod tests {
     fn read_replies_parse_including_nils() {
         assert!(read_reply(Value::Null).is_empty(), "a timed-out read");
         let entry = |id: &str, fields: Value| Value::Array(vec![id.into(), fields]);
+        let written = Fields {
+            batch: Some(Bytes::from_static(b"x")),
+            traceparent: Some(Bytes::from_static(b"t")),
+            ..Fields::default()
+        };
+        let flat = written
+            .pairs()
+            .into_iter()
+            .flat_map(|(name, value)| [Value::from(name), Value::Bytes(value)])
+            .collect();
         let reply = Value::Array(vec![Value::Array(vec![
             "events".into(),
             Value::Array(vec![
-                entry(
-                    "1-0",
-                    Value::Array(vec!["b".into(), "x".into(), "tp".into(), "t".into()]),
-                ),
+                entry("1-0", Value::Array(flat)),
                 entry("2-0", Value::Null),
             ]),
         ])]);
         let entries = read_reply(reply);
         assert_eq!(entries.len(), 2);
-        assert_eq!(entries[0].batch.as_deref(), Some(&b"x"[..]));
+        assert_eq!(entries[0].fields, written);
         assert_eq!(
-            entries[0].other,
-            vec![("tp".to_owned(), Bytes::from_static(b"t"))]
-        );
-        assert_eq!(
-            (entries[1].id.as_str(), entries[1].batch.is_none()),
+            (entries[1].id.as_str(), entries[1].fields.batch.is_none()),
             ("2-0", true)
         );
     }

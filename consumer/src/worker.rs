@@ -12,8 +12,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use pipeline::entry::FIELD_TRACEPARENT;
-use pipeline::retry::{Backoff, Class, classify_clickhouse, clickhouse_code};
+use pipeline::retry::{Backoff, Class, classify_clickhouse};
 use tracing::Instrument;
 
 use crate::{
@@ -27,21 +26,11 @@ use crate::{
 /// Trimming costs a few round trips; once a second keeps the stream short enough.
 const TRIM_EVERY: Duration = Duration::from_secs(1);
 
-/// ClickHouse codes that are permanent but say nothing about the entries: the schema is
-/// missing (UNKNOWN_TABLE, UNKNOWN_DATABASE). Splitting the batch would dead-letter every
-/// entry; keeping it and retrying waits for a human to migrate.
-const SCHEMA_MISSING: &[u32] = &[60, 81];
-
 /// Whether an insert error means ClickHouse refuses the data, so splitting the batch can
-/// find the entries it refuses.
+/// find the entries it refuses. Every other class keeps the batch and retries: a missing
+/// schema, say, would otherwise dead-letter every entry (see [`pipeline::retry`]).
 fn refuses_data(e: &clickhouse::error::Error) -> bool {
-    let schema_missing = match e {
-        clickhouse::error::Error::BadResponse(text) => {
-            clickhouse_code(text).is_some_and(|c| SCHEMA_MISSING.contains(&c))
-        }
-        _ => false,
-    };
-    classify_clickhouse(e) == Class::Permanent && !schema_missing
+    classify_clickhouse(e) == Class::BadData
 }
 
 /// Applies the ClickHouse migrations (on every shard of a ClickHouse cluster).
@@ -229,12 +218,7 @@ impl Worker {
             .batch
             .entries()
             .iter()
-            .filter_map(|e| {
-                e.other
-                    .iter()
-                    .find(|(name, _)| name == FIELD_TRACEPARENT)
-                    .and_then(|(_, value)| std::str::from_utf8(value).ok())
-            })
+            .filter_map(|e| e.fields.traceparent_str())
             .collect();
         let span = pipeline::trace::consumer_batch_span(
             self.source.key(),

@@ -7,7 +7,7 @@ use std::{sync::LazyLock, time::Duration};
 use gateway::{auth::Store, ingest::prepare};
 use libfuzzer_sys::fuzz_target;
 use pipeline::{
-    entry::decode_entry, proto::ingest::PublishRequest, region::Region, validate::Limits,
+    entry::decode_batch, proto::ingest::PublishRequest, region::Region, validate::Limits,
 };
 use prost::Message;
 
@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
     // Every event is either queued or rejected with a reason, never lost or doubled.
     let response = &prepared.response;
     assert_eq!(response.accepted as usize + response.rejected.len(), events);
-    let batch = decode_entry(None, Some(&prepared.entry)).expect("the entry decodes");
+    let batch = decode_batch(&prepared.entry).expect("the entry decodes");
     assert_eq!(batch.events.len(), response.accepted as usize);
     assert_eq!(batch.rejected.len(), response.rejected.len());
 });

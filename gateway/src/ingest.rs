@@ -150,42 +150,45 @@ pub fn prepare(
             region: store.region,
         }),
     };
-    let verdict = validate::check_batch(&ctx, &events);
-    if all_or_nothing && !verdict.is_clean() {
+    let checked = validate::check_batch(&ctx, events);
+    if all_or_nothing && !checked.is_clean() {
         return Err(ApiError::InvalidEvents {
-            rejected: verdict.rejected.len(),
-            violations: verdict.rejected.into_iter().flat_map(|(_, v)| v).collect(),
+            rejected: checked.rejected.len(),
+            violations: checked
+                .rejected
+                .into_iter()
+                .flat_map(|r| r.violations)
+                .collect(),
         });
     }
 
-    let mut accepted = Vec::with_capacity(events.len() - verdict.rejected.len());
-    let mut rejected_rows = Vec::with_capacity(verdict.rejected.len());
-    let mut rejections = Vec::with_capacity(verdict.rejected.len());
-    let mut bad = verdict.rejected.into_iter().peekable();
-    for (index, event) in events.into_iter().enumerate() {
-        match bad.next_if(|(i, _)| *i == index) {
-            None => accepted.push(event),
-            Some((_, violations)) => {
-                let reason = validate::reason(&violations);
-                rejected_rows.push(RejectedEvent {
-                    raw_event: event.encode_to_vec(),
-                    event_id: event.event_id.clone(),
-                    reason,
-                });
-                rejections.push(Rejection {
-                    index: index as u32,
-                    event_id: event.event_id,
-                    violations: violations
-                        .into_iter()
-                        .map(|v| FieldViolation {
-                            field: v.field,
-                            description: v.description,
-                        })
-                        .collect(),
-                });
-            }
-        }
+    let mut rejected_rows = Vec::with_capacity(checked.rejected.len());
+    let mut rejections = Vec::with_capacity(checked.rejected.len());
+    for rejected in checked.rejected {
+        rejected_rows.push(RejectedEvent {
+            raw_event: rejected.event.encode_to_vec(),
+            event_id: rejected.event.event_id.clone(),
+            reason: rejected.reason(),
+        });
+        rejections.push(Rejection {
+            index: rejected.index as u32,
+            event_id: rejected.event.event_id,
+            violations: rejected
+                .violations
+                .into_iter()
+                .map(|v| FieldViolation {
+                    field: v.field,
+                    description: v.description,
+                })
+                .collect(),
+        });
     }
+    // Moved, not copied, and in place: `Accepted` is an `Event` underneath.
+    let accepted: Vec<Event> = checked
+        .accepted
+        .into_iter()
+        .map(validate::Accepted::into_event)
+        .collect();
 
     let accepted_count = accepted.len() as u32;
     let batch = QueuedBatch {
@@ -211,7 +214,7 @@ pub fn prepare(
 #[cfg(test)]
 mod tests {
     use pipeline::{
-        entry::decode_entry,
+        entry::decode_batch,
         proto::ingest::{ProbeResult, event::Payload},
         region::Region,
     };
@@ -270,7 +273,7 @@ mod tests {
         assert_eq!(prepared.response.rejected[0].index, 1);
         assert_eq!(prepared.response.rejected[0].event_id, "not-a-uuid");
 
-        let batch = decode_entry(None, Some(&prepared.entry)).unwrap();
+        let batch = decode_batch(&prepared.entry).unwrap();
         assert_eq!(batch.store_id, "eu-1");
         assert_eq!(batch.received_at.unwrap().seconds, NOW.as_secs() as i64);
         assert_eq!(batch.events, vec![good]);

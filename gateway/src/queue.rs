@@ -16,12 +16,11 @@ use bytes::Bytes;
 use fred::{
     clients::Client,
     interfaces::{ClientLike, StreamsInterface},
-    types::Value,
 };
 use pipeline::{
     config::RedisArgs,
-    entry::{FIELD_BATCH, FIELD_FORMAT, FIELD_TRACEPARENT, FORMAT_V1},
-    retry::is_redis_oom,
+    entry::Fields,
+    retry::{Class, classify_redis},
     shard::Shards,
 };
 use tracing::Instrument;
@@ -41,16 +40,13 @@ pub enum QueueError {
 }
 
 impl From<fred::error::Error> for QueueError {
+    /// One mapping from [`pipeline::retry`]'s classes: what the retry rules call full or
+    /// retriable is what the gateway answers as such.
     fn from(err: fred::error::Error) -> Self {
-        use fred::error::ErrorKind as K;
-        if is_redis_oom(&err) {
-            return QueueError::OutOfMemory(err.details().to_owned());
-        }
-        match err.kind() {
-            K::IO | K::Timeout | K::Canceled | K::Cluster | K::Backpressure => {
-                QueueError::Unavailable(err.to_string())
-            }
-            _ => QueueError::Refused(err.to_string()),
+        match classify_redis(&err) {
+            Class::Full => QueueError::OutOfMemory(err.details().to_owned()),
+            Class::Retriable => QueueError::Unavailable(err.to_string()),
+            Class::BadData | Class::NeedsOperator => QueueError::Refused(err.to_string()),
         }
     }
 }
@@ -121,15 +117,10 @@ impl Queue {
         let key = self.shards.key(shard);
         let span = pipeline::trace::producer_span(key);
         let traceparent = traceparent.or_else(|| pipeline::trace::traceparent_of(&span));
-        let mut fields: Vec<(&str, Value)> = Vec::with_capacity(3);
-        fields.push((FIELD_FORMAT, Value::from_static_str(FORMAT_V1)));
-        fields.push((FIELD_BATCH, Value::Bytes(batch)));
-        if let Some(tp) = traceparent {
-            fields.push((FIELD_TRACEPARENT, Value::from(tp)));
-        }
+        let fields = Fields::new(batch, traceparent);
         let id: String = self
             .client
-            .xadd(key, false, None, "*", fields)
+            .xadd(key, false, None, "*", fields.pairs())
             .instrument(span.clone())
             .await?;
         span.record("messaging.message.id", id.as_str());

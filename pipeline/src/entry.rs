@@ -1,14 +1,20 @@
-//! The Redis stream entry format: one entry per accepted `PublishRequest`, never one per event.
+//! The Redis stream entry envelope, owned here and nowhere else: the fields the gateway
+//! writes, how the consumer reads them back, and the dead-letter entry that keeps them.
+//! No other file names a field (a test in `pipeline/tests/invariants.rs` checks it).
 //!
-//! An entry has three fields:
-//! - [`FIELD_FORMAT`] = [`FORMAT_V1`], so a future format can be told apart and old
+//! One entry per accepted `PublishRequest`, never one per event. An entry has:
+//! - `f` = `queue.v1`, the format tag, so a future format can be told apart and old
 //!   consumers dead-letter what they cannot read instead of guessing;
-//! - [`FIELD_BATCH`] = a protobuf `marketplace.queue.v1.QueuedBatch`;
-//! - [`FIELD_TRACEPARENT`] (optional) = the W3C trace context of the producing span.
+//! - `b` = a protobuf `marketplace.queue.v1.QueuedBatch`;
+//! - `tp` (optional) = the W3C trace context of the producing span.
 //!
 //! The batch is protobuf rather than JSON because the events arrive as protobuf: the
 //! gateway moves the decoded events into the batch and encodes once, with one allocation
 //! per request.
+//!
+//! A dead-letter entry (`<stream>:dead`) has `id` (the original stream id), `reason`,
+//! `deliveries`, and every original field under its name prefixed with `raw.`, so a
+//! replay writes back exactly what the producer wrote.
 
 use bytes::{Bytes, BytesMut};
 use prost::Message;
@@ -16,13 +22,22 @@ use prost::Message;
 use crate::proto::queue::QueuedBatch;
 
 /// Field holding the format tag.
-pub const FIELD_FORMAT: &str = "f";
+const FIELD_FORMAT: &str = "f";
 /// Field holding the encoded [`QueuedBatch`].
-pub const FIELD_BATCH: &str = "b";
+const FIELD_BATCH: &str = "b";
 /// Field holding the producer's W3C `traceparent`, when tracing is on.
-pub const FIELD_TRACEPARENT: &str = "tp";
+const FIELD_TRACEPARENT: &str = "tp";
 /// The only format this build writes and reads.
-pub const FORMAT_V1: &str = "queue.v1";
+const FORMAT_V1: &str = "queue.v1";
+
+/// Dead-letter field holding the entry's id in the main stream.
+const DEAD_ORIGINAL_ID: &str = "id";
+/// Dead-letter field holding why the entry cannot be loaded.
+const DEAD_REASON: &str = "reason";
+/// Dead-letter field holding how often the group delivered the entry.
+const DEAD_DELIVERIES: &str = "deliveries";
+/// Prefix of the original fields in a dead-letter entry; keeps them apart from ours.
+const DEAD_RAW_PREFIX: &str = "raw.";
 
 /// Why a stream entry could not be read. Every variant is permanent: the same bytes
 /// fail the same way on every delivery, so the consumer dead-letters them.
@@ -36,7 +51,7 @@ pub enum EntryError {
     Decode(String),
 }
 
-/// Encodes a batch into the bytes of the [`FIELD_BATCH`] field, allocating once.
+/// Encodes a batch into the bytes of the batch field, allocating once.
 pub fn encode_batch(batch: &QueuedBatch) -> Bytes {
     let mut buf = BytesMut::with_capacity(batch.encoded_len());
     batch
@@ -45,20 +60,144 @@ pub fn encode_batch(batch: &QueuedBatch) -> Bytes {
     buf.freeze()
 }
 
-/// Decodes an entry from its format tag (if present) and batch bytes (if present).
-pub fn decode_entry(
-    format: Option<&[u8]>,
-    batch: Option<&[u8]>,
-) -> Result<QueuedBatch, EntryError> {
-    if let Some(format) = format
-        && format != FORMAT_V1.as_bytes()
-    {
-        return Err(EntryError::UnsupportedFormat(
-            String::from_utf8_lossy(format).into_owned(),
-        ));
-    }
-    let batch = batch.ok_or(EntryError::MissingBatch)?;
+/// Decodes the bytes of a batch field.
+pub fn decode_batch(batch: &[u8]) -> Result<QueuedBatch, EntryError> {
     QueuedBatch::decode(batch).map_err(|e| EntryError::Decode(e.to_string()))
+}
+
+/// The fields of one stream entry, as written or as read, kept raw: the consumer decodes
+/// them only when it flushes, and a dead letter keeps them byte for byte.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fields {
+    /// The format tag, if present.
+    pub format: Option<Bytes>,
+    /// The encoded batch, if present.
+    pub batch: Option<Bytes>,
+    /// The producer's W3C `traceparent`, if present.
+    pub traceparent: Option<Bytes>,
+    /// Every other field (whatever a broken or newer producer wrote), sorted by name, kept
+    /// so a dead-lettered entry can be replayed exactly as it was written.
+    pub other: Vec<(String, Bytes)>,
+}
+
+impl Fields {
+    /// A new entry of this build's format holding an encoded batch (see [`encode_batch`])
+    /// and, when tracing, the producer span's `traceparent`.
+    pub fn new(batch: Bytes, traceparent: Option<String>) -> Fields {
+        Fields {
+            format: Some(Bytes::from_static(FORMAT_V1.as_bytes())),
+            batch: Some(batch),
+            traceparent: traceparent.map(Bytes::from),
+            other: Vec::new(),
+        }
+    }
+
+    /// The fields of an entry read from Redis, by name.
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, Bytes)>) -> Fields {
+        let mut fields = Fields::default();
+        for (name, value) in pairs {
+            match name.as_str() {
+                FIELD_FORMAT => fields.format = Some(value),
+                FIELD_BATCH => fields.batch = Some(value),
+                FIELD_TRACEPARENT => fields.traceparent = Some(value),
+                _ => fields.other.push((name, value)),
+            }
+        }
+        fields.other.sort();
+        fields
+    }
+
+    /// The (name, value) pairs to write with `XADD`, in a fixed order.
+    pub fn pairs(&self) -> Vec<(&str, Bytes)> {
+        let known = [
+            (FIELD_FORMAT, &self.format),
+            (FIELD_BATCH, &self.batch),
+            (FIELD_TRACEPARENT, &self.traceparent),
+        ];
+        let mut out = Vec::with_capacity(known.len() + self.other.len());
+        for (name, value) in known {
+            if let Some(value) = value {
+                out.push((name, value.clone()));
+            }
+        }
+        out.extend(self.other.iter().map(|(n, v)| (n.as_str(), v.clone())));
+        out
+    }
+
+    /// The producer's trace context, if the entry has a readable one.
+    pub fn traceparent_str(&self) -> Option<&str> {
+        std::str::from_utf8(self.traceparent.as_deref()?).ok()
+    }
+
+    /// Decodes the batch, checking the format tag when there is one.
+    pub fn decode(&self) -> Result<QueuedBatch, EntryError> {
+        if let Some(format) = &self.format
+            && format != FORMAT_V1.as_bytes()
+        {
+            return Err(EntryError::UnsupportedFormat(
+                String::from_utf8_lossy(format).into_owned(),
+            ));
+        }
+        decode_batch(self.batch.as_deref().ok_or(EntryError::MissingBatch)?)
+    }
+}
+
+/// A dead-letter entry: an entry that cannot be loaded, with why, kept so an operator can
+/// list it and, once the cause is fixed, replay it as it was written.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeadLetterFields {
+    /// The entry's id in the main stream when it was dead-lettered.
+    pub original_id: String,
+    pub reason: String,
+    /// How often the group delivered it.
+    pub deliveries: u64,
+    /// The entry's fields as the producer wrote them.
+    pub fields: Fields,
+}
+
+impl DeadLetterFields {
+    /// The (name, value) pairs to write with `XADD`.
+    pub fn pairs(&self) -> Vec<(String, Bytes)> {
+        let mut out = vec![
+            (
+                DEAD_ORIGINAL_ID.to_owned(),
+                Bytes::from(self.original_id.clone()),
+            ),
+            (DEAD_REASON.to_owned(), Bytes::from(self.reason.clone())),
+            (
+                DEAD_DELIVERIES.to_owned(),
+                Bytes::from(self.deliveries.to_string()),
+            ),
+        ];
+        out.extend(
+            self.fields
+                .pairs()
+                .into_iter()
+                .map(|(name, value)| (format!("{DEAD_RAW_PREFIX}{name}"), value)),
+        );
+        out
+    }
+
+    /// A dead-letter entry read from Redis; unknown fields are ignored.
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, Bytes)>) -> DeadLetterFields {
+        let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+        let mut letter = DeadLetterFields::default();
+        let mut raw = Vec::new();
+        for (name, value) in pairs {
+            match name.as_str() {
+                DEAD_ORIGINAL_ID => letter.original_id = text(&value),
+                DEAD_REASON => letter.reason = text(&value),
+                DEAD_DELIVERIES => letter.deliveries = text(&value).parse().unwrap_or(0),
+                _ => {
+                    if let Some(name) = name.strip_prefix(DEAD_RAW_PREFIX) {
+                        raw.push((name.to_owned(), value));
+                    }
+                }
+            }
+        }
+        letter.fields = Fields::from_pairs(raw);
+        letter
+    }
 }
 
 #[cfg(test)]
@@ -82,31 +221,107 @@ mod tests {
         }
     }
 
+    /// What Redis hands back for `fields`: owned names.
+    fn read_back(fields: &Fields) -> Fields {
+        Fields::from_pairs(fields.pairs().into_iter().map(|(n, v)| (n.to_owned(), v)))
+    }
+
     #[test]
     fn batch_round_trips() {
         let b = batch();
         let bytes = encode_batch(&b);
         assert_eq!(bytes.len(), b.encoded_len());
+        let fields = Fields::new(bytes.clone(), Some("00-ab-cd-01".into()));
+        let read = read_back(&fields);
+        assert_eq!(read, fields);
+        assert_eq!(read.decode().unwrap(), b);
+        assert_eq!(read.traceparent_str(), Some("00-ab-cd-01"));
+        assert_eq!(decode_batch(&bytes).unwrap(), b);
+        let untagged = Fields {
+            batch: Some(bytes),
+            ..Fields::default()
+        };
         assert_eq!(
-            decode_entry(Some(FORMAT_V1.as_bytes()), Some(&bytes)).unwrap(),
-            b
+            untagged.decode().unwrap(),
+            b,
+            "an entry without a tag is v1"
         );
-        assert_eq!(decode_entry(None, Some(&bytes)).unwrap(), b);
+    }
+
+    #[test]
+    fn the_wire_names_are_the_ones_deployed_entries_have() {
+        let fields = Fields::new(Bytes::from_static(b"x"), Some("t".into()));
+        let names: Vec<&str> = fields.pairs().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["f", "b", "tp"]);
+        assert_eq!(fields.format.as_deref(), Some(&b"queue.v1"[..]));
+    }
+
+    #[test]
+    fn unknown_fields_are_kept_for_replay() {
+        let read = Fields::from_pairs([
+            ("zz".to_owned(), Bytes::from_static(b"2")),
+            ("b".to_owned(), Bytes::from_static(b"x")),
+            ("aa".to_owned(), Bytes::from_static(b"1")),
+        ]);
+        assert_eq!(read.batch.as_deref(), Some(&b"x"[..]));
+        assert_eq!(
+            read.other,
+            [
+                ("aa".to_owned(), Bytes::from_static(b"1")),
+                ("zz".to_owned(), Bytes::from_static(b"2"))
+            ]
+        );
+        assert_eq!(read_back(&read), read);
     }
 
     #[test]
     fn broken_entries_are_named() {
+        let tagged = |format: &'static [u8], batch: Option<&'static [u8]>| Fields {
+            format: Some(Bytes::from_static(format)),
+            batch: batch.map(Bytes::from_static),
+            ..Fields::default()
+        };
         assert_eq!(
-            decode_entry(Some(b"queue.v1"), None),
+            tagged(b"queue.v1", None).decode(),
             Err(EntryError::MissingBatch)
         );
         assert_eq!(
-            decode_entry(Some(b"queue.v9"), Some(b"")),
+            tagged(b"queue.v9", Some(b"")).decode(),
             Err(EntryError::UnsupportedFormat("queue.v9".into()))
         );
         assert!(matches!(
-            decode_entry(None, Some(&[0xff, 0xff, 0xff])),
+            decode_batch(&[0xff, 0xff, 0xff]),
             Err(EntryError::Decode(_))
         ));
+    }
+
+    #[test]
+    fn dead_letters_round_trip_with_the_original_fields() {
+        let letter = DeadLetterFields {
+            original_id: "5-1".into(),
+            reason: "bad bytes".into(),
+            deliveries: 6,
+            fields: Fields {
+                format: Some(Bytes::from_static(b"queue.v1")),
+                batch: Some(Bytes::from_static(&[0xff, 0x00])),
+                traceparent: Some(Bytes::from_static(b"00-ab")),
+                other: vec![("x".into(), Bytes::from_static(b"y"))],
+            },
+        };
+        let pairs = letter.pairs();
+        let names: Vec<&str> = pairs.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "id",
+                "reason",
+                "deliveries",
+                "raw.f",
+                "raw.b",
+                "raw.tp",
+                "raw.x"
+            ]
+        );
+        assert_eq!(DeadLetterFields::from_pairs(pairs), letter);
     }
 }

@@ -1,69 +1,143 @@
 //! Which errors are worth retrying, decided in one tested place, and the backoff between
-//! attempts.
+//! attempts. Every caller (the gateway's Redis writer, the consumer's loads) asks here.
 //!
-//! A retriable error may succeed if the same request is sent again later (the server was
-//! down, overloaded or timed out). A permanent one fails the same way every time (the data
-//! or the query is wrong), so retrying only delays the entries behind it.
+//! Each rule has its reason beside it, as vector's ClickHouse sink does: a newcomer who
+//! wonders why an error splits a batch or keeps it finds the answer next to the code.
 
 use std::time::Duration;
 
-/// What to do after an error.
+/// What to do after an error. The classes are the decisions the services make, not the
+/// kinds of error the clients report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
-    /// Try again after a backoff.
+    /// The server is down, slow, overloaded or moving: the same request may succeed after
+    /// a backoff. Nothing is wrong with the data or with us.
     Retriable,
-    /// Do not retry: the data or the request is bad.
-    Permanent,
+    /// The server is full (Redis at `maxmemory` with `noeviction`): retrying helps only
+    /// after the consumers have caught up, so a writer tells its client to slow down
+    /// rather than that the server is gone.
+    Full,
+    /// The data is refused, and the same bytes fail the same way every time: split the
+    /// batch until the refused entries are found and dead-letter them, so the rest flows.
+    BadData,
+    /// No entry is to blame, yet retrying fails until someone acts: the schema is missing,
+    /// the credentials are wrong, a command is refused. Keep the data and retry with
+    /// backoff; dead-lettering would throw away every entry for an operator's mistake.
+    NeedsOperator,
 }
 
-/// ClickHouse error codes that mean "this data or statement is wrong", so retrying the
-/// same insert cannot help. Each with the reason.
-const CLICKHOUSE_PERMANENT: &[(u32, &str)] = &[
-    (
-        6,
-        "CANNOT_PARSE_TEXT: a value does not parse as its column type",
-    ),
-    (
-        16,
-        "NO_SUCH_COLUMN_IN_TABLE: the row does not match the table",
-    ),
-    (
-        27,
-        "CANNOT_PARSE_INPUT_ASSERTION_FAILED: malformed input data",
-    ),
-    (
-        33,
-        "CANNOT_READ_ALL_DATA: RowBinary shorter than the schema expects",
-    ),
-    (36, "BAD_ARGUMENTS"),
-    (41, "CANNOT_PARSE_DATETIME"),
-    (53, "TYPE_MISMATCH"),
-    (60, "UNKNOWN_TABLE: schema missing; a human must migrate"),
-    (62, "SYNTAX_ERROR"),
-    (69, "ARGUMENT_OUT_OF_BOUND"),
-    (70, "CANNOT_CONVERT_TYPE"),
-    (72, "CANNOT_PARSE_NUMBER"),
-    (81, "UNKNOWN_DATABASE: schema missing; a human must migrate"),
-    (117, "INCORRECT_DATA: the inserted data is invalid"),
-    (130, "CANNOT_READ_ARRAY_FROM_TEXT"),
+/// A ClickHouse error code, what it decides, and why.
+struct Rule {
+    code: u32,
+    class: Class,
+    reason: &'static str,
+}
+
+/// ClickHouse error codes that are not [`Class::Retriable`], each with the reason. Codes
+/// not listed (memory limits, too many parts, shutting down, ...) are retriable: waiting
+/// helps them.
+const CLICKHOUSE_RULES: &[Rule] = &[
+    Rule {
+        code: 6,
+        class: Class::BadData,
+        reason: "CANNOT_PARSE_TEXT: a value does not parse as its column type",
+    },
+    Rule {
+        code: 16,
+        class: Class::BadData,
+        reason: "NO_SUCH_COLUMN_IN_TABLE: the row does not match the table",
+    },
+    Rule {
+        code: 27,
+        class: Class::BadData,
+        reason: "CANNOT_PARSE_INPUT_ASSERTION_FAILED: malformed input data",
+    },
+    Rule {
+        code: 33,
+        class: Class::BadData,
+        reason: "CANNOT_READ_ALL_DATA: RowBinary shorter than the schema expects",
+    },
+    Rule {
+        code: 36,
+        class: Class::BadData,
+        reason: "BAD_ARGUMENTS: a value is out of what the function or column accepts",
+    },
+    Rule {
+        code: 41,
+        class: Class::BadData,
+        reason: "CANNOT_PARSE_DATETIME: a time value does not parse",
+    },
+    Rule {
+        code: 53,
+        class: Class::BadData,
+        reason: "TYPE_MISMATCH: a value has the wrong type for its column",
+    },
+    Rule {
+        code: 60,
+        class: Class::NeedsOperator,
+        reason: "UNKNOWN_TABLE: the schema is missing; every entry would fail, a human must migrate",
+    },
+    Rule {
+        code: 62,
+        class: Class::BadData,
+        reason: "SYNTAX_ERROR: the statement is fixed, so the data made it unparsable",
+    },
+    Rule {
+        code: 69,
+        class: Class::BadData,
+        reason: "ARGUMENT_OUT_OF_BOUND: a value is out of range",
+    },
+    Rule {
+        code: 70,
+        class: Class::BadData,
+        reason: "CANNOT_CONVERT_TYPE: a value does not fit its column",
+    },
+    Rule {
+        code: 72,
+        class: Class::BadData,
+        reason: "CANNOT_PARSE_NUMBER: a number does not parse",
+    },
+    Rule {
+        code: 81,
+        class: Class::NeedsOperator,
+        reason: "UNKNOWN_DATABASE: the schema is missing; every entry would fail, a human must migrate",
+    },
+    Rule {
+        code: 117,
+        class: Class::BadData,
+        reason: "INCORRECT_DATA: the inserted data is invalid",
+    },
+    Rule {
+        code: 130,
+        class: Class::BadData,
+        reason: "CANNOT_READ_ARRAY_FROM_TEXT: an array value does not parse",
+    },
 ];
 
 /// Classifies a ClickHouse client error.
-///
-/// Network failures, timeouts and server-side errors not known to be about the data
-/// (memory limits, too many parts, shutting down) are retriable: waiting helps them.
 pub fn classify_clickhouse(err: &clickhouse::error::Error) -> Class {
     use clickhouse::error::Error as E;
     match err {
+        // The server is unreachable or slow: it may answer the same insert later.
         E::Network(_) | E::TimedOut => Class::Retriable,
-        E::BadResponse(text) => match clickhouse_code(text) {
-            Some(code) if CLICKHOUSE_PERMANENT.iter().any(|(c, _)| *c == code) => Class::Permanent,
-            _ => Class::Retriable,
-        },
-        // Serialization errors happen on our side before sending: the row cannot be encoded.
-        E::Custom(_) | E::SequenceMustHaveLength | E::InvalidUtf8Encoding(_) => Class::Permanent,
+        E::BadResponse(text) => clickhouse_code(text)
+            .and_then(|code| CLICKHOUSE_RULES.iter().find(|r| r.code == code))
+            .map_or(Class::Retriable, |rule| rule.class),
+        // Serialization fails on our side before sending: the row cannot be encoded, and
+        // the same row never will be.
+        E::Custom(_) | E::SequenceMustHaveLength | E::InvalidUtf8Encoding(_) => Class::BadData,
+        // Anything else the client reports (decompression, a broken response) is about
+        // the exchange, not the data: another attempt may go through.
         _ => Class::Retriable,
     }
+}
+
+/// The reason of the rule that classifies ClickHouse error code `code`, if one does.
+pub fn clickhouse_rule(code: u32) -> Option<&'static str> {
+    CLICKHOUSE_RULES
+        .iter()
+        .find(|r| r.code == code)
+        .map(|r| r.reason)
 }
 
 /// The numeric code in a ClickHouse error text such as `Code: 117. DB::Exception: ...`.
@@ -75,18 +149,31 @@ pub fn clickhouse_code(text: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// Classifies a Redis client error. Only an explicit error reply about the command or
-/// its data is permanent; an OOM reply is retriable (the consumer frees memory by
-/// acknowledging and trimming), as are I/O, timeouts and cluster moves.
+/// Classifies a Redis client error.
+///
+/// The stream's data is opaque bytes to Redis, so no Redis error is [`Class::BadData`]:
+/// an error reply is about us, the setup or the server's state.
 pub fn classify_redis(err: &fred::error::Error) -> Class {
     use fred::error::ErrorKind as K;
+    // `OOM command not allowed when used memory > 'maxmemory'`: the consumers free memory
+    // by acknowledging and trimming, so the write succeeds once they caught up.
+    if is_redis_oom(err) {
+        return Class::Full;
+    }
+    // `LOADING Redis is loading the dataset in memory`: a restarted server answers as
+    // soon as its AOF is read back.
+    if err.details().starts_with("LOADING") {
+        return Class::Retriable;
+    }
     match err.kind() {
-        K::InvalidArgument | K::InvalidCommand | K::Parse | K::Unknown
-            if !is_redis_oom(err) && !err.details().starts_with("LOADING") =>
-        {
-            Class::Permanent
-        }
-        _ => Class::Retriable,
+        // The connection broke, the answer was late, the request was dropped with its
+        // connection, the cluster moved a slot, or the client's own queue is full: each
+        // is gone after a reconnect, a redirect or a wait.
+        K::IO | K::Timeout | K::Canceled | K::Cluster | K::Backpressure => Class::Retriable,
+        // Wrong credentials, ACL refusals, bad URLs or TLS settings, an unknown command or
+        // an error reply nobody expected: the same call fails until someone fixes the
+        // setup or the code.
+        _ => Class::NeedsOperator,
     }
 }
 
@@ -129,40 +216,117 @@ mod tests {
     use super::*;
     use clickhouse::error::Error as E;
 
+    fn ch(text: &str) -> Class {
+        classify_clickhouse(&E::BadResponse(text.into()))
+    }
+
     #[test]
-    fn clickhouse_errors_are_classified_by_code() {
-        let bad = E::BadResponse("Code: 117. DB::Exception: Cannot parse input".into());
-        assert_eq!(classify_clickhouse(&bad), Class::Permanent);
-        let oom = E::BadResponse("Code: 241. DB::Exception: Memory limit exceeded".into());
-        assert_eq!(classify_clickhouse(&oom), Class::Retriable);
-        let parts = E::BadResponse("Code: 252. DB::Exception: Too many parts".into());
-        assert_eq!(classify_clickhouse(&parts), Class::Retriable);
+    fn clickhouse_data_errors_are_bad_data() {
+        assert_eq!(
+            ch("Code: 117. DB::Exception: Cannot parse input"),
+            Class::BadData
+        );
+        assert_eq!(
+            ch("Code: 6. DB::Exception: Cannot parse string"),
+            Class::BadData
+        );
+        assert_eq!(ch("Code: 53. DB::Exception: Type mismatch"), Class::BadData);
+        // serialization fails before sending: the row itself cannot be encoded
+        assert_eq!(
+            classify_clickhouse(&E::Custom("bad row".into())),
+            Class::BadData
+        );
+    }
+
+    #[test]
+    fn a_missing_clickhouse_schema_needs_an_operator() {
+        assert_eq!(
+            ch("Code: 60. DB::Exception: Table x doesn't exist"),
+            Class::NeedsOperator
+        );
+        assert_eq!(
+            ch("Code: 81. DB::Exception: Database x doesn't exist"),
+            Class::NeedsOperator
+        );
+    }
+
+    #[test]
+    fn clickhouse_load_and_network_errors_are_retriable() {
+        assert_eq!(
+            ch("Code: 241. DB::Exception: Memory limit exceeded"),
+            Class::Retriable
+        );
+        assert_eq!(
+            ch("Code: 252. DB::Exception: Too many parts"),
+            Class::Retriable
+        );
+        assert_eq!(ch("no code at all"), Class::Retriable);
         assert_eq!(classify_clickhouse(&E::TimedOut), Class::Retriable);
         assert_eq!(
             classify_clickhouse(&E::Network("refused".into())),
             Class::Retriable
         );
-        assert_eq!(
-            classify_clickhouse(&E::Custom("bad row".into())),
-            Class::Permanent
-        );
+    }
+
+    #[test]
+    fn every_clickhouse_rule_has_one_code_and_a_reason() {
+        for (i, rule) in CLICKHOUSE_RULES.iter().enumerate() {
+            assert!(!rule.reason.is_empty(), "code {} has no reason", rule.code);
+            assert_ne!(rule.class, Class::Retriable, "unlisted codes are retriable");
+            assert!(
+                CLICKHOUSE_RULES[i + 1..]
+                    .iter()
+                    .all(|r| r.code != rule.code),
+                "code {} is listed twice",
+                rule.code
+            );
+        }
+        assert!(clickhouse_rule(117).unwrap().starts_with("INCORRECT_DATA"));
+        assert_eq!(clickhouse_rule(241), None);
         assert_eq!(clickhouse_code("x Code: 60. DB::Exception"), Some(60));
         assert_eq!(clickhouse_code("no code"), None);
     }
 
     #[test]
-    fn redis_errors_are_classified() {
+    fn a_full_redis_is_full_not_gone() {
         use fred::error::{Error, ErrorKind};
         let oom = Error::new(
             ErrorKind::Unknown,
             "OOM command not allowed when used memory > 'maxmemory'.",
         );
         assert!(is_redis_oom(&oom));
-        assert_eq!(classify_redis(&oom), Class::Retriable);
-        let io = Error::new(ErrorKind::IO, "connection reset");
-        assert_eq!(classify_redis(&io), Class::Retriable);
+        assert_eq!(classify_redis(&oom), Class::Full);
+    }
+
+    #[test]
+    fn redis_connection_trouble_is_retriable() {
+        use fred::error::{Error, ErrorKind};
+        for kind in [
+            ErrorKind::IO,
+            ErrorKind::Timeout,
+            ErrorKind::Canceled,
+            ErrorKind::Cluster,
+            ErrorKind::Backpressure,
+        ] {
+            let err = Error::new(kind.clone(), "connection reset");
+            assert_eq!(classify_redis(&err), Class::Retriable, "{kind:?}");
+        }
+        let loading = Error::new(
+            ErrorKind::Unknown,
+            "LOADING Redis is loading the dataset in memory",
+        );
+        assert_eq!(classify_redis(&loading), Class::Retriable);
+    }
+
+    #[test]
+    fn refused_redis_commands_need_an_operator() {
+        use fred::error::{Error, ErrorKind};
         let syntax = Error::new(ErrorKind::InvalidArgument, "ERR syntax error");
-        assert_eq!(classify_redis(&syntax), Class::Permanent);
+        assert_eq!(classify_redis(&syntax), Class::NeedsOperator);
+        let auth = Error::new(ErrorKind::Auth, "WRONGPASS invalid username-password pair");
+        assert_eq!(classify_redis(&auth), Class::NeedsOperator);
+        let acl = Error::new(ErrorKind::Unknown, "NOPERM this user has no permissions");
+        assert_eq!(classify_redis(&acl), Class::NeedsOperator);
     }
 
     #[test]

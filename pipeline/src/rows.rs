@@ -8,7 +8,10 @@
 use clickhouse::Row;
 use serde::Serialize;
 
-use crate::proto::ingest::{CommerceEvent, Event, ProbeResult, event::Payload};
+use crate::{
+    proto::ingest::{CommerceEvent, Event, ProbeResult, event::Payload},
+    validate::Accepted,
+};
 
 pub const COMMERCE_TABLE: &str = "commerce_events";
 pub const PROBE_TABLE: &str = "probe_results";
@@ -103,25 +106,15 @@ pub fn decimal9(units: i64, nanos: i32) -> i64 {
         .saturating_add(nanos as i64)
 }
 
-/// Converts an event that passed validation into its row; `None` if it has no payload
-/// (which validation rejects).
-pub fn event_row<'a>(event: &'a Event, received_at: u32, region: i8) -> Option<EventRow<'a>> {
-    let occurred_at = datetime(event.occurred_at.as_ref().map_or(0, |t| t.seconds));
-    match event.payload.as_ref()? {
-        Payload::Commerce(c) => Some(EventRow::Commerce(commerce_row(
-            event,
-            c,
-            occurred_at,
-            received_at,
-            region,
-        ))),
-        Payload::Probe(p) => Some(EventRow::Probe(probe_row(
-            event,
-            p,
-            occurred_at,
-            received_at,
-            region,
-        ))),
+/// Converts an event that passed validation into its row.
+pub fn event_row(accepted: &Accepted, received_at: u32, region: i8) -> EventRow<'_> {
+    let event = accepted.event();
+    let occurred_at = datetime(accepted.occurred_at());
+    match accepted.payload() {
+        Payload::Commerce(c) => {
+            EventRow::Commerce(commerce_row(event, c, occurred_at, received_at, region))
+        }
+        Payload::Probe(p) => EventRow::Probe(probe_row(event, p, occurred_at, received_at, region)),
     }
 }
 

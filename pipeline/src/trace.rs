@@ -4,7 +4,7 @@
 //! A trace follows a batch of events from the store's request through the gateway's `XADD`
 //! to the consumer's insert, following the OpenTelemetry messaging conventions: the gateway's
 //! PRODUCER span stores its `traceparent` in the stream entry (field
-//! [`crate::entry::FIELD_TRACEPARENT`]); the consumer's CONSUMER span for a batch of entries
+//! [`crate::entry::Fields::traceparent`]); the consumer's CONSUMER span for a batch of entries
 //! cannot have them all as parents, so it *links* to each one ([`add_links`]).
 //!
 //! The W3C TraceContext propagator is used directly, not the global one, so these functions
@@ -118,7 +118,7 @@ pub fn rpc_server_span(service: &str, method: &str, headers: &http::HeaderMap) -
 
 /// The PRODUCER span of writing one stream entry (`send <stream>`); inside it,
 /// [`current_traceparent`] is the value to store in the entry's
-/// [`crate::entry::FIELD_TRACEPARENT`]. Record the entry id once Redis returns it:
+/// [`crate::entry::Fields::traceparent`]. Record the entry id once Redis returns it:
 /// `span.record("messaging.message.id", id)`.
 pub fn producer_span(stream: &str) -> tracing::Span {
     tracing::info_span!(

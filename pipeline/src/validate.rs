@@ -79,16 +79,16 @@ pub struct Context<'a> {
 pub struct Rule {
     pub name: &'static str,
     pub contract: &'static str,
-    check: fn(&Context<'_>, &Event, &mut Sink<'_>),
+    check: fn(&Context<'_>, &Event, &mut Collector<'_>),
 }
 
-/// Collects violations of one event, building paths only on failure.
-struct Sink<'a> {
+/// Collects the violations of one event, building paths only on failure.
+struct Collector<'a> {
     index: usize,
     out: &'a mut Vec<Violation>,
 }
 
-impl Sink<'_> {
+impl Collector<'_> {
     fn fail(&mut self, field: &str, description: impl Into<String>) {
         let mut path = String::with_capacity(field.len() + 12);
         let _ = write!(path, "events[{}].{field}", self.index);
@@ -138,29 +138,102 @@ pub static RULES: &[Rule] = &[
     },
 ];
 
-/// The verdict on a batch of events.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Verdict {
-    /// Rejected events: index into the batch and every violation, in index order.
-    pub rejected: Vec<(usize, Vec<Violation>)>,
+/// An event that passed every rule of a batch. Only [`check_batch`] makes one, so code
+/// that takes an `Accepted` (the row conversion, the gateway's queued batch) has no
+/// "what if it is invalid" branch: a payload and `occurred_at` are there.
+///
+/// `repr(transparent)`: turning the accepted events back into `Event`s reuses their
+/// vector's allocation.
+#[derive(Clone, Debug, PartialEq)]
+#[repr(transparent)]
+pub struct Accepted(Event);
+
+impl Accepted {
+    pub fn event(&self) -> &Event {
+        &self.0
+    }
+
+    /// The event, to be moved into the queued batch.
+    pub fn into_event(self) -> Event {
+        self.0
+    }
+
+    /// The payload, which the `payload` rule requires.
+    pub fn payload(&self) -> &Payload {
+        match &self.0.payload {
+            Some(payload) => payload,
+            None => unreachable!("check_batch accepts no event without a payload"),
+        }
+    }
+
+    /// When the event happened, in Unix seconds; the `occurred_at` rule requires it.
+    pub fn occurred_at(&self) -> i64 {
+        self.0.occurred_at.as_ref().map_or(0, |t| t.seconds)
+    }
 }
 
-impl Verdict {
+/// An event that broke at least one rule, with its index in the batch and every
+/// violation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rejected {
+    pub index: usize,
+    pub event: Event,
+    pub violations: Vec<Violation>,
+}
+
+impl Rejected {
+    /// The violations as the `reason` text of a rejected row.
+    pub fn reason(&self) -> String {
+        reason(&self.violations)
+    }
+}
+
+/// A batch split by the rules: what may be loaded, and what may not and why.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Checked {
+    /// Accepted events, in batch order.
+    pub accepted: Vec<Accepted>,
+    /// Rejected events, in batch order.
+    pub rejected: Vec<Rejected>,
+}
+
+impl Checked {
     pub fn is_clean(&self) -> bool {
         self.rejected.is_empty()
     }
 }
 
-/// Checks every event of a batch, plus the batch-wide rule that event ids are unique.
-pub fn check_batch(ctx: &Context<'_>, events: &[Event]) -> Verdict {
-    let mut verdict = Verdict::default();
+/// Checks every event of a batch, plus the batch-wide rule that event ids are unique, and
+/// splits the batch by the verdict. Events are moved, not copied.
+pub fn check_batch(ctx: &Context<'_>, events: Vec<Event>) -> Checked {
+    let mut bad = violations(ctx, &events).into_iter().peekable();
+    let mut checked = Checked {
+        accepted: Vec::with_capacity(events.len()),
+        rejected: Vec::new(),
+    };
+    for (index, event) in events.into_iter().enumerate() {
+        match bad.next_if(|(i, _)| *i == index) {
+            None => checked.accepted.push(Accepted(event)),
+            Some((_, violations)) => checked.rejected.push(Rejected {
+                index,
+                event,
+                violations,
+            }),
+        }
+    }
+    checked
+}
+
+/// Every rejected event's index and violations, in index order.
+fn violations(ctx: &Context<'_>, events: &[Event]) -> Vec<(usize, Vec<Violation>)> {
+    let mut rejected = Vec::new();
     let mut first_seen: HashMap<&str, usize> = HashMap::with_capacity(events.len());
     let mut violations = Vec::new();
     for (index, event) in events.iter().enumerate() {
         check_event(ctx, index, event, &mut violations);
         if !event.event_id.is_empty() {
             if let Some(&first) = first_seen.get(event.event_id.as_str()) {
-                Sink {
+                Collector {
                     index,
                     out: &mut violations,
                 }
@@ -175,12 +248,10 @@ pub fn check_batch(ctx: &Context<'_>, events: &[Event]) -> Verdict {
             }
         }
         if !violations.is_empty() {
-            verdict
-                .rejected
-                .push((index, std::mem::take(&mut violations)));
+            rejected.push((index, std::mem::take(&mut violations)));
         }
     }
-    verdict
+    rejected
 }
 
 /// The violations of one event as the `reason` text of a rejected row: `field: description`,
@@ -195,13 +266,13 @@ pub fn reason(violations: &[Violation]) -> String {
 
 /// Checks one event against every rule, appending violations to `out`.
 pub fn check_event(ctx: &Context<'_>, index: usize, event: &Event, out: &mut Vec<Violation>) {
-    let mut sink = Sink { index, out };
+    let mut sink = Collector { index, out };
     for rule in RULES {
         (rule.check)(ctx, event, &mut sink);
     }
 }
 
-fn check_event_id(_: &Context<'_>, e: &Event, sink: &mut Sink<'_>) {
+fn check_event_id(_: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
     if e.event_id.is_empty() {
         sink.fail(
             "event_id",
@@ -225,7 +296,7 @@ fn is_canonical_uuid(s: &str) -> bool {
         })
 }
 
-fn check_occurred_at(ctx: &Context<'_>, e: &Event, sink: &mut Sink<'_>) {
+fn check_occurred_at(ctx: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
     let Some(ts) = &e.occurred_at else {
         sink.fail(
             "occurred_at",
@@ -261,7 +332,7 @@ fn check_occurred_at(ctx: &Context<'_>, e: &Event, sink: &mut Sink<'_>) {
     }
 }
 
-fn check_store_id(ctx: &Context<'_>, e: &Event, sink: &mut Sink<'_>) {
+fn check_store_id(ctx: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
     if e.store_id.is_empty() {
         sink.fail("store_id", "is required: the sending store's id");
     } else if e.store_id.len() > MAX_STORE_ID_LEN {
@@ -285,7 +356,7 @@ fn check_store_id(ctx: &Context<'_>, e: &Event, sink: &mut Sink<'_>) {
     }
 }
 
-fn check_region(ctx: &Context<'_>, e: &Event, sink: &mut Sink<'_>) {
+fn check_region(ctx: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
     match Region::from_proto(e.region) {
         None if e.region == 0 => sink.fail(
             "region",
@@ -314,13 +385,13 @@ fn check_region(ctx: &Context<'_>, e: &Event, sink: &mut Sink<'_>) {
     }
 }
 
-fn check_payload(_: &Context<'_>, e: &Event, sink: &mut Sink<'_>) {
+fn check_payload(_: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
     if e.payload.is_none() {
         sink.fail("payload", "is required: exactly one of commerce or probe");
     }
 }
 
-fn check_commerce(_: &Context<'_>, e: &Event, sink: &mut Sink<'_>) {
+fn check_commerce(_: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
     let Some(Payload::Commerce(c)) = &e.payload else {
         return;
     };
@@ -391,7 +462,7 @@ fn check_line_total(sink: &mut Sink<'_>, price: &Money, quantity: u32) {
     }
 }
 
-fn check_quantity(sink: &mut Sink<'_>, c: &CommerceEvent, kind: Option<CommerceEventType>) {
+fn check_quantity(sink: &mut Collector<'_>, c: &CommerceEvent, kind: Option<CommerceEventType>) {
     let needs_units = matches!(
         kind,
         Some(
@@ -413,7 +484,7 @@ fn check_quantity(sink: &mut Sink<'_>, c: &CommerceEvent, kind: Option<CommerceE
     }
 }
 
-fn check_price(sink: &mut Sink<'_>, price: &Money) {
+fn check_price(sink: &mut Collector<'_>, price: &Money) {
     if price.currency_code.is_empty() {
         sink.fail(
             "commerce.price.currency_code",
@@ -452,14 +523,14 @@ fn check_price(sink: &mut Sink<'_>, price: &Money) {
     }
 }
 
-fn check_probe(_: &Context<'_>, e: &Event, sink: &mut Sink<'_>) {
+fn check_probe(_: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
     let Some(Payload::Probe(p)) = &e.payload else {
         return;
     };
     check_probe_fields(sink, p);
 }
 
-fn check_probe_fields(sink: &mut Sink<'_>, p: &ProbeResult) {
+fn check_probe_fields(sink: &mut Collector<'_>, p: &ProbeResult) {
     check_text(sink, "probe.target", &p.target, MAX_TARGET_LEN, true);
     if !(100..=599).contains(&p.status_code) {
         sink.fail(
@@ -478,7 +549,7 @@ fn check_probe_fields(sink: &mut Sink<'_>, p: &ProbeResult) {
     }
 }
 
-fn check_text(sink: &mut Sink<'_>, field: &str, value: &str, max: usize, required: bool) {
+fn check_text(sink: &mut Collector<'_>, field: &str, value: &str, max: usize, required: bool) {
     if required && value.is_empty() {
         sink.fail(field, "is required");
     } else if value.len() > max {

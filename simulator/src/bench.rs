@@ -10,13 +10,10 @@ use std::{
 };
 
 use anyhow::Context as _;
-use fred::{
-    interfaces::{ClientLike, KeysInterface, StreamsInterface},
-    types::Value,
-};
+use fred::interfaces::{ClientLike, KeysInterface, StreamsInterface};
 use futures::StreamExt;
 use pipeline::{
-    entry::{FIELD_BATCH, FIELD_FORMAT, FORMAT_V1, encode_batch},
+    entry::{Fields, encode_batch},
     proto::{
         ingest::{
             Event, PublishRequest, event::Payload, ingest_service_client::IngestServiceClient,
@@ -24,6 +21,7 @@ use pipeline::{
         queue::QueuedBatch,
     },
     rows::{COMMERCE_TABLE, CommerceRow, EventRow, event_row},
+    validate::{Accepted, Context, Limits, check_batch},
 };
 use serde_json::json;
 
@@ -60,15 +58,10 @@ pub async fn redis(args: &BenchRedisArgs) -> anyhow::Result<String> {
     client.init().await.context("connecting to redis")?;
     let _: i64 = client.del(&args.stream_key).await?;
     let entries = args.events.div_ceil(args.batch_size.max(1) as u64);
+    let fields = Fields::new(entry.clone(), None);
     let started = Instant::now();
     let results: Vec<Result<String, fred::error::Error>> = futures::stream::iter(0..entries)
-        .map(|_| {
-            let fields = vec![
-                (FIELD_FORMAT, Value::from_static_str(FORMAT_V1)),
-                (FIELD_BATCH, Value::Bytes(entry.clone())),
-            ];
-            client.xadd(&*args.stream_key, false, None, "*", fields)
-        })
+        .map(|_| client.xadd(&*args.stream_key, false, None, "*", fields.pairs()))
         .buffer_unordered(args.in_flight.max(1))
         .collect()
         .await;
@@ -90,6 +83,21 @@ pub async fn redis(args: &BenchRedisArgs) -> anyhow::Result<String> {
     .to_string())
 }
 
+/// The events of `events` that pass the rules, as rows are made only of those. The
+/// simulated clock runs ahead of the wall clock, so the future skew is widened.
+fn valid(events: Vec<Event>) -> Vec<Accepted> {
+    let limits = Limits {
+        max_future_skew: Duration::from_secs(86_400),
+        ..Limits::default()
+    };
+    let ctx = Context {
+        limits: &limits,
+        now_unix: now_unix(),
+        sender: None,
+    };
+    check_batch(&ctx, events).accepted
+}
+
 /// A RowBinary bulk insert of `rows` commerce rows, then `single_inserts` one-row inserts
 /// (one HTTP request each, the seed's one-INSERT-per-event approach), into a scratch
 /// database with the pipeline's schema.
@@ -108,7 +116,8 @@ pub async fn clickhouse(args: &BenchClickhouseArgs) -> anyhow::Result<String> {
 
     // a pool of distinct rows, reused with fresh ids, so memory stays small
     let stores = fleet(1, "bench");
-    let pool: Vec<Event> = Generator::new(2, now_unix()).commerce_batch(&stores[0], 10_000);
+    let pool = valid(Generator::new(2, now_unix()).commerce_batch(&stores[0], 10_000));
+    anyhow::ensure!(!pool.is_empty(), "no generated event passes the rules");
     let ids: Vec<String> = (0..args.rows.max(args.single_inserts))
         .map(|i| {
             uuid::Uuid::from_u128(0xbe9c_0000_0000_4000_8000_0000_0000_0000 | i as u128).to_string()
@@ -117,8 +126,7 @@ pub async fn clickhouse(args: &BenchClickhouseArgs) -> anyhow::Result<String> {
     let region = stores[0].region.ch_code();
     let received = now_unix() as u32;
     let row = |i: usize| -> CommerceRow<'_> {
-        let Some(EventRow::Commerce(mut row)) = event_row(&pool[i % pool.len()], received, region)
-        else {
+        let EventRow::Commerce(mut row) = event_row(&pool[i % pool.len()], received, region) else {
             unreachable!("the pool holds commerce events only")
         };
         row.event_id = &ids[i];

@@ -671,8 +671,8 @@ mod tests {
                     region: store.region,
                 }),
             };
-            let verdict = pipeline::validate::check_batch(&ctx, &events);
-            assert!(verdict.is_clean(), "{:?}", verdict.rejected.first());
+            let checked = pipeline::validate::check_batch(&ctx, events.clone());
+            assert!(checked.is_clean(), "{:?}", checked.rejected.first());
             assert!(
                 events
                     .iter()

@@ -447,8 +447,8 @@ mod tests {
                     region: stores[store].region,
                 }),
             };
-            let verdict = pipeline::validate::check_batch(&ctx, std::slice::from_ref(&event));
-            assert!(verdict.is_clean(), "{:?}", verdict.rejected.first());
+            let checked = pipeline::validate::check_batch(&ctx, vec![event]);
+            assert!(checked.is_clean(), "{:?}", checked.rejected.first());
         }
     }
 

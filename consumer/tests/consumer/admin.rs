@@ -2,7 +2,6 @@
 
 use std::{process::Command, time::Duration};
 
-use bytes::Bytes;
 use consumer::{config, dead_letter::DeadLetters};
 
 use crate::helpers::*;
@@ -32,7 +31,7 @@ async fn dead_letters_are_listed_and_replayed() {
     let settings = env.settings("c1", &["--max-deliveries", "1"]);
     // The consumer died once while loading it, and the limit is one: dead-lettered.
     env.die_loading("c1", 1).await;
-    env.xadd(vec![("b", Bytes::from_static(b"garbage"))]).await;
+    env.xadd(&garbage_entry()).await;
     let mut worker = consumer::Worker::connect(&settings).await.unwrap();
     drive(&mut worker, Duration::from_secs(30), || async {
         env.pending("loader").await == 0
@@ -101,13 +100,7 @@ async fn dead_letters_of_every_shard_are_listed_and_replayed_to_their_shard() {
     for key in shards.keys() {
         let _: String = env
             .redis
-            .xadd(
-                key,
-                false,
-                None,
-                "*",
-                vec![("b", Bytes::from_static(b"garbage"))],
-            )
+            .xadd(key, false, None, "*", garbage_entry().pairs())
             .await
             .unwrap();
     }

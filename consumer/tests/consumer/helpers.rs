@@ -7,7 +7,7 @@ use bytes::Bytes;
 use clap::Parser;
 use fred::interfaces::{ClientLike, StreamsInterface};
 use pipeline::{
-    entry::{FIELD_BATCH, FIELD_FORMAT, FORMAT_V1, encode_batch},
+    entry::{Fields, encode_batch},
     proto::{
         ingest::{CommerceEvent, CommerceEventType, Event, Money, Region, event::Payload},
         queue::QueuedBatch,
@@ -107,11 +107,7 @@ impl Env {
 
     /// Writes one entry holding `batch`, as the gateway does; returns the entry id.
     pub async fn publish_batch(&self, batch: &QueuedBatch) -> String {
-        self.xadd(vec![
-            (FIELD_FORMAT, Bytes::from_static(FORMAT_V1.as_bytes())),
-            (FIELD_BATCH, encode_batch(batch)),
-        ])
-        .await
+        self.xadd(&Fields::new(encode_batch(batch), None)).await
     }
 
     /// Writes `entries` entries of `per_entry` fresh events each; returns the event ids.
@@ -126,9 +122,9 @@ impl Env {
     }
 
     /// Writes an entry with exactly these fields.
-    pub async fn xadd(&self, fields: Vec<(&str, Bytes)>) -> String {
+    pub async fn xadd(&self, fields: &Fields) -> String {
         self.redis
-            .xadd(&self.stream, false, None, "*", fields)
+            .xadd(&self.stream, false, None, "*", fields.pairs())
             .await
             .unwrap()
     }
@@ -161,6 +157,15 @@ impl Env {
         let summary: fred::types::Value =
             self.redis.xpending(&self.stream, group, ()).await.unwrap();
         summary.into_array()[0].as_u64().unwrap()
+    }
+}
+
+/// An entry with a batch field that is not protobuf and no format tag, as a broken
+/// producer might write it.
+pub fn garbage_entry() -> Fields {
+    Fields {
+        batch: Some(Bytes::from_static(b"garbage")),
+        ..Fields::default()
     }
 }
 

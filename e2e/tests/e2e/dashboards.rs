@@ -9,6 +9,7 @@ use pipeline::{
     proto::ingest::event::Payload,
     region::Region,
     rows::{CommerceRow, EventRow, ProbeRow, RejectSource, RejectedRow},
+    validate::{Accepted, Context, Limits, check_batch},
 };
 use serde_json::Value;
 
@@ -434,7 +435,7 @@ async fn load_simulated_data(client: &clickhouse::Client, base: i64) -> u64 {
         .cloned()
         .collect();
     for (i, (mut event, region)) in outage.into_iter().enumerate() {
-        event.event_id = format!("outage-{i}");
+        event.event_id = format!("00000000-0000-4000-8000-{i:012}");
         if let Some(t) = &mut event.occurred_at {
             t.seconds = base;
         }
@@ -445,6 +446,24 @@ async fn load_simulated_data(client: &clickhouse::Client, base: i64) -> u64 {
         events.push((event, region));
     }
 
+    // Rows are made of validated events only; the simulated clock may run past `base`.
+    let limits = Limits {
+        max_future_skew: std::time::Duration::from_secs(86_400),
+        ..Limits::default()
+    };
+    let ctx = Context {
+        limits: &limits,
+        now_unix: base,
+        sender: None,
+    };
+    let events: Vec<(Accepted, Region)> = events
+        .into_iter()
+        .map(|(event, region)| {
+            let mut checked = check_batch(&ctx, vec![event]);
+            assert!(checked.is_clean(), "{:?}", checked.rejected);
+            (checked.accepted.remove(0), region)
+        })
+        .collect();
     let received_at = pipeline::rows::datetime(base + 2);
     let mut distinct_probes = 0;
     for _copy in 0..2 {
@@ -459,12 +478,11 @@ async fn load_simulated_data(client: &clickhouse::Client, base: i64) -> u64 {
         distinct_probes = 0;
         for (event, region) in &events {
             match pipeline::rows::event_row(event, received_at, region.ch_code()) {
-                Some(EventRow::Commerce(row)) => commerce.write(&row).await.unwrap(),
-                Some(EventRow::Probe(row)) => {
+                EventRow::Commerce(row) => commerce.write(&row).await.unwrap(),
+                EventRow::Probe(row) => {
                     distinct_probes += 1;
                     probes.write(&row).await.unwrap()
                 }
-                None => panic!("simulated event without payload"),
             }
         }
         commerce.end().await.unwrap();

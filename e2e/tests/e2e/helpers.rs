@@ -8,7 +8,7 @@ use std::{
 
 use clap::Parser;
 use fred::interfaces::{ClientLike, StreamsInterface};
-use pipeline::{entry::decode_entry, proto::queue::QueuedBatch};
+use pipeline::{entry::Fields, proto::queue::QueuedBatch};
 
 /// A gateway running in this process until dropped, with its stores file.
 pub struct Gateway {
@@ -100,13 +100,7 @@ pub async fn stream_batches(redis_url: &str, stream_key: &str) -> Vec<QueuedBatc
         .unwrap();
     entries
         .into_iter()
-        .map(|(_, fields)| {
-            decode_entry(
-                fields.get("f").map(|b| &b[..]),
-                fields.get("b").map(|b| &b[..]),
-            )
-            .unwrap()
-        })
+        .map(|(_, fields)| Fields::from_pairs(fields).decode().unwrap())
         .collect()
 }
 

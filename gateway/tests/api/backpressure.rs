@@ -143,7 +143,7 @@ async fn the_backlog_is_the_slowest_group_counting_unacknowledged_entries() {
         "no stream yet"
     );
     for _ in 0..10 {
-        redis.cli(&["XADD", &key, "*", "f", "x"]).unwrap();
+        redis.cli(&["XADD", &key, "*", "filler", "x"]).unwrap();
     }
     assert_eq!(
         backlog(client.clone(), key.clone()).await,

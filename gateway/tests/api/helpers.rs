@@ -8,7 +8,7 @@ use std::{
 use clap::Parser;
 use fred::interfaces::{ClientLike, StreamsInterface};
 use pipeline::{
-    entry::decode_entry,
+    entry::Fields,
     proto::{
         ingest::{
             Event, ProbeResult, PublishRequest, Region, event::Payload,
@@ -130,13 +130,7 @@ pub async fn stream_batches(redis_url: &str, stream_key: &str) -> Vec<QueuedBatc
         .unwrap();
     entries
         .into_iter()
-        .map(|(_, fields)| {
-            decode_entry(
-                fields.get("f").map(|b| &b[..]),
-                fields.get("b").map(|b| &b[..]),
-            )
-            .unwrap()
-        })
+        .map(|(_, fields)| Fields::from_pairs(fields).decode().unwrap())
         .collect()
 }
 

@@ -670,16 +670,20 @@ fn batch_rejects_repeated_event_ids_after_the_first() {
         sender: None,
     };
     let events = vec![commerce(), probe(), commerce()];
-    let verdict = check_batch(&ctx, &events);
-    assert_eq!(verdict.rejected.len(), 2);
-    assert_eq!(verdict.rejected[0].0, 1);
-    assert_eq!(verdict.rejected[0].1[0].field, "events[1].event_id");
+    let checked = check_batch(&ctx, events);
+    assert_eq!(checked.rejected.len(), 2);
+    assert_eq!(checked.rejected[0].index, 1);
+    assert_eq!(
+        checked.rejected[0].violations[0].field,
+        "events[1].event_id"
+    );
     assert!(
-        verdict.rejected[0].1[0]
+        checked.rejected[0].violations[0]
             .description
             .contains("duplicates events[0].event_id")
     );
-    assert_eq!(verdict.rejected[1].0, 2);
+    assert_eq!(checked.rejected[1].index, 2);
+    assert_eq!(checked.accepted, [Accepted(commerce())]);
 }
 
 #[test]
@@ -690,16 +694,20 @@ fn a_valid_batch_is_clean_and_several_violations_are_all_reported() {
         now_unix: NOW,
         sender: None,
     };
-    assert!(check_batch(&ctx, &[commerce()]).is_clean());
+    assert!(check_batch(&ctx, vec![commerce()]).is_clean());
     let bad = Event {
         event_id: "".into(),
         region: 0,
         payload: None,
         ..commerce()
     };
-    let verdict = check_batch(&ctx, &[commerce(), bad]);
-    let fields: Vec<_> = verdict.rejected[0]
-        .1
+    let checked = check_batch(&ctx, vec![commerce(), bad.clone()]);
+    assert_eq!(
+        checked.rejected[0].event, bad,
+        "the rejected event is kept whole"
+    );
+    let fields: Vec<_> = checked.rejected[0]
+        .violations
         .iter()
         .map(|v| v.field.as_str())
         .collect();
@@ -722,4 +730,26 @@ fn iso4217_table_is_sorted_and_strict() {
     for bad in ["", "EU", "eur", "XXX", "XTS", "ABC"] {
         assert!(!is_iso4217(bad), "{bad}");
     }
+}
+
+#[test]
+fn accepted_events_keep_their_order_and_give_back_their_payload() {
+    let limits = Limits::default();
+    let ctx = Context {
+        limits: &limits,
+        now_unix: NOW,
+        sender: None,
+    };
+    let second = Event {
+        event_id: "1b7f2b8e-6a47-4d3a-9d51-4c3f0a3f5a10".into(),
+        ..probe()
+    };
+    let checked = check_batch(&ctx, vec![commerce(), Event::default(), second.clone()]);
+    assert_eq!(checked.rejected.len(), 1);
+    assert_eq!(checked.rejected[0].index, 1);
+    let accepted: Vec<Event> = checked.accepted.iter().map(|a| a.event().clone()).collect();
+    assert_eq!(accepted, [commerce(), second.clone()]);
+    assert!(matches!(checked.accepted[1].payload(), Payload::Probe(_)));
+    assert_eq!(checked.accepted[0].occurred_at(), NOW - 60);
+    assert_eq!(checked.accepted[1].clone().into_event(), second);
 }
