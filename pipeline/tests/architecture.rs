@@ -103,7 +103,8 @@ fn no_file_but_pipeline_entry_names_a_stream_entry_field() {
 #[test]
 fn errors_are_classified_only_in_pipeline_retry() {
     const NEEDLES: &[&str] = &[
-        "ErrorKind::",
+        ".kind() {",
+        ".kind() ==",
         "clickhouse_code(",
         "BadResponse(",
         ".details().starts_with(\"OOM",
