@@ -447,7 +447,7 @@ fn check_commerce(_: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
 
 /// `price × quantity` at most [`MAX_LINE_TOTAL_UNITS`]; computed in `i128` nanos, which
 /// cannot overflow for any `i64` units and `u32` quantity.
-fn check_line_total(sink: &mut Sink<'_>, price: &Money, quantity: u32) {
+fn check_line_total(sink: &mut Collector<'_>, price: &Money, quantity: u32) {
     const NANOS: i128 = 1_000_000_000;
     let line = (i128::from(price.units) * NANOS + i128::from(price.nanos)) * i128::from(quantity);
     if line > i128::from(MAX_LINE_TOTAL_UNITS) * NANOS {
