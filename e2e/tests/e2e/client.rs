@@ -256,7 +256,7 @@ async fn quota_refusals_are_retried_after_retry_info() {
     let ids = publish_during(&publisher, 800, async {}).await;
     let stats = publisher.close().await.unwrap();
     assert_eq!((stats.acknowledged, stats.failed), (800, 0));
-    let attempts = attempts.lock().unwrap();
+    let attempts = attempts.lock().unwrap().clone();
     assert!(
         attempts.iter().any(|a| matches!(a, Ok(n) if *n > 1)),
         "800 events at 200/s must meet the quota: {attempts:?}"
