@@ -82,10 +82,6 @@ impl RedisArgs {
     /// when it is not.
     pub fn config(&self) -> Result<fred::types::config::Config, fred::error::Error> {
         use fred::error::{Error, ErrorKind};
-        // rustls cannot choose between ring and aws-lc-rs when a build links both (a
-        // workspace build does, through aws-sdk-s3), and would panic; ring is what the
-        // gateway's server TLS uses too. An error only means a provider is installed.
-        let _ = fred::rustls::crypto::ring::default_provider().install_default();
         let mut config = fred::types::config::Config::from_url(&self.redis_url)?;
         match (&config.tls, &self.redis_tls_ca_file) {
             (None, None) => {}
@@ -149,10 +145,9 @@ fn tls_trusting(ca_file: &Path) -> Result<fred::rustls::ClientConfig, fred::erro
             ca_file.display()
         )));
     }
-    let provider = std::sync::Arc::new(fred::rustls::crypto::ring::default_provider());
-    Ok(ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| tls_error(e.to_string()))?
+    // The build has one rustls crypto provider (aws-lc-rs, see the workspace Cargo.toml),
+    // so rustls picks it by itself.
+    Ok(ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth())
 }
