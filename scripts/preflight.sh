@@ -18,7 +18,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 if [ "${1:-}" = "--compose" ]; then
     shift
-    exec docker compose "$@" run --rm --no-deps -T gateway gateway --preflight
+    compose=(docker compose)
+    if command -v docker-compose >/dev/null 2>&1; then compose=(docker-compose); fi
+    exec "${compose[@]}" "$@" run --rm --no-deps -T gateway gateway --preflight
 fi
 
 bin="${GATEWAY_BIN:-}"
@@ -26,16 +28,9 @@ if [ -z "$bin" ] && command -v gateway >/dev/null 2>&1; then
     bin="$(command -v gateway)"
 fi
 if [ -z "$bin" ]; then
-    target="${CARGO_TARGET_DIR:-target}"
-    for candidate in "$target/release/gateway" "$target/debug/gateway"; do
-        if [ -x "$candidate" ]; then
-            bin="$candidate"
-            break
-        fi
-    done
-fi
-if [ -z "$bin" ]; then
-    cargo build --quiet -p gateway >&2
+    # built from this checkout (a no-op when fresh): a binary left in the target directory by
+    # an older build may not know the checks this script relies on
+    cargo build --quiet -p gateway --bin gateway >&2
     bin="${CARGO_TARGET_DIR:-target}/debug/gateway"
 fi
 exec "$bin" --preflight
