@@ -158,20 +158,23 @@ FROM (
 /// another day within the gateway's acceptance window (7 days) on either side. A retry must
 /// resend the identical event; one whose `occurred_at` moved to another day is a second row
 /// that `FINAL` cannot collapse (the day is in the sort key, and months are partitions), so
-/// it is counted here instead of hidden. Params: the date, eight times.
+/// it is counted here instead of hidden. `GLOBAL IN`: on a cluster the subquery reads the
+/// Distributed table once and ships its set to every shard (a plain `IN` over two
+/// Distributed tables is refused, `distributed_product_mode = 'deny'`); on one server it is
+/// a plain `IN`. Params: the date, eight times.
 pub const CONFLICTS: &str = "\
 SELECT toUInt64(count()) AS conflicts
 FROM (
     SELECT DISTINCT store_id, event_id FROM commerce_events
     WHERE toDate(occurred_at) >= toDate(?) - 7 AND toDate(occurred_at) <= toDate(?) + 7
         AND toDate(occurred_at) != toDate(?)
-        AND (store_id, event_id) IN (
+        AND (store_id, event_id) GLOBAL IN (
             SELECT store_id, event_id FROM commerce_events WHERE toDate(occurred_at) = toDate(?))
     UNION ALL
     SELECT DISTINCT store_id, event_id FROM probe_results
     WHERE toDate(occurred_at) >= toDate(?) - 7 AND toDate(occurred_at) <= toDate(?) + 7
         AND toDate(occurred_at) != toDate(?)
-        AND (store_id, event_id) IN (
+        AND (store_id, event_id) GLOBAL IN (
             SELECT store_id, event_id FROM probe_results WHERE toDate(occurred_at) = toDate(?))
 )";
 

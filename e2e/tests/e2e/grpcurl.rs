@@ -120,7 +120,15 @@ async fn grpcurl_lists_publishes_and_renders_bad_request() {
     );
 
     // Health over grpcurl.
-    let (ok, out, err) = grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"]);
+    // Health itself needs no token, but grpcurl learns its schema through reflection, which
+    // by default answers authenticated stores only (GATEWAY_REFLECTION=authenticated).
+    let (ok, out, err) = grpcurl(&[
+        "-plaintext",
+        "-H",
+        &auth,
+        &addr,
+        "grpc.health.v1.Health/Check",
+    ]);
     assert!(ok, "{err}");
     assert!(out.contains("SERVING"), "{out}");
     gateway.shutdown().await.unwrap();
