@@ -11,15 +11,18 @@
 //! - [`isolate`]: splitting a batch ClickHouse refuses until the refused entries are found.
 //! - [`dead_letter`]: the `<stream>:dead` stream of entries that cannot be loaded; listing
 //!   and replaying them.
+//! - [`error`]: the failures that end a worker, as one enum.
 //! - [`worker`]: [`worker::Worker::step`], one read-or-flush step, and the trivial loop.
 
 pub mod batch;
 pub mod config;
 pub mod dead_letter;
+pub mod error;
 pub mod isolate;
 pub mod sink;
 pub mod source;
 pub mod worker;
 
 pub use config::Settings;
+pub use error::Error;
 pub use worker::{Outcome, Worker};

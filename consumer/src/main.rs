@@ -40,5 +40,6 @@ async fn main() -> anyhow::Result<()> {
         pipeline::shutdown::signal(),
         Duration::from_secs(10),
     )
-    .await
+    .await?;
+    Ok(())
 }

@@ -11,13 +11,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
 use pipeline::retry::{Backoff, Class, classify_clickhouse};
 use tracing::Instrument;
 
 use crate::{
     batch::{Batch, Limits, RawEntry},
     config::Settings,
+    error::Error,
     isolate::{crash_parts, isolate},
     sink::{Sink, Written},
     source::Source,
@@ -34,10 +34,10 @@ fn refuses_data(e: &clickhouse::error::Error) -> bool {
 }
 
 /// Applies the ClickHouse migrations (on every shard of a ClickHouse cluster).
-pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+pub async fn migrate(settings: &Settings) -> Result<(), Error> {
     pipeline::schema::migrate_configured(&settings.clickhouse)
         .await
-        .context("migrating clickhouse")?;
+        .map_err(Error::Migrate)?;
     Ok(())
 }
 
@@ -50,7 +50,7 @@ pub async fn run(
     settings: &Settings,
     shutdown: impl std::future::Future<Output = ()>,
     grace: Duration,
-) -> anyhow::Result<()> {
+) -> Result<(), Error> {
     use futures::FutureExt as _;
     migrate(settings).await?;
     let shards = settings.redis.shards();
@@ -111,23 +111,23 @@ pub struct Worker {
 impl Worker {
     /// Applies the migrations, then connects a worker for the first shard of the stream
     /// (the whole stream unless it is sharded).
-    pub async fn connect(settings: &Settings) -> anyhow::Result<Worker> {
+    pub async fn connect(settings: &Settings) -> Result<Worker, Error> {
         migrate(settings).await?;
         Worker::open(settings).await
     }
 
     /// Connects to Redis, and to ClickHouse lazily, without applying the migrations: a
     /// worker for the first shard.
-    pub async fn open(settings: &Settings) -> anyhow::Result<Worker> {
+    pub async fn open(settings: &Settings) -> Result<Worker, Error> {
         Worker::open_shard(settings, settings.redis.shards().key(0)).await
     }
 
     /// Like [`Worker::open`], for the stream (shard) `key`.
-    pub async fn open_shard(settings: &Settings, key: &str) -> anyhow::Result<Worker> {
+    pub async fn open_shard(settings: &Settings, key: &str) -> Result<Worker, Error> {
         let ch = &settings.clickhouse;
         let source = Source::connect(&settings.redis, &settings.group, key)
             .await
-            .context("connecting to redis")?;
+            .map_err(Error::Connect)?;
         // Each shard's worker holds a batch: the byte limit is the process's, shared out.
         let shards = settings.redis.shards().len();
         let sink = Sink::new(ch.client(), pipeline::validate::Limits::default());
@@ -156,7 +156,7 @@ impl Worker {
 
     /// Does one thing: flushes a due batch, takes over a dead consumer's entries, or reads
     /// more entries.
-    pub async fn step(&mut self) -> anyhow::Result<Outcome> {
+    pub async fn step(&mut self) -> Result<Outcome, Error> {
         let now = Instant::now();
         if self.batch.is_due(now) {
             return self.flush().await;
@@ -208,7 +208,7 @@ impl Worker {
     /// A permanent ClickHouse error splits the batch until the refused entries are found;
     /// they are dead-lettered and the rest loads. Any other error keeps the whole batch for
     /// the next attempt.
-    pub async fn flush(&mut self) -> anyhow::Result<Outcome> {
+    pub async fn flush(&mut self) -> Result<Outcome, Error> {
         if self.batch.is_empty() {
             return Ok(Outcome::Idle);
         }
@@ -232,7 +232,7 @@ impl Worker {
     /// The body of [`Worker::flush`], inside the batch span: the batch in parts (one part
     /// unless some entries' loads were interrupted before, see
     /// [`crate::isolate::crash_parts`]), each loaded and acknowledged in turn.
-    async fn flush_batch(&mut self) -> anyhow::Result<Outcome> {
+    async fn flush_batch(&mut self) -> Result<Outcome, Error> {
         let started = Instant::now();
         self.batch.suspects_first();
         let attempts: Vec<u64> = self.batch.entries().iter().map(|e| e.attempts).collect();
@@ -291,7 +291,7 @@ impl Worker {
     /// A permanent ClickHouse error splits the part until the refused entries are found;
     /// they are dead-lettered and the rest loads. Any other error is returned as
     /// [`Loaded::Failed`], for the caller to keep the part and retry.
-    async fn load(&mut self, part: Range<usize>) -> anyhow::Result<Loaded> {
+    async fn load(&mut self, part: Range<usize>) -> Result<Loaded, Error> {
         let entries = &self.batch.entries()[part];
         let (sink, max_deliveries) = (&self.sink, self.max_deliveries);
         let written = isolate(
@@ -350,15 +350,12 @@ impl Worker {
             self.source
                 .dead_letter(&dead)
                 .await
-                .context("dead-lettering entries")?;
+                .map_err(Error::DeadLetter)?;
         }
         let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
         // If the ack fails, the entries stay pending and are loaded again: the
         // ReplacingMergeTree tables and FINAL queries make that a no-op for results.
-        self.source
-            .ack(&ids)
-            .await
-            .context("acknowledging entries")?;
+        self.source.ack(&ids).await.map_err(Error::Ack)?;
         Ok(Loaded::Acknowledged(written))
     }
 
@@ -405,13 +402,20 @@ impl Worker {
         mut self,
         shutdown: impl std::future::Future<Output = ()>,
         grace: Duration,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), Error> {
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                outcome = self.step() => { outcome?; }
+                outcome = self.step() => match outcome {
+                    Ok(_) => {}
+                    Err(e) if e.ends_worker() => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "step failed; retrying");
+                        tokio::time::sleep(self.backoff.delay(0, rand::random())).await;
+                    }
+                },
             }
         }
         if !self.batch.is_empty() {
