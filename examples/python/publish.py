@@ -1,6 +1,6 @@
 """Publishing to the marketplace gateway from Python (grpcio), following docs/CLIENTS.md.
 
-Run `examples/python/generate.sh` first, then, with the stubs on PYTHONPATH:
+Run `examples/generate.sh OUT` first (buf generate), then, with OUT/python on PYTHONPATH:
 
     GATEWAY_ADDR=127.0.0.1:50051 STORE_ID=eu-1 STORE_TOKEN=... python3 publish.py
 
