@@ -150,7 +150,7 @@ variable "gateway_server_type" {
 }
 
 variable "stores_file" {
-  description = "Path (relative to the directory you run terraform in) of the TOML stores file the gateways authenticate against: [[store]] id, region, token_sha256, max_events_per_second."
+  description = "Path (relative to the directory you run terraform in) of the TOML stores file the gateways authenticate against: [[store]] id, region, token_sha256, max_events_per_second, max_bytes_per_second."
   type        = string
 
   validation {

@@ -20,6 +20,7 @@ static STORE: LazyLock<Store> = LazyLock::new(|| Store {
     id: "eu-1".into(),
     region: Region::Europe,
     max_events_per_second: None,
+    max_bytes_per_second: None,
 });
 
 fuzz_target!(|data: &[u8]| {

@@ -67,6 +67,7 @@ fn store() -> Store {
         id: STORE_ID.into(),
         region: Region::Europe,
         max_events_per_second: None,
+        max_bytes_per_second: None,
     }
 }
 

@@ -31,7 +31,17 @@ pub struct Store {
     pub region: Region,
     /// Events per second this store may send; `None` for no limit.
     pub max_events_per_second: Option<u32>,
+    /// Bytes of requests per second this store may send; `None` for no limit. The stores
+    /// file's `max_bytes_per_second`, or [`DEFAULT_BYTES_PER_EVENT`] per event of the event
+    /// quota.
+    pub max_bytes_per_second: Option<u64>,
 }
+
+/// The byte quota of a store that sets `max_events_per_second` and no
+/// `max_bytes_per_second`: 1 KiB per event of its event quota. A real event is 150 to 400
+/// bytes encoded, so honest traffic never meets this limit first; a store that fills its
+/// events with kilobytes of text does.
+pub const DEFAULT_BYTES_PER_EVENT: u64 = 1024;
 
 /// The stores file as written: `gateway stores` edits it through this type.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -50,6 +60,8 @@ pub struct StoreEntry {
     pub token_sha256: TokenHashes,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_events_per_second: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes_per_second: Option<u64>,
 }
 
 /// `token_sha256 = "…"` or `token_sha256 = ["…", "…"]`: every token the store may use.
@@ -150,10 +162,18 @@ impl Stores {
             if entry.max_events_per_second == Some(0) {
                 return Err(invalid("max_events_per_second must be at least 1".into()));
             }
+            if entry.max_bytes_per_second == Some(0) {
+                return Err(invalid("max_bytes_per_second must be at least 1".into()));
+            }
             let store = Store {
                 id: entry.id.clone().into(),
                 region,
                 max_events_per_second: entry.max_events_per_second,
+                max_bytes_per_second: entry.max_bytes_per_second.or_else(|| {
+                    entry
+                        .max_events_per_second
+                        .map(|events| u64::from(events) * DEFAULT_BYTES_PER_EVENT)
+                }),
             };
             for hex_hash in hashes {
                 let mut hash = [0u8; 32];
@@ -341,6 +361,8 @@ mod tests {
             (&*eu.id, eu.region, eu.max_events_per_second),
             ("eu-1", Region::Europe, Some(10))
         );
+        // the byte quota follows the event quota unless set
+        assert_eq!(eu.max_bytes_per_second, Some(10 * DEFAULT_BYTES_PER_EVENT));
         assert_eq!(
             &*s.authenticate(Some(b"Bearer secret-asia")).unwrap().id,
             "asia-1"
@@ -381,5 +403,40 @@ mod tests {
             "[[store]]\nid = \"a\"\nregion = \"asia\"\ntoken_sha256 = \"{h}\"\n[[store]]\nid = \"b\"\nregion = \"asia\"\ntoken_sha256 = \"{h}\""
         );
         assert!(bad(&twice).contains("shares its token"));
+        assert!(
+            bad(&format!(
+                "[[store]]\nid = \"x\"\nregion = \"asia\"\ntoken_sha256 = \"{h}\"\nmax_bytes_per_second = 0"
+            ))
+            .contains("max_bytes_per_second must be at least 1")
+        );
+    }
+
+    #[test]
+    fn a_byte_quota_is_set_or_derived_from_the_event_quota() {
+        let h = |t: &str| token_sha256(t);
+        let s = Stores::parse(&format!(
+            "[[store]]\nid = \"a\"\nregion = \"asia\"\ntoken_sha256 = \"{}\"\nmax_bytes_per_second = 5000\n\
+             [[store]]\nid = \"b\"\nregion = \"asia\"\ntoken_sha256 = \"{}\"\nmax_events_per_second = 3\nmax_bytes_per_second = 7\n",
+            h("ta"),
+            h("tb")
+        ))
+        .unwrap();
+        let a = s.authenticate(Some(b"Bearer ta")).unwrap();
+        assert_eq!(
+            (a.max_events_per_second, a.max_bytes_per_second),
+            (None, Some(5000))
+        );
+        let b = s.authenticate(Some(b"Bearer tb")).unwrap();
+        assert_eq!(
+            (b.max_events_per_second, b.max_bytes_per_second),
+            (Some(3), Some(7))
+        );
+        assert_eq!(
+            stores()
+                .authenticate(Some(b"Bearer secret-asia"))
+                .unwrap()
+                .max_bytes_per_second,
+            None
+        );
     }
 }

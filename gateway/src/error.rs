@@ -10,8 +10,11 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
-    auth::AuthError, backpressure::Overload, budget::Exhausted, queue::QueueError,
-    quota::QuotaError,
+    auth::AuthError,
+    backpressure::Overload,
+    budget::Exhausted,
+    queue::QueueError,
+    quota::{QuotaError, Unit},
 };
 
 /// The `ErrorInfo.domain` of every refusal: the API the reasons belong to.
@@ -42,7 +45,7 @@ pub enum ApiError {
         rejected: usize,
         violations: Vec<Violation>,
     },
-    /// The store is over its `max_events_per_second`.
+    /// The store is over its `max_events_per_second` or `max_bytes_per_second`.
     #[error("{0}")]
     Quota(#[from] QuotaError),
     /// The gateway holds its budget of request bytes in flight: shed before reading more.
@@ -70,6 +73,8 @@ pub enum Reason {
     InvalidEvents,
     StoreQuotaExceeded,
     BatchAboveStoreQuota,
+    StoreByteQuotaExceeded,
+    BatchAboveStoreByteQuota,
     GatewayBusy,
     BacklogFull,
     RedisMemoryHigh,
@@ -80,7 +85,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for the table test.
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 19] = [
         Reason::TokenMissing,
         Reason::TokenMalformed,
         Reason::TokenUnknown,
@@ -92,6 +97,8 @@ impl Reason {
         Reason::InvalidEvents,
         Reason::StoreQuotaExceeded,
         Reason::BatchAboveStoreQuota,
+        Reason::StoreByteQuotaExceeded,
+        Reason::BatchAboveStoreByteQuota,
         Reason::GatewayBusy,
         Reason::BacklogFull,
         Reason::RedisMemoryHigh,
@@ -116,6 +123,8 @@ impl Reason {
             R::InvalidEvents => ("INVALID_EVENTS", "invalid_events"),
             R::StoreQuotaExceeded => ("STORE_QUOTA_EXCEEDED", "quota"),
             R::BatchAboveStoreQuota => ("BATCH_ABOVE_STORE_QUOTA", "quota"),
+            R::StoreByteQuotaExceeded => ("STORE_BYTE_QUOTA_EXCEEDED", "byte_quota"),
+            R::BatchAboveStoreByteQuota => ("BATCH_ABOVE_STORE_BYTE_QUOTA", "byte_quota"),
             R::GatewayBusy => ("GATEWAY_BUSY", "in_flight_budget"),
             R::BacklogFull => ("BACKLOG_FULL", "backlog"),
             R::RedisMemoryHigh => ("REDIS_MEMORY_HIGH", "redis_memory"),
@@ -150,8 +159,14 @@ impl ApiError {
             ApiError::Undecompressable(_) => R::MalformedMessage,
             ApiError::MessageTimeout { .. } => R::MessageTimeout,
             ApiError::InvalidEvents { .. } => R::InvalidEvents,
-            ApiError::Quota(QuotaError::Exceeded { .. }) => R::StoreQuotaExceeded,
-            ApiError::Quota(QuotaError::BatchAboveQuota { .. }) => R::BatchAboveStoreQuota,
+            ApiError::Quota(QuotaError::Exceeded { unit, .. }) => match unit {
+                Unit::Events => R::StoreQuotaExceeded,
+                Unit::Bytes => R::StoreByteQuotaExceeded,
+            },
+            ApiError::Quota(QuotaError::BatchAboveQuota { unit, .. }) => match unit {
+                Unit::Events => R::BatchAboveStoreQuota,
+                Unit::Bytes => R::BatchAboveStoreByteQuota,
+            },
             ApiError::Busy(_) => R::GatewayBusy,
             ApiError::Overloaded(Overload::Backlog { .. }) => R::BacklogFull,
             ApiError::Overloaded(Overload::Memory { .. }) => R::RedisMemoryHigh,
@@ -230,29 +245,31 @@ impl From<ApiError> for Status {
             }
             ApiError::Quota(QuotaError::Exceeded {
                 store,
+                unit,
                 limit,
                 retry_after,
             }) => {
                 details.set_retry_info(Some(retry_after));
                 details.add_quota_failure_violation(
                     format!("store:{store}"),
-                    format!("at most {limit} events per second"),
+                    format!("at most {limit} {unit} per second"),
                 );
                 Code::ResourceExhausted
             }
             // no RetryInfo: the same request fails the same way however long the client waits
             ApiError::Quota(QuotaError::BatchAboveQuota {
                 store,
+                unit,
                 limit,
-                events,
+                amount,
             }) => {
                 details.add_quota_failure_violation(
                     format!("store:{store}"),
-                    format!("at most {limit} events per second"),
+                    format!("at most {limit} {unit} per second"),
                 );
                 details.add_bad_request_violation(
                     "events",
-                    format!("{events} events exceed the store's quota of {limit} per second; split the batch"),
+                    format!("{amount} {unit} exceed the store's quota of {limit} per second; split the batch"),
                 );
                 Code::ResourceExhausted
             }
@@ -354,6 +371,7 @@ mod tests {
         assert_eq!(info.metadata["limit"], "2");
         let status = Status::from(ApiError::from(QuotaError::Exceeded {
             store: "eu-1".into(),
+            unit: Unit::Events,
             limit: 10,
             retry_after: Duration::from_millis(5),
         }));
@@ -406,6 +424,7 @@ mod tests {
     fn quota_and_overload_say_when_and_why() {
         let status = Status::from(ApiError::from(QuotaError::Exceeded {
             store: "eu-1".into(),
+            unit: Unit::Events,
             limit: 10,
             retry_after: std::time::Duration::from_millis(250),
         }));
@@ -422,11 +441,30 @@ mod tests {
 
         let status = Status::from(ApiError::from(QuotaError::BatchAboveQuota {
             store: "eu-1".into(),
+            unit: Unit::Events,
             limit: 10,
-            events: 11,
+            amount: 11,
         }));
         assert_eq!(status.code(), Code::ResourceExhausted);
         assert!(status.get_error_details().retry_info().is_none());
+
+        let status = Status::from(ApiError::from(QuotaError::Exceeded {
+            store: "eu-1".into(),
+            unit: Unit::Bytes,
+            limit: 1000,
+            retry_after: Duration::from_millis(20),
+        }));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let details = status.get_error_details();
+        assert_eq!(
+            details.error_info().unwrap().reason,
+            "STORE_BYTE_QUOTA_EXCEEDED"
+        );
+        assert!(details.retry_info().is_some());
+        assert_eq!(
+            details.quota_failure().unwrap().violations[0].description,
+            "at most 1000 bytes per second"
+        );
 
         let status = Status::from(ApiError::from(Overload::Backlog { backlog: 6, max: 5 }));
         assert_eq!(status.code(), Code::ResourceExhausted);

@@ -92,7 +92,10 @@ impl Ingest {
         // allowance, which a request refused for overload should not cost.
         let shard = self.queue.shards().of_store(&store.id);
         self.backpressure.check(shard)?;
-        self.quotas.check(store, req.events.len())?;
+        // the byte quota meters the events as they will be queued; only stores with a byte
+        // quota pay for measuring them
+        self.quotas
+            .check(store, req.events.len(), || req.encoded_len())?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -228,6 +231,7 @@ mod tests {
             id: "eu-1".into(),
             region: Region::Europe,
             max_events_per_second: None,
+            max_bytes_per_second: None,
         }
     }
 

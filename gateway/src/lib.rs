@@ -14,7 +14,8 @@
 //! - [`listener`]: accepted connections, at most `GATEWAY_MAX_CONNECTIONS`.
 //! - [`ingest`]: one request from decoded protobuf to a queued batch and a response;
 //!   the only place that decides what is accepted.
-//! - [`quota`]: per-store `max_events_per_second`, one rate limiter per store.
+//! - [`quota`]: per-store `max_events_per_second` and `max_bytes_per_second`, one rate
+//!   limiter per store.
 //! - [`backpressure`]: refuses writes while the consumer is too far behind or Redis is
 //!   nearly full, from a sample taken every 500 ms.
 //! - [`queue`]: the Redis stream writer and the Redis health watch.

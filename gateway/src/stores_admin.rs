@@ -39,6 +39,10 @@ pub enum StoresCommand {
         /// Events per second the store may send (per gateway)
         #[arg(long)]
         max_events_per_second: Option<u32>,
+        /// Bytes of requests per second the store may send (per gateway); by default 1 KiB
+        /// per event of --max-events-per-second
+        #[arg(long)]
+        max_bytes_per_second: Option<u64>,
     },
     /// Gives a store one more token, printed once; the old ones keep working until revoked
     Rotate {
@@ -84,9 +88,12 @@ pub fn run(cli: StoresCli, out: &mut impl std::io::Write) -> anyhow::Result<()> 
                     .iter()
                     .map(|h| &h[..h.len().min(12)])
                     .collect();
-                let quota = s
-                    .max_events_per_second
-                    .map_or("no quota".to_owned(), |q| format!("{q} events/s"));
+                let quota = match (s.max_events_per_second, s.max_bytes_per_second) {
+                    (None, None) => "no quota".to_owned(),
+                    (Some(e), None) => format!("{e} events/s"),
+                    (None, Some(b)) => format!("{b} bytes/s"),
+                    (Some(e), Some(b)) => format!("{e} events/s, {b} bytes/s"),
+                };
                 writeln!(
                     out,
                     "{}\t{}\t{}\tkeys: {}",
@@ -102,6 +109,7 @@ pub fn run(cli: StoresCli, out: &mut impl std::io::Write) -> anyhow::Result<()> 
             id,
             region,
             max_events_per_second,
+            max_bytes_per_second,
         } => {
             if position(&file, &id).is_some() {
                 bail!("store {id:?} exists already; use `rotate` to give it a new token");
@@ -112,6 +120,7 @@ pub fn run(cli: StoresCli, out: &mut impl std::io::Write) -> anyhow::Result<()> 
                 region,
                 token_sha256: TokenHashes::One(token_sha256(&token)),
                 max_events_per_second,
+                max_bytes_per_second,
             });
             save(&path, &file)?;
             writeln!(

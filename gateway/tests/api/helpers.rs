@@ -26,6 +26,9 @@ pub const ASIA_TOKEN: &str = "token-asia-1";
 /// Store `limited` in Europe, 100 events per second.
 pub const LIMITED_TOKEN: &str = "token-limited";
 pub const LIMITED_QUOTA: u32 = 100;
+/// Store `heavy` in Europe, no event quota, 20,000 bytes per second.
+pub const HEAVY_TOKEN: &str = "token-heavy";
+pub const HEAVY_BYTE_QUOTA: u64 = 20_000;
 
 fn stores_toml() -> String {
     let store = |id: &str, region: &str, token: &str, extra: &str| {
@@ -42,6 +45,12 @@ fn stores_toml() -> String {
             "europe",
             LIMITED_TOKEN,
             &format!("max_events_per_second = {LIMITED_QUOTA}\n"),
+        ),
+        store(
+            "heavy",
+            "europe",
+            HEAVY_TOKEN,
+            &format!("max_bytes_per_second = {HEAVY_BYTE_QUOTA}\n"),
         ),
     ]
     .concat()
