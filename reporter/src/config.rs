@@ -13,6 +13,10 @@ use crate::{
     run::{RunOptions, Sellers},
 };
 
+// Defined beside the client it configures, so that `store` needs nothing from `config`;
+// named here too, with the other settings.
+pub use crate::store::S3Args;
+
 /// Turns ClickHouse aggregates into reports in S3
 #[derive(Parser, Clone, Debug)]
 #[command(name = "reporter", version)]
@@ -145,21 +149,6 @@ impl ReportArgs {
             },
         })
     }
-}
-
-/// Where reports go. Credentials, region and endpoint come from the standard AWS
-/// variables (`AWS_ACCESS_KEY_ID`, `AWS_REGION`, `AWS_ENDPOINT_URL_S3`, ...).
-#[derive(Args, Clone, Debug)]
-pub struct S3Args {
-    /// Bucket that receives the reports
-    #[arg(long, env = "S3_BUCKET", default_value = "reports")]
-    pub s3_bucket: String,
-    /// Address buckets by path (`endpoint/bucket/key`), as self-hosted S3 servers need
-    #[arg(long, env = "S3_FORCE_PATH_STYLE", default_value_t = true, action = clap::ArgAction::Set)]
-    pub s3_force_path_style: bool,
-    /// Create the bucket if it does not exist
-    #[arg(long, env = "S3_CREATE_BUCKET", default_value_t = false, action = clap::ArgAction::Set)]
-    pub s3_create_bucket: bool,
 }
 
 /// Parses `YYYY-MM-DD`.

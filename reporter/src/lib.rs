@@ -14,11 +14,13 @@
 //! - [`tables`], [`html`]: the reports as tables (CSV) and as a self-contained HTML page.
 //! - [`objects`]: the S3 key layout; [`manifest`]: the checksummed list of a day's objects.
 //! - [`store`]: S3 uploads through aws-sdk-s3, with standard retries.
+//! - [`error`]: why a run failed, as one enum over the stages' errors.
 //! - [`run`]: one report run; [`schedule`]: the daily `serve` loop.
 
 pub mod build;
 pub mod commerce;
 pub mod config;
+pub mod error;
 pub mod fetch;
 pub mod html;
 pub mod incidents;
@@ -34,3 +36,4 @@ pub mod store;
 pub mod tables;
 
 pub use config::Settings;
+pub use error::Error;

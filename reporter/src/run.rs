@@ -6,6 +6,7 @@ use time::{Date, OffsetDateTime};
 
 use crate::{
     build::{self, Options},
+    error::Error,
     fetch,
     manifest::{Manifest, Superseded},
     objects::{self, Object},
@@ -54,7 +55,7 @@ pub async fn render(
     client: &Client,
     date: Date,
     options: &RunOptions,
-) -> anyhow::Result<(MarketplaceReport, Vec<u64>, Vec<Object>)> {
+) -> Result<(MarketplaceReport, Vec<u64>, Vec<Object>), Error> {
     let fetched = fetch::fetch(client, date, options.build.plan.unsold_days).await?;
     let report = build::marketplace(&fetched, &options.build)?;
     let seller_ids = match &options.sellers {
@@ -79,7 +80,7 @@ pub async fn run_with(
     store: &ReportStore,
     date: Date,
     options: &RunOptions,
-) -> anyhow::Result<Written> {
+) -> Result<Written, Error> {
     run_superseding(client, store, date, options, None).await
 }
 
@@ -90,7 +91,7 @@ pub async fn run_superseding(
     date: Date,
     options: &RunOptions,
     supersedes: Option<Superseded>,
-) -> anyhow::Result<Written> {
+) -> Result<Written, Error> {
     let started = std::time::Instant::now();
     let result = write_reports(client, store, date, options, supersedes).await;
     let outcome = if result.is_ok() { "ok" } else { "error" };
@@ -108,7 +109,7 @@ async fn write_reports(
     date: Date,
     options: &RunOptions,
     supersedes: Option<Superseded>,
-) -> anyhow::Result<Written> {
+) -> Result<Written, Error> {
     let (report, seller_ids, objects) = render(client, date, options).await?;
     let mut manifest = Manifest::new(
         &report.date,
@@ -144,7 +145,7 @@ pub async fn run(
     client: &Client,
     store: &ReportStore,
     date: Date,
-) -> anyhow::Result<(MarketplaceReport, Vec<String>)> {
+) -> Result<(MarketplaceReport, Vec<String>), Error> {
     let written = run_with(client, store, date, &RunOptions::default()).await?;
     Ok((written.report, written.keys))
 }

@@ -15,6 +15,7 @@ use pipeline::retry::Backoff;
 use time::{Date, Duration, OffsetDateTime, Time};
 
 use crate::{
+    error::Error,
     fetch,
     manifest::{Manifest, Superseded},
     objects::manifest_key,
@@ -71,13 +72,18 @@ pub async fn due_days(
     today: Date,
     options: &RunOptions,
     lookback_days: u32,
-) -> anyhow::Result<Vec<(Date, Due)>> {
+) -> Result<Vec<(Date, Due)>, Error> {
     let mut due = Vec::new();
     for back in (1..=i64::from(lookback_days.max(1))).rev() {
         let day = today - Duration::days(back);
         let watermark = fetch::watermark(client, day, options.build.plan.unsold_days).await?;
         let manifest = match store.get(&manifest_key(&day.to_string())).await? {
-            Some(bytes) => Some(serde_json::from_slice::<Manifest>(&bytes)?),
+            Some(bytes) => Some(
+                serde_json::from_slice::<Manifest>(&bytes).map_err(|source| Error::Manifest {
+                    date: day.to_string(),
+                    source,
+                })?,
+            ),
             None => None,
         };
         match manifest {

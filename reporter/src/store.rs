@@ -4,10 +4,57 @@
 use aws_sdk_s3::{
     Client,
     config::retry::{RetryConfig, RetryMode},
-    primitives::ByteStream,
+    error::{DisplayErrorContext, SdkError},
+    operation::{
+        create_bucket::CreateBucketError, get_object::GetObjectError, put_object::PutObjectError,
+    },
+    primitives::{ByteStream, ByteStreamError},
 };
+use clap::Args;
 
-use crate::config::S3Args;
+/// Where reports go. Credentials, region and endpoint come from the standard AWS
+/// variables (`AWS_ACCESS_KEY_ID`, `AWS_REGION`, `AWS_ENDPOINT_URL_S3`, ...).
+#[derive(Args, Clone, Debug)]
+pub struct S3Args {
+    /// Bucket that receives the reports
+    #[arg(long, env = "S3_BUCKET", default_value = "reports")]
+    pub s3_bucket: String,
+    /// Address buckets by path (`endpoint/bucket/key`), as self-hosted S3 servers need
+    #[arg(long, env = "S3_FORCE_PATH_STYLE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub s3_force_path_style: bool,
+    /// Create the bucket if it does not exist
+    #[arg(long, env = "S3_CREATE_BUCKET", default_value_t = false, action = clap::ArgAction::Set)]
+    pub s3_create_bucket: bool,
+}
+
+/// Why an S3 call failed, after the SDK's own retries. The SDK's error is kept whole, boxed
+/// for its size, and shown with every cause, as the SDK's `DisplayErrorContext` renders it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("creating bucket {bucket}: {}", DisplayErrorContext(.error))]
+    CreateBucket {
+        bucket: String,
+        error: Box<SdkError<CreateBucketError>>,
+    },
+    #[error("downloading s3://{bucket}/{key}: {}", DisplayErrorContext(.error))]
+    Get {
+        bucket: String,
+        key: String,
+        error: Box<SdkError<GetObjectError>>,
+    },
+    #[error("downloading s3://{bucket}/{key}: {error}")]
+    Body {
+        bucket: String,
+        key: String,
+        error: ByteStreamError,
+    },
+    #[error("uploading s3://{bucket}/{key}: {}", DisplayErrorContext(.error))]
+    Put {
+        bucket: String,
+        key: String,
+        error: Box<SdkError<PutObjectError>>,
+    },
+}
 
 /// The SDK's standard retry mode (exponential backoff with jitter, a retry token bucket,
 /// throttling and transient errors retried) with five attempts in all: uploads are
@@ -27,12 +74,15 @@ pub struct ReportStore {
 
 impl ReportStore {
     /// Builds the client from the standard AWS environment; creates the bucket if asked to.
-    pub async fn connect(args: &S3Args) -> anyhow::Result<ReportStore> {
+    pub async fn connect(args: &S3Args) -> Result<ReportStore, StoreError> {
         ReportStore::new(&aws_config::load_from_env().await, args).await
     }
 
     /// Builds the client from an explicit AWS configuration (tests, embedding).
-    pub async fn new(shared: &aws_config::SdkConfig, args: &S3Args) -> anyhow::Result<ReportStore> {
+    pub async fn new(
+        shared: &aws_config::SdkConfig,
+        args: &S3Args,
+    ) -> Result<ReportStore, StoreError> {
         let config = aws_sdk_s3::config::Builder::from(shared)
             .force_path_style(args.s3_force_path_style)
             .retry_config(retry_config())
@@ -56,12 +106,9 @@ impl ReportStore {
                 .bucket(&store.bucket)
                 .send()
                 .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "creating bucket {}: {}",
-                        store.bucket,
-                        aws_sdk_s3::error::DisplayErrorContext(e)
-                    )
+                .map_err(|error| StoreError::CreateBucket {
+                    bucket: store.bucket.clone(),
+                    error: Box::new(error),
                 })?;
         }
         Ok(store)
@@ -72,7 +119,7 @@ impl ReportStore {
     }
 
     /// Downloads one object; `None` if there is no such key.
-    pub async fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let response = self
             .client
             .get_object()
@@ -81,18 +128,30 @@ impl ReportStore {
             .send()
             .await;
         match response {
-            Ok(output) => Ok(Some(output.body.collect().await?.into_bytes().to_vec())),
+            Ok(output) => match output.body.collect().await {
+                Ok(body) => Ok(Some(body.into_bytes().to_vec())),
+                Err(error) => Err(StoreError::Body {
+                    bucket: self.bucket.clone(),
+                    key: key.to_owned(),
+                    error,
+                }),
+            },
             Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(None),
-            Err(e) => Err(anyhow::anyhow!(
-                "downloading s3://{}/{key}: {}",
-                self.bucket,
-                aws_sdk_s3::error::DisplayErrorContext(e)
-            )),
+            Err(error) => Err(StoreError::Get {
+                bucket: self.bucket.clone(),
+                key: key.to_owned(),
+                error: Box::new(error),
+            }),
         }
     }
 
     /// Uploads one object.
-    pub async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> anyhow::Result<()> {
+    pub async fn put(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<(), StoreError> {
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -101,12 +160,10 @@ impl ReportStore {
             .body(ByteStream::from(body))
             .send()
             .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "uploading s3://{}/{key}: {}",
-                    self.bucket,
-                    aws_sdk_s3::error::DisplayErrorContext(e)
-                )
+            .map_err(|error| StoreError::Put {
+                bucket: self.bucket.clone(),
+                key: key.to_owned(),
+                error: Box::new(error),
             })?;
         Ok(())
     }
