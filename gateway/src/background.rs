@@ -6,13 +6,13 @@ use std::net::SocketAddr;
 
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
-use crate::Settings;
+use crate::{Settings, server::ServerError};
 
 /// A running gateway, aborted if dropped without [`Background::shutdown`].
 pub struct Background {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    task: Option<JoinHandle<Result<(), ServerError>>>,
 }
 
 impl Background {
@@ -41,7 +41,7 @@ impl Background {
     }
 
     /// Sends the shutdown signal and waits until the server has drained.
-    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

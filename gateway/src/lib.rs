@@ -43,4 +43,4 @@ pub mod wire;
 
 pub use background::Background;
 pub use config::Settings;
-pub use server::{Gateway, run};
+pub use server::{Gateway, ServerError, run};

@@ -10,7 +10,8 @@ async fn main() -> anyhow::Result<()> {
     // server's required flags do not apply to `gateway stores`
     if std::env::args_os().nth(1).is_some_and(|a| a == "stores") {
         let cli = gateway::stores_admin::StoresCli::parse_from(std::env::args_os().skip(1));
-        return gateway::stores_admin::run(cli, &mut std::io::stdout());
+        gateway::stores_admin::run(cli, &mut std::io::stdout())?;
+        return Ok(());
     }
     let settings = gateway::Settings::parse();
     let _telemetry = pipeline::telemetry::init("gateway", &settings.telemetry)?;
@@ -26,7 +27,8 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
-    gateway::run(listener, settings, pipeline::shutdown::signal()).await
+    gateway::run(listener, settings, pipeline::shutdown::signal()).await?;
+    Ok(())
 }
 
 /// The risks GATEWAY_INSECURE_DEMO accepted, as the tail of the preflight line.

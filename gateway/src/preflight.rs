@@ -84,6 +84,18 @@ pub enum PreflightError {
         path: String,
         source: std::io::Error,
     },
+    /// The stores file does not load (`--preflight` only).
+    #[error(transparent)]
+    Stores(#[from] crate::auth::StoresFileError),
+    /// A TLS file cannot be read (`--preflight` only).
+    #[error("reading tls file {path}: {source}")]
+    TlsFile {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The Redis settings do not make a client (`--preflight` only).
+    #[error("configuring redis: {0}")]
+    Redis(#[source] fred::error::Error),
 }
 
 fn join(risks: &[Risk]) -> String {
@@ -154,14 +166,16 @@ pub fn check(settings: &Settings) -> Result<Vec<Risk>, PreflightError> {
 /// What `gateway --preflight` checks, without binding or connecting: [`check`], then that
 /// the stores file loads, the TLS files are readable and the Redis settings make a client
 /// (a `rediss://` URL with an unreadable CA file fails here).
-pub fn full(settings: &Settings) -> anyhow::Result<Vec<Risk>> {
-    use anyhow::Context as _;
+pub fn full(settings: &Settings) -> Result<Vec<Risk>, PreflightError> {
     let risks = check(settings)?;
     crate::auth::Stores::load(&settings.stores_file)?;
     for path in settings.tls_cert.iter().chain(&settings.tls_key) {
-        std::fs::read(path).with_context(|| format!("reading tls file {}", path.display()))?;
+        std::fs::read(path).map_err(|source| PreflightError::TlsFile {
+            path: path.display().to_string(),
+            source,
+        })?;
     }
-    settings.redis.config().context("configuring redis")?;
+    settings.redis.config().map_err(PreflightError::Redis)?;
     Ok(risks)
 }
 

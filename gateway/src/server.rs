@@ -5,7 +5,6 @@
 
 use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
-use anyhow::Context as _;
 use futures::{Stream, StreamExt};
 use pipeline::proto::{
     FILE_DESCRIPTOR_SET,
@@ -211,15 +210,55 @@ impl Drop for Watchers {
     }
 }
 
+/// Why the gateway could not start, or stopped serving: each is reported by `main` and
+/// ends the process.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    StoresFile(#[from] crate::auth::StoresFileError),
+    #[error(
+        "GATEWAY_MAX_IN_FLIGHT_BYTES ({budget}) is below the cost of one largest request ({largest} bytes: GATEWAY_MAX_MESSAGE_BYTES and GATEWAY_MAX_EVENTS), which would be refused forever"
+    )]
+    BudgetBelowOneRequest { budget: usize, largest: usize },
+    #[error("GATEWAY_TLS_CERT and GATEWAY_TLS_KEY must be set together")]
+    TlsHalf,
+    #[error("reading tls {what} {path}: {source}")]
+    TlsFile {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("configuring tls: {0}")]
+    Tls(#[source] tonic::transport::Error),
+    #[error("configuring redis: {0}")]
+    Redis(#[source] fred::error::Error),
+    /// The reflection services cannot be built from the descriptor set.
+    #[error(transparent)]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The listener's address cannot be read.
+    #[error(transparent)]
+    Listener(#[from] std::io::Error),
+    /// The server failed while serving.
+    #[error(transparent)]
+    Serve(#[from] tonic::transport::Error),
+    /// The server's task panicked or was cancelled.
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// The TLS identity, when both halves are configured.
-fn tls_config(settings: &Settings) -> anyhow::Result<Option<ServerTlsConfig>> {
+fn tls_config(settings: &Settings) -> Result<Option<ServerTlsConfig>, ServerError> {
     let (cert, key) = match (&settings.tls_cert, &settings.tls_key) {
         (None, None) => return Ok(None),
         (Some(cert), Some(key)) => (cert, key),
-        _ => anyhow::bail!("GATEWAY_TLS_CERT and GATEWAY_TLS_KEY must be set together"),
+        _ => return Err(ServerError::TlsHalf),
     };
-    let read = |path: &std::path::Path, what: &str| {
-        std::fs::read(path).with_context(|| format!("reading tls {what} {}", path.display()))
+    let read = |path: &std::path::Path, what: &'static str| {
+        std::fs::read(path).map_err(|source| ServerError::TlsFile {
+            what,
+            path: path.display().to_string(),
+            source,
+        })
     };
     let identity = Identity::from_pem(read(cert, "certificate")?, read(key, "key")?);
     Ok(Some(ServerTlsConfig::new().identity(identity)))
@@ -245,7 +284,7 @@ pub struct Gateway {
 impl Gateway {
     /// Everything that can fail at startup, in the order that fails fastest: stores file,
     /// budget, TLS, then Redis (which may be down: the gateway starts NOT_SERVING).
-    pub async fn build(listener: TcpListener, settings: Settings) -> anyhow::Result<Gateway> {
+    pub async fn build(listener: TcpListener, settings: Settings) -> Result<Gateway, ServerError> {
         let stores = Arc::new(LiveStores::load(&settings.stores_file)?);
         if stores.current().is_empty() {
             tracing::warn!(file = %settings.stores_file.display(), "stores file lists no store: every call will be refused");
@@ -258,19 +297,19 @@ impl Gateway {
             max_message_bytes: settings.max_message_bytes,
             message_timeout: settings.request_timeout,
         });
-        anyhow::ensure!(
-            settings.max_in_flight_bytes >= edge.largest_message_cost(),
-            "GATEWAY_MAX_IN_FLIGHT_BYTES ({}) is below the cost of one largest request ({} bytes: GATEWAY_MAX_MESSAGE_BYTES and GATEWAY_MAX_EVENTS), which would be refused forever",
-            settings.max_in_flight_bytes,
-            edge.largest_message_cost()
-        );
+        if settings.max_in_flight_bytes < edge.largest_message_cost() {
+            return Err(ServerError::BudgetBelowOneRequest {
+                budget: settings.max_in_flight_bytes,
+                largest: edge.largest_message_cost(),
+            });
+        }
         // before touching Redis, so that a bad certificate fails startup at once
         let mut builder = Server::builder();
         if let Some(tls) = tls_config(&settings)? {
-            builder = builder.tls_config(tls).context("configuring tls")?;
+            builder = builder.tls_config(tls).map_err(ServerError::Tls)?;
             tracing::info!("serving tls");
         }
-        let queue = Queue::connect(&settings.redis).context("configuring redis")?;
+        let queue = Queue::connect(&settings.redis).map_err(ServerError::Redis)?;
         if !queue.wait_connected(Duration::from_secs(3)).await {
             tracing::warn!("redis is not reachable yet; answering UNAVAILABLE until it is");
         }
@@ -367,7 +406,7 @@ impl Gateway {
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), ServerError> {
         let Gateway {
             listener,
             router,
@@ -423,7 +462,7 @@ pub async fn run(
     listener: TcpListener,
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), ServerError> {
     Gateway::build(listener, settings)
         .await?
         .run_until_stopped(shutdown)

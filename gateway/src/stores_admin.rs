@@ -10,11 +10,51 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use rand::RngCore as _;
 
-use crate::auth::{StoreEntry, Stores, StoresFile, TokenHashes, token_sha256};
+use crate::auth::{StoreEntry, Stores, StoresFile, StoresFileError, TokenHashes, token_sha256};
+
+/// Why a `gateway stores` command did nothing; the file is unchanged in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("--stores-file (or GATEWAY_STORES_FILE) is required")]
+    NoStoresFile,
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The file as it is does not parse.
+    #[error("{path}: {source}")]
+    Parse {
+        path: String,
+        source: StoresFileError,
+    },
+    #[error("store {0:?} exists already; use `rotate` to give it a new token")]
+    Exists(String),
+    #[error("no store {0:?}")]
+    NoStore(String),
+    #[error("--key needs at least 8 hex digits of the hash")]
+    ShortKey,
+    #[error("store {id:?} has no token whose hash starts with {key}")]
+    NoToken { id: String, key: String },
+    #[error("{key} matches several tokens of store {id:?}; give more digits")]
+    SeveralTokens { id: String, key: String },
+    /// The edit would leave a file the gateway refuses.
+    #[error("the edited file would not load: {0}")]
+    Invalid(#[source] StoresFileError),
+    #[error("writing toml: {0}")]
+    Toml(#[from] toml::ser::Error),
+    #[error("replacing {path}: {source}")]
+    Replace {
+        path: String,
+        source: std::io::Error,
+    },
+    /// Printing the result failed (a closed stdout).
+    #[error(transparent)]
+    Output(#[from] std::io::Error),
+}
 
 /// Edits the gateway's stores file: stores, their regions, quotas and tokens
 #[derive(Parser, Clone, Debug)]
@@ -64,19 +104,25 @@ pub enum StoresCommand {
 }
 
 /// Runs one command; what it prints goes to `out`.
-pub fn run(cli: StoresCli, out: &mut impl std::io::Write) -> anyhow::Result<()> {
-    let path = cli
-        .stores_file
-        .context("--stores-file (or GATEWAY_STORES_FILE) is required")?;
+pub fn run(cli: StoresCli, out: &mut impl std::io::Write) -> Result<(), AdminError> {
+    let path = cli.stores_file.ok_or(AdminError::NoStoresFile)?;
     let mut file = match std::fs::read_to_string(&path) {
-        Ok(text) => StoresFile::parse(&text).with_context(|| format!("{}", path.display()))?,
+        Ok(text) => StoresFile::parse(&text).map_err(|source| AdminError::Parse {
+            path: path.display().to_string(),
+            source,
+        })?,
         Err(e)
             if e.kind() == std::io::ErrorKind::NotFound
                 && matches!(cli.command, StoresCommand::Add { .. }) =>
         {
             StoresFile::default()
         }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        Err(source) => {
+            return Err(AdminError::Read {
+                path: path.display().to_string(),
+                source,
+            });
+        }
     };
     let position = |file: &StoresFile, id: &str| file.store.iter().position(|s| s.id == id);
     match cli.command {
@@ -112,7 +158,7 @@ pub fn run(cli: StoresCli, out: &mut impl std::io::Write) -> anyhow::Result<()> 
             max_bytes_per_second,
         } => {
             if position(&file, &id).is_some() {
-                bail!("store {id:?} exists already; use `rotate` to give it a new token");
+                return Err(AdminError::Exists(id));
             }
             let token = new_token();
             file.store.push(StoreEntry {
@@ -129,7 +175,7 @@ pub fn run(cli: StoresCli, out: &mut impl std::io::Write) -> anyhow::Result<()> 
             )?;
         }
         StoresCommand::Rotate { id } => {
-            let i = position(&file, &id).with_context(|| format!("no store {id:?}"))?;
+            let i = position(&file, &id).ok_or_else(|| AdminError::NoStore(id.clone()))?;
             let token = new_token();
             let mut hashes = file.store[i].token_sha256.as_slice().to_vec();
             hashes.push(token_sha256(&token));
@@ -141,7 +187,7 @@ pub fn run(cli: StoresCli, out: &mut impl std::io::Write) -> anyhow::Result<()> 
             )?;
         }
         StoresCommand::Revoke { id, key } => {
-            let i = position(&file, &id).with_context(|| format!("no store {id:?}"))?;
+            let i = position(&file, &id).ok_or_else(|| AdminError::NoStore(id.clone()))?;
             let Some(key) = key else {
                 file.store.remove(i);
                 save(&path, &file)?;
@@ -150,7 +196,7 @@ pub fn run(cli: StoresCli, out: &mut impl std::io::Write) -> anyhow::Result<()> 
             };
             let key = key.to_ascii_lowercase();
             if key.len() < 8 {
-                bail!("--key needs at least 8 hex digits of the hash");
+                return Err(AdminError::ShortKey);
             }
             let hashes = file.store[i].token_sha256.as_slice();
             let (gone, kept): (Vec<String>, Vec<String>) = hashes
@@ -158,9 +204,9 @@ pub fn run(cli: StoresCli, out: &mut impl std::io::Write) -> anyhow::Result<()> 
                 .cloned()
                 .partition(|h| h.to_ascii_lowercase().starts_with(&key));
             match gone.len() {
-                0 => bail!("store {id:?} has no token whose hash starts with {key}"),
+                0 => return Err(AdminError::NoToken { id, key }),
                 1 => {}
-                _ => bail!("{key} matches several tokens of store {id:?}; give more digits"),
+                _ => return Err(AdminError::SeveralTokens { id, key }),
             }
             if kept.is_empty() {
                 file.store.remove(i);
@@ -187,11 +233,11 @@ fn new_token() -> String {
 }
 
 /// Checks `file` as the gateway would, then replaces `path` with it atomically.
-fn save(path: &Path, file: &StoresFile) -> anyhow::Result<()> {
-    Stores::check(file.clone()).context("the edited file would not load")?;
+fn save(path: &Path, file: &StoresFile) -> Result<(), AdminError> {
+    Stores::check(file.clone()).map_err(AdminError::Invalid)?;
     let text = format!(
         "# Stores allowed to publish; edit with `gateway stores`. Only token hashes are kept.\n{}",
-        toml::to_string(file).context("writing toml")?
+        toml::to_string(file)?
     );
     let dir = path
         .parent()
@@ -212,11 +258,13 @@ fn save(path: &Path, file: &StoresFile) -> anyhow::Result<()> {
         // the rename itself is durable once the directory is synced
         std::fs::File::open(dir)?.sync_all()
     };
-    write()
-        .with_context(|| format!("replacing {}", path.display()))
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })
+    write().map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        AdminError::Replace {
+            path: path.display().to_string(),
+            source,
+        }
+    })
 }
 
 #[cfg(test)]

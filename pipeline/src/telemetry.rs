@@ -11,7 +11,6 @@
 //! Context travels as W3C `traceparent` (see [`crate::trace`]).
 //! Prometheus metrics are served on `METRICS_LISTEN` when set.
 
-use anyhow::Context as _;
 use opentelemetry::{Key, trace::TracerProvider as _};
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing::Subscriber;
@@ -27,6 +26,19 @@ use tracing_subscriber::{
 };
 
 use crate::config::{LogFormat, TelemetryArgs};
+
+/// Why telemetry could not start; each is a setup mistake the binary reports and exits on.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("failed to build the otlp span exporter")]
+    Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
+    /// Another global subscriber is installed already.
+    #[error(transparent)]
+    Subscriber(#[from] tracing_subscriber::util::TryInitError),
+    /// The metrics endpoint cannot be served (the address is taken, say).
+    #[error(transparent)]
+    Metrics(#[from] metrics_exporter_prometheus::BuildError),
+}
 
 /// Keeps telemetry alive; dropping it exports the spans still buffered and stops the
 /// tracer provider. Drop it inside the Tokio runtime (at the end of `main`): the OTLP
@@ -47,13 +59,13 @@ impl Drop for Guard {
 
 /// Installs the global subscriber (logs and OpenTelemetry spans), the W3C propagator and,
 /// if configured, the metrics endpoint.
-pub fn init(service: &'static str, args: &TelemetryArgs) -> anyhow::Result<Guard> {
+pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<Guard, TelemetryError> {
     let exporter = if otlp_traces_configured() {
         Some(
             opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
                 .build()
-                .context("failed to build the otlp span exporter")?,
+                .map_err(TelemetryError::Exporter)?,
         )
     } else {
         None

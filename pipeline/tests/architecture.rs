@@ -171,3 +171,22 @@ fn only_the_consumer_and_the_reporter_use_clickhouse() {
         found.join("\n")
     );
 }
+
+/// "One `thiserror` enum per boundary; `anyhow` only in binaries and tests": no library
+/// code of the services and shared crates names `anyhow`, so every error a caller gets is a
+/// type it can match on.
+#[test]
+fn anyhow_is_only_in_binaries_and_tests() {
+    const CRATES: &[&str] = &["consumer/", "reporter/", "gateway/", "pipeline/", "client/"];
+    let mut found = Vec::new();
+    for (path, text) in sources() {
+        if is_library(&path) && CRATES.iter().any(|c| path.starts_with(c)) {
+            found.extend(hits(&path, production(&text), &["anyhow"]));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "return the module's thiserror enum instead:\n{}",
+        found.join("\n")
+    );
+}

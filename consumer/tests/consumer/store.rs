@@ -61,7 +61,7 @@ impl Gateway {
 
     /// Sends the shutdown signal and waits for the server to drain.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        self.server.shutdown().await
+        Ok(self.server.shutdown().await?)
     }
 }
 

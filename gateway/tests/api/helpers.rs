@@ -126,7 +126,7 @@ impl TestGateway {
 
     /// Sends the shutdown signal and waits until the server has drained.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        self.server.shutdown().await
+        Ok(self.server.shutdown().await?)
     }
 }
 
