@@ -1,6 +1,7 @@
 //! Each service's Prometheus endpoint (`METRICS_LISTEN`) shows correct values after a known
 //! workload: events accepted and rejected by region, refusals by reason, RPC latency, rows
-//! inserted per table, insert latency and batch sizes, report runs and failures.
+//! inserted per table, insert latency and batch sizes, report runs and failures, and the
+//! client crate's counters of a store backend that installs the same recorder.
 //!
 //! A test binary of its own because it installs the process-wide metrics recorder, through
 //! the same `pipeline::telemetry::init` the binaries call.
@@ -229,5 +230,55 @@ async fn metrics_endpoint_counts_a_known_workload() {
         body.contains(r#"service="e2e""#),
         "every sample names its service"
     );
+
+    // The client crate's counters reach the recorder the application installed: 4 valid and
+    // 1 invalid event through a spooling publisher; 3 to a port where nobody listens, with two
+    // attempts (one retry, then given up); 2 with a token the gateway does not know.
+    let spool = tempfile::tempdir().unwrap();
+    let mut config = client::Config::new(gateway.url(), TOKEN);
+    config.spool = Some(client::SpoolConfig {
+        dir: spool.path().into(),
+        max_bytes: 1 << 20,
+    });
+    let publisher = client::Publisher::start(config).unwrap();
+    for i in 0..5 {
+        publisher.publish(&event(100 + i, i != 4)).await.unwrap();
+    }
+    let stats = publisher.close().await.unwrap();
+    assert_eq!((stats.acknowledged, stats.rejected), (4, 1));
+
+    let mut config =
+        client::Config::new(format!("http://127.0.0.1:{}", testkit::free_port()), TOKEN);
+    config.send.timeout = Duration::from_secs(2);
+    config.send.retry = client::RetryPolicy {
+        backoff: pipeline::retry::Backoff {
+            base: Duration::from_millis(10),
+            max: Duration::from_millis(50),
+        },
+        max_attempts: Some(2),
+    };
+    let nobody = client::Publisher::start(config).unwrap();
+    for i in 0..3 {
+        nobody.publish(&event(200 + i, true)).await.unwrap();
+    }
+    assert_eq!(nobody.close().await.unwrap().failed, 3);
+
+    let stranger = client::Publisher::start(client::Config::new(gateway.url(), "wrong")).unwrap();
+    for i in 0..2 {
+        stranger.publish(&event(300 + i, true)).await.unwrap();
+    }
+    assert_eq!(stranger.close().await.unwrap().failed, 2);
+
+    let body = scrape(port);
+    for (name, expected) in [
+        ("client_events_sent_total", 10.0),
+        ("client_events_acknowledged_total", 4.0),
+        ("client_events_rejected_total", 1.0),
+        ("client_events_retried_total", 3.0),
+        ("client_events_failed_total", 5.0),
+        ("client_events_spooled_total", 5.0),
+    ] {
+        assert_eq!(sample(&body, name, &[]), expected, "{name} in:\n{body}");
+    }
     gateway.shutdown().await.unwrap();
 }

@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use opentelemetry_otlp::WithExportConfig;
 use pipeline::proto::ingest::{
-    CommerceEvent, Event, Money, PublishRequest, event::Payload,
+    CommerceEvent, Event, Money, ProbeResult, PublishRequest, event::Payload,
     ingest_service_client::IngestServiceClient,
 };
 use testkit::otlp::SpanKind;
+use tracing::Instrument;
 use tracing_subscriber::prelude::*;
 
 const TOKEN: &str = "trace-test-token";
@@ -100,6 +101,31 @@ async fn one_publish_is_traced_from_the_call_to_the_insert() {
     })
     .await
     .unwrap();
+
+    // The client crate carries its caller's trace: a batch sent through `client::Client`
+    // inside a span of the store's own is served as a child of that span. Its own gateway
+    // and stream, so the spans above stay the only ones of `stream`.
+    let client_stream = testkit::unique_name("trace-client");
+    let client_gateway = helpers::start_gateway(&redis.url(), &client_stream, &stores, &[]).await;
+    let config = client::Config::new(client_gateway.url(), TOKEN);
+    let mut store_client = client::Client::new(
+        config.channel().unwrap(),
+        TOKEN,
+        client::SendOptions::default(),
+    )
+    .unwrap();
+    let store_span = tracing::info_span!("store checkout");
+    let store_context =
+        pipeline::trace::traceparent_of(&store_span).expect("the store's span has a trace context");
+    let ack = store_client
+        .send(&client::Batch::new(&[probe_event()]))
+        .instrument(store_span.clone())
+        .await
+        .unwrap();
+    assert_eq!(ack.accepted, 1);
+    // ending the stream ends its SERVER span
+    drop((store_span, store_client));
+    client_gateway.shutdown().await.unwrap();
     gateway.shutdown().await.unwrap();
     // Shutting the provider down exports what is buffered; the export needs a free runtime
     // worker, so it must not block this one.
@@ -121,7 +147,10 @@ async fn one_publish_is_traced_from_the_call_to_the_insert() {
             .find(|s| s.kind == kind && s.name.contains(name_part))
             .unwrap_or_else(|| panic!("no {kind:?} span named like {name_part:?} in {spans:#?}"))
     };
-    let server = find(SpanKind::Server, "Publish");
+    let server = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server && s.name.ends_with("IngestService/Publish"))
+        .unwrap_or_else(|| panic!("no SERVER span of Publish in {spans:#?}"));
     assert_eq!(
         server.trace_id, INCOMING_TRACE,
         "the store's traceparent is honoured"
@@ -166,6 +195,42 @@ async fn one_publish_is_traced_from_the_call_to_the_insert() {
         Some(consumer.span_id.as_str())
     );
     assert_eq!(insert.trace_id, consumer.trace_id);
+
+    let (store_trace, store_span_id) = trace_and_span(&store_context);
+    let streamed = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server && s.name.ends_with("IngestService/PublishStream"))
+        .unwrap_or_else(|| panic!("no SERVER span of PublishStream in {spans:#?}"));
+    assert_eq!(
+        streamed.trace_id, store_trace,
+        "the client sent its caller's trace"
+    );
+    assert_eq!(streamed.parent_span_id.as_deref(), Some(store_span_id));
+    let client_producer = find(SpanKind::Producer, &client_stream);
+    assert_eq!(client_producer.trace_id, store_trace);
+}
+
+/// `00-<trace id>-<span id>-<flags>` → (trace id, span id).
+fn trace_and_span(traceparent: &str) -> (&str, &str) {
+    let mut parts = traceparent.split('-').skip(1);
+    (parts.next().unwrap(), parts.next().unwrap())
+}
+
+/// A valid probe of store eu-1, stamped now.
+fn probe_event() -> Event {
+    Event {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        occurred_at: Some(std::time::SystemTime::now().into()),
+        store_id: "eu-1".into(),
+        region: 1,
+        payload: Some(Payload::Probe(ProbeResult {
+            target: "checkout".into(),
+            up: true,
+            status_code: 200,
+            response_time_ms: 12,
+            ..ProbeResult::default()
+        })),
+    }
 }
 
 fn prost_types_timestamp(seconds: i64) -> prost_types::Timestamp {

@@ -361,3 +361,55 @@ async fn a_client_killed_with_a_full_spool_delivers_it_after_restart() {
     );
     assert_loaded_once(&redis.url(), &stream, &ids).await;
 }
+
+/// `Config::tls`: the publisher reaches a TLS gateway with the CA it was given, by the
+/// endpoint's host name or by `Tls::domain` when dialling an IP address, and delivers nothing
+/// to a gateway whose certificate another CA signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_config_trusts_only_the_given_ca() {
+    let redis = testkit::shared_redis();
+    let dir = tempfile::tempdir().unwrap();
+    let tls = testkit::tls::certificates(dir.path()).unwrap();
+    let (cert, key) = (
+        tls.cert.display().to_string(),
+        tls.key.display().to_string(),
+    );
+    let other = tempfile::tempdir().unwrap();
+    let other_ca = testkit::tls::certificates(other.path()).unwrap().ca;
+    let stream = testkit::unique_name("client-tls");
+    let gateway = start_gateway(
+        &redis.url(),
+        &stream,
+        &stores_toml(None),
+        &["--tls-cert", &cert, "--tls-key", &key],
+    )
+    .await;
+    let port = gateway.addr.port();
+    let publish = |url: String, ca: &Path, domain: Option<&str>| {
+        let mut config = config(&url);
+        config.send.retry.max_attempts = Some(2);
+        config.tls = Some(client::Tls {
+            ca_pem: std::fs::read(ca).unwrap(),
+            domain: domain.map(str::to_owned),
+        });
+        async move {
+            let publisher = Publisher::start(config).unwrap();
+            for _ in 0..3 {
+                publisher.publish(&probe()).await.unwrap();
+            }
+            publisher.close().await.unwrap()
+        }
+    };
+    let by_name = publish(format!("https://localhost:{port}"), &tls.ca, None).await;
+    assert_eq!((by_name.acknowledged, by_name.failed), (3, 0));
+    let by_ip = publish(
+        format!("https://127.0.0.1:{port}"),
+        &tls.ca,
+        Some("localhost"),
+    )
+    .await;
+    assert_eq!((by_ip.acknowledged, by_ip.failed), (3, 0));
+    let untrusted = publish(format!("https://localhost:{port}"), &other_ca, None).await;
+    assert_eq!((untrusted.acknowledged, untrusted.failed), (0, 3));
+    gateway.shutdown().await.unwrap();
+}

@@ -48,40 +48,16 @@ fn run_example(program: &str, args: &[&str], addr: &str, ca: Option<&Path>, env:
     );
 }
 
-/// A self-signed certificate for localhost and 127.0.0.1 (cert path, key path).
-fn certificate(dir: &Path) -> (String, String) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl is installed (scripts/install.sh)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert.display().to_string(), key.display().to_string())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_and_node_examples_run_against_the_gateway() {
     let root = testkit::repo_root();
     let redis = testkit::shared_redis();
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = certificate(dir.path());
+    let tls_files = testkit::tls::certificates(dir.path()).unwrap();
+    let (cert, key) = (
+        tls_files.cert.display().to_string(),
+        tls_files.key.display().to_string(),
+    );
     // the stubs come from buf.gen.yaml, as an integrator would generate them
     let stubs = dir.path().join("gen");
     let status = Command::new("bash")
@@ -89,7 +65,10 @@ async fn python_and_node_examples_run_against_the_gateway() {
         .arg(&stubs)
         .status()
         .unwrap();
-    assert!(status.success(), "buf generate of the Python and Node stubs");
+    assert!(
+        status.success(),
+        "buf generate of the Python and Node stubs"
+    );
     let python = root.join("examples/python/publish.py");
     let node = root.join("examples/node/publish.js");
     let pythonpath = stubs.join("python").display().to_string();
@@ -112,7 +91,7 @@ async fn python_and_node_examples_run_against_the_gateway() {
     let tls_addr = format!("localhost:{}", tls.addr.port());
     let cases = [
         (plain.addr.to_string(), None),
-        (tls_addr, Some(Path::new(&cert))),
+        (tls_addr, Some(tls_files.ca.as_path())),
     ];
     for (addr, ca) in &cases {
         let py = python.display().to_string();
