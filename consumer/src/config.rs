@@ -21,6 +21,10 @@ pub struct Settings {
     pub batch: BatchArgs,
     #[command(flatten)]
     pub recovery: RecoveryArgs,
+    /// After SIGTERM, how long the last batch may take to flush; what is not flushed by then
+    /// stays pending and is loaded again by the next consumer
+    #[arg(long, env = "CONSUMER_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
     /// What to do; without a subcommand the consumer loads the stream until stopped
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -146,5 +150,14 @@ mod tests {
         assert!(matches!(s.command, Some(Command::Replay { all: true, .. })));
         assert!(Settings::try_parse_from(["consumer", "replay"]).is_err());
         assert!(Settings::try_parse_from(["consumer", "replay", "1-0", "--all"]).is_err());
+    }
+
+    #[test]
+    fn the_shutdown_grace_is_ten_seconds_unless_set() {
+        let s = Settings::try_parse_from(["consumer"]).unwrap();
+        assert_eq!(s.shutdown_grace, Duration::from_secs(10));
+        let s = Settings::try_parse_from(["consumer", "--shutdown-grace", "2m"]).unwrap();
+        assert_eq!(s.shutdown_grace, Duration::from_secs(120));
+        assert!(Settings::try_parse_from(["consumer", "--shutdown-grace", "soon"]).is_err());
     }
 }

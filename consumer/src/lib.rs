@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`config`]: the typed settings, from flags and environment.
+//! - [`admin`]: the operator's subcommands (`dead-letters`, `replay`), printing to a writer.
 //! - [`source`]: the Redis side: consumer group, reading (own pending entries first),
 //!   taking over entries of dead consumers, acknowledging, trimming.
 //! - [`batch`]: entries accumulated until a flush is due, by rows, bytes or age.
@@ -14,6 +15,7 @@
 //! - [`error`]: the failures that end a worker, as one enum.
 //! - [`worker`]: [`worker::Worker::step`], one read-or-flush step, and the trivial loop.
 
+pub mod admin;
 pub mod batch;
 pub mod config;
 pub mod dead_letter;
