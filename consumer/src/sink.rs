@@ -82,7 +82,8 @@ impl<'a> Rejecting<'a> {
     }
 
     /// The row for one rejected thing of the entry: an event (with its id and time) or,
-    /// with an empty id, the whole entry.
+    /// with an empty id, the whole entry or the gateway's count of rejected events it did
+    /// not keep.
     fn row(
         &self,
         source: RejectSource,
@@ -320,6 +321,7 @@ impl Sink {
             received_at,
             events,
             rejected,
+            rejected_not_kept,
         } = batch;
         let received = received_at.as_ref().map_or(0, |t| t.seconds);
         let received_at = datetime(received);
@@ -383,6 +385,23 @@ impl Sink {
             inserts.rejected.write(&row).await?;
             written.rejected += 1;
         }
+        // one row stands for the rejected events whose bytes the gateway did not keep, so
+        // that `rejected_events` still shows that (and how many) there were
+        if rejected_not_kept > 0 {
+            let reason = not_kept_reason(rejected_not_kept);
+            let row = rejecting.row(RejectSource::Gateway, "", 0, &reason, &[]);
+            inserts.rejected.write(&row).await?;
+            written.rejected += 1;
+        }
         Ok(())
     }
+}
+
+/// The reason of the row that stands for `count` rejected events the gateway counted but did
+/// not keep (`QueuedBatch.rejected_not_kept`).
+pub fn not_kept_reason(count: u32) -> String {
+    format!(
+        "{count} more rejected events of this request were not kept: the gateway keeps the \
+         first GATEWAY_MAX_REJECTED_KEPT per request (the store's response listed each)"
+    )
 }

@@ -4,7 +4,10 @@
 
 use std::{sync::LazyLock, time::Duration};
 
-use gateway::{auth::Store, ingest::prepare};
+use gateway::{
+    auth::Store,
+    ingest::{Bounds, DEFAULT_MAX_REJECTED_KEPT, prepare},
+};
 use libfuzzer_sys::fuzz_target;
 use pipeline::{
     entry::decode_batch, proto::ingest::PublishRequest, region::Region, validate::Limits,
@@ -29,7 +32,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let events = req.events.len();
-    let Ok(prepared) = prepare(&STORE, req, &Limits::default(), MAX_EVENTS, NOW) else {
+    let bounds = Bounds {
+        max_events: MAX_EVENTS,
+        max_rejected_kept: DEFAULT_MAX_REJECTED_KEPT,
+    };
+    let Ok(prepared) = prepare(&STORE, req, &Limits::default(), bounds, NOW) else {
         return;
     };
     // Every event is either queued or rejected with a reason, never lost or doubled.
@@ -37,5 +44,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(response.accepted as usize + response.rejected.len(), events);
     let batch = decode_batch(&prepared.entry).expect("the entry decodes");
     assert_eq!(batch.events.len(), response.accepted as usize);
-    assert_eq!(batch.rejected.len(), response.rejected.len());
+    // the first rejected events are kept, the rest counted
+    assert_eq!(
+        batch.rejected.len() + batch.rejected_not_kept as usize,
+        response.rejected.len()
+    );
+    assert!(batch.rejected.len() <= DEFAULT_MAX_REJECTED_KEPT);
 });

@@ -9,7 +9,10 @@
 use std::{hint::black_box, time::Duration};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use gateway::{auth::Store, ingest::prepare};
+use gateway::{
+    auth::Store,
+    ingest::{Bounds, DEFAULT_MAX_REJECTED_KEPT, prepare},
+};
 use pipeline::{
     proto::ingest::{
         CommerceEvent, CommerceEventType, Event, Money, ProbeResult, PublishRequest, event::Payload,
@@ -21,6 +24,11 @@ use prost::Message;
 
 /// The gateway's default and the size stores are told to send.
 const BATCH: usize = 1_000;
+/// The gateway's default bounds, with the batch as the event limit.
+const BOUNDS: Bounds = Bounds {
+    max_events: BATCH,
+    max_rejected_kept: DEFAULT_MAX_REJECTED_KEPT,
+};
 /// A fixed "now", so that the events' `occurred_at` stays within the allowed age.
 const NOW: Duration = Duration::from_secs(1_800_000_000);
 const STORE_ID: &str = "eu-store-0042";
@@ -165,7 +173,7 @@ fn hot_path(c: &mut Criterion) {
         let req = request(invalid_every);
         let wire = req.encode_to_vec();
         let expected_rejections = invalid_every.map_or(0, |every| BATCH / every);
-        let prepared = prepare(&store, req.clone(), &limits, BATCH, NOW).unwrap();
+        let prepared = prepare(&store, req.clone(), &limits, BOUNDS, NOW).unwrap();
         assert_eq!(prepared.response.rejected.len(), expected_rejections);
 
         let mut group = c.benchmark_group("hot_path");
@@ -173,7 +181,7 @@ fn hot_path(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 let req = PublishRequest::decode(black_box(wire.as_slice())).unwrap();
-                prepare(&store, req, &limits, BATCH, NOW).unwrap()
+                prepare(&store, req, &limits, BOUNDS, NOW).unwrap()
             })
         });
         group.finish();
@@ -203,7 +211,7 @@ fn hot_path(c: &mut Criterion) {
         group.bench_function("prepare", |b| {
             b.iter_batched(
                 || req.clone(),
-                |req| prepare(&store, req, &limits, BATCH, NOW).unwrap(),
+                |req| prepare(&store, req, &limits, BOUNDS, NOW).unwrap(),
                 BatchSize::LargeInput,
             )
         });

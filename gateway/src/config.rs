@@ -30,6 +30,10 @@ pub struct Settings {
     /// Largest number of events in one request
     #[arg(long, env = "GATEWAY_MAX_EVENTS", default_value_t = 10_000)]
     pub max_events_per_request: usize,
+    /// Rejected events of one request whose raw bytes are queued for `rejected_events`;
+    /// further ones are counted only (every one is still listed in the response)
+    #[arg(long, env = "GATEWAY_MAX_REJECTED_KEPT", default_value_t = crate::ingest::DEFAULT_MAX_REJECTED_KEPT)]
+    pub max_rejected_kept: usize,
     /// Largest decoded (and decompressed) request message, in bytes
     #[arg(long, env = "GATEWAY_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
@@ -120,6 +124,14 @@ impl Settings {
         pipeline::validate::Limits {
             max_future_skew: self.max_future_skew,
             max_age: self.max_event_age,
+        }
+    }
+
+    /// The bounds of one request these settings configure.
+    pub fn bounds(&self) -> crate::ingest::Bounds {
+        crate::ingest::Bounds {
+            max_events: self.max_events_per_request,
+            max_rejected_kept: self.max_rejected_kept,
         }
     }
 

@@ -3,8 +3,9 @@
 //! This is the only place that decides what is accepted. It is split in two so that the
 //! CPU work can be benchmarked and fuzzed without Redis:
 //! - [`prepare`] is pure: validation splits the events, accepted ones are moved (not
-//!   copied) into one `QueuedBatch` together with the rejected ones' raw bytes, the batch
-//!   is encoded, and the response is built;
+//!   copied) into one `QueuedBatch` together with the raw bytes of the first
+//!   [`Bounds::max_rejected_kept`] rejected ones (the rest are counted), the batch is
+//!   encoded, and the response is built;
 //! - [`Ingest::publish`] admits the request (size, backpressure, quota), prepares it and
 //!   appends the entry to Redis, returning the response only after Redis confirmed it.
 
@@ -28,12 +29,28 @@ use crate::{
     auth::Store, backpressure::Backpressure, error::ApiError, queue::Queue, quota::Quotas,
 };
 
+/// How much one request may hold and put into the queue.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    /// Events in one request (`GATEWAY_MAX_EVENTS`).
+    pub max_events: usize,
+    /// Rejected events of one request whose raw bytes are queued (for `rejected_events`);
+    /// the rest are counted only (`GATEWAY_MAX_REJECTED_KEPT`). Bounds what a request of
+    /// invalid events adds to the queue: without it, 10,000 invalid events become 10,000
+    /// raw copies plus their violation texts, several times the request.
+    pub max_rejected_kept: usize,
+}
+
+/// The default of [`Bounds::max_rejected_kept`]: enough to see what is wrong with a
+/// store's events, few enough that they cost the queue at most about one request.
+pub const DEFAULT_MAX_REJECTED_KEPT: usize = 100;
+
 /// Turns requests into queued entries.
 #[derive(Clone)]
 pub struct Ingest {
     queue: Queue,
     limits: Limits,
-    max_events: usize,
+    bounds: Bounds,
     quotas: Arc<Quotas>,
     backpressure: Backpressure,
 }
@@ -51,14 +68,14 @@ impl Ingest {
     pub fn new(
         queue: Queue,
         limits: Limits,
-        max_events: usize,
+        bounds: Bounds,
         quotas: Arc<Quotas>,
         backpressure: Backpressure,
     ) -> Ingest {
         Ingest {
             queue,
             limits,
-            max_events,
+            bounds,
             quotas,
             backpressure,
         }
@@ -87,7 +104,7 @@ impl Ingest {
     ) -> Result<PublishResponse, ApiError> {
         // Size first: a malformed request is answered as such even under overload, and the
         // quota below must not be asked about an unbounded number of events.
-        check_size(&req.events, self.max_events)?;
+        check_size(&req.events, self.bounds.max_events)?;
         // Overload next: it takes nothing, whereas the quota check spends the store's
         // allowance, which a request refused for overload should not cost.
         let shard = self.queue.shards().of_store(&store.id);
@@ -99,7 +116,7 @@ impl Ingest {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        let Prepared { entry, response } = prepare(store, req, &self.limits, self.max_events, now)?;
+        let Prepared { entry, response } = prepare(store, req, &self.limits, self.bounds, now)?;
         // decoded, the response takes about three times its encoded size (a String and a
         // struct per violation)
         hold(entry.len() + 3 * response.encoded_len())?;
@@ -108,6 +125,12 @@ impl Ingest {
             .increment(u64::from(response.accepted));
         metrics::counter!("gateway_events_rejected_total", "region" => store.region.as_str())
             .increment(response.rejected.len() as u64);
+        let not_kept = response
+            .rejected
+            .len()
+            .saturating_sub(self.bounds.max_rejected_kept);
+        metrics::counter!("gateway_rejected_events_not_kept_total", "region" => store.region.as_str())
+            .increment(not_kept as u64);
         Ok(response)
     }
 }
@@ -129,6 +152,11 @@ fn check_size(events: &[Event], max_events: usize) -> Result<(), ApiError> {
 /// The CPU part of a publish: checks the request's size and every event, and encodes the
 /// entry and the response, as of `now` (since the Unix epoch).
 ///
+/// Whatever a rejected event echoes (its id, values in violation texts) is cut at
+/// [`validate::MAX_ECHO_BYTES`], and only the first `bounds.max_rejected_kept` rejected
+/// events are queued with their raw bytes, so the entry holds at most the accepted events,
+/// those raw bytes and a bounded text per kept event.
+///
 /// Pure, and meant to be total: any decoded `PublishRequest` should yield an entry or an
 /// [`ApiError`], never a panic (the `publish_request` fuzz target checks that). It repeats the size check
 /// that [`Ingest::publish`] makes before admission, so that it is safe on its own.
@@ -136,7 +164,7 @@ pub fn prepare(
     store: &Store,
     req: PublishRequest,
     limits: &Limits,
-    max_events: usize,
+    bounds: Bounds,
     now: Duration,
 ) -> Result<Prepared, ApiError> {
     let PublishRequest {
@@ -144,7 +172,7 @@ pub fn prepare(
         events,
         all_or_nothing,
     } = req;
-    check_size(&events, max_events)?;
+    check_size(&events, bounds.max_events)?;
     let ctx = Context {
         limits,
         now_unix: now.as_secs() as i64,
@@ -165,17 +193,22 @@ pub fn prepare(
         });
     }
 
-    let mut rejected_rows = Vec::with_capacity(checked.rejected.len());
+    let kept = checked.rejected.len().min(bounds.max_rejected_kept);
+    let rejected_not_kept = (checked.rejected.len() - kept) as u32;
+    let mut rejected_rows = Vec::with_capacity(kept);
     let mut rejections = Vec::with_capacity(checked.rejected.len());
     for rejected in checked.rejected {
-        rejected_rows.push(RejectedEvent {
-            raw_event: rejected.event.encode_to_vec(),
-            event_id: rejected.event.event_id.clone(),
-            reason: rejected.reason(),
-        });
+        let event_id = validate::truncated(&rejected.event.event_id).into_owned();
+        if rejected_rows.len() < kept {
+            rejected_rows.push(RejectedEvent {
+                raw_event: rejected.event.encode_to_vec(),
+                event_id: event_id.clone(),
+                reason: rejected.reason(),
+            });
+        }
         rejections.push(Rejection {
             index: rejected.index as u32,
-            event_id: rejected.event.event_id,
+            event_id,
             violations: rejected
                 .violations
                 .into_iter()
@@ -203,6 +236,7 @@ pub fn prepare(
         }),
         events: accepted,
         rejected: rejected_rows,
+        rejected_not_kept,
     };
     Ok(Prepared {
         entry: encode_batch(&batch),
@@ -232,6 +266,13 @@ mod tests {
             region: Region::Europe,
             max_events_per_second: None,
             max_bytes_per_second: None,
+        }
+    }
+
+    fn bounds(max_events: usize) -> Bounds {
+        Bounds {
+            max_events,
+            max_rejected_kept: DEFAULT_MAX_REJECTED_KEPT,
         }
     }
 
@@ -269,7 +310,7 @@ mod tests {
         let good = probe("0b7f2b8e-6a47-4d3a-9d51-4c3f0a3f5a10");
         let bad = probe("not-a-uuid");
         let req = request(vec![good.clone(), bad.clone()], false);
-        let prepared = prepare(&store(), req, &Limits::default(), 10, NOW).unwrap();
+        let prepared = prepare(&store(), req, &Limits::default(), bounds(10), NOW).unwrap();
 
         assert_eq!(prepared.response.sequence, 7);
         assert_eq!(prepared.response.accepted, 1);
@@ -291,7 +332,7 @@ mod tests {
         let limits = Limits::default();
         let id = "0b7f2b8e-6a47-4d3a-9d51-4c3f0a3f5a10";
         assert!(matches!(
-            prepare(&store(), request(vec![], false), &limits, 10, NOW),
+            prepare(&store(), request(vec![], false), &limits, bounds(10), NOW),
             Err(ApiError::EmptyRequest)
         ));
         assert!(matches!(
@@ -299,15 +340,59 @@ mod tests {
                 &store(),
                 request(vec![probe(id); 3], false),
                 &limits,
-                2,
+                bounds(2),
                 NOW
             ),
             Err(ApiError::TooManyEvents { count: 3, max: 2 })
         ));
         let req = request(vec![probe(id), probe("x")], true);
         assert!(matches!(
-            prepare(&store(), req, &limits, 10, NOW),
+            prepare(&store(), req, &limits, bounds(10), NOW),
             Err(ApiError::InvalidEvents { rejected: 1, .. })
         ));
+    }
+
+    #[test]
+    fn prepare_keeps_the_first_rejected_events_and_counts_the_rest() {
+        let huge = "\u{1}".repeat(100_000);
+        let events: Vec<Event> = (0..5)
+            .map(|i| {
+                let mut event = probe(&format!("{i}{huge}"));
+                if let Some(Payload::Probe(p)) = &mut event.payload {
+                    p.status_code = 0;
+                }
+                event
+            })
+            .collect();
+        let sent: usize = events.iter().map(|e| e.encoded_len()).sum();
+        let bounds = Bounds {
+            max_events: 10,
+            max_rejected_kept: 2,
+        };
+        let prepared = prepare(
+            &store(),
+            request(events, false),
+            &Limits::default(),
+            bounds,
+            NOW,
+        )
+        .unwrap();
+        // every rejection is answered, with its id cut
+        let response = &prepared.response;
+        assert_eq!(response.rejected.len(), 5);
+        for (i, r) in response.rejected.iter().enumerate() {
+            assert!(r.event_id.len() <= validate::MAX_ECHO_BYTES);
+            assert!(r.event_id.starts_with(&i.to_string()) && r.event_id.ends_with('…'));
+        }
+        // two are queued with their raw bytes and bounded reasons, three only counted
+        let batch = decode_batch(&prepared.entry).unwrap();
+        assert_eq!((batch.rejected.len(), batch.rejected_not_kept), (2, 3));
+        assert_eq!(batch.rejected[1].event_id, response.rejected[1].event_id);
+        assert!(batch.rejected.iter().all(|r| r.reason.len() < 1024));
+        assert!(
+            prepared.entry.len() < sent / 2,
+            "{} of {sent}",
+            prepared.entry.len()
+        );
     }
 }

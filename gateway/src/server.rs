@@ -319,7 +319,7 @@ impl Gateway {
         let ingest = Ingest::new(
             queue.clone(),
             settings.limits(),
-            settings.max_events_per_request,
+            settings.bounds(),
             quotas.clone(),
             backpressure.clone(),
         );

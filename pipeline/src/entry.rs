@@ -217,7 +217,7 @@ mod tests {
                 event_id: "0b7f2b8e-6a47-4d3a-9d51-4c3f0a3f5a10".into(),
                 ..Default::default()
             }],
-            rejected: vec![],
+            ..QueuedBatch::default()
         }
     }
 

@@ -30,6 +30,35 @@ pub const MAX_PRICE_UNITS: i64 = 1_000_000_000;
 /// README's table of money limits).
 pub const MAX_LINE_TOTAL_UNITS: i64 = 1_000_000_000_000;
 
+/// Most bytes of a value the store sent that a description (or a rejected event's id) echoes
+/// back: a 4 MiB currency code must not become a 4 MiB violation, in the response and again
+/// in the queued entry.
+pub const MAX_ECHO_BYTES: usize = 256;
+
+/// What ends a value cut at [`MAX_ECHO_BYTES`].
+const CUT_MARKER: &str = "…";
+
+/// `value`, or its first bytes up to [`MAX_ECHO_BYTES`] in all (cut at a character boundary)
+/// followed by `…` when it is longer.
+pub fn truncated(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.len() <= MAX_ECHO_BYTES {
+        return value.into();
+    }
+    let mut end = MAX_ECHO_BYTES - CUT_MARKER.len();
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{CUT_MARKER}", &value[..end]).into()
+}
+
+/// `value` quoted and escaped as Rust's `{:?}` writes it, at most [`MAX_ECHO_BYTES`]
+/// bytes: a longer one is cut (inside the quotes) and ends with `…`.
+pub fn echo(value: &str) -> String {
+    // escaping can make each byte several (`\u{1}`), so cut before and after escaping
+    let quoted = format!("{:?}", &*truncated(value));
+    truncated(&quoted).into_owned()
+}
+
 /// Configurable limits of the rules.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -349,8 +378,9 @@ fn check_store_id(ctx: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
         sink.fail(
             "store_id",
             format!(
-                "claims store {:?} but the caller is authenticated as {:?}",
-                e.store_id, sender.store_id
+                "claims store {} but the caller is authenticated as {:?}",
+                echo(&e.store_id),
+                sender.store_id
             ),
         );
     }
@@ -494,8 +524,8 @@ fn check_price(sink: &mut Collector<'_>, price: &Money) {
         sink.fail(
             "commerce.price.currency_code",
             format!(
-                "{:?} is not an ISO 4217 currency code (e.g. EUR, USD, JPY)",
-                price.currency_code
+                "{} is not an ISO 4217 currency code (e.g. EUR, USD, JPY)",
+                echo(&price.currency_code)
             ),
         );
     }

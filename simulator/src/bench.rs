@@ -47,7 +47,7 @@ pub async fn redis(args: &BenchRedisArgs) -> anyhow::Result<String> {
             nanos: 0,
         }),
         events,
-        rejected: Vec::new(),
+        ..QueuedBatch::default()
     });
     let client = fred::clients::Client::new(
         fred::types::config::Config::from_url(&args.redis_url)?,

@@ -218,7 +218,7 @@ pub fn queued_batch(ids: &[String]) -> QueuedBatch {
                 })),
             })
             .collect(),
-        rejected: vec![],
+        ..QueuedBatch::default()
     }
 }
 

@@ -8,6 +8,7 @@ mod helpers;
 mod outage;
 mod poison;
 mod recovery;
+mod rejected;
 mod scale;
 mod store;
 mod supervise;

@@ -140,3 +140,91 @@ async fn a_zstd_bomb_leaves_the_gateway_process_under_100_mib() {
     eprintln!("gateway peak RSS while refusing the bomb: {} KiB", peak_kib);
     assert!(peak_kib < 100 * 1024, "gateway peak RSS {peak_kib} KiB");
 }
+
+/// "One 4 MiB request must never become a 28 MiB stream entry": a request just under the
+/// message limit of 10,000 events, each with a long invalid id and a long invalid currency
+/// code of control bytes (escaping makes each of them five bytes in a violation text). The
+/// entry Redis holds keeps the first `GATEWAY_MAX_REJECTED_KEPT` (100) rejected events with
+/// their echoes cut, and counts the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maximal_request_of_invalid_events_makes_a_bounded_stream_entry() {
+    use fred::{
+        interfaces::{ClientLike as _, StreamsInterface as _},
+        types::CustomCommand,
+    };
+    use prost::Message as _;
+
+    let gateway = spawn_gateway(&testkit::shared_redis().url(), &[]).await;
+    let event = |i: usize, len: usize| {
+        let mut event = probe("eu-1", Region::Europe);
+        event.event_id = format!("{i:05}-{}", "x".repeat(len));
+        event.payload = Some(Payload::Commerce(pipeline::proto::ingest::CommerceEvent {
+            price: Some(pipeline::proto::ingest::Money {
+                currency_code: "\u{1}".repeat(len),
+                units: 1,
+                nanos: 0,
+            }),
+            ..Default::default()
+        }));
+        event
+    };
+    let limit = 4 << 20;
+    let len = (100..400)
+        .rev()
+        .find(|&len| request(0, (0..10_000).map(|i| event(i, len)).collect()).encoded_len() < limit)
+        .unwrap();
+    let req = request(0, (0..10_000).map(|i| event(i, len)).collect());
+    let sent = req.encoded_len();
+    let largest_event = event(0, len).encoded_len();
+
+    // the response lists every rejection, so it is large too; the client must accept it
+    let mut client = gateway.client().await.max_decoding_message_size(64 << 20);
+    let response = client
+        .publish(authed(EU_TOKEN, req))
+        .await
+        .expect("a request of invalid events is answered with its rejections")
+        .into_inner();
+    assert_eq!((response.accepted, response.rejected.len()), (0, 10_000));
+    assert!(
+        response.rejected.iter().all(|r| r.event_id.len() <= 256),
+        "ids are cut at 256 bytes"
+    );
+
+    let redis = redis_client(&gateway.redis_url).await;
+    let entries: Vec<(String, std::collections::HashMap<String, Bytes>)> = redis
+        .xrange_values(&gateway.stream_key, "-", "+", None)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1);
+    let entry_bytes: usize = entries[0]
+        .1
+        .iter()
+        .map(|(name, value)| name.len() + value.len())
+        .sum();
+    let memory: u64 = redis
+        .custom(
+            CustomCommand::new_static("MEMORY", None, false),
+            vec!["USAGE", gateway.stream_key.as_str(), "SAMPLES", "0"],
+        )
+        .await
+        .unwrap();
+    eprintln!(
+        "a request of {sent} bytes (10,000 invalid events of {largest_event} bytes) became a stream entry of {entry_bytes} bytes; MEMORY USAGE of the stream {memory} bytes"
+    );
+    // each kept event: its raw bytes, its id cut at 256 bytes, and its reason (two
+    // violations, the currency echo cut at 256 bytes)
+    let most = 100 * (largest_event + 2048);
+    assert!(entry_bytes <= most, "{entry_bytes} > {most}");
+    assert!(memory <= 2 * most as u64, "{memory}");
+
+    let batch = gateway.batches().await.remove(0);
+    assert_eq!(
+        (batch.rejected.len(), batch.rejected_not_kept),
+        (100, 9_900)
+    );
+    assert!(
+        batch.rejected[0]
+            .reason
+            .contains("is not an ISO 4217 currency code")
+    );
+}

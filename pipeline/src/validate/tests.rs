@@ -753,3 +753,27 @@ fn accepted_events_keep_their_order_and_give_back_their_payload() {
     assert_eq!(checked.accepted[0].occurred_at(), NOW - 60);
     assert_eq!(checked.accepted[1].clone().into_event(), second);
 }
+
+#[test]
+fn echoed_values_are_cut_at_a_character_boundary() {
+    assert_eq!(truncated("EURO"), "EURO");
+    let long = "é".repeat(1000);
+    let cut = truncated(&long);
+    assert!(cut.len() <= MAX_ECHO_BYTES && cut.ends_with('…'), "{cut}");
+    assert!(cut.starts_with("éé"));
+    assert_eq!(echo("EURO"), "\"EURO\"");
+    // escaping multiplies control bytes; the echo stays within the limit all the same
+    let escaped = echo(&"\u{1}".repeat(10_000));
+    assert!(escaped.len() <= MAX_ECHO_BYTES, "{}", escaped.len());
+    assert!(escaped.starts_with("\"\\u{1}") && escaped.ends_with('…'));
+
+    let mut e = commerce();
+    c(&mut e).price.as_mut().unwrap().currency_code = "\u{1}".repeat(4 << 20);
+    let got = check(&e);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].description.len() < MAX_ECHO_BYTES + 100,
+        "{}",
+        got[0].description.len()
+    );
+}
