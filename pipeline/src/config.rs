@@ -345,29 +345,37 @@ pub struct TelemetryArgs {
     pub metrics_listen: Option<SocketAddr>,
 }
 
-/// Parses a duration such as `500ms`, `5s`, `2m`, `7d` (for clap).
+/// Parses a duration such as `500ms`, `5s`, `2m`, `1h30m`, `1.5s` or `7d` (for clap), with
+/// humantime: parts add up, and a value too large for a `Duration` is an error, not a
+/// panic. Units stop at days: a week, month or year in a setting is more likely a typo
+/// than a wish, and a month has no fixed length.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    const TOO_LONG: &[&str] = &[
+        "w", "wk", "wks", "week", "weeks", "M", "month", "months", "y", "yr", "yrs", "year",
+        "years",
+    ];
+    const UNITS: &str = "use ms, s, m, h or d, e.g. 1h30m";
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .ok_or_else(|| format!("{s:?} has no unit: use ms, s, m, h or d"))?;
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} does not start with a number"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86_400.0,
-        _ => {
-            return Err(format!(
-                "unknown unit {unit:?} in {s:?}: use ms, s, m, h or d"
-            ));
+    let units = s
+        .split(|c: char| c.is_ascii_digit() || c == '.' || c.is_whitespace())
+        .filter(|unit| !unit.is_empty());
+    if let Some(unit) = units.into_iter().find(|unit| TOO_LONG.contains(unit)) {
+        return Err(format!(
+            "unit {unit:?} in {s:?} is longer than a day: {UNITS}"
+        ));
+    }
+    humantime::parse_duration(s).map_err(|e| match e {
+        humantime::DurationError::UnknownUnit { unit, .. } if unit.is_empty() => {
+            format!("{s:?} has no unit: {UNITS}")
         }
-    };
-    Ok(Duration::from_secs_f64(secs))
+        humantime::DurationError::UnknownUnit { unit, .. } => {
+            format!("unknown unit {unit:?} in {s:?}: {UNITS}")
+        }
+        humantime::DurationError::NumberOverflow => {
+            format!("{s:?} is too long or too precise for a duration")
+        }
+        e => format!("{s:?} is not a duration: {e}; {UNITS}"),
+    })
 }
 
 #[cfg(test)]
@@ -381,6 +389,28 @@ mod tests {
         assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn durations_add_up_and_huge_ones_are_errors() {
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5_400));
+        assert_eq!(parse_duration("1m 30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(
+            parse_duration("1.5s").unwrap(),
+            Duration::from_millis(1_500)
+        );
+        // past u64 seconds: the old parser panicked in Duration::from_secs_f64
+        let huge = parse_duration("99999999999999999999d").unwrap_err();
+        assert!(huge.contains("too long"), "{huge}");
+        let huge = parse_duration("300000000000000000d").unwrap_err();
+        assert!(huge.contains("too long"), "{huge}");
+        for longer_than_a_day in ["2w", "1M", "3 years"] {
+            let e = parse_duration(longer_than_a_day).unwrap_err();
+            assert!(e.contains("longer than a day"), "{e}");
+        }
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("5x").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("5").unwrap_err().contains("no unit"));
     }
 
     #[derive(clap::Parser)]
