@@ -6,9 +6,7 @@
 //! A test binary of its own because it installs the process-wide metrics recorder, through
 //! the same `pipeline::telemetry::init` the binaries call.
 
-#[allow(dead_code)]
-#[path = "e2e/helpers.rs"]
-mod helpers;
+use e2e as helpers;
 
 use std::{
     io::{Read, Write},

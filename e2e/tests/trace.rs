@@ -4,9 +4,7 @@
 //!
 //! A test binary of its own because it installs the process-wide tracing subscriber.
 
-#[allow(dead_code)]
-#[path = "e2e/helpers.rs"]
-mod helpers;
+use e2e as helpers;
 
 use std::time::Duration;
 

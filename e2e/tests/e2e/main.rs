@@ -8,6 +8,8 @@ mod env_docs;
 mod examples;
 mod full_path;
 mod grpcurl;
-mod helpers;
 mod replay;
 mod sql_engines;
+
+// The shared helpers are the e2e crate's library, under the name every module uses.
+use e2e as helpers;
