@@ -190,3 +190,287 @@ fn anyhow_is_only_in_binaries_and_tests() {
         found.join("\n")
     );
 }
+
+/// Production library code of `crates` (paths starting with one of them), as (path, text).
+fn library_code(crates: &[&str]) -> Vec<(String, String)> {
+    sources()
+        .into_iter()
+        .filter(|(path, _)| is_library(path) && crates.iter().any(|c| path.starts_with(c)))
+        .map(|(path, text)| {
+            let code = production(&text).to_owned();
+            (path, code)
+        })
+        .collect()
+}
+
+/// "`marketplace.queue.v1` is internal: only the gateway writes it and only the consumer
+/// reads it", through `pipeline::entry`; the simulator's `bench-redis` writes the gateway's
+/// entry bytes to measure `XADD`.
+#[test]
+fn only_the_gateway_and_the_consumer_use_the_queue_format() {
+    const ALLOWED: &[&str] = &["gateway/src/", "consumer/src/", "pipeline/src/entry.rs"];
+    let mut found = Vec::new();
+    for (path, code) in library_code(&[
+        "pipeline/",
+        "gateway/",
+        "consumer/",
+        "reporter/",
+        "client/",
+        "simulator/",
+    ]) {
+        if !ALLOWED.iter().any(|a| path.starts_with(a)) && path != "simulator/src/bench.rs" {
+            found.extend(hits(
+                &path,
+                &code,
+                &["proto::queue", "QueuedBatch", "encode_batch"],
+            ));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the queue format is the gateway's and the consumer's:\n{}",
+        found.join("\n")
+    );
+}
+
+/// "Nothing in `pipeline` knows about gRPC servers or S3; HTTP appears only as
+/// `http::HeaderMap`."
+#[test]
+fn pipeline_knows_no_grpc_server_and_no_s3() {
+    let root = testkit::repo_root();
+    let manifest = std::fs::read_to_string(root.join("pipeline/Cargo.toml")).unwrap();
+    let dependencies = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .unwrap();
+    for forbidden in ["tonic", "aws-", "hyper", "tower"] {
+        assert!(
+            !dependencies.contains(forbidden),
+            "pipeline depends on {forbidden}"
+        );
+    }
+    let mut found = Vec::new();
+    for (path, code) in library_code(&["pipeline/"]) {
+        found.extend(hits(
+            &path,
+            &code,
+            &["_server::", "aws_", "http::Request", "http::Response"],
+        ));
+    }
+    assert!(
+        found.is_empty(),
+        "pipeline is no server:\n{}",
+        found.join("\n")
+    );
+}
+
+/// "Tokens are never logged": no log or print statement of the gateway or the client names
+/// a token or the authorization header. `gateway stores` prints a new token once, to its
+/// writer, by design; that is not a log line.
+#[test]
+fn no_log_line_names_a_token() {
+    const MACROS: &[&str] = &[
+        "trace!(",
+        "debug!(",
+        "info!(",
+        "warn!(",
+        "error!(",
+        "println!(",
+        "eprintln!(",
+        "info_span!(",
+        "debug_span!(",
+    ];
+    let mut found = Vec::new();
+    for (path, code) in library_code(&["gateway/", "client/"]) {
+        for mac in MACROS {
+            for (at, _) in code.match_indices(mac) {
+                let call = &code[at..];
+                let call = &call[..call.find(");").unwrap_or(call.len())];
+                let lower = call.to_lowercase();
+                if lower.contains("token") || lower.contains("authorization") {
+                    let line = code[..at].lines().count();
+                    found.push(format!(
+                        "{path}:{line}: {}",
+                        call.lines().next().unwrap_or("")
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "log the store id, never its token:\n{}",
+        found.join("\n")
+    );
+}
+
+/// "Of the services, the consumer is the only writer of ClickHouse and the only one that
+/// applies migrations; besides it only `simulator bench-clickhouse` writes."
+#[test]
+fn only_the_consumer_writes_clickhouse_and_applies_migrations() {
+    const WRITES: &[&str] = &[
+        ".insert::<",
+        "insert(COMMERCE_TABLE",
+        "insert(PROBE_TABLE",
+        "insert(REJECTED_TABLE",
+        "schema::migrate",
+        "migrate_configured(",
+        "migrate_cluster(",
+    ];
+    let mut found = Vec::new();
+    for (path, code) in library_code(&["gateway/", "reporter/", "client/", "simulator/"]) {
+        if path != "simulator/src/bench.rs" {
+            found.extend(hits(&path, &code, WRITES));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "only the consumer writes ClickHouse:\n{}",
+        found.join("\n")
+    );
+}
+
+/// "The simulator talks to ClickHouse and Redis only in its `bench-*` subcommands", and its
+/// events' time comes from the simulated clock: generating reads no clock.
+#[test]
+fn the_simulator_uses_redis_and_clickhouse_only_to_bench() {
+    let mut found = Vec::new();
+    for (path, code) in library_code(&["simulator/"]) {
+        if path != "simulator/src/bench.rs" {
+            found.extend(hits(
+                &path,
+                &code,
+                &["fred::", "clickhouse::Client", "clickhouse::Row"],
+            ));
+        }
+        if path == "simulator/src/generate.rs" || path == "simulator/src/request.rs" {
+            found.extend(hits(
+                &path,
+                &code,
+                &["SystemTime", "Instant::now", "now_utc", "now_unix"],
+            ));
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+/// "The client reads no environment variables", its `config.rs` included: a store's
+/// backend configures it in code.
+#[test]
+fn the_client_reads_no_environment() {
+    let mut found = Vec::new();
+    for (path, code) in library_code(&["client/"]) {
+        found.extend(hits(&path, &code, &["env::var", "env::vars", "env = \""]));
+    }
+    assert!(
+        found.is_empty(),
+        "the client takes its settings from its caller:\n{}",
+        found.join("\n")
+    );
+}
+
+/// The section of ARCHITECTURE.md about `krate`: from its `### \`krate/\`` heading to the
+/// next heading.
+fn map_section<'a>(architecture: &'a str, krate: &str) -> &'a str {
+    let heading = format!("### `{krate}/`");
+    let start = architecture
+        .find(&heading)
+        .unwrap_or_else(|| panic!("ARCHITECTURE.md has no section {heading}"));
+    let rest = &architecture[start + heading.len()..];
+    &rest[..rest.find("\n#").unwrap_or(rest.len())]
+}
+
+/// ARCHITECTURE.md is a map: every module of every library crate is named in its crate's
+/// section, so a new module cannot hide from it.
+#[test]
+fn every_module_is_on_the_map() {
+    let root = testkit::repo_root();
+    let architecture = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let mut missing = Vec::new();
+    for krate in [
+        "pipeline",
+        "gateway",
+        "consumer",
+        "reporter",
+        "client",
+        "simulator",
+    ] {
+        let lib = std::fs::read_to_string(root.join(krate).join("src/lib.rs")).unwrap();
+        let section = map_section(&architecture, krate);
+        for line in lib.lines() {
+            let Some(module) = line
+                .trim()
+                .strip_prefix("pub mod ")
+                .or_else(|| line.trim().strip_prefix("mod "))
+                .and_then(|m| m.strip_suffix(';'))
+            else {
+                continue;
+            };
+            if !section.contains(&format!("`{module}`")) {
+                missing.push(format!("{krate}::{module}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "name these modules in their crate's section of ARCHITECTURE.md: {missing:?}"
+    );
+}
+
+/// Every test that ARCHITECTURE.md, docs/DESIGN.md or README.md cites as proof (`test
+/// \`name\``, or a list of names after `tests`) exists, so a renamed test cannot leave a
+/// claim without its proof.
+#[test]
+fn every_test_the_docs_cite_exists() {
+    let root = testkit::repo_root();
+    let code: String = sources()
+        .into_iter()
+        .map(|(_, text)| text)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut missing = Vec::new();
+    for doc in ["ARCHITECTURE.md", "docs/DESIGN.md", "README.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        for name in cited_tests(&text) {
+            if !code.contains(&format!("fn {name}(")) {
+                missing.push(format!("{doc}: {name}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "the docs cite tests that do not exist:\n{}",
+        missing.join("\n")
+    );
+}
+
+/// The names in backticks after the word `test` or `tests` (up to the closing parenthesis,
+/// so that "tests `a`, `b`" counts both), that look like test names: snake case with at
+/// least three words.
+fn cited_tests(text: &str) -> Vec<String> {
+    let text = text.replace('\n', " ");
+    let mut names = Vec::new();
+    for (at, _) in text.match_indices("test") {
+        let rest = &text[at..];
+        let rest = rest
+            .strip_prefix("tests ")
+            .or_else(|| rest.strip_prefix("test "))
+            .unwrap_or("");
+        if !rest.starts_with('`') {
+            continue;
+        }
+        let span = &rest[..rest.find(')').unwrap_or(rest.len()).min(400)];
+        for name in span.split('`').skip(1).step_by(2) {
+            let snake = name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if snake && name.matches('_').count() >= 2 {
+                names.push(name.to_owned());
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}

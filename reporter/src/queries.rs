@@ -198,3 +198,26 @@ pub const ALL: &[(&str, &str)] = &[
 pub fn render(sql: &str, date: &str) -> String {
     sql.replace('?', &format!("'{date}'"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A redelivered entry or a store's retry leaves a second copy of a row until a merge.
+    /// Each query collapses it (`FINAL`) or is blind to it: `uniqExact` and `DISTINCT` count
+    /// a copy once, `max` of a copy is the same value.
+    #[test]
+    fn every_query_counts_a_duplicate_row_once() {
+        const BLIND: &[&str] = &["uniqExact(", "DISTINCT", "max("];
+        for (name, sql) in ALL {
+            for table in ["commerce_events", "probe_results"] {
+                let reads = sql.matches(&format!("FROM {table}")).count();
+                let collapsed = sql.matches(&format!("FROM {table} FINAL")).count();
+                assert!(
+                    reads == collapsed || BLIND.iter().any(|b| sql.contains(b)),
+                    "query {name} reads {table} without FINAL and counts duplicates"
+                );
+            }
+        }
+    }
+}

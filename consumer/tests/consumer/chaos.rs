@@ -10,7 +10,7 @@
 //! The long form once failed (seed 4860461488774286340): restarts re-read the backlog left by
 //! the 30 s outage, Redis counted each re-read as a delivery, and healthy entries reached
 //! `CONSUMER_MAX_DELIVERIES`. The consumer now counts only loads interrupted by its death
-//! (see ARCHITECTURE.md, "Poison entries and crash loops"), and that seed passes.
+//! (see docs/DESIGN.md, "Poison entries and crash loops"), and that seed passes.
 
 use std::{
     collections::HashSet,
