@@ -86,6 +86,10 @@ pub struct Settings {
     /// clients rebalance across gateways
     #[arg(long, env = "GATEWAY_MAX_CONNECTION_AGE", default_value = "10m", value_parser = parse_duration)]
     pub max_connection_age: Duration,
+    /// A connection with no call in progress and none started for this long is closed
+    /// (keepalive pings do not count as use)
+    #[arg(long, env = "GATEWAY_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
     /// Connections open at once; further ones wait in the listen backlog
     #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
@@ -174,6 +178,8 @@ mod tests {
         assert_eq!(defaults.max_backlog, 100_000);
         assert_eq!(defaults.max_redis_memory_ratio, 0.9);
         assert_eq!(defaults.stream_max_in_flight, 32);
+        assert_eq!(defaults.idle_timeout, Duration::from_secs(300));
+        assert_eq!(defaults.max_rejected_kept, 100);
         assert_eq!(defaults.reflection, crate::edge::Reflection::Authenticated);
         assert!(parse(&["--reflection", "sometimes"]).is_err());
         assert!(parse(&["--max-connections", "0"]).is_err());

@@ -12,6 +12,7 @@
 //!   reflection policy, and ingest bodies read message by message within the [`budget`],
 //!   their events counted on the [`wire`] before anything is decoded.
 //! - [`listener`]: accepted connections, at most `GATEWAY_MAX_CONNECTIONS`.
+//! - [`idle`]: connections without a call for `GATEWAY_IDLE_TIMEOUT` are closed.
 //! - [`ingest`]: one request from decoded protobuf to a queued batch and a response;
 //!   the only place that decides what is accepted.
 //! - [`quota`]: per-store `max_events_per_second` and `max_bytes_per_second`, one rate
@@ -32,6 +33,7 @@ pub mod budget;
 pub mod config;
 pub mod edge;
 pub mod error;
+pub mod idle;
 pub mod ingest;
 pub mod listener;
 pub mod preflight;

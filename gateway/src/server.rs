@@ -34,6 +34,7 @@ use crate::{
     config::Settings,
     edge::{EdgeConfig, EdgeLayer, Held, Reflection},
     error::{self, ApiError},
+    idle::TrackLayer,
     ingest::Ingest,
     listener,
     queue::Queue,
@@ -267,8 +268,10 @@ fn tls_config(settings: &Settings) -> Result<Option<ServerTlsConfig>, ServerErro
 /// The response mapping of every call: tonic's own oversize answers as RESOURCE_EXHAUSTED.
 type Oversize = fn(http::Response<Body>) -> http::Response<Body>;
 
-/// The layers around every service: the edge inside, the oversize rewrite outside.
-type Layers = Stack<EdgeLayer, Stack<MapResponseLayer<Oversize>, NoLayer>>;
+/// The layers around every service: the idle tracking innermost (so that only calls the edge
+/// let through count as use of a connection: a stranger's refused calls do not keep it
+/// open), then the edge, the oversize rewrite outside.
+type Layers = Stack<TrackLayer, Stack<EdgeLayer, Stack<MapResponseLayer<Oversize>, NoLayer>>>;
 
 /// A gateway ready to serve: settings checked, stores loaded, TLS read, Redis client and
 /// watchers started, services and layers assembled.
@@ -278,6 +281,7 @@ pub struct Gateway {
     health: HealthReporter,
     watchers: Watchers,
     max_connections: usize,
+    idle_timeout: Duration,
     shutdown_grace: Duration,
 }
 
@@ -374,6 +378,7 @@ impl Gateway {
         let router = builder
             .layer(MapResponseLayer::new(oversize))
             .layer(EdgeLayer(edge))
+            .layer(TrackLayer)
             .timeout(settings.request_timeout)
             .concurrency_limit_per_connection(settings.max_requests_per_connection as usize)
             .max_concurrent_streams(Some(settings.max_concurrent_streams))
@@ -392,6 +397,7 @@ impl Gateway {
             health,
             watchers,
             max_connections: settings.max_connections as usize,
+            idle_timeout: settings.idle_timeout,
             shutdown_grace: settings.shutdown_grace,
         })
     }
@@ -413,12 +419,13 @@ impl Gateway {
             health,
             watchers,
             max_connections,
+            idle_timeout,
             shutdown_grace,
         } = self;
         let addr = listener.local_addr()?;
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         let server = router.serve_with_incoming_shutdown(
-            listener::incoming(listener, max_connections),
+            listener::incoming(listener, max_connections, idle_timeout),
             async move {
                 let _ = stop_rx.changed().await;
             },

@@ -216,10 +216,14 @@ async fn open_h2(url: &str) -> std::io::Result<tokio::net::TcpStream> {
     Ok(tcp)
 }
 
+/// 2,000 connections that send the HTTP/2 preface and nothing more; then every one of them
+/// is closed by the gateway once idle for `GATEWAY_IDLE_TIMEOUT`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_two_thousand_idle_connections() {
+    use tokio::io::AsyncReadExt as _;
+
     let case = "2,000 idle connections";
-    let mut gateway = GatewayProcess::spawn(&[]).await;
+    let mut gateway = GatewayProcess::spawn(&["--idle-timeout", "3s"]).await;
     let mut idle = Vec::new();
     for _ in 0..2_000 {
         // a gateway that refuses more connections is within its rights; count what it took
@@ -230,7 +234,14 @@ async fn hostile_two_thousand_idle_connections() {
     eprintln!("{case}: {} connections opened", idle.len());
     tokio::time::sleep(Duration::from_millis(500)).await;
     survives(&mut gateway, case).await;
-    drop(idle);
+    // the gateway's SETTINGS, then the end of the stream (or a reset): closed by the gateway
+    let ends = join_all(idle.into_iter().map(|mut tcp| async move {
+        let mut sink = Vec::new();
+        tokio::time::timeout(Duration::from_secs(60), tcp.read_to_end(&mut sink)).await
+    }))
+    .await;
+    let open = ends.iter().filter(|end| end.is_err()).count();
+    assert_eq!(open, 0, "{case}: {open} connections still open");
 }
 
 /// Calls whose body trickles in: a frame header announcing 4 MiB, then 1 KiB every 50 ms.

@@ -6,6 +6,7 @@ mod backpressure;
 mod edge;
 mod helpers;
 mod hostile;
+mod idle;
 mod preflight;
 mod quota;
 mod redis_down;
