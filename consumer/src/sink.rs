@@ -16,7 +16,6 @@ use pipeline::{
     },
     validate::{self, Context, Limits, Sender},
 };
-use tracing::Instrument;
 
 use crate::batch::RawEntry;
 
@@ -206,21 +205,21 @@ impl Sink {
         }
         // Each insert's CLIENT span covers the wait for ClickHouse's confirmation, the part
         // of a flush that depends on the server.
-        inserts
-            .commerce
-            .end()
-            .instrument(pipeline::trace::insert_span(COMMERCE_TABLE))
-            .await?;
-        inserts
-            .probes
-            .end()
-            .instrument(pipeline::trace::insert_span(PROBE_TABLE))
-            .await?;
-        inserts
-            .rejected
-            .end()
-            .instrument(pipeline::trace::insert_span(REJECTED_TABLE))
-            .await?;
+        pipeline::trace::traced(
+            pipeline::trace::insert_span(COMMERCE_TABLE),
+            inserts.commerce.end(),
+        )
+        .await?;
+        pipeline::trace::traced(
+            pipeline::trace::insert_span(PROBE_TABLE),
+            inserts.probes.end(),
+        )
+        .await?;
+        pipeline::trace::traced(
+            pipeline::trace::insert_span(REJECTED_TABLE),
+            inserts.rejected.end(),
+        )
+        .await?;
         Ok(load)
     }
 

@@ -2,6 +2,10 @@
 //! gateway's SERVER span, whose PRODUCER span's context travels in the stream entry, and the
 //! consumer's CONSUMER batch span links to it, with the ClickHouse insert as its child.
 //!
+//! The same for a batch sent through the `client` crate over PublishStream (a SERVER span per
+//! request, child of the caller's span), and a failure of the gateway's own marks its span
+//! as an error. Every span names the build's `service.version`.
+//!
 //! A test binary of its own because it installs the process-wide tracing subscriber.
 
 use e2e as helpers;
@@ -115,15 +119,39 @@ async fn one_publish_is_traced_from_the_call_to_the_insert() {
     let store_span = tracing::info_span!("store checkout");
     let store_context =
         pipeline::trace::traceparent_of(&store_span).expect("the store's span has a trace context");
-    let ack = store_client
-        .send(&client::Batch::new(&[probe_event()]))
-        .instrument(store_span.clone())
-        .await
-        .unwrap();
-    assert_eq!(ack.accepted, 1);
-    // ending the stream ends its SERVER span
+    for _ in 0..2 {
+        let ack = store_client
+            .send(&client::Batch::new(&[probe_event()]))
+            .instrument(store_span.clone())
+            .await
+            .unwrap();
+        assert_eq!(ack.accepted, 1);
+    }
     drop((store_span, store_client));
     client_gateway.shutdown().await.unwrap();
+
+    // A failure of the gateway's own (its Redis is gone) marks the SERVER span as an error.
+    let mut lost_redis = testkit::Redis::start().unwrap();
+    let failing = helpers::start_gateway(&lost_redis.url(), &stream, &stores, &[]).await;
+    lost_redis.stop().unwrap();
+    let mut failing_client = IngestServiceClient::connect(failing.url()).await.unwrap();
+    let status = loop {
+        let mut request = tonic::Request::new(PublishRequest {
+            sequence: 1,
+            all_or_nothing: false,
+            events: vec![probe_event()],
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+        match failing_client.publish(request).await {
+            Err(status) => break status,
+            // the health watch has not noticed yet
+            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    failing.shutdown().await.unwrap();
     gateway.shutdown().await.unwrap();
     // Shutting the provider down exports what is buffered; the export needs a free runtime
     // worker, so it must not block this one.
@@ -194,18 +222,43 @@ async fn one_publish_is_traced_from_the_call_to_the_insert() {
     );
     assert_eq!(insert.trace_id, consumer.trace_id);
 
-    let (store_trace, store_span_id) = trace_and_span(&store_context);
-    let streamed = spans
-        .iter()
-        .find(|s| s.kind == SpanKind::Server && s.name.ends_with("IngestService/PublishStream"))
-        .unwrap_or_else(|| panic!("no SERVER span of PublishStream in {spans:#?}"));
+    assert_eq!(server.status, None, "an OK call has no error status");
     assert_eq!(
-        streamed.trace_id, store_trace,
-        "the client sent its caller's trace"
+        server.resource.get("service.version").map(String::as_str),
+        Some(env!("CARGO_PKG_VERSION")),
+        "spans name the build that made them"
     );
-    assert_eq!(streamed.parent_span_id.as_deref(), Some(store_span_id));
+
+    // one SERVER span per PublishStream request, each a child of the client's caller
+    let (store_trace, store_span_id) = trace_and_span(&store_context);
+    let streamed: Vec<_> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Server && s.name.ends_with("IngestService/PublishStream"))
+        .collect();
+    assert_eq!(streamed.len(), 2, "a span per request: {streamed:#?}");
+    for span in &streamed {
+        assert_eq!(
+            span.trace_id, store_trace,
+            "the client sent its caller's trace"
+        );
+        assert_eq!(span.parent_span_id.as_deref(), Some(store_span_id));
+        assert_eq!(span.attribute("rpc.grpc.status_code"), Some("0"));
+    }
+    assert_ne!(streamed[0].span_id, streamed[1].span_id);
     let client_producer = find(SpanKind::Producer, &client_stream);
     assert_eq!(client_producer.trace_id, store_trace);
+
+    let unavailable = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server && s.attribute("rpc.grpc.status_code") == Some("14"))
+        .unwrap_or_else(|| panic!("no SERVER span of the UNAVAILABLE call in {spans:#?}"));
+    assert!(
+        unavailable
+            .status
+            .as_deref()
+            .is_some_and(|s| s.starts_with("error: ") && s.contains("redis")),
+        "a server failure is an error span: {unavailable:#?}"
+    );
 }
 
 /// `00-<trace id>-<span id>-<flags>` → (trace id, span id).

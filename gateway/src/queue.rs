@@ -23,7 +23,6 @@ use pipeline::{
     retry::{Class, classify_redis},
     shard::Shards,
 };
-use tracing::Instrument;
 
 /// Why an entry was not queued.
 #[derive(Debug, thiserror::Error)]
@@ -118,11 +117,11 @@ impl Queue {
         let span = pipeline::trace::producer_span(key);
         let traceparent = traceparent.or_else(|| pipeline::trace::traceparent_of(&span));
         let fields = Fields::new(batch, traceparent);
-        let id: String = self
-            .client
-            .xadd(key, false, None, "*", fields.pairs())
-            .instrument(span.clone())
-            .await?;
+        let id: String = pipeline::trace::traced(
+            span.clone(),
+            self.client.xadd(key, false, None, "*", fields.pairs()),
+        )
+        .await?;
         span.record("messaging.message.id", id.as_str());
         Ok(id)
     }

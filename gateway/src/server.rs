@@ -109,12 +109,7 @@ impl IngestService for IngestApi {
         }
         .instrument(span.clone())
         .await;
-        let code = result
-            .as_ref()
-            .map_or_else(|s: &Status| s.code(), |_| tonic::Code::Ok);
-        span.record("rpc.grpc.status_code", code as i64);
-        metrics::histogram!("gateway_rpc_duration_seconds", "method" => "Publish", "code" => error::code_label(code))
-            .record(started.elapsed().as_secs_f64());
+        record_outcome(&span, "Publish", started, result.as_ref().err());
         result
     }
 
@@ -141,12 +136,10 @@ impl IngestService for IngestApi {
         &self,
         request: Request<tonic::Streaming<PublishRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
-        // One SERVER span for the whole stream; each request's PRODUCER span is its child.
-        let span = pipeline::trace::rpc_server_span(
-            <IngestServiceServer<IngestApi> as tonic::server::NamedService>::NAME,
-            "PublishStream",
-            request.metadata().as_ref(),
-        );
+        // One SERVER span per request of the stream, each a child of the stream's
+        // `traceparent`: a stream lives for hours, and one span for all of it would be
+        // exported only at its end and say nothing about each request.
+        let headers = request.metadata().as_ref().clone();
         let mut store = Arc::new(store_of(&request)?);
         let held = held_of(&request);
         let authorization = request.metadata().get("authorization").cloned();
@@ -170,7 +163,13 @@ impl IngestService for IngestApi {
                         })
                 };
                 let held = held.clone();
-                async move {
+                let span = pipeline::trace::rpc_server_span(
+                    <IngestServiceServer<IngestApi> as tonic::server::NamedService>::NAME,
+                    "PublishStream",
+                    &headers,
+                );
+                let started = std::time::Instant::now();
+                let work = async move {
                     let store: Arc<Store> = checked.map_err(ApiError::from)?;
                     let response = ingest
                         .publish_within(&store, item?, |bytes| hold(&held, bytes))
@@ -179,8 +178,12 @@ impl IngestService for IngestApi {
                         held.release_oldest();
                     }
                     Ok(response?)
+                };
+                async move {
+                    let result = work.instrument(span.clone()).await;
+                    record_outcome(&span, "PublishStream", started, result.as_ref().err());
+                    result
                 }
-                .instrument(span.clone())
             })
             .buffered(self.stream_max_in_flight)
             .take_while(move |result: &Result<PublishResponse, Status>| {
@@ -190,6 +193,20 @@ impl IngestService for IngestApi {
             });
         Ok(Response::new(Box::pin(responses)))
     }
+}
+
+/// The outcome of one call (a `PublishStream` request counts as one): its SERVER span's
+/// status and `gateway_rpc_duration_seconds{method, code}`.
+fn record_outcome(
+    span: &tracing::Span,
+    method: &'static str,
+    started: std::time::Instant,
+    failure: Option<&Status>,
+) {
+    let (code, message) = failure.map_or((tonic::Code::Ok, ""), |s| (s.code(), s.message()));
+    pipeline::trace::record_grpc_outcome(span, code as i32, message);
+    metrics::histogram!("gateway_rpc_duration_seconds", "method" => method, "code" => error::code_label(code))
+        .record(started.elapsed().as_secs_f64());
 }
 
 /// The tasks that watch Redis, aborted when the gateway stops or is dropped, so that a stopped

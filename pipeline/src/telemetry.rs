@@ -147,17 +147,27 @@ pub fn tracer_provider(
 }
 
 /// The SDK's resource (it reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES), named after
-/// `service` unless those variables name it.
+/// `service` and carrying this build's `service.version` unless those variables set them.
 fn resource(service: &'static str) -> Resource {
     let detected = Resource::builder().build();
     let named = detected
         .get(&Key::from_static_str("service.name"))
         .is_some_and(|name| !name.as_str().starts_with("unknown_service"));
-    if named {
-        detected
-    } else {
-        Resource::builder().with_service_name(service).build()
+    let mut builder = Resource::builder();
+    if !named {
+        builder = builder.with_service_name(service);
     }
+    if detected
+        .get(&Key::from_static_str("service.version"))
+        .is_none()
+    {
+        // every crate of the workspace has the same version
+        builder = builder.with_attribute(opentelemetry::KeyValue::new(
+            "service.version",
+            env!("CARGO_PKG_VERSION"),
+        ));
+    }
+    builder.build()
 }
 
 /// The layer turning `tracing` spans into OpenTelemetry spans.

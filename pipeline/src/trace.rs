@@ -101,7 +101,7 @@ pub fn add_links<'a>(
 
 /// The SERVER span of one gRPC call, e.g. `rpc_server_span("marketplace.ingest.v1.IngestService",
 /// "Publish", request.metadata().as_ref())`, child of the caller's `traceparent` if it sent
-/// one. Record the outcome with `span.record("rpc.grpc.status_code", code as i64)`.
+/// one. Record the outcome with [`record_grpc_outcome`].
 pub fn rpc_server_span(service: &str, method: &str, headers: &http::HeaderMap) -> tracing::Span {
     let span = tracing::info_span!(
         "rpc",
@@ -167,6 +167,41 @@ pub fn insert_span(table: &str) -> tracing::Span {
         db.operation.name = "INSERT",
         db.collection.name = table,
     )
+}
+
+/// gRPC status codes that are the server's failure, not the caller's: the OpenTelemetry RPC
+/// conventions mark only these as errors on SERVER spans (UNKNOWN, DEADLINE_EXCEEDED,
+/// UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS). A refusal the caller caused (invalid,
+/// unauthenticated, over quota) keeps an unset status and is found by its
+/// `rpc.grpc.status_code` instead.
+const SERVER_FAILURE_CODES: [i32; 6] = [2, 4, 12, 13, 14, 15];
+
+/// Records a call's outcome on its SERVER span: `rpc.grpc.status_code`, and the error status
+/// with `message` when the code is the server's failure ([`SERVER_FAILURE_CODES`]).
+pub fn record_grpc_outcome(span: &tracing::Span, code: i32, message: &str) {
+    span.record("rpc.grpc.status_code", i64::from(code));
+    if SERVER_FAILURE_CODES.contains(&code) {
+        span.set_status(opentelemetry::trace::Status::error(message.to_owned()));
+    }
+}
+
+/// Marks `span` as failed with `error` as its status message, for the PRODUCER and CLIENT
+/// spans whose operation failed (the Redis write, the ClickHouse insert).
+pub fn record_error(span: &tracing::Span, error: &dyn std::fmt::Display) {
+    span.set_status(opentelemetry::trace::Status::error(error.to_string()));
+}
+
+/// Runs `work` inside `span`, and marks the span failed when `work` fails.
+pub async fn traced<T, E: std::fmt::Display>(
+    span: tracing::Span,
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    use tracing::Instrument;
+    let result = work.instrument(span.clone()).await;
+    if let Err(error) = &result {
+        record_error(&span, error);
+    }
+    result
 }
 
 /// A carrier for exactly one `traceparent`: stream entries store nothing else.

@@ -81,6 +81,10 @@ pub struct ReceivedSpan {
     pub links: Vec<ReceivedLink>,
     /// Span attributes; values rendered as text (`true`, `42`, `a,b` for arrays).
     pub attributes: BTreeMap<String, String>,
+    /// Attributes of the resource that exported the span (`service.version`, …).
+    pub resource: BTreeMap<String, String>,
+    /// The span's status: `None` when unset, `Some("ok")`, or `Some("error: <message>")`.
+    pub status: Option<String>,
 }
 
 impl ReceivedSpan {
@@ -184,13 +188,12 @@ impl TraceService for Collector {
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let mut received = Vec::new();
         for resource_spans in request.into_inner().resource_spans {
-            let service = resource_spans
+            let resource = resource_spans
                 .resource
                 .as_ref()
-                .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
-                .and_then(|kv| kv.value.as_ref())
-                .map(text)
+                .map(|r| attributes(&r.attributes))
                 .unwrap_or_default();
+            let service = resource.get("service.name").cloned().unwrap_or_default();
             for s in resource_spans.scope_spans.into_iter().flat_map(|s| s.spans) {
                 received.push(ReceivedSpan {
                     service: service.clone(),
@@ -209,6 +212,12 @@ impl TraceService for Collector {
                         })
                         .collect(),
                     attributes: attributes(&s.attributes),
+                    resource: resource.clone(),
+                    status: s.status.as_ref().and_then(|status| match status.code {
+                        1 => Some("ok".to_owned()),
+                        2 => Some(format!("error: {}", status.message)),
+                        _ => None,
+                    }),
                 });
             }
         }
