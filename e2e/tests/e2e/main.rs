@@ -8,6 +8,7 @@ mod env_docs;
 mod examples;
 mod full_path;
 mod grpcurl;
+mod redis_security;
 mod replay;
 mod sql_engines;
 
