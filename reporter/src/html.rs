@@ -7,7 +7,8 @@ use std::fmt::Write;
 use html_escape::{encode_double_quoted_attribute as attr, encode_text as text};
 
 use crate::{
-    report::{MarketplaceReport, SellerReport},
+    commerce::Line,
+    report::{Commerce, MarketplaceReport, SellerReport},
     tables::{self, Table, fixed},
 };
 
@@ -307,73 +308,84 @@ pub fn marketplace(r: &MarketplaceReport) -> Vec<u8> {
         }],
         None,
     ));
-    if let Some(top) = r
-        .commerce
-        .rankings
-        .iter()
-        .find(|k| k.name == "top_categories_by_revenue")
-    {
-        body.push_str(&bar_chart(
-            "Top categories by revenue",
-            &format!("revenue ({})", r.commerce.reporting_currency),
-            &top.rows
-                .iter()
-                .map(|l| l.key.rsplit('.').next().unwrap_or(&l.key).to_owned())
-                .collect::<Vec<_>>(),
-            &[Series {
-                name: "revenue",
-                values: top.rows.iter().map(|l| l.revenue_units()).collect(),
-            }],
-            None,
-        ));
-    }
-    body.push_str("</div>");
-    for t in tables::marketplace(r) {
-        body.push_str(&table(&t));
-    }
-    page(
+    body.push_str(&revenue_chart(
+        &r.commerce,
+        "top_categories_by_revenue",
+        "Top categories by revenue",
+        |l| l.key.rsplit('.').next().unwrap_or(&l.key).to_owned(),
+    ));
+    report_page(
+        body,
+        &tables::marketplace(r),
         &format!("Marketplace report {}", r.date),
-        &format!(
-            "compared with {}; revenue in {}; data received up to {}",
-            r.previous_date,
-            r.commerce.reporting_currency,
-            tables::utc(r.watermark)
-        ),
-        &body,
+        &r.commerce,
+        &r.previous_date,
+        r.watermark,
     )
 }
 
 /// A seller report as one HTML page.
 pub fn seller(r: &SellerReport) -> Vec<u8> {
     let mut body = String::from("<div class=\"charts\">");
-    if let Some(top) = r
-        .commerce
-        .rankings
-        .iter()
-        .find(|k| k.name == "top_products_by_revenue")
-    {
-        body.push_str(&bar_chart(
-            "Top products by revenue",
-            &format!("revenue ({})", r.commerce.reporting_currency),
-            &top.rows.iter().map(|l| l.key.clone()).collect::<Vec<_>>(),
-            &[Series {
-                name: "revenue",
-                values: top.rows.iter().map(|l| l.revenue_units()).collect(),
-            }],
-            None,
-        ));
-    }
+    body.push_str(&revenue_chart(
+        &r.commerce,
+        "top_products_by_revenue",
+        "Top products by revenue",
+        |l| l.key.clone(),
+    ));
+    report_page(
+        body,
+        &tables::seller(r),
+        &format!("Seller {} report {}", r.seller_id, r.date),
+        &r.commerce,
+        &r.previous_date,
+        r.watermark,
+    )
+}
+
+/// The bar chart of the revenue ranking `ranking`, each row labelled by `label`; nothing if
+/// the report has no such ranking.
+fn revenue_chart(
+    commerce: &Commerce,
+    ranking: &str,
+    title: &str,
+    label: impl Fn(&Line) -> String,
+) -> String {
+    let Some(top) = commerce.rankings.iter().find(|k| k.name == ranking) else {
+        return String::new();
+    };
+    bar_chart(
+        title,
+        &format!("revenue ({})", commerce.reporting_currency),
+        &top.rows.iter().map(label).collect::<Vec<_>>(),
+        &[Series {
+            name: "revenue",
+            values: top.rows.iter().map(|l| l.revenue_units()).collect(),
+        }],
+        None,
+    )
+}
+
+/// The page of a report: `body` (its open charts section closed here), then its tables,
+/// under the title and the line that says what the figures compare and cover.
+fn report_page(
+    mut body: String,
+    sections: &[Table],
+    title: &str,
+    commerce: &Commerce,
+    previous_date: &str,
+    watermark: u32,
+) -> Vec<u8> {
     body.push_str("</div>");
-    for t in tables::seller(r) {
-        body.push_str(&table(&t));
+    for t in sections {
+        body.push_str(&table(t));
     }
     page(
-        &format!("Seller {} report {}", r.seller_id, r.date),
+        title,
         &format!(
-            "compared with {}; revenue in {}; data received up to {}",
-            r.previous_date,
-            r.commerce.reporting_currency,
-            tables::utc(r.watermark)
+            "compared with {previous_date}; revenue in {}; data received up to {}",
+            commerce.reporting_currency,
+            tables::utc(watermark)
         ),
         &body,
     )

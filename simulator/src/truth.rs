@@ -178,18 +178,11 @@ impl Funnel {
         }
     }
 
+    /// Adds one event: [`Counts::add`] decides what an event of `kind` counts, once.
     fn add(&mut self, kind: CommerceEventType, quantity: u32, currency: &str, price_nanos: i128) {
-        match kind {
-            CommerceEventType::View => self.views += 1,
-            CommerceEventType::Cart => self.carts += 1,
-            CommerceEventType::RemoveFromCart => self.removals += 1,
-            CommerceEventType::Purchase => {
-                self.purchases += 1;
-                self.units += quantity as u64;
-                *slot(&mut self.revenue_nanos, currency) += price_nanos * quantity as i128;
-            }
-            CommerceEventType::Unspecified => {}
-        }
+        let mut one = Counts::default();
+        one.add(kind, quantity, price_nanos);
+        self.add_counts(&one, currency);
     }
 }
 
