@@ -156,7 +156,13 @@ async fn each_role_logs_in_as_its_acl_user_and_can_do_only_its_job() {
     assert_eq!(publish_once_up(&gateway, &store, &encoded).await, 50);
     // an entry the consumer cannot decode: it dead-letters it, and replay puts it back
     let _: String = admin
-        .xadd(STREAM, false, None, "*", vec![("f", "not-a-format")])
+        .xadd(
+            STREAM,
+            false,
+            None,
+            "*",
+            pipeline::entry::Fields::new(bytes::Bytes::from_static(b"not-a-format"), None).pairs(),
+        )
         .await
         .unwrap();
     let database = testkit::unique_name("acl");
@@ -205,8 +211,8 @@ async fn each_role_logs_in_as_its_acl_user_and_can_do_only_its_job() {
         ("CONFIG", vec!["SET", "appendonly", "no"]),
         ("ACL", vec!["SETUSER", "gateway", "+@all"]),
         ("HSET", vec!["events:loader:attempts", "1-0", "9"]),
-        ("XADD", vec!["events:dead", "*", "f", "v"]),
-        ("XADD", vec!["other-stream", "*", "f", "v"]),
+        ("XADD", vec!["events:dead", "*", "x", "v"]),
+        ("XADD", vec!["other-stream", "*", "x", "v"]),
     ];
     for (command, args) in attempts {
         let result: Result<Value, _> = gateway_user
