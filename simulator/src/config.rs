@@ -10,6 +10,9 @@ use clap::{Args, Parser, Subcommand};
 pub struct Settings {
     #[command(subcommand)]
     pub command: Command,
+    /// `LOG_FORMAT` and `METRICS_LISTEN`, as every service has them
+    #[command(flatten)]
+    pub telemetry: pipeline::config::TelemetryArgs,
 }
 
 #[derive(Subcommand, Clone, Debug)]

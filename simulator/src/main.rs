@@ -6,7 +6,8 @@ use simulator::{config::Command, truth::Truth};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = simulator::Settings::parse();
-    tracing_subscriber_init();
+    // kept to the end: dropping the guard stops the metrics endpoint and flushes traces
+    let _telemetry = pipeline::telemetry::init("simulator", &settings.telemetry)?;
     match settings.command {
         Command::StoresFile(fleet) => {
             let scenario = simulator::scenario::Scenario::load(fleet.scenario.as_deref())?;
@@ -52,12 +53,4 @@ fn finish(truth: &Truth, truth_out: Option<&std::path::Path>) -> anyhow::Result<
         truth.sent, truth.accepted, truth.rejected, truth.failed, truth.retried_requests
     );
     Ok(())
-}
-
-fn tracing_subscriber_init() {
-    let args = pipeline::config::TelemetryArgs {
-        log_format: pipeline::config::LogFormat::Text,
-        metrics_listen: None,
-    };
-    let _ = pipeline::telemetry::init("simulator", &args);
 }
