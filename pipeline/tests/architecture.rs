@@ -474,3 +474,31 @@ fn cited_tests(text: &str) -> Vec<String> {
     names.dedup();
     names
 }
+
+/// "gRPC statuses are produced in `gateway/src/error.rs` only": no other gateway code makes
+/// a `tonic::Status` or writes a `grpc-status` header, so every refusal has one code, one
+/// `ErrorInfo` reason and one metric label.
+#[test]
+fn the_gateway_makes_grpc_statuses_only_in_error_rs() {
+    let mut found = Vec::new();
+    for (path, code) in library_code(&["gateway/"]) {
+        if path == "gateway/src/error.rs" {
+            continue;
+        }
+        for (i, line) in code.lines().enumerate() {
+            let makes_status = line.match_indices("Status::").any(|(at, _)| {
+                let rest = &line[at + "Status::".len()..];
+                // `Status::from(err)` goes through the `From` impl error.rs defines
+                rest.starts_with(|c: char| c.is_ascii_lowercase()) && !rest.starts_with("from")
+            });
+            if makes_status || line.contains("\"grpc-status\"") {
+                found.push(format!("{path}:{}: {}", i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "map the failure in gateway/src/error.rs instead:\n{}",
+        found.join("\n")
+    );
+}
