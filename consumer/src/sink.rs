@@ -4,7 +4,10 @@
 //! Entries are decoded one at a time while rows stream into the inserts, so memory holds
 //! the raw batch plus one decoded entry, not every decoded event.
 
-use std::collections::{BTreeSet, HashSet};
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    fmt::Write as _,
+};
 
 use clickhouse::Client;
 use pipeline::{
@@ -16,6 +19,7 @@ use pipeline::{
     },
     validate::{self, Context, Limits, Sender},
 };
+use uuid::Uuid;
 
 use crate::batch::RawEntry;
 
@@ -44,7 +48,10 @@ impl Written {
     }
 }
 
-/// Events per lookup of already loaded events: 1000 UUIDs make a query of ~40 KiB.
+/// Identities `(store_id, event_id)` already loaded, ids by store: two stores may use one id.
+type Present = HashMap<String, HashSet<Uuid>>;
+
+/// Events per lookup of already loaded events: 1000 UUIDs make a query of ~50 KiB.
 const PRESENT_CHUNK: usize = 1000;
 
 /// What one write did: the rows written, and the entries that cannot be loaded.
@@ -123,12 +130,17 @@ struct Inserts<'a> {
 #[derive(Clone)]
 pub struct Sink {
     client: Client,
+    /// [`Limits::unbounded`]: the rules without a time window, which is the gateway's alone,
+    /// so an event the gateway accepted is never rejected here for its time.
     limits: Limits,
 }
 
 impl Sink {
-    pub fn new(client: Client, limits: Limits) -> Sink {
-        Sink { client, limits }
+    pub fn new(client: Client) -> Sink {
+        Sink {
+            client,
+            limits: Limits::unbounded(),
+        }
     }
 
     pub fn client(&self) -> &Client {
@@ -169,7 +181,7 @@ impl Sink {
             .filter_map(|e| e.fields.decode().ok())
             .collect();
         let present = if redelivered.is_empty() {
-            HashSet::new()
+            Present::new()
         } else {
             let events: Vec<&Event> = redelivered.iter().flat_map(|b| &b.events).collect();
             self.present(&events).await
@@ -240,20 +252,27 @@ impl Sink {
         rejected.end().await
     }
 
-    /// Which events of `batch` are already in `commerce_events` or `probe_results`, looked
-    /// up by day and id so the query reads only the primary-key ranges of those days.
+    /// Which events of `batch` are already in `commerce_events` or `probe_results`, by
+    /// identity `(store_id, event_id)`, looked up by day and id so the query reads only the
+    /// primary-key ranges of those days.
     ///
     /// Only an optimisation: on error it finds nothing (and FINAL still collapses the
     /// duplicates), so a failing lookup never fails or dead-letters the entry.
-    async fn present(&self, events: &[&Event]) -> HashSet<String> {
-        let mut found = HashSet::new();
+    async fn present(&self, events: &[&Event]) -> Present {
+        let mut found = Present::new();
         // Ids go into the query text; chunks keep it far below max_query_size (256 KiB).
         for events in events.chunks(PRESENT_CHUNK) {
             match self.present_chunk(events).await {
-                Ok(ids) => found.extend(ids),
+                Ok(ids) => {
+                    for (store, id) in ids {
+                        if let Ok(id) = Uuid::try_parse(&id) {
+                            found.entry(store).or_default().insert(id);
+                        }
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "looking up already loaded events failed");
-                    return HashSet::new();
+                    return Present::new();
                 }
             }
         }
@@ -263,29 +282,24 @@ impl Sink {
     async fn present_chunk(
         &self,
         events: &[&Event],
-    ) -> Result<Vec<String>, clickhouse::error::Error> {
+    ) -> Result<Vec<(String, String)>, clickhouse::error::Error> {
         let mut days = BTreeSet::new();
         let mut ids = String::new();
         for event in events {
-            // Only ids that need no quoting: anything else fails validation and has no row.
-            let plain = !event.event_id.is_empty()
-                && event
-                    .event_id
-                    .bytes()
-                    .all(|c| c.is_ascii_hexdigit() || c == b'-');
+            // Only ids that parse, written back in canonical form: nothing to quote, and
+            // anything else fails validation and has no row.
+            let id = Uuid::try_parse(&event.event_id).ok();
             let day = event
                 .occurred_at
                 .as_ref()
                 .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.seconds).ok())
                 .map(|t| t.date());
-            if let (true, Some(day)) = (plain, day) {
+            if let (Some(id), Some(day)) = (id, day) {
                 days.insert(day);
                 if !ids.is_empty() {
                     ids.push(',');
                 }
-                ids.push('\'');
-                ids.push_str(&event.event_id);
-                ids.push('\'');
+                let _ = write!(ids, "toUUID('{id}')");
             }
         }
         if ids.is_empty() {
@@ -299,8 +313,8 @@ impl Sink {
         let filter = format!("WHERE toDate(occurred_at) IN ({days}) AND event_id IN ({ids})");
         self.client
             .query(&format!(
-                "SELECT event_id FROM {COMMERCE_TABLE} {filter} \
-                 UNION ALL SELECT event_id FROM {PROBE_TABLE} {filter}"
+                "SELECT store_id, toString(event_id) FROM {COMMERCE_TABLE} {filter} \
+                 UNION ALL SELECT store_id, toString(event_id) FROM {PROBE_TABLE} {filter}"
             ))
             .fetch_all()
             .await
@@ -310,7 +324,7 @@ impl Sink {
         &self,
         batch: QueuedBatch,
         entry: &RawEntry,
-        present: &HashSet<String>,
+        present: &Present,
         inserts: &mut Inserts<'_>,
         written: &mut Written,
     ) -> Result<(), clickhouse::error::Error> {
@@ -326,8 +340,8 @@ impl Sink {
         let received_at = datetime(received);
         let region = Region::from_proto(region);
         let region_code = region.map_or(0, Region::ch_code);
-        // The same rules as the gateway, with "now" being when the gateway received the
-        // batch, so events queued during an outage do not age out while they wait.
+        // The gateway's rules but its time window (see `Sink::limits`): what a producer that
+        // is not the gateway may have written wrong, and the range the tables hold.
         let ctx = Context {
             limits: &self.limits,
             now_unix: received,
@@ -358,7 +372,11 @@ impl Sink {
             written.rejected += 1;
         }
         for accepted in &checked.accepted {
-            if present.contains(accepted.event().event_id.as_str()) {
+            let loaded = !present.is_empty()
+                && present
+                    .get(store_id.as_str())
+                    .is_some_and(|ids| ids.contains(&accepted.event_id()));
+            if loaded {
                 written.skipped += 1;
                 continue;
             }

@@ -130,7 +130,7 @@ impl Worker {
             .map_err(Error::Connect)?;
         // Each shard's worker holds a batch: the byte limit is the process's, shared out.
         let shards = settings.redis.shards().len();
-        let sink = Sink::new(ch.client(), pipeline::validate::Limits::default());
+        let sink = Sink::new(ch.client());
         Ok(Worker {
             source,
             sink,

@@ -7,6 +7,7 @@
 
 use clickhouse::Row;
 use serde::Serialize;
+use uuid::Uuid;
 
 use crate::{
     proto::ingest::{CommerceEvent, Event, ProbeResult, event::Payload},
@@ -20,7 +21,9 @@ pub const REJECTED_TABLE: &str = "rejected_events";
 /// One row of `commerce_events`.
 #[derive(Debug, Row, Serialize)]
 pub struct CommerceRow<'a> {
-    pub event_id: &'a str,
+    /// `UUID`: with `store_id`, the event's identity (migration 2).
+    #[serde(with = "uuid_column")]
+    pub event_id: Uuid,
     pub occurred_at: u32,
     pub received_at: u32,
     pub region: i8,
@@ -42,7 +45,8 @@ pub struct CommerceRow<'a> {
 /// One row of `probe_results`.
 #[derive(Debug, Row, Serialize)]
 pub struct ProbeRow<'a> {
-    pub event_id: &'a str,
+    #[serde(with = "uuid_column")]
+    pub event_id: Uuid,
     pub occurred_at: u32,
     pub received_at: u32,
     pub region: i8,
@@ -88,6 +92,16 @@ mod serde_bytes_as_str {
     }
 }
 
+/// RowBinary writes a `UUID` column as its two 64-bit halves, each little-endian, high half
+/// first: what `clickhouse::serde::uuid` does, without the crate feature.
+mod uuid_column {
+    use serde::Serialize;
+
+    pub fn serialize<S: serde::Serializer>(v: &uuid::Uuid, s: S) -> Result<S::Ok, S::Error> {
+        v.as_u64_pair().serialize(s)
+    }
+}
+
 /// A validated event as the row of its table.
 pub enum EventRow<'a> {
     Commerce(CommerceRow<'a>),
@@ -109,17 +123,21 @@ pub fn decimal9(units: i64, nanos: i32) -> i64 {
 /// Converts an event that passed validation into its row.
 pub fn event_row(accepted: &Accepted, received_at: u32, region: i8) -> EventRow<'_> {
     let event = accepted.event();
+    let id = accepted.event_id();
     let occurred_at = datetime(accepted.occurred_at());
     match accepted.payload() {
         Payload::Commerce(c) => {
-            EventRow::Commerce(commerce_row(event, c, occurred_at, received_at, region))
+            EventRow::Commerce(commerce_row(event, id, c, occurred_at, received_at, region))
         }
-        Payload::Probe(p) => EventRow::Probe(probe_row(event, p, occurred_at, received_at, region)),
+        Payload::Probe(p) => {
+            EventRow::Probe(probe_row(event, id, p, occurred_at, received_at, region))
+        }
     }
 }
 
 fn commerce_row<'a>(
     e: &'a Event,
+    event_id: Uuid,
     c: &'a CommerceEvent,
     occurred_at: u32,
     received_at: u32,
@@ -129,7 +147,7 @@ fn commerce_row<'a>(
         (m.currency_code.as_str(), decimal9(m.units, m.nanos))
     });
     CommerceRow {
-        event_id: &e.event_id,
+        event_id,
         occurred_at,
         received_at,
         region,
@@ -150,13 +168,14 @@ fn commerce_row<'a>(
 
 fn probe_row<'a>(
     e: &'a Event,
+    event_id: Uuid,
     p: &'a ProbeResult,
     occurred_at: u32,
     received_at: u32,
     region: i8,
 ) -> ProbeRow<'a> {
     ProbeRow {
-        event_id: &e.event_id,
+        event_id,
         occurred_at,
         received_at,
         region,

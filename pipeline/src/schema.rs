@@ -3,7 +3,9 @@
 //!
 //! Migrations are SQL files embedded at build time. Every statement in them must run on
 //! ClickHouse 18.16 (the tests' server) and on current releases (deployments); a test runs
-//! them on both. Statements are idempotent, so concurrent or repeated runs are harmless.
+//! them on both. Statements are idempotent, so concurrent or repeated runs are harmless;
+//! a migration that moves a table (copy, then `RENAME`) cannot be, and carries a check of
+//! whether it is in place instead ([`Migration::done_when`]).
 //!
 //! # One server or a cluster
 //! [`migrate`] applies the files as they are to one server. [`migrate_cluster`] applies them
@@ -25,14 +27,40 @@ pub struct Migration {
     pub version: u32,
     pub name: &'static str,
     pub sql: &'static str,
+    /// For a migration whose statements cannot all be repeated (a `RENAME`): a query, run
+    /// as it is in both layouts, that returns 1 when the migration's effect is already in
+    /// place. A run that finds it so records the version without running the statements:
+    /// the previous run died between its last statement and the bookkeeping, or another
+    /// consumer migrated at the same time (then this run's failed statement is not an
+    /// error either).
+    pub done_when: Option<&'static str>,
 }
 
 /// Every migration, in version order.
-pub static MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "events",
-    sql: include_str!("../migrations/0001_events.sql"),
-}];
+pub static MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "events",
+        sql: include_str!("../migrations/0001_events.sql"),
+        done_when: None,
+    },
+    Migration {
+        version: 2,
+        name: "identity",
+        sql: include_str!("../migrations/0002_identity.sql"),
+        done_when: Some(IDENTITY_DONE),
+    },
+];
+
+/// Migration 2 is in place when the tables services use have a `UUID` `event_id`, and no
+/// table of theirs (the `_local` tables of a cluster included) still has the text one.
+/// The moved-away `<table>_0001` tables are not counted: they keep the old column.
+const IDENTITY_DONE: &str = "SELECT toUInt8(\
+    countIf(table IN ('commerce_events', 'probe_results') AND type = 'UUID') = 2 \
+    AND countIf(type != 'UUID') = 0) \
+    FROM system.columns WHERE database = currentDatabase() AND name = 'event_id' \
+    AND table IN ('commerce_events', 'probe_results', \
+    'commerce_events_local', 'probe_results_local')";
 
 /// The table that records applied migrations. ReplacingMergeTree because two consumers
 /// may record the same version at once; readers take distinct versions.
@@ -94,18 +122,21 @@ pub struct NotShardable {
 /// `Distributed(…)` engine. A migration that creates a table not listed here fails in cluster
 /// mode (and a unit test fails first).
 ///
-/// - `commerce_events`, `probe_results`: `cityHash64(event_id)`. Every copy of one event (a
-///   redelivered entry, a store's retry, a batch retried after a partial insert) lands on the
-///   same shard, where ReplacingMergeTree and `FINAL` collapse them. `FINAL` over a
-///   Distributed table is applied per shard, so copies on two shards would both count.
+/// - `commerce_events`, `probe_results`: `cityHash64(toString(event_id))`. Every copy of one
+///   event (a redelivered entry, a store's retry, a batch retried after a partial insert)
+///   has its `event_id`, so it lands on the same shard, where ReplacingMergeTree and `FINAL`
+///   collapse them. `FINAL` over a Distributed table is applied per shard, so copies on two
+///   shards would both count. The hash of the id's text, not of the `UUID` column that
+///   migration 2 introduced: rows placed by the `String` column of migration 1 stay where a
+///   later copy of the same event goes.
 /// - `rejected_events`: `cityHash64(stream_entry_id, event_id)`. Plain MergeTree, nothing is
 ///   collapsed, so the key only has to spread rows and be deterministic: the stream entry id
 ///   spreads rows even when `event_id` is empty (a whole entry rejected by the consumer, or
 ///   events without an id), the event id spreads the many rejections of one large entry, and
 ///   a retried batch's copies of a row land next to the original.
 pub static SHARDING_KEYS: &[(&str, &str)] = &[
-    (COMMERCE_TABLE, "cityHash64(event_id)"),
-    (PROBE_TABLE, "cityHash64(event_id)"),
+    (COMMERCE_TABLE, "cityHash64(toString(event_id))"),
+    (PROBE_TABLE, "cityHash64(toString(event_id))"),
     (REJECTED_TABLE, "cityHash64(stream_entry_id, event_id)"),
 ];
 
@@ -140,11 +171,18 @@ pub fn statements(sql: &str) -> Vec<String> {
     out
 }
 
-/// A migration's statements for one shard of `cluster`: every `CREATE TABLE IF NOT EXISTS
-/// <table> …` becomes `CREATE TABLE IF NOT EXISTS <table>_local …` (the rest unchanged),
-/// followed by `CREATE TABLE IF NOT EXISTS <table> AS <table>_local ENGINE =
-/// Distributed('<cluster>', '<database>', '<table>_local', <key>)` with the key of
-/// [`SHARDING_KEYS`].
+/// A migration's statements for one shard of `cluster`:
+///
+/// - `CREATE TABLE IF NOT EXISTS <table> …` of an event table becomes `CREATE TABLE IF NOT
+///   EXISTS <table>_local …` (the rest unchanged), followed by `CREATE TABLE IF NOT EXISTS
+///   <table> AS <table>_local ENGINE = Distributed('<cluster>', '<database>', '<table>_local',
+///   <key>)` with the key of [`SHARDING_KEYS`].
+/// - A table named after an event table (`commerce_events_0002`: a table a migration fills
+///   and swaps in) exists per shard only, as `<name>_local`.
+/// - `INSERT INTO … SELECT … FROM …` and `RENAME TABLE …` run per shard on the `_local`
+///   tables, so each shard copies its own rows and placement is kept. A `RENAME` that gives
+///   an event table's name to another table is followed by dropping and recreating that
+///   event table's Distributed table, whose columns must follow the new local table.
 ///
 /// Any other statement is an error naming it: an `ALTER`, say, would have to change both
 /// tables, and is added here when a migration first needs it.
@@ -154,37 +192,90 @@ pub fn cluster_statements(
     cluster: &str,
 ) -> Result<Vec<String>, NotShardable> {
     let mut out = Vec::new();
+    let distributed = |table: &str, key: &str| {
+        format!(
+            "{CREATE_TABLE}{table} AS {table}{LOCAL_SUFFIX} ENGINE = Distributed({}, {}, {}, {key})",
+            quote(cluster),
+            quote(database),
+            quote(&format!("{table}{LOCAL_SUFFIX}")),
+        )
+    };
     for stmt in statements(sql) {
         let refuse = |reason: String| NotShardable {
             reason,
             statement: stmt.clone(),
         };
-        let Some(rest) = strip_prefix_ignore_case(&stmt, CREATE_TABLE) else {
-            return Err(refuse(format!(
-                "only `{}<table> …` statements have a cluster form",
-                CREATE_TABLE.trim_end()
-            )));
-        };
-        let rest = rest.trim_start();
-        let end = rest
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(rest.len());
-        let (table, definition) = rest.split_at(end);
-        let Some(&(_, key)) = SHARDING_KEYS.iter().find(|(t, _)| *t == table) else {
-            return Err(refuse(format!(
-                "table {table:?} has no sharding key in schema::SHARDING_KEYS"
-            )));
-        };
-        let local = format!("{table}{LOCAL_SUFFIX}");
-        out.push(format!("{CREATE_TABLE}{local}{definition}"));
-        out.push(format!(
-            "{CREATE_TABLE}{table} AS {local} ENGINE = Distributed({}, {}, {}, {key})",
-            quote(cluster),
-            quote(database),
-            quote(&local),
-        ));
+        if let Some(rest) = strip_prefix_ignore_case(&stmt, CREATE_TABLE) {
+            let rest = rest.trim_start();
+            let end = rest.find(|c: char| !is_identifier(c)).unwrap_or(rest.len());
+            let (table, definition) = rest.split_at(end);
+            if let Some(&(_, key)) = SHARDING_KEYS.iter().find(|(t, _)| *t == table) {
+                out.push(format!("{CREATE_TABLE}{table}{LOCAL_SUFFIX}{definition}"));
+                out.push(distributed(table, key));
+            } else if is_event_table_family(table) {
+                out.push(localised(&stmt));
+            } else {
+                return Err(refuse(format!(
+                    "table {table:?} has no sharding key in schema::SHARDING_KEYS"
+                )));
+            }
+        } else if strip_prefix_ignore_case(&stmt, "INSERT INTO ").is_some() {
+            out.push(localised(&stmt));
+        } else if let Some(pairs) = strip_prefix_ignore_case(&stmt, "RENAME TABLE ") {
+            out.push(localised(&stmt));
+            for pair in pairs.split(',') {
+                let target = pair.split_whitespace().last().unwrap_or_default();
+                if let Some(&(table, key)) = SHARDING_KEYS.iter().find(|(t, _)| *t == target) {
+                    out.push(format!("DROP TABLE IF EXISTS {table}"));
+                    out.push(distributed(table, key));
+                }
+            }
+        } else {
+            return Err(refuse(
+                "only `CREATE TABLE IF NOT EXISTS <table> …`, `INSERT INTO … SELECT` and \
+                 `RENAME TABLE …` statements have a cluster form"
+                    .to_owned(),
+            ));
+        }
     }
     Ok(out)
+}
+
+fn is_identifier(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// An event table's name, or one derived from it (`commerce_events_0001`).
+fn is_event_table_family(name: &str) -> bool {
+    SHARDING_KEYS.iter().any(|(t, _)| {
+        name == *t
+            || name
+                .strip_prefix(t)
+                .and_then(|rest| rest.strip_prefix('_'))
+                .is_some_and(|rest| !rest.is_empty())
+    })
+}
+
+/// `stmt` with every table of an event table's family renamed to its `_local` table.
+fn localised(stmt: &str) -> String {
+    let mut out = String::with_capacity(stmt.len() + 32);
+    let mut word = String::new();
+    for c in stmt.chars().chain(std::iter::once(' ')) {
+        if is_identifier(c) {
+            word.push(c);
+            continue;
+        }
+        if !word.is_empty() {
+            out.push_str(&word);
+            if is_event_table_family(&word) {
+                out.push_str(LOCAL_SUFFIX);
+            }
+            word.clear();
+        }
+        out.push(c);
+    }
+    out.pop();
+    out
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -209,11 +300,26 @@ enum Layout<'a> {
 /// [`migrate`], or, with `--clickhouse-cluster`, to every `--clickhouse-shard-urls` with
 /// [`migrate_cluster`]. The one entry point for services.
 pub async fn migrate_configured(args: &ClickHouseArgs) -> Result<Vec<u32>, MigrationError> {
+    migrate_configured_to(args, u32::MAX).await
+}
+
+/// Like [`migrate_configured`], applying only the migrations up to version `last`: how a
+/// test builds a database of an earlier schema to migrate from.
+pub async fn migrate_configured_to(
+    args: &ClickHouseArgs,
+    last: u32,
+) -> Result<Vec<u32>, MigrationError> {
     args.validate()?;
     match args.cluster() {
-        None => migrate(&args.server_client(), &args.clickhouse_database).await,
+        None => migrate_to(&args.server_client(), &args.clickhouse_database, last).await,
         Some(cluster) => {
-            migrate_cluster(&args.shard_clients(), &args.clickhouse_database, cluster).await
+            migrate_cluster_to(
+                &args.shard_clients(),
+                &args.clickhouse_database,
+                cluster,
+                last,
+            )
+            .await
         }
     }
 }
@@ -231,13 +337,23 @@ pub async fn migrate_cluster(
     database: &str,
     cluster: &str,
 ) -> Result<Vec<u32>, MigrationError> {
+    migrate_cluster_to(shards, database, cluster, u32::MAX).await
+}
+
+/// Like [`migrate_cluster`], applying only the migrations up to version `last`.
+pub async fn migrate_cluster_to(
+    shards: &[Client],
+    database: &str,
+    cluster: &str,
+    last: u32,
+) -> Result<Vec<u32>, MigrationError> {
     let mut done = Vec::new();
     for (i, shard) in shards.iter().enumerate() {
         let on_shard = |source| MigrationError::OnShard {
             shard: i + 1,
             source: Box::new(source),
         };
-        let applied = apply(shard, database, Layout::Shard { cluster })
+        let applied = apply(shard, database, Layout::Shard { cluster }, last)
             .await
             .map_err(on_shard)?;
         check_distributed(shard, database).await.map_err(on_shard)?;
@@ -275,13 +391,23 @@ async fn check_distributed(shard: &Client, database: &str) -> Result<(), Migrati
 /// `client` must not have a database set; the database is passed explicitly so the
 /// same function serves tests that use a fresh database each.
 pub async fn migrate(client: &Client, database: &str) -> Result<Vec<u32>, MigrationError> {
-    apply(client, database, Layout::Single).await
+    migrate_to(client, database, u32::MAX).await
+}
+
+/// Like [`migrate`], applying only the migrations up to version `last`.
+pub async fn migrate_to(
+    client: &Client,
+    database: &str,
+    last: u32,
+) -> Result<Vec<u32>, MigrationError> {
+    apply(client, database, Layout::Single, last).await
 }
 
 async fn apply(
     client: &Client,
     database: &str,
     layout: Layout<'_>,
+    last: u32,
 ) -> Result<Vec<u32>, MigrationError> {
     client
         .query(&format!("CREATE DATABASE IF NOT EXISTS `{database}`"))
@@ -302,7 +428,10 @@ async fn apply(
         .await
         .map_err(MigrationError::Bookkeeping)?;
     let mut done = Vec::new();
-    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+    let pending = MIGRATIONS
+        .iter()
+        .filter(|m| m.version <= last && !applied.contains(&m.version));
+    for m in pending {
         let stmts = match layout {
             Layout::Single => statements(m.sql),
             Layout::Shard { cluster } => {
@@ -315,15 +444,28 @@ async fn apply(
                 })?
             }
         };
-        for stmt in stmts {
-            db.query(&stmt)
-                .execute()
-                .await
-                .map_err(|source| MigrationError::Statement {
-                    version: m.version,
-                    name: m.name,
-                    source,
-                })?;
+        if is_done(&db, m).await? {
+            tracing::info!(
+                version = m.version,
+                name = m.name,
+                "migration found in place"
+            );
+        } else {
+            for stmt in stmts {
+                if let Err(source) = db.query(&stmt).execute().await {
+                    // Another consumer may have completed it meanwhile (its RENAME came
+                    // first): then this statement's failure is not an error.
+                    if is_done(&db, m).await? {
+                        tracing::info!(version = m.version, "migration completed by another run");
+                        break;
+                    }
+                    return Err(MigrationError::Statement {
+                        version: m.version,
+                        name: m.name,
+                        source,
+                    });
+                }
+            }
         }
         db.query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, now())")
             .bind(m.version)
@@ -335,6 +477,19 @@ async fn apply(
         done.push(m.version);
     }
     Ok(done)
+}
+
+/// Whether `m`'s effect is in place already (see [`Migration::done_when`]).
+async fn is_done(db: &Client, m: &Migration) -> Result<bool, MigrationError> {
+    let Some(check) = m.done_when else {
+        return Ok(false);
+    };
+    let done: u8 = db
+        .query(check)
+        .fetch_one()
+        .await
+        .map_err(MigrationError::Bookkeeping)?;
+    Ok(done == 1)
 }
 
 #[cfg(test)]
@@ -357,6 +512,14 @@ mod tests {
     #[test]
     fn every_migration_has_a_cluster_form() {
         for m in MIGRATIONS {
+            cluster_statements(m.sql, "db", "pipeline")
+                .unwrap_or_else(|e| panic!("migration {}: {e}", m.version));
+        }
+    }
+
+    #[test]
+    fn creating_tables_gives_local_and_distributed_tables() {
+        for m in &MIGRATIONS[..1] {
             let single = statements(m.sql);
             let cluster = cluster_statements(m.sql, "db", "pipeline")
                 .unwrap_or_else(|e| panic!("migration {}: {e}", m.version));
@@ -384,10 +547,45 @@ mod tests {
     }
 
     #[test]
+    fn moving_tables_copies_and_renames_per_shard_and_recreates_distributed_tables() {
+        let sql = "CREATE TABLE IF NOT EXISTS commerce_events_0002 (event_id UUID) \
+                   ENGINE = Log;\n\
+                   INSERT INTO commerce_events_0002 SELECT toUUID(event_id) FROM commerce_events;\n\
+                   RENAME TABLE commerce_events TO commerce_events_0001, \
+                   commerce_events_0002 TO commerce_events;";
+        let key = SHARDING_KEYS[0].1;
+        assert_eq!(
+            cluster_statements(sql, "db", "c").unwrap(),
+            [
+                "CREATE TABLE IF NOT EXISTS commerce_events_0002_local (event_id UUID) ENGINE = Log"
+                    .to_owned(),
+                "INSERT INTO commerce_events_0002_local SELECT toUUID(event_id) FROM \
+                 commerce_events_local"
+                    .to_owned(),
+                "RENAME TABLE commerce_events_local TO commerce_events_0001_local, \
+                 commerce_events_0002_local TO commerce_events_local"
+                    .to_owned(),
+                "DROP TABLE IF EXISTS commerce_events".to_owned(),
+                format!(
+                    "CREATE TABLE IF NOT EXISTS commerce_events AS commerce_events_local ENGINE = \
+                     Distributed('c', 'db', 'commerce_events_local', {key})"
+                ),
+            ]
+        );
+        // column names are not tables: event_id stays event_id
+        assert_eq!(
+            localised("SELECT event_id FROM probe_results"),
+            "SELECT event_id FROM probe_results_local"
+        );
+        assert!(!is_event_table_family("commerce_events_"));
+        assert!(!is_event_table_family("commerce"));
+    }
+
+    #[test]
     fn commerce_and_probes_are_sharded_by_event_id() {
         let key = |table| SHARDING_KEYS.iter().find(|(t, _)| *t == table).unwrap().1;
-        assert_eq!(key(COMMERCE_TABLE), "cityHash64(event_id)");
-        assert_eq!(key(PROBE_TABLE), "cityHash64(event_id)");
+        assert_eq!(key(COMMERCE_TABLE), "cityHash64(toString(event_id))");
+        assert_eq!(key(PROBE_TABLE), "cityHash64(toString(event_id))");
         assert!(key(REJECTED_TABLE).contains("stream_entry_id"));
     }
 
@@ -399,6 +597,7 @@ mod tests {
             err.reason.contains("only `CREATE TABLE IF NOT EXISTS"),
             "{err}"
         );
+        assert!(cluster_statements("ALTER TABLE x DELETE WHERE 1", "d", "c").is_err());
         assert!(err.statement.starts_with("ALTER TABLE"));
         let err = cluster_statements(
             "CREATE TABLE IF NOT EXISTS other (a UInt8) ENGINE = Log",

@@ -77,6 +77,21 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// No time window: the consumer's limits. How old or how far ahead an event may be is
+    /// the gateway's admission policy (`GATEWAY_MAX_EVENT_AGE`, `GATEWAY_MAX_FUTURE_SKEW`),
+    /// decided once, at receipt, with the settings only the gateway has; checking it again
+    /// later with other settings rejected events the gateway had acknowledged
+    /// (ARCHITECTURE.md, "One source of limits"). Every other rule, and the range a
+    /// `DateTime` column holds, is free of settings and applies in both.
+    pub fn unbounded() -> Limits {
+        Limits {
+            max_future_skew: Duration::MAX,
+            max_age: Duration::MAX,
+        }
+    }
+}
+
 /// One broken rule of one event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
@@ -192,6 +207,15 @@ impl Accepted {
         match &self.0.payload {
             Some(payload) => payload,
             None => unreachable!("check_batch accepts no event without a payload"),
+        }
+    }
+
+    /// The event's id as a UUID, which the `event_id` rule requires (canonical lowercase, so
+    /// `to_string` gives back the text the store sent).
+    pub fn event_id(&self) -> uuid::Uuid {
+        match uuid::Uuid::try_parse(&self.0.event_id) {
+            Ok(id) => id,
+            Err(_) => unreachable!("check_batch accepts no event whose id is not a UUID"),
         }
     }
 
@@ -335,6 +359,15 @@ fn check_occurred_at(ctx: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
     };
     if !(0..1_000_000_000).contains(&ts.nanos) {
         sink.fail("occurred_at.nanos", "must be within 0..=999999999");
+        return;
+    }
+    // What the tables' DateTime holds, whatever the limits: a consumer with no time window
+    // must refuse what the gateway refuses here too, and stores nothing clamped.
+    if !(0..=i64::from(u32::MAX)).contains(&ts.seconds) {
+        sink.fail(
+            "occurred_at",
+            "must be within 1970-01-01T00:00:00Z..=2106-02-07T06:28:15Z",
+        );
         return;
     }
     // Saturating and abs_diff: `seconds` is whatever the store sent (i64::MIN included),

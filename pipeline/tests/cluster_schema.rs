@@ -56,9 +56,14 @@ fn on_shard(i: usize, sql: &str) -> Vec<String> {
     out.lines().map(str::to_owned).collect()
 }
 
-fn commerce_row(event_id: &str, received_at: u32) -> CommerceRow<'_> {
+/// The `i`th test event id, a canonical UUID.
+fn id(i: usize) -> String {
+    format!("00000000-0000-4000-8000-{i:012}")
+}
+
+fn commerce_row(event_id: &str, received_at: u32) -> CommerceRow<'static> {
     CommerceRow {
-        event_id,
+        event_id: event_id.parse().unwrap(),
         occurred_at: 1_768_435_200, // 2026-01-15 00:00:00 UTC
         received_at,
         region: 1,
@@ -82,7 +87,7 @@ async fn migrating_a_cluster_twice_creates_local_and_distributed_tables_on_every
     let db = testkit::unique_name("cluster_migrate");
     let args = cluster_args(&db);
 
-    assert_eq!(schema::migrate_configured(&args).await.unwrap(), [1]);
+    assert_eq!(schema::migrate_configured(&args).await.unwrap(), [1, 2]);
     assert_eq!(
         schema::migrate_configured(&args).await.unwrap(),
         Vec::<u32>::new(),
@@ -100,8 +105,10 @@ async fn migrating_a_cluster_twice_creates_local_and_distributed_tables_on_every
             tables,
             [
                 "commerce_events\tDistributed",
+                "commerce_events_0001_local\tReplacingMergeTree",
                 "commerce_events_local\tReplacingMergeTree",
                 "probe_results\tDistributed",
+                "probe_results_0001_local\tReplacingMergeTree",
                 "probe_results_local\tReplacingMergeTree",
                 "rejected_events\tDistributed",
                 "rejected_events_local\tMergeTree",
@@ -115,7 +122,7 @@ async fn migrating_a_cluster_twice_creates_local_and_distributed_tables_on_every
                 shard,
                 &format!("SELECT version, name FROM {db}.schema_migrations FINAL")
             ),
-            ["1\tevents"],
+            ["1\tevents", "2\tidentity"],
             "shard {}",
             shard + 1
         );
@@ -127,13 +134,14 @@ async fn migrating_a_cluster_twice_creates_local_and_distributed_tables_on_every
         let create = create.join("\n");
         assert!(
             create.contains("ReplacingMergeTree(received_at)")
-                && create.contains("ORDER BY (toDate(occurred_at), event_id)"),
+                && create.contains("ORDER BY (toDate(occurred_at), event_id, store_id)")
+                && create.contains("event_id UUID"),
             "{create}"
         );
         let create = on_shard(shard, &format!("SHOW CREATE TABLE {db}.commerce_events")).join("\n");
         assert!(
             create.contains(&format!(
-                "Distributed(\\'pipeline\\', \\'{db}\\', \\'commerce_events_local\\', cityHash64(event_id))"
+                "Distributed(\\'pipeline\\', \\'{db}\\', \\'commerce_events_local\\', cityHash64(toString(event_id)))"
             )),
             "{create}"
         );
@@ -147,7 +155,7 @@ async fn rows_spread_over_the_shards_and_each_event_counts_once_with_final() {
     schema::migrate_configured(&args).await.unwrap();
     let client = args.client();
 
-    let ids: Vec<String> = (0..250).map(|i| format!("evt-{i:04}")).collect();
+    let ids: Vec<String> = (0..250).map(id).collect();
     // first insert: events 0..200
     let mut insert = client
         .insert::<CommerceRow<'_>>(COMMERCE_TABLE)
@@ -271,7 +279,7 @@ async fn the_client_waits_for_every_shard_so_an_insert_fails_while_one_is_down()
     );
 
     cluster.shard_mut(1).stop().unwrap();
-    let ids: Vec<String> = (0..50).map(|i| format!("evt-{i}")).collect();
+    let ids: Vec<String> = (0..50).map(id).collect();
     let insert_all = |client: clickhouse::Client| {
         let ids = &ids;
         async move {
@@ -300,12 +308,12 @@ async fn probes_and_rejected_rows_insert_through_their_distributed_tables() {
     schema::migrate_configured(&args).await.unwrap();
     let client = args.client();
 
-    let ids: Vec<String> = (0..40).map(|i| format!("probe-{i}")).collect();
+    let ids: Vec<String> = (0..40).map(id).collect();
     let mut probes = client.insert::<ProbeRow<'_>>(PROBE_TABLE).await.unwrap();
     for id in ids.iter().chain(&ids[..5]) {
         probes
             .write(&ProbeRow {
-                event_id: id,
+                event_id: id.parse().unwrap(),
                 occurred_at: 1_768_435_200,
                 received_at: 1_768_435_201,
                 region: 2,
@@ -510,4 +518,197 @@ fn cluster_and_shard_urls_from_the_environment_go_together() {
             .unwrap();
         assert!(status.success(), "case {case}");
     }
+}
+
+/// Rows as migration 1 stored them (`event_id` text), in plain SQL because the row types
+/// follow the latest schema: 100 ids, each used by two stores on the same day, at the largest
+/// line total, and 30 probes. Shared with the e2e test that runs the move on chdb.
+const ROWS_OF_0001: &str = include_str!("fixtures/rows_of_0001.sql");
+
+/// A checksum of every column of every row of an event table, with the id as text so that
+/// a table of migration 1 and one of migration 2 compare.
+fn checksum(table: &str) -> String {
+    let columns = if table.contains("probe_results") {
+        "store_id, occurred_at, received_at, toString(region), target, up, status_code, \
+         response_time_ms, network_latency_ms, bandwidth_bytes_per_second, cpu_load"
+    } else {
+        "store_id, occurred_at, received_at, toString(region), toString(type), product_id, \
+         category_id, category_code, brand, seller_id, currency, toString(price), quantity, \
+         user_id, session_id"
+    };
+    format!("SELECT count(), sum(cityHash64(toString(event_id), {columns})) FROM {table}")
+}
+
+async fn count(client: &clickhouse::Client, sql: &str) -> u64 {
+    client.query(sql).fetch_one::<u64>().await.unwrap()
+}
+
+/// What a database of migration 1 filled with the rows above holds after migration 2,
+/// through `client` (the tables services use).
+async fn check_moved(client: &clickhouse::Client) {
+    assert_eq!(
+        count(client, "SELECT count() FROM commerce_events").await,
+        200
+    );
+    // migration 1 keyed by (day, event_id) and so merged the two stores' events with FINAL;
+    // migration 2 keeps both
+    assert_eq!(
+        count(client, "SELECT count() FROM commerce_events FINAL").await,
+        200
+    );
+    assert_eq!(
+        count(client, "SELECT count() FROM probe_results FINAL").await,
+        30
+    );
+    let shared = "SELECT count() FROM commerce_events FINAL \
+                  WHERE event_id = toUUID('00000000-0000-4000-8000-000000000007')";
+    assert_eq!(
+        count(client, shared).await,
+        2,
+        "both stores keep the shared id"
+    );
+    let revenue: String = client
+        .query("SELECT toString(sum(toDecimal128(price, 9) * quantity)) FROM commerce_events FINAL")
+        .fetch_one()
+        .await
+        .unwrap();
+    // 200 lines of 1e12 units
+    assert!(revenue.starts_with("200000000000000"), "{revenue}");
+}
+
+/// A database of migration 1 with the rows above; `FINAL` shows the bug migration 2 fixes.
+async fn fill_0001(client: &clickhouse::Client) {
+    for sql in schema::statements(ROWS_OF_0001) {
+        client.query(&sql).execute().await.unwrap();
+    }
+    assert_eq!(
+        count(client, "SELECT count() FROM commerce_events FINAL").await,
+        100,
+        "under migration 1 the second store's events replace the first's"
+    );
+}
+
+#[tokio::test]
+async fn migration_2_moves_a_single_server_database_of_migration_1_without_losing_rows() {
+    let ch = testkit::shared_clickhouse();
+    let db = testkit::unique_name("move_single");
+    let server = clickhouse::Client::default()
+        .with_url(ch.url())
+        .with_validation(false);
+    assert_eq!(schema::migrate_to(&server, &db, 1).await.unwrap(), [1]);
+    let client = server.clone().with_database(&db);
+    fill_0001(&client).await;
+    let before = ch
+        .query(&format!(
+            "{} FORMAT TSV",
+            checksum(&format!("{db}.commerce_events"))
+        ))
+        .unwrap();
+    let probes = ch
+        .query(&format!(
+            "{} FORMAT TSV",
+            checksum(&format!("{db}.probe_results"))
+        ))
+        .unwrap();
+
+    assert_eq!(schema::migrate(&server, &db).await.unwrap(), [2]);
+    check_moved(&client).await;
+    // every row, column by column, and the old tables stay for the operator to drop
+    for (table, expected) in [("commerce_events", &before), ("probe_results", &probes)] {
+        for t in [table.to_owned(), format!("{table}_0001")] {
+            let sum = ch
+                .query(&format!("{} FORMAT TSV", checksum(&format!("{db}.{t}"))))
+                .unwrap();
+            assert_eq!(&sum, expected, "{t}");
+        }
+    }
+    assert!(schema::migrate(&server, &db).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_migration_2_left_unrecorded_is_recorded_without_a_second_copy() {
+    let ch = testkit::shared_clickhouse();
+    let db = testkit::unique_name("move_again");
+    let server = clickhouse::Client::default()
+        .with_url(ch.url())
+        .with_validation(false);
+    schema::migrate_to(&server, &db, 1).await.unwrap();
+    let client = server.clone().with_database(&db);
+    fill_0001(&client).await;
+    // a run that died after the RENAME, before recording the version
+    for stmt in schema::statements(schema::MIGRATIONS[1].sql) {
+        client.query(&stmt).execute().await.unwrap();
+    }
+    assert_eq!(schema::migrate(&server, &db).await.unwrap(), [2]);
+    check_moved(&client).await;
+    let versions: Vec<u32> = client
+        .query("SELECT DISTINCT version FROM schema_migrations ORDER BY version")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(versions, [1, 2]);
+}
+
+#[tokio::test]
+async fn migration_2_moves_a_cluster_of_migration_1_without_losing_rows() {
+    let db = testkit::unique_name("move_cluster");
+    let args = cluster_args(&db);
+    assert_eq!(schema::migrate_configured_to(&args, 1).await.unwrap(), [1]);
+    let client = args.client();
+    fill_0001(&client).await;
+    let sums = |table: &str| -> Vec<Vec<String>> {
+        (0..2)
+            .map(|i| {
+                on_shard(
+                    i,
+                    &format!("{} FORMAT TSV", checksum(&format!("{db}.{table}"))),
+                )
+            })
+            .collect()
+    };
+    let commerce = sums("commerce_events_local");
+    let probes = sums("probe_results_local");
+    assert!(
+        commerce.iter().all(|s| !s[0].starts_with("0\t")),
+        "both shards hold rows: {commerce:?}"
+    );
+
+    assert_eq!(schema::migrate_configured(&args).await.unwrap(), [2]);
+    check_moved(&client).await;
+    // each shard kept its own rows, every column of them, and the moved-away tables
+    assert_eq!(sums("commerce_events_local"), commerce);
+    assert_eq!(sums("commerce_events_0001_local"), commerce);
+    assert_eq!(sums("probe_results_local"), probes);
+    assert_eq!(sums("probe_results_0001_local"), probes);
+    assert!(schema::migrate_configured(&args).await.unwrap().is_empty());
+
+    // a later copy of a migrated event goes to the shard that holds the first, where FINAL
+    // collapses it: placement by the id's text did not change
+    let mut insert = client
+        .insert::<CommerceRow<'_>>(COMMERCE_TABLE)
+        .await
+        .unwrap();
+    let mut row = commerce_row(&id(7), 1_768_471_300);
+    row.store_id = "store-0";
+    row.occurred_at = 1_768_471_200; // 2026-01-15 10:00:00
+    insert.write(&row).await.unwrap();
+    insert.end().await.unwrap();
+    let copies: Vec<String> = (0..2)
+        .map(|i| {
+            on_shard(
+                i,
+                &format!(
+                    "SELECT count() FROM {db}.commerce_events_local \
+                     WHERE event_id = toUUID('{}') AND store_id = 'store-0'",
+                    id(7)
+                ),
+            )[0]
+            .clone()
+        })
+        .collect();
+    assert!(copies == ["2", "0"] || copies == ["0", "2"], "{copies:?}");
+    assert_eq!(
+        count(&client, "SELECT count() FROM commerce_events FINAL").await,
+        200
+    );
 }

@@ -118,18 +118,13 @@ pub async fn clickhouse(args: &BenchClickhouseArgs) -> anyhow::Result<String> {
     let stores = fleet(1, "bench");
     let pool = valid(Generator::new(2, now_unix()).commerce_batch(&stores[0], 10_000));
     anyhow::ensure!(!pool.is_empty(), "no generated event passes the rules");
-    let ids: Vec<String> = (0..args.rows.max(args.single_inserts))
-        .map(|i| {
-            uuid::Uuid::from_u128(0xbe9c_0000_0000_4000_8000_0000_0000_0000 | i as u128).to_string()
-        })
-        .collect();
     let region = stores[0].region.ch_code();
     let received = now_unix() as u32;
     let row = |i: usize| -> CommerceRow<'_> {
         let EventRow::Commerce(mut row) = event_row(&pool[i % pool.len()], received, region) else {
             unreachable!("the pool holds commerce events only")
         };
-        row.event_id = &ids[i];
+        row.event_id = uuid::Uuid::from_u128(0xbe9c_0000_0000_4000_8000_0000_0000_0000 | i as u128);
         row
     };
 
@@ -205,7 +200,7 @@ pub async fn latency(args: &BenchLatencyArgs) -> anyhow::Result<String> {
                     .collect::<Vec<_>>()
                     .join(",");
                 let sql = format!(
-                    "SELECT event_id FROM {COMMERCE_TABLE} \
+                    "SELECT toString(event_id) AS event_id FROM {COMMERCE_TABLE} \
                      WHERE toDate(occurred_at) = toDate(now()) AND event_id IN ({list})"
                 );
                 let Ok(found) = client.query(&sql).fetch_all::<Id>().await else {

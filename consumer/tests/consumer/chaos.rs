@@ -301,7 +301,7 @@ async fn every_acknowledged_event_counts_once_through_crashes() {
     let rows = env.rows().await;
     let loaded: Vec<Id> = env
         .clickhouse()
-        .query("SELECT event_id FROM commerce_events FINAL")
+        .query("SELECT toString(event_id) FROM commerce_events FINAL")
         .fetch_all()
         .await
         .unwrap();

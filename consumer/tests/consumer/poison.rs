@@ -149,7 +149,7 @@ async fn entries_clickhouse_refuses_are_isolated_and_the_rest_loads() {
     // makes ClickHouse refuse, not of the consumer.)
     let loaded: Vec<String> = env
         .clickhouse()
-        .query("SELECT DISTINCT event_id FROM commerce_events")
+        .query("SELECT DISTINCT toString(event_id) FROM commerce_events")
         .fetch_all()
         .await
         .unwrap();

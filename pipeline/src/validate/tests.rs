@@ -603,6 +603,53 @@ fn extreme_times_are_rejected_without_overflow() {
 }
 
 #[test]
+fn without_a_time_window_any_time_a_datetime_holds_passes_and_no_other() {
+    let limits = Limits::unbounded();
+    let ctx = Context {
+        limits: &limits,
+        now_unix: NOW,
+        sender: None,
+    };
+    for (seconds, ok) in [
+        (0, true),
+        (NOW - 50 * 365 * 86_400, true),
+        (NOW + 30 * 86_400, true),
+        (i64::from(u32::MAX), true),
+        (-1, false),
+        (i64::from(u32::MAX) + 1, false),
+        (i64::MIN, false),
+        (i64::MAX, false),
+    ] {
+        let e = Event {
+            occurred_at: Some(prost_types::Timestamp { seconds, nanos: 0 }),
+            ..commerce()
+        };
+        let mut out = vec![];
+        check_event(&ctx, 0, &e, &mut out);
+        assert_eq!(out.is_empty(), ok, "{seconds}: {out:?}");
+    }
+    // the gateway's window refuses the same out-of-range times, whatever it is set to
+    let wide = Limits {
+        max_future_skew: Duration::from_secs(u64::MAX / 2),
+        max_age: Duration::from_secs(u64::MAX / 2),
+    };
+    let ctx = Context {
+        limits: &wide,
+        ..ctx
+    };
+    let e = Event {
+        occurred_at: Some(prost_types::Timestamp {
+            seconds: -1,
+            nanos: 0,
+        }),
+        ..commerce()
+    };
+    let mut out = vec![];
+    check_event(&ctx, 0, &e, &mut out);
+    assert!(out[0].description.contains("1970-01-01"), "{out:?}");
+}
+
+#[test]
 fn every_rule_has_a_passing_and_a_failing_case() {
     let cases = cases();
     for rule in RULES {

@@ -18,6 +18,11 @@ pub fn unix(d: Date, seconds: i64) -> u32 {
     (d.midnight().assume_utc().unix_timestamp() + seconds) as u32
 }
 
+/// The UUID a fixture's readable id stands for in the tables (`event_id` is a `UUID`).
+pub fn uuid_of(id: &str) -> uuid::Uuid {
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, id.as_bytes())
+}
+
 /// One probe as the test knows it.
 #[derive(Clone, Debug)]
 pub struct Probe {
@@ -183,7 +188,7 @@ pub async fn insert(client: &clickhouse::Client, probes: &[Probe], sales: &[Sale
         for p in probes {
             insert
                 .write(&ProbeRow {
-                    event_id: &p.id,
+                    event_id: uuid_of(&p.id),
                     occurred_at: p.at,
                     received_at: p.at + 1,
                     region: region_code(p.region),
@@ -207,7 +212,7 @@ pub async fn insert(client: &clickhouse::Client, probes: &[Probe], sales: &[Sale
         for s in sales {
             insert
                 .write(&CommerceRow {
-                    event_id: &s.id,
+                    event_id: uuid_of(&s.id),
                     occurred_at: s.at,
                     received_at: s.at + 1,
                     region: 1,
