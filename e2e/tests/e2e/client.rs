@@ -175,7 +175,7 @@ async fn assert_loaded_once(redis_url: &str, stream: &str, expected: &BTreeSet<S
     .await
     .unwrap();
     let rows: Vec<Id> = client
-        .query("SELECT event_id FROM probe_results FINAL")
+        .query("SELECT toString(event_id) AS event_id FROM probe_results FINAL")
         .fetch_all()
         .await
         .unwrap();

@@ -16,11 +16,11 @@ const SHARDS: &str = "6";
 const SECRET: &str = "cluster-secret";
 
 /// Every loaded event id, from both tables.
-const LOADED_IDS: &str =
-    "SELECT event_id FROM commerce_events UNION ALL SELECT event_id FROM probe_results";
+const LOADED_IDS: &str = "SELECT toString(event_id) AS event_id FROM commerce_events \
+     UNION ALL SELECT toString(event_id) AS event_id FROM probe_results";
 /// The same with FINAL: each event once.
-const LOADED_IDS_FINAL: &str = "SELECT event_id FROM commerce_events FINAL \
-     UNION ALL SELECT event_id FROM probe_results FINAL";
+const LOADED_IDS_FINAL: &str = "SELECT toString(event_id) AS event_id FROM commerce_events FINAL \
+     UNION ALL SELECT toString(event_id) AS event_id FROM probe_results FINAL";
 
 #[derive(clickhouse::Row, serde::Deserialize)]
 struct Id {

@@ -101,7 +101,7 @@ async fn events_flow_from_publish_to_the_report_in_s3() {
     .await
     .unwrap();
     let loaded: Vec<Id> = client
-        .query("SELECT event_id FROM commerce_events UNION ALL SELECT event_id FROM probe_results")
+        .query("SELECT toString(event_id) AS event_id FROM commerce_events UNION ALL SELECT toString(event_id) AS event_id FROM probe_results")
         .fetch_all()
         .await
         .unwrap();

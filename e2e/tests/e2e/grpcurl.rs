@@ -84,7 +84,7 @@ async fn grpcurl_lists_publishes_and_renders_bad_request() {
     let client = clickhouse(&ch.url(), &database);
     let query = || async {
         client
-            .query("SELECT count() FROM commerce_events WHERE event_id = ? AND type = 'purchase' AND toString(price) = '12.500000000' AND quantity = 2")
+            .query("SELECT count() FROM commerce_events WHERE event_id = toUUID(?) AND type = 'purchase' AND toString(price) = '12.500000000' AND quantity = 2")
             .bind(id)
             .fetch_one::<u64>()
             .await
