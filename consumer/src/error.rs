@@ -14,8 +14,9 @@ pub enum Error {
     /// Redis was not reachable at start, or refused the consumer group.
     #[error("connecting to redis")]
     Connect(#[source] fred::error::Error),
-    /// Copying refused entries to `<stream>:dead` failed. Acknowledging them anyway would
-    /// lose them; keeping them would load the rest again without end.
+    /// Copying refused entries to `<stream>:dead` failed for another reason than a full
+    /// Redis (then their `rejected_events` rows are their record, and they are
+    /// acknowledged). Acknowledging them anyway would lose the copy an operator replays.
     #[error("dead-lettering entries")]
     DeadLetter(#[source] fred::error::Error),
     /// `XACK` failed after the rows were confirmed: a restart reads the entries again, and

@@ -73,8 +73,35 @@ impl Source {
         {
             Ok(_) => Ok(()),
             Err(e) if e.details().starts_with("BUSYGROUP") => Ok(()),
+            // A full Redis refuses XGROUP CREATE before looking whether the group exists:
+            // a consumer restarting then must still start, to empty it.
+            Err(e) if pipeline::retry::classify_redis(&e) == pipeline::retry::Class::Full => {
+                match self.group_exists().await {
+                    Ok(true) => Ok(()),
+                    _ => Err(e),
+                }
+            }
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether this source's group exists on its stream.
+    async fn group_exists(&self) -> Result<bool, fred::error::Error> {
+        Ok(self.groups().await?.into_iter().any(|info| {
+            info.get("name").cloned().and_then(string).as_deref() == Some(self.group.as_str())
+        }))
+    }
+
+    /// Every group of the stream, as `XINFO GROUPS` describes it.
+    async fn groups(&self) -> Result<Vec<HashMap<String, Value>>, fred::error::Error> {
+        let groups: Value = self
+            .client
+            .custom(
+                self.command("XINFO"),
+                vec![Value::from("GROUPS"), self.key.as_str().into()],
+            )
+            .await?;
+        Ok(array(groups).into_iter().map(pairs).collect())
     }
 
     pub fn client(&self) -> &Client {
@@ -328,16 +355,8 @@ impl Source {
     /// a group has not acknowledged. Never `MAXLEN`: a length says nothing about who still
     /// needs an entry.
     pub async fn trim(&self) -> Result<Option<String>, fred::error::Error> {
-        let groups: Value = self
-            .client
-            .custom(
-                self.command("XINFO"),
-                vec![Value::from("GROUPS"), self.key.as_str().into()],
-            )
-            .await?;
         let mut needed: Option<(u64, u64)> = None;
-        for group in array(groups) {
-            let info = pairs(group);
+        for info in self.groups().await? {
             let name = info.get("name").cloned().and_then(string);
             let pending = info.get("pending").and_then(Value::as_u64).unwrap_or(0);
             if name.as_deref() == Some(self.group.as_str()) {

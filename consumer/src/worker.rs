@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pipeline::retry::{Backoff, Class, classify_clickhouse};
+use pipeline::retry::{Backoff, Class, classify_clickhouse, classify_redis};
 use tracing::Instrument;
 
 use crate::{
@@ -31,6 +31,13 @@ const TRIM_EVERY: Duration = Duration::from_secs(1);
 /// schema, say, would otherwise dead-letter every entry (see [`pipeline::retry`]).
 fn refuses_data(e: &clickhouse::error::Error) -> bool {
     classify_clickhouse(e) == Class::BadData
+}
+
+/// Whether Redis refused a write because it is full (`maxmemory` with `noeviction`): the
+/// consumer's own bookkeeping writes are then skipped, never its loads, acks and trims,
+/// which are what free the memory (see [`pipeline::retry::Class::Full`]).
+fn redis_full(e: &fred::error::Error) -> bool {
+    classify_redis(e) == Class::Full
 }
 
 /// Applies the ClickHouse migrations (on every shard of a ClickHouse cluster).
@@ -241,14 +248,23 @@ impl Worker {
         for part in crash_parts(&attempts, self.max_deliveries) {
             let entries = &self.batch.entries()[part.clone()];
             if let Err(e) = self.source.begin_load(entries).await {
-                // Nothing was loaded: the part stays in the batch for the next attempt.
-                tracing::warn!(error = %e, "recording the load failed; retrying");
-                self.batch.remove_first(done);
-                tokio::time::sleep(self.backoff.delay(0, rand::random())).await;
-                return Ok(Outcome::Retrying {
-                    attempt: 0,
-                    error: e.to_string(),
-                });
+                if redis_full(&e) {
+                    // The count only finds entries that crash the consumer; refusing to
+                    // load without it would keep Redis full for ever (nothing acknowledged,
+                    // nothing trimmed). Load, acknowledge and trim: that frees the memory.
+                    tracing::warn!(error = %e, "redis is full: loading without counting the attempt");
+                    metrics::counter!("consumer_redis_full_skips_total", "what" => "attempts")
+                        .increment(1);
+                } else {
+                    // Nothing was loaded: the part stays in the batch for the next attempt.
+                    tracing::warn!(error = %e, "recording the load failed; retrying");
+                    self.batch.remove_first(done);
+                    tokio::time::sleep(self.backoff.delay(0, rand::random())).await;
+                    return Ok(Outcome::Retrying {
+                        attempt: 0,
+                        error: e.to_string(),
+                    });
+                }
             }
             match self.load(part.clone()).await {
                 Ok(Loaded::Acknowledged(w)) => {
@@ -347,10 +363,23 @@ impl Worker {
             let dead: Vec<(&RawEntry, &str)> = dead.iter().map(|(e, r)| (*e, r.as_str())).collect();
             // Before the ack: a crash in between dead-letters the entry again, which is
             // better than losing it.
-            self.source
-                .dead_letter(&dead)
-                .await
-                .map_err(Error::DeadLetter)?;
+            match self.source.dead_letter(&dead).await {
+                Ok(()) => {}
+                // Each one's rejected_events row (reason, raw batch, stream entry id) is
+                // written already and confirmed: the copy in `<stream>:dead` is for replay.
+                // Without it the entry is still on record; keeping the entries pending
+                // instead would block trimming below them and keep Redis full.
+                Err(e) if redis_full(&e) => {
+                    tracing::warn!(
+                        error = %e,
+                        entries = dead.len(),
+                        "redis is full: dead letters kept in rejected_events only"
+                    );
+                    metrics::counter!("consumer_redis_full_skips_total", "what" => "dead_letters")
+                        .increment(dead.len() as u64);
+                }
+                Err(e) => return Err(Error::DeadLetter(e)),
+            }
         }
         let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
         // If the ack fails, the entries stay pending and are loaded again: the

@@ -15,7 +15,10 @@ pub enum Class {
     Retriable,
     /// The server is full (Redis at `maxmemory` with `noeviction`): retrying helps only
     /// after the consumers have caught up, so a writer tells its client to slow down
-    /// rather than that the server is gone.
+    /// rather than that the server is gone. Redis still serves reads and the commands that
+    /// free memory (`XACK`, `XTRIM`, `HDEL`, `XREADGROUP`), so the consumer skips its own
+    /// bookkeeping writes (attempt counts, dead-letter copies) and keeps loading,
+    /// acknowledging and trimming: that is what empties Redis.
     Full,
     /// The data is refused, and the same bytes fail the same way every time: split the
     /// batch until the refused entries are found and dead-letter them, so the rest flows.

@@ -160,6 +160,15 @@ impl Env {
     }
 }
 
+/// Events in `commerce_events` with FINAL; an error until the consumer created the tables.
+pub async fn loaded(env: &Env) -> anyhow::Result<u64> {
+    Ok(env
+        .clickhouse()
+        .query("SELECT count() FROM commerce_events FINAL")
+        .fetch_one()
+        .await?)
+}
+
 /// An entry with a batch field that is not protobuf and no format tag, as a broken
 /// producer might write it.
 pub fn garbage_entry() -> Fields {

@@ -4,7 +4,9 @@
 mod admin;
 mod chaos;
 mod duplicates;
+mod full_redis;
 mod helpers;
+mod limits;
 mod outage;
 mod poison;
 mod recovery;

@@ -33,6 +33,11 @@ pub struct Gateway {
 impl Gateway {
     /// Starts a gateway on a free port for `stream_key`, knowing the store `eu-1` only.
     pub async fn start(redis_url: &str, stream_key: &str) -> Gateway {
+        Gateway::start_with(redis_url, stream_key, &[]).await
+    }
+
+    /// Like [`Gateway::start`], with extra flags.
+    pub async fn start_with(redis_url: &str, stream_key: &str, extra: &[&str]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let stores = dir.path().join("stores.toml");
         let toml = format!(
@@ -40,16 +45,18 @@ impl Gateway {
             gateway::auth::token_sha256(TOKEN)
         );
         std::fs::write(&stores, toml).unwrap();
-        let settings = gateway::Settings::try_parse_from([
+        let stores = stores.display().to_string();
+        let mut args = vec![
             "gateway",
             "--stores-file",
-            &stores.display().to_string(),
+            &stores,
             "--redis-url",
             redis_url,
             "--stream-key",
             stream_key,
-        ])
-        .unwrap();
+        ];
+        args.extend_from_slice(extra);
+        let settings = gateway::Settings::try_parse_from(args).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = gateway::Background::spawn(listener, settings).unwrap();
         Gateway { server, _dir: dir }
@@ -95,12 +102,7 @@ pub async fn publish_until(
     pause: Duration,
     stop: watch::Receiver<bool>,
 ) -> Published {
-    let channel = Channel::from_shared(gateway_url.to_owned())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let client = IngestServiceClient::new(channel);
+    let client = connect(gateway_url).await;
     let loops = (0..senders).map(|_| send_until(client.clone(), per_request, pause, stop.clone()));
     let mut published = Published::default();
     for one in futures::future::join_all(loops).await {
@@ -112,6 +114,34 @@ pub async fn publish_until(
         published.abandoned.extend(one.abandoned);
     }
     published
+}
+
+/// Connects a client to the gateway at `url`.
+pub async fn connect(url: &str) -> IngestServiceClient<Channel> {
+    let channel = Channel::from_shared(url.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    IngestServiceClient::new(channel)
+}
+
+/// One request of `events` as store `eu-1`, with a timeout.
+pub async fn publish(
+    client: &mut IngestServiceClient<Channel>,
+    sequence: u64,
+    events: Vec<pipeline::proto::ingest::Event>,
+) -> Result<pipeline::proto::ingest::PublishResponse, tonic::Status> {
+    let mut request = Request::new(PublishRequest {
+        sequence,
+        events,
+        all_or_nothing: false,
+    });
+    request.set_timeout(Duration::from_secs(10));
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    Ok(client.publish(request).await?.into_inner())
 }
 
 /// One sender: a request at a time, each retried with the same events until answered OK.
@@ -130,18 +160,8 @@ async fn send_until(
         let events = queued_batch(&ids).events;
         let started = Instant::now();
         loop {
-            let mut request = Request::new(PublishRequest {
-                sequence,
-                events: events.clone(),
-                all_or_nothing: false,
-            });
-            request.set_timeout(Duration::from_secs(10));
-            request
-                .metadata_mut()
-                .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-            match client.publish(request).await {
+            match publish(&mut client, sequence, events.clone()).await {
                 Ok(response) => {
-                    let response = response.into_inner();
                     assert_eq!(response.accepted as usize, ids.len(), "{response:?}");
                     published.requests_ok += 1;
                     published.ok.extend(ids);
