@@ -193,10 +193,11 @@ pub async fn latency(args: &BenchLatencyArgs) -> anyhow::Result<String> {
                 if ids.is_empty() {
                     continue;
                 }
-                // the primary key is (day, event_id): this reads a few granules, not the table
+                // the primary key starts (day, event_id): this reads a few granules, not the
+                // table; ids are the simulator's own UUIDs, so nothing needs quoting
                 let list = ids
                     .iter()
-                    .map(|id| format!("'{id}'"))
+                    .map(|id| format!("toUUID('{id}')"))
                     .collect::<Vec<_>>()
                     .join(",");
                 let sql = format!(
