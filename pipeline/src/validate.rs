@@ -112,8 +112,8 @@ pub struct Sender<'a> {
 #[derive(Clone, Copy, Debug)]
 pub struct Context<'a> {
     pub limits: &'a Limits,
-    /// "Now", in Unix seconds: the gateway's clock, or the entry's `received_at` in the
-    /// consumer, so that events queued during an outage do not age out while waiting.
+    /// "Now", in Unix seconds: the gateway's clock. The consumer passes the entry's
+    /// `received_at`, though with [`Limits::unbounded`] no rule of its reads it.
     pub now_unix: i64,
     /// The authenticated sender, when known.
     pub sender: Option<Sender<'a>>,
