@@ -588,16 +588,30 @@ async fn fill_0001(client: &clickhouse::Client) {
     );
 }
 
-#[tokio::test]
-async fn migration_2_moves_a_single_server_database_of_migration_1_without_losing_rows() {
+/// A database of migration 1 with the rows above on the shared server: the server, the
+/// database's name, a client without and one with the database.
+async fn single_server_of_0001(
+    prefix: &str,
+) -> (
+    &'static testkit::ClickHouse,
+    String,
+    clickhouse::Client,
+    clickhouse::Client,
+) {
     let ch = testkit::shared_clickhouse();
-    let db = testkit::unique_name("move_single");
+    let db = testkit::unique_name(prefix);
     let server = clickhouse::Client::default()
         .with_url(ch.url())
         .with_validation(false);
     assert_eq!(schema::migrate_to(&server, &db, 1).await.unwrap(), [1]);
     let client = server.clone().with_database(&db);
     fill_0001(&client).await;
+    (ch, db, server, client)
+}
+
+#[tokio::test]
+async fn migration_2_moves_a_single_server_database_of_migration_1_without_losing_rows() {
+    let (ch, db, server, client) = single_server_of_0001("move_single").await;
     let before = ch
         .query(&format!(
             "{} FORMAT TSV",
@@ -627,14 +641,7 @@ async fn migration_2_moves_a_single_server_database_of_migration_1_without_losin
 
 #[tokio::test]
 async fn a_migration_2_left_unrecorded_is_recorded_without_a_second_copy() {
-    let ch = testkit::shared_clickhouse();
-    let db = testkit::unique_name("move_again");
-    let server = clickhouse::Client::default()
-        .with_url(ch.url())
-        .with_validation(false);
-    schema::migrate_to(&server, &db, 1).await.unwrap();
-    let client = server.clone().with_database(&db);
-    fill_0001(&client).await;
+    let (_, db, server, client) = single_server_of_0001("move_again").await;
     // a run that died after the RENAME, before recording the version
     for stmt in schema::statements(schema::MIGRATIONS[1].sql) {
         client.query(&stmt).execute().await.unwrap();
@@ -711,4 +718,23 @@ async fn migration_2_moves_a_cluster_of_migration_1_without_losing_rows() {
         count(&client, "SELECT count() FROM commerce_events FINAL").await,
         200
     );
+}
+
+#[tokio::test]
+async fn two_consumers_starting_at_once_both_migrate_a_database_of_migration_1() {
+    let (_, db, server, client) = single_server_of_0001("move_race").await;
+    // whichever RENAME comes second fails, and its run finds the migration in place
+    let (a, b) = tokio::join!(schema::migrate(&server, &db), schema::migrate(&server, &db));
+    a.unwrap();
+    b.unwrap();
+    // both may have copied before either renamed: the copies collapse
+    assert_eq!(
+        count(&client, "SELECT count() FROM commerce_events FINAL").await,
+        200
+    );
+    assert_eq!(
+        count(&client, "SELECT count() FROM probe_results FINAL").await,
+        30
+    );
+    assert!(schema::migrate(&server, &db).await.unwrap().is_empty());
 }
