@@ -1,7 +1,8 @@
 //! Each service's Prometheus endpoint (`METRICS_LISTEN`) shows correct values after a known
 //! workload: events accepted and rejected by region, refusals by reason, RPC latency, rows
 //! inserted per table, insert latency and batch sizes, report runs and failures, and the
-//! client crate's counters of a store backend that installs the same recorder.
+//! client crate's counters of a store backend that installs the same recorder. A real
+//! Prometheus then scrapes it: every dashboard query runs, and every alert rule evaluates.
 //!
 //! A test binary of its own because it installs the process-wide metrics recorder, through
 //! the same `pipeline::telemetry::init` the binaries call.
@@ -302,5 +303,160 @@ async fn metrics_endpoint_counts_a_known_workload() {
     ] {
         assert_eq!(sample(&body, name, &[]), expected, "{name} in:\n{body}");
     }
+
+    // A real Prometheus scrapes the same endpoint: every Prometheus panel of the dashboards
+    // is a query it accepts, the ones on the workload's metrics return data, and every alert
+    // rule evaluates without error.
+    let prometheus = Prometheus::start(port);
+    prometheus.wait_for_samples("gateway_store_requests_total");
+    let mut answered = 0;
+    for (panel, expr) in dashboard_exprs() {
+        let result = prometheus.query(&expr);
+        assert_eq!(
+            result["status"], "success",
+            "{panel}: {expr} was refused: {result}"
+        );
+        answered += usize::from(
+            result["data"]["result"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty()),
+        );
+    }
+    assert!(
+        answered >= 10,
+        "only {answered} panel queries returned data"
+    );
+    let rules = prometheus.get("/api/v1/rules");
+    let groups = rules["data"]["groups"].as_array().unwrap();
+    let rules: Vec<&serde_json::Value> = groups
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+        .collect();
+    assert!(rules.len() >= 7, "alerts.yml loaded: {rules:?}");
+    for rule in rules {
+        assert_eq!(rule["health"], "ok", "{rule}");
+    }
     gateway.shutdown().await.unwrap();
+}
+
+/// Every Prometheus query of the dashboards (panel title, expression), with Grafana's
+/// variables replaced as Grafana would for "All" and a five-minute range.
+fn dashboard_exprs() -> Vec<(String, String)> {
+    let dir = testkit::repo_root().join("deploy/grafana/dashboards");
+    let mut exprs = Vec::new();
+    for file in std::fs::read_dir(dir).unwrap() {
+        let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
+        let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                if let Some(expr) = target["expr"].as_str() {
+                    let expr = expr
+                        .replace("$__rate_interval", "1m")
+                        .replace("$__range", "5m")
+                        .replace("$store", ".*")
+                        .replace("$region", ".*");
+                    exprs.push((panel["title"].as_str().unwrap().to_owned(), expr));
+                }
+            }
+        }
+    }
+    assert!(!exprs.is_empty());
+    exprs
+}
+
+/// A Prometheus server (Debian's, scripts/install.sh) scraping one endpoint every second
+/// with deploy/prometheus/alerts.yml loaded; killed on drop.
+struct Prometheus {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(target_port: u16) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = testkit::repo_root().join("deploy/prometheus/alerts.yml");
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\n\
+                 scrape_configs:\n  - job_name: e2e\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n",
+                rules.display()
+            ),
+        )
+        .unwrap();
+        let port = testkit::free_port();
+        let child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus is installed (scripts/install.sh)");
+        Prometheus {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// GET `path_and_query`, the JSON answer (any HTTP status: the API explains errors).
+    fn get(&self, path_and_query: &str) -> serde_json::Value {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            stream,
+            "GET {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"))
+    }
+
+    fn query(&self, expr: &str) -> serde_json::Value {
+        let encoded: String = expr
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        self.get(&format!("/api/v1/query?query={encoded}"))
+    }
+
+    /// Waits until Prometheus is up and has scraped `metric` a few times (rates need two).
+    fn wait_for_samples(&self, metric: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && self.query(&format!("count_over_time({metric}[1m])"))["data"]["result"]
+                    .as_array()
+                    .and_then(|r| r.first())
+                    .and_then(|s| s["value"][1].as_str()?.parse::<u32>().ok())
+                    .is_some_and(|n| n >= 3);
+            if ready {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "prometheus never scraped {metric}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

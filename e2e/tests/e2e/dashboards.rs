@@ -13,14 +13,55 @@ use pipeline::{
 };
 use serde_json::Value;
 
-/// The metrics the dashboards may use: what the gateway and the consumer export.
+/// The metrics the dashboards may use, each exported by a service (checked against the
+/// sources by `prometheus_panels_use_only_exported_metrics`), and each shown by some panel.
 const METRICS: &[&str] = &[
     "gateway_events_accepted_total",
     "gateway_events_rejected_total",
+    "gateway_stream_backlog_entries",
+    "gateway_redis_used_memory_bytes",
+    "gateway_redis_max_memory_bytes",
+    "gateway_requests_refused_total",
+    "gateway_requests_shed_total",
+    "gateway_store_requests_total",
+    "gateway_rpc_duration_seconds",
     "consumer_rows_inserted_total",
     "consumer_insert_duration_seconds",
+    "consumer_insert_failures_total",
     "consumer_dead_letters_total",
+    "consumer_redis_full_skips_total",
+    "consumer_group_backlog_entries",
+    "consumer_load_delay_seconds",
+    "reporter_runs_total",
+    "reporter_last_success_timestamp_seconds",
 ];
+
+/// Where the services name their metrics.
+const METRIC_SOURCES: &[&str] = &["gateway/src", "consumer/src", "reporter/src", "prober/src"];
+
+/// Whether some service source names `metric` as a string literal (`counter!("…")` …).
+fn exported(metric: &str) -> bool {
+    fn walk(dir: &std::path::Path, needle: &str) -> bool {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                let path = e.path();
+                if path.is_dir() {
+                    walk(&path, needle)
+                } else {
+                    path.extension().is_some_and(|x| x == "rs")
+                        && std::fs::read_to_string(&path).is_ok_and(|text| text.contains(needle))
+                }
+            })
+    }
+    let root = testkit::repo_root();
+    let needle = format!("\"{metric}\"");
+    METRIC_SOURCES
+        .iter()
+        .any(|dir| walk(&root.join(dir), &needle))
+}
 
 /// Series Prometheus derives from a histogram (telemetry.rs gives `_seconds` metrics buckets).
 const HISTOGRAM_SERIES: &[&str] = &["_bucket", "_sum", "_count"];
@@ -383,6 +424,7 @@ fn prometheus_panels_use_only_exported_metrics() {
     }
     for metric in METRICS {
         assert!(used.contains(*metric), "no panel shows {metric}");
+        assert!(exported(metric), "no service exports {metric}");
     }
 }
 
