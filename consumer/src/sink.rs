@@ -335,6 +335,7 @@ impl Sink {
             events,
             rejected,
             rejected_not_kept,
+            from_prober,
         } = batch;
         let received = received_at.as_ref().map_or(0, |t| t.seconds);
         let received_at = datetime(received);
@@ -345,9 +346,20 @@ impl Sink {
         let ctx = Context {
             limits: &self.limits,
             now_unix: received,
-            sender: region.map(|region| Sender {
-                store_id: &store_id,
-                region,
+            sender: region.map(|region| {
+                if from_prober {
+                    // the gateway checked each event's store against its stores file
+                    Sender::Prober {
+                        prober_id: &store_id,
+                        region,
+                        stores: None,
+                    }
+                } else {
+                    Sender::Store {
+                        store_id: &store_id,
+                        region,
+                    }
+                }
             }),
         };
         let checked = validate::check_batch(&ctx, events);
@@ -380,7 +392,7 @@ impl Sink {
                 written.skipped += 1;
                 continue;
             }
-            match event_row(accepted, received_at, region_code) {
+            match event_row(accepted, received_at) {
                 EventRow::Commerce(row) => {
                     inserts.commerce.write(&row).await?;
                     written.commerce += 1;

@@ -24,6 +24,7 @@ static STORE: LazyLock<Store> = LazyLock::new(|| Store {
     region: Region::Europe,
     max_events_per_second: None,
     max_bytes_per_second: None,
+    role: gateway::auth::Role::Store,
 });
 
 fuzz_target!(|data: &[u8]| {

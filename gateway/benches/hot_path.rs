@@ -76,6 +76,7 @@ fn store() -> Store {
         region: Region::Europe,
         max_events_per_second: None,
         max_bytes_per_second: None,
+        role: gateway::auth::Role::Store,
     }
 }
 
@@ -90,6 +91,7 @@ fn event(rng: &mut Rng, index: usize) -> Event {
             network_latency_ms: 5 + rng.below(120) as u32,
             bandwidth_bytes_per_second: 1_000_000 + rng.below(100_000_000),
             cpu_load: rng.below(1_000) as f64 / 1_000.0,
+            ..ProbeResult::default()
         })
     } else {
         let kind = match rng.below(100) {
@@ -195,7 +197,7 @@ fn hot_path(c: &mut Criterion) {
             let ctx = Context {
                 limits: &limits,
                 now_unix: NOW.as_secs() as i64,
-                sender: Some(Sender {
+                sender: Some(Sender::Store {
                     store_id: &store.id,
                     region: store.region,
                 }),

@@ -4,6 +4,9 @@
 //! Only hashes are stored, so the file is not a secret; comparison is constant-time, so
 //! timing does not reveal how much of a hash matched. Tokens are never logged.
 //!
+//! An entry with `role = "prober"` is not a store but a prober of its region: it may
+//! publish probe results for every store of the file, and nothing else ([`Role`]).
+//!
 //! A store may have several tokens (`token_sha256` is a string or an array), so a token can
 //! be rotated with no gap: add the new one, switch the store over, revoke the old one.
 //! [`LiveStores`] is the file as currently in force: [`LiveStores::watch`] reloads it on
@@ -24,17 +27,55 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// An authenticated store.
+/// An authenticated store, or prober (see [`Store::role`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Store {
     pub id: Arc<str>,
     pub region: Region,
+    /// What it may publish.
+    pub role: Role,
     /// Events per second this store may send; `None` for no limit.
     pub max_events_per_second: Option<u32>,
     /// Bytes of requests per second this store may send; `None` for no limit. The stores
     /// file's `max_bytes_per_second`, or [`DEFAULT_BYTES_PER_EVENT`] per event of the event
     /// quota.
     pub max_bytes_per_second: Option<u64>,
+}
+
+/// What an entry of the stores file may publish.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Role {
+    /// Its own events, commerce and probes.
+    #[default]
+    Store,
+    /// Probe results taken from its region, for the stores of the file it was loaded
+    /// with (a snapshot: a reload makes new principals with the new list).
+    Prober(Arc<KnownStores>),
+}
+
+/// The stores of the file (not its probers), by id: what a prober may probe.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct KnownStores(HashMap<Arc<str>, Region>);
+
+impl pipeline::validate::KnownStores for KnownStores {
+    fn region_of(&self, store_id: &str) -> Option<Region> {
+        self.0.get(store_id).copied()
+    }
+}
+
+/// `role` in the stores file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryRole {
+    #[default]
+    Store,
+    Prober,
+}
+
+impl EntryRole {
+    fn is_store(&self) -> bool {
+        *self == EntryRole::Store
+    }
 }
 
 /// The byte quota of a store that sets `max_events_per_second` and no
@@ -62,6 +103,9 @@ pub struct StoreEntry {
     pub max_events_per_second: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_bytes_per_second: Option<u64>,
+    /// `"store"` (the default) or `"prober"`.
+    #[serde(default, skip_serializing_if = "EntryRole::is_store")]
+    pub role: EntryRole,
 }
 
 /// `token_sha256 = "…"` or `token_sha256 = ["…", "…"]`: every token the store may use.
@@ -143,6 +187,14 @@ impl Stores {
     pub fn check(file: StoresFile) -> Result<Stores, StoresFileError> {
         let mut by_hash = HashMap::new();
         let mut ids = std::collections::HashSet::new();
+        // regions are checked below, entry by entry, with the entry's name in the error
+        let known = Arc::new(KnownStores(
+            file.store
+                .iter()
+                .filter(|e| e.role == EntryRole::Store)
+                .filter_map(|e| Some((e.id.as_str().into(), e.region.parse().ok()?)))
+                .collect(),
+        ));
         for entry in file.store {
             let invalid = |problem: String| StoresFileError::Invalid {
                 id: entry.id.clone(),
@@ -168,6 +220,10 @@ impl Stores {
             let store = Store {
                 id: entry.id.clone().into(),
                 region,
+                role: match entry.role {
+                    EntryRole::Store => Role::Store,
+                    EntryRole::Prober => Role::Prober(known.clone()),
+                },
                 max_events_per_second: entry.max_events_per_second,
                 max_bytes_per_second: entry.max_bytes_per_second.or_else(|| {
                     entry
@@ -409,6 +465,37 @@ mod tests {
             ))
             .contains("max_bytes_per_second must be at least 1")
         );
+    }
+
+    #[test]
+    fn a_prober_knows_the_stores_of_its_file_and_not_other_probers() {
+        use pipeline::validate::KnownStores as _;
+        let s = Stores::parse(&format!(
+            "[[store]]\nid = \"eu-1\"\nregion = \"europe\"\ntoken_sha256 = \"{}\"\n\
+             [[store]]\nid = \"probe-asia\"\nregion = \"asia\"\nrole = \"prober\"\ntoken_sha256 = \"{}\"\n",
+            token_sha256("t-eu"),
+            token_sha256("t-probe")
+        ))
+        .unwrap();
+        assert_eq!(
+            s.authenticate(Some(b"Bearer t-eu")).unwrap().role,
+            Role::Store
+        );
+        let prober = s.authenticate(Some(b"Bearer t-probe")).unwrap();
+        assert_eq!(prober.region, Region::Asia);
+        let Role::Prober(known) = &prober.role else {
+            panic!("{prober:?} is not a prober")
+        };
+        assert_eq!(known.region_of("eu-1"), Some(Region::Europe));
+        assert_eq!(known.region_of("probe-asia"), None);
+        assert_eq!(known.region_of("nope"), None);
+        let bad = Stores::parse(&format!(
+            "[[store]]\nid = \"x\"\nregion = \"asia\"\nrole = \"admin\"\ntoken_sha256 = \"{}\"",
+            token_sha256("t")
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains("unknown variant `admin`"), "{bad}");
     }
 
     #[test]

@@ -26,7 +26,11 @@ use pipeline::{
 use prost::Message;
 
 use crate::{
-    auth::Store, backpressure::Backpressure, error::ApiError, queue::Queue, quota::Quotas,
+    auth::{Role, Store},
+    backpressure::Backpressure,
+    error::ApiError,
+    queue::Queue,
+    quota::Quotas,
 };
 
 /// How much one request may hold and put into the queue.
@@ -176,9 +180,16 @@ pub fn prepare(
     let ctx = Context {
         limits,
         now_unix: now.as_secs() as i64,
-        sender: Some(Sender {
-            store_id: &store.id,
-            region: store.region,
+        sender: Some(match &store.role {
+            Role::Store => Sender::Store {
+                store_id: &store.id,
+                region: store.region,
+            },
+            Role::Prober(known) => Sender::Prober {
+                prober_id: &store.id,
+                region: store.region,
+                stores: Some(&**known),
+            },
         }),
     };
     let checked = validate::check_batch(&ctx, events);
@@ -237,6 +248,7 @@ pub fn prepare(
         events: accepted,
         rejected: rejected_rows,
         rejected_not_kept,
+        from_prober: matches!(store.role, Role::Prober(_)),
     };
     Ok(Prepared {
         entry: encode_batch(&batch),
@@ -266,6 +278,7 @@ mod tests {
             region: Region::Europe,
             max_events_per_second: None,
             max_bytes_per_second: None,
+            role: crate::auth::Role::Store,
         }
     }
 
@@ -293,6 +306,7 @@ mod tests {
                 network_latency_ms: 30,
                 bandwidth_bytes_per_second: 1_000_000,
                 cpu_load: 0.5,
+                ..ProbeResult::default()
             })),
         }
     }

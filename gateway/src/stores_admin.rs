@@ -13,7 +13,9 @@ use std::{
 use clap::{Parser, Subcommand};
 use rand::RngCore as _;
 
-use crate::auth::{StoreEntry, Stores, StoresFile, StoresFileError, TokenHashes, token_sha256};
+use crate::auth::{
+    EntryRole, StoreEntry, Stores, StoresFile, StoresFileError, TokenHashes, token_sha256,
+};
 
 /// Why a `gateway stores` command did nothing; the file is unchanged in every case.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +169,7 @@ pub fn run(cli: StoresCli, out: &mut impl std::io::Write) -> Result<(), AdminErr
                 token_sha256: TokenHashes::One(token_sha256(&token)),
                 max_events_per_second,
                 max_bytes_per_second,
+                role: EntryRole::Store,
             });
             save(&path, &file)?;
             writeln!(

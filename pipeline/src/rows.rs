@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::{
     proto::ingest::{CommerceEvent, Event, ProbeResult, event::Payload},
+    region::Region,
     validate::Accepted,
 };
 
@@ -58,6 +59,10 @@ pub struct ProbeRow<'a> {
     pub network_latency_ms: u32,
     pub bandwidth_bytes_per_second: u64,
     pub cpu_load: f64,
+    /// Migration 3: where the probe was taken from (0: unspecified, a store's own probe).
+    pub vantage_region: i8,
+    pub tls_handshake_ms: u32,
+    pub time_to_first_byte_ms: u32,
 }
 
 /// Where a rejected row was rejected (`rejected_events.source`).
@@ -120,10 +125,13 @@ pub fn decimal9(units: i64, nanos: i32) -> i64 {
         .saturating_add(nanos as i64)
 }
 
-/// Converts an event that passed validation into its row.
-pub fn event_row(accepted: &Accepted, received_at: u32, region: i8) -> EventRow<'_> {
+/// Converts an event that passed validation into its row. The row's region is the event's:
+/// the sending store's, or for a prober's batch the probed store's (both checked by the
+/// rules).
+pub fn event_row(accepted: &Accepted, received_at: u32) -> EventRow<'_> {
     let event = accepted.event();
     let id = accepted.event_id();
+    let region = accepted.region().ch_code();
     let occurred_at = datetime(accepted.occurred_at());
     match accepted.payload() {
         Payload::Commerce(c) => {
@@ -187,6 +195,10 @@ fn probe_row<'a>(
         network_latency_ms: p.network_latency_ms,
         bandwidth_bytes_per_second: p.bandwidth_bytes_per_second,
         cpu_load: p.cpu_load,
+        // the `probe` rule allows only unspecified (0) or a known region
+        vantage_region: Region::from_proto(p.vantage_region).map_or(0, Region::ch_code),
+        tls_handshake_ms: p.tls_handshake_ms,
+        time_to_first_byte_ms: p.time_to_first_byte_ms,
     }
 }
 

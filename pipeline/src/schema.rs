@@ -50,6 +50,13 @@ pub static MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0002_identity.sql"),
         done_when: Some(IDENTITY_DONE),
     },
+    Migration {
+        version: 3,
+        name: "probe_phases",
+        sql: include_str!("../migrations/0003_probe_phases.sql"),
+        // each ALTER that finds its column counts as applied (`already_applied`)
+        done_when: None,
+    },
 ];
 
 /// Migration 2 is in place when the tables services use have a `UUID` `event_id`, and no
@@ -144,6 +151,17 @@ pub static SHARDING_KEYS: &[(&str, &str)] = &[
 pub const LOCAL_SUFFIX: &str = "_local";
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS ";
+const ALTER_TABLE: &str = "ALTER TABLE ";
+
+/// Whether `stmt` failed only because its effect is already in place: an `ADD COLUMN` whose
+/// column exists (a rerun after a partial run, or another consumer migrating at the same
+/// time). ClickHouse 18.16 has no `ADD COLUMN IF NOT EXISTS`; it says `Code: 44`, current
+/// releases `Code: 15 (DUPLICATE_COLUMN)`, both with this text.
+pub fn already_applied(stmt: &str, error: &str) -> bool {
+    strip_prefix_ignore_case(stmt, ALTER_TABLE).is_some()
+        && stmt.to_ascii_uppercase().contains(" ADD COLUMN ")
+        && error.contains("column with this name already exists")
+}
 
 /// Splits a migration's SQL into statements, dropping `--` comment lines.
 pub fn statements(sql: &str) -> Vec<String> {
@@ -184,8 +202,11 @@ pub fn statements(sql: &str) -> Vec<String> {
 ///   an event table's name to another table is followed by dropping and recreating that
 ///   event table's Distributed table, whose columns must follow the new local table.
 ///
-/// Any other statement is an error naming it: an `ALTER`, say, would have to change both
-/// tables, and is added here when a migration first needs it.
+/// `ALTER TABLE <table> …` of an event table changes both: `<table>_local` first, then the
+/// Distributed `<table>`, whose columns must follow (it does not read them from the local
+/// table after creation).
+///
+/// Any other statement is an error naming it.
 pub fn cluster_statements(
     sql: &str,
     database: &str,
@@ -219,6 +240,18 @@ pub fn cluster_statements(
                     "table {table:?} has no sharding key in schema::SHARDING_KEYS"
                 )));
             }
+        } else if let Some(rest) = strip_prefix_ignore_case(&stmt, ALTER_TABLE) {
+            let rest = rest.trim_start();
+            let end = rest.find(|c: char| !is_identifier(c)).unwrap_or(rest.len());
+            let (table, change) = rest.split_at(end);
+            if !SHARDING_KEYS.iter().any(|(t, _)| *t == table) {
+                return Err(refuse(format!(
+                    "table {table:?} has no sharding key in schema::SHARDING_KEYS"
+                )));
+            }
+            // the Distributed table does not follow its local table's columns by itself
+            out.push(format!("{ALTER_TABLE}{table}{LOCAL_SUFFIX}{change}"));
+            out.push(format!("{ALTER_TABLE}{table}{change}"));
         } else if strip_prefix_ignore_case(&stmt, "INSERT INTO ").is_some() {
             out.push(localised(&stmt));
         } else if let Some(pairs) = strip_prefix_ignore_case(&stmt, "RENAME TABLE ") {
@@ -232,8 +265,8 @@ pub fn cluster_statements(
             }
         } else {
             return Err(refuse(
-                "only `CREATE TABLE IF NOT EXISTS <table> …`, `INSERT INTO … SELECT` and \
-                 `RENAME TABLE …` statements have a cluster form"
+                "only `CREATE TABLE IF NOT EXISTS <table> …`, `ALTER TABLE <table> …`, \
+                 `INSERT INTO … SELECT` and `RENAME TABLE …` statements have a cluster form"
                     .to_owned(),
             ));
         }
@@ -453,6 +486,10 @@ async fn apply(
         } else {
             for stmt in stmts {
                 if let Err(source) = db.query(&stmt).execute().await {
+                    if already_applied(&stmt, &source.to_string()) {
+                        tracing::info!(version = m.version, statement = %stmt, "already applied");
+                        continue;
+                    }
                     // Another consumer may have completed it meanwhile (its RENAME came
                     // first): then this statement's failure is not an error.
                     if is_done(&db, m).await? {
@@ -590,15 +627,65 @@ mod tests {
     }
 
     #[test]
+    fn alters_change_the_local_table_then_the_distributed_one() {
+        let got = cluster_statements(
+            "ALTER TABLE probe_results ADD COLUMN x UInt8 DEFAULT 0",
+            "d",
+            "c",
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            [
+                "ALTER TABLE probe_results_local ADD COLUMN x UInt8 DEFAULT 0",
+                "ALTER TABLE probe_results ADD COLUMN x UInt8 DEFAULT 0",
+            ]
+        );
+        let m3 = MIGRATIONS.iter().find(|m| m.version == 3).unwrap();
+        assert_eq!(
+            cluster_statements(m3.sql, "d", "c").unwrap().len(),
+            2 * statements(m3.sql).len()
+        );
+        let err = cluster_statements("ALTER TABLE other ADD COLUMN x UInt8", "d", "c").unwrap_err();
+        assert!(
+            err.reason.contains("\"other\" has no sharding key"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn only_an_existing_added_column_counts_as_applied() {
+        let add = "ALTER TABLE probe_results ADD COLUMN x UInt8";
+        let old = "Code: 44, e.displayText() = DB::Exception: Cannot add column x: column with \
+                   this name already exists";
+        let new = "Code: 15. DB::Exception: Cannot add column `x`: column with this name \
+                   already exists. (DUPLICATE_COLUMN)";
+        assert!(already_applied(add, old));
+        assert!(already_applied(add, new));
+        assert!(!already_applied(
+            add,
+            "Code: 60. Table probe_results doesn't exist"
+        ));
+        assert!(!already_applied(
+            "CREATE TABLE IF NOT EXISTS t (x UInt8)",
+            new
+        ));
+        assert!(!already_applied(
+            "ALTER TABLE probe_results DROP COLUMN x",
+            new
+        ));
+    }
+
+    #[test]
     fn statements_without_a_cluster_form_are_refused() {
-        let err = cluster_statements("ALTER TABLE commerce_events ADD COLUMN x UInt8", "d", "c")
-            .unwrap_err();
+        let err = cluster_statements("TRUNCATE TABLE commerce_events", "d", "c").unwrap_err();
         assert!(
             err.reason.contains("only `CREATE TABLE IF NOT EXISTS"),
             "{err}"
         );
+        assert!(err.statement.starts_with("TRUNCATE TABLE"));
+        // an ALTER of a table that is not an event table
         assert!(cluster_statements("ALTER TABLE x DELETE WHERE 1", "d", "c").is_err());
-        assert!(err.statement.starts_with("ALTER TABLE"));
         let err = cluster_statements(
             "CREATE TABLE IF NOT EXISTS other (a UInt8) ENGINE = Log",
             "d",

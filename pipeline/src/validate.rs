@@ -101,11 +101,27 @@ pub struct Violation {
     pub description: String,
 }
 
-/// The store a request was authenticated as; events must not claim another.
+/// Who a request was authenticated as.
 #[derive(Clone, Copy, Debug)]
-pub struct Sender<'a> {
-    pub store_id: &'a str,
-    pub region: Region,
+pub enum Sender<'a> {
+    /// A store: every event is its own, so events must not claim another store or region.
+    Store { store_id: &'a str, region: Region },
+    /// A prober (`role = "prober"` in the gateway's stores file) taking probes from
+    /// `region`: it publishes probe results only, each for a known store, with `region` as
+    /// the vantage region.
+    Prober {
+        prober_id: &'a str,
+        region: Region,
+        /// The stores it may probe. `None` in the consumer, which trusts the gateway's
+        /// check against its stores file (it has no stores file).
+        stores: Option<&'a dyn KnownStores>,
+    },
+}
+
+/// The stores a prober may publish probe results for, and their regions.
+pub trait KnownStores: std::fmt::Debug + Sync {
+    /// The region of store `store_id`, or `None` when there is no such store.
+    fn region_of(&self, store_id: &str) -> Option<Region>;
 }
 
 /// The context the rules are checked in.
@@ -167,7 +183,7 @@ pub static RULES: &[Rule] = &[
     },
     Rule {
         name: "payload",
-        contract: "exactly one payload: commerce or probe",
+        contract: "exactly one payload: commerce or probe; a prober sends probes only",
         check: check_payload,
     },
     Rule {
@@ -177,7 +193,10 @@ pub static RULES: &[Rule] = &[
     },
     Rule {
         name: "probe",
-        contract: "probes: target set, status_code 100..=599, cpu_load within 0..=1",
+        contract: "probes: target set, status_code 100..=599 (or 0 when down without a \
+                   response), cpu_load within 0..=1, \
+                   vantage_region known (a prober's own region when a prober sends), \
+                   tls_handshake_ms and time_to_first_byte_ms at most response_time_ms",
         check: check_probe,
     },
 ];
@@ -216,6 +235,14 @@ impl Accepted {
         match uuid::Uuid::try_parse(&self.0.event_id) {
             Ok(id) => id,
             Err(_) => unreachable!("check_batch accepts no event whose id is not a UUID"),
+        }
+    }
+
+    /// The event's region (its store's), which the `region` rule requires.
+    pub fn region(&self) -> Region {
+        match Region::from_proto(self.0.region) {
+            Some(region) => region,
+            None => unreachable!("check_batch accepts no event without a known region"),
         }
     }
 
@@ -405,17 +432,28 @@ fn check_store_id(ctx: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
                 e.store_id.len()
             ),
         );
-    } else if let Some(sender) = ctx.sender
-        && e.store_id != sender.store_id
-    {
-        sink.fail(
-            "store_id",
-            format!(
-                "claims store {} but the caller is authenticated as {:?}",
-                echo(&e.store_id),
-                sender.store_id
+    } else {
+        match ctx.sender {
+            Some(Sender::Store { store_id, .. }) if e.store_id != store_id => sink.fail(
+                "store_id",
+                format!(
+                    "claims store {} but the caller is authenticated as {store_id:?}",
+                    echo(&e.store_id),
+                ),
             ),
-        );
+            Some(Sender::Prober {
+                prober_id,
+                stores: Some(stores),
+                ..
+            }) if stores.region_of(&e.store_id).is_none() => sink.fail(
+                "store_id",
+                format!(
+                    "{} is not a known store; prober {prober_id:?} may probe known stores only",
+                    echo(&e.store_id),
+                ),
+            ),
+            _ => {}
+        }
     }
 }
 
@@ -433,24 +471,37 @@ fn check_region(ctx: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
             ),
         ),
         Some(region) => {
-            if let Some(sender) = ctx.sender
-                && region != sender.region
+            // where the event's store is, when the sender lets us know
+            let store = match ctx.sender {
+                Some(Sender::Store { store_id, region }) => Some((store_id, region)),
+                Some(Sender::Prober {
+                    stores: Some(stores),
+                    ..
+                }) => stores
+                    .region_of(&e.store_id)
+                    .map(|known| (e.store_id.as_str(), known)),
+                _ => None,
+            };
+            if let Some((store_id, known)) = store
+                && region != known
             {
                 sink.fail(
                     "region",
-                    format!(
-                        "claims {region} but store {:?} is in {}",
-                        sender.store_id, sender.region
-                    ),
+                    format!("claims {region} but store {store_id:?} is in {known}"),
                 );
             }
         }
     }
 }
 
-fn check_payload(_: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
-    if e.payload.is_none() {
-        sink.fail("payload", "is required: exactly one of commerce or probe");
+fn check_payload(ctx: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
+    match (&e.payload, ctx.sender) {
+        (None, _) => sink.fail("payload", "is required: exactly one of commerce or probe"),
+        (Some(Payload::Commerce(_)), Some(Sender::Prober { prober_id, .. })) => sink.fail(
+            "commerce",
+            format!("is not allowed: prober {prober_id:?} may publish probe results only"),
+        ),
+        _ => {}
     }
 }
 
@@ -586,20 +637,52 @@ fn check_price(sink: &mut Collector<'_>, price: &Money) {
     }
 }
 
-fn check_probe(_: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
+fn check_probe(ctx: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
     let Some(Payload::Probe(p)) = &e.payload else {
         return;
     };
     check_probe_fields(sink, p);
+    check_vantage(ctx, sink, p);
+}
+
+/// A store's own probe may name any vantage region or none; a prober's names its own.
+fn check_vantage(ctx: &Context<'_>, sink: &mut Collector<'_>, p: &ProbeResult) {
+    let vantage = Region::from_proto(p.vantage_region);
+    if vantage.is_none() && p.vantage_region != 0 {
+        sink.fail(
+            "probe.vantage_region",
+            format!(
+                "has unknown value {}; allowed: REGION_EUROPE, REGION_AMERICA, REGION_ASIA",
+                p.vantage_region
+            ),
+        );
+        return;
+    }
+    if let Some(Sender::Prober {
+        prober_id, region, ..
+    }) = ctx.sender
+        && vantage != Some(region)
+    {
+        sink.fail(
+            "probe.vantage_region",
+            format!(
+                "must be the prober's region: prober {prober_id:?} is in {region}, \
+                 the probe claims {}",
+                vantage.map_or("no region", Region::as_str)
+            ),
+        );
+    }
 }
 
 fn check_probe_fields(sink: &mut Collector<'_>, p: &ProbeResult) {
     check_text(sink, "probe.target", &p.target, MAX_TARGET_LEN, true);
-    if !(100..=599).contains(&p.status_code) {
+    // 0: a down probe that got no HTTP response (timeout, refused or dropped connection)
+    if !(100..=599).contains(&p.status_code) && (p.up || p.status_code != 0) {
         sink.fail(
             "probe.status_code",
             format!(
-                "is {}; an HTTP status within 100..=599 is required",
+                "is {}; an HTTP status within 100..=599 is required (0 only when down \
+                 without a response)",
                 p.status_code
             ),
         );
@@ -609,6 +692,21 @@ fn check_probe_fields(sink: &mut Collector<'_>, p: &ProbeResult) {
             "probe.cpu_load",
             format!("is {}; a load within 0..=1 is required", p.cpu_load),
         );
+    }
+    // phases of one probe, each timed from its start, cannot outlast the whole probe
+    for (field, phase) in [
+        ("probe.tls_handshake_ms", p.tls_handshake_ms),
+        ("probe.time_to_first_byte_ms", p.time_to_first_byte_ms),
+    ] {
+        if phase > p.response_time_ms {
+            sink.fail(
+                field,
+                format!(
+                    "is {phase}; a phase of the probe is at most its response_time_ms ({})",
+                    p.response_time_ms
+                ),
+            );
+        }
     }
 }
 

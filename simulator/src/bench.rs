@@ -118,10 +118,9 @@ pub async fn clickhouse(args: &BenchClickhouseArgs) -> anyhow::Result<String> {
     let stores = fleet(1, "bench");
     let pool = valid(Generator::new(2, now_unix()).commerce_batch(&stores[0], 10_000));
     anyhow::ensure!(!pool.is_empty(), "no generated event passes the rules");
-    let region = stores[0].region.ch_code();
     let received = now_unix() as u32;
     let row = |i: usize| -> CommerceRow<'_> {
-        let EventRow::Commerce(mut row) = event_row(&pool[i % pool.len()], received, region) else {
+        let EventRow::Commerce(mut row) = event_row(&pool[i % pool.len()], received) else {
             unreachable!("the pool holds commerce events only")
         };
         row.event_id = uuid::Uuid::from_u128(0xbe9c_0000_0000_4000_8000_0000_0000_0000 | i as u128);

@@ -214,6 +214,7 @@ impl Model {
                 network_latency_ms,
                 bandwidth_bytes_per_second,
                 cpu_load,
+                ..ProbeResult::default()
             }),
         };
         Event {
@@ -666,7 +667,7 @@ mod tests {
             let ctx = pipeline::validate::Context {
                 limits: &limits,
                 now_unix: 1_800_000_000,
-                sender: Some(pipeline::validate::Sender {
+                sender: Some(pipeline::validate::Sender::Store {
                     store_id: &store.id,
                     region: store.region,
                 }),

@@ -442,7 +442,7 @@ mod tests {
             let ctx = pipeline::validate::Context {
                 limits: &limits,
                 now_unix: now,
-                sender: Some(pipeline::validate::Sender {
+                sender: Some(pipeline::validate::Sender::Store {
                     store_id: &stores[store].id,
                     region: stores[store].region,
                 }),

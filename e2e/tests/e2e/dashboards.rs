@@ -518,8 +518,8 @@ async fn load_simulated_data(client: &clickhouse::Client, base: i64) -> u64 {
             .await
             .unwrap();
         distinct_probes = 0;
-        for (event, region) in &events {
-            match pipeline::rows::event_row(event, received_at, region.ch_code()) {
+        for (event, _) in &events {
+            match pipeline::rows::event_row(event, received_at) {
                 EventRow::Commerce(row) => commerce.write(&row).await.unwrap(),
                 EventRow::Probe(row) => {
                     distinct_probes += 1;

@@ -117,8 +117,24 @@ fn cluster_migrations_run_on_a_current_clickhouse() {
     let report = crate::helpers::chdb_check(&["--cluster", "pipeline"], &statements);
     let version = report["version"].as_str().unwrap();
     assert_eq!(report["shards"], 2, "chdb did not read the cluster config");
+    // The rerun's `ADD COLUMN`s find their columns: the migration runner counts exactly
+    // that failure as applied (`schema::already_applied`), and so does this test.
+    let sql_of = |name: &serde_json::Value| {
+        statements.iter().find(|s| s["name"] == *name).unwrap()["sql"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
     let results = report["results"].as_array().unwrap();
-    let failed: Vec<_> = results.iter().filter(|r| r["ok"] != true).collect();
+    let failed: Vec<_> = results
+        .iter()
+        .filter(|r| r["ok"] != true)
+        .filter(|r| {
+            let error = r["error"].as_str().unwrap_or_default();
+            !(r["name"].as_str().unwrap().starts_with("rerun")
+                && pipeline::schema::already_applied(&sql_of(&r["name"]), error))
+        })
+        .collect();
     assert!(
         failed.is_empty(),
         "cluster statements failing on ClickHouse {version}: {failed:#?}"
@@ -145,7 +161,7 @@ fn cluster_migrations_run_on_a_current_clickhouse() {
 #[test]
 fn migration_2_moves_rows_of_migration_1_on_a_current_clickhouse() {
     let rows = include_str!("../../../pipeline/tests/fixtures/rows_of_0001.sql");
-    let [first, second] = pipeline::schema::MIGRATIONS else {
+    let [first, second, ..] = pipeline::schema::MIGRATIONS else {
         panic!("this test moves rows from migration 1 to migration 2")
     };
     let moved = |suffix: &str| {

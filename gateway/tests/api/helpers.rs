@@ -186,6 +186,7 @@ pub fn probe(store_id: &str, region: Region) -> Event {
             network_latency_ms: 3,
             bandwidth_bytes_per_second: 1_000_000,
             cpu_load: 0.25,
+            ..ProbeResult::default()
         })),
     }
 }

@@ -44,6 +44,9 @@ fn probe() -> Event {
             network_latency_ms: 30,
             bandwidth_bytes_per_second: 1_000_000,
             cpu_load: 0.5,
+            vantage_region: 0,
+            tls_handshake_ms: 25,
+            time_to_first_byte_ms: 90,
         })),
         ..commerce()
     }
@@ -68,7 +71,7 @@ fn check(event: &Event) -> Vec<Violation> {
     let ctx = Context {
         limits: &limits,
         now_unix: NOW,
-        sender: Some(Sender {
+        sender: Some(Sender::Store {
             store_id: "eu-1",
             region: Region::Europe,
         }),
@@ -574,7 +577,153 @@ fn cases() -> Vec<Case> {
             },
             None,
         ),
+        (
+            "probe",
+            || {
+                // down without a response: a timeout or a refused connection
+                let mut e = probe();
+                p(&mut e).up = false;
+                p(&mut e).status_code = 0;
+                e
+            },
+            None,
+        ),
+        (
+            "probe",
+            || {
+                let mut e = probe();
+                p(&mut e).status_code = 0;
+                e
+            },
+            Some("events[3].probe.status_code"),
+        ),
+        (
+            "probe",
+            || {
+                let mut e = probe();
+                p(&mut e).vantage_region = Region::Asia.to_proto() as i32;
+                e
+            },
+            None,
+        ),
+        (
+            "probe",
+            || {
+                let mut e = probe();
+                p(&mut e).vantage_region = 9;
+                e
+            },
+            Some("events[3].probe.vantage_region"),
+        ),
+        (
+            "probe",
+            || {
+                let mut e = probe();
+                p(&mut e).tls_handshake_ms = 121;
+                e
+            },
+            Some("events[3].probe.tls_handshake_ms"),
+        ),
+        (
+            "probe",
+            || {
+                let mut e = probe();
+                p(&mut e).time_to_first_byte_ms = 121;
+                e
+            },
+            Some("events[3].probe.time_to_first_byte_ms"),
+        ),
     ]
+}
+
+/// The stores a prober in these tests may probe.
+#[derive(Debug)]
+struct TwoStores;
+
+impl KnownStores for TwoStores {
+    fn region_of(&self, store_id: &str) -> Option<Region> {
+        match store_id {
+            "eu-1" => Some(Region::Europe),
+            "asia-1" => Some(Region::Asia),
+            _ => None,
+        }
+    }
+}
+
+/// The fields a prober in asia breaks with `event`, checked as the gateway (knowing the
+/// stores) or the consumer (not knowing them) checks.
+fn prober_fields(event: &Event, knows_stores: bool) -> Vec<String> {
+    let limits = Limits::default();
+    let ctx = Context {
+        limits: &limits,
+        now_unix: NOW,
+        sender: Some(Sender::Prober {
+            prober_id: "probe-asia",
+            region: Region::Asia,
+            stores: knows_stores.then_some(&TwoStores as &dyn KnownStores),
+        }),
+    };
+    let mut out = vec![];
+    check_event(&ctx, 3, event, &mut out);
+    out.into_iter().map(|v| v.field).collect()
+}
+
+#[test]
+fn a_prober_publishes_probes_of_known_stores_from_its_own_region() {
+    let from_asia = || {
+        let mut e = probe();
+        p(&mut e).vantage_region = Region::Asia.to_proto() as i32;
+        e
+    };
+    // another store than the sender's, in another region: fine for a prober
+    assert_eq!(prober_fields(&from_asia(), true), Vec::<String>::new());
+    let unknown = Event {
+        store_id: "us-9".into(),
+        ..from_asia()
+    };
+    assert_eq!(prober_fields(&unknown, true), ["events[3].store_id"]);
+    // the consumer has no stores file: it trusts the gateway's check
+    assert_eq!(prober_fields(&unknown, false), Vec::<String>::new());
+    let wrong_region = Event {
+        region: Region::America.to_proto() as i32,
+        ..from_asia()
+    };
+    assert_eq!(prober_fields(&wrong_region, true), ["events[3].region"]);
+    // the vantage region is the prober's, required
+    assert_eq!(
+        prober_fields(&probe(), true),
+        ["events[3].probe.vantage_region"]
+    );
+    let mut from_europe = from_asia();
+    p(&mut from_europe).vantage_region = Region::Europe.to_proto() as i32;
+    assert_eq!(
+        prober_fields(&from_europe, false),
+        ["events[3].probe.vantage_region"]
+    );
+    // no commerce events, whoever they claim to be from
+    let sale = Event {
+        store_id: "asia-1".into(),
+        region: Region::Asia.to_proto() as i32,
+        ..commerce()
+    };
+    assert_eq!(prober_fields(&sale, true), ["events[3].commerce"]);
+    assert_eq!(prober_fields(&sale, false), ["events[3].commerce"]);
+    let limits = Limits::default();
+    let ctx = Context {
+        limits: &limits,
+        now_unix: NOW,
+        sender: Some(Sender::Prober {
+            prober_id: "probe-asia",
+            region: Region::Asia,
+            stores: Some(&TwoStores),
+        }),
+    };
+    let mut out = vec![];
+    check_event(&ctx, 0, &sale, &mut out);
+    assert_eq!(
+        out[0].description,
+        "is not allowed: prober \"probe-asia\" may publish probe results only"
+    );
 }
 
 #[test]

@@ -200,6 +200,9 @@ pub async fn insert(client: &clickhouse::Client, probes: &[Probe], sales: &[Sale
                     network_latency_ms: p.latency_ms,
                     bandwidth_bytes_per_second: p.bandwidth,
                     cpu_load: p.load,
+                    vantage_region: 0,
+                    tls_handshake_ms: 0,
+                    time_to_first_byte_ms: 0,
                 })
                 .await
                 .unwrap();
