@@ -1,0 +1,272 @@
+//! The prober as deployed: its principal (`role = "prober"`) at the real gateway, Redis,
+//! the real consumer, and `probe_results` rows in ClickHouse with the vantage region.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use clap::Parser;
+use client::{
+    Config, Publisher,
+    proto::{CommerceEvent, Event, ProbeResult, Region as PbRegion, event::Payload},
+};
+
+use crate::servers::{self, Reply};
+
+const STORE_TOKEN: &str = "prober-e2e-store";
+const PROBER_TOKEN: &str = "prober-e2e-prober";
+
+/// Store eu-1 in europe, and a prober in asia.
+fn stores_toml() -> String {
+    format!(
+        "[[store]]\nid = \"eu-1\"\nregion = \"europe\"\ntoken_sha256 = \"{}\"\n\n\
+         [[store]]\nid = \"probe-asia\"\nregion = \"asia\"\nrole = \"prober\"\ntoken_sha256 = \"{}\"\n",
+        gateway::auth::token_sha256(STORE_TOKEN),
+        gateway::auth::token_sha256(PROBER_TOKEN)
+    )
+}
+
+async fn start_gateway(
+    redis_url: &str,
+    stream: &str,
+    dir: &std::path::Path,
+) -> gateway::Background {
+    let stores = dir.join("stores.toml");
+    std::fs::write(&stores, stores_toml()).unwrap();
+    let settings = gateway::Settings::try_parse_from([
+        "gateway",
+        "--stores-file",
+        &stores.display().to_string(),
+        "--redis-url",
+        redis_url,
+        "--stream-key",
+        stream,
+    ])
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    gateway::Background::spawn(listener, settings).unwrap()
+}
+
+#[derive(clickhouse::Row, serde::Deserialize, Debug)]
+struct Row {
+    store_id: String,
+    region: String,
+    vantage_region: String,
+    target: String,
+    up: u8,
+    status_code: u16,
+    response_time_ms: u32,
+    time_to_first_byte_ms: u32,
+    tls_handshake_ms: u32,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_reach_clickhouse_with_the_vantage_region() {
+    let redis = testkit::shared_redis();
+    let ch = testkit::shared_clickhouse();
+    let stream = testkit::unique_name("prober");
+    let database = testkit::unique_name("prober");
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = start_gateway(&redis.url(), &stream, dir.path()).await;
+
+    let site = servers::http(|_| Reply::status_after(200, Duration::from_millis(50))).await;
+    let targets = dir.path().join("targets.toml");
+    std::fs::write(
+        &targets,
+        format!(
+            "[[target]]\nname = \"home\"\nstore_id = \"eu-1\"\nregion = \"europe\"\n\
+             url = \"http://{site}/\"\ninterval = \"100ms\"\njitter = \"0s\"\n"
+        ),
+    )
+    .unwrap();
+    let settings = prober::Settings::try_parse_from([
+        "prober",
+        "--targets-file",
+        &targets.display().to_string(),
+        "--region",
+        "asia",
+        "--gateway",
+        &gateway.url(),
+        "--token",
+        PROBER_TOKEN,
+    ])
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        prober::run::run(&settings, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+
+    let consumer = consumer::Settings::try_parse_from([
+        "consumer",
+        "--redis-url",
+        &redis.url(),
+        "--stream-key",
+        &stream,
+        "--clickhouse-url",
+        &ch.url(),
+        "--clickhouse-database",
+        &database,
+        "--consumer-name",
+        "c1",
+        "--batch-age",
+        "100ms",
+    ])
+    .unwrap();
+    let mut worker = consumer::Worker::connect(&consumer).await.unwrap();
+    let client = clickhouse::Client::default()
+        .with_url(ch.url())
+        .with_database(&database)
+        .with_validation(false);
+    let rows = || async {
+        client
+            .query(
+                "SELECT store_id, toString(region) AS region, toString(vantage_region) AS \
+                 vantage_region, target, up, status_code, response_time_ms, \
+                 time_to_first_byte_ms, tls_handshake_ms FROM probe_results FINAL",
+            )
+            .fetch_all::<Row>()
+            .await
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let loaded = loop {
+        worker.step().await.unwrap();
+        worker.flush().await.unwrap();
+        let loaded = rows().await;
+        if loaded.len() >= 3 {
+            break loaded;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {loaded:?} loaded in 60 s"
+        );
+    };
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    gateway.shutdown().await.unwrap();
+
+    for row in &loaded {
+        assert_eq!(
+            (
+                &*row.store_id,
+                &*row.region,
+                &*row.vantage_region,
+                &*row.target
+            ),
+            ("eu-1", "europe", "asia", "home"),
+            "{row:?}"
+        );
+        assert_eq!(
+            (row.up, row.status_code, row.tls_handshake_ms),
+            (1, 200, 0),
+            "{row:?}"
+        );
+        // the site answers after 50 ms
+        assert!(row.time_to_first_byte_ms >= 50, "{row:?}");
+        assert!(row.response_time_ms >= row.time_to_first_byte_ms, "{row:?}");
+    }
+}
+
+/// Publishes `events` with `token` and returns each refused event's violated fields.
+async fn refused_fields(url: &str, token: &str, events: &[Event]) -> Vec<Vec<(String, String)>> {
+    let refused = Arc::new(Mutex::new(Vec::new()));
+    let sink = refused.clone();
+    let mut config = Config::new(url, token);
+    // one batch, so that the violations' indexes are the events'
+    config.linger = Duration::from_secs(30);
+    let publisher = Publisher::with_outcomes(config, move |_batch, outcome| {
+        let ack = outcome.as_ref().expect("the batch is answered");
+        for r in &ack.rejected {
+            sink.lock().unwrap().push(
+                r.violations
+                    .iter()
+                    .map(|v| (v.field.clone(), v.description.clone()))
+                    .collect(),
+            );
+        }
+    })
+    .unwrap();
+    for e in events {
+        publisher.publish(e).await.unwrap();
+    }
+    let stats = publisher.close().await.unwrap();
+    assert_eq!(stats.acknowledged + stats.rejected, events.len() as u64);
+    Arc::into_inner(refused).unwrap().into_inner().unwrap()
+}
+
+fn probe(store_id: &str, region: PbRegion, vantage: PbRegion) -> Event {
+    Event {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        occurred_at: Some(std::time::SystemTime::now().into()),
+        store_id: store_id.into(),
+        region: region as i32,
+        payload: Some(Payload::Probe(ProbeResult {
+            target: "home".into(),
+            up: true,
+            status_code: 200,
+            response_time_ms: 80,
+            vantage_region: vantage as i32,
+            ..ProbeResult::default()
+        })),
+    }
+}
+
+#[tokio::test]
+async fn the_gateway_holds_a_prober_to_probes_of_known_stores_from_its_region() {
+    let redis = testkit::shared_redis();
+    let stream = testkit::unique_name("prober-rules");
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = start_gateway(&redis.url(), &stream, dir.path()).await;
+    let url = gateway.url();
+
+    // a probe of eu-1 from asia: accepted
+    let good = probe("eu-1", PbRegion::Europe, PbRegion::Asia);
+    assert_eq!(
+        refused_fields(&url, PROBER_TOKEN, &[good]).await,
+        Vec::<Vec<_>>::new()
+    );
+
+    let sale = Event {
+        payload: Some(Payload::Commerce(CommerceEvent::default())),
+        ..probe("eu-1", PbRegion::Europe, PbRegion::Asia)
+    };
+    let refused = refused_fields(
+        &url,
+        PROBER_TOKEN,
+        &[
+            sale,
+            probe("us-9", PbRegion::America, PbRegion::Asia),
+            probe("eu-1", PbRegion::Asia, PbRegion::Asia),
+            probe("eu-1", PbRegion::Europe, PbRegion::Europe),
+            // a prober is not a store another prober may probe
+            probe("probe-asia", PbRegion::Asia, PbRegion::Asia),
+        ],
+    )
+    .await;
+    let fields: Vec<Vec<&str>> = refused
+        .iter()
+        .map(|r| r.iter().map(|(f, _)| f.as_str()).collect())
+        .collect();
+    assert_eq!(fields[0][0], "events[0].commerce", "{refused:?}");
+    assert_eq!(
+        refused[0][0].1,
+        "is not allowed: prober \"probe-asia\" may publish probe results only"
+    );
+    assert_eq!(fields[1], ["events[1].store_id"]);
+    assert!(refused[1][0].1.contains("not a known store"), "{refused:?}");
+    assert_eq!(fields[2], ["events[2].region"]);
+    assert_eq!(fields[3], ["events[3].probe.vantage_region"]);
+    assert_eq!(fields[4], ["events[4].store_id"]);
+
+    // the store itself still sends its own probes, with or without a vantage region
+    let own = probe("eu-1", PbRegion::Europe, PbRegion::Unspecified);
+    assert_eq!(
+        refused_fields(&url, STORE_TOKEN, &[own]).await,
+        Vec::<Vec<_>>::new()
+    );
+    gateway.shutdown().await.unwrap();
+}
