@@ -18,6 +18,7 @@ fn env_vars() -> BTreeMap<String, (Vec<String>, String, String)> {
         consumer::Settings::command(),
         reporter::Settings::command(),
         simulator::Settings::command(),
+        prober::Settings::command(),
     ] {
         let bin = cmd.get_name().to_owned();
         collect(&bin, &cmd, &mut out);
