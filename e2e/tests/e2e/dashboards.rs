@@ -34,6 +34,7 @@ const METRICS: &[&str] = &[
     "consumer_load_delay_seconds",
     "reporter_runs_total",
     "reporter_last_success_timestamp_seconds",
+    "prober_target_up",
 ];
 
 /// Where the services name their metrics.
