@@ -400,9 +400,10 @@ impl Gateway {
         let ingest_service = IngestServiceServer::new(api)
             .max_decoding_message_size(settings.max_message_bytes)
             .accept_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Zstd)
-            .send_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Zstd);
+            .accept_compressed(CompressionEncoding::Zstd);
+        // Responses go uncompressed, whatever the client accepts: an acknowledgement is a few
+        // bytes, and tonic sets up a compressor per message, which cost a third of the
+        // gateway's CPU under load (perf, docs/BENCHMARKS.md) to save nothing.
         let oversize: Oversize = error::resource_exhausted_for_oversize::<Body>;
         let router = builder
             .layer(MapResponseLayer::new(oversize))
