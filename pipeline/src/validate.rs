@@ -286,7 +286,17 @@ impl Checked {
 /// Checks every event of a batch, plus the batch-wide rule that event ids are unique, and
 /// splits the batch by the verdict. Events are moved, not copied.
 pub fn check_batch(ctx: &Context<'_>, events: Vec<Event>) -> Checked {
-    let mut bad = violations(ctx, &events).into_iter().peekable();
+    let bad = violations(ctx, &events);
+    if bad.is_empty() {
+        // The common case, every event valid: `Accepted` is `Event` underneath
+        // (`repr(transparent)`), so this collect reuses the request's allocation in place
+        // instead of copying every event into a new one (gateway/benches/hot_path.rs).
+        return Checked {
+            accepted: events.into_iter().map(Accepted).collect(),
+            rejected: Vec::new(),
+        };
+    }
+    let mut bad = bad.into_iter().peekable();
     let mut checked = Checked {
         accepted: Vec::with_capacity(events.len()),
         rejected: Vec::new(),
