@@ -22,6 +22,12 @@ pub struct RawEntry {
 }
 
 impl RawEntry {
+    /// When Redis appended the entry: the milliseconds of its stream id (`ms-seq`), on
+    /// Redis's clock.
+    pub fn appended_at_ms(&self) -> Option<u64> {
+        crate::source::parse_id(&self.id).map(|(ms, _)| ms)
+    }
+
     fn size(&self) -> usize {
         self.fields.batch.as_ref().map_or(0, Bytes::len) + self.id.len()
     }

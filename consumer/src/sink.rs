@@ -76,12 +76,9 @@ impl<'a> Rejecting<'a> {
     fn undecoded(entry: &'a RawEntry) -> Rejecting<'a> {
         Rejecting {
             entry,
-            // The stream id starts with the milliseconds at which Redis appended the entry.
             received_at: entry
-                .id
-                .split_once('-')
-                .and_then(|(ms, _)| ms.parse::<i64>().ok())
-                .map_or(0, |ms| datetime(ms / 1000)),
+                .appended_at_ms()
+                .map_or(0, |ms| datetime((ms / 1000) as i64)),
             region: 0,
             store_id: "",
         }

@@ -417,7 +417,7 @@ pub fn attempts_key(stream: &str, group: &str) -> String {
 }
 
 /// A stream id `ms-seq` as a pair that orders like the id.
-fn parse_id(id: &str) -> Option<(u64, u64)> {
+pub(crate) fn parse_id(id: &str) -> Option<(u64, u64)> {
     let (ms, seq) = id.split_once('-')?;
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }

@@ -385,7 +385,7 @@ impl Worker {
         // If the ack fails, the entries stay pending and are loaded again: the
         // ReplacingMergeTree tables and FINAL queries make that a no-op for results.
         self.source.ack(&ids).await.map_err(Error::Ack)?;
-        record_load_delay(&ids);
+        record_load_delay(entries);
         Ok(Loaded::Acknowledged(written))
     }
 
@@ -468,18 +468,13 @@ impl Worker {
 /// follows ClickHouse's confirmation. This is the freshness objective's metric, received →
 /// queryable, that the `FreshnessObjectiveMissed` alert reads; a skew between Redis's and the
 /// consumer's clocks shifts it by as much.
-fn record_load_delay(ids: &[&str]) {
+fn record_load_delay(entries: &[RawEntry]) {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let histogram = metrics::histogram!("consumer_load_delay_seconds");
-    for id in ids {
-        if let Some(ms) = id
-            .split_once('-')
-            .and_then(|(ms, _)| ms.parse::<u64>().ok())
-        {
-            histogram.record(now_ms.saturating_sub(ms) as f64 / 1000.0);
-        }
+    for ms in entries.iter().filter_map(RawEntry::appended_at_ms) {
+        histogram.record(now_ms.saturating_sub(ms) as f64 / 1000.0);
     }
 }
 
