@@ -71,13 +71,18 @@ pub struct StoresCli {
 
 #[derive(Subcommand, Clone, Debug)]
 pub enum StoresCommand {
-    /// Adds a store with a new token, printed once
+    /// Adds a store (or, with --role prober, a prober) with a new token, printed once
     Add {
         #[arg(long)]
         id: String,
-        /// europe, america or asia
+        /// europe, america or asia; a prober's is the region it probes from (its
+        /// PROBER_REGION, the vantage region of every probe it sends)
         #[arg(long)]
         region: String,
+        /// store: publishes its own events; prober: publishes probe results for every store
+        /// of the file, from its region, and nothing else
+        #[arg(long, value_enum, default_value_t = RoleArg::Store)]
+        role: RoleArg,
         /// Events per second the store may send (per gateway)
         #[arg(long)]
         max_events_per_second: Option<u32>,
@@ -101,8 +106,24 @@ pub enum StoresCommand {
         #[arg(long)]
         key: Option<String>,
     },
-    /// Lists stores and the start of each token's hash
+    /// Lists stores and probers: id, region, role, quota and the start of each token's hash
     List,
+}
+
+/// `--role` of `gateway stores add`: the stores file's `role`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleArg {
+    Store,
+    Prober,
+}
+
+impl From<RoleArg> for EntryRole {
+    fn from(role: RoleArg) -> EntryRole {
+        match role {
+            RoleArg::Store => EntryRole::Store,
+            RoleArg::Prober => EntryRole::Prober,
+        }
+    }
 }
 
 /// Runs one command; what it prints goes to `out`.
@@ -142,11 +163,16 @@ pub fn run(cli: StoresCli, out: &mut impl std::io::Write) -> Result<(), AdminErr
                     (None, Some(b)) => format!("{b} bytes/s"),
                     (Some(e), Some(b)) => format!("{e} events/s, {b} bytes/s"),
                 };
+                let role = match s.role {
+                    EntryRole::Store => "store",
+                    EntryRole::Prober => "prober",
+                };
                 writeln!(
                     out,
-                    "{}\t{}\t{}\tkeys: {}",
+                    "{}\t{}\t{}\t{}\tkeys: {}",
                     s.id,
                     s.region,
+                    role,
                     quota,
                     keys.join(" ")
                 )?;
@@ -156,6 +182,7 @@ pub fn run(cli: StoresCli, out: &mut impl std::io::Write) -> Result<(), AdminErr
         StoresCommand::Add {
             id,
             region,
+            role,
             max_events_per_second,
             max_bytes_per_second,
         } => {
@@ -169,12 +196,16 @@ pub fn run(cli: StoresCli, out: &mut impl std::io::Write) -> Result<(), AdminErr
                 token_sha256: TokenHashes::One(token_sha256(&token)),
                 max_events_per_second,
                 max_bytes_per_second,
-                role: EntryRole::Store,
+                role: role.into(),
             });
             save(&path, &file)?;
+            let what = match role {
+                RoleArg::Store => "store",
+                RoleArg::Prober => "prober",
+            };
             writeln!(
                 out,
-                "added store {id}; its token (shown once, only its hash is kept):\n{token}"
+                "added {what} {id}; its token (shown once, only its hash is kept):\n{token}"
             )?;
         }
         StoresCommand::Rotate { id } => {
@@ -320,7 +351,10 @@ mod tests {
         assert_eq!(stores.len(), 1);
 
         let listed = cli(&file, &["list"]).unwrap();
-        assert!(listed.contains("eu-9\teurope\t50 events/s"), "{listed}");
+        assert!(
+            listed.contains("eu-9\teurope\tstore\t50 events/s"),
+            "{listed}"
+        );
         let old_key = &token_sha256(&first)[..10];
         cli(&file, &["revoke", "--id", "eu-9", "--key", old_key]).unwrap();
         let stores = Stores::load(&file).unwrap();
@@ -353,5 +387,109 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(leftovers.len(), 1, "no temporary files left: {leftovers:?}");
+    }
+
+    #[test]
+    fn add_role_prober_writes_a_prober_of_its_region_and_list_shows_roles() {
+        use crate::auth::Role;
+        use pipeline::{region::Region, validate::KnownStores as _};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("stores.toml");
+        let store = token_of(&cli(&file, &["add", "--id", "eu-1", "--region", "europe"]).unwrap());
+        let printed = cli(
+            &file,
+            &[
+                "add",
+                "--id",
+                "probe-asia",
+                "--region",
+                "asia",
+                "--role",
+                "prober",
+            ],
+        )
+        .unwrap();
+        assert!(printed.starts_with("added prober probe-asia;"), "{printed}");
+        let prober = token_of(&printed);
+        assert!(prober.starts_with("mkt_") && prober.len() == 68);
+
+        // the file says so in the gateway's own words, and only for the prober
+        let text = std::fs::read_to_string(&file).unwrap();
+        let entries = StoresFile::parse(&text).unwrap().store;
+        assert_eq!(
+            entries
+                .iter()
+                .map(|e| (e.id.as_str(), e.region.as_str(), e.role))
+                .collect::<Vec<_>>(),
+            [
+                ("eu-1", "europe", EntryRole::Store),
+                ("probe-asia", "asia", EntryRole::Prober)
+            ]
+        );
+        assert_eq!(text.matches("role = \"prober\"").count(), 1, "{text}");
+        assert!(!text.contains(&prober) && text.contains(&token_sha256(&prober)));
+
+        // the gateway loads it: the token is a prober of asia that knows the stores, not
+        // itself
+        let stores = Stores::load(&file).unwrap();
+        let principal = stores
+            .authenticate(Some(format!("Bearer {prober}").as_bytes()))
+            .unwrap();
+        assert_eq!(
+            (&*principal.id, principal.region),
+            ("probe-asia", Region::Asia)
+        );
+        let Role::Prober(known) = &principal.role else {
+            panic!("{principal:?} is not a prober")
+        };
+        assert_eq!(known.region_of("eu-1"), Some(Region::Europe));
+        assert_eq!(known.region_of("probe-asia"), None);
+        let store = stores
+            .authenticate(Some(format!("Bearer {store}").as_bytes()))
+            .unwrap();
+        assert_eq!(store.role, Role::Store);
+
+        let listed = cli(&file, &["list"]).unwrap();
+        let lines: Vec<&str> = listed.lines().collect();
+        assert_eq!(lines.len(), 2, "{listed}");
+        assert!(
+            lines[0].starts_with("eu-1\teurope\tstore\tno quota\tkeys: "),
+            "{listed}"
+        );
+        assert!(
+            lines[1].starts_with("probe-asia\tasia\tprober\tno quota\tkeys: "),
+            "{listed}"
+        );
+
+        // a prober's token rotates like a store's and keeps its role
+        cli(&file, &["rotate", "--id", "probe-asia"]).unwrap();
+        let entries = StoresFile::parse(&std::fs::read_to_string(&file).unwrap())
+            .unwrap()
+            .store;
+        assert_eq!(entries[1].role, EntryRole::Prober);
+        assert_eq!(entries[1].token_sha256.as_slice().len(), 2);
+
+        // only the two roles the gateway knows, and a prober's region is checked too
+        assert!(
+            cli(
+                &file,
+                &["add", "--id", "x", "--region", "asia", "--role", "admin"]
+            )
+            .is_err()
+        );
+        assert!(
+            cli(
+                &file,
+                &["add", "--id", "x", "--region", "mars", "--role", "prober"]
+            )
+            .unwrap_err()
+            .to_string()
+            .contains("would not load")
+        );
+        assert_eq!(
+            Stores::load(&file).unwrap().len(),
+            2,
+            "refused adds write nothing"
+        );
     }
 }
