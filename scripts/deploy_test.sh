@@ -101,4 +101,50 @@ out="$(DEPLOY_OFFLINE=1 DEPLOY_TF_DIR="$work/tf" bash scripts/deploy.sh plan 2>&
 grep -q "unset DEPLOY_OFFLINE" <<<"$out" || { echo "$out" >&2; exit 1; }
 passed=$((passed + 1))
 
+case="a prober on a gateway node"
+# What a gateway node gets for its prober, rendered offline by modules/prober (no provider),
+# written as cloud-init would (.env, prober/targets.toml beside deploy/compose.edge.yaml),
+# and read back by Compose: the prober service starts with the node's region, token and TLS
+# settings. (The module's refusals are its own `terraform test`, in scripts/test.sh.)
+node="$work/node" && rm -rf "$node" && mkdir -p "$node/render" "$node/prober"
+cat >"$node/render/main.tf" <<HCL
+module "probers" {
+  source       = "$PWD/terraform/modules/prober"
+  gateways     = { sin-1 = { region = "asia" } }
+  targets_toml = file("$PWD/deploy/prober/targets.example.toml")
+  tokens       = { asia = "asia-prober-token" }
+  stores_toml  = "[[store]]\nid = \"prober-asia\"\nregion = \"asia\"\nrole = \"prober\"\ntoken_sha256 = \"\${sha256("asia-prober-token")}\"\n"
+  tls_enabled  = true
+  tls_domain   = "ingest.test"
+}
+output "dotenv" {
+  value     = join("", [for k, v in module.probers.env["sin-1"] : "\${k}=\${v}\n"])
+  sensitive = true
+}
+output "targets" {
+  value = module.probers.files["sin-1"]["/opt/marketplace/prober/targets.toml"].content
+}
+HCL
+(
+    export TF_DATA_DIR="$node/render/.terraform"
+    terraform -chdir="$node/render" init -input=false -no-color >/dev/null 2>&1
+    terraform -chdir="$node/render" apply -auto-approve -input=false -no-color >/dev/null 2>&1
+    terraform -chdir="$node/render" output -raw dotenv >"$node/.env"
+    terraform -chdir="$node/render" output -raw targets >"$node/prober/targets.toml"
+) || { echo "deploy_test: $case: modules/prober did not render" >&2; exit 1; }
+cp deploy/compose.edge.yaml "$node/compose.yaml"
+printf 'METRICS_PUBLISH_IP=10.99.0.120\n' >>"$node/.env"
+cmp -s deploy/prober/targets.example.toml "$node/prober/targets.toml" ||
+    { echo "deploy_test: $case: targets.toml differs from the targets given" >&2; exit 1; }
+if command -v docker-compose >/dev/null 2>&1; then compose=(docker-compose); else compose=(docker compose); fi
+services="$(cd "$node" && "${compose[@]}" config --services 2>&1 | sort | paste -sd ' ' -)"
+[ "$services" = "gateway prober" ] || { echo "deploy_test: $case: services: $services" >&2; exit 1; }
+config="$(cd "$node" && "${compose[@]}" config 2>&1)"
+for want in "PROBER_REGION: asia" "PROBER_TOKEN: asia-prober-token" "PROBER_GATEWAY: https://gateway:50051" \
+    "PROBER_GATEWAY_TLS_DOMAIN: ingest.test" "PROBER_GATEWAY_CA_FILE: /etc/ssl/certs/ca-certificates.crt" \
+    "10.99.0.120:9101:9100" "$node/prober:/etc/marketplace/prober:ro"; do
+    grep -q -F -- "$want" <<<"$config" || { echo "deploy_test: $case: compose config lacks $want:" >&2; echo "$config" >&2; exit 1; }
+done
+passed=$((passed + 1))
+
 echo "deploy_test: $passed cases passed"

@@ -40,11 +40,13 @@ docker-compose -f compose.yaml -f deploy/compose.local-images.yaml config -q
 if command -v terraform >/dev/null 2>&1; then
     terraform fmt -check -recursive terraform
     bash scripts/deploy_test.sh # scripts/deploy.sh's preflight, offline
-    # the gateway exposure rule has no provider, so its tests run offline
-    tf_data="$(mktemp -d)"
-    TF_DATA_DIR="$tf_data" terraform -chdir=terraform/modules/gateway_exposure init -input=false >/dev/null
-    TF_DATA_DIR="$tf_data" terraform -chdir=terraform/modules/gateway_exposure test
-    rm -rf "$tf_data"
+    # the modules (gateway exposure rule, probers) have no provider, so their tests run offline
+    for module in gateway_exposure prober; do
+        tf_data="$(mktemp -d)"
+        TF_DATA_DIR="$tf_data" terraform -chdir=terraform/modules/$module init -input=false >/dev/null
+        TF_DATA_DIR="$tf_data" terraform -chdir=terraform/modules/$module test
+        rm -rf "$tf_data"
+    done
 else
     echo "terraform is not on PATH (it cannot be installed from the package registries); skipping terraform fmt and scripts/deploy_test.sh" >&2
 fi

@@ -16,6 +16,9 @@
 # with all its state): upgrades roll out in place (docs/DEPLOY.md, "Upgrading"), and the one
 # thing the core must learn when gateways come and go (WireGuard peers, Prometheus targets)
 # is pushed over SSH by terraform_data.core_gateway_sync.
+#
+# With prober_targets_file set, every gateway node also runs a prober (modules/prober): its
+# vantage region is the node's region, and it publishes to the gateway beside it.
 
 locals {
   # Each usable location: its region (a label on metrics), its network zone, and a slot
@@ -70,6 +73,20 @@ module "gateway_exposure" {
   insecure_demo = var.gateway_insecure_demo
 }
 
+# A prober on every gateway node when prober_targets_file is set, probing from the node's
+# region and publishing to the gateway beside it; stops the plan when a region has no prober
+# token the stores file knows (modules/prober).
+module "probers" {
+  source         = "./modules/prober"
+  gateways       = { for name, gateway in local.gateways : name => { region = gateway.region } }
+  targets_toml   = var.prober_targets_file == null ? null : file(var.prober_targets_file)
+  tokens         = var.prober_tokens
+  stores_toml    = file(var.stores_file)
+  tls_enabled    = local.tls_enabled
+  tls_domain     = var.prober_gateway_tls_domain
+  gateway_ca_pem = var.prober_gateway_ca_file == null ? null : file(var.prober_gateway_ca_file)
+}
+
 # --- WireGuard and Prometheus targets (what the core knows about the gateways) ----------
 
 locals {
@@ -100,6 +117,15 @@ locals {
   gateway_targets_json = jsonencode([
     for name, gateway in local.gateways : {
       targets = ["${gateway.address}:9100"]
+      labels  = { gateway = name, location = gateway.location, region = gateway.region }
+    }
+  ])
+
+  # file_sd targets for the job "prober": each gateway node's prober publishes its metrics on
+  # port 9101 of the node's internal address (deploy/compose.edge.yaml).
+  prober_targets_json = jsonencode(!module.probers.enabled ? [] : [
+    for name, gateway in local.gateways : {
+      targets = ["${gateway.address}:9101"]
       labels  = { gateway = name, location = gateway.location, region = gateway.region }
     }
   ])
@@ -185,6 +211,9 @@ locals {
       "/opt/marketplace/deploy/prometheus/targets/gateways.json" = {
         mode = "0644", content = local.gateway_targets_json
       }
+      "/opt/marketplace/deploy/prometheus/targets/probers.json" = {
+        mode = "0644", content = local.prober_targets_json
+      }
       "/etc/wireguard/wg0.conf"                    = { mode = "0600", content = local.core_wireguard_conf }
       "/etc/sysctl.d/90-marketplace.conf"          = { mode = "0644", content = local.sysctl_conf }
       "/etc/ssh/sshd_config.d/01-marketplace.conf" = { mode = "0644", content = local.sshd_conf }
@@ -243,6 +272,7 @@ locals {
       module.gateway_exposure.insecure_demo == "" ? {} : {
         GATEWAY_INSECURE_DEMO = module.gateway_exposure.insecure_demo
       },
+      module.probers.env[name],
     )
   }
 
@@ -282,6 +312,7 @@ locals {
           EOT
         }
       },
+      module.probers.files[name],
       local.registry_files,
     )
   }
@@ -467,7 +498,7 @@ resource "hcloud_volume_attachment" "core_data" {
 resource "terraform_data" "core_gateway_sync" {
   count = var.sync_core_over_ssh ? 1 : 0
 
-  triggers_replace = [sha256(local.core_wireguard_conf), sha256(local.gateway_targets_json)]
+  triggers_replace = [sha256(local.core_wireguard_conf), sha256(local.gateway_targets_json), sha256(local.prober_targets_json)]
 
   connection {
     type    = "ssh"
@@ -490,6 +521,11 @@ resource "terraform_data" "core_gateway_sync" {
   provisioner "file" {
     content     = local.gateway_targets_json
     destination = "/opt/marketplace/deploy/prometheus/targets/gateways.json"
+  }
+
+  provisioner "file" {
+    content     = local.prober_targets_json
+    destination = "/opt/marketplace/deploy/prometheus/targets/probers.json"
   }
 
   provisioner "remote-exec" {

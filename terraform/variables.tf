@@ -187,6 +187,48 @@ variable "gateway_tls_key_file" {
   }
 }
 
+# --- probers ------------------------------------------------------------------------------
+
+variable "prober_targets_file" {
+  description = "Path of the prober targets file (format: deploy/prober/targets.example.toml, prober/src/targets.rs). Set, every gateway node runs a prober that probes these targets from the node's region and publishes to the gateway beside it; null: no probers."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.prober_targets_file == null || fileexists(coalesce(var.prober_targets_file, "/nonexistent"))
+    error_message = "The prober targets file does not exist."
+  }
+}
+
+variable "prober_tokens" {
+  description = "With prober_targets_file: the prober token of every region that has gateways, e.g. { europe = \"...\", asia = \"...\" }. Each must be the token of a `role = \"prober\"` entry of that region in stores_file (`gateway stores add --id prober-<region> --region <region> --role prober --stores-file <stores_file>` prints it)."
+  type        = map(string)
+  default     = {}
+  sensitive   = true
+
+  validation {
+    condition     = alltrue([for region in keys(var.prober_tokens) : contains(["europe", "america", "asia"], region)])
+    error_message = "prober_tokens is keyed by region: europe, america or asia."
+  }
+}
+
+variable "prober_gateway_tls_domain" {
+  description = "With TLS and probers: a name the gateways' certificate carries (e.g. eu.ingest.example.com). Each prober reaches its gateway as https://gateway:50051 and checks the certificate against this name (PROBER_GATEWAY_TLS_DOMAIN)."
+  type        = string
+  default     = null
+}
+
+variable "prober_gateway_ca_file" {
+  description = "Path of the PEM CA the gateways' certificate chains to, when it is a private CA; null: the probers trust the image's system roots."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.prober_gateway_ca_file == null || fileexists(coalesce(var.prober_gateway_ca_file, "/nonexistent"))
+    error_message = "The prober gateway CA file does not exist."
+  }
+}
+
 # --- access -------------------------------------------------------------------------------
 
 variable "ssh_public_keys" {

@@ -22,9 +22,15 @@ pub struct Settings {
     /// The prober's bearer token at the gateway
     #[arg(long, env = "PROBER_TOKEN", hide_env_values = true)]
     pub token: String,
-    /// PEM CA of the gateway's certificate, for an https:// gateway with a private CA
+    /// PEM CA(s) of the gateway's certificate, for an https:// gateway (a private CA, or
+    /// the system's bundle, e.g. /etc/ssl/certs/ca-certificates.crt)
     #[arg(long, env = "PROBER_GATEWAY_CA_FILE")]
     pub gateway_ca_file: Option<PathBuf>,
+    /// The name the gateway's certificate is checked against, when it differs from the
+    /// endpoint's host: e.g. https://gateway:50051 or an IP address, with a certificate for
+    /// eu.ingest.example.com. Needs PROBER_GATEWAY_CA_FILE
+    #[arg(long, env = "PROBER_GATEWAY_TLS_DOMAIN", requires = "gateway_ca_file")]
+    pub gateway_tls_domain: Option<String>,
     /// Extra PEM CA trusted for https:// targets, besides the system's
     #[arg(long, env = "PROBER_TARGETS_CA_FILE")]
     pub targets_ca_file: Option<PathBuf>,

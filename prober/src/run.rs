@@ -36,17 +36,7 @@ pub enum Error {
 pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let targets = targets::load(&settings.targets_file)?;
     let http = Http::new(settings.targets_ca_file.as_deref())?;
-    let mut config = Config::new(&settings.gateway, &settings.token);
-    if let Some(path) = &settings.gateway_ca_file {
-        let ca_pem = std::fs::read(path).map_err(|source| Error::GatewayCa {
-            path: path.display().to_string(),
-            source,
-        })?;
-        config.tls = Some(client::Tls {
-            ca_pem,
-            domain: None,
-        });
-    }
+    let config = publisher_config(settings)?;
     let publisher = Arc::new(Publisher::with_outcomes(
         config,
         |_batch, outcome| match outcome {
@@ -93,6 +83,23 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
         "prober stopped"
     );
     Ok(())
+}
+
+/// The publisher's settings: the gateway, the prober's token and, for an https:// gateway,
+/// the CA file and the name its certificate must carry.
+pub fn publisher_config(settings: &Settings) -> Result<Config, Error> {
+    let mut config = Config::new(&settings.gateway, &settings.token);
+    if let Some(path) = &settings.gateway_ca_file {
+        let ca_pem = std::fs::read(path).map_err(|source| Error::GatewayCa {
+            path: path.display().to_string(),
+            source,
+        })?;
+        config.tls = Some(client::Tls {
+            ca_pem,
+            domain: settings.gateway_tls_domain.clone(),
+        });
+    }
+    Ok(config)
 }
 
 /// Probes `target` every interval (plus jitter), forever.

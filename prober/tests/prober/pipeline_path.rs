@@ -32,19 +32,32 @@ async fn start_gateway(
     stream: &str,
     dir: &std::path::Path,
 ) -> gateway::Background {
+    start_gateway_on("127.0.0.1:0", redis_url, stream, dir, &[]).await
+}
+
+/// A gateway listening on `bind`, with `extra` flags (TLS).
+async fn start_gateway_on(
+    bind: &str,
+    redis_url: &str,
+    stream: &str,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> gateway::Background {
     let stores = dir.join("stores.toml");
     std::fs::write(&stores, stores_toml()).unwrap();
-    let settings = gateway::Settings::try_parse_from([
+    let stores = stores.display().to_string();
+    let mut args = vec![
         "gateway",
         "--stores-file",
-        &stores.display().to_string(),
+        &stores,
         "--redis-url",
         redis_url,
         "--stream-key",
         stream,
-    ])
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    ];
+    args.extend_from_slice(extra);
+    let settings = gateway::Settings::try_parse_from(args).unwrap();
+    let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
     gateway::Background::spawn(listener, settings).unwrap()
 }
 
@@ -269,4 +282,85 @@ async fn the_gateway_holds_a_prober_to_probes_of_known_stores_from_its_region() 
         Vec::<Vec<_>>::new()
     );
     gateway.shutdown().await.unwrap();
+}
+
+/// As on a Terraform gateway node: the prober reaches its gateway at an address its
+/// certificate does not name (there `https://gateway:50051`, here 127.0.0.2), and checks the
+/// certificate against the name it does carry (`PROBER_GATEWAY_TLS_DOMAIN`).
+#[tokio::test]
+async fn a_prober_reaches_a_tls_gateway_by_address_with_the_certificate_s_name() {
+    let redis = testkit::shared_redis();
+    let stream = testkit::unique_name("prober-tls");
+    let dir = tempfile::tempdir().unwrap();
+    // for localhost and 127.0.0.1 only
+    let certs = testkit::tls::certificates(dir.path()).unwrap();
+    let (cert, key, ca) = (
+        certs.cert.display().to_string(),
+        certs.key.display().to_string(),
+        certs.ca.display().to_string(),
+    );
+    let gateway = start_gateway_on(
+        "127.0.0.2:0",
+        &redis.url(),
+        &stream,
+        dir.path(),
+        &["--tls-cert", &cert, "--tls-key", &key],
+    )
+    .await;
+    let endpoint = format!("https://127.0.0.2:{}", gateway.addr().port());
+    let settings = |extra: &[&str]| {
+        let mut args = vec![
+            "prober",
+            "--targets-file",
+            "unused.toml",
+            "--region",
+            "asia",
+            "--gateway",
+            &endpoint,
+            "--token",
+            PROBER_TOKEN,
+            "--gateway-ca-file",
+            &ca,
+        ];
+        args.extend_from_slice(extra);
+        prober::Settings::try_parse_from(args).unwrap()
+    };
+    let deliver = |settings: prober::Settings| async move {
+        let mut config = prober::run::publisher_config(&settings).unwrap();
+        config.send.retry.max_attempts = Some(1);
+        let publisher = Publisher::start(config).unwrap();
+        publisher
+            .publish(&probe("eu-1", PbRegion::Europe, PbRegion::Asia))
+            .await
+            .unwrap();
+        publisher.close().await.unwrap()
+    };
+
+    let named = settings(&["--gateway-tls-domain", "localhost"]);
+    assert_eq!(named.gateway_tls_domain.as_deref(), Some("localhost"));
+    let stats = deliver(named).await;
+    assert_eq!((stats.acknowledged, stats.failed), (1, 0), "{stats:?}");
+    let queued = redis.cli(&["XLEN", &stream]).unwrap();
+    assert_eq!(queued.trim(), "1", "the probe is in the stream");
+
+    // without the name, the certificate does not match 127.0.0.2: nothing is delivered
+    let stats = deliver(settings(&[])).await;
+    assert_eq!((stats.acknowledged, stats.failed), (0, 1), "{stats:?}");
+    gateway.shutdown().await.unwrap();
+
+    // the name alone means nothing without a CA to check the certificate against
+    let err = prober::Settings::try_parse_from([
+        "prober",
+        "--targets-file",
+        "t.toml",
+        "--region",
+        "asia",
+        "--token",
+        "t",
+        "--gateway-tls-domain",
+        "localhost",
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--gateway-ca-file"), "{err}");
 }
