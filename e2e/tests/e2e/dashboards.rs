@@ -1,9 +1,14 @@
 //! The Grafana dashboards in deploy/grafana/dashboards query what the pipeline really has:
-//! every ClickHouse panel, with its Grafana macros expanded, runs on ClickHouse 18.16 over
-//! simulated data and returns rows, and runs on a current engine (chdb); every Prometheus
-//! panel asks only for metrics the services export; every data source is a provisioned one.
+//! every ClickHouse panel and variable query, with its Grafana macros and the dashboard
+//! variables (region, store, seller) expanded, both for "All" and for one concrete value each,
+//! runs on ClickHouse 18.16 over simulated data and returns rows, and runs on a current engine
+//! (chdb); every Prometheus panel asks only for metrics the services export; every data
+//! source is a provisioned one.
 
-use std::{collections::BTreeSet, path::PathBuf};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+};
 
 use pipeline::{
     proto::ingest::event::Payload,
@@ -67,10 +72,13 @@ fn exported(metric: &str) -> bool {
 /// Series Prometheus derives from a histogram (telemetry.rs gives `_seconds` metrics buckets).
 const HISTOGRAM_SERIES: &[&str] = &["_bucket", "_sum", "_count"];
 
-/// One query of a dashboard, named by the dashboard file and the panel (or annotation) title.
+/// One query of a dashboard, named by the dashboard file and the panel (or annotation, or
+/// variable) title.
 struct Query {
     name: String,
     text: String,
+    /// The variables its dashboard defines.
+    defined: BTreeSet<String>,
 }
 
 fn dashboard_files() -> Vec<PathBuf> {
@@ -112,6 +120,7 @@ fn collect(node: &Value, keys: &[&str], title: &str, out: &mut Vec<Query>) {
                     out.push(Query {
                         name: title.to_owned(),
                         text: text.clone(),
+                        defined: BTreeSet::new(),
                     });
                 }
             }
@@ -133,9 +142,16 @@ fn queries(keys: &[&str]) -> Vec<Query> {
     for (file, json) in dashboards() {
         let mut found = Vec::new();
         collect(&json, keys, "", &mut found);
+        let defined: BTreeSet<String> = json["templating"]["list"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v["name"].as_str().map(str::to_owned))
+            .collect();
         out.extend(found.into_iter().map(|q| Query {
             name: format!("{file}: {}", q.name),
             text: q.text,
+            defined: defined.clone(),
         }));
     }
     out
@@ -149,10 +165,94 @@ struct Range {
     interval_s: u64,
 }
 
+/// What a dashboard variable is set to, as Grafana holds it: every value ("All", which the
+/// dashboards' variables offer without a custom all value), or the values picked.
+#[derive(Clone, Debug)]
+enum Selection {
+    All,
+    Values(Vec<String>),
+}
+
+/// The dashboard variables a query may use, and what each is set to.
+#[derive(Clone, Debug)]
+struct Variables(BTreeMap<&'static str, Selection>);
+
+/// The variables the dashboards define (checked by
+/// `every_variable_a_query_uses_is_defined_and_filters_every_panel`).
+const VARIABLES: &[&str] = &["region", "store", "seller"];
+
+impl Variables {
+    /// Every variable at "All", as the dashboards open.
+    fn all() -> Variables {
+        Variables(VARIABLES.iter().map(|v| (*v, Selection::All)).collect())
+    }
+
+    /// `self` with `name` set to `values`.
+    fn with(mut self, name: &'static str, values: &[&str]) -> Variables {
+        assert!(VARIABLES.contains(&name), "no variable {name}");
+        self.0.insert(
+            name,
+            Selection::Values(values.iter().map(|v| (*v).to_owned()).collect()),
+        );
+        self
+    }
+
+    fn get(&self, name: &str) -> Result<&Selection, String> {
+        self.0
+            .get(name)
+            .ok_or_else(|| format!("unhandled macro or variable ${name}"))
+    }
+
+    /// `${name:format}` as Grafana writes it. Only `singlequote` (a quoted, comma-separated
+    /// list, Grafana escaping `'` as `\'`) is safe in SQL; "All" only inside
+    /// `$__conditionalAll`, since Grafana would substitute every value of the list.
+    fn substitute(&self, name: &str, format: Option<&str>) -> Result<String, String> {
+        match (self.get(name)?, format) {
+            (Selection::All, _) => Err(format!(
+                "${name} at All: wrap its condition in $__conditionalAll(…, ${name}), or Grafana \
+                 substitutes every value of the list"
+            )),
+            (Selection::Values(values), Some("singlequote")) => Ok(values
+                .iter()
+                .map(|v| format!("'{}'", v.replace('\'', "\\'")))
+                .collect::<Vec<_>>()
+                .join(",")),
+            (_, format) => Err(format!(
+                "${name} with format {format:?}: use ${{{name}:singlequote}}, the format that \
+                 quotes each value"
+            )),
+        }
+    }
+}
+
+/// Splits a macro's argument list at its top-level commas, as the plugin does (it counts
+/// parentheses only).
+fn split_arguments(text: &str) -> Vec<&str> {
+    let mut depth = 0;
+    let mut start = 0;
+    let mut out = Vec::new();
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&text[start..]);
+    out
+}
+
 /// Expands the grafana-clickhouse-datasource macros as the plugin does (in meaning; the
-/// plugin writes the same bounds with millisecond arithmetic). Any other `$` — an unknown
-/// macro or a dashboard variable — is an error: the test would not know what it stands for.
-fn expand(sql: &str, range: Range) -> Result<String, String> {
+/// plugin writes the same bounds with millisecond arithmetic), and the dashboard variables as
+/// Grafana does: `$__conditionalAll(condition, $var)` is `1=1` when `var` is at "All", else
+/// the condition, whose `${var:singlequote}` is the quoted list of the values picked. Any
+/// other `$` (an unknown macro or variable, a variable without the quoting format, "All"
+/// outside `$__conditionalAll`) is an error: the test would not know what it stands for.
+fn expand(sql: &str, range: Range, vars: &Variables) -> Result<String, String> {
     let Range {
         from,
         to,
@@ -163,6 +263,18 @@ fn expand(sql: &str, range: Range) -> Result<String, String> {
     while let Some(at) = rest.find('$') {
         out.push_str(&rest[..at]);
         rest = &rest[at + 1..];
+        if let Some(braced) = rest.strip_prefix('{') {
+            let end = braced
+                .find('}')
+                .ok_or_else(|| format!("${{{braced} is not closed"))?;
+            let (name, format) = match braced[..end].split_once(':') {
+                Some((name, format)) => (name, Some(format)),
+                None => (&braced[..end], None),
+            };
+            out.push_str(&vars.substitute(name, format)?);
+            rest = &braced[end + 1..];
+            continue;
+        }
         let name_len = rest
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .unwrap_or(rest.len());
@@ -201,14 +313,30 @@ fn expand(sql: &str, range: Range) -> Result<String, String> {
                     "toStartOfInterval({c}, INTERVAL {interval_s} second)"
                 ));
             }
+            "__conditionalAll" => {
+                let args = argument()?;
+                let [condition, variable] = split_arguments(&args)[..] else {
+                    return Err(format!("$__conditionalAll({args}) needs two arguments"));
+                };
+                let variable = variable.trim();
+                let var_name = variable
+                    .strip_prefix("${")
+                    .and_then(|v| v.strip_suffix('}'))
+                    .or_else(|| variable.strip_prefix('$'))
+                    .filter(|v| v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+                    .ok_or_else(|| {
+                        format!("$__conditionalAll's second argument {variable:?} must be $name")
+                    })?;
+                match vars.get(var_name)? {
+                    Selection::All => out.push_str("1=1"),
+                    Selection::Values(_) => out.push_str(&expand(condition.trim(), range, vars)?),
+                }
+            }
             "__fromTime" => out.push_str(&format!("toDateTime({from})")),
             "__toTime" => out.push_str(&format!("toDateTime({to})")),
             "__interval_s" => out.push_str(&interval_s.to_string()),
-            "" => {
-                let shown = rest.find('}').map_or(rest, |end| &rest[..=end]);
-                return Err(format!("unhandled variable ${shown}"));
-            }
-            other => return Err(format!("unhandled macro or variable ${other}")),
+            "" => return Err(format!("a lone $ before {:?}", &rest[..rest.len().min(10)])),
+            other => out.push_str(&vars.substitute(other, None)?),
         }
     }
     out.push_str(rest);
@@ -222,18 +350,46 @@ fn the_expander_knows_every_macro_and_refuses_the_rest() {
         to: 200,
         interval_s: 60,
     };
+    let all = Variables::all();
     assert_eq!(
         expand(
             "SELECT $__timeInterval(t) AS time, $__interval_s FROM x WHERE $__timeFilter(toDateTime(t)) AND t < $__toTime AND t > $__fromTime",
-            range
+            range,
+            &all
         )
         .unwrap(),
         "SELECT toStartOfInterval(t, INTERVAL 60 second) AS time, 60 FROM x WHERE toDateTime(t) >= toDateTime(100) AND toDateTime(t) <= toDateTime(200) AND t < toDateTime(200) AND t > toDateTime(100)"
     );
-    assert!(expand("WHERE $__dateFilter(d)", range).is_err());
-    assert!(expand("WHERE region = ${region}", range).is_err());
-    assert!(expand("WHERE region = $region", range).is_err());
-    assert!(expand("WHERE $__timeFilter(t", range).is_err());
+    assert!(expand("WHERE $__dateFilter(d)", range, &all).is_err());
+    assert!(expand("WHERE $__timeFilter(t", range, &all).is_err());
+    assert!(expand("WHERE region = ${nope:singlequote}", range, &all).is_err());
+    assert!(expand("WHERE x = $ 1", range, &all).is_err());
+
+    // the dashboards' filters: All is 1=1, picked values are a quoted list
+    let filters = "WHERE $__conditionalAll(toString(region) IN (${region:singlequote}), $region) \
+                   AND $__conditionalAll(store_id IN (${store:singlequote}), ${store})";
+    assert_eq!(expand(filters, range, &all).unwrap(), "WHERE 1=1 AND 1=1");
+    let picked = Variables::all()
+        .with("region", &["europe", "asia"])
+        .with("store", &["o'brien"]);
+    assert_eq!(
+        expand(filters, range, &picked).unwrap(),
+        "WHERE toString(region) IN ('europe','asia') AND store_id IN ('o\\'brien')"
+    );
+    // a variable outside $__conditionalAll at All, or without the quoting format, is refused
+    assert!(expand("WHERE region IN (${region:singlequote})", range, &all).is_err());
+    assert!(expand("WHERE region = $region", range, &picked).is_err());
+    assert!(expand("WHERE region IN (${region})", range, &picked).is_err());
+    assert!(expand("WHERE region IN (${region:csv})", range, &picked).is_err());
+    assert!(expand("WHERE $__conditionalAll(region = 'x')", range, &picked).is_err());
+    assert!(
+        expand(
+            "WHERE $__conditionalAll(region = 'x', region)",
+            range,
+            &picked
+        )
+        .is_err()
+    );
 }
 
 #[test]
@@ -454,9 +610,18 @@ fn clickhouse_panels_read_replacing_tables_with_final() {
     }
 }
 
+/// What `load_simulated_data` loaded.
+struct Loaded {
+    /// Distinct probe results.
+    probes: u64,
+    /// The European store whose probes failed at `base`: the concrete store the variables
+    /// are set to, where every panel has rows.
+    outage_store: String,
+}
+
 /// Simulated events, every row inserted twice (as a redelivered entry would be), plus an
-/// outage in europe and rejected rows from both sources. Returns the distinct probe count.
-async fn load_simulated_data(client: &clickhouse::Client, base: i64) -> u64 {
+/// outage in europe and rejected rows from both sources (one of them of the outage's store).
+async fn load_simulated_data(client: &clickhouse::Client, base: i64) -> Loaded {
     let fleet = simulator::fleet::fleet(2, "dashboards");
     let mut generator = simulator::generate::Generator::new(5, base);
     let mut events = Vec::new();
@@ -477,6 +642,7 @@ async fn load_simulated_data(client: &clickhouse::Client, base: i64) -> u64 {
         .take(20)
         .cloned()
         .collect();
+    let outage_store = outage[0].0.store_id.clone();
     for (i, (mut event, region)) in outage.into_iter().enumerate() {
         event.event_id = format!("00000000-0000-4000-8000-{i:012}");
         if let Some(t) = &mut event.occurred_at {
@@ -536,14 +702,24 @@ async fn load_simulated_data(client: &clickhouse::Client, base: i64) -> u64 {
         .insert::<RejectedRow<'_>>(pipeline::rows::REJECTED_TABLE)
         .await
         .unwrap();
-    for (source, reason) in [
+    for (source, reason, region, store_id) in [
         (
             RejectSource::Gateway,
             "events[0].commerce.price.units: must not be negative",
+            Region::Asia,
+            "asia-1",
         ),
         (
             RejectSource::Consumer,
             "undecodable stream entry: unknown format",
+            Region::Asia,
+            "asia-1",
+        ),
+        (
+            RejectSource::Gateway,
+            "events[0].commerce.quantity: must be at least 1",
+            Region::Europe,
+            outage_store.as_str(),
         ),
     ] {
         rejected
@@ -551,8 +727,8 @@ async fn load_simulated_data(client: &clickhouse::Client, base: i64) -> u64 {
                 event_id: "rejected-1",
                 occurred_at: pipeline::rows::datetime(base),
                 received_at,
-                region: Region::Asia.ch_code(),
-                store_id: "asia-1",
+                region: region.ch_code(),
+                store_id,
                 source: source as i8,
                 reason,
                 raw: b"\x00\x01",
@@ -579,18 +755,145 @@ async fn load_simulated_data(client: &clickhouse::Client, base: i64) -> u64 {
         .execute()
         .await
         .unwrap();
-    distinct_probes
+    Loaded {
+        probes: distinct_probes,
+        outage_store,
+    }
 }
 
-/// The dashboards' ClickHouse queries, expanded for `range`.
-fn expanded_queries(range: Range) -> Vec<Query> {
+/// The dashboards' ClickHouse queries (panels and variables), expanded for `range` and `vars`.
+fn expanded_queries(range: Range, vars: &Variables) -> Vec<Query> {
     queries(&["rawSql", "queryText"])
         .into_iter()
         .map(|q| {
-            let text = expand(&q.text, range).unwrap_or_else(|e| panic!("{}: {e}", q.name));
-            Query { name: q.name, text }
+            let text = expand(&q.text, range, vars).unwrap_or_else(|e| panic!("{}: {e}", q.name));
+            Query { text, ..q }
         })
         .collect()
+}
+
+/// The names of every variable a query's text uses (`$name`, `${name…}`, macros aside).
+fn variables_used(text: &str) -> BTreeSet<String> {
+    let mut used = BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        rest = &rest[at + 1..];
+        let rest_name = rest.strip_prefix('{').unwrap_or(rest);
+        let len = rest_name
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest_name.len());
+        let name = &rest_name[..len];
+        if !name.is_empty() && !name.starts_with("__") {
+            used.insert(name.to_owned());
+        }
+    }
+    used
+}
+
+#[test]
+fn every_variable_a_query_uses_is_defined_and_filters_every_panel() {
+    let sql = queries(&["rawSql", "queryText"]);
+    let mut filtered = BTreeSet::new();
+    for q in &sql {
+        let used = variables_used(&q.text);
+        for name in &used {
+            assert!(
+                q.defined.contains(name),
+                "{}: uses ${name}, which its dashboard does not define ({:?})",
+                q.name,
+                q.defined
+            );
+        }
+        // On the ClickHouse-only dashboards every panel follows every variable (a variable's
+        // own query follows those before it).
+        let file = q.name.split(':').next().unwrap();
+        let is_variable = q.defined.iter().any(|v| q.name == format!("{file}: {v}"));
+        if !is_variable && ["store-stability.json", "products-categories.json"].contains(&file) {
+            assert_eq!(
+                &used, &q.defined,
+                "{}: not filtered by every variable",
+                q.name
+            );
+        }
+        filtered.extend(used.into_iter().map(|v| format!("{file}: {v}")));
+    }
+    for expected in [
+        "store-stability.json: region",
+        "store-stability.json: store",
+        "products-categories.json: region",
+        "products-categories.json: store",
+        "products-categories.json: seller",
+        "pipeline-health.json: region",
+        "pipeline-health.json: store",
+    ] {
+        assert!(filtered.contains(expected), "no query uses {expected}");
+    }
+}
+
+/// The values a variable's query offers (TabSeparated, one per line).
+fn offered(db: &str, queries: &[Query], variable: &str) -> Vec<String> {
+    let q = queries
+        .iter()
+        .find(|q| q.name == variable)
+        .unwrap_or_else(|| panic!("no variable query {variable}"));
+    testkit::shared_clickhouse()
+        .query_with_settings(&q.text, &[("database", db)])
+        .unwrap_or_else(|e| panic!("{} fails on 18.16: {e:#}\n{}", q.name, q.text))
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The concrete selection the panels are checked with: region europe, the outage's store,
+/// and a seller with a purchase there in the range, each found through the variables' own
+/// queries (which must offer them, and filter by the variables before them).
+fn concrete_selection(db: &str, range: Range, loaded: &Loaded) -> Variables {
+    let all = expanded_queries(range, &Variables::all());
+    for dashboard in ["store-stability.json", "products-categories.json"] {
+        assert_eq!(
+            offered(db, &all, &format!("{dashboard}: region")),
+            ["america", "asia", "europe"]
+        );
+    }
+    let every_store = offered(db, &all, "store-stability.json: store");
+    let europe = Variables::all().with("region", &["europe"]);
+    let european = expanded_queries(range, &europe);
+    let european_stores = offered(db, &european, "store-stability.json: store");
+    assert!(
+        european_stores.contains(&loaded.outage_store) && european_stores.len() < every_store.len(),
+        "the store variable follows the region: {european_stores:?} of {every_store:?}"
+    );
+    let selling = offered(db, &european, "products-categories.json: store");
+    assert!(
+        selling.contains(&loaded.outage_store),
+        "the outage's store sells too: {selling:?}"
+    );
+    let store = europe.with("store", &[loaded.outage_store.as_str()]);
+    let sellers = offered(
+        db,
+        &expanded_queries(range, &store),
+        "products-categories.json: seller",
+    );
+    let Range { from, to, .. } = range;
+    let seller = testkit::shared_clickhouse()
+        .query_with_settings(
+            &format!(
+                "SELECT toString(seller_id) FROM commerce_events FINAL \
+                 WHERE store_id = '{}' AND type = 'purchase' \
+                 AND occurred_at BETWEEN toDateTime({from}) AND toDateTime({to}) \
+                 ORDER BY seller_id LIMIT 1",
+                loaded.outage_store
+            ),
+            &[("database", db)],
+        )
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(
+        sellers.contains(&seller),
+        "the seller variable offers {seller}: {sellers:?}"
+    );
+    store.with("seller", &[seller.as_str()])
 }
 
 #[tokio::test]
@@ -599,40 +902,55 @@ async fn every_clickhouse_panel_returns_rows_on_clickhouse_18_16() {
     pipeline::schema::migrate(&client, &db).await.unwrap();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let base = now - 300;
-    let distinct_probes = load_simulated_data(&client, base).await;
+    let loaded = load_simulated_data(&client, base).await;
     let range = Range {
         from: base - 3600,
         to: now + 60,
         interval_s: 60,
     };
 
-    let queries = expanded_queries(range);
-    for q in &queries {
-        let rows: u64 = client
-            .query(&format!("SELECT count() FROM ({})", q.text))
-            .fetch_one()
-            .await
-            .unwrap_or_else(|e| panic!("{} fails on 18.16: {e}\n{}", q.name, q.text));
-        assert!(rows >= 1, "{} returns no rows:\n{}", q.name, q.text);
+    let concrete = concrete_selection(&db, range, &loaded);
+    for vars in [Variables::all(), concrete.clone()] {
+        for q in &expanded_queries(range, &vars) {
+            let rows: u64 = client
+                .query(&format!("SELECT count() FROM ({})", q.text))
+                .fetch_one()
+                .await
+                .unwrap_or_else(|e| panic!("{} fails on 18.16: {e}\n{}", q.name, q.text));
+            assert!(
+                rows >= 1,
+                "{} returns no rows ({vars:?}):\n{}",
+                q.name,
+                q.text
+            );
+        }
     }
 
     // Every row was inserted twice; FINAL must count each probe once.
-    let summary = queries
-        .iter()
-        .find(|q| q.name.ends_with("Regions over the range"))
-        .expect("the stability summary panel");
+    let summary = |vars: &Variables| {
+        expanded_queries(range, vars)
+            .into_iter()
+            .find(|q| q.name.ends_with("Regions over the range"))
+            .expect("the stability summary panel")
+    };
     let probes: u64 = client
         .query(&format!(
             "SELECT toUInt64(sum(probes)) FROM ({})",
-            summary.text
+            summary(&Variables::all()).text
         ))
         .fetch_one()
         .await
         .unwrap();
-    assert_eq!(
-        probes, distinct_probes,
-        "duplicates inflate the probe count"
-    );
+    assert_eq!(probes, loaded.probes, "duplicates inflate the probe count");
+
+    // The variables filter: one region, one store.
+    let filtered = testkit::shared_clickhouse()
+        .query_with_settings(
+            &format!("SELECT region, stores FROM ({})", summary(&concrete).text),
+            &[("database", db.as_str())],
+        )
+        .unwrap();
+    assert_eq!(filtered.trim(), "europe\t1");
 }
 
 #[test]
@@ -653,8 +971,15 @@ fn every_clickhouse_panel_runs_on_a_current_clickhouse() {
         "sql": crate::helpers::largest_lines_insert("2026-01-01 12:00:00", 1_000),
     }));
     let migrations = statements.len();
-    for q in expanded_queries(range) {
-        statements.push(serde_json::json!({ "name": q.name, "sql": q.text }));
+    let concrete = Variables::all()
+        .with("region", &["asia"])
+        .with("store", &["asia-1"])
+        .with("seller", &["1"]);
+    for (selection, vars) in [("All", Variables::all()), ("asia-1", concrete)] {
+        for q in expanded_queries(range, &vars) {
+            let name = format!("{} ({selection})", q.name);
+            statements.push(serde_json::json!({ "name": name, "sql": q.text }));
+        }
     }
     let (version, results) = crate::helpers::run_on_chdb(&statements);
     let results = &results;
@@ -709,9 +1034,13 @@ async fn every_clickhouse_panel_gives_the_same_answer_on_the_cluster() {
 
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let base = now - 300;
-    let probes_one = load_simulated_data(&single, base).await;
-    let probes_cluster = load_simulated_data(&distributed, base).await;
-    assert_eq!(probes_one, probes_cluster, "the same data on both");
+    let one = load_simulated_data(&single, base).await;
+    let many = load_simulated_data(&distributed, base).await;
+    assert_eq!(
+        (one.probes, &one.outage_store),
+        (many.probes, &many.outage_store),
+        "the same data on both"
+    );
     for shard in cluster.shards() {
         let local = shard
             .query(&format!("SELECT count() FROM {db}.probe_results_local"))
@@ -725,7 +1054,12 @@ async fn every_clickhouse_panel_gives_the_same_answer_on_the_cluster() {
         interval_s: 60,
     };
     let database = [("database", db.as_str())];
-    for q in expanded_queries(range) {
+    let concrete = concrete_selection(&db, range, &one);
+    let selections = [Variables::all(), concrete];
+    for q in selections
+        .iter()
+        .flat_map(|vars| expanded_queries(range, vars))
+    {
         let one = testkit::shared_clickhouse()
             .query_with_settings(&q.text, &database)
             .unwrap_or_else(|e| panic!("{} fails on one server: {e:#}", q.name));
