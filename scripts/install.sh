@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests and the local stack need, each thing only if it is missing:
-#   Debian: redis-server, clickhouse-server + clickhouse-client (18.16), chromium,
+#   Debian: redis-server, redis-sentinel, clickhouse-server + clickhouse-client (18.16), chromium,
 #           docker.io + docker-compose + debootstrap (scripts/images.sh builds the images from Debian)
 #           protobuf-compiler + protobuf-compiler-grpc (buf.gen.yaml's local protoc plugins),
 #           prometheus (promtool: the alert rules' tests)
@@ -45,6 +45,8 @@ have_clickhouse_server() {
 apt_packages=()
 have redis-server || apt_packages+=(redis-server)
 have redis-cli || apt_packages+=(redis-tools)
+# testkit's RedisSentinel (primary + replica + sentinels) and the HA tests
+have redis-sentinel || apt_packages+=(redis-sentinel)
 have_clickhouse_server || apt_packages+=(clickhouse-server)
 have clickhouse-client || apt_packages+=(clickhouse-client)
 have docker-compose || apt_packages+=(docker-compose)
@@ -120,7 +122,7 @@ fi
 # --- check what the packages were supposed to provide -----------------------------------------
 missing=()
 if [ "${#installed[@]}" -gt 0 ]; then
-    for tool in redis-server redis-cli clickhouse-client docker-compose docker chromium weed grpcurl buf protoc grpc_python_plugin promtool; do
+    for tool in redis-server redis-cli redis-sentinel clickhouse-client docker-compose docker chromium weed grpcurl buf protoc grpc_python_plugin promtool; do
         have "$tool" || missing+=("$tool")
     done
     [ -x /usr/sbin/debootstrap ] || have debootstrap || missing+=(debootstrap)

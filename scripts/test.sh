@@ -37,6 +37,7 @@ promtool test rules deploy/prometheus/alerts_test.yml
 section "deployment files"
 docker-compose -f compose.yaml config -q
 docker-compose -f compose.yaml -f deploy/compose.local-images.yaml config -q
+docker-compose -f compose.yaml -f deploy/compose.ha.yaml config -q
 if command -v terraform >/dev/null 2>&1; then
     terraform fmt -check -recursive terraform
     bash scripts/deploy_test.sh # scripts/deploy.sh's preflight, offline

@@ -7,7 +7,7 @@ use std::{collections::HashMap, time::Duration};
 use bytes::Bytes;
 use fred::{
     clients::Client,
-    interfaces::{ClientLike, HashesInterface, StreamsInterface},
+    interfaces::{ClientLike, HashesInterface, LuaInterface, StreamsInterface},
     types::{ClusterHash, CustomCommand, Value, streams::XID},
 };
 use pipeline::{config::RedisArgs, entry::Fields};
@@ -354,61 +354,77 @@ impl Source {
     /// above the bound, so trimming to the minimum over all groups never removes an entry
     /// a group has not acknowledged. Never `MAXLEN`: a length says nothing about who still
     /// needs an entry.
+    ///
+    /// The bound is computed and applied in one script ([`TRIM_SCRIPT`]), so on one server
+    /// and from that server's own group state. Across a Redis failover this is what keeps
+    /// unloaded entries: a bound read from the old primary (where this consumer's reads and
+    /// acknowledgements had landed) and applied on a promoted replica that lagged behind it
+    /// would trim entries the new primary never delivered, or delivered to no one who loaded
+    /// them (test `failover_round_trims_nothing_unloaded`).
     pub async fn trim(&self) -> Result<Option<String>, fred::error::Error> {
-        let mut needed: Option<(u64, u64)> = None;
-        for info in self.groups().await? {
-            let name = info.get("name").cloned().and_then(string);
-            let pending = info.get("pending").and_then(Value::as_u64).unwrap_or(0);
-            if name.as_deref() == Some(self.group.as_str()) {
-                // This group's backlog: entries not yet delivered plus those delivered but
-                // not acknowledged (the consumer lag a dashboard shows).
-                let lag = info.get("lag").and_then(Value::as_u64).unwrap_or(0);
-                // One series per stream (shard): each shard's worker reports its own.
-                metrics::gauge!("consumer_group_backlog_entries", "stream" => self.key.clone())
-                    .set((lag + pending) as f64);
-            }
-            let bound = if pending > 0 {
-                let Some(name) = name else { return Ok(None) };
-                let summary: Value = self
-                    .client
-                    .custom(
-                        self.command("XPENDING"),
-                        vec![Value::from(self.key.as_str()), name.into()],
-                    )
-                    .await?;
-                array(summary).into_iter().nth(1).and_then(string)
-            } else {
-                info.get("last-delivered-id").cloned().and_then(string)
-            };
-            // A group we cannot read the position of blocks trimming: better a longer
-            // stream than a lost entry.
-            let Some(bound) = bound.as_deref().and_then(parse_id) else {
-                return Ok(None);
-            };
-            needed = Some(needed.map_or(bound, |n| n.min(bound)));
-        }
-        let Some((ms, seq)) = needed else {
-            return Ok(None);
-        };
-        let id = format!("{ms}-{seq}");
-        let trimmed: i64 = self
+        let reply: Value = self
             .client
-            .custom(
-                self.command("XTRIM"),
-                vec![
-                    Value::from(self.key.as_str()),
-                    "MINID".into(),
-                    id.as_str().into(),
-                ],
+            .eval(
+                TRIM_SCRIPT,
+                vec![self.key.as_str()],
+                vec![self.group.as_str()],
             )
             .await?;
+        let mut parts = array(reply).into_iter();
+        let bound = parts.next().and_then(string);
+        let trimmed = parts.next().and_then(|v| v.as_i64()).unwrap_or(0);
+        let lag = parts.next().and_then(|v| v.as_i64()).unwrap_or(-1);
+        let pending = parts.next().and_then(|v| v.as_i64()).unwrap_or(0);
+        // This group's backlog: entries not yet delivered plus those delivered but not
+        // acknowledged (the consumer lag a dashboard shows); one series per stream (shard).
+        if lag >= 0 {
+            metrics::gauge!("consumer_group_backlog_entries", "stream" => self.key.clone())
+                .set((lag + pending) as f64);
+        }
         if trimmed > 0 {
             metrics::counter!("consumer_trimmed_entries_total").increment(trimmed as u64);
-            tracing::debug!(trimmed, below = %id, "trimmed the stream");
+            tracing::debug!(trimmed, below = ?bound, "trimmed the stream");
         }
-        Ok(Some(id))
+        Ok(bound)
     }
 }
+
+/// [`Source::trim`] as one Lua script: `KEYS[1]` the stream, `ARGV[1]` this consumer's
+/// group. Returns `{bound or false, entries trimmed, the group's lag (-1 if unknown), its
+/// pending count}`. A group whose position cannot be read blocks trimming: better a longer
+/// stream than a lost entry. Ids compare as (milliseconds, sequence) numbers; both fit a
+/// Lua double exactly.
+const TRIM_SCRIPT: &str = r#"
+local function parse(id)
+  local ms, seq = string.match(id or '', '^(%d+)%-(%d+)$')
+  if not ms then return nil end
+  return {tonumber(ms), tonumber(seq)}
+end
+local needed, needed_id = nil, nil
+local lag, pending = -1, 0
+for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local info = {}
+  for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
+  if info['name'] == ARGV[1] then
+    pending = info['pending']
+    if info['lag'] then lag = info['lag'] end
+  end
+  local bound_id
+  if info['pending'] > 0 then
+    bound_id = redis.call('XPENDING', KEYS[1], info['name'])[2]
+  else
+    bound_id = info['last-delivered-id']
+  end
+  local bound = parse(bound_id)
+  if not bound then return {false, 0, lag, pending} end
+  if not needed or bound[1] < needed[1] or (bound[1] == needed[1] and bound[2] < needed[2]) then
+    needed, needed_id = bound, bound_id
+  end
+end
+if not needed then return {false, 0, lag, pending} end
+local trimmed = redis.call('XTRIM', KEYS[1], 'MINID', needed_id)
+return {needed_id, trimmed, lag, pending}
+"#;
 
 /// The key of a group's interrupted-load counts. It contains the stream key whole, so a
 /// hash tag in the stream key (`events:{0}`) puts both in the same cluster slot.

@@ -54,6 +54,15 @@ pub struct Settings {
     /// maxmemory is 0)
     #[arg(long, env = "GATEWAY_MAX_REDIS_MEMORY_RATIO", default_value_t = 0.9, value_parser = parse_ratio)]
     pub max_redis_memory_ratio: f64,
+    /// Replicas that must confirm an entry (`WAIT` after `XADD`) before the store is told
+    /// OK; if fewer confirm within GATEWAY_ACK_TIMEOUT the store gets UNAVAILABLE
+    /// (`REDIS_NOT_REPLICATED`). 0 answers once the primary has the entry
+    #[arg(long, env = "GATEWAY_ACK_REPLICAS", default_value_t = 0)]
+    pub ack_replicas: u32,
+    /// How long the replicas of GATEWAY_ACK_REPLICAS may take to confirm an entry; below
+    /// the Redis client's 3 s unresponsive limit
+    #[arg(long, env = "GATEWAY_ACK_TIMEOUT", default_value = "1s", value_parser = parse_ack_timeout)]
+    pub ack_timeout: Duration,
     /// Requests of one PublishStream call being validated and queued at the same time
     #[arg(long, env = "GATEWAY_STREAM_MAX_IN_FLIGHT", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
     pub stream_max_in_flight: u16,
@@ -122,7 +131,28 @@ fn parse_ratio(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A `WAIT` timeout: at least a millisecond (`WAIT n 0` would block for ever), and below
+/// [`pipeline::config::UNRESPONSIVE_AFTER`], past which the client drops the connection.
+fn parse_ack_timeout(s: &str) -> Result<Duration, String> {
+    let timeout = parse_duration(s)?;
+    if timeout < Duration::from_millis(1) || timeout >= pipeline::config::UNRESPONSIVE_AFTER {
+        return Err(format!(
+            "{s:?} must be at least 1ms and below {:?}",
+            pipeline::config::UNRESPONSIVE_AFTER
+        ));
+    }
+    Ok(timeout)
+}
+
 impl Settings {
+    /// How many replicas must confirm each entry, if any.
+    pub fn replication(&self) -> Option<crate::queue::Replication> {
+        (self.ack_replicas > 0).then_some(crate::queue::Replication {
+            replicas: self.ack_replicas,
+            timeout: self.ack_timeout,
+        })
+    }
+
     /// The validation limits these settings configure.
     pub fn limits(&self) -> pipeline::validate::Limits {
         pipeline::validate::Limits {
@@ -183,5 +213,19 @@ mod tests {
         assert_eq!(defaults.reflection, crate::edge::Reflection::Authenticated);
         assert!(parse(&["--reflection", "sometimes"]).is_err());
         assert!(parse(&["--max-connections", "0"]).is_err());
+        assert!(
+            defaults.replication().is_none(),
+            "no replica waited for by default"
+        );
+        assert!(parse(&["--ack-timeout", "0s"]).is_err());
+        assert!(parse(&["--ack-timeout", "3s"]).is_err());
+        let acked = parse(&["--ack-replicas", "1", "--ack-timeout", "500ms"]).unwrap();
+        assert_eq!(
+            acked.replication(),
+            Some(crate::queue::Replication {
+                replicas: 1,
+                timeout: Duration::from_millis(500)
+            })
+        );
     }
 }

@@ -81,11 +81,12 @@ pub enum Reason {
     RedisUnavailable,
     RedisOutOfMemory,
     RedisRefused,
+    RedisNotReplicated,
 }
 
 impl Reason {
     /// Every reason, for the table test.
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 20] = [
         Reason::TokenMissing,
         Reason::TokenMalformed,
         Reason::TokenUnknown,
@@ -105,6 +106,7 @@ impl Reason {
         Reason::RedisUnavailable,
         Reason::RedisOutOfMemory,
         Reason::RedisRefused,
+        Reason::RedisNotReplicated,
     ];
 
     /// The one table: `ErrorInfo.reason`, and the `reason` label of
@@ -131,6 +133,7 @@ impl Reason {
             R::RedisUnavailable => ("REDIS_UNAVAILABLE", "redis_unavailable"),
             R::RedisOutOfMemory => ("REDIS_OUT_OF_MEMORY", "redis_out_of_memory"),
             R::RedisRefused => ("REDIS_REFUSED", "redis_refused"),
+            R::RedisNotReplicated => ("REDIS_NOT_REPLICATED", "redis_not_replicated"),
         }
     }
 
@@ -173,6 +176,7 @@ impl ApiError {
             ApiError::Queue(QueueError::Unavailable(_)) => R::RedisUnavailable,
             ApiError::Queue(QueueError::OutOfMemory(_)) => R::RedisOutOfMemory,
             ApiError::Queue(QueueError::Refused(_)) => R::RedisRefused,
+            ApiError::Queue(QueueError::NotReplicated { .. }) => R::RedisNotReplicated,
         }
     }
 
@@ -195,6 +199,10 @@ impl ApiError {
             ApiError::Overloaded(Overload::Backlog { backlog, max }) => {
                 vec![("backlog", backlog.to_string()), ("limit", max.to_string())]
             }
+            ApiError::Queue(QueueError::NotReplicated { wanted, confirmed }) => vec![
+                ("replicas", wanted.to_string()),
+                ("confirmed", confirmed.to_string()),
+            ],
             _ => vec![],
         };
         pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
@@ -291,6 +299,15 @@ impl From<ApiError> for Status {
                 Code::ResourceExhausted
             }
             ApiError::Queue(QueueError::Refused(_)) => Code::Internal,
+            // Never OK: the entry may die with the primary. UNAVAILABLE, because a retry
+            // (the same events, counted once) succeeds once a replica is back or promoted.
+            ApiError::Queue(QueueError::NotReplicated { .. }) => {
+                message = "the event queue could not replicate the batch in time; retry \
+                           later"
+                    .to_owned();
+                details.set_retry_info(Some(QUEUE_RETRY_DELAY));
+                Code::Unavailable
+            }
         };
         details.set_error_info(reason.as_str(), DOMAIN, metadata);
         Status::with_error_details(code, message, details)

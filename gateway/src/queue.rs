@@ -16,6 +16,7 @@ use bytes::Bytes;
 use fred::{
     clients::Client,
     interfaces::{ClientLike, StreamsInterface},
+    types::{ClusterHash, CustomCommand},
 };
 use pipeline::{
     config::RedisArgs,
@@ -36,6 +37,19 @@ pub enum QueueError {
     /// Anything else Redis answered.
     #[error("redis refused the write: {0}")]
     Refused(String),
+    /// The primary has the entry, but fewer replicas than `GATEWAY_ACK_REPLICAS` confirmed it
+    /// in time: it could die with the primary, so the store must not be told OK. A retry
+    /// sends the same events again, which the event tables count once.
+    #[error("{confirmed} of {wanted} redis replicas confirmed the write in time")]
+    NotReplicated { wanted: u32, confirmed: u32 },
+}
+
+/// How many replicas must have an entry before the store is told OK.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Replication {
+    pub replicas: u32,
+    /// `WAIT`'s timeout.
+    pub timeout: Duration,
 }
 
 impl From<fred::error::Error> for QueueError {
@@ -58,18 +72,24 @@ pub struct Queue {
     /// Updated by [`Queue::watch`]; while false, writes fail fast instead of queueing
     /// inside the client until its timeout.
     healthy: Arc<AtomicBool>,
+    /// `GATEWAY_ACK_REPLICAS`: when set, every `XADD` is followed by `WAIT`.
+    replication: Option<Replication>,
 }
 
 impl Queue {
     /// Creates the client and starts connecting in the background. Never fails on an
     /// unreachable Redis: the gateway starts, reports NOT_SERVING and answers UNAVAILABLE.
-    pub fn connect(args: &RedisArgs) -> Result<Queue, fred::error::Error> {
+    pub fn connect(
+        args: &RedisArgs,
+        replication: Option<Replication>,
+    ) -> Result<Queue, fred::error::Error> {
         let client = args.client()?;
         let _handle = client.connect();
         Ok(Queue {
             client,
             shards: Arc::new(args.shards()),
             healthy: Arc::new(AtomicBool::new(false)),
+            replication,
         })
     }
 
@@ -117,12 +137,62 @@ impl Queue {
         let span = pipeline::trace::producer_span(key);
         let traceparent = traceparent.or_else(|| pipeline::trace::traceparent_of(&span));
         let fields = Fields::new(batch, traceparent);
-        let id: String = pipeline::trace::traced(
-            span.clone(),
-            self.client.xadd(key, false, None, "*", fields.pairs()),
-        )
-        .await?;
+        let id = match self.replication {
+            None => {
+                pipeline::trace::traced(
+                    span.clone(),
+                    self.client.xadd(key, false, None, "*", fields.pairs()),
+                )
+                .await?
+            }
+            Some(replication) => {
+                pipeline::trace::traced(
+                    span.clone(),
+                    self.append_replicated(key, &fields, replication),
+                )
+                .await?
+            }
+        };
         span.record("messaging.message.id", id.as_str());
+        Ok(id)
+    }
+
+    /// `XADD` then `WAIT replicas timeout`, pipelined on one connection: `WAIT` counts the
+    /// replicas that have every write of its connection, so both must travel on the same
+    /// one. If the connection drops between them, `WAIT` fails (one attempt, no retry on a
+    /// new connection whose `WAIT` would know nothing of the `XADD`) and the store is told
+    /// UNAVAILABLE.
+    ///
+    /// `WAIT` is sent as a non-blocking custom command so that fred keeps pipelining the
+    /// other requests' commands behind it; Redis runs them once `WAIT` returns.
+    async fn append_replicated(
+        &self,
+        key: &str,
+        fields: &Fields,
+        replication: Replication,
+    ) -> Result<String, QueueError> {
+        let pipeline = self.client.pipeline();
+        let _: () = pipeline.xadd(key, false, None, "*", fields.pairs()).await?;
+        let slot = fred::util::redis_keyslot(key.as_bytes());
+        let wait = CustomCommand::new_static("WAIT", ClusterHash::Custom(slot), false);
+        let _: () = pipeline
+            .custom(
+                wait,
+                vec![
+                    i64::from(replication.replicas),
+                    replication.timeout.as_millis().max(1) as i64,
+                ],
+            )
+            .await?;
+        let (id, confirmed): (String, i64) = pipeline.all().await?;
+        let confirmed = u32::try_from(confirmed).unwrap_or(0);
+        if confirmed < replication.replicas {
+            metrics::counter!("gateway_redis_unreplicated_writes_total").increment(1);
+            return Err(QueueError::NotReplicated {
+                wanted: replication.replicas,
+                confirmed,
+            });
+        }
         Ok(id)
     }
 

@@ -342,7 +342,8 @@ impl Gateway {
             builder = builder.tls_config(tls).map_err(ServerError::Tls)?;
             tracing::info!("serving tls");
         }
-        let queue = Queue::connect(&settings.redis).map_err(ServerError::Redis)?;
+        let queue =
+            Queue::connect(&settings.redis, settings.replication()).map_err(ServerError::Redis)?;
         if !queue.wait_connected(Duration::from_secs(3)).await {
             tracing::warn!("redis is not reachable yet; answering UNAVAILABLE until it is");
         }

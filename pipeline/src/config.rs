@@ -16,9 +16,13 @@ use clap::{Args, ValueEnum};
 #[derive(Args, Clone)]
 pub struct RedisArgs {
     // `redis://user:password@host:port` logs in as the service's ACL user
-    // (deploy/redis/users.acl); `rediss-cluster://` is a cluster over TLS.
+    // (deploy/redis/users.acl); `rediss-cluster://` is a cluster over TLS. With Sentinel the
+    // host and every `node` are sentinels; the client asks them for the primary of
+    // `sentinelServiceName` and asks again after every disconnect, so a failover needs no
+    // operator (docs/DEPLOY.md, "High availability").
     /// Redis URL (`redis://`, `rediss://` for TLS, `redis-cluster://host:port?node=host:port`
-    /// for a Redis Cluster)
+    /// for a Redis Cluster, `redis-sentinel://host:port?sentinelServiceName=NAME&node=host:port`
+    /// for a primary with replicas behind Redis Sentinel)
     #[arg(
         long,
         global = true,
@@ -110,6 +114,13 @@ impl RedisArgs {
                 c.connection_timeout = Duration::from_secs(2);
                 c.internal_command_timeout = Duration::from_secs(5);
                 c.max_command_attempts = 1;
+                // A primary that stopped answering without closing the connection (paused,
+                // partitioned) is left after this long, so that behind Sentinel the client
+                // reconnects to whichever primary the sentinels name. Blocking reads are
+                // exempt. A primary demoted to replica answers READONLY, which reconnects
+                // too (fred's `custom-reconnect-errors` default).
+                c.unresponsive.max_timeout = Some(UNRESPONSIVE_AFTER);
+                c.unresponsive.interval = Duration::from_millis(500);
             })
             .with_performance_config(|p| {
                 p.default_command_timeout = Duration::from_secs(5);
@@ -118,6 +129,11 @@ impl RedisArgs {
             .build()
     }
 }
+
+/// How long a Redis connection may leave a command unanswered before the client drops it
+/// and reconnects. Longer than any non-blocking command takes, including the gateway's
+/// `WAIT` (`GATEWAY_ACK_TIMEOUT` must stay below it).
+pub const UNRESPONSIVE_AFTER: Duration = Duration::from_secs(3);
 
 /// A rustls client configuration trusting exactly the CA certificates in `ca_file` (PEM).
 fn tls_trusting(ca_file: &Path) -> Result<fred::rustls::ClientConfig, fred::error::Error> {

@@ -10,6 +10,9 @@
 //! - [`RedisCluster`]: three Redis masters in cluster mode (slots split by
 //!   `redis-cli --cluster create`), each a [`Redis`] with its own port, bus port (+10000) and
 //!   directory; [`RedisCluster::url`] is the `redis-cluster://…?node=…` form that fred reads.
+//! - [`RedisSentinel`]: a primary and a replica (`appendfsync always`) watched by three
+//!   Redis Sentinels; [`RedisSentinel::url`] is the `redis-sentinel://…` form that fred reads.
+//!   The HA tests kill and pause its primary and wait for the failover.
 //! - [`ClickHouseCluster`]: two [`ClickHouse`] servers configured as the two shards of the
 //!   cluster `pipeline`, for `Distributed(pipeline, …)` tables (no ZooKeeper, so no `ON CLUSTER`).
 //! - [`shared_redis`], [`shared_clickhouse`], [`shared_s3`]: one server per test binary, started
@@ -36,6 +39,7 @@ mod ports;
 mod process;
 mod redis;
 mod redis_cluster;
+mod redis_sentinel;
 mod s3;
 pub mod tls;
 
@@ -49,6 +53,7 @@ pub use clickhouse_cluster::ClickHouseCluster;
 pub use ports::{free_port, free_ports};
 pub use redis::{Redis, RedisOptions};
 pub use redis_cluster::RedisCluster;
+pub use redis_sentinel::{RedisSentinel, SENTINEL_SERVICE};
 pub use s3::S3;
 
 /// The Redis server shared by every test in this test binary, started on first use.

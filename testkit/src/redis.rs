@@ -110,6 +110,65 @@ impl Redis {
         Ok(redis)
     }
 
+    /// Starts a node of a [`RedisSentinel`] group on a free port with `appendfsync always`,
+    /// as a replica of `replica_of` if given.
+    ///
+    /// [`RedisSentinel`]: crate::RedisSentinel
+    pub(crate) fn start_replicated_node(replica_of: Option<u16>) -> Result<Redis> {
+        with_one_retry("redis", || {
+            let dir = tempfile::Builder::new()
+                .prefix("testkit-redis-ha-")
+                .tempdir()
+                .context("failed to create redis temp dir")?;
+            let mut redis = Redis {
+                process: None,
+                port: free_port(),
+                opts: RedisOptions {
+                    appendfsync_always: true,
+                    ..RedisOptions::default()
+                },
+                extra_args: replicated_args(replica_of),
+                dir,
+            };
+            redis.spawn()?;
+            Ok(redis)
+        })
+    }
+
+    /// Starts a killed or stopped node again as a replica of `primary_port`, the way an
+    /// operator brings a failed primary back after a failover: its own data is replaced by a
+    /// full sync from the primary.
+    pub(crate) fn restart_as_replica_of(&mut self, primary_port: u16) -> Result<()> {
+        self.stop()?;
+        self.extra_args = replicated_args(Some(primary_port));
+        self.spawn()
+    }
+
+    /// Freezes the server with SIGSTOP: it keeps its connections but answers nothing, as a
+    /// primary cut off by a network partition. [`Redis::resume`] lets it run again.
+    pub fn pause(&self) -> Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Lets a server frozen by [`Redis::pause`] run again (SIGCONT).
+    pub fn resume(&self) -> Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, signal: &str) -> Result<()> {
+        let Some(process) = &self.process else {
+            bail!("redis on port {} is not running", self.port);
+        };
+        let status = Command::new("kill")
+            .args([signal, &process.pid().to_string()])
+            .status()
+            .context("failed to run kill")?;
+        if !status.success() {
+            bail!("kill {signal} {} failed", process.pid());
+        }
+        Ok(())
+    }
+
     /// Whether the server process is running (started and neither stopped nor killed since).
     pub fn is_running(&self) -> bool {
         self.process.is_some()
@@ -241,6 +300,23 @@ impl Redis {
         self.process = Some(process);
         Ok(())
     }
+}
+
+/// The arguments of a replicated node: diskless replication, so that a replica (re)joining
+/// syncs in milliseconds, and `--replicaof` when it starts as a replica.
+fn replicated_args(replica_of: Option<u16>) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--repl-diskless-sync",
+        "yes",
+        "--repl-diskless-sync-delay",
+        "0",
+    ]
+    .map(String::from)
+    .to_vec();
+    if let Some(port) = replica_of {
+        args.extend(["--replicaof".into(), "127.0.0.1".into(), port.to_string()]);
+    }
+    args
 }
 
 /// Runs `redis-cli -e -h 127.0.0.1 flags... args...` and returns its stdout, trimmed; an error

@@ -180,7 +180,7 @@ struct Id {
 }
 
 /// The value after `field` in redis-cli's line-per-item rendering of an `XINFO` reply.
-fn info_field(reply: &str, field: &str) -> Option<String> {
+pub(crate) fn info_field(reply: &str, field: &str) -> Option<String> {
     let mut lines = reply.lines();
     lines.find(|l| *l == field)?;
     lines.next().map(str::to_owned)
@@ -188,7 +188,7 @@ fn info_field(reply: &str, field: &str) -> Option<String> {
 
 /// Whether the group `loader` has been delivered every entry of the stream and acknowledged
 /// all of them.
-fn drained(redis: &Redis, stream: &str) -> bool {
+pub(crate) fn drained(redis: &Redis, stream: &str) -> bool {
     let (Ok(info), Ok(groups)) = (
         redis.cli(&["XINFO", "STREAM", stream]),
         redis.cli(&["XINFO", "GROUPS", stream]),

@@ -4,6 +4,7 @@
 mod admin;
 mod chaos;
 mod duplicates;
+mod failover;
 mod full_redis;
 mod helpers;
 mod limits;

@@ -10,6 +10,7 @@ mod idle;
 mod preflight;
 mod quota;
 mod redis_down;
+mod replication;
 mod shutdown;
 mod sizes;
 mod stores_reload;
