@@ -10,8 +10,9 @@ use crate::{
     plan::{self, PlanConfig, PlanInput, RegionHealth, Unsold},
     report::{
         Commerce, DataQuality, MarketplaceReport, RevenueRow, SCHEMA_VERSION, SellerReport,
-        SloSettings, Stability,
+        SloSettings, Stability, StabilityRow, VantageCell,
     },
+    uptime::{Uptime, UptimeTable, uptime},
 };
 
 /// What shapes a report beyond the data.
@@ -44,6 +45,8 @@ pub enum BuildError {
 
 struct CommerceParts {
     commerce: Commerce,
+    views: u64,
+    view_to_purchase: f64,
     products: Vec<Line>,
     categories: Vec<Line>,
     previous_categories: Vec<Line>,
@@ -54,11 +57,15 @@ fn commerce(f: &Fetched, o: &Options, seller: Option<u64>) -> Result<CommercePar
     let previous = Scope::of(&f.previous, seller).map_err(BuildError::Decimal)?;
     let products = commerce::product_lines(&today, &o.rates)?;
     let categories = commerce::category_lines(&today, &o.rates)?;
+    let brands = commerce::brand_lines(&today, &o.rates)?;
+    let totals = Totals::of(&today, &o.rates)?;
     Ok(CommerceParts {
+        views: totals.views,
+        view_to_purchase: totals.view_to_purchase,
         commerce: Commerce {
             reporting_currency: o.rates.reporting().to_owned(),
-            totals: Totals::of(&today, &o.rates)?,
-            rankings: commerce::rankings(&products, &categories, o.ranking_size),
+            totals,
+            rankings: commerce::rankings(&products, &categories, &brands, o.ranking_size),
             changes: commerce::changes(
                 &today,
                 (!previous.is_empty()).then_some(&previous),
@@ -85,6 +92,7 @@ fn unsold(f: &Fetched, seller: Option<u64>) -> Vec<Unsold> {
 fn plan_input<'a>(
     days: &'a (String, String, String),
     regions: &'a [RegionHealth],
+    vantages: &'a [VantageCell],
     parts: &'a CommerceParts,
     unsold: &'a [Unsold],
 ) -> PlanInput<'a> {
@@ -92,6 +100,9 @@ fn plan_input<'a>(
         date: &days.0,
         previous_date: &days.1,
         regions,
+        vantages,
+        views: parts.views,
+        view_to_purchase: parts.view_to_purchase,
         products: &parts.products,
         categories: &parts.categories,
         previous_categories: &parts.previous_categories,
@@ -124,19 +135,31 @@ fn normalised(revenue: &[RevenueRow]) -> Result<Vec<RevenueRow>, BuildError> {
         .collect()
 }
 
+/// Stability rows with the uptime of their region, target or store (`*` marks the level).
+fn with_uptime(rows: &[StabilityRow], table: &UptimeTable) -> Vec<Stability> {
+    rows.iter()
+        .map(|r| {
+            let key = (r.region.clone(), r.target.clone());
+            let uptime = match (r.store_id.as_str(), r.target.as_str()) {
+                ("*", "*") => table.by_region.get(&r.region),
+                ("*", _) => table.by_target.get(&key),
+                (store, _) => table.by_store.get(&(r.region.clone(), store.to_owned())),
+            };
+            Stability::new(r.clone(), uptime.copied().unwrap_or_else(Uptime::empty))
+        })
+        .collect()
+}
+
 /// The marketplace report.
 pub fn marketplace(f: &Fetched, o: &Options) -> Result<MarketplaceReport, BuildError> {
     let slo = Slo {
         availability_pct: o.plan.availability_slo_pct,
         response_p95_ms: o.plan.response_p95_slo_ms,
     };
-    let stability: Vec<Stability> = f.stability.iter().cloned().map(Into::into).collect();
-    let previous: Vec<Stability> = f
-        .previous_stability
-        .iter()
-        .cloned()
-        .map(Into::into)
-        .collect();
+    let table = uptime(&f.uptime_minutes);
+    let stability = with_uptime(&f.stability, &table);
+    // the previous day is compared on availability and p95 only
+    let previous = with_uptime(&f.previous_stability, &UptimeTable::default());
     let mut region_changes = Vec::new();
     for s in &stability {
         let subject = format!("region:{}", s.row.region);
@@ -161,12 +184,17 @@ pub fn marketplace(f: &Fetched, o: &Options) -> Result<MarketplaceReport, BuildE
             availability_pct: s.availability_pct,
             response_p95_ms: s.row.response_p95_ms,
             cpu_load_max: s.row.cpu_load_max,
+            bandwidth_avg_bps: s.row.bandwidth_avg_bps,
+            bandwidth_samples: s.row.bandwidth_samples,
         })
         .collect();
+    let vantage_matrix: Vec<VantageCell> =
+        f.vantage_matrix.iter().cloned().map(Into::into).collect();
     let parts = commerce(f, o, None)?;
     let unsold = unsold(f, None);
     let days = days(f);
-    let plan = plan::plan(&plan_input(&days, &regions, &parts, &unsold), &o.plan);
+    let input = plan_input(&days, &regions, &vantage_matrix, &parts, &unsold);
+    let plan = plan::plan(&input, &o.plan);
     Ok(MarketplaceReport {
         schema_version: SCHEMA_VERSION,
         date: days.0.clone(),
@@ -175,12 +203,9 @@ pub fn marketplace(f: &Fetched, o: &Options) -> Result<MarketplaceReport, BuildE
         funnel: f.funnel.clone(),
         revenue: normalised(&f.revenue)?,
         stability,
-        stability_by_target: f
-            .stability_by_target
-            .iter()
-            .cloned()
-            .map(Into::into)
-            .collect(),
+        stability_by_target: with_uptime(&f.stability_by_target, &table),
+        stability_by_store: with_uptime(&f.stability_by_store, &table),
+        vantage_matrix,
         slo: SloSettings {
             availability_pct: slo.availability_pct,
             response_p95_ms: slo.response_p95_ms,
@@ -205,7 +230,7 @@ pub fn seller(f: &Fetched, o: &Options, seller_id: u64) -> Result<SellerReport, 
     let parts = commerce(f, o, Some(seller_id))?;
     let unsold = unsold(f, Some(seller_id));
     let days = days(f);
-    let plan = plan::plan(&plan_input(&days, &[], &parts, &unsold), &o.plan);
+    let plan = plan::plan(&plan_input(&days, &[], &[], &parts, &unsold), &o.plan);
     let mut revenue: BTreeMap<&str, (i128, u64)> = BTreeMap::new();
     for row in f.today.revenue.iter().filter(|r| r.seller_id == seller_id) {
         let nanos =

@@ -1,6 +1,10 @@
 //! Commerce measures of one scope (the marketplace or one seller): exact sums of the
-//! per-item query rows into products, categories and totals, rankings and day-over-day
-//! changes.
+//! per-item query rows into products, categories, brands and totals, rankings and
+//! day-over-day changes.
+//!
+//! Categories are keyed by `category_id`; `category_code` is only their label. Stores send
+//! many products without a code (the public e-commerce datasets leave it empty for about a
+//! third), and keying by code would merge all of those into one category "".
 
 use std::collections::BTreeMap;
 
@@ -9,11 +13,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::money::{Overflow, Rates, add_nanos, nanos_f64, nanos_text, parse_nanos};
 
-/// Funnel counts of one seller, category and product (query `ITEMS`).
+/// Funnel counts of one seller, category, brand and product (query `ITEMS`).
 #[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
 pub struct ItemRow {
     pub seller_id: u64,
+    pub category_id: u64,
     pub category_code: String,
+    pub brand: String,
     pub product_id: u64,
     pub views: u64,
     pub carts: u64,
@@ -21,11 +27,13 @@ pub struct ItemRow {
     pub units: u64,
 }
 
-/// Revenue of one seller, category, product and currency (query `ITEM_REVENUE`).
+/// Revenue of one seller, category, brand, product and currency (query `ITEM_REVENUE`).
 #[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
 pub struct ItemRevenueRow {
     pub seller_id: u64,
+    pub category_id: u64,
     pub category_code: String,
+    pub brand: String,
     pub product_id: u64,
     pub currency: String,
     /// Exact decimal text.
@@ -91,14 +99,56 @@ pub fn ratio(from: u64, to: u64) -> f64 {
     }
 }
 
+/// What a product is, as its events describe it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProductInfo {
+    pub category_id: u64,
+    pub category_code: String,
+    pub brand: String,
+    pub seller_id: u64,
+}
+
+/// A category's sales and label.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CategorySales {
+    /// The category's code: the greatest non-empty code its events carried (one id should
+    /// have one code; if stores disagree, the choice is still the same on every run), or
+    /// empty when none had one.
+    pub code: String,
+    /// Products of the category with any event on the day: its visible assortment.
+    pub products: u64,
+    pub sales: Sales,
+}
+
 /// One day of one scope, summed from the rows.
 #[derive(Clone, Debug, Default)]
 pub struct Scope {
     pub total: Sales,
     pub audience: Audience,
-    /// product id → (category, seller, sales)
-    pub products: BTreeMap<u64, (String, u64, Sales)>,
-    pub categories: BTreeMap<String, Sales>,
+    pub products: BTreeMap<u64, (ProductInfo, Sales)>,
+    /// By category id.
+    pub categories: BTreeMap<u64, CategorySales>,
+    /// By brand; products without a brand under "".
+    pub brands: BTreeMap<String, Sales>,
+}
+
+impl ProductInfo {
+    fn of(seller_id: u64, category_id: u64, category_code: &str, brand: &str) -> ProductInfo {
+        ProductInfo {
+            category_id,
+            category_code: category_code.to_owned(),
+            brand: brand.to_owned(),
+            seller_id,
+        }
+    }
+}
+
+impl CategorySales {
+    fn label(&mut self, code: &str) {
+        if code > self.code.as_str() {
+            self.code = code.to_owned();
+        }
+    }
 }
 
 impl Scope {
@@ -119,17 +169,34 @@ impl Scope {
         };
         for item in day.items.iter().filter(|i| mine(i.seller_id)) {
             scope.total.add(item);
+            let category = scope.categories.entry(item.category_id).or_default();
+            category.label(&item.category_code);
+            category.sales.add(item);
             scope
-                .categories
-                .entry(item.category_code.clone())
+                .brands
+                .entry(item.brand.clone())
                 .or_default()
                 .add(item);
             scope
                 .products
                 .entry(item.product_id)
-                .or_insert_with(|| (item.category_code.clone(), item.seller_id, Sales::default()))
-                .2
+                .or_insert_with(|| {
+                    let info = ProductInfo::of(
+                        item.seller_id,
+                        item.category_id,
+                        &item.category_code,
+                        &item.brand,
+                    );
+                    (info, Sales::default())
+                })
+                .1
                 .add(item);
+        }
+        // a product in two categories (stores disagreeing) counts in its first one only
+        for (info, _) in scope.products.values() {
+            if let Some(c) = scope.categories.get_mut(&info.category_id) {
+                c.products += 1;
+            }
         }
         for row in day.revenue.iter().filter(|r| mine(r.seller_id)) {
             let nanos = parse_nanos(&row.revenue)
@@ -141,32 +208,45 @@ impl Scope {
                 Ok(())
             };
             credit(&mut scope.total)?;
-            credit(
-                scope
-                    .categories
-                    .entry(row.category_code.clone())
-                    .or_default(),
-            )?;
+            let category = scope.categories.entry(row.category_id).or_default();
+            category.label(&row.category_code);
+            credit(&mut category.sales)?;
+            credit(scope.brands.entry(row.brand.clone()).or_default())?;
             credit(
                 &mut scope
                     .products
                     .entry(row.product_id)
-                    .or_insert_with(|| (row.category_code.clone(), row.seller_id, Sales::default()))
-                    .2,
+                    .or_insert_with(|| {
+                        let info = ProductInfo::of(
+                            row.seller_id,
+                            row.category_id,
+                            &row.category_code,
+                            &row.brand,
+                        );
+                        (info, Sales::default())
+                    })
+                    .1,
             )?;
         }
         Ok(scope)
     }
 }
 
-/// A product or category with every measure the report ranks by.
+/// A product, category or brand with every measure the report ranks by.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Line {
-    /// Product id or category code.
+    /// Product id, category id or brand.
     pub key: String,
+    /// The product's category, or the category itself; absent for brands.
+    pub category_id: Option<u64>,
+    /// The category's code, a label; may be empty.
     pub category_code: String,
-    /// The product's seller; absent for categories.
+    /// The product's brand; absent for categories and brands.
+    pub brand: Option<String>,
+    /// The product's seller; absent for categories and brands.
     pub seller_id: Option<u64>,
+    /// Products of a category with any event on the day; absent for products and brands.
+    pub products: Option<u64>,
     pub views: u64,
     pub carts: u64,
     pub purchases: u64,
@@ -182,19 +262,27 @@ pub struct Line {
     pub revenue_nanos: i128,
 }
 
+/// What a line is, besides its sales.
+#[derive(Clone, Debug, Default)]
+pub struct LineOf {
+    pub key: String,
+    pub category_id: Option<u64>,
+    pub category_code: String,
+    pub brand: Option<String>,
+    pub seller_id: Option<u64>,
+    pub products: Option<u64>,
+}
+
 impl Line {
-    pub fn new(
-        key: String,
-        category: &str,
-        seller: Option<u64>,
-        s: &Sales,
-        rates: &Rates,
-    ) -> Result<Line, Overflow> {
+    pub fn new(of: LineOf, s: &Sales, rates: &Rates) -> Result<Line, Overflow> {
         let (revenue_nanos, _) = s.reporting_nanos(rates)?;
         Ok(Line {
-            key,
-            category_code: category.to_owned(),
-            seller_id: seller,
+            key: of.key,
+            category_id: of.category_id,
+            category_code: of.category_code,
+            brand: of.brand,
+            seller_id: of.seller_id,
+            products: of.products,
             views: s.views,
             carts: s.carts,
             purchases: s.purchases,
@@ -216,6 +304,21 @@ impl Line {
     pub fn revenue_units(&self) -> f64 {
         nanos_f64(self.revenue_nanos)
     }
+
+    /// How a category line is named in text: its code and id, or its id alone when it has
+    /// no code.
+    pub fn category_name(&self) -> String {
+        category_name(self.category_id.unwrap_or_default(), &self.category_code)
+    }
+}
+
+/// `electronics.phone (id 12)`, or `id 12` for a category without a code.
+pub fn category_name(id: u64, code: &str) -> String {
+    if code.is_empty() {
+        format!("id {id}")
+    } else {
+        format!("{code} (id {id})")
+    }
 }
 
 /// Every product of a scope, by product id.
@@ -223,18 +326,50 @@ pub fn product_lines(scope: &Scope, rates: &Rates) -> Result<Vec<Line>, Overflow
     scope
         .products
         .iter()
-        .map(|(id, (category, seller, s))| {
-            Line::new(id.to_string(), category, Some(*seller), s, rates)
+        .map(|(id, (info, s))| {
+            let of = LineOf {
+                key: id.to_string(),
+                category_id: Some(info.category_id),
+                category_code: info.category_code.clone(),
+                brand: Some(info.brand.clone()),
+                seller_id: Some(info.seller_id),
+                products: None,
+            };
+            Line::new(of, s, rates)
         })
         .collect()
 }
 
-/// Every category of a scope, by code.
+/// Every category of a scope, by id.
 pub fn category_lines(scope: &Scope, rates: &Rates) -> Result<Vec<Line>, Overflow> {
     scope
         .categories
         .iter()
-        .map(|(code, s)| Line::new(code.clone(), code, None, s, rates))
+        .map(|(id, c)| {
+            let of = LineOf {
+                key: id.to_string(),
+                category_id: Some(*id),
+                category_code: c.code.clone(),
+                products: Some(c.products),
+                ..LineOf::default()
+            };
+            Line::new(of, &c.sales, rates)
+        })
+        .collect()
+}
+
+/// Every brand of a scope, by name.
+pub fn brand_lines(scope: &Scope, rates: &Rates) -> Result<Vec<Line>, Overflow> {
+    scope
+        .brands
+        .iter()
+        .map(|(brand, s)| {
+            let of = LineOf {
+                key: brand.clone(),
+                ..LineOf::default()
+            };
+            Line::new(of, s, rates)
+        })
         .collect()
 }
 
@@ -246,9 +381,9 @@ pub struct Ranking {
     pub rows: Vec<Line>,
 }
 
-/// Top and bottom `n` products and categories by revenue, views and view→purchase
+/// Top and bottom `n` products, categories and brands by revenue, views and view→purchase
 /// conversion. Ties go to the smaller key, so rankings are the same on every run.
-pub fn rankings(products: &[Line], categories: &[Line], n: usize) -> Vec<Ranking> {
+pub fn rankings(products: &[Line], categories: &[Line], brands: &[Line], n: usize) -> Vec<Ranking> {
     type Measure = fn(&Line) -> f64;
     let measures: [(&str, Measure); 3] = [
         ("revenue", |l| l.revenue_nanos as f64),
@@ -256,7 +391,11 @@ pub fn rankings(products: &[Line], categories: &[Line], n: usize) -> Vec<Ranking
         ("conversion", |l| l.view_to_purchase),
     ];
     let mut out = Vec::new();
-    for (entity, lines) in [("products", products), ("categories", categories)] {
+    for (entity, lines) in [
+        ("products", products),
+        ("categories", categories),
+        ("brands", brands),
+    ] {
         for (measure, value) in measures {
             let mut sorted: Vec<&Line> = lines.iter().collect();
             sorted.sort_by(|a, b| value(b).total_cmp(&value(a)).then(a.key.cmp(&b.key)));
@@ -405,16 +544,22 @@ pub fn changes(
             before(|p| p.view_to_purchase),
         ),
     ];
-    let empty = Sales::default();
-    let mut codes: Vec<&String> = today.categories.keys().collect();
-    codes.extend(previous.iter().flat_map(|p| p.categories.keys()));
-    codes.sort();
-    codes.dedup();
-    for code in codes {
-        let now = today.categories.get(code).unwrap_or(&empty);
+    let empty = CategorySales::default();
+    let mut ids: Vec<&u64> = today.categories.keys().collect();
+    ids.extend(previous.iter().flat_map(|p| p.categories.keys()));
+    ids.sort();
+    ids.dedup();
+    for id in ids {
+        let now = today.categories.get(id).unwrap_or(&empty);
         // a category absent from a previous day that has data sold nothing: a true 0
-        let before = previous.map(|p| p.categories.get(code).unwrap_or(&empty));
-        let subject = format!("category:{code}");
+        let before = previous.map(|p| p.categories.get(id).unwrap_or(&empty));
+        let code = if now.code.is_empty() {
+            before.map_or("", |b| b.code.as_str())
+        } else {
+            &now.code
+        };
+        let subject = format!("category:{}", category_name(*id, code));
+        let (now, before) = (&now.sales, before.map(|b| &b.sales));
         out.push(Change::new(
             &subject,
             "revenue",
@@ -437,10 +582,17 @@ pub fn changes(
 mod tests {
     use super::*;
 
+    /// Test categories are one letter; their id is the letter's code.
+    fn category_id(code: &str) -> u64 {
+        u64::from(code.as_bytes()[0])
+    }
+
     fn item(seller: u64, category: &str, product: u64, views: u64, purchases: u64) -> ItemRow {
         ItemRow {
             seller_id: seller,
+            category_id: category_id(category),
             category_code: category.to_owned(),
+            brand: String::new(),
             product_id: product,
             views,
             carts: purchases,
@@ -458,7 +610,9 @@ mod tests {
     ) -> ItemRevenueRow {
         ItemRevenueRow {
             seller_id: seller,
+            category_id: category_id(category),
             category_code: category.to_owned(),
+            brand: String::new(),
             product_id: product,
             currency: currency.to_owned(),
             revenue: text.to_owned(),
@@ -484,13 +638,65 @@ mod tests {
         let all = Scope::of(&day, None).unwrap();
         assert_eq!(all.total.views, 19);
         assert_eq!(all.total.revenue["EUR"], 10_500_000_001);
-        assert_eq!(all.categories["a"].purchases, 3);
+        assert_eq!(all.categories[&category_id("a")].sales.purchases, 3);
+        assert_eq!(all.categories[&category_id("a")].products, 2);
         let rates = Rates::default();
         // 10.5 EUR + 100 USD × 0.92 + 1 nano EUR
         assert_eq!(Totals::of(&all, &rates).unwrap().revenue, "102.500000001");
         let seller2 = Scope::of(&day, Some(2)).unwrap();
         assert_eq!(seller2.total.views, 9);
         assert_eq!(seller2.products.len(), 2);
+    }
+
+    #[test]
+    fn categories_without_a_code_stay_apart_by_id_and_brands_sum() {
+        let row = |category_id: u64, code: &str, brand: &str, product: u64, views: u64| ItemRow {
+            seller_id: 1,
+            category_id,
+            category_code: code.to_owned(),
+            brand: brand.to_owned(),
+            product_id: product,
+            views,
+            carts: 0,
+            purchases: 0,
+            units: 0,
+        };
+        let day = DayRows {
+            items: vec![
+                row(7, "", "acme", 1, 3),
+                row(8, "", "acme", 2, 4),
+                row(9, "kids.toys", "", 3, 5),
+                // the same id with a code from another store: the code labels it
+                row(8, "garden.tools", "", 4, 1),
+            ],
+            ..DayRows::default()
+        };
+        let scope = Scope::of(&day, None).unwrap();
+        let lines = category_lines(&scope, &Rates::default()).unwrap();
+        let got: Vec<(&str, &str, u64, Option<u64>)> = lines
+            .iter()
+            .map(|l| {
+                (
+                    l.key.as_str(),
+                    l.category_code.as_str(),
+                    l.views,
+                    l.products,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("7", "", 3, Some(1)),
+                ("8", "garden.tools", 5, Some(2)),
+                ("9", "kids.toys", 5, Some(1))
+            ]
+        );
+        assert_eq!(lines[0].category_name(), "id 7");
+        assert_eq!(lines[1].category_name(), "garden.tools (id 8)");
+        let brands = brand_lines(&scope, &Rates::default()).unwrap();
+        let got: Vec<(&str, u64)> = brands.iter().map(|l| (l.key.as_str(), l.views)).collect();
+        assert_eq!(got, [("", 6), ("acme", 7)]);
     }
 
     #[test]
@@ -503,10 +709,15 @@ mod tests {
                     views: *v,
                     ..Sales::default()
                 };
-                Line::new(k.to_string(), "c", Some(1), &s, &rates).unwrap()
+                let of = LineOf {
+                    key: k.to_string(),
+                    seller_id: Some(1),
+                    ..LineOf::default()
+                };
+                Line::new(of, &s, &rates).unwrap()
             })
             .collect();
-        let r = rankings(&lines, &[], 2);
+        let r = rankings(&lines, &[], &[], 2);
         let keys = |name: &str| -> Vec<String> {
             r.iter()
                 .find(|r| r.name == name)

@@ -111,6 +111,37 @@ pub struct PlanArgs {
     /// Most recommendations one rule may make, strongest first
     #[arg(long, env = "REPORTER_MAX_PER_RULE", default_value_t = 20)]
     pub max_per_rule: usize,
+    /// Network latency p95 (ms) from a vantage to another region's stores above which the
+    /// vantage's region needs a CDN or an edge
+    #[arg(long, env = "REPORTER_VANTAGE_LATENCY_P95_MS", default_value_t = 150.0)]
+    pub vantage_latency_p95_ms: f64,
+    /// Average measured bandwidth (bytes/s) of a region's stores below which it needs network
+    /// capacity
+    #[arg(
+        long,
+        env = "REPORTER_MIN_BANDWIDTH_BPS",
+        default_value_t = 12_500_000.0
+    )]
+    pub min_bandwidth_bps: f64,
+    /// How many times the marketplace's view-to-purchase rate a category must convert at to
+    /// be promoted
+    #[arg(long, env = "REPORTER_PROMOTE_CATEGORY_FACTOR", default_value_t = 1.25)]
+    pub promote_category_factor: f64,
+    /// Fewest views on the day for a category's demand to count (promote, introduce)
+    #[arg(long, env = "REPORTER_MIN_CATEGORY_VIEWS", default_value_t = 100)]
+    pub min_category_views: u64,
+    /// "Introduce products": how many times the marketplace's views per product a category
+    /// must have
+    #[arg(long, env = "REPORTER_INTRODUCE_DEMAND_FACTOR", default_value_t = 1.5)]
+    pub introduce_demand_factor: f64,
+    /// "Introduce products": the largest assortment, as a share of the average category's
+    /// products
+    #[arg(
+        long,
+        env = "REPORTER_INTRODUCE_ASSORTMENT_FACTOR",
+        default_value_t = 0.8
+    )]
+    pub introduce_assortment_factor: f64,
 }
 
 impl PlanArgs {
@@ -125,6 +156,12 @@ impl PlanArgs {
             unsold_days: self.unsold_days,
             promote_top: self.promote_top,
             max_per_rule: self.max_per_rule,
+            vantage_latency_p95_ms: self.vantage_latency_p95_ms,
+            min_bandwidth_bps: self.min_bandwidth_bps,
+            promote_category_factor: self.promote_category_factor,
+            min_category_views: self.min_category_views,
+            introduce_demand_factor: self.introduce_demand_factor,
+            introduce_assortment_factor: self.introduce_assortment_factor,
         }
     }
 }

@@ -9,7 +9,8 @@ use crate::{
     commerce::{Audience, DayRows},
     incidents::MinuteRow,
     queries,
-    report::{FunnelRow, RevenueRow, StabilityRow},
+    report::{FunnelRow, RevenueRow, StabilityRow, VantageRow},
+    uptime::SeriesMinute,
 };
 
 /// A query that failed, by its name in `queries::ALL`.
@@ -47,6 +48,9 @@ pub struct Fetched {
     pub stability: Vec<StabilityRow>,
     pub previous_stability: Vec<StabilityRow>,
     pub stability_by_target: Vec<StabilityRow>,
+    pub stability_by_store: Vec<StabilityRow>,
+    pub vantage_matrix: Vec<VantageRow>,
+    pub uptime_minutes: Vec<SeriesMinute>,
     pub minutes: Vec<MinuteRow>,
     pub today: DayRows,
     pub previous: DayRows,
@@ -142,6 +146,15 @@ pub async fn fetch(client: &Client, date: Date, unsold_days: u32) -> Result<Fetc
             &[date],
         )
         .await?,
+        stability_by_store: rows(
+            client,
+            "stability_by_store",
+            queries::STABILITY_BY_STORE,
+            &[date],
+        )
+        .await?,
+        vantage_matrix: rows(client, "vantage_matrix", queries::VANTAGE_MATRIX, &[date]).await?,
+        uptime_minutes: rows(client, "uptime_minutes", queries::UPTIME_MINUTES, &[date]).await?,
         minutes: rows(client, "minutes", queries::MINUTES, &[date]).await?,
         today,
         previous,

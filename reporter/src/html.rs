@@ -208,10 +208,14 @@ pub fn marketplace(r: &MarketplaceReport) -> Vec<u8> {
         let bad = |miss: bool| if miss { " class=\"bad\"" } else { "" };
         let _ = write!(
             body,
-            "<div class=\"card\"><h3>{}</h3><div{}>availability {} %</div><div{}>p95 response {} ms</div><div>probes {} (down {})</div><div>load avg {} / max {}</div></div>",
+            "<div class=\"card\"><h3>{}</h3><div{}>availability {} %</div><div>uptime {} % ({} min down, {} outages, MTTR {} min)</div><div{}>p95 response {} ms</div><div>probes {} (down {})</div><div>load avg {} / max {}</div></div>",
             text(&s.row.region),
             bad(s.availability_pct < r.slo.availability_pct),
             fixed(s.availability_pct, 3),
+            fixed(s.uptime.uptime_pct, 3),
+            s.uptime.downtime_minutes,
+            s.uptime.outages,
+            fixed(s.uptime.mttr_minutes, 1),
             bad(s.row.response_p95_ms > r.slo.response_p95_ms),
             fixed(s.row.response_p95_ms, 0),
             s.row.probes,
@@ -274,6 +278,47 @@ pub fn marketplace(r: &MarketplaceReport) -> Vec<u8> {
         ],
         None,
     ));
+    // the matrix as grouped bars: one group per store region, one bar per vantage
+    let mut vantages: Vec<String> = r
+        .vantage_matrix
+        .iter()
+        .map(|c| c.row.vantage.clone())
+        .collect();
+    vantages.dedup();
+    let store_regions: Vec<String> = {
+        let mut v: Vec<String> = r
+            .vantage_matrix
+            .iter()
+            .map(|c| c.row.region.clone())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    if !r.vantage_matrix.is_empty() {
+        let series: Vec<Series> = vantages
+            .iter()
+            .map(|v| Series {
+                name: v,
+                values: store_regions
+                    .iter()
+                    .map(|region| {
+                        r.vantage_matrix
+                            .iter()
+                            .find(|c| &c.row.vantage == v && &c.row.region == region)
+                            .map_or(0.0, |c| c.row.response_p95_ms)
+                    })
+                    .collect(),
+            })
+            .collect();
+        body.push_str(&bar_chart(
+            "p95 response time from each vantage, by store region",
+            "response time (ms)",
+            &store_regions,
+            &series,
+            None,
+        ));
+    }
     body.push_str(&bar_chart(
         "Server load by region",
         "load (0–1)",
@@ -312,7 +357,17 @@ pub fn marketplace(r: &MarketplaceReport) -> Vec<u8> {
         &r.commerce,
         "top_categories_by_revenue",
         "Top categories by revenue",
-        |l| l.key.rsplit('.').next().unwrap_or(&l.key).to_owned(),
+        |l| {
+            if l.category_code.is_empty() {
+                format!("id {}", l.key)
+            } else {
+                l.category_code
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or(&l.category_code)
+                    .to_owned()
+            }
+        },
     ));
     report_page(
         body,

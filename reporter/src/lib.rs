@@ -34,6 +34,7 @@ pub mod run;
 pub mod schedule;
 pub mod store;
 pub mod tables;
+pub mod uptime;
 
 pub use config::Settings;
 pub use error::Error;

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::commerce::Line;
+use crate::{commerce::Line, report::VantageCell};
 
 /// The thresholds of the rules. Defaults are what the issue asked for; the command line
 /// and environment override each (see `config::PlanArgs`).
@@ -31,6 +31,22 @@ pub struct PlanConfig {
     /// Most recommendations one rule may make, strongest first, so that a broad pattern
     /// (half the catalogue unsold) stays a readable plan.
     pub max_per_rule: usize,
+    /// Network latency p95 (ms) from a vantage to a store region above which the vantage's
+    /// region needs a CDN or an edge.
+    pub vantage_latency_p95_ms: f64,
+    /// Average measured bandwidth (bytes/s) of a region's stores below which the region
+    /// needs network capacity.
+    pub min_bandwidth_bps: f64,
+    /// A category converts views to purchases at least this many times the marketplace's
+    /// rate to be promoted.
+    pub promote_category_factor: f64,
+    /// Fewer views than this on the day say nothing about a category's demand.
+    pub min_category_views: u64,
+    /// "Introduce products": a category's views per product must be at least this many
+    /// times the marketplace's...
+    pub introduce_demand_factor: f64,
+    /// ...and its products at most this share of the average category's.
+    pub introduce_assortment_factor: f64,
 }
 
 impl Default for PlanConfig {
@@ -45,6 +61,12 @@ impl Default for PlanConfig {
             unsold_days: 7,
             promote_top: 3,
             max_per_rule: 20,
+            vantage_latency_p95_ms: 150.0,
+            min_bandwidth_bps: 12_500_000.0,
+            promote_category_factor: 1.25,
+            min_category_views: 100,
+            introduce_demand_factor: 1.5,
+            introduce_assortment_factor: 0.8,
         }
     }
 }
@@ -56,6 +78,11 @@ pub struct RegionHealth {
     pub availability_pct: f64,
     pub response_p95_ms: f64,
     pub cpu_load_max: f64,
+    /// Average over the probes that measured bandwidth.
+    pub bandwidth_avg_bps: f64,
+    /// Probes that measured bandwidth; 0 means not measured, and the bandwidth rule stays
+    /// quiet.
+    pub bandwidth_samples: u64,
 }
 
 /// A product viewed but never bought over the unsold window (query `UNSOLD`).
@@ -73,6 +100,11 @@ pub struct PlanInput<'a> {
     /// The day compared with, `YYYY-MM-DD`.
     pub previous_date: &'a str,
     pub regions: &'a [RegionHealth],
+    /// Every vantage × store-region cell.
+    pub vantages: &'a [VantageCell],
+    /// The scope's totals: the baseline categories are compared with.
+    pub views: u64,
+    pub view_to_purchase: f64,
     pub products: &'a [Line],
     pub categories: &'a [Line],
     pub previous_categories: &'a [Line],
@@ -108,10 +140,14 @@ type Rule = fn(&PlanInput<'_>, &PlanConfig) -> Vec<Recommendation>;
 pub const RULES: &[(&str, Rule)] = &[
     ("region_slo", region_slo),
     ("region_load", region_load),
+    ("vantage_latency", vantage_latency),
+    ("network_capacity", network_capacity),
     ("review_price_content", review_price_content),
     ("expand_assortment", expand_assortment),
     ("discontinue", discontinue),
     ("promote", promote),
+    ("promote_category", promote_category),
+    ("introduce_products", introduce_products),
 ];
 
 /// Applies every rule, keeping at most `max_per_rule` recommendations of each; rules list
@@ -205,6 +241,171 @@ fn region_load(input: &PlanInput<'_>, c: &PlanConfig) -> Vec<Recommendation> {
         .collect()
 }
 
+/// Network latency p95 from a vantage to the stores of another region above the threshold
+/// → a CDN or an edge in the vantage's region, citing every slow cell. A store's own
+/// probes (`self`) and a vantage's own region measure no distance and are left out.
+fn vantage_latency(input: &PlanInput<'_>, c: &PlanConfig) -> Vec<Recommendation> {
+    let mut by_vantage: Vec<(&str, Vec<Evidence>, f64)> = Vec::new();
+    for cell in input.vantages {
+        let r = &cell.row;
+        if r.vantage == "self"
+            || r.vantage == r.region
+            || r.latency_p95_ms <= c.vantage_latency_p95_ms
+        {
+            continue;
+        }
+        let ev = evidence(
+            &format!("latency_p95_ms_to_{}", r.region),
+            r.latency_p95_ms,
+            c.vantage_latency_p95_ms,
+            input.date,
+        );
+        match by_vantage.iter_mut().find(|(v, ..)| *v == r.vantage) {
+            Some((_, evs, worst)) => {
+                evs.push(ev);
+                *worst = worst.max(r.latency_p95_ms);
+            }
+            None => by_vantage.push((&r.vantage, vec![ev], r.latency_p95_ms)),
+        }
+    }
+    // the slowest vantage first
+    by_vantage.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(b.0)));
+    by_vantage
+        .into_iter()
+        .map(|(vantage, ev, _)| {
+            recommendation(
+                "vantage_latency",
+                vantage.to_owned(),
+                format!("add a CDN / edge in {vantage}"),
+                ev,
+            )
+        })
+        .collect()
+}
+
+/// Measured bandwidth of a region's stores below the threshold → network capacity.
+fn network_capacity(input: &PlanInput<'_>, c: &PlanConfig) -> Vec<Recommendation> {
+    input
+        .regions
+        .iter()
+        .filter(|r| r.bandwidth_samples > 0 && r.bandwidth_avg_bps < c.min_bandwidth_bps)
+        .map(|r| {
+            recommendation(
+                "network_capacity",
+                r.region.clone(),
+                format!("add network capacity in {}", r.region),
+                vec![evidence(
+                    "bandwidth_avg_bps",
+                    r.bandwidth_avg_bps,
+                    c.min_bandwidth_bps,
+                    input.date,
+                )],
+            )
+        })
+        .collect()
+}
+
+/// Categories with enough views whose view→purchase conversion is well above the
+/// marketplace's: more traffic there sells, so promote them. Best converting first.
+fn promote_category(input: &PlanInput<'_>, c: &PlanConfig) -> Vec<Recommendation> {
+    let bar = input.view_to_purchase * c.promote_category_factor;
+    if input.view_to_purchase <= 0.0 {
+        return Vec::new();
+    }
+    let mut strong: Vec<&Line> = input
+        .categories
+        .iter()
+        .filter(|l| l.views >= c.min_category_views && l.view_to_purchase >= bar)
+        .collect();
+    strong.sort_by(|a, b| {
+        b.view_to_purchase
+            .total_cmp(&a.view_to_purchase)
+            .then(a.key.cmp(&b.key))
+    });
+    strong
+        .into_iter()
+        .map(|l| {
+            let name = l.category_name();
+            recommendation(
+                "promote_category",
+                format!("category {name}"),
+                format!("promote category {name}"),
+                vec![
+                    evidence("view_to_purchase", l.view_to_purchase, bar, input.date),
+                    evidence(
+                        "views",
+                        l.views as f64,
+                        c.min_category_views as f64,
+                        input.date,
+                    ),
+                ],
+            )
+        })
+        .collect()
+}
+
+/// Views per product of a category, 0 without products.
+fn views_per_product(l: &Line) -> f64 {
+    match l.products {
+        Some(n) if n > 0 => l.views as f64 / n as f64,
+        _ => 0.0,
+    }
+}
+
+/// Categories whose demand is high (views per product well above the marketplace's, and
+/// conversion at least the marketplace's) but whose assortment is small (fewer products than
+/// the average category) → introduce products there. Highest demand first.
+fn introduce_products(input: &PlanInput<'_>, c: &PlanConfig) -> Vec<Recommendation> {
+    let counted: Vec<&Line> = input
+        .categories
+        .iter()
+        .filter(|l| l.products.is_some_and(|n| n > 0))
+        .collect();
+    let products: u64 = counted.iter().filter_map(|l| l.products).sum();
+    if counted.is_empty() || products == 0 {
+        return Vec::new();
+    }
+    let demand_bar = input.views as f64 / products as f64 * c.introduce_demand_factor;
+    let assortment_bar = products as f64 / counted.len() as f64 * c.introduce_assortment_factor;
+    let mut wanted: Vec<(&Line, f64)> = counted
+        .into_iter()
+        .map(|l| (l, views_per_product(l)))
+        .filter(|(l, demand)| {
+            l.views >= c.min_category_views
+                && *demand >= demand_bar
+                && l.view_to_purchase >= input.view_to_purchase
+                && l.products.unwrap_or_default() as f64 <= assortment_bar
+        })
+        .collect();
+    wanted.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.key.cmp(&b.0.key)));
+    wanted
+        .into_iter()
+        .map(|(l, demand)| {
+            let name = l.category_name();
+            recommendation(
+                "introduce_products",
+                format!("category {name}"),
+                format!("introduce products in category {name}"),
+                vec![
+                    evidence("views_per_product", demand, demand_bar, input.date),
+                    evidence(
+                        "view_to_purchase",
+                        l.view_to_purchase,
+                        input.view_to_purchase,
+                        input.date,
+                    ),
+                    evidence(
+                        "products",
+                        l.products.unwrap_or_default() as f64,
+                        assortment_bar,
+                        input.date,
+                    ),
+                ],
+            )
+        })
+        .collect()
+}
+
 /// The cut-offs of the bottom and top `share` of `values`: the k-th smallest and the k-th
 /// largest value, k = ⌈share·n⌉ (at least 1). Values equal to a cut-off belong to that
 /// decile, so ties are never split arbitrarily.
@@ -263,7 +464,7 @@ fn expand_assortment(input: &PlanInput<'_>, c: &PlanConfig) -> Vec<Recommendatio
         }
         let growth =
             (now.revenue_units() - before.revenue_units()) * 100.0 / before.revenue_units();
-        // categories come sorted by code, so a tie keeps the first code
+        // categories come sorted by id, so a tie keeps the smaller id
         if best.is_none_or(|(_, g)| growth > g) {
             best = Some((now, growth));
         }
@@ -271,8 +472,8 @@ fn expand_assortment(input: &PlanInput<'_>, c: &PlanConfig) -> Vec<Recommendatio
     match best {
         Some((line, growth)) if growth >= c.min_category_growth_pct => vec![recommendation(
             "expand_assortment",
-            format!("category {}", line.key),
-            format!("expand assortment in category {}", line.key),
+            format!("category {}", line.category_name()),
+            format!("expand assortment in category {}", line.category_name()),
             vec![evidence(
                 "revenue_growth_pct",
                 growth,

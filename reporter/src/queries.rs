@@ -7,6 +7,11 @@
 //! than from pre-aggregated tables: a SummingMergeTree view would count a redelivered row
 //! twice. Parameters are `?`, bound client-side in order; all are dates (`YYYY-MM-DD`).
 //!
+//! Stability per region, store and target counts the probes taken from inside the store's
+//! region: the store's own (`vantage_region` unspecified) and a prober's of that region. A
+//! probe from another continent measures the distance as much as the store, so those go
+//! to the vantage matrix (`VANTAGE_MATRIX`), which shows every probe by where it came from.
+//!
 //! Money: `price` is `Decimal(18, 9)`, an Int64 of nanos underneath, so `price * quantity`
 //! would overflow past ~9.2e9 units (`Code: 407 Decimal math overflow`). Every line total
 //! is widened first, `toDecimal128(price, 9) * quantity`, and its sums are
@@ -28,11 +33,15 @@ WHERE toDate(occurred_at) = toDate(?) AND type = 'purchase'
 GROUP BY currency
 ORDER BY currency";
 
-/// Probe stability per region on one day, every target together (`target` is `*`).
-/// Exact quantiles, so they equal a sort of the raw values. Params: date.
+/// Probe stability per region on one day, every store and target together (`store_id`
+/// and `target` are `*`), from the probes taken inside the store's region (see the module
+/// doc). Exact quantiles, so they equal a sort of the raw values. A bandwidth of 0 is a probe
+/// that did not measure it, left out of the average and counted in `bandwidth_samples` no
+/// more. Params: date.
 pub const STABILITY: &str = "\
 SELECT
     toString(region) AS region,
+    '*' AS store_id,
     '*' AS target,
     count() AS probes,
     toUInt64(sum(up)) AS up,
@@ -42,18 +51,22 @@ SELECT
     toFloat64(quantileExact(0.5)(network_latency_ms)) AS latency_p50_ms,
     toFloat64(quantileExact(0.95)(network_latency_ms)) AS latency_p95_ms,
     toFloat64(quantileExact(0.99)(network_latency_ms)) AS latency_p99_ms,
-    toFloat64(avg(bandwidth_bytes_per_second)) AS bandwidth_avg_bps,
+    toFloat64(if(countIf(bandwidth_bytes_per_second > 0) = 0, 0,
+        avgIf(bandwidth_bytes_per_second, bandwidth_bytes_per_second > 0))) AS bandwidth_avg_bps,
+    toUInt64(countIf(bandwidth_bytes_per_second > 0)) AS bandwidth_samples,
     toFloat64(avg(cpu_load)) AS cpu_load_avg,
     toFloat64(max(cpu_load)) AS cpu_load_max
 FROM probe_results FINAL
-WHERE toDate(occurred_at) = toDate(?)
+WHERE toDate(occurred_at) = toDate(?) AND (vantage_region = 'unspecified' OR toString(vantage_region) = toString(region))
 GROUP BY region
 ORDER BY region";
 
-/// Probe stability per region and probe target on one day. Params: date.
+/// Probe stability per region and probe target on one day, every store together, from
+/// the probes taken inside the store's region. Params: date.
 pub const STABILITY_BY_TARGET: &str = "\
 SELECT
     toString(region) AS region,
+    '*' AS store_id,
     target,
     count() AS probes,
     toUInt64(sum(up)) AS up,
@@ -63,13 +76,79 @@ SELECT
     toFloat64(quantileExact(0.5)(network_latency_ms)) AS latency_p50_ms,
     toFloat64(quantileExact(0.95)(network_latency_ms)) AS latency_p95_ms,
     toFloat64(quantileExact(0.99)(network_latency_ms)) AS latency_p99_ms,
-    toFloat64(avg(bandwidth_bytes_per_second)) AS bandwidth_avg_bps,
+    toFloat64(if(countIf(bandwidth_bytes_per_second > 0) = 0, 0,
+        avgIf(bandwidth_bytes_per_second, bandwidth_bytes_per_second > 0))) AS bandwidth_avg_bps,
+    toUInt64(countIf(bandwidth_bytes_per_second > 0)) AS bandwidth_samples,
     toFloat64(avg(cpu_load)) AS cpu_load_avg,
     toFloat64(max(cpu_load)) AS cpu_load_max
 FROM probe_results FINAL
-WHERE toDate(occurred_at) = toDate(?)
+WHERE toDate(occurred_at) = toDate(?) AND (vantage_region = 'unspecified' OR toString(vantage_region) = toString(region))
 GROUP BY region, target
 ORDER BY region, target";
+
+/// Probe stability per store on one day, every target together, from the probes taken
+/// inside the store's region. Params: date.
+pub const STABILITY_BY_STORE: &str = "\
+SELECT
+    toString(region) AS region,
+    store_id,
+    '*' AS target,
+    count() AS probes,
+    toUInt64(sum(up)) AS up,
+    toFloat64(quantileExact(0.5)(response_time_ms)) AS response_p50_ms,
+    toFloat64(quantileExact(0.95)(response_time_ms)) AS response_p95_ms,
+    toFloat64(quantileExact(0.99)(response_time_ms)) AS response_p99_ms,
+    toFloat64(quantileExact(0.5)(network_latency_ms)) AS latency_p50_ms,
+    toFloat64(quantileExact(0.95)(network_latency_ms)) AS latency_p95_ms,
+    toFloat64(quantileExact(0.99)(network_latency_ms)) AS latency_p99_ms,
+    toFloat64(if(countIf(bandwidth_bytes_per_second > 0) = 0, 0,
+        avgIf(bandwidth_bytes_per_second, bandwidth_bytes_per_second > 0))) AS bandwidth_avg_bps,
+    toUInt64(countIf(bandwidth_bytes_per_second > 0)) AS bandwidth_samples,
+    toFloat64(avg(cpu_load)) AS cpu_load_avg,
+    toFloat64(max(cpu_load)) AS cpu_load_max
+FROM probe_results FINAL
+WHERE toDate(occurred_at) = toDate(?) AND (vantage_region = 'unspecified' OR toString(vantage_region) = toString(region))
+GROUP BY region, store_id
+ORDER BY region, store_id";
+
+/// Response times from each vantage to the stores of each region on one day, every probe
+/// (a store's own probe has the vantage `unspecified`, shown as `self`): the matrix of
+/// "how fast is a store in B from A". Params: date.
+pub const VANTAGE_MATRIX: &str = "\
+SELECT
+    if(vantage_region = 'unspecified', 'self', toString(vantage_region)) AS vantage,
+    toString(region) AS region,
+    count() AS probes,
+    toUInt64(sum(up)) AS up,
+    toFloat64(quantileExact(0.5)(response_time_ms)) AS response_p50_ms,
+    toFloat64(quantileExact(0.95)(response_time_ms)) AS response_p95_ms,
+    toFloat64(quantileExact(0.99)(response_time_ms)) AS response_p99_ms,
+    toFloat64(quantileExact(0.5)(network_latency_ms)) AS latency_p50_ms,
+    toFloat64(quantileExact(0.95)(network_latency_ms)) AS latency_p95_ms,
+    toFloat64(quantileExact(0.95)(tls_handshake_ms)) AS tls_p95_ms,
+    toFloat64(quantileExact(0.95)(time_to_first_byte_ms)) AS ttfb_p95_ms,
+    toFloat64(if(countIf(bandwidth_bytes_per_second > 0) = 0, 0,
+        avgIf(bandwidth_bytes_per_second, bandwidth_bytes_per_second > 0))) AS bandwidth_avg_bps,
+    toUInt64(countIf(bandwidth_bytes_per_second > 0)) AS bandwidth_samples
+FROM probe_results FINAL
+WHERE toDate(occurred_at) = toDate(?)
+GROUP BY vantage, region
+ORDER BY vantage, region";
+
+/// Probes per store, target and minute from inside the store's region: the input of uptime
+/// as time (`uptime.rs`). Params: date.
+pub const UPTIME_MINUTES: &str = "\
+SELECT
+    toString(region) AS region,
+    store_id,
+    target,
+    toUInt32(toStartOfMinute(occurred_at)) AS minute,
+    count() AS probes,
+    toUInt64(sum(up)) AS up
+FROM probe_results FINAL
+WHERE toDate(occurred_at) = toDate(?) AND (vantage_region = 'unspecified' OR toString(vantage_region) = toString(region))
+GROUP BY region, store_id, target, minute
+ORDER BY region, store_id, target, minute";
 
 /// Probes per region and minute (Unix seconds of the minute's start), the input of
 /// incident detection: the SLO comparison happens in Rust so thresholds stay configuration,
@@ -82,16 +161,19 @@ SELECT
     toUInt64(sum(up)) AS up,
     toFloat64(quantileExact(0.95)(response_time_ms)) AS response_p95_ms
 FROM probe_results FINAL
-WHERE toDate(occurred_at) = toDate(?)
+WHERE toDate(occurred_at) = toDate(?) AND (vantage_region = 'unspecified' OR toString(vantage_region) = toString(region))
 GROUP BY region, minute
 ORDER BY region, minute";
 
-/// Funnel counts per seller, category and product on one day; the reporter sums these
-/// exactly into products, categories, sellers and the marketplace. Params: date.
+/// Funnel counts per seller, category, brand and product on one day; the reporter sums
+/// these exactly into products, categories (by id, the code only a label), brands, sellers
+/// and the marketplace. Params: date.
 pub const ITEMS: &str = "\
 SELECT
     seller_id,
+    category_id,
     category_code,
+    brand,
     product_id,
     countIf(type = 'view') AS views,
     countIf(type = 'cart') AS carts,
@@ -99,23 +181,25 @@ SELECT
     toUInt64(sumIf(quantity, type = 'purchase')) AS units
 FROM commerce_events FINAL
 WHERE toDate(occurred_at) = toDate(?)
-GROUP BY seller_id, category_code, product_id
-ORDER BY seller_id, category_code, product_id";
+GROUP BY seller_id, category_id, category_code, brand, product_id
+ORDER BY seller_id, category_id, category_code, brand, product_id";
 
-/// Purchase revenue per seller, category, product and currency on one day, as exact
+/// Purchase revenue per seller, category, brand, product and currency on one day, as exact
 /// decimal text. Params: date.
 pub const ITEM_REVENUE: &str = "\
 SELECT
     seller_id,
+    category_id,
     category_code,
+    brand,
     product_id,
     currency,
     toString(sum(toDecimal128(price, 9) * quantity)) AS revenue,
     count() AS purchases
 FROM commerce_events FINAL
 WHERE toDate(occurred_at) = toDate(?) AND type = 'purchase'
-GROUP BY seller_id, category_code, product_id, currency
-ORDER BY seller_id, category_code, product_id, currency";
+GROUP BY seller_id, category_id, category_code, brand, product_id, currency
+ORDER BY seller_id, category_id, category_code, brand, product_id, currency";
 
 /// Distinct users and sessions on one day. No `FINAL`: a duplicate row repeats a user and
 /// session already counted, which `uniqExact` ignores. Params: date.
@@ -184,6 +268,9 @@ pub const ALL: &[(&str, &str)] = &[
     ("revenue", REVENUE),
     ("stability", STABILITY),
     ("stability_by_target", STABILITY_BY_TARGET),
+    ("stability_by_store", STABILITY_BY_STORE),
+    ("vantage_matrix", VANTAGE_MATRIX),
+    ("uptime_minutes", UPTIME_MINUTES),
     ("minutes", MINUTES),
     ("items", ITEMS),
     ("item_revenue", ITEM_REVENUE),

@@ -9,12 +9,17 @@ use crate::{
     commerce::{Change, Ranking, Totals},
     incidents::{Incident, availability_pct},
     plan::Recommendation,
+    uptime::Uptime,
 };
 
 /// Bumped on any incompatible change of the JSON shape; otherwise fields are only added.
 /// 2: a change's `previous`, `delta` are null and `comparison` is `"no data"` when the
 /// previous day has no data.
-pub const SCHEMA_VERSION: u32 = 2;
+/// 3: categories are keyed by `category_id` (the code is a label, so products without a
+/// code are no longer one merged category); stability counts the probes from inside the
+/// store's region, with every vantage in `vantage_matrix`; `bandwidth_avg_bps` leaves out
+/// probes that did not measure it.
+pub const SCHEMA_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
 pub struct FunnelRow {
@@ -31,10 +36,11 @@ pub struct RevenueRow {
     pub purchases: u64,
 }
 
-/// Probe figures of a region and target (`*` for every target of the region).
+/// Probe figures of a region, store and target (`*` for every store or target).
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
 pub struct StabilityRow {
     pub region: String,
+    pub store_id: String,
     pub target: String,
     pub probes: u64,
     pub up: u64,
@@ -44,12 +50,15 @@ pub struct StabilityRow {
     pub latency_p50_ms: f64,
     pub latency_p95_ms: f64,
     pub latency_p99_ms: f64,
+    /// Average over the probes that measured bandwidth; 0 when none did.
     pub bandwidth_avg_bps: f64,
+    /// Probes that measured bandwidth (a probe without a payload URL reports 0).
+    pub bandwidth_samples: u64,
     pub cpu_load_avg: f64,
     pub cpu_load_max: f64,
 }
 
-/// Stability with availability derived from the probe counts.
+/// Stability with availability derived from the probe counts and uptime from the minutes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Stability {
     #[serde(flatten)]
@@ -58,10 +67,12 @@ pub struct Stability {
     pub availability_pct: f64,
     pub up_probes: u64,
     pub down_probes: u64,
+    /// Uptime as time (`uptime.rs`).
+    pub uptime: Uptime,
 }
 
-impl From<StabilityRow> for Stability {
-    fn from(row: StabilityRow) -> Self {
+impl Stability {
+    pub fn new(row: StabilityRow, uptime: Uptime) -> Stability {
         Stability {
             availability_pct: if row.probes == 0 {
                 0.0
@@ -70,6 +81,44 @@ impl From<StabilityRow> for Stability {
             },
             up_probes: row.up,
             down_probes: row.probes - row.up,
+            uptime,
+            row,
+        }
+    }
+}
+
+/// Probes from one vantage to the stores of one region (query `VANTAGE_MATRIX`).
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct VantageRow {
+    /// The prober's region, or `self` for a store's own probes.
+    pub vantage: String,
+    /// The stores' region.
+    pub region: String,
+    pub probes: u64,
+    pub up: u64,
+    pub response_p50_ms: f64,
+    pub response_p95_ms: f64,
+    pub response_p99_ms: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p95_ms: f64,
+    pub tls_p95_ms: f64,
+    pub ttfb_p95_ms: f64,
+    pub bandwidth_avg_bps: f64,
+    pub bandwidth_samples: u64,
+}
+
+/// A cell of the vantage × store-region matrix.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VantageCell {
+    #[serde(flatten)]
+    pub row: VantageRow,
+    pub availability_pct: f64,
+}
+
+impl From<VantageRow> for VantageCell {
+    fn from(row: VantageRow) -> Self {
+        VantageCell {
+            availability_pct: availability_pct(row.up, row.probes),
             row,
         }
     }
@@ -117,6 +166,10 @@ pub struct MarketplaceReport {
     pub stability: Vec<Stability>,
     /// Per region and probe target.
     pub stability_by_target: Vec<Stability>,
+    /// Per region and store.
+    pub stability_by_store: Vec<Stability>,
+    /// Every probe by where it was taken from and the region of the store it reached.
+    pub vantage_matrix: Vec<VantageCell>,
     pub slo: SloSettings,
     pub incidents: Vec<Incident>,
     pub commerce: Commerce,

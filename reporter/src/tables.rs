@@ -6,8 +6,21 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use crate::{
     commerce::{Change, Comparison, Line, Ranking, Totals},
     plan::Recommendation,
-    report::{FunnelRow, MarketplaceReport, RevenueRow, SellerReport, Stability},
+    report::{FunnelRow, MarketplaceReport, RevenueRow, SellerReport, Stability, VantageCell},
 };
+
+/// The text of a figure nobody measured (bandwidth without a payload URL), the same in CSV
+/// and HTML.
+pub const NOT_MEASURED: &str = "not measured";
+
+/// A bandwidth average, or [`NOT_MEASURED`] when no probe measured it.
+fn bandwidth(avg_bps: f64, samples: u64) -> String {
+    if samples == 0 {
+        NOT_MEASURED.to_owned()
+    } else {
+        fixed(avg_bps, 0)
+    }
+}
 
 /// A table of text cells.
 #[derive(Clone, Debug, PartialEq)]
@@ -113,11 +126,17 @@ fn stability(name: &str, title: &str, rows: &[Stability]) -> Table {
         title,
         &[
             "region",
+            "store_id",
             "target",
             "probes",
             "up",
             "down",
             "availability_pct",
+            "uptime_pct",
+            "observed_minutes",
+            "downtime_minutes",
+            "outages",
+            "mttr_minutes",
             "response_p50_ms",
             "response_p95_ms",
             "response_p99_ms",
@@ -131,22 +150,70 @@ fn stability(name: &str, title: &str, rows: &[Stability]) -> Table {
         rows.iter()
             .map(|s| {
                 let r = &s.row;
+                let u = &s.uptime;
                 vec![
                     r.region.clone(),
+                    r.store_id.clone(),
                     r.target.clone(),
                     r.probes.to_string(),
                     s.up_probes.to_string(),
                     s.down_probes.to_string(),
                     fixed(s.availability_pct, 3),
+                    fixed(u.uptime_pct, 3),
+                    u.observed_minutes.to_string(),
+                    u.downtime_minutes.to_string(),
+                    u.outages.to_string(),
+                    fixed(u.mttr_minutes, 1),
                     fixed(r.response_p50_ms, 1),
                     fixed(r.response_p95_ms, 1),
                     fixed(r.response_p99_ms, 1),
                     fixed(r.latency_p50_ms, 1),
                     fixed(r.latency_p95_ms, 1),
                     fixed(r.latency_p99_ms, 1),
-                    fixed(r.bandwidth_avg_bps, 0),
+                    bandwidth(r.bandwidth_avg_bps, r.bandwidth_samples),
                     fixed(r.cpu_load_avg, 3),
                     fixed(r.cpu_load_max, 3),
+                ]
+            })
+            .collect(),
+    )
+}
+
+fn vantage_matrix(cells: &[VantageCell]) -> Table {
+    Table::new(
+        "vantage_matrix",
+        "Response times from each vantage to each store region",
+        &[
+            "vantage",
+            "store_region",
+            "probes",
+            "availability_pct",
+            "response_p50_ms",
+            "response_p95_ms",
+            "response_p99_ms",
+            "latency_p50_ms",
+            "latency_p95_ms",
+            "tls_p95_ms",
+            "ttfb_p95_ms",
+            "bandwidth_avg_bps",
+        ],
+        cells
+            .iter()
+            .map(|c| {
+                let r = &c.row;
+                vec![
+                    r.vantage.clone(),
+                    r.region.clone(),
+                    r.probes.to_string(),
+                    fixed(c.availability_pct, 3),
+                    fixed(r.response_p50_ms, 1),
+                    fixed(r.response_p95_ms, 1),
+                    fixed(r.response_p99_ms, 1),
+                    fixed(r.latency_p50_ms, 1),
+                    fixed(r.latency_p95_ms, 1),
+                    fixed(r.tls_p95_ms, 1),
+                    fixed(r.ttfb_p95_ms, 1),
+                    bandwidth(r.bandwidth_avg_bps, r.bandwidth_samples),
                 ]
             })
             .collect(),
@@ -191,10 +258,14 @@ fn totals(t: &Totals, currency: &str) -> Table {
 fn ranking(r: &Ranking) -> Table {
     let title = r.name.replace('_', " ");
     let line = |l: &Line| {
+        let opt = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
         vec![
             l.key.clone(),
+            opt(l.category_id),
             l.category_code.clone(),
-            l.seller_id.map_or(String::new(), |s| s.to_string()),
+            l.brand.clone().unwrap_or_default(),
+            opt(l.seller_id),
+            opt(l.products),
             l.views.to_string(),
             l.carts.to_string(),
             l.purchases.to_string(),
@@ -215,8 +286,11 @@ fn ranking(r: &Ranking) -> Table {
         &title,
         &[
             "key",
+            "category_id",
             "category_code",
+            "brand",
             "seller_id",
+            "products",
             "views",
             "carts",
             "purchases",
@@ -308,6 +382,12 @@ pub fn marketplace(r: &MarketplaceReport) -> Vec<Table> {
             "Stability by region and probe target",
             &r.stability_by_target,
         ),
+        stability(
+            "stability_by_store",
+            "Stability by store",
+            &r.stability_by_store,
+        ),
+        vantage_matrix(&r.vantage_matrix),
         Table::new(
             "incidents",
             "Incidents",

@@ -1,12 +1,19 @@
 //! Each rule of [`RULES`] with a case that fires it and one that does not.
 
 use super::*;
-use crate::{commerce::Sales, money::Rates};
+use crate::{
+    commerce::{LineOf, Sales},
+    money::Rates,
+    report::{VantageCell, VantageRow},
+};
 
 /// Owned data behind a [`PlanInput`].
 #[derive(Default)]
 struct Fixture {
     regions: Vec<RegionHealth>,
+    vantages: Vec<VantageCell>,
+    views: u64,
+    view_to_purchase: f64,
     products: Vec<Line>,
     categories: Vec<Line>,
     previous_categories: Vec<Line>,
@@ -19,6 +26,9 @@ impl Fixture {
             date: "2026-01-15",
             previous_date: "2026-01-14",
             regions: &self.regions,
+            vantages: &self.vantages,
+            views: self.views,
+            view_to_purchase: self.view_to_purchase,
             products: &self.products,
             categories: &self.categories,
             previous_categories: &self.previous_categories,
@@ -34,7 +44,75 @@ fn region(availability_pct: f64, response_p95_ms: f64, cpu_load_max: f64) -> Vec
         availability_pct,
         response_p95_ms,
         cpu_load_max,
+        bandwidth_avg_bps: 100_000_000.0,
+        bandwidth_samples: 10,
     }]
+}
+
+fn bandwidth(bandwidth_avg_bps: f64, bandwidth_samples: u64) -> Vec<RegionHealth> {
+    let mut r = region(100.0, 100.0, 0.5);
+    r[0].bandwidth_avg_bps = bandwidth_avg_bps;
+    r[0].bandwidth_samples = bandwidth_samples;
+    r
+}
+
+/// A vantage × region cell with `latency_p95_ms`.
+fn cell(vantage: &str, region: &str, latency_p95_ms: f64) -> VantageCell {
+    VantageRow {
+        vantage: vantage.into(),
+        region: region.into(),
+        probes: 10,
+        up: 10,
+        response_p50_ms: 0.0,
+        response_p95_ms: 0.0,
+        response_p99_ms: 0.0,
+        latency_p50_ms: 0.0,
+        latency_p95_ms,
+        tls_p95_ms: 0.0,
+        ttfb_p95_ms: 0.0,
+        bandwidth_avg_bps: 0.0,
+        bandwidth_samples: 0,
+    }
+    .into()
+}
+
+/// A category line with an id, `views`, `purchases` and `products`.
+fn category(id: u64, views: u64, purchases: u64, products: u64) -> Line {
+    let s = Sales {
+        views,
+        carts: purchases,
+        purchases,
+        units: purchases,
+        ..Sales::default()
+    };
+    let of = LineOf {
+        key: id.to_string(),
+        category_id: Some(id),
+        // category 6 has no code
+        category_code: if id == 6 {
+            String::new()
+        } else {
+            format!("c{id}")
+        },
+        products: Some(products),
+        ..LineOf::default()
+    };
+    Line::new(of, &s, &Rates::default()).unwrap()
+}
+
+/// Categories 1..=4 with 10 products each, 1,000 views and 2 % conversion; the marketplace
+/// totals are theirs plus `extra`'s.
+fn categories(extra: Line) -> Fixture {
+    let mut lines: Vec<Line> = (1..=4).map(|i| category(i, 1_000, 20, 10)).collect();
+    lines.push(extra);
+    let views: u64 = lines.iter().map(|l| l.views).sum();
+    let purchases: u64 = lines.iter().map(|l| l.purchases).sum();
+    Fixture {
+        categories: lines,
+        views,
+        view_to_purchase: purchases as f64 / views as f64,
+        ..Default::default()
+    }
 }
 
 /// A product or category line with `views`, `purchases` and `eur` of revenue.
@@ -49,7 +127,13 @@ fn line(key: &str, views: u64, purchases: u64, eur: i128) -> Line {
     if eur > 0 {
         s.revenue.insert("EUR".into(), eur * 1_000_000_000);
     }
-    Line::new(key.into(), "c", Some(1), &s, &Rates::default()).unwrap()
+    let of = LineOf {
+        key: key.into(),
+        category_code: "c".into(),
+        seller_id: Some(1),
+        ..LineOf::default()
+    };
+    Line::new(of, &s, &Rates::default()).unwrap()
 }
 
 /// Ten products with 100 to 109 views converting at 10 % to 17 %, plus `extra`.
@@ -201,7 +285,121 @@ fn cases() -> Vec<(&'static str, &'static str, Fixture, usize)> {
             },
             0,
         ),
+        (
+            "vantage_latency",
+            "two slow cells from one vantage, one from another",
+            Fixture {
+                vantages: vec![
+                    cell("europe", "asia", 210.0),
+                    cell("europe", "america", 151.0),
+                    cell("america", "asia", 160.0),
+                    cell("asia", "asia", 30.0),
+                ],
+                ..Default::default()
+            },
+            2,
+        ),
+        (
+            "vantage_latency",
+            "slow only from the store itself or its own region, or on the threshold",
+            Fixture {
+                vantages: vec![
+                    cell("self", "asia", 400.0),
+                    cell("asia", "asia", 400.0),
+                    cell("europe", "asia", 150.0),
+                ],
+                ..Default::default()
+            },
+            0,
+        ),
+        (
+            "network_capacity",
+            "bandwidth below the threshold",
+            Fixture {
+                regions: bandwidth(10_000_000.0, 5),
+                ..Default::default()
+            },
+            1,
+        ),
+        (
+            "network_capacity",
+            "bandwidth not measured",
+            Fixture {
+                regions: bandwidth(0.0, 0),
+                ..Default::default()
+            },
+            0,
+        ),
+        (
+            "promote_category",
+            "a category converting at 4 % against 2.3 %",
+            categories(category(5, 1_000, 40, 10)),
+            1,
+        ),
+        (
+            "promote_category",
+            "converting well on too few views",
+            categories(category(5, 99, 40, 10)),
+            0,
+        ),
+        (
+            "introduce_products",
+            "3,000 views over 3 products",
+            categories(category(5, 3_000, 60, 3)),
+            1,
+        ),
+        (
+            "introduce_products",
+            "the same demand over a full assortment",
+            categories(category(5, 3_000, 60, 30)),
+            0,
+        ),
     ]
+}
+
+#[test]
+fn new_rules_cite_what_fired_them() {
+    let f = Fixture {
+        vantages: vec![
+            cell("america", "asia", 160.0),
+            cell("europe", "asia", 210.0),
+            cell("europe", "america", 151.0),
+        ],
+        ..Default::default()
+    };
+    let got = vantage_latency(&f.input(), &PlanConfig::default());
+    assert_eq!(got[0].subject, "europe", "the slowest vantage first");
+    assert_eq!(got[0].action, "add a CDN / edge in europe");
+    assert_eq!(
+        got[0].evidence,
+        [
+            evidence("latency_p95_ms_to_asia", 210.0, 150.0, "2026-01-15"),
+            evidence("latency_p95_ms_to_america", 151.0, 150.0, "2026-01-15"),
+        ]
+    );
+    let f = categories(category(6, 3_000, 60, 3));
+    let got = introduce_products(&f.input(), &PlanConfig::default());
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].subject, "category id 6", "no code: named by its id");
+    // 7,000 views over 43 products, × 1.5; 43 / 5 × 0.8
+    assert_eq!(
+        got[0].evidence,
+        [
+            evidence(
+                "views_per_product",
+                1_000.0,
+                7_000.0 / 43.0 * 1.5,
+                "2026-01-15"
+            ),
+            evidence("view_to_purchase", 0.02, 140.0 / 7_000.0, "2026-01-15"),
+            evidence("products", 3.0, 43.0 / 5.0 * 0.8, "2026-01-15"),
+        ]
+    );
+    let got = promote_category(
+        &categories(category(5, 1_000, 40, 10)).input(),
+        &PlanConfig::default(),
+    );
+    assert_eq!(got[0].subject, "category c5 (id 5)");
 }
 
 #[test]

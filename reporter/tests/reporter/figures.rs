@@ -57,8 +57,32 @@ async fn report_figures_equal_the_exact_truth_despite_duplicates() {
             [0.5, 0.95, 0.99].map(|q| quantile_exact(&latency, q)),
             "{what}"
         );
-        let bandwidth = mine.iter().map(|p| p.bandwidth as f64).sum::<f64>() / mine.len() as f64;
+        // probes that measured no bandwidth (0) are left out of its average
+        let measured: Vec<f64> = mine
+            .iter()
+            .filter(|p| p.bandwidth > 0)
+            .map(|p| p.bandwidth as f64)
+            .collect();
+        assert!(
+            measured.len() < mine.len(),
+            "{what}: some probes measured none"
+        );
+        assert_eq!(s.row.bandwidth_samples, measured.len() as u64, "{what}");
+        let bandwidth = measured.iter().sum::<f64>() / measured.len() as f64;
         assert!((s.row.bandwidth_avg_bps - bandwidth).abs() < 1e-6, "{what}");
+        // one probe per target and second over five minutes, a few down but never most of
+        // a minute's: every minute observed is up
+        let targets = if s.row.target == "*" { 2 } else { 1 };
+        assert_eq!(
+            (
+                s.uptime.observed_minutes,
+                s.uptime.up_minutes,
+                s.uptime.outages
+            ),
+            (5 * targets, 5 * targets, 0),
+            "{what}"
+        );
+        assert_eq!(s.uptime.uptime_pct, 100.0, "{what}");
         let load_avg = mine.iter().map(|p| p.load).sum::<f64>() / mine.len() as f64;
         assert!((s.row.cpu_load_avg - load_avg).abs() < 1e-9, "{what}");
         assert_eq!(
@@ -67,6 +91,39 @@ async fn report_figures_equal_the_exact_truth_despite_duplicates() {
             "{what}"
         );
     }
+
+    // one store per region: its row is the region's
+    assert_eq!(report.stability_by_store.len(), 3);
+    for (store, region) in report.stability_by_store.iter().zip(&report.stability) {
+        assert_eq!(store.row.store_id, "s1");
+        assert_eq!(
+            (
+                store.row.region.as_str(),
+                store.row.probes,
+                store.row.response_p95_ms
+            ),
+            (
+                region.row.region.as_str(),
+                region.row.probes,
+                region.row.response_p95_ms
+            )
+        );
+        assert_eq!(store.uptime, region.uptime);
+    }
+    // every probe is a store's own: the matrix has one row per region, vantage `self`
+    let matrix: Vec<(&str, &str, u64)> = report
+        .vantage_matrix
+        .iter()
+        .map(|c| (c.row.vantage.as_str(), c.row.region.as_str(), c.row.probes))
+        .collect();
+    assert_eq!(
+        matrix,
+        [
+            ("self", "america", 100),
+            ("self", "asia", 100),
+            ("self", "europe", 100)
+        ]
+    );
 
     // incidents: Europe's slow minute, Asia's two minutes with a probe down, merged
     let windows: Vec<(&str, u32, u32)> = report
@@ -139,9 +196,22 @@ async fn report_figures_equal_the_exact_truth_despite_duplicates() {
     };
     assert_eq!(ranking("top_products_by_revenue"), ["2", "1", "4", "3"]);
     assert_eq!(ranking("top_products_by_views"), ["1", "3", "2", "4"]);
+    let bottom = &report
+        .commerce
+        .rankings
+        .iter()
+        .find(|r| r.name == "bottom_categories_by_revenue")
+        .unwrap()
+        .rows[0];
     assert_eq!(
-        ranking("bottom_categories_by_revenue")[0],
-        "<b>books</b> & co"
+        (bottom.key.as_str(), bottom.category_code.as_str()),
+        (
+            fixture::category_id("<b>books</b> & co")
+                .to_string()
+                .as_str(),
+            "<b>books</b> & co"
+        ),
+        "categories by id, labelled by code"
     );
     let views = report
         .commerce
@@ -157,11 +227,19 @@ async fn report_figures_equal_the_exact_truth_despite_duplicates() {
         .iter()
         .map(|r| (r.rule.clone(), r.subject.clone()))
         .collect();
+    let expand = format!(
+        "category electronics.phone (id {})",
+        fixture::category_id("electronics.phone")
+    );
     let expected: BTreeSet<(String, String)> = [
         ("region_slo", "asia"),
         ("region_slo", "europe"),
         ("region_load", "asia"),
-        ("expand_assortment", "category electronics.phone"),
+        ("expand_assortment", expand.as_str()),
+        // every fixture probe measures 1 MB/s, below the 12.5 MB/s default
+        ("network_capacity", "america"),
+        ("network_capacity", "asia"),
+        ("network_capacity", "europe"),
         ("discontinue", "product 3"),
         ("promote", "product 2"),
         ("promote", "product 1"),

@@ -54,6 +54,13 @@ pub struct Sale {
     pub session: String,
 }
 
+/// A category's id, derived from its code so that each code of the fixture has its own.
+pub fn category_id(code: &str) -> u64 {
+    code.bytes()
+        .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+        % 1_000_000
+}
+
 pub fn region_code(region: &str) -> i8 {
     match region {
         "europe" => 1,
@@ -97,7 +104,12 @@ pub fn probes() -> Vec<Probe> {
                         100 + (i * 37 + minute * 11) % 200
                     },
                     latency_ms: 10 + (i * 13 + minute) % 40,
-                    bandwidth: 1_000_000 + u64::from(i) * 1_000,
+                    // every fifth probe has no payload URL: bandwidth not measured
+                    bandwidth: if i % 5 == 4 {
+                        0
+                    } else {
+                        1_000_000 + u64::from(i) * 1_000
+                    },
                     load: if region == "asia" && minute == 4 && i == 3 {
                         0.9
                     } else {
@@ -222,7 +234,7 @@ pub async fn insert(client: &clickhouse::Client, probes: &[Probe], sales: &[Sale
                     store_id: s.store,
                     r#type: kind_code(s.kind),
                     product_id: s.product,
-                    category_id: 1,
+                    category_id: category_id(s.category),
                     category_code: s.category,
                     brand: "b",
                     seller_id: s.seller,

@@ -15,6 +15,8 @@ use crate::fixture::{self, DAY};
 const MARKETPLACE_TABLES: &[&str] = &[
     "stability",
     "stability_by_target",
+    "stability_by_store",
+    "vantage_matrix",
     "incidents",
     "region_changes",
     "funnel",
@@ -31,11 +33,13 @@ fn expected_keys(sellers: &[u64]) -> BTreeSet<String> {
     let rankings: Vec<String> = ["top", "bottom"]
         .iter()
         .flat_map(|d| {
-            ["products", "categories"].iter().flat_map(move |e| {
-                ["revenue", "views", "conversion"]
-                    .iter()
-                    .map(move |m| format!("{d}_{e}_by_{m}"))
-            })
+            ["products", "categories", "brands"]
+                .iter()
+                .flat_map(move |e| {
+                    ["revenue", "views", "conversion"]
+                        .iter()
+                        .map(move |m| format!("{d}_{e}_by_{m}"))
+                })
         })
         .collect();
     let mut keys = BTreeSet::new();
