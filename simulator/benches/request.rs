@@ -54,7 +54,7 @@ fn drafted(c: &mut Criterion) {
 
     let (mut t, mut tally) = (truth(), Tally::default());
     g.bench_function("truth", |b| {
-        b.iter(|| t.accept_drafts(&mut tally, &sample.model, stores[0].region, &sample.drafts))
+        b.iter(|| t.accept_drafts(&mut tally, &sample.model, &stores[0], &sample.drafts))
     });
 
     let mut generator = Generator::new(42, TIME_BASE);
@@ -65,12 +65,7 @@ fn drafted(c: &mut Criterion) {
             next += 1;
             let store = &stores[next % stores.len()];
             let generated = Generated::new(&mut generator, store, BATCH);
-            t.accept_drafts(
-                &mut tally,
-                &generated.model,
-                store.region,
-                &generated.drafts,
-            );
+            t.accept_drafts(&mut tally, &generated.model, store, &generated.drafts);
             black_box(generated.encoded)
         })
     });

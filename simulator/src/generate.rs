@@ -142,6 +142,8 @@ pub enum Body {
     Probe {
         /// Index into the scenario's `probes.targets`.
         target: usize,
+        /// Where the probe was taken from; `None` for the store's own probe.
+        vantage: Option<Region>,
         up: bool,
         status_code: u32,
         response_time_ms: u32,
@@ -200,6 +202,7 @@ impl Model {
             }
             Body::Probe {
                 target,
+                vantage,
                 up,
                 status_code,
                 response_time_ms,
@@ -208,6 +211,7 @@ impl Model {
                 cpu_load,
             } => Payload::Probe(ProbeResult {
                 target: self.target(target).to_owned(),
+                vantage_region: vantage.map_or(0, |v| v.to_proto() as i32),
                 up,
                 status_code,
                 response_time_ms,
@@ -485,8 +489,11 @@ impl Generator {
 
     fn probe(&mut self, store: usize, region: Region, offset_s: f64) -> Body {
         let scenario = &self.model.scenario;
-        let target = self.stores[store].next_target % scenario.probes.targets.len();
+        let probe = self.stores[store].next_target;
+        let target = probe % scenario.probes.targets.len();
         self.stores[store].next_target += 1;
+        let vantage = scenario.vantage(probe);
+        let distance = scenario.cross_region_ms(vantage, region);
         let profile = scenario.region(region);
         let effect = scenario.effect(region, &scenario.probes.targets[target], offset_s);
         let reachable = self.rng.random::<f64>() < profile.availability;
@@ -506,10 +513,12 @@ impl Generator {
         let load = self.rng.random_range(profile.load.min..profile.load.max);
         Body::Probe {
             target,
+            vantage,
             up,
             status_code,
-            response_time_ms: (response as f64 * effect.latency_factor).round() as u32,
-            network_latency_ms: network,
+            // the request crosses the distance once more after the connection
+            response_time_ms: (response as f64 * effect.latency_factor).round() as u32 + distance,
+            network_latency_ms: network + distance,
             bandwidth_bytes_per_second: bandwidth,
             cpu_load: effect.load_floor.map_or(load, |floor| load.max(floor)),
         }

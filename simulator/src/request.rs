@@ -257,6 +257,7 @@ fn money<O: Out>(o: &mut O, currency: &[u8], p: &Product) {
 fn probe<O: Out>(o: &mut O, model: &Model, body: &Body) {
     let Body::Probe {
         target,
+        vantage,
         up,
         status_code,
         response_time_ms,
@@ -274,6 +275,7 @@ fn probe<O: Out>(o: &mut O, model: &Model, body: &Body) {
     uint(o, 5, u64::from(network_latency_ms));
     uint(o, 6, bandwidth_bytes_per_second);
     double(o, 7, cpu_load);
+    uint(o, 8, vantage.map_or(0, |v| v.to_proto() as u64));
 }
 
 /// `s-` and 16 lowercase hex digits, as [`crate::generate::session_id`] writes it, on the

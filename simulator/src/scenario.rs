@@ -83,7 +83,27 @@ pub struct Probes {
     /// Or this many probes per store per simulated second.
     pub per_store_per_second: Option<f64>,
     pub targets: Vec<String>,
+    /// Where probes are taken from, in turn: `self` (the store's own probe, no vantage
+    /// region) or a region, as a prober of that region would. Default: `["self"]`.
+    #[serde(default = "self_vantage")]
+    pub vantages: Vec<String>,
+    /// Extra milliseconds of network latency (and of response time) between two regions,
+    /// keyed `europe-asia` (either order); pairs left out use [`DEFAULT_CROSS_REGION_MS`].
+    #[serde(default)]
+    pub cross_region_ms: BTreeMap<String, u32>,
 }
+
+fn self_vantage() -> Vec<String> {
+    vec!["self".to_owned()]
+}
+
+/// Round trips between the regions' data centres, roughly as public cloud latency tables
+/// show them: Europe–America 80 ms, America–Asia 140 ms, Europe–Asia 160 ms.
+pub const DEFAULT_CROSS_REGION_MS: [(Region, Region, u32); 3] = [
+    (Region::Europe, Region::America, 80),
+    (Region::America, Region::Asia, 140),
+    (Region::Europe, Region::Asia, 160),
+];
 
 /// How probes are scheduled, resolved from [`Probes`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -253,6 +273,22 @@ impl Scenario {
         }
         s.probe_schedule()?;
         ensure!(!s.probes.targets.is_empty(), "probes.targets is empty");
+        ensure!(!s.probes.vantages.is_empty(), "probes.vantages is empty");
+        for v in &s.probes.vantages {
+            ensure!(
+                v == "self" || v.parse::<Region>().is_ok(),
+                "probes.vantages: {v:?} is neither \"self\" nor a region"
+            );
+        }
+        for pair in s.probes.cross_region_ms.keys() {
+            let ok = pair
+                .split_once('-')
+                .is_some_and(|(a, b)| a.parse::<Region>().is_ok() && b.parse::<Region>().is_ok());
+            ensure!(
+                ok,
+                "probes.cross_region_ms: {pair:?} is not two regions joined by '-'"
+            );
+        }
         for region in Region::ALL {
             let Some(p) = s.regions.get(region.as_str()) else {
                 bail!("regions.{region} is missing");
@@ -315,6 +351,28 @@ impl Scenario {
                 "probes: set exactly one of every_n_events (> 0) or per_store_per_second (> 0)"
             ),
         }
+    }
+
+    /// The vantage of probe number `i` of a store: `None` for the store's own probe.
+    pub fn vantage(&self, i: usize) -> Option<Region> {
+        let v = &self.probes.vantages[i % self.probes.vantages.len()];
+        v.parse().ok()
+    }
+
+    /// Extra milliseconds a probe from `vantage` to a store in `region` takes on the network.
+    pub fn cross_region_ms(&self, vantage: Option<Region>, region: Region) -> u32 {
+        let Some(v) = vantage.filter(|v| *v != region) else {
+            return 0;
+        };
+        let configured = [format!("{v}-{region}"), format!("{region}-{v}")]
+            .iter()
+            .find_map(|k| self.probes.cross_region_ms.get(k).copied());
+        configured.unwrap_or_else(|| {
+            DEFAULT_CROSS_REGION_MS
+                .iter()
+                .find(|(a, b, _)| (*a, *b) == (v, region) || (*b, *a) == (v, region))
+                .map_or(0, |(.., ms)| *ms)
+        })
     }
 
     /// The profile of `region`; [`Scenario::parse`] made sure every region has one.

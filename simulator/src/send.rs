@@ -62,12 +62,9 @@ impl Pending {
         let accepted = (0..self.batch.len()).filter(move |&i| bad.next_if_eq(&i).is_none());
         match &self.events {
             Events::Built(events) => accepted.for_each(|i| truth.accept(&events[i])),
-            Events::Generated(g) => truth.accept_drafts(
-                tally,
-                &g.model,
-                store.region,
-                accepted.map(|i| &g.drafts[i]),
-            ),
+            Events::Generated(g) => {
+                truth.accept_drafts(tally, &g.model, store, accepted.map(|i| &g.drafts[i]))
+            }
         }
     }
 }

@@ -9,7 +9,10 @@ use pipeline::{
 };
 use serde::Serialize;
 
-use crate::generate::{Body, Draft, Model};
+use crate::{
+    fleet::Store,
+    generate::{Body, Draft, Model},
+};
 
 /// Counts of one funnel.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -33,6 +36,18 @@ pub struct Probes {
     pub response_times_ms: Vec<u32>,
     /// Every network latency, for exact quantiles.
     pub network_latencies_ms: Vec<u32>,
+    /// Sum and count of the bandwidths measured (a probe reporting 0 measured none).
+    pub bandwidth_sum: u128,
+    pub bandwidth_samples: u64,
+}
+
+/// One probe's figures, as [`Probes::add`] records them.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    pub up: bool,
+    pub response_time_ms: u32,
+    pub network_latency_ms: u32,
+    pub bandwidth_bytes_per_second: u64,
 }
 
 /// Exact quantiles of a set of milliseconds, computed as ClickHouse's `quantileExact` does.
@@ -77,11 +92,60 @@ impl Probes {
         (self.probes > 0).then(|| self.up as f64 / self.probes as f64)
     }
 
-    fn add(&mut self, up: bool, response_time_ms: u32, network_latency_ms: u32) {
+    /// Average of the measured bandwidths; `None` when no probe measured one.
+    pub fn bandwidth_avg(&self) -> Option<f64> {
+        (self.bandwidth_samples > 0)
+            .then(|| self.bandwidth_sum as f64 / self.bandwidth_samples as f64)
+    }
+
+    fn add(&mut self, s: Sample) {
         self.probes += 1;
-        self.up += up as u64;
-        self.response_times_ms.push(response_time_ms);
-        self.network_latencies_ms.push(network_latency_ms);
+        self.up += s.up as u64;
+        self.response_times_ms.push(s.response_time_ms);
+        self.network_latencies_ms.push(s.network_latency_ms);
+        if s.bandwidth_bytes_per_second > 0 {
+            self.bandwidth_sum += u128::from(s.bandwidth_bytes_per_second);
+            self.bandwidth_samples += 1;
+        }
+    }
+}
+
+/// Uptime as time of one series or a sum of series, by the rules of the reporter's
+/// `uptime.rs`, computed here again from what the gateway acknowledged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct UptimeMinutes {
+    pub observed: u64,
+    pub up: u64,
+    pub down: u64,
+    pub outages: u64,
+}
+
+impl UptimeMinutes {
+    /// From one series' minutes: minute start → (probes, up), in time order.
+    pub fn of_series(minutes: &BTreeMap<i64, (u64, u64)>) -> UptimeMinutes {
+        let mut u = UptimeMinutes::default();
+        let mut previous_down = false;
+        for &(probes, up) in minutes.values() {
+            let down = 2 * up < probes;
+            u.observed += 1;
+            if down {
+                u.down += 1;
+                u.outages += u64::from(!previous_down);
+            } else {
+                u.up += 1;
+            }
+            previous_down = down;
+        }
+        u
+    }
+
+    pub fn plus(self, o: UptimeMinutes) -> UptimeMinutes {
+        UptimeMinutes {
+            observed: self.observed + o.observed,
+            up: self.up + o.up,
+            down: self.down + o.down,
+            outages: self.outages + o.outages,
+        }
     }
 }
 
@@ -112,6 +176,9 @@ pub struct Tally {
     touched: Vec<usize>,
     /// `region/target` of every region and target, indexed region-major.
     probe_keys: Vec<String>,
+    /// `vantage/region` of every vantage (`self` first, then the regions) and region,
+    /// indexed vantage-major.
+    vantage_keys: Vec<String>,
 }
 
 /// A funnel's counts for one product and one currency.
@@ -151,11 +218,27 @@ pub struct Truth {
     pub failed: u64,
     pub total: Funnel,
     pub by_product: BTreeMap<u64, Funnel>,
-    pub by_category: BTreeMap<String, Funnel>,
+    /// By category id: products without a code are not one category.
+    pub by_category: BTreeMap<u64, Funnel>,
+    /// By brand, "" for products without one.
+    pub by_brand: BTreeMap<String, Funnel>,
+    /// The products of each category id that had any event: its visible assortment.
+    #[serde(skip)]
+    pub products_by_category: BTreeMap<u64, std::collections::BTreeSet<u64>>,
     pub by_region: BTreeMap<String, Funnel>,
+    /// The probes taken from inside the store's region (the store's own, or from a vantage
+    /// in its region), as the report's stability figures count them.
     pub probes_by_region: BTreeMap<String, Probes>,
-    /// Keyed `region/target`, e.g. `asia/checkout`.
+    /// Keyed `region/target`, e.g. `asia/checkout`; inside the region, as above.
     pub probes_by_target: BTreeMap<String, Probes>,
+    /// Keyed `region/store`; inside the region, as above.
+    pub probes_by_store: BTreeMap<String, Probes>,
+    /// Every probe, keyed `vantage/region` (`self/asia` for an Asian store's own probes).
+    pub probes_by_vantage: BTreeMap<String, Probes>,
+    /// Inside-the-region probes per `region/store/target` and minute start (Unix seconds):
+    /// (probes, up). The input of uptime as time.
+    #[serde(skip)]
+    pub probe_minutes: BTreeMap<String, BTreeMap<i64, (u64, u64)>>,
     /// Ids of every acknowledged event, in acknowledgement order.
     #[serde(skip)]
     pub accepted_ids: Vec<String>,
@@ -203,24 +286,46 @@ impl Truth {
                         m.units as i128 * 1_000_000_000 + m.nanos as i128,
                     )
                 });
+                self.products_by_category
+                    .entry(c.category_id)
+                    .or_default()
+                    .insert(c.product_id);
                 for funnel in [
                     &mut self.total,
                     self.by_product.entry(c.product_id).or_default(),
-                    slot(&mut self.by_category, &c.category_code),
+                    self.by_category.entry(c.category_id).or_default(),
+                    slot(&mut self.by_brand, &c.brand),
                     slot(&mut self.by_region, region),
                 ] {
                     funnel.add(kind, c.quantity, currency, nanos);
                 }
             }
             Some(Payload::Probe(p)) => {
-                for probes in [
-                    slot(&mut self.probes_by_region, region),
-                    slot(
-                        &mut self.probes_by_target,
-                        &format!("{region}/{}", p.target),
-                    ),
-                ] {
-                    probes.add(p.up, p.response_time_ms, p.network_latency_ms);
+                let sample = Sample {
+                    up: p.up,
+                    response_time_ms: p.response_time_ms,
+                    network_latency_ms: p.network_latency_ms,
+                    bandwidth_bytes_per_second: p.bandwidth_bytes_per_second,
+                };
+                let vantage = Region::from_proto(p.vantage_region).map_or("self", Region::as_str);
+                slot(&mut self.probes_by_vantage, &format!("{vantage}/{region}")).add(sample);
+                if vantage == "self" || vantage == region {
+                    for probes in [
+                        slot(&mut self.probes_by_region, region),
+                        slot(
+                            &mut self.probes_by_target,
+                            &format!("{region}/{}", p.target),
+                        ),
+                        slot(
+                            &mut self.probes_by_store,
+                            &format!("{region}/{}", event.store_id),
+                        ),
+                    ] {
+                        probes.add(sample);
+                    }
+                    let seconds = event.occurred_at.as_ref().map_or(0, |t| t.seconds);
+                    let series = format!("{region}/{}/{}", event.store_id, p.target);
+                    minute(slot(&mut self.probe_minutes, &series), seconds, p.up);
                 }
             }
             None => {}
@@ -236,9 +341,10 @@ impl Truth {
         &mut self,
         tally: &mut Tally,
         model: &Model,
-        region: Region,
+        store: &Store,
         drafts: impl IntoIterator<Item = &'a Draft>,
     ) {
+        let region = store.region;
         tally
             .products
             .resize(model.catalog.len(), Counts::default());
@@ -251,7 +357,22 @@ impl Truth {
                 })
                 .collect();
         }
+        if tally.vantage_keys.is_empty() {
+            tally.vantage_keys = std::iter::once("self")
+                .chain(Region::ALL.iter().map(|r| r.as_str()))
+                .flat_map(|v| Region::ALL.iter().map(move |r| format!("{v}/{r}")))
+                .collect();
+        }
         let targets = model.scenario.probes.targets.len();
+        // keys of this request's store, made once per request rather than per probe
+        let store_key = format!("{region}/{}", store.id);
+        let series_keys: Vec<String> = model
+            .scenario
+            .probes
+            .targets
+            .iter()
+            .map(|t| format!("{store_key}/{t}"))
+            .collect();
         let region_index = Region::ALL
             .iter()
             .position(|&r| r == region)
@@ -283,19 +404,37 @@ impl Truth {
                 // in event order, so the samples are as `accept` would have pushed them
                 Body::Probe {
                     target,
+                    vantage,
                     up,
                     response_time_ms,
                     network_latency_ms,
+                    bandwidth_bytes_per_second,
                     ..
                 } => {
-                    for probes in [
-                        slot(&mut self.probes_by_region, region_name),
-                        slot(
-                            &mut self.probes_by_target,
-                            &tally.probe_keys[region_index * targets + target],
-                        ),
-                    ] {
-                        probes.add(up, response_time_ms, network_latency_ms);
+                    let sample = Sample {
+                        up,
+                        response_time_ms,
+                        network_latency_ms,
+                        bandwidth_bytes_per_second,
+                    };
+                    let vantage_index = vantage.map_or(0, |v| {
+                        1 + Region::ALL.iter().position(|&r| r == v).expect("a region")
+                    });
+                    let key = &tally.vantage_keys[vantage_index * Region::ALL.len() + region_index];
+                    slot(&mut self.probes_by_vantage, key).add(sample);
+                    if vantage.is_none_or(|v| v == region) {
+                        for probes in [
+                            slot(&mut self.probes_by_region, region_name),
+                            slot(
+                                &mut self.probes_by_target,
+                                &tally.probe_keys[region_index * targets + target],
+                            ),
+                            slot(&mut self.probes_by_store, &store_key),
+                        ] {
+                            probes.add(sample);
+                        }
+                        let minutes = slot(&mut self.probe_minutes, &series_keys[target]);
+                        minute(minutes, draft.seconds, up);
                     }
                 }
             }
@@ -304,10 +443,15 @@ impl Truth {
         for product in tally.touched.drain(..) {
             let counts = std::mem::take(&mut tally.products[product]);
             let p = &model.catalog[product];
+            self.products_by_category
+                .entry(p.category_id)
+                .or_default()
+                .insert(p.id);
             for funnel in [
                 &mut self.total,
                 self.by_product.entry(p.id).or_default(),
-                slot(&mut self.by_category, &p.category_code),
+                self.by_category.entry(p.category_id).or_default(),
+                slot(&mut self.by_brand, p.brand),
                 slot(&mut self.by_region, region_name),
             ] {
                 funnel.add_counts(&counts, currency);
@@ -318,6 +462,26 @@ impl Truth {
     /// Pretty JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("truth serialises")
+    }
+}
+
+/// Counts one probe in its minute.
+fn minute(minutes: &mut BTreeMap<i64, (u64, u64)>, seconds: i64, up: bool) {
+    let m = minutes.entry(seconds - seconds.rem_euclid(60)).or_default();
+    m.0 += 1;
+    m.1 += u64::from(up);
+}
+
+impl Truth {
+    /// Uptime of every series whose `region/store/target` key starts with `prefix` and
+    /// whose target is `target` (any target for `None`), summed.
+    pub fn uptime(&self, prefix: &str, target: Option<&str>) -> UptimeMinutes {
+        self.probe_minutes
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .filter(|(k, _)| target.is_none_or(|t| k.splitn(3, '/').nth(2) == Some(t)))
+            .map(|(_, m)| UptimeMinutes::of_series(m))
+            .fold(UptimeMinutes::default(), UptimeMinutes::plus)
     }
 }
 
@@ -381,22 +545,56 @@ mod tests {
                 by_event.accept(&g.model().event(store, d));
             }
             let kept = drafts.iter().enumerate().filter(|(i, _)| accepted(i));
-            by_draft.accept_drafts(&mut tally, g.model(), store.region, kept.map(|(_, d)| d));
+            by_draft.accept_drafts(&mut tally, g.model(), store, kept.map(|(_, d)| d));
         }
         assert!(by_event.total.purchases > 0 && !by_event.probes_by_target.is_empty());
         assert_eq!(by_draft.to_json(), by_event.to_json());
         assert_eq!(by_draft.accepted_ids, by_event.accepted_ids);
         assert_eq!(by_draft.probes_by_region, by_event.probes_by_region);
         assert_eq!(by_draft.probes_by_target, by_event.probes_by_target);
+        assert_eq!(by_draft.probes_by_store, by_event.probes_by_store);
+        assert_eq!(by_draft.probes_by_vantage, by_event.probes_by_vantage);
+        assert_eq!(by_draft.probe_minutes, by_event.probe_minutes);
+        assert_eq!(by_draft.by_brand, by_event.by_brand);
+        assert_eq!(by_draft.products_by_category, by_event.products_by_category);
+    }
+
+    #[test]
+    fn uptime_counts_runs_of_down_minutes() {
+        let minutes: BTreeMap<i64, (u64, u64)> = [
+            (0, (2, 2)),
+            (60, (3, 1)),
+            (120, (1, 0)),
+            (240, (2, 1)), // half up counts as up
+            (300, (1, 0)),
+        ]
+        .into_iter()
+        .collect();
+        let u = UptimeMinutes::of_series(&minutes);
+        assert_eq!(
+            u,
+            UptimeMinutes {
+                observed: 5,
+                up: 2,
+                down: 3,
+                outages: 2
+            }
+        );
     }
 
     #[test]
     fn probes_serialise_as_availability_and_quantiles() {
         let mut p = Probes::default();
-        p.add(true, 10, 1);
-        p.add(false, 30, 3);
-        p.add(true, 20, 2);
-        p.add(true, 40, 4);
+        for (up, response_time_ms, network_latency_ms) in
+            [(true, 10, 1), (false, 30, 3), (true, 20, 2), (true, 40, 4)]
+        {
+            p.add(Sample {
+                up,
+                response_time_ms,
+                network_latency_ms,
+                bandwidth_bytes_per_second: 0,
+            });
+        }
         let json = serde_json::to_value(&p).unwrap();
         assert_eq!(json["availability"], 0.75);
         assert_eq!(json["response_time_ms"]["p50"], 30);
