@@ -933,15 +933,38 @@ async fn every_clickhouse_panel_returns_rows_on_clickhouse_18_16() {
             .find(|q| q.name.ends_with("Regions over the range"))
             .expect("the stability summary panel")
     };
-    let probes: u64 = client
-        .query(&format!(
-            "SELECT toUInt64(sum(probes)) FROM ({})",
-            summary(&Variables::all()).text
-        ))
+    // The vantage panel counts every probe; the summary only those taken inside the store's
+    // region (the store's own and its region's prober), as the reports do.
+    let every_probe = expanded_queries(range, &Variables::all())
+        .into_iter()
+        .find(|q| q.name.ends_with("From each vantage to each store region"))
+        .expect("the vantage panel");
+    let sum_probes = |sql: String| {
+        let client = &client;
+        async move {
+            client
+                .query(&format!("SELECT toUInt64(sum(probes)) FROM ({sql})"))
+                .fetch_one::<u64>()
+                .await
+                .unwrap()
+        }
+    };
+    let probes = sum_probes(every_probe.text).await;
+    assert_eq!(probes, loaded.probes, "duplicates inflate the probe count");
+    let in_region = sum_probes(summary(&Variables::all()).text).await;
+    let expected_in_region: u64 = client
+        .query(
+            "SELECT count() FROM probe_results FINAL \
+             WHERE vantage_region = 'unspecified' OR toString(vantage_region) = toString(region)",
+        )
         .fetch_one()
         .await
         .unwrap();
-    assert_eq!(probes, loaded.probes, "duplicates inflate the probe count");
+    assert!(
+        0 < in_region && in_region < probes,
+        "the summary leaves out probes from other regions: {in_region} of {probes}"
+    );
+    assert_eq!(in_region, expected_in_region);
 
     // The variables filter: one region, one store.
     let filtered = testkit::shared_clickhouse()
