@@ -1,4 +1,4 @@
-# One image for the whole pipeline: /usr/local/bin/{gateway,consumer,reporter,simulator,prober}, and
+# One image for the whole pipeline: /usr/local/bin/{gateway,consumer,reporter,archiver,simulator,prober}, and
 # gateway-health, the gateway's healthcheck. compose.yaml picks the binary per service with
 # `command:`.
 #
@@ -51,7 +51,7 @@ EXPOSE 50051 9100
 CMD ["gateway"]
 
 FROM runtime-base AS prebuilt
-COPY gateway gateway-health consumer reporter simulator prober /usr/local/bin/
+COPY gateway gateway-health consumer reporter archiver simulator prober /usr/local/bin/
 
 FROM ${RUST_IMAGE} AS chef
 ARG CARGO_CHEF_VERSION
@@ -70,11 +70,12 @@ COPY --from=planner /build/recipe.json recipe.json
 RUN cargo chef cook --release --recipe-path recipe.json
 COPY . .
 RUN cargo build --release --locked \
-        --bin gateway --bin gateway-health --bin consumer --bin reporter --bin simulator \
-        --bin prober \
+        --bin gateway --bin gateway-health --bin consumer --bin reporter --bin archiver \
+        --bin simulator --bin prober \
     && mkdir /out \
     && cp target/release/gateway target/release/gateway-health target/release/consumer \
-          target/release/reporter target/release/simulator target/release/prober /out/
+          target/release/reporter target/release/archiver target/release/simulator \
+          target/release/prober /out/
 
 FROM runtime-base AS runtime
 COPY --from=builder /out/ /usr/local/bin/

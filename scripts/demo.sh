@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, for a newcomer on a fresh Debian machine: installs what is missing, starts the
 # local stack (Redis, ClickHouse, SeaweedFS S3), runs gateway and consumer, streams simulated
-# events from stores in Europe, America and Asia for DEMO_SECONDS (30), writes the day's
+# events from stores in Europe, America and Asia for DEMO_SECONDS (30), archives them to the
+# Parquet lake in S3 (the archiver) and verifies the lake against ClickHouse, writes the day's
 # report to S3, and prints where it is with a short summary. Leaves the stack running;
 # `scripts/stack.sh stop` stops it.
 set -euo pipefail
@@ -15,7 +16,7 @@ mkdir -p "$work"
 
 bash scripts/install.sh
 echo "==> building (release)"
-cargo build --release --quiet -p gateway -p consumer -p reporter -p simulator
+cargo build --release --quiet -p gateway -p consumer -p reporter -p archiver -p simulator
 bin="${CARGO_TARGET_DIR:-target}/release"
 
 echo "==> starting the local stack"
@@ -32,7 +33,11 @@ trap cleanup EXIT
 GATEWAY_REFLECTION=public GATEWAY_LISTEN="127.0.0.1:$DEMO_GATEWAY_PORT" GATEWAY_STORES_FILE="$work/stores.toml" \
     "$bin/gateway" > "$work/gateway.log" 2>&1 &
 pids+=($!)
-CONSUMER_NAME=demo "$bin/consumer" > "$work/consumer.log" 2>&1 &
+CONSUMER_NAME=demo CONSUMER_RETAIN_GROUPS=archiver "$bin/consumer" > "$work/consumer.log" 2>&1 &
+pids+=($!)
+# the lake: segments end every 10 s here (1 h by default), so the demo's events are in it soon
+ARCHIVER_NAME=demo ARCHIVER_BUCKET=lake ARCHIVER_CREATE_BUCKET=true ARCHIVER_ROLL_EVERY=10s \
+    "$bin/archiver" > "$work/archiver.log" 2>&1 &
 pids+=($!)
 
 echo "==> waiting for the gateway to report SERVING"
@@ -58,6 +63,16 @@ done
 echo "loaded ${loaded} events into ClickHouse"
 
 date=$(date -u +%F)
+echo "==> waiting for the archiver to write every entry to the lake"
+for _ in $(seq 1 120); do
+    backlog=$(redis-cli -u "$REDIS_URL" XINFO GROUPS "${STREAM_KEY:-events}" 2>/dev/null |
+        awk '$0 == "archiver" { g = 1 } g && ($0 == "pending" || $0 == "lag") { getline v; n += v } END { print (g ? n : -1) }')
+    [ "${backlog:-1}" = 0 ] && break
+    sleep 1
+done
+echo "==> verifying the lake of ${date} against ClickHouse"
+ARCHIVER_BUCKET=lake "$bin/archiver" verify --date "$date" | tee "$work/verify.out" | head -n 5
+
 echo "==> writing the report of ${date}"
 S3_CREATE_BUCKET=true "$bin/reporter" run --date "$date" > "$work/reporter.out"
 json=$(grep '/marketplace/report.json$' "$work/reporter.out")
@@ -71,4 +86,6 @@ echo "report:  ${json}"
 echo "         ${html}"
 [ -s "$work/report.html" ] && echo "open it: $(pwd)/$work/report.html"
 echo "summary: $(tail -n1 "$work/reporter.out")"
+echo "lake:    s3://lake/archive/ (Parquet; manifest s3://lake/archive/manifests/date=${date}/manifest.json)"
+echo "         rebuild a day: archiver restore --date ${date}; check it: archiver verify --date ${date}"
 echo "logs and the simulator's ground truth are in $work/; stop the stack with scripts/stack.sh stop"

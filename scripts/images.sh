@@ -21,7 +21,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 BASE_IMAGE="${BASE_IMAGE:-local/debian:bookworm}"
 PIPELINE_IMAGE="${PIPELINE_IMAGE:-marketplace-pipeline:local}"
 SERVICES=(redis clickhouse seaweedfs prometheus)
-BINARIES=(gateway gateway-health consumer reporter simulator prober)
+BINARIES=(gateway gateway-health consumer reporter archiver simulator prober)
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 
 log() {

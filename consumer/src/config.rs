@@ -57,6 +57,15 @@ pub struct GroupArgs {
     /// consumer finds its own pending entries (defaults to the host name)
     #[arg(long, global = true, env = "CONSUMER_NAME", default_value_t = default_consumer_name())]
     pub consumer_name: String,
+    /// Other groups created at the start of the stream if missing (comma-separated, e.g. the
+    /// archiver's), so trimming keeps every entry for them even before their first reader starts
+    #[arg(
+        long,
+        global = true,
+        env = "CONSUMER_RETAIN_GROUPS",
+        value_delimiter = ','
+    )]
+    pub retain_groups: Vec<String>,
 }
 
 /// When a batch is flushed to ClickHouse: whichever limit is reached first.

@@ -63,17 +63,18 @@ pub struct Load {
 }
 
 /// What every `rejected_events` row of one entry shares: the one place such a row is
-/// built, whether a whole entry, an event the consumer rejects or one the gateway did.
-struct Rejecting<'a> {
-    entry: &'a RawEntry,
-    received_at: u32,
-    region: i8,
-    store_id: &'a str,
+/// built, whether a whole entry, an event the consumer rejects or one the gateway did
+/// (the archiver builds its rejected rows here too).
+pub struct Rejecting<'a> {
+    pub entry: &'a RawEntry,
+    pub received_at: u32,
+    pub region: i8,
+    pub store_id: &'a str,
 }
 
 impl<'a> Rejecting<'a> {
     /// For an entry that cannot be decoded: nothing is known but the entry itself.
-    fn undecoded(entry: &'a RawEntry) -> Rejecting<'a> {
+    pub fn undecoded(entry: &'a RawEntry) -> Rejecting<'a> {
         Rejecting {
             entry,
             received_at: entry
@@ -87,7 +88,7 @@ impl<'a> Rejecting<'a> {
     /// The row for one rejected thing of the entry: an event (with its id and time) or,
     /// with an empty id, the whole entry or the gateway's count of rejected events it did
     /// not keep.
-    fn row(
+    pub fn row(
         &self,
         source: RejectSource,
         event_id: &'a str,
@@ -110,7 +111,7 @@ impl<'a> Rejecting<'a> {
     }
 
     /// The row for the whole entry, with its raw bytes.
-    fn whole_entry(&self, reason: &'a str) -> RejectedRow<'a> {
+    pub fn whole_entry(&self, reason: &'a str) -> RejectedRow<'a> {
         let raw = self.entry.fields.batch.as_deref().unwrap_or_default();
         self.row(RejectSource::Consumer, "", 0, reason, raw)
     }
@@ -338,28 +339,14 @@ impl Sink {
         let received_at = datetime(received);
         let region = Region::from_proto(region);
         let region_code = region.map_or(0, Region::ch_code);
-        // The gateway's rules but its time window (see `Sink::limits`): what a producer that
-        // is not the gateway may have written wrong, and the range the tables hold.
-        let ctx = Context {
-            limits: &self.limits,
-            now_unix: received,
-            sender: region.map(|region| {
-                if from_prober {
-                    // the gateway checked each event's store against its stores file
-                    Sender::Prober {
-                        prober_id: &store_id,
-                        region,
-                        stores: None,
-                    }
-                } else {
-                    Sender::Store {
-                        store_id: &store_id,
-                        region,
-                    }
-                }
-            }),
-        };
-        let checked = validate::check_batch(&ctx, events);
+        let checked = check_entry(
+            &self.limits,
+            &store_id,
+            region,
+            received,
+            from_prober,
+            events,
+        );
         let rejecting = Rejecting {
             entry,
             received_at,
@@ -430,4 +417,34 @@ pub fn not_kept_reason(count: u32) -> String {
         "{count} more rejected events of this request were not kept: the gateway keeps the \
          first GATEWAY_MAX_REJECTED_KEPT per request (the store's response listed each)"
     )
+}
+
+/// The rules as the consumer applies them to one decoded entry (the archiver too): the
+/// gateway's but its time window (see `Sink::limits`), for what a producer that is not the
+/// gateway may have written wrong, and the range the tables hold.
+pub fn check_entry(
+    limits: &Limits,
+    store_id: &str,
+    region: Option<Region>,
+    received: i64,
+    from_prober: bool,
+    events: Vec<Event>,
+) -> validate::Checked {
+    let ctx = Context {
+        limits,
+        now_unix: received,
+        sender: region.map(|region| {
+            if from_prober {
+                // the gateway checked each event's store against its stores file
+                Sender::Prober {
+                    prober_id: store_id,
+                    region,
+                    stores: None,
+                }
+            } else {
+                Sender::Store { store_id, region }
+            }
+        }),
+    };
+    validate::check_batch(&ctx, events)
 }

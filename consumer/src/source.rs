@@ -60,15 +60,26 @@ impl Source {
             claim_cursor: "0-0".to_owned(),
         };
         source.ensure_group().await?;
+        for other in &group.retain_groups {
+            source.ensure_other_group(other).await?;
+        }
         Ok(source)
     }
 
     /// `XGROUP CREATE key group 0 MKSTREAM`: a new group starts at the beginning of the
     /// stream, so nothing written before the first consumer started is skipped.
     pub async fn ensure_group(&self) -> Result<(), fred::error::Error> {
+        self.ensure_other_group(&self.group).await
+    }
+
+    /// Creates `group` as [`Source::ensure_group`] does: a group named in
+    /// `CONSUMER_RETAIN_GROUPS` then exists from the start, and [`Source::trim`], which
+    /// keeps what every group still needs, keeps every entry for it (test
+    /// `a_retained_group_keeps_entries_before_its_reader_starts`).
+    async fn ensure_other_group(&self, group: &str) -> Result<(), fred::error::Error> {
         match self
             .client
-            .xgroup_create::<Value, _, _, _>(&self.key, &self.group, "0", true)
+            .xgroup_create::<Value, _, _, _>(&self.key, group, "0", true)
             .await
         {
             Ok(_) => Ok(()),
@@ -76,7 +87,7 @@ impl Source {
             // A full Redis refuses XGROUP CREATE before looking whether the group exists:
             // a consumer restarting then must still start, to empty it.
             Err(e) if pipeline::retry::classify_redis(&e) == pipeline::retry::Class::Full => {
-                match self.group_exists().await {
+                match self.group_exists(group).await {
                     Ok(true) => Ok(()),
                     _ => Err(e),
                 }
@@ -85,11 +96,13 @@ impl Source {
         }
     }
 
-    /// Whether this source's group exists on its stream.
-    async fn group_exists(&self) -> Result<bool, fred::error::Error> {
-        Ok(self.groups().await?.into_iter().any(|info| {
-            info.get("name").cloned().and_then(string).as_deref() == Some(self.group.as_str())
-        }))
+    /// Whether `group` exists on this source's stream.
+    async fn group_exists(&self, group: &str) -> Result<bool, fred::error::Error> {
+        Ok(self
+            .groups()
+            .await?
+            .into_iter()
+            .any(|info| info.get("name").cloned().and_then(string).as_deref() == Some(group)))
     }
 
     /// Every group of the stream, as `XINFO GROUPS` describes it.
@@ -433,7 +446,7 @@ pub fn attempts_key(stream: &str, group: &str) -> String {
 }
 
 /// A stream id `ms-seq` as a pair that orders like the id.
-pub(crate) fn parse_id(id: &str) -> Option<(u64, u64)> {
+pub fn parse_id(id: &str) -> Option<(u64, u64)> {
     let (ms, seq) = id.split_once('-')?;
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }

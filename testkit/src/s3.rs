@@ -138,6 +138,13 @@ impl S3 {
         Ok(())
     }
 
+    /// Starts the server again on the same ports and directory, keeping its buckets and
+    /// objects, and waits until it answers. A running server is stopped first.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop()?;
+        self.spawn()
+    }
+
     /// Creates `bucket` with an unsigned `PUT /bucket`.
     pub fn create_bucket(&self, bucket: &str) -> Result<()> {
         let response = self.request("PUT", &format!("/{bucket}"), &[])?;

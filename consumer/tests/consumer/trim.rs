@@ -86,3 +86,41 @@ async fn a_slow_second_group_never_loses_entries() {
         "and so are its unread ones"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_group_keeps_entries_before_its_reader_starts() {
+    let env = Env::shared().await;
+    env.publish_many(10, 2).await;
+    // The archiver has never run: its group exists only because the consumer retains it.
+    let mut worker =
+        consumer::Worker::connect(&env.settings("c1", &["--retain-groups", "archiver"]))
+            .await
+            .unwrap();
+    drive(&mut worker, Duration::from_secs(30), || async {
+        env.pending("loader").await == 0 && env.rows().await == 20
+    })
+    .await;
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        env.publish(&event_ids(1)).await;
+        drive(&mut worker, Duration::from_secs(30), || async {
+            env.pending("loader").await == 0
+        })
+        .await;
+    }
+    assert_eq!(
+        env.xlen().await,
+        12,
+        "nothing is trimmed before the archiver read it"
+    );
+    let read: Read = env
+        .redis
+        .xreadgroup_map("archiver", "a1", None, None, false, &env.stream, ">")
+        .await
+        .unwrap();
+    assert_eq!(
+        read.into_values().flatten().count(),
+        12,
+        "its group starts at the beginning"
+    );
+}

@@ -17,6 +17,7 @@ fn env_vars() -> BTreeMap<String, (Vec<String>, String, String)> {
         gateway::Settings::command(),
         consumer::Settings::command(),
         reporter::Settings::command(),
+        archiver::Settings::command(),
         simulator::Settings::command(),
         prober::Settings::command(),
     ] {

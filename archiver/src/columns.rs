@@ -1,0 +1,515 @@
+//! The Parquet columns of each table, typed as in ClickHouse: the Arrow schemas, rows into
+//! column builders (archiving), and record batches back into the consumer's row types
+//! (verifying and restoring).
+//!
+//! | ClickHouse | Arrow / Parquet |
+//! |---|---|
+//! | `UUID` | `Utf8`, the canonical lowercase text (`toUUID` reads it back) |
+//! | `DateTime('UTC')` | `Timestamp(Millisecond, "UTC")` (Parquet: INT64 timestamp in ms, UTC; Parquet has no seconds) |
+//! | `Enum8(...)` | `Utf8`, the enum's name (ClickHouse converts names to its enums) |
+//! | `Decimal(18, 9)` | `Decimal128(18, 9)` (Parquet: INT64 decimal) |
+//! | `UInt8`…`UInt64`, `Float64`, `String` | the same widths, unsigned; `Utf8` / `Binary` |
+//!
+//! The columns are the table's, in the table's order (test
+//! `archived_files_open_in_a_current_clickhouse_with_the_tables_schema`).
+
+use std::sync::Arc;
+
+use arrow_array::{
+    Array, ArrayRef, RecordBatch,
+    builder::{
+        BinaryBuilder, Float64Builder, StringBuilder, TimestampMillisecondBuilder, UInt8Builder,
+        UInt16Builder, UInt32Builder, UInt64Builder,
+    },
+    cast::AsArray,
+    types::{
+        Decimal128Type, Float64Type, TimestampMillisecondType, UInt8Type, UInt16Type, UInt32Type,
+        UInt64Type,
+    },
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use pipeline::rows::{CommerceRow, ProbeRow, RejectedRow};
+use uuid::Uuid;
+
+use crate::layout::Kind;
+
+/// The names of `region`'s `Enum8` values (migrations 1 and 3; 0 only in `rejected_events`
+/// and `vantage_region`).
+pub const REGIONS: [(i8, &str); 4] = [
+    (0, "unspecified"),
+    (1, "europe"),
+    (2, "america"),
+    (3, "asia"),
+];
+/// The names of `commerce_events.type`'s `Enum8` values (migration 1).
+pub const TYPES: [(i8, &str); 4] = [
+    (1, "view"),
+    (2, "cart"),
+    (3, "remove_from_cart"),
+    (4, "purchase"),
+];
+/// The names of `rejected_events.source`'s `Enum8` values (migration 1).
+pub const SOURCES: [(i8, &str); 2] = [(1, "gateway"), (2, "consumer")];
+
+/// Why a Parquet file does not hold what the archive writes.
+#[derive(Debug, thiserror::Error)]
+pub enum ColumnsError {
+    #[error("column {0} is missing or not of its archive type")]
+    Column(&'static str),
+    #[error("column {column} holds {value:?}, which is not a valid value")]
+    Value { column: &'static str, value: String },
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+}
+
+/// The name of an enum value, `""` for a value the table does not have.
+pub fn enum_name(values: &[(i8, &'static str)], code: i8) -> &'static str {
+    values
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map_or("", |(_, n)| n)
+}
+
+fn enum_code(
+    values: &[(i8, &'static str)],
+    column: &'static str,
+    name: &str,
+) -> Result<i8, ColumnsError> {
+    values
+        .iter()
+        .find(|(_, n)| *n == name)
+        .map(|(c, _)| *c)
+        .ok_or_else(|| ColumnsError::Value {
+            column,
+            value: name.to_owned(),
+        })
+}
+
+fn datetime() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+fn field(name: &str, data_type: DataType) -> Field {
+    Field::new(name, data_type, false)
+}
+
+/// The schema of `kind`'s files: the table's columns, in its order.
+pub fn schema(kind: Kind) -> SchemaRef {
+    let s = || DataType::Utf8;
+    let fields = match kind {
+        Kind::Commerce => vec![
+            field("event_id", s()),
+            field("occurred_at", datetime()),
+            field("received_at", datetime()),
+            field("region", s()),
+            field("store_id", s()),
+            field("type", s()),
+            field("product_id", DataType::UInt64),
+            field("category_id", DataType::UInt64),
+            field("category_code", s()),
+            field("brand", s()),
+            field("seller_id", DataType::UInt64),
+            field("currency", s()),
+            field("price", DataType::Decimal128(18, 9)),
+            field("quantity", DataType::UInt32),
+            field("user_id", DataType::UInt64),
+            field("session_id", s()),
+        ],
+        Kind::Probes => vec![
+            field("event_id", s()),
+            field("occurred_at", datetime()),
+            field("received_at", datetime()),
+            field("region", s()),
+            field("store_id", s()),
+            field("target", s()),
+            field("up", DataType::UInt8),
+            field("status_code", DataType::UInt16),
+            field("response_time_ms", DataType::UInt32),
+            field("network_latency_ms", DataType::UInt32),
+            field("bandwidth_bytes_per_second", DataType::UInt64),
+            field("cpu_load", DataType::Float64),
+            field("vantage_region", s()),
+            field("tls_handshake_ms", DataType::UInt32),
+            field("time_to_first_byte_ms", DataType::UInt32),
+        ],
+        Kind::Rejected => vec![
+            field("event_id", s()),
+            field("occurred_at", datetime()),
+            field("received_at", datetime()),
+            field("region", s()),
+            field("store_id", s()),
+            field("source", s()),
+            field("reason", s()),
+            field("raw", DataType::Binary),
+            field("delivery_count", DataType::UInt32),
+            field("stream_entry_id", s()),
+        ],
+    };
+    Arc::new(Schema::new(fields))
+}
+
+fn timestamps() -> TimestampMillisecondBuilder {
+    TimestampMillisecondBuilder::new().with_timezone("UTC")
+}
+
+/// Column builders of `commerce_events`.
+#[derive(Default)]
+pub struct CommerceColumns {
+    event_id: StringBuilder,
+    occurred_at: Option<TimestampMillisecondBuilder>,
+    received_at: Option<TimestampMillisecondBuilder>,
+    region: StringBuilder,
+    store_id: StringBuilder,
+    r#type: StringBuilder,
+    product_id: UInt64Builder,
+    category_id: UInt64Builder,
+    category_code: StringBuilder,
+    brand: StringBuilder,
+    seller_id: UInt64Builder,
+    currency: StringBuilder,
+    price: Vec<i128>,
+    quantity: UInt32Builder,
+    user_id: UInt64Builder,
+    session_id: StringBuilder,
+}
+
+impl CommerceColumns {
+    pub fn push(&mut self, r: &CommerceRow<'_>) {
+        self.event_id.append_value(r.event_id.to_string());
+        self.occurred_at
+            .get_or_insert_with(timestamps)
+            .append_value(r.occurred_at as i64 * 1000);
+        self.received_at
+            .get_or_insert_with(timestamps)
+            .append_value(r.received_at as i64 * 1000);
+        self.region.append_value(enum_name(&REGIONS, r.region));
+        self.store_id.append_value(r.store_id);
+        self.r#type.append_value(enum_name(&TYPES, r.r#type));
+        self.product_id.append_value(r.product_id);
+        self.category_id.append_value(r.category_id);
+        self.category_code.append_value(r.category_code);
+        self.brand.append_value(r.brand);
+        self.seller_id.append_value(r.seller_id);
+        self.currency.append_value(r.currency);
+        self.price.push(r.price as i128);
+        self.quantity.append_value(r.quantity);
+        self.user_id.append_value(r.user_id);
+        self.session_id.append_value(r.session_id);
+    }
+
+    pub fn finish(mut self) -> Result<RecordBatch, ColumnsError> {
+        let price = arrow_array::Decimal128Array::from(std::mem::take(&mut self.price))
+            .with_precision_and_scale(18, 9)?;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.event_id.finish()),
+            Arc::new(self.occurred_at.get_or_insert_with(timestamps).finish()),
+            Arc::new(self.received_at.get_or_insert_with(timestamps).finish()),
+            Arc::new(self.region.finish()),
+            Arc::new(self.store_id.finish()),
+            Arc::new(self.r#type.finish()),
+            Arc::new(self.product_id.finish()),
+            Arc::new(self.category_id.finish()),
+            Arc::new(self.category_code.finish()),
+            Arc::new(self.brand.finish()),
+            Arc::new(self.seller_id.finish()),
+            Arc::new(self.currency.finish()),
+            Arc::new(price),
+            Arc::new(self.quantity.finish()),
+            Arc::new(self.user_id.finish()),
+            Arc::new(self.session_id.finish()),
+        ];
+        Ok(RecordBatch::try_new(schema(Kind::Commerce), columns)?)
+    }
+}
+
+/// Column builders of `probe_results`.
+#[derive(Default)]
+pub struct ProbeColumns {
+    event_id: StringBuilder,
+    occurred_at: Option<TimestampMillisecondBuilder>,
+    received_at: Option<TimestampMillisecondBuilder>,
+    region: StringBuilder,
+    store_id: StringBuilder,
+    target: StringBuilder,
+    up: UInt8Builder,
+    status_code: UInt16Builder,
+    response_time_ms: UInt32Builder,
+    network_latency_ms: UInt32Builder,
+    bandwidth_bytes_per_second: UInt64Builder,
+    cpu_load: Float64Builder,
+    vantage_region: StringBuilder,
+    tls_handshake_ms: UInt32Builder,
+    time_to_first_byte_ms: UInt32Builder,
+}
+
+impl ProbeColumns {
+    pub fn push(&mut self, r: &ProbeRow<'_>) {
+        self.event_id.append_value(r.event_id.to_string());
+        self.occurred_at
+            .get_or_insert_with(timestamps)
+            .append_value(r.occurred_at as i64 * 1000);
+        self.received_at
+            .get_or_insert_with(timestamps)
+            .append_value(r.received_at as i64 * 1000);
+        self.region.append_value(enum_name(&REGIONS, r.region));
+        self.store_id.append_value(r.store_id);
+        self.target.append_value(r.target);
+        self.up.append_value(r.up);
+        self.status_code.append_value(r.status_code);
+        self.response_time_ms.append_value(r.response_time_ms);
+        self.network_latency_ms.append_value(r.network_latency_ms);
+        self.bandwidth_bytes_per_second
+            .append_value(r.bandwidth_bytes_per_second);
+        self.cpu_load.append_value(r.cpu_load);
+        self.vantage_region
+            .append_value(enum_name(&REGIONS, r.vantage_region));
+        self.tls_handshake_ms.append_value(r.tls_handshake_ms);
+        self.time_to_first_byte_ms
+            .append_value(r.time_to_first_byte_ms);
+    }
+
+    pub fn finish(mut self) -> Result<RecordBatch, ColumnsError> {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.event_id.finish()),
+            Arc::new(self.occurred_at.get_or_insert_with(timestamps).finish()),
+            Arc::new(self.received_at.get_or_insert_with(timestamps).finish()),
+            Arc::new(self.region.finish()),
+            Arc::new(self.store_id.finish()),
+            Arc::new(self.target.finish()),
+            Arc::new(self.up.finish()),
+            Arc::new(self.status_code.finish()),
+            Arc::new(self.response_time_ms.finish()),
+            Arc::new(self.network_latency_ms.finish()),
+            Arc::new(self.bandwidth_bytes_per_second.finish()),
+            Arc::new(self.cpu_load.finish()),
+            Arc::new(self.vantage_region.finish()),
+            Arc::new(self.tls_handshake_ms.finish()),
+            Arc::new(self.time_to_first_byte_ms.finish()),
+        ];
+        Ok(RecordBatch::try_new(schema(Kind::Probes), columns)?)
+    }
+}
+
+/// Column builders of `rejected_events`.
+#[derive(Default)]
+pub struct RejectedColumns {
+    event_id: StringBuilder,
+    occurred_at: Option<TimestampMillisecondBuilder>,
+    received_at: Option<TimestampMillisecondBuilder>,
+    region: StringBuilder,
+    store_id: StringBuilder,
+    source: StringBuilder,
+    reason: StringBuilder,
+    raw: BinaryBuilder,
+    delivery_count: UInt32Builder,
+    stream_entry_id: StringBuilder,
+}
+
+impl RejectedColumns {
+    pub fn push(&mut self, r: &RejectedRow<'_>) {
+        self.event_id.append_value(r.event_id);
+        self.occurred_at
+            .get_or_insert_with(timestamps)
+            .append_value(r.occurred_at as i64 * 1000);
+        self.received_at
+            .get_or_insert_with(timestamps)
+            .append_value(r.received_at as i64 * 1000);
+        self.region.append_value(enum_name(&REGIONS, r.region));
+        self.store_id.append_value(r.store_id);
+        self.source.append_value(enum_name(&SOURCES, r.source));
+        self.reason.append_value(r.reason);
+        self.raw.append_value(r.raw);
+        self.delivery_count.append_value(r.delivery_count);
+        self.stream_entry_id.append_value(r.stream_entry_id);
+    }
+
+    pub fn finish(mut self) -> Result<RecordBatch, ColumnsError> {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.event_id.finish()),
+            Arc::new(self.occurred_at.get_or_insert_with(timestamps).finish()),
+            Arc::new(self.received_at.get_or_insert_with(timestamps).finish()),
+            Arc::new(self.region.finish()),
+            Arc::new(self.store_id.finish()),
+            Arc::new(self.source.finish()),
+            Arc::new(self.reason.finish()),
+            Arc::new(self.raw.finish()),
+            Arc::new(self.delivery_count.finish()),
+            Arc::new(self.stream_entry_id.finish()),
+        ];
+        Ok(RecordBatch::try_new(schema(Kind::Rejected), columns)?)
+    }
+}
+
+/// Typed access to one record batch's columns by name.
+struct Read<'a>(&'a RecordBatch);
+
+impl<'a> Read<'a> {
+    fn column(&self, name: &'static str) -> Result<&'a dyn Array, ColumnsError> {
+        self.0
+            .column_by_name(name)
+            .map(|c| c.as_ref())
+            .ok_or(ColumnsError::Column(name))
+    }
+
+    fn text(&self, name: &'static str) -> Result<&'a arrow_array::StringArray, ColumnsError> {
+        self.column(name)?
+            .as_string_opt::<i32>()
+            .ok_or(ColumnsError::Column(name))
+    }
+
+    fn num<T: arrow_array::ArrowPrimitiveType>(
+        &self,
+        name: &'static str,
+    ) -> Result<&'a arrow_array::PrimitiveArray<T>, ColumnsError> {
+        self.column(name)?
+            .as_primitive_opt::<T>()
+            .ok_or(ColumnsError::Column(name))
+    }
+
+    fn uuid(&self, name: &'static str, i: usize) -> Result<Uuid, ColumnsError> {
+        let text = self.text(name)?.value(i);
+        Uuid::try_parse(text).map_err(|_| ColumnsError::Value {
+            column: name,
+            value: text.to_owned(),
+        })
+    }
+
+    fn seconds(&self, name: &'static str, i: usize) -> Result<u32, ColumnsError> {
+        Ok(pipeline::rows::datetime(
+            self.num::<TimestampMillisecondType>(name)?
+                .value(i)
+                .div_euclid(1000),
+        ))
+    }
+
+    fn region(&self, name: &'static str, i: usize) -> Result<i8, ColumnsError> {
+        enum_code(&REGIONS, name, self.text(name)?.value(i))
+    }
+}
+
+/// The rows of a `commerce_events` record batch, borrowing its strings.
+pub fn commerce_rows(batch: &RecordBatch) -> Result<Vec<CommerceRow<'_>>, ColumnsError> {
+    let c = Read(batch);
+    let (store, category, brand, currency, session, kind) = (
+        c.text("store_id")?,
+        c.text("category_code")?,
+        c.text("brand")?,
+        c.text("currency")?,
+        c.text("session_id")?,
+        c.text("type")?,
+    );
+    let (product, cat_id, seller, user) = (
+        c.num::<UInt64Type>("product_id")?,
+        c.num::<UInt64Type>("category_id")?,
+        c.num::<UInt64Type>("seller_id")?,
+        c.num::<UInt64Type>("user_id")?,
+    );
+    let price = c.num::<Decimal128Type>("price")?;
+    let quantity = c.num::<UInt32Type>("quantity")?;
+    (0..batch.num_rows())
+        .map(|i| {
+            Ok(CommerceRow {
+                event_id: c.uuid("event_id", i)?,
+                occurred_at: c.seconds("occurred_at", i)?,
+                received_at: c.seconds("received_at", i)?,
+                region: c.region("region", i)?,
+                store_id: store.value(i),
+                r#type: enum_code(&TYPES, "type", kind.value(i))?,
+                product_id: product.value(i),
+                category_id: cat_id.value(i),
+                category_code: category.value(i),
+                brand: brand.value(i),
+                seller_id: seller.value(i),
+                currency: currency.value(i),
+                price: price.value(i) as i64,
+                quantity: quantity.value(i),
+                user_id: user.value(i),
+                session_id: session.value(i),
+            })
+        })
+        .collect()
+}
+
+/// The rows of a `probe_results` record batch, borrowing its strings.
+pub fn probe_rows(batch: &RecordBatch) -> Result<Vec<ProbeRow<'_>>, ColumnsError> {
+    let c = Read(batch);
+    let (store, target) = (c.text("store_id")?, c.text("target")?);
+    let up = c.num::<UInt8Type>("up")?;
+    let status = c.num::<UInt16Type>("status_code")?;
+    let (response, latency, tls, ttfb) = (
+        c.num::<UInt32Type>("response_time_ms")?,
+        c.num::<UInt32Type>("network_latency_ms")?,
+        c.num::<UInt32Type>("tls_handshake_ms")?,
+        c.num::<UInt32Type>("time_to_first_byte_ms")?,
+    );
+    let bandwidth = c.num::<UInt64Type>("bandwidth_bytes_per_second")?;
+    let cpu = c.num::<Float64Type>("cpu_load")?;
+    (0..batch.num_rows())
+        .map(|i| {
+            Ok(ProbeRow {
+                event_id: c.uuid("event_id", i)?,
+                occurred_at: c.seconds("occurred_at", i)?,
+                received_at: c.seconds("received_at", i)?,
+                region: c.region("region", i)?,
+                store_id: store.value(i),
+                target: target.value(i),
+                up: up.value(i),
+                status_code: status.value(i),
+                response_time_ms: response.value(i),
+                network_latency_ms: latency.value(i),
+                bandwidth_bytes_per_second: bandwidth.value(i),
+                cpu_load: cpu.value(i),
+                vantage_region: c.region("vantage_region", i)?,
+                tls_handshake_ms: tls.value(i),
+                time_to_first_byte_ms: ttfb.value(i),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Enum8('a' = 1, 'b' = 2)` as the migrations write it.
+    fn enum8(values: &[(i8, &str)]) -> String {
+        let values: Vec<String> = values.iter().map(|(c, n)| format!("'{n}' = {c}")).collect();
+        format!("Enum8({})", values.join(", "))
+    }
+
+    #[test]
+    fn enum_names_are_the_migrations() {
+        let sql: String = pipeline::schema::MIGRATIONS.iter().map(|m| m.sql).collect();
+        assert!(sql.contains(&enum8(&TYPES)));
+        assert!(sql.contains(&enum8(&REGIONS)));
+        assert!(sql.contains(&enum8(&REGIONS[1..])));
+        assert!(sql.contains(&enum8(&SOURCES)));
+    }
+
+    #[test]
+    fn commerce_rows_round_trip() {
+        let row = CommerceRow {
+            event_id: Uuid::from_u128(7),
+            occurred_at: 1_700_000_000,
+            received_at: 1_700_000_001,
+            region: 2,
+            store_id: "am-1",
+            r#type: 4,
+            product_id: 1,
+            category_id: 2,
+            category_code: "a.b",
+            brand: "x",
+            seller_id: 3,
+            currency: "USD",
+            price: 19_990_000_000,
+            quantity: 2,
+            user_id: 4,
+            session_id: "s",
+        };
+        let mut columns = CommerceColumns::default();
+        columns.push(&row);
+        let batch = columns.finish().unwrap();
+        let back = commerce_rows(&batch).unwrap();
+        assert_eq!(format!("{:?}", back[0]), format!("{row:?}"));
+    }
+}
