@@ -182,6 +182,41 @@ async fn probes_reach_clickhouse_with_the_vantage_region() {
         assert!(row.time_to_first_byte_ms >= 50, "{row:?}");
         assert!(row.response_time_ms >= row.time_to_first_byte_ms, "{row:?}");
     }
+
+    // ...and on into the day's report: the Asia → Europe cell of the vantage matrix holds
+    // the prober's probes, and Europe's own stability leaves them out (taken from afar).
+    let day: String = client
+        .query("SELECT toString(toDate(max(occurred_at))) FROM probe_results")
+        .fetch_one()
+        .await
+        .unwrap();
+    let of_day: u64 = client
+        .query("SELECT count() FROM probe_results FINAL WHERE toDate(occurred_at) = toDate(?)")
+        .bind(&day)
+        .fetch_one()
+        .await
+        .unwrap();
+    let date = time::Date::parse(
+        &day,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .unwrap();
+    let fetched = reporter::fetch::fetch(&client, date, 7).await.unwrap();
+    let report =
+        reporter::build::marketplace(&fetched, &reporter::build::Options::default()).unwrap();
+    let cells: Vec<(&str, &str, u64, u64)> = report
+        .vantage_matrix
+        .iter()
+        .map(|c| (&*c.row.vantage, &*c.row.region, c.row.probes, c.row.up))
+        .collect();
+    assert!(of_day >= 1);
+    assert_eq!(cells, [("asia", "europe", of_day, of_day)]);
+    assert!(report.vantage_matrix[0].row.ttfb_p95_ms >= 50.0);
+    assert!(
+        report.stability.is_empty(),
+        "no probe was taken inside Europe: {:?}",
+        report.stability
+    );
 }
 
 /// Publishes `events` with `token` and returns each refused event's violated fields.
