@@ -17,6 +17,39 @@
 //! is widened first, `toDecimal128(price, 9) * quantity`, and its sums are
 //! `Decimal(38, 9)`: exact up to ~1.7e29 units (README, "Money limits").
 
+/// The filter that keeps the probes taken inside the store's region (see the module doc).
+macro_rules! in_region {
+    () => {
+        "(vantage_region = 'unspecified' OR toString(vantage_region) = toString(region))"
+    };
+}
+
+/// The figures of a [`crate::report::StabilityRow`] after its region, store and target, and
+/// the day's in-region probes they are computed from; the query adds its `GROUP BY`.
+macro_rules! stability_figures {
+    () => {
+        concat!(
+            "    count() AS probes,
+    toUInt64(sum(up)) AS up,
+    toFloat64(quantileExact(0.5)(response_time_ms)) AS response_p50_ms,
+    toFloat64(quantileExact(0.95)(response_time_ms)) AS response_p95_ms,
+    toFloat64(quantileExact(0.99)(response_time_ms)) AS response_p99_ms,
+    toFloat64(quantileExact(0.5)(network_latency_ms)) AS latency_p50_ms,
+    toFloat64(quantileExact(0.95)(network_latency_ms)) AS latency_p95_ms,
+    toFloat64(quantileExact(0.99)(network_latency_ms)) AS latency_p99_ms,
+    toFloat64(if(countIf(bandwidth_bytes_per_second > 0) = 0, 0,
+        avgIf(bandwidth_bytes_per_second, bandwidth_bytes_per_second > 0))) AS bandwidth_avg_bps,
+    toUInt64(countIf(bandwidth_bytes_per_second > 0)) AS bandwidth_samples,
+    toFloat64(avg(cpu_load)) AS cpu_load_avg,
+    toFloat64(max(cpu_load)) AS cpu_load_max
+FROM probe_results FINAL
+WHERE toDate(occurred_at) = toDate(?) AND ",
+            in_region!(),
+            "\n"
+        )
+    };
+}
+
 /// Commerce events and units per type on one day. Params: date.
 pub const FUNNEL: &str = "\
 SELECT toString(type) AS type, count() AS events, sum(toUInt64(quantity)) AS units
@@ -38,78 +71,45 @@ ORDER BY currency";
 /// doc). Exact quantiles, so they equal a sort of the raw values. A bandwidth of 0 is a probe
 /// that did not measure it, left out of the average and counted in `bandwidth_samples` no
 /// more. Params: date.
-pub const STABILITY: &str = "\
+pub const STABILITY: &str = concat!(
+    "\
 SELECT
     toString(region) AS region,
     '*' AS store_id,
     '*' AS target,
-    count() AS probes,
-    toUInt64(sum(up)) AS up,
-    toFloat64(quantileExact(0.5)(response_time_ms)) AS response_p50_ms,
-    toFloat64(quantileExact(0.95)(response_time_ms)) AS response_p95_ms,
-    toFloat64(quantileExact(0.99)(response_time_ms)) AS response_p99_ms,
-    toFloat64(quantileExact(0.5)(network_latency_ms)) AS latency_p50_ms,
-    toFloat64(quantileExact(0.95)(network_latency_ms)) AS latency_p95_ms,
-    toFloat64(quantileExact(0.99)(network_latency_ms)) AS latency_p99_ms,
-    toFloat64(if(countIf(bandwidth_bytes_per_second > 0) = 0, 0,
-        avgIf(bandwidth_bytes_per_second, bandwidth_bytes_per_second > 0))) AS bandwidth_avg_bps,
-    toUInt64(countIf(bandwidth_bytes_per_second > 0)) AS bandwidth_samples,
-    toFloat64(avg(cpu_load)) AS cpu_load_avg,
-    toFloat64(max(cpu_load)) AS cpu_load_max
-FROM probe_results FINAL
-WHERE toDate(occurred_at) = toDate(?) AND (vantage_region = 'unspecified' OR toString(vantage_region) = toString(region))
-GROUP BY region
-ORDER BY region";
+",
+    stability_figures!(),
+    "GROUP BY region
+ORDER BY region"
+);
 
 /// Probe stability per region and probe target on one day, every store together, from
 /// the probes taken inside the store's region. Params: date.
-pub const STABILITY_BY_TARGET: &str = "\
+pub const STABILITY_BY_TARGET: &str = concat!(
+    "\
 SELECT
     toString(region) AS region,
     '*' AS store_id,
     target,
-    count() AS probes,
-    toUInt64(sum(up)) AS up,
-    toFloat64(quantileExact(0.5)(response_time_ms)) AS response_p50_ms,
-    toFloat64(quantileExact(0.95)(response_time_ms)) AS response_p95_ms,
-    toFloat64(quantileExact(0.99)(response_time_ms)) AS response_p99_ms,
-    toFloat64(quantileExact(0.5)(network_latency_ms)) AS latency_p50_ms,
-    toFloat64(quantileExact(0.95)(network_latency_ms)) AS latency_p95_ms,
-    toFloat64(quantileExact(0.99)(network_latency_ms)) AS latency_p99_ms,
-    toFloat64(if(countIf(bandwidth_bytes_per_second > 0) = 0, 0,
-        avgIf(bandwidth_bytes_per_second, bandwidth_bytes_per_second > 0))) AS bandwidth_avg_bps,
-    toUInt64(countIf(bandwidth_bytes_per_second > 0)) AS bandwidth_samples,
-    toFloat64(avg(cpu_load)) AS cpu_load_avg,
-    toFloat64(max(cpu_load)) AS cpu_load_max
-FROM probe_results FINAL
-WHERE toDate(occurred_at) = toDate(?) AND (vantage_region = 'unspecified' OR toString(vantage_region) = toString(region))
-GROUP BY region, target
-ORDER BY region, target";
+",
+    stability_figures!(),
+    "GROUP BY region, target
+ORDER BY region, target"
+);
 
 /// Probe stability per store on one day, every target together, from the probes taken
 /// inside the store's region. Params: date.
-pub const STABILITY_BY_STORE: &str = "\
+pub const STABILITY_BY_STORE: &str = concat!(
+    "\
 SELECT
     toString(region) AS region,
     store_id,
     '*' AS target,
-    count() AS probes,
-    toUInt64(sum(up)) AS up,
-    toFloat64(quantileExact(0.5)(response_time_ms)) AS response_p50_ms,
-    toFloat64(quantileExact(0.95)(response_time_ms)) AS response_p95_ms,
-    toFloat64(quantileExact(0.99)(response_time_ms)) AS response_p99_ms,
-    toFloat64(quantileExact(0.5)(network_latency_ms)) AS latency_p50_ms,
-    toFloat64(quantileExact(0.95)(network_latency_ms)) AS latency_p95_ms,
-    toFloat64(quantileExact(0.99)(network_latency_ms)) AS latency_p99_ms,
-    toFloat64(if(countIf(bandwidth_bytes_per_second > 0) = 0, 0,
-        avgIf(bandwidth_bytes_per_second, bandwidth_bytes_per_second > 0))) AS bandwidth_avg_bps,
-    toUInt64(countIf(bandwidth_bytes_per_second > 0)) AS bandwidth_samples,
-    toFloat64(avg(cpu_load)) AS cpu_load_avg,
-    toFloat64(max(cpu_load)) AS cpu_load_max
-FROM probe_results FINAL
-WHERE toDate(occurred_at) = toDate(?) AND (vantage_region = 'unspecified' OR toString(vantage_region) = toString(region))
-GROUP BY region, store_id
-ORDER BY region, store_id";
+",
+    stability_figures!(),
+    "GROUP BY region, store_id
+ORDER BY region, store_id"
+);
 
 /// Response times from each vantage to the stores of each region on one day, every probe
 /// (a store's own probe has the vantage `unspecified`, shown as `self`): the matrix of
@@ -137,7 +137,8 @@ ORDER BY vantage, region";
 
 /// Probes per store, target and minute from inside the store's region: the input of uptime
 /// as time (`uptime.rs`). Params: date.
-pub const UPTIME_MINUTES: &str = "\
+pub const UPTIME_MINUTES: &str = concat!(
+    "\
 SELECT
     toString(region) AS region,
     store_id,
@@ -146,14 +147,18 @@ SELECT
     count() AS probes,
     toUInt64(sum(up)) AS up
 FROM probe_results FINAL
-WHERE toDate(occurred_at) = toDate(?) AND (vantage_region = 'unspecified' OR toString(vantage_region) = toString(region))
+WHERE toDate(occurred_at) = toDate(?) AND ",
+    in_region!(),
+    "
 GROUP BY region, store_id, target, minute
-ORDER BY region, store_id, target, minute";
+ORDER BY region, store_id, target, minute"
+);
 
 /// Probes per region and minute (Unix seconds of the minute's start), the input of
 /// incident detection: the SLO comparison happens in Rust so thresholds stay configuration,
 /// not SQL. Params: date.
-pub const MINUTES: &str = "\
+pub const MINUTES: &str = concat!(
+    "\
 SELECT
     toString(region) AS region,
     toUInt32(toStartOfMinute(occurred_at)) AS minute,
@@ -161,9 +166,12 @@ SELECT
     toUInt64(sum(up)) AS up,
     toFloat64(quantileExact(0.95)(response_time_ms)) AS response_p95_ms
 FROM probe_results FINAL
-WHERE toDate(occurred_at) = toDate(?) AND (vantage_region = 'unspecified' OR toString(vantage_region) = toString(region))
+WHERE toDate(occurred_at) = toDate(?) AND ",
+    in_region!(),
+    "
 GROUP BY region, minute
-ORDER BY region, minute";
+ORDER BY region, minute"
+);
 
 /// Funnel counts per seller, category, brand and product on one day; the reporter sums
 /// these exactly into products, categories (by id, the code only a label), brands, sellers
