@@ -15,7 +15,8 @@
 # changes to their user data are ignored on purpose (a change would otherwise replace the core
 # with all its state): upgrades roll out in place (docs/DEPLOY.md, "Upgrading"), and the one
 # thing the core must learn when gateways come and go (WireGuard peers, Prometheus targets)
-# is pushed over SSH by terraform_data.core_gateway_sync.
+# is pushed over SSH by terraform_data.core_gateway_sync. The Grafana dashboards, too large for
+# the 32 KiB of user data, are pushed over SSH by terraform_data.core_dashboards_sync.
 #
 # With prober_targets_file set, every gateway node also runs a prober (modules/prober): its
 # vantage region is the node's region, and it publishes to the gateway beside it.
@@ -190,9 +191,12 @@ locals {
     fileset(local.repo_root, "deploy/clickhouse/**"),
     fileset(local.repo_root, "deploy/prometheus/**"),
     fileset(local.repo_root, "deploy/tempo/**"),
-    fileset(local.repo_root, "deploy/grafana/**"),
+    # The dashboards are pushed over SSH (terraform_data.core_dashboards_sync): with them the
+    # user data would exceed Hetzner's 32 KiB limit.
+    [for path in fileset(local.repo_root, "deploy/grafana/**") : path if !startswith(path, "deploy/grafana/dashboards/")],
     fileset(local.repo_root, "deploy/redis/**"),
   )
+  dashboard_files = sort(fileset(local.repo_root, "deploy/grafana/dashboards/*.json"))
 
   registry_files = var.registry_server == null ? {} : {
     "/etc/marketplace/registry-password" = { mode = "0600", content = var.registry_password == null ? "" : var.registry_password }
@@ -213,6 +217,10 @@ locals {
       }
       "/opt/marketplace/deploy/prometheus/targets/probers.json" = {
         mode = "0644", content = local.prober_targets_json
+      }
+      # Grafana re-reads this folder every 30 s; core_dashboards_sync fills it.
+      "/opt/marketplace/deploy/grafana/dashboards/README" = {
+        mode = "0644", content = "Pushed over SSH by terraform_data.core_dashboards_sync (terraform/main.tf).\n"
       }
       "/etc/wireguard/wg0.conf"                    = { mode = "0600", content = local.core_wireguard_conf }
       "/etc/sysctl.d/90-marketplace.conf"          = { mode = "0644", content = local.sysctl_conf }
@@ -482,7 +490,7 @@ resource "hcloud_server" "core" {
 
     precondition {
       condition     = length(local.core_user_data) <= 32768
-      error_message = "The core's cloud-init user data exceeds Hetzner's 32 KiB limit (the Grafana dashboards are the largest part); shrink deploy/grafana/dashboards."
+      error_message = "The core's cloud-init user data exceeds Hetzner's 32 KiB limit: push the largest deploy/ files over SSH, as terraform_data.core_dashboards_sync does for the dashboards."
     }
   }
 }
@@ -491,6 +499,38 @@ resource "hcloud_volume_attachment" "core_data" {
   volume_id = hcloud_volume.core_data.id
   server_id = hcloud_server.core.id
   automount = false # cloud-init mounts it at /mnt/data, where Docker keeps its state
+}
+
+# The Grafana dashboards, pushed whenever one changes. They are larger than what cloud-init's
+# user data can carry (Hetzner: 32 KiB after gzip + base64), so they are the one part of the
+# repository the core gets over SSH rather than at first boot.
+resource "terraform_data" "core_dashboards_sync" {
+  count = var.sync_core_over_ssh ? 1 : 0
+
+  triggers_replace = [for path in local.dashboard_files : "${path}:${filesha256("${local.repo_root}/${path}")}"]
+
+  connection {
+    type    = "ssh"
+    host    = hcloud_server.core.ipv4_address
+    user    = "root"
+    agent   = true
+    timeout = "15m"
+  }
+
+  provisioner "remote-exec" {
+    inline = [
+      "cloud-init status --wait > /dev/null 2>&1 || true",
+      "mkdir -p /opt/marketplace/deploy/grafana/dashboards",
+    ]
+  }
+
+  # The trailing slash uploads the folder's content into the destination.
+  provisioner "file" {
+    source      = "${local.repo_root}/deploy/grafana/dashboards/"
+    destination = "/opt/marketplace/deploy/grafana/dashboards"
+  }
+
+  depends_on = [hcloud_volume_attachment.core_data]
 }
 
 # Keeps the core's WireGuard peers and Prometheus gateway targets in step with the gateways

@@ -475,7 +475,7 @@ variable "wireguard_gateway_keys" {
 # --- operations ---------------------------------------------------------------------------
 
 variable "sync_core_over_ssh" {
-  description = "Push the core's WireGuard peers and Prometheus gateway targets over SSH whenever the set of gateways changes (needs ssh-agent access to one of ssh_public_keys and an address in admin_cidrs). false: cloud-init writes them once, at the core's first boot only."
+  description = "Push the core's WireGuard peers and Prometheus gateway targets over SSH whenever the set of gateways changes (needs ssh-agent access to one of ssh_public_keys and an address in admin_cidrs). It also pushes the Grafana dashboards, which do not fit in the user data. false: cloud-init writes the peers and targets once, at the core's first boot only, and the dashboards must be copied by hand (docs/DEPLOY.md)."
   type        = bool
   default     = true
 }
