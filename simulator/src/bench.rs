@@ -159,7 +159,7 @@ pub async fn clickhouse(args: &BenchClickhouseArgs) -> anyhow::Result<String> {
 
 #[derive(clickhouse::Row, serde::Deserialize)]
 struct Id {
-    event_id: String,
+    id: String,
 }
 
 /// Publishes one marker event every `interval_ms` for `duration` seconds and polls
@@ -183,8 +183,10 @@ pub async fn latency(args: &BenchLatencyArgs) -> anyhow::Result<String> {
     let pending: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let latencies: Arc<Mutex<Vec<u32>>> = Arc::default();
 
+    let poll_error: Arc<Mutex<Option<String>>> = Arc::default();
     let poller = {
-        let (pending, latencies) = (pending.clone(), latencies.clone());
+        let (pending, latencies, poll_error) =
+            (pending.clone(), latencies.clone(), poll_error.clone());
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -200,16 +202,22 @@ pub async fn latency(args: &BenchLatencyArgs) -> anyhow::Result<String> {
                     .collect::<Vec<_>>()
                     .join(",");
                 let sql = format!(
-                    "SELECT toString(event_id) AS event_id FROM {COMMERCE_TABLE} \
+                    "SELECT toString(event_id) AS id FROM {COMMERCE_TABLE} \
                      WHERE toDate(occurred_at) = toDate(now()) AND event_id IN ({list})"
                 );
-                let Ok(found) = client.query(&sql).fetch_all::<Id>().await else {
-                    continue;
+                let found = match client.query(&sql).fetch_all::<Id>().await {
+                    Ok(found) => found,
+                    Err(err) => {
+                        // kept, so that a query that cannot work shows in the result instead
+                        // of every marker looking lost
+                        *poll_error.lock().expect("lock") = Some(err.to_string());
+                        continue;
+                    }
                 };
                 let now = Instant::now();
                 let mut pending = pending.lock().expect("lock");
-                for Id { event_id } in found {
-                    if let Some(sent) = pending.remove(&event_id) {
+                for Id { id } in found {
+                    if let Some(sent) = pending.remove(&id) {
                         latencies
                             .lock()
                             .expect("lock")
@@ -270,6 +278,7 @@ pub async fn latency(args: &BenchLatencyArgs) -> anyhow::Result<String> {
         "p50_ms": quantile_exact(&seen, 0.5),
         "p99_ms": quantile_exact(&seen, 0.99),
         "max_ms": seen.last(),
+        "last_poll_error": poll_error.lock().expect("lock").clone(),
     })
     .to_string())
 }
