@@ -467,6 +467,39 @@ pub fn probe_rows(batch: &RecordBatch) -> Result<Vec<ProbeRow<'_>>, ColumnsError
         .collect()
 }
 
+/// The rows of a `rejected_events` record batch, borrowing its strings and bytes.
+pub fn rejected_rows(batch: &RecordBatch) -> Result<Vec<RejectedRow<'_>>, ColumnsError> {
+    let c = Read(batch);
+    let (event_id, store, source, reason, entry) = (
+        c.text("event_id")?,
+        c.text("store_id")?,
+        c.text("source")?,
+        c.text("reason")?,
+        c.text("stream_entry_id")?,
+    );
+    let raw = c
+        .column("raw")?
+        .as_binary_opt::<i32>()
+        .ok_or(ColumnsError::Column("raw"))?;
+    let deliveries = c.num::<UInt32Type>("delivery_count")?;
+    (0..batch.num_rows())
+        .map(|i| {
+            Ok(RejectedRow {
+                event_id: event_id.value(i),
+                occurred_at: c.seconds("occurred_at", i)?,
+                received_at: c.seconds("received_at", i)?,
+                region: c.region("region", i)?,
+                store_id: store.value(i),
+                source: enum_code(&SOURCES, "source", source.value(i))?,
+                reason: reason.value(i),
+                raw: raw.value(i),
+                delivery_count: deliveries.value(i),
+                stream_entry_id: entry.value(i),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

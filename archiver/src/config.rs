@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use pipeline::config::{ClickHouseArgs, RedisArgs, TelemetryArgs, parse_duration};
+use pipeline::config::{ClickHouseArgs, RedisArgs, TelemetryArgs, parse_date, parse_duration};
 use time::Date;
 
 // Defined beside the client it configures; named here with the other settings.
@@ -54,6 +54,24 @@ pub enum Command {
         #[arg(long, value_parser = parse_date)]
         date: Date,
     },
+    /// Check the day's refused events (archive/rejected/) again under today's rules and
+    /// append those now valid to the stream, each once: an event replayed before is skipped
+    ReplayRejected {
+        /// The day (UTC) the events were received, YYYY-MM-DD
+        #[arg(long, value_parser = parse_date)]
+        date: Date,
+        /// Count what would be replayed, and append nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// How far in the future occurred_at may be, from the time the gateway received
+        /// the event (the gateway's GATEWAY_MAX_FUTURE_SKEW)
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        max_future_skew: Duration,
+        /// How old occurred_at may be when the gateway received the event (the gateway's
+        /// GATEWAY_MAX_EVENT_AGE)
+        #[arg(long, default_value = "7d", value_parser = parse_duration)]
+        max_event_age: Duration,
+    },
 }
 
 /// Which consumer group and consumer this archiver is.
@@ -71,16 +89,17 @@ pub struct ArchiverGroupArgs {
     /// Consumer name, unique within the group and stable across restarts: a restarted
     /// archiver rewrites the segment it was writing from its own pending entries (defaults
     /// to the host name)
-    #[arg(long, global = true, env = "ARCHIVER_NAME", default_value_t = default_name())]
+    #[arg(long, global = true, env = "ARCHIVER_NAME", default_value_t = pipeline::config::host_name("archiver"))]
     pub archiver_name: String,
 }
 
 /// When a segment is sealed and written: whichever comes first.
 #[derive(Args, Clone, Debug)]
 pub struct SegmentArgs {
-    /// Stream bytes (encoded batches) per segment, per shard; its Parquet files are smaller
-    #[arg(long, global = true, env = "ARCHIVER_SEGMENT_BYTES", default_value_t = 256 * 1024 * 1024)]
-    pub segment_bytes: usize,
+    /// Largest Parquet object, in bytes: a segment is sealed before an entry could take
+    /// one of its files past it (at least 128 KiB; 64-256 MiB suits analysts' engines)
+    #[arg(long, global = true, env = "ARCHIVER_OBJECT_BYTES", default_value_t = 128 * 1024 * 1024, value_parser = parse_object_bytes)]
+    pub object_bytes: usize,
     /// Segments end when this period of the wall clock ends (aligned to the epoch: `1h`
     /// ends them on the hour)
     #[arg(long, global = true, env = "ARCHIVER_ROLL_EVERY", default_value = "1h", value_parser = parse_duration)]
@@ -95,22 +114,19 @@ pub struct SegmentArgs {
     pub read_count: u64,
 }
 
-fn parse_date(s: &str) -> Result<Date, String> {
-    Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
-        .map_err(|e| format!("expected YYYY-MM-DD: {e}"))
-}
+/// The smallest object bound: room for the footer and a few pages.
+pub const MIN_OBJECT_BYTES: usize = 128 * 1024;
 
-fn default_name() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-        })
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "archiver".to_owned())
+fn parse_object_bytes(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a number of bytes: {e}"))?;
+    if n < MIN_OBJECT_BYTES {
+        return Err(format!(
+            "{n} is below the smallest bound, {MIN_OBJECT_BYTES} bytes"
+        ));
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -132,5 +148,50 @@ mod tests {
             })
         );
         assert!(Settings::try_parse_from(["archiver", "restore", "--date", "31.1.2026"]).is_err());
+    }
+
+    #[test]
+    fn objects_are_bounded_at_128_mib_unless_set_and_never_below_128_kib() {
+        let s = Settings::try_parse_from(["archiver"]).unwrap();
+        assert_eq!(s.segment.object_bytes, 128 * 1024 * 1024);
+        let s = Settings::try_parse_from(["archiver", "--object-bytes", "131072"]).unwrap();
+        assert_eq!(s.segment.object_bytes, MIN_OBJECT_BYTES);
+        for bad in ["131071", "0", "-1", "64MiB", ""] {
+            assert!(
+                Settings::try_parse_from(["archiver", "--object-bytes", bad]).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn replay_rejected_takes_a_date_a_dry_run_and_the_gateway_s_window() {
+        let s = Settings::try_parse_from(["archiver", "replay-rejected", "--date", "2026-12-02"])
+            .unwrap();
+        assert_eq!(
+            s.command,
+            Some(Command::ReplayRejected {
+                date: time::macros::date!(2026 - 12 - 02),
+                dry_run: false,
+                max_future_skew: Duration::from_secs(300),
+                max_event_age: Duration::from_secs(7 * 86_400),
+            })
+        );
+        let s = Settings::try_parse_from([
+            "archiver",
+            "replay-rejected",
+            "--date",
+            "2026-12-02",
+            "--dry-run",
+            "--max-event-age",
+            "30d",
+        ])
+        .unwrap();
+        assert!(matches!(
+            s.command,
+            Some(Command::ReplayRejected { dry_run: true, max_event_age, .. })
+                if max_event_age == Duration::from_secs(30 * 86_400)
+        ));
+        assert!(Settings::try_parse_from(["archiver", "replay-rejected"]).is_err());
     }
 }

@@ -16,4 +16,10 @@ pub enum Error {
     Columns(#[from] ColumnsError),
     #[error(transparent)]
     Encode(#[from] EncodeError),
+    #[error("{key}: the day's objects kept changing over {rounds} rewrites of its manifest")]
+    Unsettled { key: String, rounds: usize },
+    #[error("nothing is archived for {0}: no manifest and no objects")]
+    NoDay(String),
+    #[error("the archive is damaged; nothing was replayed:\n{0}")]
+    Damaged(String),
 }

@@ -14,6 +14,8 @@
 //! - [`read`]: a day of the lake read back and checked.
 //! - [`verify`]: `archiver verify`, the lake against ClickHouse.
 //! - [`restore`]: `archiver restore`, the lake back into ClickHouse.
+//! - [`replay`]: `archiver replay-rejected`, refused events that today's rules accept, back
+//!   onto the stream, once.
 //! - [`error`]: what ends a worker or a subcommand.
 
 pub mod columns;
@@ -22,6 +24,7 @@ pub mod error;
 pub mod layout;
 pub mod manifest;
 pub mod read;
+pub mod replay;
 pub mod restore;
 pub mod segment;
 pub mod store;

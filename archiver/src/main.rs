@@ -1,14 +1,15 @@
 //! `archiver`: telemetry, settings, then archive until SIGTERM/SIGINT; or `verify`,
-//! `restore` or `manifest` for one day.
+//! `restore`, `manifest` or `replay-rejected` for one day.
 
 use archiver::{config::Command, store::ArchiveStore};
 use clap::Parser;
+use fred::interfaces::ClientLike as _;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = archiver::Settings::parse();
     let _telemetry = pipeline::telemetry::init("archiver", &settings.telemetry)?;
-    let store = ArchiveStore::connect(&settings.s3).await?;
+    let store = ArchiveStore::connect(&settings.s3.bucket()).await?;
     match settings.command {
         None => {
             tracing::info!(
@@ -35,6 +36,23 @@ async fn main() -> anyhow::Result<()> {
                 "{date}: restored {} commerce events and {} probe results; {} already there",
                 r.commerce, r.probes, r.skipped
             );
+        }
+        Some(Command::ReplayRejected {
+            date,
+            dry_run,
+            max_future_skew,
+            max_event_age,
+        }) => {
+            let limits = pipeline::validate::Limits {
+                max_future_skew,
+                max_age: max_event_age,
+            };
+            let redis = settings.redis.client()?;
+            redis.init().await?;
+            let shards = settings.redis.shards();
+            let r =
+                archiver::replay::replay(&store, &redis, &shards, date, &limits, dry_run).await?;
+            print!("{}", r.report(date, dry_run));
         }
         Some(Command::Manifest { date }) => {
             let m = archiver::manifest::write(&store, date).await?;

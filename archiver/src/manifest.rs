@@ -1,11 +1,14 @@
 //! The day's manifest, in the style of the reports' manifest: every archive object of the
 //! day with its row count, entry-id range and SHA-256, rebuilt from the bucket's listing and
-//! the objects' own metadata each time a segment touches the day.
+//! the objects' own metadata each time a segment touches the day, and written until a
+//! listing after the write agrees with it, so archivers writing the same day concurrently
+//! never drop each other's objects.
 
 use serde::{Deserialize, Serialize};
 use time::{Date, OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::{
+    error::Error,
     layout::{Kind, date_prefix, manifest_key},
     store::{ArchiveStore, StoreError},
 };
@@ -83,29 +86,82 @@ pub async fn collect(store: &ArchiveStore, date: Date) -> Result<Manifest, Store
     })
 }
 
-/// Rewrites the day's manifest from the bucket as it is now.
-pub async fn write(store: &ArchiveStore, date: Date) -> Result<Manifest, StoreError> {
+/// Rewrites the day's manifest from the bucket as it is now, and settles it (see
+/// [`settle`]).
+pub async fn write(store: &ArchiveStore, date: Date) -> Result<Manifest, Error> {
     let manifest = collect(store, date).await?;
-    let body = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
-    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
-    store
-        .put_verified(
-            &manifest_key(date),
-            body.into(),
-            &sha256,
-            "application/json",
-            &[],
-        )
-        .await?;
-    Ok(manifest)
+    settle(store, date, manifest).await
+}
+
+/// How many times a manifest is rewritten because the bucket changed meanwhile, before the
+/// writer gives up (and its segment is retried).
+const SETTLE_ROUNDS: usize = 20;
+
+/// Writes `manifest` as the day's, then lists the day again; while the listing shows other
+/// objects than the manifest (another archiver uploaded since `manifest` was collected,
+/// and may have written its own manifest before this one), collects and writes again.
+///
+/// Why no archiver's objects can be lost: every archiver uploads its objects before it
+/// writes a manifest and ends only when a listing taken after its own write matches what
+/// it wrote. Take the last manifest write of all: every object was uploaded before its
+/// uploader's write, so before the last write; the last writer's listing after it shows
+/// them all, and it stopped only because its manifest lists them. No lock or conditional
+/// write is needed, only an S3 whose listings show every completed upload, which SeaweedFS's
+/// filer does (test `two_archivers_sealing_the_same_day_never_lose_each_other_s_objects`).
+pub async fn settle(
+    store: &ArchiveStore,
+    date: Date,
+    mut manifest: Manifest,
+) -> Result<Manifest, Error> {
+    for _ in 0..SETTLE_ROUNDS {
+        let body = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
+        let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
+        store
+            .put_verified(
+                &manifest_key(date),
+                body.into(),
+                &sha256,
+                "application/json",
+                &[],
+            )
+            .await?;
+        if listing(store, date).await? == objects_of(&manifest) {
+            return Ok(manifest);
+        }
+        manifest = collect(store, date).await?;
+    }
+    Err(Error::Unsettled {
+        key: manifest_key(date),
+        rounds: SETTLE_ROUNDS,
+    })
+}
+
+/// The day's objects as a listing shows them: key and size.
+async fn listing(store: &ArchiveStore, date: Date) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut out = Vec::new();
+    for kind in Kind::ALL {
+        for listed in store.list(&date_prefix(kind, date)).await? {
+            out.push((listed.key, listed.bytes));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn objects_of(manifest: &Manifest) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = manifest
+        .objects
+        .iter()
+        .map(|o| (o.key.clone(), o.bytes))
+        .collect();
+    out.sort();
+    out
 }
 
 /// The day's manifest as stored; `None` if there is none.
 pub async fn read(store: &ArchiveStore, date: Date) -> Result<Option<Manifest>, StoreError> {
-    let key = manifest_key(date);
-    if !store.exists(&key).await? {
+    let Some(body) = store.get_if_exists(&manifest_key(date)).await? else {
         return Ok(None);
-    }
-    let body = store.get(&key).await?;
+    };
     Ok(serde_json::from_slice(&body).ok())
 }

@@ -10,6 +10,7 @@
 //! `a_crash_after_upload_rewrites_the_same_objects`).
 
 use std::{
+    collections::VecDeque,
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -24,7 +25,7 @@ use crate::{
     error::Error,
     layout::SegmentName,
     manifest::{self, META_FIRST, META_LAST, META_ROWS, META_SHA256},
-    segment::{self, Object, Open},
+    segment::{Object, Open, Pushed},
     store::ArchiveStore,
 };
 
@@ -58,9 +59,10 @@ pub struct Archived {
 /// A segment whose range is recorded, on its way to S3.
 struct Sealed {
     name: SegmentName,
-    entries: Vec<RawEntry>,
-    /// Encoded once, then kept across retries.
-    objects: Option<Vec<Object>>,
+    /// The entries' ids, acknowledged at the end.
+    ids: Vec<String>,
+    /// Encoded once, at sealing, then kept across retries.
+    objects: Vec<Object>,
     /// Objects uploaded and verified so far.
     uploaded: usize,
     manifests_written: bool,
@@ -102,8 +104,11 @@ pub struct Worker {
     marker_key: String,
     marker_field: String,
     open: Open,
+    /// Entries read but not yet in the open segment: what was left of a read when the
+    /// segment filled up.
+    pending: VecDeque<RawEntry>,
     sealed: Option<Sealed>,
-    max_bytes: usize,
+    object_bytes: usize,
     roll_every: Duration,
     read_count: u64,
     backoff: Backoff,
@@ -156,9 +161,10 @@ impl Worker {
             source,
             store,
             shard: (shards.len() > 1).then_some(index),
-            open: Open::default(),
+            open: Open::new(settings.segment.object_bytes),
+            pending: VecDeque::new(),
             sealed: None,
-            max_bytes: (settings.segment.segment_bytes / shards.len()).max(1),
+            object_bytes: settings.segment.object_bytes,
             roll_every: settings.segment.roll_every.max(Duration::from_secs(1)),
             read_count: settings.segment.read_count,
             backoff: Backoff::default(),
@@ -186,7 +192,6 @@ impl Worker {
         };
         let last = consumer::source::parse_id(&marker.last);
         let mut held = Vec::new();
-        let period = self.period();
         loop {
             let entries = self
                 .source
@@ -201,7 +206,7 @@ impl Worker {
                     held.push(entry);
                 } else {
                     beyond = true;
-                    self.open.push(entry, period);
+                    self.pending.push_back(entry);
                 }
             }
             if beyond {
@@ -212,14 +217,17 @@ impl Worker {
             held.len() == marker.entries && held.first().is_some_and(|e| e.id == marker.first);
         if whole {
             tracing::info!(first = %marker.first, last = %marker.last, "rewriting the segment the last run sealed");
-            self.sealed = Some(Sealed::new(
-                SegmentName {
-                    first: marker.first,
-                    last: marker.last,
-                    shard: self.shard,
-                },
-                held,
-            ));
+            let mut rebuilt = Open::new(self.object_bytes);
+            let period = self.period();
+            for entry in held {
+                rebuilt.push_unbounded(entry, period)?;
+            }
+            let name = SegmentName {
+                first: marker.first,
+                last: marker.last,
+                shard: self.shard,
+            };
+            self.sealed = Some(Sealed::new(name, rebuilt).await?);
         } else {
             let ids: Vec<&str> = held.iter().map(|e| e.id.as_str()).collect();
             self.source.ack(&ids).await?;
@@ -237,58 +245,66 @@ impl Worker {
         now_secs() / self.roll_every.as_secs()
     }
 
-    /// Does one thing: writes the sealed segment, seals a due one, or reads more entries.
+    /// Does one thing: writes the sealed segment, seals a due or full one, or reads more
+    /// entries into the open one.
     pub async fn step(&mut self) -> Result<Outcome, Error> {
         if self.sealed.is_some() {
             return Ok(self.finish().await);
         }
         let period = self.period();
-        if self.open.is_due(self.max_bytes, period) {
-            return Ok(self.seal().await);
+        if self.open.is_due(period) {
+            return self.seal().await;
         }
-        // Wake up when the period ends, to seal what was read during it.
-        let left = self.roll_every.as_secs() - now_secs() % self.roll_every.as_secs();
-        let wait = Duration::from_secs(left).min(Duration::from_secs(5));
-        let entries = match self.source.read(self.read_count, wait).await {
-            Ok(entries) => entries,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the stream failed; retrying");
-                tokio::time::sleep(self.backoff.delay(0, rand::random())).await;
+        if self.pending.is_empty() {
+            // Wake up when the period ends, to seal what was read during it.
+            let left = self.roll_every.as_secs() - now_secs() % self.roll_every.as_secs();
+            let wait = Duration::from_secs(left).min(Duration::from_secs(5));
+            match self.source.read(self.read_count, wait).await {
+                Ok(entries) => self.pending.extend(entries),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the stream failed; retrying");
+                    tokio::time::sleep(self.backoff.delay(0, rand::random())).await;
+                    return Ok(Outcome::Idle);
+                }
+            }
+            if self.pending.is_empty() {
                 return Ok(Outcome::Idle);
             }
-        };
-        if entries.is_empty() {
-            return Ok(Outcome::Idle);
         }
-        let n = entries.len();
-        for entry in entries {
-            self.open.push(entry, period);
+        let mut added = 0;
+        while let Some(entry) = self.pending.pop_front() {
+            match self.open.push(entry, period)? {
+                Pushed::Added => added += 1,
+                Pushed::Full(entry) => {
+                    self.pending.push_front(entry);
+                    return self.seal().await;
+                }
+            }
         }
-        Ok(Outcome::Read(n))
+        Ok(Outcome::Read(added))
     }
 
     /// Seals the open segment whatever its size or age (the tests' way to write what was
     /// read), and takes the first step of writing it.
-    pub async fn archive_now(&mut self) -> Outcome {
+    pub async fn archive_now(&mut self) -> Result<Outcome, Error> {
         if self.sealed.is_some() {
-            return self.finish().await;
+            return Ok(self.finish().await);
         }
-        if self.open.entries.is_empty() {
-            return Outcome::Idle;
+        if self.open.is_empty() {
+            return Ok(Outcome::Idle);
         }
         self.seal().await
     }
 
-    /// Records the open segment's range, then writes it.
-    async fn seal(&mut self) -> Outcome {
-        let open = std::mem::take(&mut self.open);
-        let (Some(first), Some(last)) = (open.entries.first(), open.entries.last()) else {
-            return Outcome::Idle;
+    /// Records the open segment's range, closes its files, then writes them.
+    async fn seal(&mut self) -> Result<Outcome, Error> {
+        let (Some(first), Some(last)) = (self.open.ids.first(), self.open.ids.last()) else {
+            return Ok(Outcome::Idle);
         };
         let marker = Marker {
-            first: first.id.clone(),
-            last: last.id.clone(),
-            entries: open.entries.len(),
+            first: first.clone(),
+            last: last.clone(),
+            entries: self.open.ids.len(),
         };
         let recorded: Result<Value, fred::error::Error> = self
             .source
@@ -299,16 +315,16 @@ impl Worker {
             )
             .await;
         if let Err(e) = recorded {
-            self.open = open;
-            return self.retrying(e.to_string()).await;
+            return Ok(self.retrying(e.to_string()).await);
         }
         let name = SegmentName {
             first: marker.first,
             last: marker.last,
             shard: self.shard,
         };
-        self.sealed = Some(Sealed::new(name, open.entries));
-        self.finish().await
+        let open = std::mem::replace(&mut self.open, Open::new(self.object_bytes));
+        self.sealed = Some(Sealed::new(name, open).await?);
+        Ok(self.finish().await)
     }
 
     /// Writes the sealed segment in two steps: encode, upload and verify each object; then
@@ -331,14 +347,7 @@ impl Worker {
         let Some(sealed) = self.sealed.as_mut() else {
             return Ok(Outcome::Idle);
         };
-        if sealed.objects.is_none() {
-            let (entries, name) = (sealed.entries.clone(), sealed.name.clone());
-            let objects = tokio::task::spawn_blocking(move || segment::encode(&entries, &name))
-                .await
-                .expect("encoding never panics")?;
-            sealed.objects = Some(objects);
-        }
-        let objects = sealed.objects.as_deref().unwrap_or_default();
+        let objects = &sealed.objects;
         while sealed.uploaded < objects.len() {
             let o = &objects[sealed.uploaded];
             let metadata = [
@@ -372,14 +381,14 @@ impl Worker {
             sealed.manifests_written = true;
         }
         if !sealed.acknowledged {
-            let ids: Vec<&str> = sealed.entries.iter().map(|e| e.id.as_str()).collect();
+            let ids: Vec<&str> = sealed.ids.iter().map(String::as_str).collect();
             self.source.ack(&ids).await?;
             sealed.acknowledged = true;
         }
         unmark(&self.source, &self.marker_key, &self.marker_field).await?;
         let archived = Archived {
             name: sealed.name.file_name(),
-            entries: sealed.entries.len(),
+            entries: sealed.ids.len(),
             objects: objects.len(),
             rows: objects.iter().map(|o| o.rows).sum(),
             bytes: objects.iter().map(|o| o.body.len() as u64).sum(),
@@ -425,16 +434,22 @@ impl Worker {
 }
 
 impl Sealed {
-    fn new(name: SegmentName, entries: Vec<RawEntry>) -> Sealed {
-        Sealed {
+    /// Closes the open segment's files (off the async threads: the last pages are
+    /// compressed here).
+    async fn new(name: SegmentName, open: Open) -> Result<Sealed, Error> {
+        let named = name.clone();
+        let (ids, objects) = tokio::task::spawn_blocking(move || open.finish(&named))
+            .await
+            .expect("encoding never panics")?;
+        Ok(Sealed {
             name,
-            entries,
-            objects: None,
+            ids,
+            objects,
             uploaded: 0,
             manifests_written: false,
             acknowledged: false,
             sealed_at: Instant::now(),
-        }
+        })
     }
 }
 

@@ -55,7 +55,7 @@ pub struct GroupArgs {
     pub consumer_group: String,
     /// Consumer name, unique within the group and stable across restarts, so a restarted
     /// consumer finds its own pending entries (defaults to the host name)
-    #[arg(long, global = true, env = "CONSUMER_NAME", default_value_t = default_consumer_name())]
+    #[arg(long, global = true, env = "CONSUMER_NAME", default_value_t = pipeline::config::host_name("consumer"))]
     pub consumer_name: String,
     /// Other groups created at the start of the stream if missing (comma-separated, e.g. the
     /// archiver's), so trimming keeps every entry for them even before their first reader starts
@@ -119,19 +119,6 @@ impl RecoveryArgs {
     pub fn claim_every(&self) -> Duration {
         self.claim_idle.min(Duration::from_secs(5))
     }
-}
-
-fn default_consumer_name() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-        })
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "consumer".to_owned())
 }
 
 #[cfg(test)]

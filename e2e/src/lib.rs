@@ -176,7 +176,7 @@ pub async fn report_store(endpoint: &str, bucket: &str) -> reporter::store::Repo
         s3_force_path_style: true,
         s3_create_bucket: false,
     };
-    reporter::store::ReportStore::new(&config, &args)
+    reporter::store::ReportStore::new(&config, &args.bucket())
         .await
         .unwrap()
 }

@@ -361,6 +361,27 @@ pub struct TelemetryArgs {
     pub metrics_listen: Option<SocketAddr>,
 }
 
+/// Parses a day as `YYYY-MM-DD` (for clap), as operators' `--date` flags take it.
+pub fn parse_date(s: &str) -> Result<time::Date, String> {
+    time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
+        .map_err(|e| format!("{s:?} is not a date as YYYY-MM-DD: {e}"))
+}
+
+/// The machine's host name (`HOSTNAME`, else `/etc/hostname`), else `fallback`: the default
+/// of a consumer's name, which must be stable across restarts and unique in its group.
+pub fn host_name(fallback: &str) -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| fallback.to_owned())
+}
+
 /// Parses a duration such as `500ms`, `5s`, `2m`, `1h30m`, `1.5s` or `7d` (for clap), with
 /// humantime: parts add up, and a value too large for a `Duration` is an error, not a
 /// panic. Units stop at days: a week, month or year in a setting is more likely a typo

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use pipeline::config::{ClickHouseArgs, TelemetryArgs};
+use pipeline::config::{ClickHouseArgs, TelemetryArgs, parse_date};
 use time::{Date, Time};
 
 use crate::{
@@ -186,12 +186,6 @@ impl ReportArgs {
             },
         })
     }
-}
-
-/// Parses `YYYY-MM-DD`.
-pub fn parse_date(s: &str) -> Result<Date, String> {
-    Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
-        .map_err(|e| format!("{s:?} is not a date as YYYY-MM-DD: {e}"))
 }
 
 /// Parses `HH:MM` (24-hour).

@@ -9,7 +9,7 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = pipeline::telemetry::init("reporter", &settings.telemetry)?;
     let options = settings.report.options()?;
     let client = settings.clickhouse.client();
-    let store = reporter::store::ReportStore::connect(&settings.s3).await?;
+    let store = reporter::store::ReportStore::connect(&settings.s3.bucket()).await?;
     match settings.command {
         Command::Run { date } => {
             let written = reporter::run::run_with(&client, &store, date, &options).await?;

@@ -127,7 +127,7 @@ async fn write_reports(
     manifest.supersedes = supersedes;
     let mut keys = Vec::with_capacity(objects.len() + 1);
     for o in objects.into_iter().chain([manifest.object()]) {
-        store.put(&o.key, o.body, o.content_type).await?;
+        store.put(&o.key, o.body, o.content_type, &[]).await?;
         keys.push(o.key);
     }
     tracing::info!(

@@ -77,7 +77,7 @@ pub async fn due_days(
     for back in (1..=i64::from(lookback_days.max(1))).rev() {
         let day = today - Duration::days(back);
         let watermark = fetch::watermark(client, day, options.build.plan.unsold_days).await?;
-        let manifest = match store.get(&manifest_key(&day.to_string())).await? {
+        let manifest = match store.get_if_exists(&manifest_key(&day.to_string())).await? {
             Some(bytes) => Some(
                 serde_json::from_slice::<Manifest>(&bytes).map_err(|source| Error::Manifest {
                     date: day.to_string(),

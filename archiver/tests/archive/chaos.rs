@@ -25,8 +25,8 @@ fn spawn(env: &Env, log: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_archiver"))
         .args(
             &env.args(&[
-                "--segment-bytes",
-                "60000",
+                "--object-bytes",
+                "131072",
                 "--roll-every",
                 "1s",
                 "--read-count",

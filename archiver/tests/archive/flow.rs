@@ -163,7 +163,7 @@ async fn a_crash_after_upload_rewrites_the_same_objects() {
     // The first archiver reads everything, uploads its segment and dies before its XACK.
     let mut first = env.worker(&[]).await;
     while let Outcome::Read(_) = first.step().await.unwrap() {}
-    assert!(matches!(first.archive_now().await, Outcome::Uploaded(n) if n > 0));
+    assert!(matches!(first.archive_now().await.unwrap(), Outcome::Uploaded(n) if n > 0));
     let uploaded = objects(&store, "archive/").await;
     assert!(!uploaded.is_empty());
     drop(first);

@@ -38,6 +38,11 @@ impl Env {
 
     /// The archiver's flags for this environment, then `extra`.
     pub fn args(&self, extra: &[&str]) -> Vec<String> {
+        self.args_as("a1", extra)
+    }
+
+    /// The flags of the archiver named `name` in the group, then `extra`.
+    pub fn args_as(&self, name: &str, extra: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = [
             "archiver",
             "--redis-url",
@@ -51,7 +56,7 @@ impl Env {
             "--archive-bucket",
             &self.bucket,
             "--archiver-name",
-            "a1",
+            name,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -67,13 +72,18 @@ impl Env {
     /// The lake's store, with static credentials (SeaweedFS accepts any).
     pub async fn store(&self) -> ArchiveStore {
         let config = aws_config(&self.s3_endpoint).await;
-        ArchiveStore::new(&config, &self.settings(&[]).s3)
+        ArchiveStore::new(&config, &self.settings(&[]).s3.bucket())
             .await
             .unwrap()
     }
 
     pub async fn worker(&self, extra: &[&str]) -> Worker {
-        let settings = self.settings(extra);
+        self.worker_as("a1", extra).await
+    }
+
+    /// The worker of the archiver named `name`.
+    pub async fn worker_as(&self, name: &str, extra: &[&str]) -> Worker {
+        let settings = archiver::Settings::try_parse_from(self.args_as(name, extra)).unwrap();
         Worker::open_shard(&settings, self.store().await, 0, Default::default())
             .await
             .unwrap()
@@ -95,11 +105,16 @@ impl Env {
 
     /// Entries of the stream the archiver group has not acknowledged or not read.
     pub fn archiver_backlog(&self) -> u64 {
+        self.backlog("archiver")
+    }
+
+    /// Entries of the stream `group` has not acknowledged or not read.
+    pub fn backlog(&self, group: &str) -> u64 {
         let info = testkit::shared_redis()
             .cli(&["XINFO", "GROUPS", &self.stream])
             .unwrap();
         let lines: Vec<&str> = info.lines().collect();
-        let Some(start) = lines.iter().position(|l| *l == "archiver") else {
+        let Some(start) = lines.iter().position(|l| *l == group) else {
             return u64::MAX;
         };
         let field = |name: &str| {
@@ -120,15 +135,32 @@ impl Env {
         rate: u64,
         seed: u64,
     ) -> (simulator::truth::Truth, i64) {
+        let base = e2e::event_time_base();
+        let truth = self.publish_at(total, rate, seed, base, 100, &[]).await;
+        assert_eq!(truth.accepted, total, "every simulated event is valid");
+        (truth, base)
+    }
+
+    /// Publishes `total` simulated events from Unix second `base` on, `batch` per request,
+    /// through a gateway started with `gateway_args`; returns what the gateway acknowledged
+    /// and refused.
+    pub async fn publish_at(
+        &self,
+        total: u64,
+        rate: u64,
+        seed: u64,
+        base: i64,
+        batch: u64,
+        gateway_args: &[&str],
+    ) -> simulator::truth::Truth {
         let fleet = simulator::fleet::fleet(2, "archive-secret");
         let gateway = e2e::start_gateway(
             &self.redis_url,
             &self.stream,
             &simulator::fleet::stores_file(&fleet),
-            &[],
+            gateway_args,
         )
         .await;
-        let base = e2e::event_time_base();
         let settings = simulator::Settings::try_parse_from([
             "simulator".to_owned(),
             "run".into(),
@@ -141,7 +173,7 @@ impl Env {
             "--total".into(),
             total.to_string(),
             "--batch-size".into(),
-            "100".into(),
+            batch.to_string(),
             "--rate".into(),
             rate.to_string(),
             "--seed".into(),
@@ -155,13 +187,12 @@ impl Env {
             unreachable!()
         };
         let truth = simulator::send::run(&args).await.unwrap();
-        assert_eq!(truth.accepted, total, "every simulated event is valid");
         gateway.shutdown().await.unwrap();
-        (truth, base)
+        truth
     }
 
-    /// Loads the stream into ClickHouse with the consumer until `events` rows are there.
-    pub async fn load(&self, events: u64) {
+    /// A consumer of the stream (group `loader`) into this test's database.
+    async fn loader(&self) -> consumer::Worker {
         let settings = e2e::consumer_settings(
             &self.redis_url,
             &self.stream,
@@ -170,15 +201,33 @@ impl Env {
             // the archiver's group must exist before anything is trimmed
             &["--retain-groups", "archiver"],
         );
-        let mut worker = consumer::Worker::connect(&settings).await.unwrap();
-        let client = self.clickhouse();
+        consumer::Worker::connect(&settings).await.unwrap()
+    }
+
+    /// Loads the whole stream into ClickHouse with the consumer.
+    pub async fn load_all(&self) {
+        let mut worker = self.loader().await;
         e2e::consume_until(&mut worker, Duration::from_secs(120), || async {
-            client
-                .query("SELECT count() FROM (SELECT event_id FROM commerce_events UNION ALL SELECT event_id FROM probe_results)")
-                .fetch_one::<u64>()
-                .await
-                .unwrap()
-                >= events
+            self.backlog("loader") == 0
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Rows of both event tables, every copy counted.
+    pub async fn event_rows(&self) -> u64 {
+        self.clickhouse()
+            .query("SELECT count() FROM (SELECT event_id FROM commerce_events UNION ALL SELECT event_id FROM probe_results)")
+            .fetch_one::<u64>()
+            .await
+            .unwrap()
+    }
+
+    /// Loads the stream into ClickHouse with the consumer until `events` rows are there.
+    pub async fn load(&self, events: u64) {
+        let mut worker = self.loader().await;
+        e2e::consume_until(&mut worker, Duration::from_secs(120), || async {
+            self.event_rows().await >= events
         })
         .await
         .unwrap();
@@ -203,7 +252,7 @@ pub async fn drain(worker: &mut Worker) -> Vec<archiver::worker::Archived> {
     loop {
         assert!(Instant::now() < deadline, "the archiver did not finish");
         let outcome = match worker.step().await.unwrap() {
-            Outcome::Idle => worker.archive_now().await,
+            Outcome::Idle => worker.archive_now().await.unwrap(),
             other => other,
         };
         match outcome {

@@ -3,6 +3,9 @@
 
 mod chaos;
 mod chdb;
+mod concurrent;
 mod flow;
 mod helpers;
 mod rebuild;
+mod replay;
+mod size;

@@ -12,7 +12,7 @@ async fn reports(env: &Env, bucket: &str, date: time::Date) -> BTreeMap<String, 
         .unwrap();
     let mut out = BTreeMap::new();
     for key in keys {
-        let mut body = store.get(&key).await.unwrap().unwrap();
+        let mut body = store.get_if_exists(&key).await.unwrap().unwrap().to_vec();
         if key.ends_with("manifest.json") {
             let mut json: serde_json::Value = serde_json::from_slice(&body).unwrap();
             json.as_object_mut().unwrap().remove("generated_at");

@@ -286,7 +286,7 @@ pub async fn store_for(bucket: &str) -> ReportStore {
         s3_force_path_style: true,
         s3_create_bucket: false,
     };
-    ReportStore::new(&config, &args).await.unwrap()
+    ReportStore::new(&config, &args.bucket()).await.unwrap()
 }
 
 /// Options with the two largest sellers reported.

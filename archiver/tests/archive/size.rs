@@ -1,0 +1,91 @@
+//! File size: with a small `--object-bytes`, segments are sealed so that every object
+//! written stays within the bound, the object that filled each segment comes close to it,
+//! and the segments' entry ranges cover the stream once.
+
+use std::collections::BTreeMap;
+
+use crate::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_object_bound_rolls_objects_at_the_bound() {
+    const BOUND: u64 = 128 * 1024;
+    let env = Env::shared();
+    // small requests: an entry's worst case (all its rows in one object) is kept free below
+    // the bound, so small entries let objects come closer to a small bound
+    let base = e2e::event_time_base();
+    let truth = env.publish_at(20_000, 0, 31, base, 10, &[]).await;
+    assert_eq!(truth.accepted, 20_000);
+    let date = e2e::utc_date(base);
+    let mut worker = env
+        .worker(&["--object-bytes", &BOUND.to_string(), "--read-count", "20"])
+        .await;
+    let segments = drain(&mut worker).await;
+    assert!(
+        segments.len() > 2,
+        "the bound rolled segments: {segments:?}"
+    );
+    assert_eq!(env.archiver_backlog(), 0);
+
+    // Every object, as S3 holds it, is within the bound.
+    let store = env.store().await;
+    let manifest = archiver::manifest::read(&store, date)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut largest: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for listed in store.list("archive/").await.unwrap() {
+        if listed.key.starts_with("archive/manifests/") {
+            continue;
+        }
+        let body = store.get(&listed.key).await.unwrap();
+        assert_eq!(body.len() as u64, listed.bytes);
+        assert!(
+            listed.bytes <= BOUND,
+            "{} has {} bytes, over the bound {BOUND}",
+            listed.key,
+            listed.bytes
+        );
+        let o = manifest
+            .objects
+            .iter()
+            .find(|o| o.key == listed.key)
+            .unwrap_or_else(|| panic!("{} is in the manifest", listed.key));
+        let slot = largest
+            .entry((o.first_entry.clone(), o.last_entry.clone()))
+            .or_default();
+        *slot = (*slot).max(listed.bytes);
+    }
+    // Each segment but the last was sealed because one of its objects was full: that
+    // object came within reach of the bound (the writer's estimate counts the pages being
+    // filled uncompressed, so it seals somewhat early, never late).
+    let ranges: Vec<(&(String, String), &u64)> = largest.iter().collect();
+    let mut ordered = ranges.clone();
+    ordered.sort_by_key(|((first, _), _)| consumer::source::parse_id(first).unwrap());
+    let sizes: Vec<u64> = ordered.iter().map(|(_, b)| **b).collect();
+    eprintln!("largest object per segment, bytes: {sizes:?}");
+    for (range, bytes) in &ordered[..ordered.len() - 1] {
+        assert!(
+            **bytes >= BOUND / 2,
+            "segment {range:?} was sealed with its largest object at {bytes} bytes"
+        );
+    }
+
+    // No gap and no overlap: the ranges are disjoint and in order, and their entries add
+    // up to the stream's.
+    for pair in ordered.windows(2) {
+        let (a, b) = (&pair[0].0, &pair[1].0);
+        assert!(
+            consumer::source::parse_id(&a.1).unwrap() < consumer::source::parse_id(&b.0).unwrap(),
+            "segments overlap: {a:?} {b:?}"
+        );
+    }
+    assert_eq!(ordered.len(), segments.len());
+    assert_eq!(
+        segments.iter().map(|s| s.entries).sum::<usize>(),
+        20_000 / 10,
+        "every entry in one segment"
+    );
+    let (archived, problems) = archiver::verify::archived(&store, date).await.unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(archived.len(), 20_000, "every event archived, once");
+}
