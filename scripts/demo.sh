@@ -72,6 +72,8 @@ for _ in $(seq 1 120); do
 done
 echo "==> verifying the lake of ${date} against ClickHouse"
 ARCHIVER_BUCKET=lake "$bin/archiver" verify --date "$date" | tee "$work/verify.out" | head -n 5
+echo "==> refused events of ${date} that today's rules would accept (replay-rejected --dry-run)"
+ARCHIVER_BUCKET=lake "$bin/archiver" replay-rejected --date "$date" --dry-run | tee "$work/replay.out"
 
 echo "==> writing the report of ${date}"
 S3_CREATE_BUCKET=true "$bin/reporter" run --date "$date" > "$work/reporter.out"
@@ -88,4 +90,5 @@ echo "         ${html}"
 echo "summary: $(tail -n1 "$work/reporter.out")"
 echo "lake:    s3://lake/archive/ (Parquet; manifest s3://lake/archive/manifests/date=${date}/manifest.json)"
 echo "         rebuild a day: archiver restore --date ${date}; check it: archiver verify --date ${date}"
+echo "         replay refused events a relaxed rule accepts: archiver replay-rejected --date ${date}"
 echo "logs and the simulator's ground truth are in $work/; stop the stack with scripts/stack.sh stop"
