@@ -152,14 +152,56 @@ fn timestamps() -> TimestampMillisecondBuilder {
     TimestampMillisecondBuilder::new().with_timezone("UTC")
 }
 
-/// Column builders of `commerce_events`.
+/// Builders of the five columns every table starts with.
 #[derive(Default)]
-pub struct CommerceColumns {
+struct HeadColumns {
     event_id: StringBuilder,
     occurred_at: Option<TimestampMillisecondBuilder>,
     received_at: Option<TimestampMillisecondBuilder>,
     region: StringBuilder,
     store_id: StringBuilder,
+}
+
+impl HeadColumns {
+    fn push(
+        &mut self,
+        event_id: &str,
+        occurred_at: u32,
+        received_at: u32,
+        region: i8,
+        store_id: &str,
+    ) {
+        self.event_id.append_value(event_id);
+        self.occurred_at
+            .get_or_insert_with(timestamps)
+            .append_value(occurred_at as i64 * 1000);
+        self.received_at
+            .get_or_insert_with(timestamps)
+            .append_value(received_at as i64 * 1000);
+        self.region.append_value(enum_name(&REGIONS, region));
+        self.store_id.append_value(store_id);
+    }
+
+    /// The five arrays, then room for the table's own.
+    fn finish(&mut self, width: usize) -> Vec<ArrayRef> {
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(width);
+        columns.push(Arc::new(self.event_id.finish()));
+        columns.push(Arc::new(
+            self.occurred_at.get_or_insert_with(timestamps).finish(),
+        ));
+        columns.push(Arc::new(
+            self.received_at.get_or_insert_with(timestamps).finish(),
+        ));
+        columns.push(Arc::new(self.region.finish()));
+        columns.push(Arc::new(self.store_id.finish()));
+        columns
+    }
+}
+
+/// Column builders of `commerce_events`.
+#[derive(Default)]
+pub struct CommerceColumns {
+    head: HeadColumns,
     r#type: StringBuilder,
     product_id: UInt64Builder,
     category_id: UInt64Builder,
@@ -175,15 +217,9 @@ pub struct CommerceColumns {
 
 impl CommerceColumns {
     pub fn push(&mut self, r: &CommerceRow<'_>) {
-        self.event_id.append_value(r.event_id.to_string());
-        self.occurred_at
-            .get_or_insert_with(timestamps)
-            .append_value(r.occurred_at as i64 * 1000);
-        self.received_at
-            .get_or_insert_with(timestamps)
-            .append_value(r.received_at as i64 * 1000);
-        self.region.append_value(enum_name(&REGIONS, r.region));
-        self.store_id.append_value(r.store_id);
+        let id = r.event_id.to_string();
+        self.head
+            .push(&id, r.occurred_at, r.received_at, r.region, r.store_id);
         self.r#type.append_value(enum_name(&TYPES, r.r#type));
         self.product_id.append_value(r.product_id);
         self.category_id.append_value(r.category_id);
@@ -200,12 +236,8 @@ impl CommerceColumns {
     pub fn finish(mut self) -> Result<RecordBatch, ColumnsError> {
         let price = arrow_array::Decimal128Array::from(std::mem::take(&mut self.price))
             .with_precision_and_scale(18, 9)?;
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.event_id.finish()),
-            Arc::new(self.occurred_at.get_or_insert_with(timestamps).finish()),
-            Arc::new(self.received_at.get_or_insert_with(timestamps).finish()),
-            Arc::new(self.region.finish()),
-            Arc::new(self.store_id.finish()),
+        let mut columns = self.head.finish(16);
+        columns.extend::<[ArrayRef; 11]>([
             Arc::new(self.r#type.finish()),
             Arc::new(self.product_id.finish()),
             Arc::new(self.category_id.finish()),
@@ -217,7 +249,7 @@ impl CommerceColumns {
             Arc::new(self.quantity.finish()),
             Arc::new(self.user_id.finish()),
             Arc::new(self.session_id.finish()),
-        ];
+        ]);
         Ok(RecordBatch::try_new(schema(Kind::Commerce), columns)?)
     }
 }
@@ -225,11 +257,7 @@ impl CommerceColumns {
 /// Column builders of `probe_results`.
 #[derive(Default)]
 pub struct ProbeColumns {
-    event_id: StringBuilder,
-    occurred_at: Option<TimestampMillisecondBuilder>,
-    received_at: Option<TimestampMillisecondBuilder>,
-    region: StringBuilder,
-    store_id: StringBuilder,
+    head: HeadColumns,
     target: StringBuilder,
     up: UInt8Builder,
     status_code: UInt16Builder,
@@ -244,15 +272,9 @@ pub struct ProbeColumns {
 
 impl ProbeColumns {
     pub fn push(&mut self, r: &ProbeRow<'_>) {
-        self.event_id.append_value(r.event_id.to_string());
-        self.occurred_at
-            .get_or_insert_with(timestamps)
-            .append_value(r.occurred_at as i64 * 1000);
-        self.received_at
-            .get_or_insert_with(timestamps)
-            .append_value(r.received_at as i64 * 1000);
-        self.region.append_value(enum_name(&REGIONS, r.region));
-        self.store_id.append_value(r.store_id);
+        let id = r.event_id.to_string();
+        self.head
+            .push(&id, r.occurred_at, r.received_at, r.region, r.store_id);
         self.target.append_value(r.target);
         self.up.append_value(r.up);
         self.status_code.append_value(r.status_code);
@@ -269,12 +291,8 @@ impl ProbeColumns {
     }
 
     pub fn finish(mut self) -> Result<RecordBatch, ColumnsError> {
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.event_id.finish()),
-            Arc::new(self.occurred_at.get_or_insert_with(timestamps).finish()),
-            Arc::new(self.received_at.get_or_insert_with(timestamps).finish()),
-            Arc::new(self.region.finish()),
-            Arc::new(self.store_id.finish()),
+        let mut columns = self.head.finish(15);
+        columns.extend::<[ArrayRef; 10]>([
             Arc::new(self.target.finish()),
             Arc::new(self.up.finish()),
             Arc::new(self.status_code.finish()),
@@ -285,7 +303,7 @@ impl ProbeColumns {
             Arc::new(self.vantage_region.finish()),
             Arc::new(self.tls_handshake_ms.finish()),
             Arc::new(self.time_to_first_byte_ms.finish()),
-        ];
+        ]);
         Ok(RecordBatch::try_new(schema(Kind::Probes), columns)?)
     }
 }
@@ -293,11 +311,7 @@ impl ProbeColumns {
 /// Column builders of `rejected_events`.
 #[derive(Default)]
 pub struct RejectedColumns {
-    event_id: StringBuilder,
-    occurred_at: Option<TimestampMillisecondBuilder>,
-    received_at: Option<TimestampMillisecondBuilder>,
-    region: StringBuilder,
-    store_id: StringBuilder,
+    head: HeadColumns,
     source: StringBuilder,
     reason: StringBuilder,
     raw: BinaryBuilder,
@@ -307,15 +321,13 @@ pub struct RejectedColumns {
 
 impl RejectedColumns {
     pub fn push(&mut self, r: &RejectedRow<'_>) {
-        self.event_id.append_value(r.event_id);
-        self.occurred_at
-            .get_or_insert_with(timestamps)
-            .append_value(r.occurred_at as i64 * 1000);
-        self.received_at
-            .get_or_insert_with(timestamps)
-            .append_value(r.received_at as i64 * 1000);
-        self.region.append_value(enum_name(&REGIONS, r.region));
-        self.store_id.append_value(r.store_id);
+        self.head.push(
+            r.event_id,
+            r.occurred_at,
+            r.received_at,
+            r.region,
+            r.store_id,
+        );
         self.source.append_value(enum_name(&SOURCES, r.source));
         self.reason.append_value(r.reason);
         self.raw.append_value(r.raw);
@@ -324,18 +336,14 @@ impl RejectedColumns {
     }
 
     pub fn finish(mut self) -> Result<RecordBatch, ColumnsError> {
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.event_id.finish()),
-            Arc::new(self.occurred_at.get_or_insert_with(timestamps).finish()),
-            Arc::new(self.received_at.get_or_insert_with(timestamps).finish()),
-            Arc::new(self.region.finish()),
-            Arc::new(self.store_id.finish()),
+        let mut columns = self.head.finish(10);
+        columns.extend::<[ArrayRef; 5]>([
             Arc::new(self.source.finish()),
             Arc::new(self.reason.finish()),
             Arc::new(self.raw.finish()),
             Arc::new(self.delivery_count.finish()),
             Arc::new(self.stream_entry_id.finish()),
-        ];
+        ]);
         Ok(RecordBatch::try_new(schema(Kind::Rejected), columns)?)
     }
 }
@@ -385,6 +393,17 @@ impl<'a> Read<'a> {
     fn region(&self, name: &'static str, i: usize) -> Result<i8, ColumnsError> {
         enum_code(&REGIONS, name, self.text(name)?.value(i))
     }
+
+    /// Row `i`'s event id (a UUID), times and region, the columns every event table starts
+    /// with (`store_id` is read with the table's other strings).
+    fn head(&self, i: usize) -> Result<(Uuid, u32, u32, i8), ColumnsError> {
+        Ok((
+            self.uuid("event_id", i)?,
+            self.seconds("occurred_at", i)?,
+            self.seconds("received_at", i)?,
+            self.region("region", i)?,
+        ))
+    }
 }
 
 /// The rows of a `commerce_events` record batch, borrowing its strings.
@@ -408,11 +427,12 @@ pub fn commerce_rows(batch: &RecordBatch) -> Result<Vec<CommerceRow<'_>>, Column
     let quantity = c.num::<UInt32Type>("quantity")?;
     (0..batch.num_rows())
         .map(|i| {
+            let (event_id, occurred_at, received_at, region) = c.head(i)?;
             Ok(CommerceRow {
-                event_id: c.uuid("event_id", i)?,
-                occurred_at: c.seconds("occurred_at", i)?,
-                received_at: c.seconds("received_at", i)?,
-                region: c.region("region", i)?,
+                event_id,
+                occurred_at,
+                received_at,
+                region,
                 store_id: store.value(i),
                 r#type: enum_code(&TYPES, "type", kind.value(i))?,
                 product_id: product.value(i),
@@ -446,11 +466,12 @@ pub fn probe_rows(batch: &RecordBatch) -> Result<Vec<ProbeRow<'_>>, ColumnsError
     let cpu = c.num::<Float64Type>("cpu_load")?;
     (0..batch.num_rows())
         .map(|i| {
+            let (event_id, occurred_at, received_at, region) = c.head(i)?;
             Ok(ProbeRow {
-                event_id: c.uuid("event_id", i)?,
-                occurred_at: c.seconds("occurred_at", i)?,
-                received_at: c.seconds("received_at", i)?,
-                region: c.region("region", i)?,
+                event_id,
+                occurred_at,
+                received_at,
+                region,
                 store_id: store.value(i),
                 target: target.value(i),
                 up: up.value(i),
