@@ -5,7 +5,7 @@
 use std::{path::Path, time::Duration};
 
 use fred::{
-    interfaces::{ClientLike, KeysInterface, StreamsInterface},
+    interfaces::{ClientLike, HashesInterface, KeysInterface, StreamsInterface},
     types::Value,
 };
 use tonic::{Code, Request, transport::Channel};
@@ -180,6 +180,17 @@ async fn each_role_logs_in_as_its_acl_user_and_can_do_only_its_job() {
         .unwrap();
     assert_eq!(dead.list().await.unwrap().len(), 1, "dead-lettered");
     assert_eq!(dead.replay(None).await.unwrap().len(), 1, "replayed");
+    // The archiver logs in as the consumer: its sealed ranges and `replay-rejected`'s hash
+    // of replayed identities (with the XADD the dead-letter replay just made) are allowed.
+    let archiver_user = connect(&consumer_url).await.unwrap();
+    for key in [
+        format!("{STREAM}:archiver:sealed"),
+        archiver::replay::replayed_key(STREAM),
+    ] {
+        let _: Value = archiver_user.hset(&key, ("a", "1-0")).await.unwrap();
+        let _: Vec<Option<String>> = archiver_user.hmget(&key, vec!["a"]).await.unwrap();
+        let _: Value = archiver_user.hdel(&key, "a").await.unwrap();
+    }
     // the gateway's backpressure sampler reads the group the consumer made (every 500 ms)
     tokio::time::sleep(Duration::from_secs(1)).await;
     gateway.shutdown().await.unwrap();
