@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests and the local stack need, each thing only if it is missing:
-#   Debian: redis-server, redis-sentinel, clickhouse-server + clickhouse-client (18.16), chromium,
+#   Debian: redis-server, redis-sentinel, clickhouse-server + clickhouse-client (18.16), zookeeper (3.8,
+#           with Java: ReplicatedMergeTree in testkit's ReplicatedClickHouse), chromium,
 #           docker.io + docker-compose + debootstrap (scripts/images.sh builds the images from Debian)
 #           protobuf-compiler + protobuf-compiler-grpc (buf.gen.yaml's local protoc plugins),
 #           prometheus (promtool: the alert rules' tests)
@@ -48,6 +49,11 @@ have redis-cli || apt_packages+=(redis-tools)
 # testkit's RedisSentinel (primary + replica + sentinels) and the HA tests
 have redis-sentinel || apt_packages+=(redis-sentinel)
 have_clickhouse_server || apt_packages+=(clickhouse-server)
+# testkit's ZooKeeper, which ReplicatedMergeTree (issue #18) coordinates through; started with java
+have_zookeeper() {
+    [ -f /usr/share/java/zookeeper.jar ] && have java
+}
+have_zookeeper || apt_packages+=(zookeeper)
 have clickhouse-client || apt_packages+=(clickhouse-client)
 have docker-compose || apt_packages+=(docker-compose)
 # the Docker engine (dockerd, 20.10) and the base image maker; scripts/images.sh starts dockerd
@@ -127,6 +133,7 @@ if [ "${#installed[@]}" -gt 0 ]; then
     done
     [ -x /usr/sbin/debootstrap ] || have debootstrap || missing+=(debootstrap)
     have_clickhouse_server || missing+=(clickhouse-server)
+    have_zookeeper || missing+=(zookeeper)
     have_chdb || missing+=(chdb)
     have_grpcio || missing+=(grpcio)
 fi

@@ -7,6 +7,7 @@
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
     fmt::Write as _,
+    time::Duration,
 };
 
 use clickhouse::Client;
@@ -49,7 +50,7 @@ impl Written {
 }
 
 /// Identities `(store_id, event_id)` already loaded, ids by store: two stores may use one id.
-type Present = HashMap<String, HashSet<Uuid>>;
+pub type Present = HashMap<String, HashSet<Uuid>>;
 
 /// Events per lookup of already loaded events: 1000 UUIDs make a query of ~50 KiB.
 const PRESENT_CHUNK: usize = 1000;
@@ -117,6 +118,18 @@ impl<'a> Rejecting<'a> {
     }
 }
 
+/// How long sending one chunk of an insert may take, and waiting for ClickHouse to confirm
+/// it: far beyond what a batch takes (well under a second for 100k rows here), so only a
+/// server that stopped answering without closing the connection (frozen, partitioned)
+/// reaches them. Without them such a server would hold the load for ever; with them the
+/// attempt fails as timed out, and the next goes to the next replica with the same rows.
+const INSERT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+const INSERT_END_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn timed<T>(insert: clickhouse::insert::Insert<T>) -> clickhouse::insert::Insert<T> {
+    insert.with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT))
+}
+
 /// The three inserts of one write, one per table.
 struct Inserts<'a> {
     commerce: clickhouse::insert::Insert<CommerceRow<'a>>,
@@ -124,28 +137,75 @@ struct Inserts<'a> {
     rejected: clickhouse::insert::Insert<RejectedRow<'a>>,
 }
 
-/// Writes batches of entries into ClickHouse.
+/// Writes batches of entries into ClickHouse, through one server or the first of its
+/// replicas that works.
 #[derive(Clone)]
 pub struct Sink {
-    client: Client,
+    /// One client per URL of `CLICKHOUSE_URL`: one server, or replicas holding the same
+    /// tables.
+    clients: Vec<Client>,
+    /// The replica loads go to, until an attempt fails there ([`Sink::fail_over`]).
+    current: usize,
     /// [`Limits::unbounded`]: the rules without a time window, which is the gateway's alone,
     /// so an event the gateway accepted is never rejected here for its time.
     limits: Limits,
 }
 
 impl Sink {
-    pub fn new(client: Client) -> Sink {
+    /// A sink over `clients`: one server, or its replicas in the order to try them.
+    ///
+    /// # Panics
+    /// If `clients` is empty.
+    pub fn new(clients: Vec<Client>) -> Sink {
+        assert!(!clients.is_empty(), "a sink needs a clickhouse client");
         Sink {
-            client,
+            clients,
+            current: 0,
             limits: Limits::unbounded(),
         }
     }
 
+    /// The client of the replica loads go to now.
     pub fn client(&self) -> &Client {
-        &self.client
+        &self.clients[self.current]
     }
 
-    /// Inserts every row of `entries`; succeeds only when ClickHouse confirmed all inserts.
+    /// Sends the next attempts to the next replica (in `CLICKHOUSE_URL`'s order, round the
+    /// list); returns its index. With one server it stays. The caller decides when, by
+    /// `pipeline::retry::fails_over`.
+    pub fn fail_over(&mut self) -> usize {
+        self.current = (self.current + 1) % self.clients.len();
+        self.current
+    }
+
+    /// Which events of `entries` redelivered entries are already loaded (see
+    /// [`Sink::write`]). A batch looks once, before its first attempt, and every attempt
+    /// uses that answer: a retry then sends the identical rows, which a replicated table
+    /// deduplicates by block, whereas a second look could find (or, failing, miss) rows the
+    /// first attempt wrote and change the block.
+    ///
+    /// A redelivered entry may have been loaded already by a consumer that died before its
+    /// XACK. Skipping what is there keeps the tables free of duplicates in the common case;
+    /// FINAL still covers the rest (two consumers racing, a partial insert). One lookup for
+    /// all of them: redelivered entries come in runs (a restart, a takeover), and a query
+    /// per entry made their loads slow.
+    pub async fn present_in(&self, entries: &[RawEntry]) -> Present {
+        let redelivered: Vec<QueuedBatch> = entries
+            .iter()
+            .filter(|e| e.deliveries > 1)
+            .filter_map(|e| e.fields.decode().ok())
+            .collect();
+        if redelivered.is_empty() {
+            return Present::new();
+        }
+        let events: Vec<&Event> = redelivered.iter().flat_map(|b| &b.events).collect();
+        self.present(&events).await
+    }
+
+    /// Inserts every row of `entries`, but the events `present` names
+    /// ([`Sink::present_in`]); succeeds only when ClickHouse confirmed all inserts. The
+    /// same arguments give the same rows in the same order, so a retry resends the same
+    /// blocks.
     ///
     /// Entries that cannot be loaded at all (undecodable, or whose load was interrupted
     /// `max_attempts` times: each time, the consumer died while loading it) become one
@@ -155,11 +215,13 @@ impl Sink {
         &self,
         entries: &[RawEntry],
         max_attempts: u64,
+        present: &Present,
     ) -> Result<Load, clickhouse::error::Error> {
+        let client = self.client();
         let mut inserts = Inserts {
-            commerce: self.client.insert(COMMERCE_TABLE).await?,
-            probes: self.client.insert(PROBE_TABLE).await?,
-            rejected: self.client.insert(REJECTED_TABLE).await?,
+            commerce: timed(client.insert(COMMERCE_TABLE).await?),
+            probes: timed(client.insert(PROBE_TABLE).await?),
+            rejected: timed(client.insert(REJECTED_TABLE).await?),
         };
         let mut load = Load {
             written: Written {
@@ -168,23 +230,6 @@ impl Sink {
             },
             dead: Vec::new(),
         };
-        // A redelivered entry may have been loaded already by a consumer that died before
-        // its XACK. Skipping what is there keeps the tables free of duplicates in the
-        // common case; FINAL still covers the rest (two consumers racing, a partial insert).
-        // One lookup for all of them: redelivered entries come in runs (a restart, a
-        // takeover), and a query per entry made their loads slow.
-        let redelivered: Vec<QueuedBatch> = entries
-            .iter()
-            .filter(|e| e.deliveries > 1)
-            .filter_map(|e| e.fields.decode().ok())
-            .collect();
-        let present = if redelivered.is_empty() {
-            Present::new()
-        } else {
-            let events: Vec<&Event> = redelivered.iter().flat_map(|b| &b.events).collect();
-            self.present(&events).await
-        };
-        drop(redelivered);
         for (index, entry) in entries.iter().enumerate() {
             let decoded = if entry.attempts >= max_attempts {
                 Err(format!(
@@ -210,7 +255,7 @@ impl Sink {
                     continue;
                 }
             };
-            self.write_batch(batch, entry, &present, &mut inserts, &mut load.written)
+            self.write_batch(batch, entry, present, &mut inserts, &mut load.written)
                 .await?;
         }
         // Each insert's CLIENT span covers the wait for ClickHouse's confirmation, the part
@@ -239,7 +284,7 @@ impl Sink {
         dead: &[(&RawEntry, &str)],
     ) -> Result<(), clickhouse::error::Error> {
         let mut rejected = self
-            .client
+            .client()
             .insert::<RejectedRow<'_>>(REJECTED_TABLE)
             .await?;
         for (entry, reason) in dead {
@@ -309,7 +354,7 @@ impl Sink {
             .collect::<Vec<_>>()
             .join(",");
         let filter = format!("WHERE toDate(occurred_at) IN ({days}) AND event_id IN ({ids})");
-        self.client
+        self.client()
             .query(&format!(
                 "SELECT store_id, toString(event_id) FROM {COMMERCE_TABLE} {filter} \
                  UNION ALL SELECT store_id, toString(event_id) FROM {PROBE_TABLE} {filter}"

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pipeline::retry::{Backoff, Class, classify_clickhouse, classify_redis};
+use pipeline::retry::{Backoff, Class, classify_clickhouse, classify_redis, fails_over};
 use tracing::Instrument;
 
 use crate::{
@@ -19,7 +19,7 @@ use crate::{
     config::Settings,
     error::Error,
     isolate::{crash_parts, isolate},
-    sink::{Sink, Written},
+    sink::{Present, Sink, Written},
     source::Source,
 };
 
@@ -106,6 +106,9 @@ pub struct Worker {
     backoff: Backoff,
     /// Consecutive failed flushes of the current batch.
     attempt: u32,
+    /// The current batch's already loaded events, looked up once before its first attempt
+    /// so that every attempt sends the same rows ([`Sink::present_in`]); `None` until then.
+    present: Option<Present>,
     /// Deliveries after which an entry is dead-lettered instead of loaded.
     max_deliveries: u64,
     /// Idle time after which another consumer's pending entries are taken over.
@@ -137,7 +140,7 @@ impl Worker {
             .map_err(Error::Connect)?;
         // Each shard's worker holds a batch: the byte limit is the process's, shared out.
         let shards = settings.redis.shards().len();
-        let sink = Sink::new(ch.client());
+        let sink = Sink::new(ch.clients());
         Ok(Worker {
             source,
             sink,
@@ -149,6 +152,7 @@ impl Worker {
             read_count: settings.batch.read_count,
             backoff: Backoff::default(),
             attempt: 0,
+            present: None,
             max_deliveries: settings.recovery.max_deliveries,
             claim_idle: settings.recovery.claim_idle,
             claim_every: settings.recovery.claim_every(),
@@ -177,6 +181,8 @@ impl Worker {
                     for entry in entries {
                         self.batch.push(entry);
                     }
+                    // a changed batch is looked up again
+                    self.present = None;
                     // They waited `claim_idle` already: load them now, and claim the
                     // rest of a dead consumer's backlog right after.
                     self.batch.flush_soon();
@@ -206,6 +212,7 @@ impl Worker {
         for entry in entries {
             self.batch.push(entry);
         }
+        self.present = None;
         Ok(Outcome::Read(n))
     }
 
@@ -284,6 +291,7 @@ impl Worker {
             }
         }
         self.batch.take();
+        self.present = None;
         self.attempt = 0;
         self.trim_if_due().await;
         let insert_seconds = started.elapsed().as_secs_f64();
@@ -308,11 +316,20 @@ impl Worker {
     /// they are dead-lettered and the rest loads. Any other error is returned as
     /// [`Loaded::Failed`], for the caller to keep the part and retry.
     async fn load(&mut self, part: Range<usize>) -> Result<Loaded, Error> {
+        // After `begin_load`: a lookup that hangs and gets the consumer killed counts as an
+        // interrupted load of these entries, like the insert would.
+        if self.present.is_none() {
+            self.present = Some(self.sink.present_in(self.batch.entries()).await);
+        }
         let entries = &self.batch.entries()[part];
         let (sink, max_deliveries) = (&self.sink, self.max_deliveries);
+        let present = self
+            .present
+            .as_ref()
+            .expect("looked up before the first part");
         let written = isolate(
             entries.len(),
-            move |part| sink.write(&entries[part], max_deliveries),
+            move |part| sink.write(&entries[part], max_deliveries, present),
             refuses_data,
         )
         .await;
@@ -403,6 +420,13 @@ impl Worker {
         self.attempt += 1;
         metrics::counter!("consumer_insert_failures_total").increment(1);
         tracing::warn!(error = %e, ?class, attempt, "insert failed; keeping the batch");
+        // The next attempt goes to the next replica: the same rows, so if this one did
+        // write them, the other deduplicates the block (pipeline::retry::fails_over).
+        if fails_over(&e) {
+            let replica = self.sink.fail_over();
+            tracing::info!(replica, "loading through the next clickhouse url");
+            metrics::counter!("consumer_clickhouse_failovers_total").increment(1);
+        }
         let ids: Vec<String> = self.batch.entries().iter().map(|e| e.id.clone()).collect();
         if let Err(e) = self.source.keep_alive(&ids).await {
             tracing::warn!(error = %e, "refreshing held entries failed");

@@ -171,7 +171,11 @@ fn tls_trusting(ca_file: &Path) -> Result<fred::rustls::ClientConfig, fred::erro
 /// Where ClickHouse is.
 #[derive(Args, Clone)]
 pub struct ClickHouseArgs {
-    /// ClickHouse HTTP URL
+    /// ClickHouse HTTP URL; with replicas, the URL of every replica, comma-separated: the
+    /// consumer loads through the first that answers and moves on to the next when it fails
+    ///
+    /// Several URLs need `--clickhouse-replicated` (or a cluster): each must hold the same
+    /// tables. Migrations are applied to each of them.
     #[arg(
         long,
         global = true,
@@ -179,6 +183,15 @@ pub struct ClickHouseArgs {
         default_value = "http://127.0.0.1:8123"
     )]
     pub clickhouse_url: String,
+    /// Whether every node holds replicas coordinated by ZooKeeper (or ClickHouse Keeper):
+    /// migrations then create `Replicated…MergeTree` tables
+    ///
+    /// Each server's config must name the keeper (`<zookeeper>`) and its `<macros>` `shard`
+    /// and `replica`; a table's path is `/clickhouse/tables/{shard}/<database>/<table>`.
+    /// Migrations run on every node of `--clickhouse-url` (or `--clickhouse-shard-urls`),
+    /// a node that is down is migrated at the next start.
+    #[arg(long, global = true, env = "CLICKHOUSE_REPLICATED")]
+    pub clickhouse_replicated: bool,
     /// Database holding the pipeline's tables
     #[arg(
         long,
@@ -215,7 +228,7 @@ pub struct ClickHouseArgs {
         requires = "clickhouse_shard_urls"
     )]
     pub clickhouse_cluster: Option<String>,
-    /// HTTP URLs of one node per shard of the cluster, comma-separated; used only to apply migrations
+    /// HTTP URLs of one node per shard of the cluster (with `--clickhouse-replicated`, of every replica of every shard), comma-separated; used only to apply migrations
     ///
     /// Distributed DDL (`ON CLUSTER`) needs ZooKeeper or ClickHouse Keeper, which a deployment
     /// may not have, so migrations are applied to each shard directly. Requires
@@ -249,6 +262,14 @@ pub enum ClickHouseArgsError {
     /// An empty cluster name or shard URL (e.g. `a,,b` or a trailing comma).
     #[error("--clickhouse-cluster and every URL of --clickhouse-shard-urls must be non-empty")]
     Empty,
+    /// Several URLs for one server's tables: rows loaded through one would be missing on the
+    /// others.
+    #[error(
+        "--clickhouse-url (CLICKHOUSE_URL) lists several URLs but the tables are neither \
+         replicated (CLICKHOUSE_REPLICATED) nor distributed (CLICKHOUSE_CLUSTER): each URL \
+         would hold different rows"
+    )]
+    SeveralUrlsWithoutReplicas,
 }
 
 impl fmt::Debug for ClickHouseArgs {
@@ -258,6 +279,7 @@ impl fmt::Debug for ClickHouseArgs {
             .field("clickhouse_database", &self.clickhouse_database)
             .field("clickhouse_user", &self.clickhouse_user)
             .field("clickhouse_password", &"<redacted>")
+            .field("clickhouse_replicated", &self.clickhouse_replicated)
             .field("clickhouse_cluster", &self.clickhouse_cluster)
             .field("clickhouse_shard_urls", &self.clickhouse_shard_urls)
             .finish()
@@ -265,11 +287,33 @@ impl fmt::Debug for ClickHouseArgs {
 }
 
 impl ClickHouseArgs {
-    /// A client without a database, for creating it.
+    /// Every URL of `--clickhouse-url`, in order: one server, or the replicas to fail over
+    /// between.
+    pub fn urls(&self) -> Vec<&str> {
+        self.clickhouse_url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+
+    /// A client without a database, for creating it: the first URL's.
     pub fn server_client(&self) -> clickhouse::Client {
+        self.client_for(self.urls().first().copied().unwrap_or_default())
+    }
+
+    /// One client without a database per URL of `--clickhouse-url`.
+    pub fn server_clients(&self) -> Vec<clickhouse::Client> {
+        self.urls()
+            .into_iter()
+            .map(|u| self.client_for(u))
+            .collect()
+    }
+
+    fn client_for(&self, url: &str) -> clickhouse::Client {
         // Validation fetches the schema with RowBinaryWithNamesAndTypes, which 18.16 lacks.
         clickhouse::Client::default()
-            .with_url(&self.clickhouse_url)
+            .with_url(url)
             .with_user(&self.clickhouse_user)
             .with_password(&self.clickhouse_password)
             .with_compression(clickhouse::Compression::Lz4)
@@ -288,9 +332,20 @@ impl ClickHouseArgs {
     /// the shards that did write get the rows again, on the same shard (the sharding key is
     /// the event id), where ReplacingMergeTree and `FINAL` collapse them.
     pub fn client(&self) -> clickhouse::Client {
-        let client = self
-            .server_client()
-            .with_database(&self.clickhouse_database);
+        self.bound(self.server_client())
+    }
+
+    /// Like [`client`](Self::client), one per URL of `--clickhouse-url`: the replicas a
+    /// loader fails over between.
+    pub fn clients(&self) -> Vec<clickhouse::Client> {
+        self.server_clients()
+            .into_iter()
+            .map(|c| self.bound(c))
+            .collect()
+    }
+
+    fn bound(&self, client: clickhouse::Client) -> clickhouse::Client {
+        let client = client.with_database(&self.clickhouse_database);
         if self.clickhouse_cluster.is_some() {
             client.with_setting("insert_distributed_sync", "1")
         } else {
@@ -303,6 +358,10 @@ impl ClickHouseArgs {
     /// clap already refuses one without the other on the command line and in the
     /// environment; this covers arguments built in code, and empty values.
     pub fn validate(&self) -> Result<(), ClickHouseArgsError> {
+        if self.urls().len() > 1 && !self.clickhouse_replicated && self.clickhouse_cluster.is_none()
+        {
+            return Err(ClickHouseArgsError::SeveralUrlsWithoutReplicas);
+        }
         match (
             &self.clickhouse_cluster,
             self.clickhouse_shard_urls.is_empty(),
@@ -541,6 +600,38 @@ mod tests {
         .config()
         .unwrap_err();
         assert!(err.to_string().contains("is not rediss://"), "{err}");
+    }
+
+    #[derive(clap::Parser)]
+    struct ClickHouseOnly {
+        #[command(flatten)]
+        clickhouse: ClickHouseArgs,
+    }
+
+    #[test]
+    fn several_clickhouse_urls_are_replicas_and_need_replication() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            ClickHouseOnly::try_parse_from([&["t"][..], args].concat())
+                .unwrap()
+                .clickhouse
+        };
+        let one = parse(&[]);
+        assert_eq!(one.urls(), ["http://127.0.0.1:8123"]);
+        assert!(!one.clickhouse_replicated && one.validate().is_ok());
+        let two = parse(&["--clickhouse-url", "http://a:8123, http://b:8123"]);
+        assert_eq!(two.urls(), ["http://a:8123", "http://b:8123"]);
+        assert_eq!(
+            two.validate(),
+            Err(ClickHouseArgsError::SeveralUrlsWithoutReplicas)
+        );
+        assert_eq!(two.clients().len(), 2);
+        let replicated = parse(&[
+            "--clickhouse-url",
+            "http://a:8123,http://b:8123",
+            "--clickhouse-replicated",
+        ]);
+        assert!(replicated.clickhouse_replicated && replicated.validate().is_ok());
     }
 
     #[test]

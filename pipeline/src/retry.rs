@@ -135,6 +135,28 @@ pub fn classify_clickhouse(err: &clickhouse::error::Error) -> Class {
     }
 }
 
+/// Whether a ClickHouse error means the server could not be reached or did not answer in
+/// time: nothing says it refused anything, so another replica may take the same request.
+/// A replica that lost its ZooKeeper session (`Code: 242 TABLE_IS_READ_ONLY`) or is
+/// shutting down answers, but is [`Class::Retriable`] too: [`fails_over`] decides on the
+/// class, this only on reachability (migrations skip an unreachable replica, not a refusing
+/// one).
+pub fn clickhouse_unreachable(err: &clickhouse::error::Error) -> bool {
+    use clickhouse::error::Error as E;
+    matches!(err, E::Network(_) | E::TimedOut)
+}
+
+/// Whether a loader with several replica URLs should send its next attempt of a failed
+/// insert to the next replica. Every retriable error does: a dead, partitioned, read-only
+/// (no ZooKeeper session), overloaded or stopping replica serves the next attempt no
+/// better than another, and the other replica deduplicates the identical block if the
+/// first did write it (ReplicatedMergeTree keeps the last blocks' ids in ZooKeeper). Bad
+/// data fails the same everywhere, and a missing schema needs an operator wherever it is:
+/// those stay.
+pub fn fails_over(err: &clickhouse::error::Error) -> bool {
+    classify_clickhouse(err) == Class::Retriable
+}
+
 /// The reason of the rule that classifies ClickHouse error code `code`, if one does.
 pub fn clickhouse_rule(code: u32) -> Option<&'static str> {
     CLICKHOUSE_RULES
@@ -288,6 +310,26 @@ mod tests {
         assert_eq!(clickhouse_rule(241), None);
         assert_eq!(clickhouse_code("x Code: 60. DB::Exception"), Some(60));
         assert_eq!(clickhouse_code("no code"), None);
+    }
+
+    #[test]
+    fn an_unreachable_or_read_only_replica_is_failed_over_bad_data_is_not() {
+        assert!(clickhouse_unreachable(&E::Network("refused".into())));
+        assert!(clickhouse_unreachable(&E::TimedOut));
+        let read_only =
+            E::BadResponse("Code: 242. DB::Exception: Table is in readonly mode".into());
+        assert!(!clickhouse_unreachable(&read_only));
+        assert!(fails_over(&read_only));
+        assert!(fails_over(&E::Network("connection closed".into())));
+        assert!(fails_over(&E::BadResponse(
+            "Code: 319. DB::Exception: Unknown status, client must retry".into()
+        )));
+        assert!(!fails_over(&E::BadResponse(
+            "Code: 117. DB::Exception: Cannot parse input".into()
+        )));
+        assert!(!fails_over(&E::BadResponse(
+            "Code: 60. DB::Exception: Table x doesn't exist".into()
+        )));
     }
 
     #[test]

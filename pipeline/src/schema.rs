@@ -13,9 +13,20 @@
 //! `<table>_local` (the same columns, engine and `ORDER BY`) plus `<table>`, a
 //! `Distributed(<cluster>, <database>, <table>_local, <key>)` table with the key of
 //! [`SHARDING_KEYS`], so services insert and query the same table names either way. The
-//! migration files stay the one source of truth. Distributed DDL (`ON CLUSTER`) is not used:
-//! it needs ZooKeeper or ClickHouse Keeper. [`migrate_configured`] picks the mode from
+//! migration files stay the one source of truth. [`migrate_configured`] picks the mode from
 //! [`ClickHouseArgs`].
+//!
+//! # Replicas
+//! With `--clickhouse-replicated` every node holds replicas: each `MergeTree`-family engine
+//! of a created table becomes its `Replicated…` form ([`replicated_statement`]), with the
+//! ZooKeeper path `/clickhouse/tables/{shard}/<database>/<table>` and the replica
+//! `{replica}` (both macros from each server's `<macros>`), written out as the two explicit
+//! arguments that ClickHouse 18.16 and current releases both accept. The migrations are
+//! applied to every node in turn (every URL of `--clickhouse-url`, or of
+//! `--clickhouse-shard-urls` in a cluster), each node recording them in its own
+//! `schema_migrations`, never through `ON CLUSTER` DDL (ARCHITECTURE.md, "Losing one
+//! machine", says why); a node that cannot be reached is left for the next start, as long
+//! as one node took every migration.
 
 use clickhouse::Client;
 
@@ -109,12 +120,38 @@ pub enum MigrationError {
         table: String,
         engine: String,
     },
-    #[error("on shard {shard} (URL number {shard} of --clickhouse-shard-urls): {source}")]
+    #[error(
+        "table {database}.{table} is {engine}, not replicated: it was created before \
+         --clickhouse-replicated was set, so its rows would stay on this node; copy its data \
+         into a database migrated with replicas instead"
+    )]
+    NotReplicated {
+        database: String,
+        table: String,
+        engine: String,
+    },
+    #[error(
+        "on node {shard} (URL number {shard} of --clickhouse-shard-urls or --clickhouse-url): {source}"
+    )]
     OnShard {
         shard: usize,
         #[source]
         source: Box<MigrationError>,
     },
+}
+
+impl MigrationError {
+    /// Whether the node could not be reached at all (see [`crate::retry::clickhouse_unreachable`]),
+    /// rather than refusing something.
+    pub fn unreachable(&self) -> bool {
+        match self {
+            MigrationError::CreateDatabase { source, .. }
+            | MigrationError::Statement { source, .. }
+            | MigrationError::Bookkeeping(source) => crate::retry::clickhouse_unreachable(source),
+            MigrationError::OnShard { source, .. } => source.unreachable(),
+            _ => false,
+        }
+    }
 }
 
 /// A migration statement [`cluster_statements`] has no cluster form for.
@@ -329,6 +366,84 @@ enum Layout<'a> {
     Shard { cluster: &'a str },
 }
 
+/// The ZooKeeper path of a replicated table: one per shard, database and table, so
+/// databases (a test's each) never share a path.
+fn zookeeper_path(database: &str, table: &str) -> String {
+    format!("/clickhouse/tables/{{shard}}/{database}/{table}")
+}
+
+/// `stmt` for a node holding replicas: a `CREATE TABLE … ENGINE = <X>MergeTree[(args)] …`
+/// becomes `… ENGINE = Replicated<X>MergeTree('/clickhouse/tables/{shard}/<database>/<table>',
+/// '{replica}'[, args]) …`; any other statement (a `Distributed` table, an `ALTER`, which a
+/// replicated table passes on to its replicas itself) is returned as it is.
+pub fn replicated_statement(stmt: &str, database: &str) -> String {
+    let Some(rest) = strip_prefix_ignore_case(stmt, CREATE_TABLE) else {
+        return stmt.to_owned();
+    };
+    let rest = rest.trim_start();
+    let table = &rest[..rest.find(|c: char| !is_identifier(c)).unwrap_or(rest.len())];
+    let Some(engine_at) = stmt.find("ENGINE") else {
+        return stmt.to_owned();
+    };
+    let after = stmt[engine_at + "ENGINE".len()..].trim_start();
+    let Some(after) = after.strip_prefix('=') else {
+        return stmt.to_owned();
+    };
+    let engine_start = stmt.len() - after.trim_start().len();
+    let tail = &stmt[engine_start..];
+    let name_len = tail.find(|c: char| !is_identifier(c)).unwrap_or(tail.len());
+    let engine = &tail[..name_len];
+    if !engine.ends_with("MergeTree") || engine.starts_with("Replicated") {
+        return stmt.to_owned();
+    }
+    let (args, rest) = match tail[name_len..].strip_prefix('(') {
+        Some(inner) => match inner.find(')') {
+            Some(close) => (inner[..close].trim(), &inner[close + 1..]),
+            None => return stmt.to_owned(),
+        },
+        None => ("", &tail[name_len..]),
+    };
+    let mut replicated = format!(
+        "Replicated{engine}({}, '{{replica}}'",
+        quote(&zookeeper_path(database, table))
+    );
+    if !args.is_empty() {
+        replicated.push_str(", ");
+        replicated.push_str(args);
+    }
+    replicated.push(')');
+    format!("{}{replicated}{rest}", &stmt[..engine_start])
+}
+
+/// The statements of migration `m` as one node of `layout` runs them.
+fn node_statements(
+    m: &Migration,
+    database: &str,
+    layout: Layout<'_>,
+    replicated: bool,
+) -> Result<Vec<String>, MigrationError> {
+    let stmts = match layout {
+        Layout::Single => statements(m.sql),
+        Layout::Shard { cluster } => {
+            cluster_statements(m.sql, database, cluster).map_err(|source| {
+                MigrationError::NotShardable {
+                    version: m.version,
+                    name: m.name,
+                    source,
+                }
+            })?
+        }
+    };
+    Ok(if replicated {
+        stmts
+            .iter()
+            .map(|s| replicated_statement(s, database))
+            .collect()
+    } else {
+        stmts
+    })
+}
+
 /// Applies the migrations the way `args` describe: to `--clickhouse-url` with
 /// [`migrate`], or, with `--clickhouse-cluster`, to every `--clickhouse-shard-urls` with
 /// [`migrate_cluster`]. The one entry point for services.
@@ -343,16 +458,14 @@ pub async fn migrate_configured_to(
     last: u32,
 ) -> Result<Vec<u32>, MigrationError> {
     args.validate()?;
+    let database = &args.clickhouse_database;
+    let replicated = args.clickhouse_replicated;
     match args.cluster() {
-        None => migrate_to(&args.server_client(), &args.clickhouse_database, last).await,
+        None if !replicated => migrate_to(&args.server_client(), database, last).await,
+        None => migrate_nodes(&args.server_clients(), database, Layout::Single, true, last).await,
         Some(cluster) => {
-            migrate_cluster_to(
-                &args.shard_clients(),
-                &args.clickhouse_database,
-                cluster,
-                last,
-            )
-            .await
+            let layout = Layout::Shard { cluster };
+            migrate_nodes(&args.shard_clients(), database, layout, replicated, last).await
         }
     }
 }
@@ -380,42 +493,213 @@ pub async fn migrate_cluster_to(
     cluster: &str,
     last: u32,
 ) -> Result<Vec<u32>, MigrationError> {
+    migrate_nodes(shards, database, Layout::Shard { cluster }, false, last).await
+}
+
+/// Applies the migrations to every node, each recording them in its own
+/// `schema_migrations`; returns the versions applied on at least one node, in order.
+///
+/// One migration on every node, then the next: a replica creating a replicated table
+/// checks its columns against the ones ZooKeeper holds for that table, which a later
+/// migration's `ALTER` on another replica would already have changed.
+///
+/// With replicas, a node that cannot be reached is skipped with a warning (its replicated
+/// tables catch up on their rows when it is back, and the next start migrates it), so a
+/// consumer starts while one replica is down; at least one node must take every migration.
+/// Without replicas every node holds rows no other has, and every node must be migrated.
+async fn migrate_nodes(
+    nodes: &[Client],
+    database: &str,
+    layout: Layout<'_>,
+    replicated: bool,
+    last: u32,
+) -> Result<Vec<u32>, MigrationError> {
+    let on_node = |i: usize, source| MigrationError::OnShard {
+        shard: i + 1,
+        source: Box::new(source),
+    };
     let mut done = Vec::new();
-    for (i, shard) in shards.iter().enumerate() {
-        let on_shard = |source| MigrationError::OnShard {
-            shard: i + 1,
-            source: Box::new(source),
-        };
-        let applied = apply(shard, database, Layout::Shard { cluster }, last)
-            .await
-            .map_err(on_shard)?;
-        check_distributed(shard, database).await.map_err(on_shard)?;
-        done.extend(applied);
+    if replicated {
+        join_fresh_replicas(nodes, database).await?;
+    }
+    let mut skipped: Vec<Option<MigrationError>> = nodes.iter().map(|_| None).collect();
+    let versions = MIGRATIONS.iter().map(|m| m.version).filter(|&v| v <= last);
+    for version in versions {
+        for (i, node) in nodes.iter().enumerate() {
+            if skipped[i].is_some() {
+                continue;
+            }
+            match apply(node, database, layout, replicated, version).await {
+                Ok(applied) => done.extend(applied),
+                Err(e) if replicated && e.unreachable() => {
+                    tracing::warn!(
+                        node = i + 1,
+                        error = %e,
+                        "clickhouse node unreachable; migrating the others, it is migrated at the next start"
+                    );
+                    skipped[i] = Some(on_node(i, e));
+                }
+                Err(e) => return Err(on_node(i, e)),
+            }
+        }
+    }
+    let mut reached = 0;
+    for (i, node) in nodes.iter().enumerate() {
+        if skipped[i].is_none() {
+            check_engines(node, database, layout, replicated)
+                .await
+                .map_err(|e| on_node(i, e))?;
+            reached += 1;
+        }
+    }
+    if let (0, Some(e)) = (reached, skipped.into_iter().flatten().next()) {
+        return Err(e);
     }
     done.sort_unstable();
     done.dedup();
     Ok(done)
 }
 
-/// Fails if an event table on this shard is not Distributed.
-async fn check_distributed(shard: &Client, database: &str) -> Result<(), MigrationError> {
-    let tables: Vec<(String, String)> = shard
+/// Gives every reachable node that has no table in `database` yet (a replica added to a
+/// running deployment, or one that was down when the database was created) the tables of
+/// the node with the most migrations, as that node's `SHOW CREATE TABLE` has them, and its
+/// `schema_migrations` rows. Replaying the migrations from the first would fail there: a
+/// replicated table's columns must match the ones its ZooKeeper path holds, which later
+/// migrations' `ALTER`s changed. The new replica then fetches the rows by itself.
+async fn join_fresh_replicas(nodes: &[Client], database: &str) -> Result<(), MigrationError> {
+    let mut states = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        // an unreachable node is skipped here and reported by the migration that follows
+        states.push(replica_state(node, database).await.ok());
+    }
+    let Some(source) = (0..nodes.len())
+        .filter(|&i| {
+            states[i]
+                .as_ref()
+                .is_some_and(|(_, tables)| !tables.is_empty())
+        })
+        .max_by_key(|&i| states[i].as_ref().map_or(0, |(versions, _)| versions.len()))
+    else {
+        return Ok(());
+    };
+    let (versions, tables) = states[source].clone().expect("source is reachable");
+    for (i, node) in nodes.iter().enumerate() {
+        if !states[i]
+            .as_ref()
+            .is_some_and(|(_, tables)| tables.is_empty())
+        {
+            continue;
+        }
+        tracing::info!(
+            node = i + 1,
+            from = source + 1,
+            "new replica: creating its tables as the other replica has them"
+        );
+        let node_error = |source| MigrationError::OnShard {
+            shard: i + 1,
+            source: Box::new(source),
+        };
+        for table in &tables {
+            let create: String = nodes[source]
+                .query(&format!("SHOW CREATE TABLE `{database}`.`{table}`"))
+                .fetch_one()
+                .await
+                .map_err(|e| node_error(MigrationError::Bookkeeping(e)))?;
+            let create = create.replacen("CREATE TABLE ", CREATE_TABLE, 1);
+            node.query(&create).execute().await.map_err(|source| {
+                node_error(MigrationError::Statement {
+                    version: 0,
+                    name: "the other replica's tables",
+                    source,
+                })
+            })?;
+        }
+        let db = node.clone().with_database(database);
+        for version in &versions {
+            let name = MIGRATIONS
+                .iter()
+                .find(|m| m.version == *version)
+                .map_or("unknown", |m| m.name);
+            db.query(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, now())",
+            )
+            .bind(version)
+            .bind(name)
+            .execute()
+            .await
+            .map_err(|e| node_error(MigrationError::Bookkeeping(e)))?;
+        }
+    }
+    Ok(())
+}
+
+/// A node's recorded migrations and its tables in `database` but `schema_migrations`
+/// (created here if missing, so the answer never depends on the database existing).
+async fn replica_state(
+    node: &Client,
+    database: &str,
+) -> Result<(Vec<u32>, Vec<String>), clickhouse::error::Error> {
+    node.query(&format!("CREATE DATABASE IF NOT EXISTS `{database}`"))
+        .execute()
+        .await?;
+    let db = node.clone().with_database(database);
+    db.query(MIGRATIONS_TABLE).execute().await?;
+    let versions = db
+        .query("SELECT DISTINCT version FROM schema_migrations ORDER BY version")
+        .fetch_all()
+        .await?;
+    let tables = node
+        .query(
+            "SELECT name FROM system.tables WHERE database = ? AND name != 'schema_migrations' \
+             ORDER BY name",
+        )
+        .bind(database)
+        .fetch_all()
+        .await?;
+    Ok((versions, tables))
+}
+
+/// Fails if an event table on this node has the wrong engine for the layout: not
+/// Distributed in a cluster (the database was migrated for one server), or not replicated
+/// where replicas are configured (the tables were created before replication was, and
+/// would never be copied).
+async fn check_engines(
+    node: &Client,
+    database: &str,
+    layout: Layout<'_>,
+    replicated: bool,
+) -> Result<(), MigrationError> {
+    let tables: Vec<(String, String)> = node
         .query("SELECT name, engine FROM system.tables WHERE database = ?")
         .bind(database)
         .fetch_all()
         .await
         .map_err(MigrationError::Bookkeeping)?;
-    let single = tables.into_iter().find(|(table, engine)| {
-        SHARDING_KEYS.iter().any(|(t, _)| t == table) && engine != "Distributed"
-    });
-    match single {
-        Some((table, engine)) => Err(MigrationError::NotDistributed {
-            database: database.to_owned(),
-            table,
-            engine,
-        }),
-        None => Ok(()),
+    let event_table = |table: &str| SHARDING_KEYS.iter().any(|(t, _)| *t == table);
+    for (table, engine) in tables {
+        let (stored, expected) = match layout {
+            Layout::Shard { .. } => (
+                table.strip_suffix(LOCAL_SUFFIX).filter(|t| event_table(t)),
+                event_table(&table).then_some("Distributed"),
+            ),
+            Layout::Single => (event_table(&table).then_some(table.as_str()), None),
+        };
+        if expected.is_some_and(|expected| engine != expected) {
+            return Err(MigrationError::NotDistributed {
+                database: database.to_owned(),
+                table,
+                engine,
+            });
+        }
+        if replicated && stored.is_some() && !engine.starts_with("Replicated") {
+            return Err(MigrationError::NotReplicated {
+                database: database.to_owned(),
+                table,
+                engine,
+            });
+        }
     }
+    Ok(())
 }
 
 /// Creates `database` if needed and applies every migration not yet recorded.
@@ -433,13 +717,14 @@ pub async fn migrate_to(
     database: &str,
     last: u32,
 ) -> Result<Vec<u32>, MigrationError> {
-    apply(client, database, Layout::Single, last).await
+    apply(client, database, Layout::Single, false, last).await
 }
 
 async fn apply(
     client: &Client,
     database: &str,
     layout: Layout<'_>,
+    replicated: bool,
     last: u32,
 ) -> Result<Vec<u32>, MigrationError> {
     client
@@ -465,18 +750,7 @@ async fn apply(
         .iter()
         .filter(|m| m.version <= last && !applied.contains(&m.version));
     for m in pending {
-        let stmts = match layout {
-            Layout::Single => statements(m.sql),
-            Layout::Shard { cluster } => {
-                cluster_statements(m.sql, database, cluster).map_err(|source| {
-                    MigrationError::NotShardable {
-                        version: m.version,
-                        name: m.name,
-                        source,
-                    }
-                })?
-            }
-        };
+        let stmts = node_statements(m, database, layout, replicated)?;
         if is_done(&db, m).await? {
             tracing::info!(
                 version = m.version,
@@ -696,6 +970,46 @@ mod tests {
             err.reason.contains("\"other\" has no sharding key"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn replicas_get_the_replicated_engine_with_explicit_path_and_replica() {
+        let stmt = "CREATE TABLE IF NOT EXISTS commerce_events (a UInt8) \
+                    ENGINE = ReplacingMergeTree(received_at) ORDER BY a";
+        assert_eq!(
+            replicated_statement(stmt, "db"),
+            "CREATE TABLE IF NOT EXISTS commerce_events (a UInt8) ENGINE = \
+             ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/db/commerce_events', \
+             '{replica}', received_at) ORDER BY a"
+        );
+        let plain = "CREATE TABLE IF NOT EXISTS rejected_events_local (a UInt8)\nENGINE = MergeTree\nORDER BY a";
+        assert_eq!(
+            replicated_statement(plain, "d"),
+            "CREATE TABLE IF NOT EXISTS rejected_events_local (a UInt8)\nENGINE = \
+             ReplicatedMergeTree('/clickhouse/tables/{shard}/d/rejected_events_local', \
+             '{replica}')\nORDER BY a"
+        );
+        for unchanged in [
+            "CREATE TABLE IF NOT EXISTS t AS t_local ENGINE = Distributed('c', 'd', 't_local', rand())",
+            "ALTER TABLE probe_results ADD COLUMN x UInt8 DEFAULT 0",
+            "RENAME TABLE a TO b",
+            "CREATE TABLE IF NOT EXISTS t (a UInt8) ENGINE = ReplicatedMergeTree('/p', 'r') ORDER BY a",
+        ] {
+            assert_eq!(replicated_statement(unchanged, "d"), unchanged);
+        }
+        // every migration: each MergeTree engine it creates, and nothing else, is replicated
+        for m in MIGRATIONS {
+            for stmt in statements(m.sql) {
+                let replicated = replicated_statement(&stmt, "d");
+                let creates_merge_tree =
+                    stmt.starts_with(CREATE_TABLE) && stmt.contains("MergeTree");
+                assert_eq!(replicated != stmt, creates_merge_tree, "{stmt}");
+                assert_eq!(
+                    replicated.contains("ENGINE = Replicated"),
+                    creates_merge_tree
+                );
+            }
+        }
     }
 
     #[test]

