@@ -476,3 +476,66 @@ fn rows_or_none(replicas: &ReplicatedClickHouse, database: &str) -> Option<u64> 
         .parse()
         .ok()
 }
+
+/// Issue #18, the keeper's loss: without ZooKeeper the replicated tables turn read-only, so
+/// every insert fails and the consumer keeps its batch, acknowledging nothing; once
+/// ZooKeeper is back (with its data), loading resumes and every event counts once on both
+/// replicas. How long loading waited after ZooKeeper's return is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_zookeeper_pauses_loading_and_loses_nothing() {
+    let mut replicas =
+        tokio::task::block_in_place(|| ReplicatedClickHouse::start(1, 2)).expect("replicas");
+    let env = Env::on(&testkit::shared_redis().url(), &replicas.urls()).await;
+    let settings = env.settings("replicas", &["--clickhouse-replicated"]);
+    let mut worker = consumer::Worker::connect(&settings).await.unwrap();
+    let mut ids = env.publish_many(5, 20).await;
+    drive(&mut worker, Duration::from_secs(30), || async {
+        env.pending("loader").await == 0
+    })
+    .await;
+
+    tokio::task::block_in_place(|| replicas.zookeeper_mut().kill()).unwrap();
+    let down = Instant::now();
+    ids.extend(env.publish_many(5, 20).await);
+    let mut failed = 0;
+    while down.elapsed() < Duration::from_secs(8) {
+        match worker.step().await.unwrap() {
+            consumer::Outcome::Retrying { .. } => failed += 1,
+            consumer::Outcome::Flushed(w) => {
+                assert_eq!(w.commerce, 0, "loaded without ZooKeeper: {w:?}")
+            }
+            _ => {}
+        }
+    }
+    assert!(failed > 0, "no insert failed without ZooKeeper");
+    assert!(
+        env.pending("loader").await > 0,
+        "acknowledged without ZooKeeper"
+    );
+
+    tokio::task::block_in_place(|| replicas.zookeeper_mut().restart()).unwrap();
+    let back = Instant::now();
+    drive(&mut worker, Duration::from_secs(120), || async {
+        env.pending("loader").await == 0
+    })
+    .await;
+    println!(
+        "zookeeper outage: {failed} failed attempts in {:?}; loaded {:?} after it was back",
+        Duration::from_secs(8),
+        back.elapsed()
+    );
+    let nodes = replicas.nodes();
+    tokio::task::block_in_place(|| settled(nodes, &env.database, Duration::from_secs(60)));
+    for (i, node) in nodes.iter().enumerate() {
+        let loaded = on(
+            node,
+            &env.database,
+            "SELECT toString(event_id) FROM {db}.commerce_events FINAL ORDER BY event_id",
+        );
+        let mut want: Vec<String> = ids.clone();
+        want.sort();
+        let mut got: Vec<&str> = loaded.lines().collect();
+        got.sort();
+        assert_eq!(got, want, "replica {i}");
+    }
+}
