@@ -2,7 +2,7 @@
 //! 3-master Redis Cluster; three consumers load a two-shard ClickHouse 18.16 cluster through
 //! Distributed tables; the report, read through another node, equals the simulator's truth.
 //! The chaos variant restarts a Redis master (AOF on), kills a consumer and adds another
-//! mid-run.
+//! mid-run. The replica variant kills a ClickHouse replica (issue #18) and reports through both.
 
 use std::{collections::HashSet, time::Duration};
 
@@ -466,4 +466,76 @@ async fn cluster_scaling_one_vs_two_consumers() {
             .unwrap_or_default()
             .trim()
     );
+}
+
+/// Issue #18: the simulator streams through a gateway while the consumer loads two
+/// ClickHouse replicas of one shard (`--clickhouse-replicated`, both URLs); the replica it
+/// loads through is SIGKILLed mid-run and restarted. Afterwards the day's report built by
+/// the real reporter through either replica passes the oracle against the simulator's
+/// truth, and the two reports are the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reports_through_either_replica_equal_the_truth_after_a_replica_kill() {
+    let mut replicas = tokio::task::block_in_place(|| testkit::ReplicatedClickHouse::start(1, 2))
+        .expect("replicas");
+    let redis = testkit::shared_redis().url();
+    let stream = testkit::unique_name("events");
+    let database = testkit::unique_name("replicas");
+    let stores = simulator::fleet::stores_file(&simulator::fleet::fleet(3, SECRET));
+    let gateway = start_gateway(&redis, &stream, &stores, &[]).await;
+    let settings = consumer_settings(
+        &redis,
+        &stream,
+        &replicas.urls(),
+        &database,
+        &["--clickhouse-replicated"],
+    );
+    let stop = watch::channel(false).0;
+    let consumer = spawn_consumer(settings, stop.subscribe());
+
+    let base = event_time_base();
+    let args = simulate(&gateway.url(), 20_000, 2_000, base);
+    let sending = tokio::spawn(async move { simulator::send::run(&args).await });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::task::block_in_place(|| replicas.node_mut(0).kill()).unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::task::block_in_place(|| replicas.node_mut(0).restart()).unwrap();
+    let truth = sending.await.unwrap().unwrap();
+    assert_eq!(truth.failed, 0);
+
+    let count = format!("SELECT count() FROM ({LOADED_IDS_FINAL})");
+    for node in replicas.nodes() {
+        let reader = clickhouse(&node.url(), &database);
+        testkit::eventually(
+            Duration::from_secs(120),
+            "every event on the replica",
+            || {
+                let reader = reader.clone();
+                let count = count.clone();
+                async move {
+                    let loaded: u64 = reader.query(&count).fetch_one().await?;
+                    Ok((loaded == truth.accepted).then_some(()))
+                }
+            },
+        )
+        .await
+        .unwrap();
+    }
+    stop.send_replace(true);
+    consumer.await.unwrap();
+    gateway.shutdown().await.unwrap();
+
+    let s3 = testkit::shared_s3();
+    let mut reports = Vec::new();
+    for node in replicas.nodes() {
+        let bucket = testkit::unique_bucket();
+        s3.create_bucket(&bucket).unwrap();
+        let store = report_store(&s3.endpoint(), &bucket).await;
+        let reader = clickhouse(&node.url(), &database);
+        let (report, _keys) = reporter::run::run(&reader, &store, utc_date(base))
+            .await
+            .unwrap();
+        crate::full_path::oracle(&report, &truth);
+        reports.push(report);
+    }
+    assert!(reports[0] == reports[1], "the replicas' reports differ");
 }
