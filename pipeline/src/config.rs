@@ -192,6 +192,19 @@ pub struct ClickHouseArgs {
     /// a node that is down is migrated at the next start.
     #[arg(long, global = true, env = "CLICKHOUSE_REPLICATED")]
     pub clickhouse_replicated: bool,
+    /// Replicas that must have written an insert before ClickHouse confirms it (`insert_quorum`); 0 confirms once one has
+    ///
+    /// With 2 on two replicas an acknowledged event survives the loss of either machine's
+    /// disk, but loading stops while one replica is down (entries wait in Redis); with 0 loading
+    /// goes on through the survivor, and rows the dead replica confirmed in its last moment,
+    /// before the other fetched them, are lost with its disk (docs/DEPLOY.md §10).
+    #[arg(
+        long,
+        global = true,
+        env = "CLICKHOUSE_INSERT_QUORUM",
+        default_value_t = 0
+    )]
+    pub clickhouse_insert_quorum: u8,
     /// Database holding the pipeline's tables
     #[arg(
         long,
@@ -243,6 +256,9 @@ pub struct ClickHouseArgs {
     pub clickhouse_shard_urls: Vec<String>,
 }
 
+/// How long an insert waits for `--clickhouse-insert-quorum` replicas, in milliseconds.
+const INSERT_QUORUM_TIMEOUT_MS: u32 = 10_000;
+
 /// Why a [`ClickHouseArgs`] is inconsistent.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ClickHouseArgsError {
@@ -280,6 +296,7 @@ impl fmt::Debug for ClickHouseArgs {
             .field("clickhouse_user", &self.clickhouse_user)
             .field("clickhouse_password", &"<redacted>")
             .field("clickhouse_replicated", &self.clickhouse_replicated)
+            .field("clickhouse_insert_quorum", &self.clickhouse_insert_quorum)
             .field("clickhouse_cluster", &self.clickhouse_cluster)
             .field("clickhouse_shard_urls", &self.clickhouse_shard_urls)
             .finish()
@@ -345,12 +362,22 @@ impl ClickHouseArgs {
     }
 
     fn bound(&self, client: clickhouse::Client) -> clickhouse::Client {
-        let client = client.with_database(&self.clickhouse_database);
+        let mut client = client.with_database(&self.clickhouse_database);
         if self.clickhouse_cluster.is_some() {
-            client.with_setting("insert_distributed_sync", "1")
-        } else {
-            client
+            client = client.with_setting("insert_distributed_sync", "1");
         }
+        if self.clickhouse_insert_quorum > 0 {
+            // A replica that died keeps its keeper session (and counts as live) for seconds:
+            // an insert then waits for it, by default for 10 minutes; 10 s is plenty for a
+            // live replica to fetch a batch, and fails the attempt soon enough to retry.
+            client = client
+                .with_setting("insert_quorum", self.clickhouse_insert_quorum.to_string())
+                .with_setting(
+                    "insert_quorum_timeout",
+                    INSERT_QUORUM_TIMEOUT_MS.to_string(),
+                );
+        }
+        client
     }
 
     /// Checks that the cluster name and the shard URLs are set together, and are not empty.

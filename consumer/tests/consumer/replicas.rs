@@ -483,35 +483,10 @@ fn rows_or_none(replicas: &ReplicatedClickHouse, database: &str) -> Option<u64> 
 /// replicas. How long loading waited after ZooKeeper's return is printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_zookeeper_pauses_loading_and_loses_nothing() {
-    let mut replicas =
-        tokio::task::block_in_place(|| ReplicatedClickHouse::start(1, 2)).expect("replicas");
-    let env = Env::on(&testkit::shared_redis().url(), &replicas.urls()).await;
-    let settings = env.settings("replicas", &["--clickhouse-replicated"]);
-    let mut worker = consumer::Worker::connect(&settings).await.unwrap();
-    let mut ids = env.publish_many(5, 20).await;
-    drive(&mut worker, Duration::from_secs(30), || async {
-        env.pending("loader").await == 0
-    })
-    .await;
-
+    let (mut replicas, env, mut worker, mut ids) = loaded_replicas(&[]).await;
     tokio::task::block_in_place(|| replicas.zookeeper_mut().kill()).unwrap();
-    let down = Instant::now();
     ids.extend(env.publish_many(5, 20).await);
-    let mut failed = 0;
-    while down.elapsed() < Duration::from_secs(8) {
-        match worker.step().await.unwrap() {
-            consumer::Outcome::Retrying { .. } => failed += 1,
-            consumer::Outcome::Flushed(w) => {
-                assert_eq!(w.commerce, 0, "loaded without ZooKeeper: {w:?}")
-            }
-            _ => {}
-        }
-    }
-    assert!(failed > 0, "no insert failed without ZooKeeper");
-    assert!(
-        env.pending("loader").await > 0,
-        "acknowledged without ZooKeeper"
-    );
+    let failed = loads_nothing_for(&mut worker, &env, Duration::from_secs(8)).await;
 
     tokio::task::block_in_place(|| replicas.zookeeper_mut().restart()).unwrap();
     let back = Instant::now();
@@ -538,4 +513,77 @@ async fn losing_zookeeper_pauses_loading_and_loses_nothing() {
         got.sort();
         assert_eq!(got, want, "replica {i}");
     }
+}
+
+/// `--clickhouse-insert-quorum 2`: an insert is confirmed only once both replicas have it,
+/// so while one is dead nothing is acknowledged (loading waits, entries stay in Redis), and
+/// once it is back everything loads once on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_insert_quorum_of_two_a_dead_replica_stops_loading_and_loses_nothing() {
+    let (mut replicas, env, mut worker, mut ids) =
+        loaded_replicas(&["--clickhouse-insert-quorum", "2"]).await;
+    tokio::task::block_in_place(|| replicas.node_mut(1).kill()).unwrap();
+    ids.extend(env.publish_many(5, 20).await);
+    let failed = loads_nothing_for(&mut worker, &env, Duration::from_secs(8)).await;
+
+    tokio::task::block_in_place(|| replicas.node_mut(1).restart()).unwrap();
+    let back = Instant::now();
+    drive(&mut worker, Duration::from_secs(120), || async {
+        env.pending("loader").await == 0
+    })
+    .await;
+    println!(
+        "insert quorum: {failed} failed attempts; loaded {:?} after the replica was back",
+        back.elapsed()
+    );
+    let nodes = replicas.nodes();
+    tokio::task::block_in_place(|| settled(nodes, &env.database, Duration::from_secs(60)));
+    for (i, node) in nodes.iter().enumerate() {
+        assert_eq!(
+            rows_on(node, &env.database),
+            ids.len() as u64,
+            "replica {i}"
+        );
+    }
+}
+
+/// Two replicas, and a consumer (`--clickhouse-replicated` and `extra`) that has loaded a
+/// first 100 events; returns their ids.
+async fn loaded_replicas(
+    extra: &[&str],
+) -> (ReplicatedClickHouse, Env, consumer::Worker, Vec<String>) {
+    let replicas =
+        tokio::task::block_in_place(|| ReplicatedClickHouse::start(1, 2)).expect("replicas");
+    let env = Env::on(&testkit::shared_redis().url(), &replicas.urls()).await;
+    let mut args = vec!["--clickhouse-replicated"];
+    args.extend_from_slice(extra);
+    let mut worker = consumer::Worker::connect(&env.settings("replicas", &args))
+        .await
+        .unwrap();
+    let ids = env.publish_many(5, 20).await;
+    drive(&mut worker, Duration::from_secs(30), || async {
+        env.pending("loader").await == 0
+    })
+    .await;
+    (replicas, env, worker, ids)
+}
+
+/// Steps `worker` for `period`, checking that no insert succeeds and nothing is
+/// acknowledged; returns how many attempts failed (at least one).
+async fn loads_nothing_for(worker: &mut consumer::Worker, env: &Env, period: Duration) -> usize {
+    let start = Instant::now();
+    let mut failed = 0;
+    while start.elapsed() < period {
+        match worker.step().await.unwrap() {
+            consumer::Outcome::Retrying { error, .. } => {
+                failed += 1;
+                eprintln!("attempt failed: {error}");
+            }
+            consumer::Outcome::Flushed(w) => assert_eq!(w.commerce, 0, "loaded: {w:?}"),
+            _ => {}
+        }
+    }
+    assert!(failed > 0, "no insert failed");
+    assert!(env.pending("loader").await > 0, "acknowledged");
+    failed
 }
