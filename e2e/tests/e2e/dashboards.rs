@@ -74,9 +74,9 @@ const HISTOGRAM_SERIES: &[&str] = &["_bucket", "_sum", "_count"];
 
 /// One query of a dashboard, named by the dashboard file and the panel (or annotation, or
 /// variable) title.
-struct Query {
-    name: String,
-    text: String,
+pub(crate) struct Query {
+    pub(crate) name: String,
+    pub(crate) text: String,
     /// The variables its dashboard defines.
     defined: BTreeSet<String>,
 }
@@ -159,10 +159,10 @@ fn queries(keys: &[&str]) -> Vec<Query> {
 
 /// The time range and interval the Grafana macros stand for.
 #[derive(Clone, Copy)]
-struct Range {
-    from: i64,
-    to: i64,
-    interval_s: u64,
+pub(crate) struct Range {
+    pub(crate) from: i64,
+    pub(crate) to: i64,
+    pub(crate) interval_s: u64,
 }
 
 /// What a dashboard variable is set to, as Grafana holds it: every value ("All", which the
@@ -175,7 +175,7 @@ enum Selection {
 
 /// The dashboard variables a query may use, and what each is set to.
 #[derive(Clone, Debug)]
-struct Variables(BTreeMap<&'static str, Selection>);
+pub(crate) struct Variables(BTreeMap<&'static str, Selection>);
 
 /// The variables the dashboards define (checked by
 /// `every_variable_a_query_uses_is_defined_and_filters_every_panel`).
@@ -183,7 +183,7 @@ const VARIABLES: &[&str] = &["region", "store", "seller"];
 
 impl Variables {
     /// Every variable at "All", as the dashboards open.
-    fn all() -> Variables {
+    pub(crate) fn all() -> Variables {
         Variables(VARIABLES.iter().map(|v| (*v, Selection::All)).collect())
     }
 
@@ -762,7 +762,7 @@ async fn load_simulated_data(client: &clickhouse::Client, base: i64) -> Loaded {
 }
 
 /// The dashboards' ClickHouse queries (panels and variables), expanded for `range` and `vars`.
-fn expanded_queries(range: Range, vars: &Variables) -> Vec<Query> {
+pub(crate) fn expanded_queries(range: Range, vars: &Variables) -> Vec<Query> {
     queries(&["rawSql", "queryText"])
         .into_iter()
         .map(|q| {

@@ -1,6 +1,7 @@
 //! End-to-end tests: the services wired together as in production, against real Redis,
 //! ClickHouse 18.16 and SeaweedFS started by `testkit` on free loopback ports.
 
+mod analytics;
 mod bench_latency;
 mod client;
 mod cluster;
