@@ -142,7 +142,7 @@ start_redis() {
     require_free REDIS_PORT
     redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$dir" \
         --appendonly yes --appendfsync everysec \
-        --maxmemory 1gb --maxmemory-policy noeviction \
+        --maxmemory 1gb --maxmemory-policy noeviction --rdbcompression no \
         --daemonize yes --pidfile "$(pidfile redis)" --logfile "$dir/redis.log" ||
         die "redis-server refused to start; see $dir/redis.log"
     # --daemonize writes the pidfile a moment after the command returns
