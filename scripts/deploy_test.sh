@@ -147,4 +147,84 @@ for want in "PROBER_REGION: asia" "PROBER_TOKEN: asia-prober-token" "PROBER_GATE
 done
 passed=$((passed + 1))
 
+case="core replica: three hosts"
+# What core_replica.enabled gives the core, the replica and the witness, rendered offline by
+# modules/core_replica and written as cloud-init would (.env and deploy/clickhouse/hosts/
+# beside the repository's compose files), then read back by Compose: each host runs its part
+# (core: everything; replica: Redis, ClickHouse, a consumer; witness: a sentinel and a keeper,
+# as every host does), Redis and ClickHouse publish on the host's private address only, and
+# the consumers reach Redis through the three sentinels and ClickHouse through both replicas.
+ha="$work/ha" && rm -rf "$ha" && mkdir -p "$ha/render"
+cat >"$ha/render/main.tf" <<HCL
+module "core_replica" {
+  source                  = "$PWD/terraform/modules/core_replica"
+  enabled                 = true
+  addresses               = { core = "10.0.1.10", replica = "10.0.1.11", witness = "10.0.1.12" }
+  redis_gateway_password  = "gw-pass"
+  redis_consumer_password = "consumer-pass"
+  base_env = { COMPOSE_PROJECT_NAME = "marketplace", REDIS_PASSWORD = "admin-pass", REDIS_GATEWAY_PASSWORD = "gw-pass",
+    REDIS_CONSUMER_PASSWORD = "consumer-pass", CLICKHOUSE_USER = "pipeline", CLICKHOUSE_PASSWORD = "ch-pass",
+    CLICKHOUSE_GRAFANA_PASSWORD = "gf-pass", AWS_ACCESS_KEY_ID = "k", AWS_SECRET_ACCESS_KEY = "s", GRAFANA_ADMIN_PASSWORD = "g" }
+  cloud_config_template = "$PWD/terraform/cloud-init/cloud-config.yaml.tftpl"
+}
+output "dotenv" {
+  value = { for host, env in module.core_replica.env : host => join("", [for k, v in (host == "core" ? merge(module.core_replica.env.replica, env) : env) : "\${k}=\${v}\n"]) }
+  sensitive = true
+}
+output "files" {
+  value = module.core_replica.core_files
+}
+HCL
+(
+    export TF_DATA_DIR="$ha/render/.terraform"
+    terraform -chdir="$ha/render" init -input=false -no-color >/dev/null 2>&1
+    terraform -chdir="$ha/render" apply -auto-approve -input=false -no-color >/dev/null 2>&1
+    terraform -chdir="$ha/render" output -json dotenv >"$ha/dotenv.json"
+    terraform -chdir="$ha/render" output -json files >"$ha/files.json"
+) || { echo "deploy_test: $case: modules/core_replica did not render" >&2; exit 1; }
+for host in core replica witness; do
+    mkdir -p "$ha/$host/deploy/clickhouse/hosts"
+    cp compose.yaml "$ha/$host/"
+    cp deploy/compose.core.yaml deploy/compose.ha-hosts.yaml "$ha/$host/deploy/"
+    python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]], end="")' "$ha/dotenv.json" "$host" >"$ha/$host/.env"
+    (cd "$ha/$host" && env -i PATH="$PATH" "${compose[@]}" -f compose.yaml -f deploy/compose.core.yaml -f deploy/compose.ha-hosts.yaml config) \
+        >"$ha/$host.yaml" 2>"$ha/$host.err" || { echo "deploy_test: $case: $host: compose config failed:" >&2; cat "$ha/$host.err" >&2; exit 1; }
+done
+python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["/opt/marketplace/deploy/clickhouse/hosts/keeper.xml"]["content"])' \
+    "$ha/files.json" >"$ha/core/deploy/clickhouse/hosts/keeper.xml"
+grep -q "<server_id>1</server_id>" "$ha/core/deploy/clickhouse/hosts/keeper.xml" ||
+    { echo "deploy_test: $case: the core's keeper is not server 1" >&2; exit 1; }
+# Which services each host starts: those without a profile, and those of its COMPOSE_PROFILES;
+# none may depend on a service it does not start.
+python3 - "$ha" <<'PY' || { echo "deploy_test: $case: a host runs the wrong services (above)" >&2; exit 1; }
+import sys, yaml
+ha = sys.argv[1]
+want = {
+    "core": "archiver clickhouse consumer grafana keeper preflight prometheus redis reporter s3 s3-init sentinel tempo tempo-health",
+    "replica": "clickhouse consumer keeper preflight redis sentinel",
+    "witness": "keeper sentinel",
+}
+ok = True
+for host, services in want.items():
+    env = dict(line.split("=", 1) for line in open(f"{ha}/{host}/.env").read().splitlines())
+    profiles = {p for p in env["COMPOSE_PROFILES"].split(",") if p}
+    svc = yaml.safe_load(open(f"{ha}/{host}.yaml"))["services"]
+    on = {n for n, s in svc.items() if not s.get("profiles") or set(s["profiles"]) & profiles}
+    missing = [(n, d) for n in on for d in (svc[n].get("depends_on") or {}) if d not in on]
+    if " ".join(sorted(on)) != services or missing:
+        print(f"{host}: runs {sorted(on)}, dependencies not running: {missing}", file=sys.stderr)
+        ok = False
+sys.exit(0 if ok else 1)
+PY
+for want in "core:10.0.1.10:8123:8123/tcp" "replica:10.0.1.11:8123:8123/tcp" "replica:10.0.1.11:6379:6379/tcp" "replica:REDIS_REPLICAOF: 10.0.1.10" \
+    "replica:REDIS_URL: redis-sentinel://consumer:consumer-pass@10.0.1.10:26379?sentinelServiceName=pipeline&node=10.0.1.11:26379&node=10.0.1.12:26379" \
+    "replica:CLICKHOUSE_URL: http://clickhouse:8123,http://10.0.1.10:8123" "core:CLICKHOUSE_URL: http://clickhouse:8123,http://10.0.1.11:8123" \
+    'core:CLICKHOUSE_REPLICATED: "true"' "replica:/deploy/clickhouse/hosts/replication.xml:/etc/clickhouse-server/config.d/replication.xml:ro" "witness:HOST_PRIVATE_IP: 10.0.1.12" \
+    "witness:sentinel monitor pipeline 10.0.1.10 6379 2"; do
+    host="${want%%:*}" && text="${want#*:}"
+    grep -q -F -- "$text" "$ha/$host.yaml" ||
+        { echo "deploy_test: $case: $host's compose config lacks $text:" >&2; cat "$ha/$host.yaml" >&2; exit 1; }
+done
+passed=$((passed + 1))
+
 echo "deploy_test: $passed cases passed"

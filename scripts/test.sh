@@ -42,7 +42,7 @@ if command -v terraform >/dev/null 2>&1; then
     terraform fmt -check -recursive terraform
     bash scripts/deploy_test.sh # scripts/deploy.sh's preflight, offline
     # the modules (gateway exposure rule, probers) have no provider, so their tests run offline
-    for module in gateway_exposure prober; do
+    for module in gateway_exposure prober core_replica; do
         tf_data="$(mktemp -d)"
         TF_DATA_DIR="$tf_data" terraform -chdir=terraform/modules/$module init -input=false >/dev/null
         TF_DATA_DIR="$tf_data" terraform -chdir=terraform/modules/$module test

@@ -33,10 +33,13 @@ locals {
     sin  = { region = "asia", zone = "ap-southeast", slot = 6 }
   }
 
-  network_cidr      = "10.0.0.0/16"
-  subnet_cidr       = "10.0.1.0/24" # the eu-central subnet: core and European gateways
-  wireguard_cidr    = "10.99.0.0/24"
-  core_private_ip   = cidrhost(local.subnet_cidr, 10)
+  network_cidr    = "10.0.0.0/16"
+  subnet_cidr     = "10.0.1.0/24" # the eu-central subnet: core and European gateways
+  wireguard_cidr  = "10.99.0.0/24"
+  core_private_ip = cidrhost(local.subnet_cidr, 10)
+  # core_replica (modules/core_replica): the second core node and the quorum's witness
+  core_replica_ip   = cidrhost(local.subnet_cidr, 11)
+  witness_ip        = cidrhost(local.subnet_cidr, 12)
   core_wireguard_ip = cidrhost(local.wireguard_cidr, 1)
 
   # Every gateway by name (<location>-<n>). Its address is the one the core reaches it at:
@@ -86,6 +89,22 @@ module "probers" {
   tls_enabled    = local.tls_enabled
   tls_domain     = var.prober_gateway_tls_domain
   gateway_ca_pem = var.prober_gateway_ca_file == null ? null : file(var.prober_gateway_ca_file)
+}
+
+# With core_replica.enabled, a second core node holding the replicas of Redis and ClickHouse,
+# and a witness holding the third sentinel and keeper; renders their settings, the core's and
+# the European gateways' changes, and the two servers' user data (modules/core_replica).
+module "core_replica" {
+  source                  = "./modules/core_replica"
+  enabled                 = var.core_replica.enabled
+  addresses               = { core = local.core_private_ip, replica = local.core_replica_ip, witness = local.witness_ip }
+  redis_gateway_password  = var.redis_gateway_password
+  redis_consumer_password = var.redis_consumer_password
+  base_env                = local.core_env
+  replica_files           = local.core_replica_files
+  witness_files           = local.witness_files
+  cloud_config_template   = "${path.module}/cloud-init/cloud-config.yaml.tftpl"
+  name_prefix             = var.name_prefix
 }
 
 # --- WireGuard and Prometheus targets (what the core knows about the gateways) ----------
@@ -188,6 +207,7 @@ locals {
   # The core gets the repository's compose.yaml and deploy/ files it uses, byte for byte.
   core_repo_files = setunion(
     ["compose.yaml", "deploy/compose.core.yaml"],
+    var.core_replica.enabled ? ["deploy/compose.ha-hosts.yaml"] : [],
     fileset(local.repo_root, "deploy/clickhouse/**"),
     fileset(local.repo_root, "deploy/prometheus/**"),
     fileset(local.repo_root, "deploy/tempo/**"),
@@ -197,20 +217,22 @@ locals {
     fileset(local.repo_root, "deploy/redis/**"),
   )
   dashboard_files = sort(fileset(local.repo_root, "deploy/grafana/dashboards/*.json"))
+  # ...as cloud-init files (the core and, with core_replica, its replica get the same)
+  core_repo_file_entries = {
+    for path in local.core_repo_files : "/opt/marketplace/${path}" => {
+      mode = "0644", content = file("${local.repo_root}/${path}")
+    } if !endswith(path, ".gitkeep")
+  }
 
   registry_files = var.registry_server == null ? {} : {
     "/etc/marketplace/registry-password" = { mode = "0600", content = var.registry_password == null ? "" : var.registry_password }
   }
 
   core_files = merge(
-    {
-      for path in local.core_repo_files : "/opt/marketplace/${path}" => {
-        mode = "0644", content = file("${local.repo_root}/${path}")
-      } if !endswith(path, ".gitkeep")
-    },
+    local.core_repo_file_entries,
     {
       "/opt/marketplace/.env" = {
-        mode = "0600", content = join("", [for key, value in local.core_env : "${key}=${value}\n"])
+        mode = "0600", content = join("", [for key, value in merge(local.core_env, module.core_replica.core_env) : "${key}=${value}\n"])
       }
       "/opt/marketplace/deploy/prometheus/targets/gateways.json" = {
         mode = "0644", content = local.gateway_targets_json
@@ -243,12 +265,69 @@ locals {
         mode = "0700"
         content = templatefile("${path.module}/cloud-init/core-bootstrap.sh.tftpl", {
           volume_id         = hcloud_volume.core_data.id
+          wireguard         = true
+          registry_server   = var.registry_server
+          registry_username = var.registry_username
+        })
+      }
+    },
+    module.core_replica.core_files,
+    local.registry_files,
+  )
+
+  # The second core node (core_replica): the core's repository files, host settings and
+  # bootstrap, with its own data volume and no WireGuard; the module adds its .env and
+  # coordination files.
+  core_replica_files = !var.core_replica.enabled ? {} : merge(
+    local.core_repo_file_entries,
+    {
+      "/etc/sysctl.d/90-marketplace.conf"          = { mode = "0644", content = local.sysctl_conf }
+      "/etc/ssh/sshd_config.d/01-marketplace.conf" = { mode = "0644", content = local.sshd_conf }
+      "/etc/docker/daemon.json" = {
+        mode = "0644", content = jsonencode(merge(local.docker_log_opts, { "data-root" = "/mnt/data/docker" }))
+      }
+      "/etc/systemd/system/docker.service.d/marketplace.conf" = {
+        mode    = "0644"
+        content = <<-EOT
+          # Docker needs its data volume.
+          [Unit]
+          RequiresMountsFor=/mnt/data
+        EOT
+      }
+      "/usr/local/sbin/marketplace-bootstrap" = {
+        mode = "0700"
+        content = templatefile("${path.module}/cloud-init/core-bootstrap.sh.tftpl", {
+          volume_id         = hcloud_volume.core_replica_data[0].id
+          wireguard         = false
           registry_server   = var.registry_server
           registry_username = var.registry_username
         })
       }
     },
     local.registry_files,
+  )
+
+  # The witness: a sentinel and a keeper, nothing on a volume; bootstrapped like a gateway in
+  # eu-central (Docker, then `docker compose up`).
+  witness_files = !var.core_replica.enabled ? {} : merge(
+    {
+      for path in ["compose.yaml", "deploy/compose.core.yaml", "deploy/compose.ha-hosts.yaml"] : "/opt/marketplace/${path}" => {
+        mode = "0644", content = file("${local.repo_root}/${path}")
+      }
+    },
+    {
+      "/etc/sysctl.d/90-marketplace.conf"          = { mode = "0644", content = local.sysctl_conf }
+      "/etc/ssh/sshd_config.d/01-marketplace.conf" = { mode = "0644", content = local.sshd_conf }
+      "/etc/docker/daemon.json"                    = { mode = "0644", content = jsonencode(local.docker_log_opts) }
+      "/usr/local/sbin/marketplace-bootstrap" = {
+        mode = "0700"
+        content = templatefile("${path.module}/cloud-init/gateway-bootstrap.sh.tftpl", {
+          wireguard         = false
+          registry_server   = null
+          registry_username = null
+        })
+      }
+    },
   )
 
   core_user_data = templatefile("${path.module}/cloud-init/cloud-config.yaml.tftpl", {
@@ -281,6 +360,9 @@ locals {
         GATEWAY_INSECURE_DEMO = module.gateway_exposure.insecure_demo
       },
       module.probers.env[name],
+      # core_replica: Redis through the sentinels in eu-central; everywhere, OK only once the
+      # replica has the entry.
+      gateway.private ? module.core_replica.gateway_env : module.core_replica.remote_gateway_env,
     )
   }
 
@@ -626,5 +708,83 @@ resource "hcloud_server" "gateway" {
       condition     = length(local.gateway_user_data[each.key]) <= 32768
       error_message = "Gateway ${each.key}'s cloud-init user data exceeds Hetzner's 32 KiB limit."
     }
+  }
+}
+
+# --- core replica and witness (core_replica.enabled; modules/core_replica) ----------------
+
+resource "hcloud_volume" "core_replica_data" {
+  count             = var.core_replica.enabled ? 1 : 0
+  name              = "${var.name_prefix}-core-replica-data"
+  size              = var.core_replica.volume_size_gb
+  location          = var.core_replica.location
+  format            = "ext4"
+  delete_protection = var.delete_protection
+  labels            = local.labels
+}
+
+# Labelled role=core so that the core's firewall (SSH from admin networks only) covers it.
+resource "hcloud_server" "core_replica" {
+  count              = var.core_replica.enabled ? 1 : 0
+  name               = "${var.name_prefix}-core-replica"
+  image              = var.server_image
+  server_type        = var.core_replica.server_type
+  location           = var.core_replica.location
+  ssh_keys           = [for key in hcloud_ssh_key.admin : key.id]
+  user_data          = module.core_replica.user_data["replica"]
+  labels             = merge(local.labels, { role = "core", node = "replica" })
+  delete_protection  = var.delete_protection
+  rebuild_protection = var.delete_protection
+
+  public_net {
+    ipv4_enabled = true
+    ipv6_enabled = true
+  }
+
+  network {
+    network_id = hcloud_network.private.id
+    ip         = local.core_replica_ip
+  }
+
+  depends_on = [hcloud_network_subnet.eu_central, hcloud_firewall.core]
+
+  lifecycle {
+    # Provisioned once, like the core. (The user data's 32 KiB limit is a precondition of
+    # module.core_replica's output.)
+    ignore_changes = [user_data, ssh_keys, image]
+  }
+}
+
+resource "hcloud_volume_attachment" "core_replica_data" {
+  count     = var.core_replica.enabled ? 1 : 0
+  volume_id = hcloud_volume.core_replica_data[0].id
+  server_id = hcloud_server.core_replica[0].id
+  automount = false # cloud-init mounts it at /mnt/data, where Docker keeps its state
+}
+
+resource "hcloud_server" "witness" {
+  count       = var.core_replica.enabled ? 1 : 0
+  name        = "${var.name_prefix}-witness"
+  image       = var.server_image
+  server_type = var.core_replica.witness_server_type
+  location    = var.core_replica.witness_location
+  ssh_keys    = [for key in hcloud_ssh_key.admin : key.id]
+  user_data   = module.core_replica.user_data["witness"]
+  labels      = merge(local.labels, { role = "core", node = "witness" })
+
+  public_net {
+    ipv4_enabled = true
+    ipv6_enabled = true
+  }
+
+  network {
+    network_id = hcloud_network.private.id
+    ip         = local.witness_ip
+  }
+
+  depends_on = [hcloud_network_subnet.eu_central, hcloud_firewall.core]
+
+  lifecycle {
+    ignore_changes = [user_data, ssh_keys, image]
   }
 }

@@ -43,3 +43,20 @@ output "gateways" {
     }
   }
 }
+
+output "core_replica" {
+  description = "With core_replica.enabled: the second core node and the witness (SSH, public and private addresses); null otherwise."
+  value = !var.core_replica.enabled ? null : {
+    replica = {
+      ssh            = "ssh root@${hcloud_server.core_replica[0].ipv4_address}"
+      public_ipv4    = hcloud_server.core_replica[0].ipv4_address
+      private_ip     = local.core_replica_ip
+      data_volume_id = hcloud_volume.core_replica_data[0].id
+    }
+    witness = {
+      ssh         = "ssh root@${hcloud_server.witness[0].ipv4_address}"
+      public_ipv4 = hcloud_server.witness[0].ipv4_address
+      private_ip  = local.witness_ip
+    }
+  }
+}

@@ -78,6 +78,37 @@ variable "core_volume_size_gb" {
   }
 }
 
+variable "core_replica" {
+  description = <<-EOT
+    Opt-in second core node (docs/DEPLOY.md, "High availability"): a server with its own data
+    volume that holds a replica of Redis and of ClickHouse and runs a consumer, plus a small
+    witness server for the third Redis Sentinel and ClickHouse Keeper (two machines cannot
+    hold a quorum of three). The core, the replica and the witness then survive the loss of
+    any one of them with no acknowledged event lost. Off by default: no change to a plan.
+    Locations must be in eu-central (the private network); put each on its own.
+  EOT
+  type = object({
+    enabled             = optional(bool, false)
+    location            = optional(string, "nbg1")
+    server_type         = optional(string, "ccx23")
+    volume_size_gb      = optional(number, 100)
+    witness_location    = optional(string, "hel1")
+    witness_server_type = optional(string, "cx22")
+  })
+  default  = {}
+  nullable = false
+
+  validation {
+    condition     = contains(["fsn1", "nbg1", "hel1"], var.core_replica.location) && contains(["fsn1", "nbg1", "hel1"], var.core_replica.witness_location)
+    error_message = "The core replica and the witness must be in fsn1, nbg1 or hel1 (network zone eu-central)."
+  }
+
+  validation {
+    condition     = var.core_replica.volume_size_gb >= 20 && var.core_replica.volume_size_gb <= 10240 && floor(var.core_replica.volume_size_gb) == var.core_replica.volume_size_gb
+    error_message = "Use a whole number of GB between 20 and 10240 for core_replica.volume_size_gb."
+  }
+}
+
 variable "consumer_replicas" {
   description = "Consumer containers on the core (CONSUMER_REPLICAS); each loads batches from Redis into ClickHouse."
   type        = number
