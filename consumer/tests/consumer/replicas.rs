@@ -277,9 +277,13 @@ fn kill_replicas(
             if paused.is_none() && rows_on(&replicas.nodes()[other], database) > rows_at_kill {
                 paused = Some(killed_at.elapsed());
             }
+            // Generous: on a busy machine one insert may wait its whole answer timeout (60 s)
+            // before the consumer moves on; the pause measured is printed below.
             assert!(
-                killed_at.elapsed() < down_for + Duration::from_secs(60),
-                "no row loaded through replica {other} within 60 s of killing replica {killed}"
+                killed_at.elapsed() < down_for + Duration::from_secs(180),
+                "no row loaded through replica {other} within 180 s of killing replica {killed} \
+                 (it held {rows_at_kill} rows at the kill, {} now)",
+                rows_on(&replicas.nodes()[other], database)
             );
             std::thread::sleep(Duration::from_millis(20));
         }
