@@ -8,11 +8,14 @@ use bytes::Bytes;
 use fred::{
     clients::Client,
     interfaces::{ClientLike, HashesInterface, LuaInterface, StreamsInterface},
-    types::{ClusterHash, CustomCommand, Value, streams::XID},
+    types::{ClusterHash, CustomCommand, Value, config::Options, streams::XID},
 };
 use pipeline::{config::RedisArgs, entry::Fields};
 
 use crate::{batch::RawEntry, config::GroupArgs, dead_letter};
+
+/// How much longer than its block a blocking read may take to answer.
+const READ_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 
 /// Reads and acknowledges one stream as one consumer of one group.
 pub struct Source {
@@ -175,8 +178,16 @@ impl Source {
         block_ms: Option<u64>,
         id: impl Into<XID>,
     ) -> Result<Vec<RawEntry>, fred::error::Error> {
+        // A blocking read waits up to `block_ms` for its answer by design: its timeout is the
+        // block plus the client's usual 5 s, or the client's own default (5 s) would end every
+        // block of 5 s on an idle stream as a timeout error (the archiver blocks that long).
+        let options = Options {
+            timeout: block_ms.map(|ms| Duration::from_millis(ms) + READ_TIMEOUT_MARGIN),
+            ..Options::default()
+        };
         let reply: Value = self
             .reader
+            .with_options(&options)
             .xreadgroup(
                 &self.group,
                 &self.consumer,
