@@ -5,7 +5,9 @@
 # no stack needs to be running. Last, the deployment for real: images built from Debian
 # packages and the release binaries, the compose stack up on this machine's Docker engine,
 # an event through it to the report, and down (scripts/compose_test.sh; dockerd is started
-# when it is not running). Stops at the first failing step. CARGO_TARGET_DIR is honoured.
+# when it is not running); then the HA profile on the same images, with the Redis primary
+# and a ClickHouse replica killed under load (scripts/compose_ha_test.sh). Stops at the
+# first failing step. CARGO_TARGET_DIR is honoured.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -38,6 +40,8 @@ section "deployment files"
 docker-compose -f compose.yaml config -q
 docker-compose -f compose.yaml -f deploy/compose.local-images.yaml config -q
 docker-compose -f compose.yaml -f deploy/compose.ha.yaml config -q
+docker-compose -f compose.yaml -f deploy/compose.local-images.yaml \
+    -f deploy/compose.ha.yaml -f deploy/compose.ha-local-images.yaml --profile ha config -q
 if command -v terraform >/dev/null 2>&1; then
     terraform fmt -check -recursive terraform
     bash scripts/deploy_test.sh # scripts/deploy.sh's preflight, offline
@@ -71,5 +75,12 @@ section "compose stack on docker"
 stack_started=$SECONDS
 bash scripts/compose_test.sh
 echo "compose stack step: $((SECONDS - stack_started)) s (release build, images, up, checks, down)"
+
+# The HA profile on the same images: the Redis primary and a ClickHouse replica SIGKILLed
+# under load, every accepted event once on both replicas (scripts/compose_ha_test.sh).
+section "compose HA profile on docker"
+stack_started=$SECONDS
+COMPOSE_IMAGES_READY=1 bash scripts/compose_ha_test.sh
+echo "compose HA step: $((SECONDS - stack_started)) s (up, Redis failover, ClickHouse replica kill, checks, down)"
 
 printf '\n==> all steps passed\n'
