@@ -10,13 +10,9 @@ async fn main() -> anyhow::Result<()> {
     let settings = archiver::Settings::parse();
     // Only the long-running archiver serves metrics: a one-day command (verify, restore, …)
     // often runs beside it, in its container, where the port is taken.
-    let telemetry = pipeline::config::TelemetryArgs {
-        metrics_listen: settings
-            .command
-            .is_none()
-            .then_some(settings.telemetry.metrics_listen)
-            .flatten(),
-        ..settings.telemetry.clone()
+    let telemetry = match settings.command {
+        None => settings.telemetry.clone(),
+        Some(_) => settings.telemetry.one_shot(),
     };
     let _telemetry = pipeline::telemetry::init("archiver", &telemetry)?;
     let store = ArchiveStore::connect(&settings.s3.bucket()).await?;

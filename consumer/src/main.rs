@@ -6,11 +6,14 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = consumer::Settings::parse();
-    let _telemetry = pipeline::telemetry::init("consumer", &settings.telemetry)?;
     if let Some(command) = &settings.command {
+        // A dead-letter command runs beside the loading consumer (`docker compose exec`),
+        // whose metrics port it must not try to take.
+        let _telemetry = pipeline::telemetry::init("consumer", &settings.telemetry.one_shot())?;
         consumer::admin::run(&settings, command, &mut std::io::stdout()).await?;
         return Ok(());
     }
+    let _telemetry = pipeline::telemetry::init("consumer", &settings.telemetry)?;
     tracing::info!(
         group = %settings.group.consumer_group,
         consumer = %settings.group.consumer_name,

@@ -172,7 +172,8 @@ fn tls_trusting(ca_file: &Path) -> Result<fred::rustls::ClientConfig, fred::erro
 #[derive(Args, Clone)]
 pub struct ClickHouseArgs {
     /// ClickHouse HTTP URL; with replicas, the URL of every replica, comma-separated: the
-    /// consumer loads through the first that answers and moves on to the next when it fails
+    /// consumer loads (and the reporter reads) through the first that answers and moves on to
+    /// the next when it fails
     ///
     /// Several URLs need `--clickhouse-replicated` (or a cluster): each must hold the same
     /// tables. Migrations are applied to each of them.
@@ -445,6 +446,19 @@ pub struct TelemetryArgs {
     /// Address of the Prometheus `/metrics` endpoint; none if unset
     #[arg(long, global = true, env = "METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+}
+
+impl TelemetryArgs {
+    /// These settings for a one-shot command (a dead-letter listing, an archive check, …):
+    /// the same logs, no metrics endpoint. Such a command usually runs beside the
+    /// long-running process, in its container and with its environment, where
+    /// `METRICS_LISTEN`'s port is already taken; and nothing scrapes a process that ends.
+    pub fn one_shot(&self) -> TelemetryArgs {
+        TelemetryArgs {
+            metrics_listen: None,
+            ..self.clone()
+        }
+    }
 }
 
 /// Parses a day as `YYYY-MM-DD` (for clap), as operators' `--date` flags take it.

@@ -15,6 +15,9 @@ pub enum Error {
     /// An S3 download or upload failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// `CLICKHOUSE_URL` names no server.
+    #[error("no ClickHouse URL is set (CLICKHOUSE_URL)")]
+    NoClickHouse,
     /// A manifest in S3 is not one this reporter can read.
     #[error("reading the manifest of {date}: {source}")]
     Manifest {

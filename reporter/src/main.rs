@@ -6,13 +6,20 @@ use reporter::config::Command;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = reporter::Settings::parse();
-    let _telemetry = pipeline::telemetry::init("reporter", &settings.telemetry)?;
+    // `run` for one day often runs beside `serve`, in its container, where the metrics port
+    // is taken; only the scheduler serves metrics.
+    let telemetry = match settings.command {
+        Command::Serve { .. } => settings.telemetry.clone(),
+        Command::Run { .. } => settings.telemetry.one_shot(),
+    };
+    let _telemetry = pipeline::telemetry::init("reporter", &telemetry)?;
     let options = settings.report.options()?;
-    let client = settings.clickhouse.client();
+    // every replica of CLICKHOUSE_URL, in order: a run moves on when one fails
+    let clients = settings.clickhouse.clients();
     let store = reporter::store::ReportStore::connect(&settings.s3.bucket()).await?;
     match settings.command {
         Command::Run { date } => {
-            let written = reporter::run::run_with(&client, &store, date, &options).await?;
+            let written = reporter::run::run_on_replicas(&clients, &store, date, &options).await?;
             for key in &written.keys {
                 println!("s3://{}/{key}", store.bucket());
             }
@@ -36,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
                 ..Default::default()
             };
             reporter::schedule::serve(
-                &client,
+                &clients,
                 &store,
                 at,
                 &options,

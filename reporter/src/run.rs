@@ -2,6 +2,7 @@
 //! object, then the manifest that lists them.
 
 use clickhouse::Client;
+use pipeline::retry::fails_over;
 use time::{Date, OffsetDateTime};
 
 use crate::{
@@ -82,6 +83,30 @@ pub async fn run_with(
     options: &RunOptions,
 ) -> Result<Written, Error> {
     run_superseding(client, store, date, options, None).await
+}
+
+/// [`run_with`] through the replicas of `CLICKHOUSE_URL`, in order: when a query fails in
+/// a way another replica may not (unreachable, timed out, read-only without its keeper:
+/// `pipeline::retry::fails_over`), the whole run starts again on the next replica. A run
+/// is idempotent and its manifest goes last, so a run cut short leaves nothing half-written
+/// behind. Every replica holds the same rows (ReplicatedMergeTree), so the report does not
+/// depend on which one answered.
+pub async fn run_on_replicas(
+    clients: &[Client],
+    store: &ReportStore,
+    date: Date,
+    options: &RunOptions,
+) -> Result<Written, Error> {
+    let mut replicas = clients.iter().peekable();
+    while let Some(client) = replicas.next() {
+        match run_with(client, store, date, options).await {
+            Err(Error::Query(e)) if replicas.peek().is_some() && fails_over(&e.source) => {
+                tracing::warn!(date = %date, error = %e, "report failed on one replica, trying the next");
+            }
+            result => return result,
+        }
+    }
+    Err(Error::NoClickHouse)
 }
 
 /// Like [`run_with`], recording in the manifest the run it rewrites (`supersedes`).

@@ -97,8 +97,12 @@ pub async fn due_days(
 
 /// One pass: every due day of the window before `today` is written, each failed day
 /// retried with backoff, until all succeeded or `shutdown` completes (then `false`).
+///
+/// `clients` are the replicas of `CLICKHOUSE_URL`: a pass starts on the first, and each
+/// attempt after a failure moves to the next, so a dead replica costs one backoff step,
+/// not the day's reports.
 pub async fn catch_up(
-    client: &Client,
+    clients: &[Client],
     store: &ReportStore,
     today: Date,
     options: &RunOptions,
@@ -108,6 +112,10 @@ pub async fn catch_up(
     tokio::pin!(shutdown);
     let mut attempt = 0u32;
     loop {
+        let Some(client) = clients.get(attempt as usize % clients.len().max(1)) else {
+            tracing::error!("{}", Error::NoClickHouse);
+            return false;
+        };
         let failed = match due_days(client, store, today, options, catch_up.lookback_days).await {
             Err(e) => {
                 tracing::error!(
@@ -165,7 +173,7 @@ fn jitter() -> f64 {
 
 /// Catches up at start, then at `at` every day, until `shutdown` completes.
 pub async fn serve(
-    client: &Client,
+    clients: &[Client],
     store: &ReportStore,
     at: Time,
     options: &RunOptions,
@@ -175,7 +183,7 @@ pub async fn serve(
     tokio::pin!(shutdown);
     loop {
         let today = OffsetDateTime::now_utc().date();
-        if !catch_up(client, store, today, options, catch_up_with, &mut shutdown).await {
+        if !catch_up(clients, store, today, options, catch_up_with, &mut shutdown).await {
             return;
         }
         let now = OffsetDateTime::now_utc();

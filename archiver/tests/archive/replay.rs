@@ -8,10 +8,15 @@ use std::process::{Command, Output};
 
 use crate::helpers::*;
 
+/// Runs the real binary as an operator does beside the running archiver (`docker compose
+/// exec archiver archiver replay-rejected …`): with its environment, so `METRICS_LISTEN`
+/// names a port already taken, which a one-day command must leave alone.
 fn archiver(env: &Env, args: &[&str]) -> Output {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     Command::new(env!("CARGO_BIN_EXE_archiver"))
         .args(&env.args(args)[1..])
         .envs(env.aws_env())
+        .env("METRICS_LISTEN", taken.local_addr().unwrap().to_string())
         .output()
         .unwrap()
 }

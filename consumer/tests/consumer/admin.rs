@@ -6,12 +6,17 @@ use consumer::{config, dead_letter::DeadLetters};
 
 use crate::helpers::*;
 
-/// Runs the real binary with this test's stream and the shared servers.
+/// Runs the real binary with this test's stream and the shared servers, as an operator does
+/// beside a running consumer (`docker compose exec consumer consumer dead-letters`): with
+/// its environment, so `METRICS_LISTEN` names a port that is already taken. A command must
+/// not try to serve metrics there.
 fn consumer_cli(env: &Env, args: &[&str]) -> String {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_consumer"))
         .args(args)
         .env("REDIS_URL", &env.redis_url)
         .env("STREAM_KEY", &env.stream)
+        .env("METRICS_LISTEN", taken.local_addr().unwrap().to_string())
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();

@@ -538,4 +538,28 @@ async fn reports_through_either_replica_equal_the_truth_after_a_replica_kill() {
         reports.push(report);
     }
     assert!(reports[0] == reports[1], "the replicas' reports differ");
+
+    // The first replica dies again: the reporter, given both URLs as CLICKHOUSE_URL lists
+    // them, writes the same report through the second.
+    tokio::task::block_in_place(|| replicas.node_mut(0).kill()).unwrap();
+    let bucket = testkit::unique_bucket();
+    s3.create_bucket(&bucket).unwrap();
+    let store = report_store(&s3.endpoint(), &bucket).await;
+    let clients: Vec<_> = replicas
+        .nodes()
+        .iter()
+        .map(|node| clickhouse(&node.url(), &database))
+        .collect();
+    let written = reporter::run::run_on_replicas(
+        &clients,
+        &store,
+        utc_date(base),
+        &reporter::run::RunOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        written.report == reports[0],
+        "the report through the surviving replica differs"
+    );
 }

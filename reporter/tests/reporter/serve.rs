@@ -4,11 +4,13 @@
 
 use std::{future, time::Duration};
 
+use clickhouse::Client;
 use pipeline::retry::Backoff;
 use reporter::{
     manifest::Manifest,
     run::RunOptions,
     schedule::{CatchUp, catch_up, due_days, serve},
+    store::ReportStore,
 };
 use time::Date;
 
@@ -22,6 +24,26 @@ fn fast(lookback_days: u32) -> CatchUp {
             max: Duration::from_millis(200),
         },
     }
+}
+
+/// One pass over one server, as `reporter serve` makes it with one `CLICKHOUSE_URL`.
+async fn pass(
+    client: &Client,
+    store: &ReportStore,
+    today: Date,
+    options: &RunOptions,
+    lookback_days: u32,
+) -> bool {
+    let clients = std::slice::from_ref(client);
+    catch_up(
+        clients,
+        store,
+        today,
+        options,
+        fast(lookback_days),
+        future::pending(),
+    )
+    .await
 }
 
 fn manifest(bucket: &str, day: Date) -> Option<Manifest> {
@@ -38,9 +60,16 @@ async fn serve_stops_when_shutdown_completes() {
     let (bucket, store) = fixture::store().await;
     let at = (time::OffsetDateTime::now_utc() - time::Duration::minutes(5)).time();
     let options = RunOptions::default();
-    let run = serve(&client, &store, at, &options, fast(8), async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    });
+    let run = serve(
+        std::slice::from_ref(&client),
+        &store,
+        at,
+        &options,
+        fast(8),
+        async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        },
+    );
     tokio::time::timeout(Duration::from_secs(30), run)
         .await
         .expect("serve returns once shutdown completes");
@@ -58,7 +87,7 @@ async fn missed_days_are_caught_up_once() {
     let today = DAY + time::Duration::days(2);
     // the data: DAY - 3 (unsold window), DAY - 1 and DAY; each day's reports read its
     // previous day and the 7 days of the unsold window
-    assert!(catch_up(&client, &store, today, &options, fast(8), future::pending()).await);
+    assert!(pass(&client, &store, today, &options, 8).await);
     for back in 1..=5 {
         let day = today - time::Duration::days(back);
         let m = manifest(&bucket, day).unwrap_or_else(|| panic!("{day} was not caught up"));
@@ -69,6 +98,49 @@ async fn missed_days_are_caught_up_once() {
     // a second pass finds nothing to do
     let due = due_days(&client, &store, today, &options, 8).await.unwrap();
     assert!(due.is_empty(), "{due:?}");
+}
+
+/// `CLICKHOUSE_URL` lists the replicas, and the first is unreachable: the first attempt
+/// fails on it, the next moves to the second, and the pass completes there.
+#[tokio::test]
+async fn a_pass_moves_to_the_next_replica_when_one_is_unreachable() {
+    let client = fixture::seeded().await;
+    let (bucket, store) = fixture::store().await;
+    let options = fixture::options();
+    let today = DAY + time::Duration::days(1);
+    let dead = client
+        .clone()
+        .with_url(format!("http://127.0.0.1:{}", testkit::free_port()));
+    assert!(
+        catch_up(
+            &[dead.clone(), client.clone()],
+            &store,
+            today,
+            &options,
+            fast(1),
+            future::pending()
+        )
+        .await
+    );
+    assert!(
+        manifest(&bucket, DAY).is_some(),
+        "{DAY} was written through the second replica"
+    );
+
+    // `reporter run` does the same within one run, and tells a dead replica from a lone one
+    let written = reporter::run::run_on_replicas(&[dead.clone(), client], &store, DAY, &options)
+        .await
+        .unwrap();
+    assert_eq!(written.report.date, DAY.to_string());
+    let alone = reporter::run::run_on_replicas(&[dead], &store, DAY, &options).await;
+    assert!(
+        matches!(&alone, Err(reporter::error::Error::Query(e)) if pipeline::retry::clickhouse_unreachable(&e.source)),
+        "{alone:?}"
+    );
+    assert!(matches!(
+        reporter::run::run_on_replicas(&[], &store, DAY, &options).await,
+        Err(reporter::error::Error::NoClickHouse)
+    ));
 }
 
 #[tokio::test]
@@ -82,17 +154,7 @@ async fn a_failing_day_is_retried_with_backoff_until_it_succeeds() {
         let client = client.clone();
         let store = store.clone();
         let options = options.clone();
-        async move {
-            catch_up(
-                &client,
-                &store,
-                DAY + time::Duration::days(1),
-                &options,
-                fast(1),
-                future::pending(),
-            )
-            .await
-        }
+        async move { pass(&client, &store, DAY + time::Duration::days(1), &options, 1).await }
     });
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(!pass.is_finished(), "the pass gave up on the failing day");
@@ -111,7 +173,7 @@ async fn late_events_rewrite_the_day_and_the_manifest_names_the_run_it_replaced(
     let (bucket, store) = fixture::store().await;
     let options = fixture::options();
     let today = DAY + time::Duration::days(1);
-    assert!(catch_up(&client, &store, today, &options, fast(1), future::pending()).await);
+    assert!(pass(&client, &store, today, &options, 1).await);
     let first = manifest(&bucket, DAY).unwrap();
     let purchases = |bucket: &str| -> u64 {
         let key = format!("reports/{DAY}/marketplace/report.json");
@@ -138,7 +200,7 @@ async fn late_events_rewrite_the_day_and_the_manifest_names_the_run_it_replaced(
         session: "s-late".into(),
     };
     fixture::insert(&client, &[], &[late]).await;
-    assert!(catch_up(&client, &store, today, &options, fast(1), future::pending()).await);
+    assert!(pass(&client, &store, today, &options, 1).await);
     let second = manifest(&bucket, DAY).unwrap();
     assert!(second.watermark > first.watermark);
     let superseded = second
