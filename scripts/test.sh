@@ -37,6 +37,9 @@ promtool check config deploy/prometheus/prometheus.yml
 promtool test rules deploy/prometheus/alerts_test.yml
 
 section "deployment files"
+# YAML keeps the last of two equal keys silently, so a repeated service override would drop
+# the first one's settings without a word from docker-compose
+python3 scripts/yaml_keys.py $(git ls-files '*.yaml' '*.yml')
 docker-compose -f compose.yaml config -q
 docker-compose -f compose.yaml -f deploy/compose.local-images.yaml config -q
 docker-compose -f compose.yaml -f deploy/compose.ha.yaml config -q
