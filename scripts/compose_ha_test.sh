@@ -55,32 +55,9 @@ DURATION="${HA_TEST_DURATION:-40}"
 step="settings"
 work="$(mktemp -d)"
 project="mktha$$"
-random() { openssl rand -hex 16; }
-redis_password="$(random)"
-clickhouse_password="$(random)"
-token_secret="$(random)"
-docker run --rm --read-only "$PIPELINE_IMAGE" simulator stores-file \
-    --stores-per-region 2 --token-secret "$token_secret" >"$work/stores.toml"
-chmod 0755 "$work"
-chmod 0644 "$work/stores.toml"
-cat >"$work/env" <<EOF
-REDIS_PASSWORD=$redis_password
-REDIS_GATEWAY_PASSWORD=$(random)
-REDIS_CONSUMER_PASSWORD=$(random)
-CLICKHOUSE_USER=pipeline
-CLICKHOUSE_PASSWORD=$clickhouse_password
-CLICKHOUSE_GRAFANA_PASSWORD=$(random)
-AWS_ACCESS_KEY_ID=$(random)
-AWS_SECRET_ACCESS_KEY=$(random)
-GRAFANA_ADMIN_PASSWORD=$(random)
-GATEWAY_STORES_SOURCE=$work/stores.toml
-GATEWAY_PUBLISH=127.0.0.1:0
-GATEWAY_INSECURE_DEMO=i-understand-this-gateway-is-unsafe
-SIMULATOR_TOKEN_SECRET=$token_secret
-SIMULATOR_STORES_PER_REGION=2
-CLICKHOUSE_NOFILE=$(ulimit -Hn)
-REDIS_MAXMEMORY=256mb
-EOF
+# shellcheck source=scripts/compose_lib.sh
+. scripts/compose_lib.sh
+stack_settings
 compose() {
     docker-compose --project-name "$project" --env-file "$work/env" \
         -f compose.yaml -f deploy/compose.local-images.yaml \
@@ -88,22 +65,17 @@ compose() {
 }
 
 cleanup() {
-    local rc=$?
+    local rc=$? log
     # simulators still running in the background
     jobs -p | xargs -r kill 2>/dev/null || true
     if [ "$rc" -ne 0 ]; then
-        compose ps >&2 || true
-        compose logs --tail 30 >&2 || true
         for log in "$work"/sim*.log; do
-            [ -f "$log" ] && { echo "--- $log" >&2; grep -v '"level":"DEBUG"' "$log" | tail -n 10 >&2; }
+            [ -f "$log" ] || continue
+            echo "--- $log" >&2
+            grep -v '"level":"DEBUG"' "$log" | tail -n 10 >&2
         done
     fi
-    if [ "${KEEP_STACK:-0}" = 1 ]; then
-        echo "compose_ha_test: stack left up: docker-compose -p $project --env-file $work/env -f compose.yaml -f deploy/compose.local-images.yaml -f deploy/compose.ha.yaml -f deploy/compose.ha-local-images.yaml --profile ha ..." >&2
-    else
-        compose --profile demo down --volumes --remove-orphans --timeout 10 >/dev/null 2>&1 || true
-        rm -rf "$work"
-    fi
+    stack_teardown "$rc" compose_ha_test
     exit "$rc"
 }
 trap cleanup EXIT
@@ -130,26 +102,6 @@ primary() { sentinel --raw SENTINEL get-master-addr-by-name pipeline 2>/dev/null
 address_of() { docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$(container "$1")"; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
-
-# wait_healthy SECONDS: every container running and healthy, one-shots exited 0
-wait_healthy() {
-    local deadline=$((SECONDS + $1)) unhealthy id state name status health code
-    while :; do
-        unhealthy=()
-        for id in $(compose ps -q); do
-            state="$(docker inspect -f '{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}-{{end}} {{.State.ExitCode}}' "$id")"
-            read -r name status health code <<<"$state"
-            case "$status/$health" in
-                running/healthy) ;;
-                exited/-) [ "$code" = 0 ] || fail "$name exited with $code" ;;
-                *) unhealthy+=("$name:$status/$health") ;;
-            esac
-        done
-        [ "${#unhealthy[@]}" -eq 0 ] && return 0
-        [ "$SECONDS" -lt "$deadline" ] || fail "not healthy within $1 s: ${unhealthy[*]}"
-        sleep 2
-    done
-}
 
 # until_more SERVICE THAN SECONDS WHAT: waits until SERVICE holds more events than THAN
 until_more() {
@@ -190,8 +142,8 @@ finish() {
 step="up"
 compose up -d >"$work/up.log" 2>&1 || { cat "$work/up.log" >&2; fail "docker-compose up failed"; }
 step="healthchecks"
-wait_healthy 300
-say "stack up, every healthcheck passing: $(docker inspect -f '{{.Name}}' $(compose ps -q) | sed 's#^/##' | paste -sd ' ' -)"
+stack_wait_healthy 300
+say "stack up, every healthcheck passing: $(stack_containers)"
 
 step="replication"
 [ "$(ch clickhouse "SELECT count() FROM system.replicas WHERE database = 'marketplace'")" -gt 0 ] ||
@@ -259,7 +211,7 @@ docker start "$(container clickhouse)" >/dev/null
 rows="$(until_more clickhouse "$((rows2 - 1))" 180 "the restarted clickhouse did not catch up")"
 caught_up="$(since "$restarted_at")"
 say "clickhouse restarted, and ${caught_up} s after its start it holds the $rows2 events clickhouse-replica held then"
-wait_healthy 180
+stack_wait_healthy 180
 finish sim2 "$simulator"
 
 # --- every accepted event, once, on both replicas --------------------------------------------

@@ -36,35 +36,12 @@ say "images ready"
 step="settings"
 work="$(mktemp -d)"
 project="mktcompose$$"
-random() { openssl rand -hex 16; }
-redis_password="$(random)"
-clickhouse_password="$(random)"
-token_secret="$(random)"
-# the compose file mounts it into the gateway, which runs as uid 10001
-docker run --rm --read-only marketplace-pipeline:local simulator stores-file \
-    --stores-per-region 2 --token-secret "$token_secret" >"$work/stores.toml"
-chmod 0755 "$work"
-chmod 0644 "$work/stores.toml"
-cat >"$work/env" <<EOF
-REDIS_PASSWORD=$redis_password
-REDIS_GATEWAY_PASSWORD=$(random)
-REDIS_CONSUMER_PASSWORD=$(random)
-CLICKHOUSE_USER=pipeline
-CLICKHOUSE_PASSWORD=$clickhouse_password
-CLICKHOUSE_GRAFANA_PASSWORD=$(random)
-AWS_ACCESS_KEY_ID=$(random)
-AWS_SECRET_ACCESS_KEY=$(random)
-GRAFANA_ADMIN_PASSWORD=$(random)
-GATEWAY_STORES_SOURCE=$work/stores.toml
-GATEWAY_PUBLISH=127.0.0.1:0
-# plaintext gRPC, published on loopback only; the gateway inside sees 0.0.0.0 and would refuse
-GATEWAY_INSECURE_DEMO=i-understand-this-gateway-is-unsafe
-SIMULATOR_TOKEN_SECRET=$token_secret
-SIMULATOR_STORES_PER_REGION=2
+# shellcheck source=scripts/compose_lib.sh
+. scripts/compose_lib.sh
+stack_settings
+cat >>"$work/env" <<EOF
 SIMULATOR_RATE=200
 SIMULATOR_DURATION=10
-CLICKHOUSE_NOFILE=$(ulimit -Hn)
-REDIS_MAXMEMORY=256mb
 # the archiver seals its segments every 5 s instead of every hour, so the lake step need not wait
 ARCHIVER_ROLL_EVERY=5s
 EOF
@@ -75,16 +52,7 @@ compose() {
 
 cleanup() {
     local rc=$?
-    if [ "$rc" -ne 0 ]; then
-        compose ps >&2 || true
-        compose logs --tail 30 >&2 || true
-    fi
-    if [ "${KEEP_STACK:-0}" = 1 ]; then
-        echo "compose_test: stack left up: docker-compose -p $project --env-file $work/env -f compose.yaml -f deploy/compose.local-images.yaml ..." >&2
-    else
-        compose --profile demo down --volumes --remove-orphans --timeout 10 >/dev/null 2>&1 || true
-        rm -rf "$work"
-    fi
+    stack_teardown "$rc" compose_test
     exit "$rc"
 }
 trap cleanup EXIT
@@ -98,23 +66,8 @@ ch() {
 step="up"
 compose up -d >"$work/up.log" 2>&1 || { cat "$work/up.log" >&2; fail "docker-compose up failed"; }
 step="healthchecks"
-deadline=$((SECONDS + 180))
-while :; do
-    unhealthy=()
-    for id in $(compose ps -q); do
-        state="$(docker inspect -f '{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}-{{end}} {{.State.ExitCode}}' "$id")"
-        read -r name status health code <<<"$state"
-        case "$status/$health" in
-            running/healthy) ;;
-            exited/-) [ "$code" = 0 ] || fail "$name exited with $code" ;;
-            *) unhealthy+=("$name:$status/$health") ;;
-        esac
-    done
-    [ "${#unhealthy[@]}" -eq 0 ] && break
-    [ "$SECONDS" -lt "$deadline" ] || fail "not healthy within 180 s: ${unhealthy[*]}"
-    sleep 2
-done
-say "stack up, every healthcheck passing: $(docker inspect -f '{{.Name}}' $(compose ps -q) | sed 's#^/##' | paste -sd ' ' -)"
+stack_wait_healthy 180
+say "stack up, every healthcheck passing: $(stack_containers)"
 
 # --- events through the gateway into ClickHouse ---------------------------------------------
 step="simulator"
