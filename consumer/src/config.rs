@@ -111,6 +111,11 @@ pub struct RecoveryArgs {
     /// their consumer is presumed dead
     #[arg(long, global = true, env = "CONSUMER_CLAIM_IDLE", default_value = "30s", value_parser = parse_duration)]
     pub claim_idle: Duration,
+    /// How long ClickHouse may take to confirm an insert before the attempt counts as failed
+    /// and the next goes to the next replica of CLICKHOUSE_URL: the longest a frozen or
+    /// partitioned server holds loading; far above what a batch takes
+    #[arg(long, global = true, env = "CONSUMER_INSERT_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub insert_timeout: Duration,
 }
 
 impl RecoveryArgs {
@@ -132,6 +137,10 @@ mod tests {
         assert_eq!(s.recovery.max_deliveries, 5);
         assert_eq!(s.recovery.claim_idle, Duration::from_secs(30));
         assert_eq!(s.recovery.claim_every(), Duration::from_secs(5));
+        assert_eq!(
+            s.recovery.insert_timeout,
+            crate::sink::DEFAULT_INSERT_TIMEOUT
+        );
         let s = Settings::try_parse_from(["consumer", "dead-letters"]).unwrap();
         assert_eq!(s.command, Some(Command::DeadLetters));
         let s = Settings::try_parse_from(["consumer", "replay", "1-0", "2-0"]).unwrap();

@@ -118,17 +118,10 @@ impl<'a> Rejecting<'a> {
     }
 }
 
-/// How long sending one chunk of an insert may take, and waiting for ClickHouse to confirm
-/// it: far beyond what a batch takes (well under a second for 100k rows here), so only a
-/// server that stopped answering without closing the connection (frozen, partitioned)
-/// reaches them. Without them such a server would hold the load for ever; with them the
-/// attempt fails as timed out, and the next goes to the next replica with the same rows.
+/// The default of [`Sink::with_insert_timeout`] (`CONSUMER_INSERT_TIMEOUT`).
+pub const DEFAULT_INSERT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest that sending one chunk of an insert may take, whatever the insert timeout.
 const INSERT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
-const INSERT_END_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn timed<T>(insert: clickhouse::insert::Insert<T>) -> clickhouse::insert::Insert<T> {
-    insert.with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT))
-}
 
 /// The three inserts of one write, one per table.
 struct Inserts<'a> {
@@ -149,6 +142,8 @@ pub struct Sink {
     /// [`Limits::unbounded`]: the rules without a time window, which is the gateway's alone,
     /// so an event the gateway accepted is never rejected here for its time.
     limits: Limits,
+    /// How long ClickHouse may take to confirm an insert ([`Sink::with_insert_timeout`]).
+    insert_timeout: Duration,
 }
 
 impl Sink {
@@ -162,7 +157,24 @@ impl Sink {
             clients,
             current: 0,
             limits: Limits::unbounded(),
+            insert_timeout: DEFAULT_INSERT_TIMEOUT,
         }
+    }
+
+    /// How long sending a chunk of an insert (at most 30 s) and waiting for ClickHouse to
+    /// confirm it may take: far beyond what a batch takes (well under a second for 100k rows
+    /// here), so only a server that stopped answering without closing the connection
+    /// (frozen, partitioned) reaches it. Without it such a server would hold the load for
+    /// ever; with it the attempt fails as timed out, and the next goes to the next replica
+    /// with the same rows. It is the longest a frozen replica holds loading.
+    pub fn with_insert_timeout(mut self, timeout: Duration) -> Sink {
+        self.insert_timeout = timeout;
+        self
+    }
+
+    fn timed<T>(&self, insert: clickhouse::insert::Insert<T>) -> clickhouse::insert::Insert<T> {
+        let send = self.insert_timeout.min(INSERT_SEND_TIMEOUT);
+        insert.with_timeouts(Some(send), Some(self.insert_timeout))
     }
 
     /// The client of the replica loads go to now.
@@ -219,9 +231,9 @@ impl Sink {
     ) -> Result<Load, clickhouse::error::Error> {
         let client = self.client();
         let mut inserts = Inserts {
-            commerce: timed(client.insert(COMMERCE_TABLE).await?),
-            probes: timed(client.insert(PROBE_TABLE).await?),
-            rejected: timed(client.insert(REJECTED_TABLE).await?),
+            commerce: self.timed(client.insert(COMMERCE_TABLE).await?),
+            probes: self.timed(client.insert(PROBE_TABLE).await?),
+            rejected: self.timed(client.insert(REJECTED_TABLE).await?),
         };
         let mut load = Load {
             written: Written {

@@ -140,7 +140,7 @@ impl Worker {
             .map_err(Error::Connect)?;
         // Each shard's worker holds a batch: the byte limit is the process's, shared out.
         let shards = settings.redis.shards().len();
-        let sink = Sink::new(ch.clients());
+        let sink = Sink::new(ch.clients()).with_insert_timeout(settings.recovery.insert_timeout);
         Ok(Worker {
             source,
             sink,

@@ -128,6 +128,25 @@ impl ClickHouse {
         Ok(())
     }
 
+    /// Freezes the server with SIGSTOP: its connections stay open (the kernel even accepts
+    /// new ones) but nothing is answered, as a server cut off by a network partition or
+    /// stalled. [`ClickHouse::resume`] lets it run again.
+    pub fn pause(&self) -> Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Lets a server frozen by [`ClickHouse::pause`] run again (SIGCONT).
+    pub fn resume(&self) -> Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, signal: &str) -> Result<()> {
+        let Some(process) = &self.process else {
+            bail!("clickhouse on port {} is not running", self.ports.http);
+        };
+        process.signal(signal)
+    }
+
     /// Starts the server again with the same ports and data directory and waits until it is
     /// ready. A running server is stopped first.
     pub fn restart(&mut self) -> Result<()> {

@@ -89,6 +89,18 @@ impl Supervised {
         self.child.id()
     }
 
+    /// Sends the server `signal` (as `kill` takes it, e.g. `-STOP`).
+    pub(crate) fn signal(&self, signal: &str) -> Result<()> {
+        let status = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .context("failed to run kill")?;
+        if !status.success() {
+            bail!("kill {signal} {} ({}) failed", self.pid(), self.name);
+        }
+        Ok(())
+    }
+
     /// The exit status if the server has already exited.
     pub(crate) fn exited(&mut self) -> Result<Option<ExitStatus>> {
         let status = self

@@ -159,14 +159,7 @@ impl Redis {
         let Some(process) = &self.process else {
             bail!("redis on port {} is not running", self.port);
         };
-        let status = Command::new("kill")
-            .args([signal, &process.pid().to_string()])
-            .status()
-            .context("failed to run kill")?;
-        if !status.success() {
-            bail!("kill {signal} {} failed", process.pid());
-        }
-        Ok(())
+        process.signal(signal)
     }
 
     /// Whether the server process is running (started and neither stopped nor killed since).

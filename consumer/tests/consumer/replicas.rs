@@ -215,10 +215,17 @@ async fn a_retried_insert_whose_answer_was_lost_counts_once_before_final() {
     }
 }
 
+/// The chaos test's `--insert-timeout`: how long a frozen replica may hold an insert. Far
+/// above what the test's small inserts take even on a busy machine; a slow insert that
+/// reaches it only moves to the other replica, which deduplicates the block.
+const FROZEN_INSERT_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Clone)]
 struct Plan {
     /// Replica kills, alternating between the two replicas.
     kills: usize,
+    /// After the kills, freezes (SIGSTOP, then SIGCONT) of the replica loading goes to.
+    freezes: usize,
     /// Loading time before each kill, and while the replica is down.
     up_ms: std::ops::Range<u64>,
     down_ms: std::ops::Range<u64>,
@@ -229,12 +236,14 @@ impl Plan {
         if std::env::var_os("CHAOS_LONG").is_some() {
             Plan {
                 kills: 8,
+                freezes: 2,
                 up_ms: 3_000..8_000,
                 down_ms: 6_000..15_000,
             }
         } else {
             Plan {
                 kills: 1,
+                freezes: 1,
                 up_ms: 2_000..3_000,
                 down_ms: 6_000..7_000,
             }
@@ -242,20 +251,26 @@ impl Plan {
     }
 }
 
-/// What one kill cost.
+/// What one kill or freeze cost.
 #[derive(Debug)]
 struct Round {
     killed: usize,
-    /// From the SIGKILL to the first row the consumer added through the other replica.
+    /// `SIGKILL` (then a restart) or `SIGSTOP` (then `SIGCONT`).
+    how: &'static str,
+    /// From the signal to the first row the consumer added through the other replica.
     paused: Duration,
-    /// From the restart's start until the restarted replica held every row the other held
-    /// then.
+    /// From the restart's (or SIGCONT's) start until the replica held every row the other
+    /// held then.
     caught_up: Duration,
 }
 
-/// The replica kills: before each, loading for `up_ms`; the replica is SIGKILLed, and
-/// the time until rows grow again on the other is measured; after `down_ms` it is
-/// restarted, and the time until it caught up is measured.
+/// The replica kills, then the freezes: before each, loading for `up_ms`; the replica is
+/// SIGKILLed (or SIGSTOPped), and the time until rows grow again on the other is measured;
+/// after `down_ms` it is restarted (or continued), and the time until it caught up is
+/// measured. Each round hits the replica the consumer loads through: it moved to the other
+/// at the previous round. A frozen replica holds loading until the consumer's insert
+/// timeout (`CONSUMER_INSERT_TIMEOUT`, [`FROZEN_INSERT_TIMEOUT`] here) ends the attempt;
+/// the insert it was sent is carried out when it thaws, and its block must count once.
 fn kill_replicas(
     mut replicas: ReplicatedClickHouse,
     database: &str,
@@ -263,10 +278,16 @@ fn kill_replicas(
     rng: &mut ChaCha8Rng,
 ) -> (ReplicatedClickHouse, Vec<Round>) {
     let mut rounds = Vec::new();
-    for round in 0..plan.kills {
+    for round in 0..plan.kills + plan.freezes {
         std::thread::sleep(Duration::from_millis(rng.random_range(plan.up_ms.clone())));
         let (killed, other) = (round % 2, 1 - round % 2);
-        replicas.node_mut(killed).kill().unwrap();
+        let how = if round < plan.kills {
+            replicas.node_mut(killed).kill().unwrap();
+            "SIGKILL"
+        } else {
+            replicas.node_mut(killed).pause().unwrap();
+            "SIGSTOP"
+        };
         let killed_at = Instant::now();
         // Nothing reaches the other replica from the dead one any more: any growth is the
         // consumer loading through it.
@@ -281,15 +302,19 @@ fn kill_replicas(
             // before the consumer moves on; the pause measured is printed below.
             assert!(
                 killed_at.elapsed() < down_for + Duration::from_secs(180),
-                "no row loaded through replica {other} within 180 s of killing replica {killed} \
-                 (it held {rows_at_kill} rows at the kill, {} now)",
+                "no row loaded through replica {other} within 180 s of the {how} of replica \
+                 {killed} (it held {rows_at_kill} rows then, {} now)",
                 rows_on(&replicas.nodes()[other], database)
             );
             std::thread::sleep(Duration::from_millis(20));
         }
         let restart = Instant::now();
         let rows_at_restart = rows_on(&replicas.nodes()[other], database);
-        replicas.node_mut(killed).restart().unwrap();
+        if how == "SIGKILL" {
+            replicas.node_mut(killed).restart().unwrap();
+        } else {
+            replicas.node_mut(killed).resume().unwrap();
+        }
         // caught up: it holds every row loaded while it was down (loading goes on meanwhile)
         while replicas.nodes()[killed]
             .query(&format!("SELECT count() FROM {database}.commerce_events"))
@@ -305,6 +330,7 @@ fn kill_replicas(
         }
         let round = Round {
             killed,
+            how,
             paused: paused.unwrap(),
             caught_up: restart.elapsed(),
         };
@@ -315,11 +341,13 @@ fn kill_replicas(
 }
 
 /// Issue #18: while a store publishes at a steady rate, one ClickHouse replica is
-/// SIGKILLed during loading (alternating replicas in the long form); the consumer goes on
-/// loading through the other, the killed one is restarted and catches up, and afterwards
-/// every event the gateway answered OK for counts exactly once with FINAL on either replica,
-/// and the report figures (events, units, revenue) read through either equal the truth.
-/// How long loading paused after each kill and how long each catch-up took are printed.
+/// SIGKILLed during loading (alternating replicas in the long form), and then the one loading
+/// goes to is frozen (SIGSTOP) as a partition would leave it; the consumer goes on loading
+/// through the other, within its insert timeout for the frozen one, the killed one is
+/// restarted (the frozen one continued) and catches up, and afterwards every event the
+/// gateway answered OK for counts exactly once with FINAL on either replica, and the report
+/// figures (events, units, revenue) read through either equal the truth. How long loading
+/// paused after each signal and how long each catch-up took are printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loading_goes_on_through_a_replica_kill_and_both_replicas_hold_the_truth() {
     let plan = Plan::from_env();
@@ -332,7 +360,15 @@ async fn loading_goes_on_through_a_replica_kill_and_both_replicas_hold_the_truth
         tokio::task::block_in_place(|| ReplicatedClickHouse::start(1, 2)).expect("replicas");
     let env = Env::on(&testkit::shared_redis().url(), &replicas.urls()).await;
     let gateway = store::Gateway::start(&env.redis_url, &env.stream).await;
-    let settings = env.settings("replicas", &["--clickhouse-replicated"]);
+    let insert_timeout = format!("{}s", FROZEN_INSERT_TIMEOUT.as_secs());
+    let settings = env.settings(
+        "replicas",
+        &[
+            "--clickhouse-replicated",
+            "--insert-timeout",
+            &insert_timeout,
+        ],
+    );
     let (stop_consumer, consumer_stopped) = watch::channel(false);
     let consumer = tokio::spawn(async move {
         let mut stopped = consumer_stopped;
@@ -391,9 +427,9 @@ async fn loading_goes_on_through_a_replica_kill_and_both_replicas_hold_the_truth
 
     for round in &rounds {
         println!(
-            "replica chaos (seed {seed}): replica {} SIGKILLed: loading paused {:?}, caught up \
-             {:?} after its restart began",
-            round.killed, round.paused, round.caught_up
+            "replica chaos (seed {seed}): replica {} {}: loading paused {:?}, caught up \
+             {:?} after its restart (or SIGCONT) began",
+            round.killed, round.how, round.paused, round.caught_up
         );
     }
     println!(
