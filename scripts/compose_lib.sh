@@ -1,7 +1,9 @@
+# shellcheck shell=bash
 # Shared by scripts/compose_test.sh and scripts/compose_ha_test.sh (sourced, not run): the
 # settings of a throwaway stack, its healthcheck wait and its teardown. Each script defines
 # `compose` (docker-compose with its project, env file and compose files), `fail`, and
 # $work, $project before calling these.
+# shellcheck disable=SC2154 # work and project are the caller's
 
 # stack_settings: random secrets and a generated stores file (no example tokens) in $work,
 # and $work/env with them; sets $redis_password and $clickhouse_password. The gateway is
