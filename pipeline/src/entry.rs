@@ -9,8 +9,8 @@
 //! - `tp` (optional) = the W3C trace context of the producing span.
 //!
 //! The batch is protobuf rather than JSON because the events arrive as protobuf: the
-//! gateway moves the decoded events into the batch and encodes once, with one allocation
-//! per request.
+//! gateway copies each accepted event's bytes, as the store sent them, into the batch
+//! ([`encode_batch_with_encoded_events`]), with one allocation per request.
 //!
 //! A dead-letter entry (`<stream>:dead`) has `id` (the original stream id), `reason`,
 //! `deliveries`, and every original field under its name prefixed with `raw.`, so a
@@ -56,6 +56,65 @@ pub fn encode_batch(batch: &QueuedBatch) -> Bytes {
     let mut buf = BytesMut::with_capacity(batch.encoded_len());
     batch
         .encode(&mut buf)
+        .expect("buffer was sized by encoded_len");
+    buf.freeze()
+}
+
+/// The field number of `QueuedBatch.events`.
+const BATCH_EVENTS_FIELD: u32 = 4;
+
+/// Encodes a batch whose events are given already encoded, each an `Event` message's
+/// bytes, after those of `batch.events` (usually none). Each is copied once, behind the key
+/// and length prost writes for a field-4 message, and every field goes in field-number
+/// order, so that a batch of canonically encoded events is byte for byte what
+/// [`encode_batch`] writes for them decoded. Decoding gives back each event as decoding its
+/// bytes alone would, whatever they hold (unknown fields, repeated fields, long varints):
+/// the gateway queues the bytes a store sent rather than encoding what it decoded from them.
+pub fn encode_batch_with_encoded_events(batch: QueuedBatch, encoded_events: &[&[u8]]) -> Bytes {
+    // Destructured, so that a new field of `QueuedBatch` cannot be left out unnoticed.
+    let QueuedBatch {
+        store_id,
+        region,
+        received_at,
+        events,
+        rejected,
+        rejected_not_kept,
+        from_prober,
+    } = batch;
+    let head = QueuedBatch {
+        store_id,
+        region,
+        received_at,
+        events,
+        ..QueuedBatch::default()
+    };
+    let tail = QueuedBatch {
+        rejected,
+        rejected_not_kept,
+        from_prober,
+        ..QueuedBatch::default()
+    };
+    let events_len: usize = encoded_events
+        .iter()
+        .map(|event| {
+            prost::encoding::key_len(BATCH_EVENTS_FIELD)
+                + prost::encoding::encoded_len_varint(event.len() as u64)
+                + event.len()
+        })
+        .sum();
+    let mut buf = BytesMut::with_capacity(head.encoded_len() + events_len + tail.encoded_len());
+    head.encode(&mut buf)
+        .expect("buffer was sized by encoded_len");
+    for event in encoded_events {
+        prost::encoding::encode_key(
+            BATCH_EVENTS_FIELD,
+            prost::encoding::WireType::LengthDelimited,
+            &mut buf,
+        );
+        prost::encoding::encode_varint(event.len() as u64, &mut buf);
+        buf.extend_from_slice(event);
+    }
+    tail.encode(&mut buf)
         .expect("buffer was sized by encoded_len");
     buf.freeze()
 }
@@ -246,6 +305,52 @@ mod tests {
             b,
             "an entry without a tag is v1"
         );
+    }
+
+    #[test]
+    fn encoded_events_are_queued_as_they_are() {
+        let mut whole = batch();
+        whole.events.push(Event {
+            event_id: "second".into(),
+            store_id: "eu-1".into(),
+            ..Default::default()
+        });
+        whole.rejected.push(crate::proto::queue::RejectedEvent {
+            raw_event: vec![1, 2, 3],
+            event_id: "x".into(),
+            reason: "why".into(),
+        });
+        whole.rejected_not_kept = 2;
+        whole.from_prober = true;
+        // canonical events: the very bytes prost writes for the decoded batch
+        let encoded: Vec<Vec<u8>> = whole.events.iter().map(Message::encode_to_vec).collect();
+        let slices: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+        let header = QueuedBatch {
+            events: Vec::new(),
+            ..whole.clone()
+        };
+        assert_eq!(
+            encode_batch_with_encoded_events(header.clone(), &slices),
+            encode_batch(&whole)
+        );
+        // decoded events first, then the encoded ones
+        let first_decoded = QueuedBatch {
+            events: whole.events[..1].to_vec(),
+            ..header.clone()
+        };
+        assert_eq!(
+            encode_batch_with_encoded_events(first_decoded, &slices[1..]),
+            encode_batch(&whole)
+        );
+        // odd encodings are kept, and decode as their bytes alone do: an unknown field
+        // (99, varint) and `store_id` twice, the last one winning
+        let mut odd = encoded[1].clone();
+        odd.extend([0x98, 0x06, 0x01, 0x1a, 0x02, b'u', b's']);
+        let bytes = encode_batch_with_encoded_events(header, &[&odd]);
+        let decoded = decode_batch(&bytes).unwrap();
+        assert_eq!(decoded.events, [Event::decode(&odd[..]).unwrap()]);
+        assert_eq!(decoded.events[0].store_id, "us");
+        assert!(bytes.windows(odd.len()).any(|w| w == odd.as_slice()));
     }
 
     #[test]
