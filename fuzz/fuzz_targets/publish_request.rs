@@ -1,5 +1,7 @@
 //! Arbitrary bytes as a `Publish` request body: decoding and [`gateway::ingest::prepare`]
-//! must never panic, and a prepared request must account for every event it was given.
+//! must never panic, a prepared request must account for every event it was given, and the
+//! entry must decode to exactly the events that were validated and accepted, the kept
+//! rejected ones being their bytes as sent.
 #![no_main]
 
 use std::{sync::LazyLock, time::Duration};
@@ -7,11 +9,10 @@ use std::{sync::LazyLock, time::Duration};
 use gateway::{
     auth::Store,
     ingest::{Bounds, DEFAULT_MAX_REJECTED_KEPT, prepare},
+    wire::RawRequest,
 };
 use libfuzzer_sys::fuzz_target;
-use pipeline::{
-    entry::decode_batch, proto::ingest::PublishRequest, region::Region, validate::Limits,
-};
+use pipeline::{entry::decode_batch, proto::ingest::Event, region::Region, validate::Limits};
 use prost::Message;
 
 /// The gateway's default `GATEWAY_MAX_EVENTS`.
@@ -28,11 +29,12 @@ static STORE: LazyLock<Store> = LazyLock::new(|| Store {
 });
 
 fuzz_target!(|data: &[u8]| {
-    // Undecodable bytes are tonic's to refuse; only what decodes reaches `prepare`.
-    let Ok(req) = PublishRequest::decode(data) else {
+    // Undecodable bytes are refused by the codec; only what decodes reaches `prepare`.
+    let Ok(req) = RawRequest::decode(data.to_vec().into()) else {
         return;
     };
-    let events = req.events.len();
+    let decoded = req.events().to_vec();
+    let events = decoded.len();
     let bounds = Bounds {
         max_events: MAX_EVENTS,
         max_rejected_kept: DEFAULT_MAX_REJECTED_KEPT,
@@ -51,4 +53,14 @@ fuzz_target!(|data: &[u8]| {
         response.rejected.len()
     );
     assert!(batch.rejected.len() <= DEFAULT_MAX_REJECTED_KEPT);
+    // the queued events decode to exactly the accepted ones, the kept rejected bytes to theirs
+    let rejected: Vec<usize> = response.rejected.iter().map(|r| r.index as usize).collect();
+    let accepted: Vec<&Event> = (0..events)
+        .filter(|i| !rejected.contains(i))
+        .map(|i| &decoded[i])
+        .collect();
+    assert!(batch.events.iter().eq(accepted));
+    for (kept, index) in batch.rejected.iter().zip(&rejected) {
+        assert_eq!(Event::decode(&kept.raw_event[..]).ok().as_ref(), Some(&decoded[*index]));
+    }
 });

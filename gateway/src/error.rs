@@ -36,6 +36,9 @@ pub enum ApiError {
     /// A compressed message that does not decompress.
     #[error("failed to decompress the message: {0}")]
     Undecompressable(String),
+    /// A message that is not a valid protobuf `PublishRequest` (prost's message says why).
+    #[error("{0}")]
+    Undecodable(#[from] prost::DecodeError),
     /// A message that had started to arrive was not complete within the request timeout.
     #[error("the message did not arrive within {} ms; send it at once", .timeout.as_millis())]
     MessageTimeout { timeout: Duration },
@@ -159,7 +162,7 @@ impl ApiError {
             ApiError::EmptyRequest => R::EmptyRequest,
             ApiError::TooManyEvents { .. } => R::TooManyEvents,
             ApiError::MessageTooLarge { .. } => R::MessageTooLarge,
-            ApiError::Undecompressable(_) => R::MalformedMessage,
+            ApiError::Undecompressable(_) | ApiError::Undecodable(_) => R::MalformedMessage,
             ApiError::MessageTimeout { .. } => R::MessageTimeout,
             ApiError::InvalidEvents { .. } => R::InvalidEvents,
             ApiError::Quota(QuotaError::Exceeded { unit, .. }) => match unit {
@@ -239,8 +242,9 @@ impl From<ApiError> for Status {
                 Code::InvalidArgument
             }
             ApiError::MessageTooLarge { .. } => Code::ResourceExhausted,
-            // tonic answers undecodable messages with INTERNAL; undecompressable ones alike
-            ApiError::Undecompressable(_) => Code::Internal,
+            // INTERNAL, as tonic answers undecodable messages (the status code guide's
+            // choice for parse errors); undecompressable ones alike
+            ApiError::Undecompressable(_) | ApiError::Undecodable(_) => Code::Internal,
             ApiError::MessageTimeout { .. } => Code::DeadlineExceeded,
             ApiError::InvalidEvents { violations, .. } => {
                 details.set_bad_request(

@@ -2,10 +2,10 @@
 //!
 //! This is the only place that decides what is accepted. It is split in two so that the
 //! CPU work can be benchmarked and fuzzed without Redis:
-//! - [`prepare`] is pure: validation splits the events, accepted ones are moved (not
-//!   copied) into one `QueuedBatch` together with the raw bytes of the first
-//!   [`Bounds::max_rejected_kept`] rejected ones (the rest are counted), the batch is
-//!   encoded, and the response is built;
+//! - [`prepare`] is pure: validation splits the decoded events, and one `QueuedBatch` is
+//!   written holding the accepted events' bytes as the store sent them (not encoded again)
+//!   and the raw bytes of the first [`Bounds::max_rejected_kept`] rejected ones (the rest
+//!   are counted), and the response is built;
 //! - [`Ingest::publish`] admits the request (size, backpressure, quota), prepares it and
 //!   appends the entry to Redis, returning the response only after Redis confirmed it.
 
@@ -16,7 +16,7 @@ use std::{
 
 use bytes::Bytes;
 use pipeline::{
-    entry::encode_batch,
+    entry::encode_batch_with_encoded_events,
     proto::{
         ingest::{Event, FieldViolation, PublishRequest, PublishResponse, Rejection},
         queue::{QueuedBatch, RejectedEvent},
@@ -31,6 +31,7 @@ use crate::{
     error::ApiError,
     queue::Queue,
     quota::Quotas,
+    wire::RawRequest,
 };
 
 /// How much one request may hold and put into the queue.
@@ -93,7 +94,7 @@ impl Ingest {
     pub async fn publish(
         &self,
         store: &Store,
-        req: PublishRequest,
+        req: RawRequest,
     ) -> Result<PublishResponse, ApiError> {
         self.publish_within(store, req, |_| Ok(())).await
     }
@@ -103,20 +104,21 @@ impl Ingest {
     pub async fn publish_within(
         &self,
         store: &Store,
-        req: PublishRequest,
+        req: RawRequest,
         hold: impl FnOnce(usize) -> Result<(), ApiError>,
     ) -> Result<PublishResponse, ApiError> {
         // Size first: a malformed request is answered as such even under overload, and the
         // quota below must not be asked about an unbounded number of events.
-        check_size(&req.events, self.bounds.max_events)?;
+        check_size(req.events(), self.bounds.max_events)?;
         // Overload next: it takes nothing, whereas the quota check spends the store's
         // allowance, which a request refused for overload should not cost.
         let shard = self.queue.shards().of_store(&store.id);
         self.backpressure.check(shard)?;
-        // the byte quota meters the events as they will be queued; only stores with a byte
-        // quota pay for measuring them
+        // The byte quota meters the message: its events are queued as they were sent, so
+        // what the entry holds of them is at most the message, unknown fields and repeated
+        // fields included, which re-encoding the decoded events would not count.
         self.quotas
-            .check(store, req.events.len(), || req.encoded_len())?;
+            .check(store, req.events().len(), || req.message_len())?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -161,22 +163,30 @@ fn check_size(events: &[Event], max_events: usize) -> Result<(), ApiError> {
 /// events are queued with their raw bytes, so the entry holds at most the accepted events,
 /// those raw bytes and a bounded text per kept event.
 ///
-/// Pure, and meant to be total: any decoded `PublishRequest` should yield an entry or an
+/// Accepted events are queued as the bytes they were decoded from, rejected ones kept as
+/// theirs: the consumer decodes from those bytes exactly the events validated here (see
+/// [`RawRequest::decode`]), whatever odd encoding they came in.
+///
+/// Pure, and meant to be total: any decoded request should yield an entry or an
 /// [`ApiError`], never a panic (the `publish_request` fuzz target checks that). It repeats the size check
 /// that [`Ingest::publish`] makes before admission, so that it is safe on its own.
 pub fn prepare(
     store: &Store,
-    req: PublishRequest,
+    req: RawRequest,
     limits: &Limits,
     bounds: Bounds,
     now: Duration,
 ) -> Result<Prepared, ApiError> {
-    let PublishRequest {
-        sequence,
-        events,
-        all_or_nothing,
-    } = req;
+    let (
+        PublishRequest {
+            sequence,
+            events,
+            all_or_nothing,
+        },
+        bytes,
+    ) = req.into_parts();
     check_size(&events, bounds.max_events)?;
+    let count = events.len();
     let ctx = Context {
         limits,
         now_unix: now.as_secs() as i64,
@@ -204,6 +214,15 @@ pub fn prepare(
         });
     }
 
+    // The accepted events' bytes, in request order: every index but the rejected ones. The
+    // decoded events are done with once validated.
+    let mut rejected_indices = checked.rejected.iter().map(|r| r.index).peekable();
+    let accepted: Vec<&[u8]> = (0..count)
+        .filter(|&index| rejected_indices.next_if_eq(&index).is_none())
+        .map(|index| bytes.get(index))
+        .collect();
+    drop(checked.accepted);
+
     let kept = checked.rejected.len().min(bounds.max_rejected_kept);
     let rejected_not_kept = (checked.rejected.len() - kept) as u32;
     let mut rejected_rows = Vec::with_capacity(kept);
@@ -212,7 +231,7 @@ pub fn prepare(
         let event_id = validate::truncated(&rejected.event.event_id).into_owned();
         if rejected_rows.len() < kept {
             rejected_rows.push(RejectedEvent {
-                raw_event: rejected.event.encode_to_vec(),
+                raw_event: bytes.get(rejected.index).to_vec(),
                 event_id: event_id.clone(),
                 reason: rejected.reason(),
             });
@@ -230,13 +249,6 @@ pub fn prepare(
                 .collect(),
         });
     }
-    // Moved, not copied, and in place: `Accepted` is an `Event` underneath.
-    let accepted: Vec<Event> = checked
-        .accepted
-        .into_iter()
-        .map(validate::Accepted::into_event)
-        .collect();
-
     let accepted_count = accepted.len() as u32;
     let batch = QueuedBatch {
         store_id: store.id.to_string(),
@@ -245,13 +257,13 @@ pub fn prepare(
             seconds: now.as_secs() as i64,
             nanos: now.subsec_nanos() as i32,
         }),
-        events: accepted,
+        events: Vec::new(),
         rejected: rejected_rows,
         rejected_not_kept,
         from_prober: matches!(store.role, Role::Prober(_)),
     };
     Ok(Prepared {
-        entry: encode_batch(&batch),
+        entry: encode_batch_with_encoded_events(batch, &accepted),
         response: PublishResponse {
             sequence,
             accepted: accepted_count,
@@ -311,12 +323,184 @@ mod tests {
         }
     }
 
-    fn request(events: Vec<Event>, all_or_nothing: bool) -> PublishRequest {
-        PublishRequest {
+    fn request(events: Vec<Event>, all_or_nothing: bool) -> RawRequest {
+        RawRequest::from_request(&PublishRequest {
             sequence: 7,
             events,
             all_or_nothing,
+        })
+    }
+
+    /// A request of events given as their bytes, each behind the key of field 2 and a
+    /// length in `pad` extra bytes (a varint may be longer than it needs to be).
+    fn request_of_bytes(events: &[Vec<u8>], pad: usize) -> RawRequest {
+        let mut message = vec![0x08, 0x07]; // sequence = 7
+        for event in events {
+            message.push(0x12);
+            message.extend(long_varint(event.len() as u64, pad));
+            message.extend(event);
         }
+        RawRequest::decode(message.into()).expect("a valid request")
+    }
+
+    /// `value` as a varint padded to `pad` more bytes than it needs, as protobuf allows.
+    fn long_varint(value: u64, pad: usize) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        prost::encoding::encode_varint(value, &mut bytes);
+        if pad > 0 {
+            *bytes.last_mut().unwrap() |= 0x80;
+            bytes.extend(std::iter::repeat_n(0x80, pad - 1));
+            bytes.push(0x00);
+        }
+        bytes
+    }
+
+    /// Whether `needle` occurs in `haystack` as it is.
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// Events that decode to valid events but are not what prost would write for them.
+    fn odd_but_valid_events() -> Vec<Vec<u8>> {
+        let id = |i: u8| format!("0b7f2b8e-6a47-4d3a-9d51-4c3f0a3f5a1{i}");
+        // unknown fields of every wire type inside the event: varint (99), bytes (100),
+        // fixed64 (101), fixed32 (102), and a group (103) holding a field
+        let mut unknown = probe(&id(0)).encode_to_vec();
+        unknown.extend([0x98, 0x06, 0x2a]);
+        unknown.extend([0xa2, 0x06, 0x03, b'a', b'b', b'c']);
+        unknown.extend([0xa9, 0x06, 1, 2, 3, 4, 5, 6, 7, 8]);
+        unknown.extend([0xb5, 0x06, 1, 2, 3, 4]);
+        unknown.extend([0xbb, 0x06, 0x08, 0x01, 0xbc, 0x06]);
+        // event_id twice, the last one winning; the first one is invalid
+        let mut twice = Event::encode_to_vec(&Event {
+            event_id: "NOT-A-UUID".into(),
+            ..Event::default()
+        });
+        twice.extend(probe(&id(1)).encode_to_vec());
+        // occurred_at twice: the messages merge, seconds from the first, nanos from the second
+        let mut merged = Event {
+            occurred_at: None,
+            ..probe(&id(2))
+        }
+        .encode_to_vec();
+        let mut seconds = vec![0x08];
+        seconds.extend(long_varint(NOW.as_secs() - 60, 0));
+        merged.push(0x12);
+        merged.extend(long_varint(seconds.len() as u64, 0));
+        merged.extend(&seconds);
+        merged.extend([0x12, 0x02, 0x10, 0x05]);
+        // a string's length and the region in varints longer than needed
+        let mut long = vec![0x0a];
+        long.extend(long_varint(36, 3));
+        long.extend(id(3).as_bytes());
+        let rest = Event {
+            event_id: String::new(),
+            region: 0,
+            ..probe(&id(3))
+        };
+        long.extend(rest.encode_to_vec());
+        long.push(0x20);
+        long.extend(long_varint(Region::Europe.to_proto() as u64, 4));
+        vec![unknown, twice, merged, long]
+    }
+
+    #[test]
+    fn odd_but_valid_events_are_queued_as_sent_and_decode_to_what_was_validated() {
+        let events = odd_but_valid_events();
+        let req = request_of_bytes(&events, 2);
+        let validated = req.events().to_vec();
+        // decoding the request as tonic did before gives the same events
+        assert_eq!(validated[2].occurred_at.unwrap().nanos, 5);
+        assert_eq!(
+            validated[1].event_id,
+            "0b7f2b8e-6a47-4d3a-9d51-4c3f0a3f5a11"
+        );
+        let prepared = prepare(&store(), req, &Limits::default(), bounds(10), NOW).unwrap();
+        assert_eq!(prepared.response.accepted, 4, "{:?}", prepared.response);
+
+        let batch = decode_batch(&prepared.entry).unwrap();
+        assert_eq!(batch.events, validated);
+        for event in &events {
+            assert!(contains(&prepared.entry, event), "queued as sent");
+        }
+        // none of them is what prost writes for the decoded event
+        for (event, decoded) in events.iter().zip(&validated) {
+            assert_ne!(event, &decoded.encode_to_vec());
+        }
+    }
+
+    #[test]
+    fn a_rejected_event_is_kept_as_the_bytes_it_came_in() {
+        let good = probe("0b7f2b8e-6a47-4d3a-9d51-4c3f0a3f5a10").encode_to_vec();
+        let mut bad = probe("not-a-uuid").encode_to_vec();
+        bad.extend([0x98, 0x06, 0x2a]); // an unknown field, which encoding would drop
+        let prepared = prepare(
+            &store(),
+            request_of_bytes(&[good.clone(), bad.clone()], 1),
+            &Limits::default(),
+            bounds(10),
+            NOW,
+        )
+        .unwrap();
+        let batch = decode_batch(&prepared.entry).unwrap();
+        assert_eq!(batch.rejected.len(), 1);
+        assert_eq!(batch.rejected[0].raw_event, bad);
+        assert_eq!(batch.events, [Event::decode(&good[..]).unwrap()]);
+    }
+
+    #[test]
+    fn canonical_requests_are_queued_byte_for_byte_as_prost_encodes_them() {
+        let id = |i: u8| format!("0b7f2b8e-6a47-4d3a-9d51-4c3f0a3f5a1{i}");
+        let events = vec![probe(&id(0)), probe("bad"), probe(&id(1)), probe(&id(2))];
+        let prepared = prepare(
+            &store(),
+            request(events.clone(), false),
+            &Limits::default(),
+            bounds(10),
+            NOW,
+        )
+        .unwrap();
+        // what encoding the decoded events gives, as the gateway did before
+        let batch = decode_batch(&prepared.entry).unwrap();
+        let before = QueuedBatch {
+            events: vec![events[0].clone(), events[2].clone(), events[3].clone()],
+            ..batch.clone()
+        };
+        assert_eq!(batch, before);
+        assert_eq!(prepared.entry, pipeline::entry::encode_batch(&before));
+    }
+
+    /// An event whose only content beside a valid probe is unknown groups nested `depth`
+    /// deep: prost refuses nesting at its recursion limit, and must refuse or accept it in
+    /// the request exactly as the consumer will in the entry.
+    #[test]
+    fn nested_unknown_groups_are_refused_or_queued_exactly_as_the_consumer_decodes_them() {
+        let mut outcomes = Vec::new();
+        for depth in 95..=100 {
+            let mut event = probe("0b7f2b8e-6a47-4d3a-9d51-4c3f0a3f5a10").encode_to_vec();
+            event.extend([0x9bu8, 0x06].repeat(depth));
+            event.extend([0x9cu8, 0x06].repeat(depth));
+            let mut message = vec![0x12];
+            message.extend(long_varint(event.len() as u64, 0));
+            message.extend(&event);
+            let plain = PublishRequest::decode(&message[..]);
+            let raw = RawRequest::decode(message.into());
+            assert_eq!(raw.is_ok(), plain.is_ok(), "depth {depth}");
+            let Ok(raw) = raw else {
+                outcomes.push(false);
+                continue;
+            };
+            let prepared = prepare(&store(), raw, &Limits::default(), bounds(10), NOW).unwrap();
+            assert_eq!(prepared.response.accepted, 1);
+            let batch = decode_batch(&prepared.entry).expect("the consumer decodes the entry");
+            assert_eq!(batch.events, plain.unwrap().events);
+            outcomes.push(true);
+        }
+        // the limit lies within the range: both outcomes were seen
+        assert!(
+            outcomes.contains(&true) && outcomes.contains(&false),
+            "{outcomes:?}"
+        );
     }
 
     #[test]

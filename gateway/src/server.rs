@@ -6,13 +6,7 @@
 use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt};
-use pipeline::proto::{
-    FILE_DESCRIPTOR_SET,
-    ingest::{
-        PublishRequest, PublishResponse,
-        ingest_service_server::{IngestService, IngestServiceServer},
-    },
-};
+use pipeline::proto::{FILE_DESCRIPTOR_SET, ingest::PublishResponse};
 use tokio::net::TcpListener;
 use tonic::{
     Request, Response, Status,
@@ -31,6 +25,7 @@ use crate::{
     auth::{AuthError, LiveStores, Store},
     backpressure::Backpressure,
     budget::Budget,
+    codec::ingest_service_server::{IngestService, IngestServiceServer},
     config::Settings,
     edge::{EdgeConfig, EdgeLayer, Held, Reflection},
     error::{self, ApiError},
@@ -39,6 +34,7 @@ use crate::{
     listener,
     queue::Queue,
     quota::Quotas,
+    wire::RawRequest,
 };
 
 /// The `IngestService` implementation: [`Ingest`] for the store that [`crate::edge`]
@@ -89,7 +85,7 @@ type ResponseStream = Pin<Box<dyn Stream<Item = Result<PublishResponse, Status>>
 impl IngestService for IngestApi {
     async fn publish(
         &self,
-        request: Request<PublishRequest>,
+        request: Request<RawRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
         let span = pipeline::trace::rpc_server_span(
             <IngestServiceServer<IngestApi> as tonic::server::NamedService>::NAME,
@@ -135,7 +131,7 @@ impl IngestService for IngestApi {
     /// them is safe because their event ids collapse duplicates downstream.
     async fn publish_stream(
         &self,
-        request: Request<tonic::Streaming<PublishRequest>>,
+        request: Request<tonic::Streaming<RawRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
         // One SERVER span per request of the stream, each a child of the stream's
         // `traceparent`: a stream lives for hours, and one span for all of it would be
