@@ -94,6 +94,11 @@ have_grpcio() {
     python3 -c 'import grpc, grpc_status' >/dev/null 2>&1
 }
 have_grpcio || pip_packages+=(grpcio grpcio-status)
+# scripts/yaml_keys.py (the test command's repeated-key check of every YAML file)
+have_pyyaml() {
+    python3 -c 'import yaml' >/dev/null 2>&1
+}
+have_pyyaml || pip_packages+=(pyyaml)
 
 if [ "${#pip_packages[@]}" -gt 0 ]; then
     pip_install() {
