@@ -68,6 +68,12 @@ pub static MIGRATIONS: &[Migration] = &[
         // each ALTER that finds its column counts as applied (`already_applied`)
         done_when: None,
     },
+    Migration {
+        version: 4,
+        name: "rollups",
+        sql: include_str!("../migrations/0004_rollups.sql"),
+        done_when: None,
+    },
 ];
 
 /// Migration 2 is in place when the tables services use have a `UUID` `event_id`, and no
@@ -162,7 +168,7 @@ pub struct NotShardable {
     pub statement: String,
 }
 
-/// The sharding key of each event table in a cluster: the last argument of its
+/// The sharding key of each event table (and rollup) in a cluster: the last argument of its
 /// `Distributed(…)` engine. A migration that creates a table not listed here fails in cluster
 /// mode (and a unit test fails first).
 ///
@@ -178,10 +184,16 @@ pub struct NotShardable {
 ///   spreads rows even when `event_id` is empty (a whole entry rejected by the consumer, or
 ///   events without an id), the event id spreads the many rejections of one large entry, and
 ///   a retried batch's copies of a row land next to the original.
+/// - the rollups of migration 4 (`commerce_daily`, `audience_daily`, `rollup_builds`):
+///   `toUInt32(day)`. Every build of a day writes its groups to the day's shard, where
+///   `ReplacingMergeTree(version)` and `FINAL` keep the latest build's row of each group.
 pub static SHARDING_KEYS: &[(&str, &str)] = &[
     (COMMERCE_TABLE, "cityHash64(toString(event_id))"),
     (PROBE_TABLE, "cityHash64(toString(event_id))"),
     (REJECTED_TABLE, "cityHash64(stream_entry_id, event_id)"),
+    ("commerce_daily", "toUInt32(day)"),
+    ("audience_daily", "toUInt32(day)"),
+    ("rollup_builds", "toUInt32(day)"),
 ];
 
 /// The suffix of the per-shard tables behind each Distributed table.

@@ -87,7 +87,10 @@ async fn migrating_a_cluster_twice_creates_local_and_distributed_tables_on_every
     let db = testkit::unique_name("cluster_migrate");
     let args = cluster_args(&db);
 
-    assert_eq!(schema::migrate_configured(&args).await.unwrap(), [1, 2, 3]);
+    assert_eq!(
+        schema::migrate_configured(&args).await.unwrap(),
+        [1, 2, 3, 4]
+    );
     assert_eq!(
         schema::migrate_configured(&args).await.unwrap(),
         Vec::<u32>::new(),
@@ -114,6 +117,10 @@ async fn migrating_a_cluster_twice_creates_local_and_distributed_tables_on_every
         assert_eq!(
             tables,
             [
+                "audience_daily\tDistributed",
+                "audience_daily_local\tReplacingMergeTree",
+                "commerce_daily\tDistributed",
+                "commerce_daily_local\tReplacingMergeTree",
                 "commerce_events\tDistributed",
                 "commerce_events_0001_local\tReplacingMergeTree",
                 "commerce_events_local\tReplacingMergeTree",
@@ -122,6 +129,8 @@ async fn migrating_a_cluster_twice_creates_local_and_distributed_tables_on_every
                 "probe_results_local\tReplacingMergeTree",
                 "rejected_events\tDistributed",
                 "rejected_events_local\tMergeTree",
+                "rollup_builds\tDistributed",
+                "rollup_builds_local\tReplacingMergeTree",
                 "schema_migrations\tReplacingMergeTree",
             ],
             "shard {}",
@@ -132,7 +141,7 @@ async fn migrating_a_cluster_twice_creates_local_and_distributed_tables_on_every
                 shard,
                 &format!("SELECT version, name FROM {db}.schema_migrations FINAL ORDER BY version")
             ),
-            ["1\tevents", "2\tidentity", "3\tprobe_phases"],
+            ["1\tevents", "2\tidentity", "3\tprobe_phases", "4\trollups"],
             "shard {}",
             shard + 1
         );

@@ -1,5 +1,5 @@
-//! Runs the queries a day's reports need and collects their rows. The only module that
-//! talks to ClickHouse.
+//! Runs the queries a day's reports need and collects their rows. With `rollup`, the only
+//! module that talks to ClickHouse.
 
 use clickhouse::{Client, Row, RowOwned, RowRead};
 use serde::Deserialize;
@@ -123,10 +123,12 @@ pub async fn watermark(client: &Client, date: Date, unsold_days: u32) -> Result<
     Ok(watermark.into_iter().next().unwrap_or(0))
 }
 
-/// Queries `date`, the day before it, and the `unsold_days` ending on `date`.
+/// Queries `date`, the day before it, and the `unsold_days` ending on `date`, after bringing
+/// their rollups up to date ([`crate::rollup::ensure_days`]).
 pub async fn fetch(client: &Client, date: Date, unsold_days: u32) -> Result<Fetched, QueryError> {
     let previous_date = date - Duration::days(1);
     let unsold_from = unsold_from(date, unsold_days);
+    crate::rollup::ensure_days(client, unsold_from.min(previous_date), date).await?;
     let watermark = watermark(client, date, unsold_days).await?;
     // the two days are independent; ClickHouse runs them on separate cores
     let (today, previous) =

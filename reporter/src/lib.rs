@@ -4,7 +4,10 @@
 //! - [`config`]: the typed settings and subcommands, from flags and environment.
 //! - [`queries`]: every SQL statement the reporter runs, in one place, so a test can run
 //!   them on ClickHouse 18.16 and on a current engine.
-//! - [`fetch`]: runs the queries of one day; the only module that talks to ClickHouse.
+//! - [`rollup`]: builds the per-day commerce rollups the report reads, from one deduplicated
+//!   read of a day, and rebuilds a day whose rows changed.
+//! - [`fetch`]: runs the queries of one day; with [`rollup`], the only modules that talk to
+//!   ClickHouse.
 //! - [`money`]: exact decimal revenue and conversion into the reporting currency.
 //! - [`commerce`]: products, categories and totals summed from the rows; rankings, changes.
 //! - [`incidents`]: minutes that missed the SLO, merged into windows.
@@ -30,6 +33,7 @@ pub mod objects;
 pub mod plan;
 pub mod queries;
 pub mod report;
+pub mod rollup;
 pub mod run;
 pub mod schedule;
 pub mod store;

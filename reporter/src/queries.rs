@@ -3,9 +3,13 @@
 //!
 //! Duplicates (a redelivered entry, a store's retry) are collapsed with `FINAL`, which
 //! merges ReplacingMergeTree rows with the same key at query time, so every count and sum
-//! below is exactly-once. The reporter computes from the base tables at report time rather
-//! than from pre-aggregated tables: a SummingMergeTree view would count a redelivered row
-//! twice. Parameters are `?`, bound client-side in order; all are dates (`YYYY-MM-DD`).
+//! below is exactly-once. The commerce figures come from the per-day rollups
+//! (`commerce_daily`, `audience_daily`, migration 4), which [`crate::rollup`] builds from one
+//! `FINAL` read of the day before the report reads them, and which are themselves read with
+//! `FINAL` (the latest build of a day replaces the earlier ones). A SummingMergeTree view
+//! would count a redelivered row twice; a rollup built from the deduplicated day does not.
+//! The probe figures are still computed from `probe_results FINAL` at report time.
+//! Parameters are `?`, bound client-side in order; all are dates (`YYYY-MM-DD`).
 //!
 //! Stability per region, store and target counts the probes taken from inside the store's
 //! region: the store's own (`vantage_region` unspecified) and a prober's of that region. A
@@ -52,17 +56,17 @@ WHERE toDate(occurred_at) = toDate(?) AND ",
 
 /// Commerce events and units per type on one day. Params: date.
 pub const FUNNEL: &str = "\
-SELECT toString(type) AS type, count() AS events, sum(toUInt64(quantity)) AS units
-FROM commerce_events FINAL
-WHERE toDate(occurred_at) = toDate(?)
+SELECT toString(type) AS type, sum(events) AS events, sum(units) AS units
+FROM commerce_daily FINAL
+WHERE day = toDate(?)
 GROUP BY type
 ORDER BY type";
 
 /// Purchase revenue per currency on one day, as exact decimal text. Params: date.
 pub const REVENUE: &str = "\
-SELECT currency, toString(sum(toDecimal128(price, 9) * quantity)) AS revenue, count() AS purchases
-FROM commerce_events FINAL
-WHERE toDate(occurred_at) = toDate(?) AND type = 'purchase'
+SELECT currency, toString(sum(revenue)) AS revenue, sum(events) AS purchases
+FROM commerce_daily FINAL
+WHERE day = toDate(?) AND type = 'purchase'
 GROUP BY currency
 ORDER BY currency";
 
@@ -183,12 +187,12 @@ SELECT
     category_code,
     brand,
     product_id,
-    countIf(type = 'view') AS views,
-    countIf(type = 'cart') AS carts,
-    countIf(type = 'purchase') AS purchases,
-    toUInt64(sumIf(quantity, type = 'purchase')) AS units
-FROM commerce_events FINAL
-WHERE toDate(occurred_at) = toDate(?)
+    sumIf(events, type = 'view') AS views,
+    sumIf(events, type = 'cart') AS carts,
+    sumIf(events, type = 'purchase') AS purchases,
+    sumIf(units, type = 'purchase') AS units
+FROM commerce_daily FINAL
+WHERE day = toDate(?)
 GROUP BY seller_id, category_id, category_code, brand, product_id
 ORDER BY seller_id, category_id, category_code, brand, product_id";
 
@@ -202,36 +206,35 @@ SELECT
     brand,
     product_id,
     currency,
-    toString(sum(toDecimal128(price, 9) * quantity)) AS revenue,
-    count() AS purchases
-FROM commerce_events FINAL
-WHERE toDate(occurred_at) = toDate(?) AND type = 'purchase'
+    toString(sum(revenue)) AS revenue,
+    sum(events) AS purchases
+FROM commerce_daily FINAL
+WHERE day = toDate(?) AND type = 'purchase'
 GROUP BY seller_id, category_id, category_code, brand, product_id, currency
 ORDER BY seller_id, category_id, category_code, brand, product_id, currency";
 
-/// Distinct users and sessions on one day. No `FINAL`: a duplicate row repeats a user and
-/// session already counted, which `uniqExact` ignores. Params: date.
+/// Distinct users and sessions on one day, as the rollup build counted them (`uniqExact`,
+/// blind to duplicate rows). Params: date.
 pub const AUDIENCE: &str = "\
-SELECT uniqExact(user_id) AS users, uniqExact(session_id) AS sessions
-FROM commerce_events
-WHERE toDate(occurred_at) = toDate(?)";
+SELECT users, sessions
+FROM audience_daily FINAL
+WHERE day = toDate(?) AND scope = 'marketplace'";
 
 /// Distinct users and sessions per seller on one day. Params: date.
 pub const SELLER_AUDIENCE: &str = "\
-SELECT seller_id, uniqExact(user_id) AS users, uniqExact(session_id) AS sessions
-FROM commerce_events
-WHERE toDate(occurred_at) = toDate(?)
-GROUP BY seller_id
+SELECT seller_id, users, sessions
+FROM audience_daily FINAL
+WHERE day = toDate(?) AND scope = 'seller'
 ORDER BY seller_id";
 
 /// Products viewed but never purchased between two days, inclusive: the candidates to
 /// discontinue. Params: first date, last date.
 pub const UNSOLD: &str = "\
-SELECT seller_id, product_id, countIf(type = 'view') AS views
-FROM commerce_events FINAL
-WHERE toDate(occurred_at) >= toDate(?) AND toDate(occurred_at) <= toDate(?)
+SELECT seller_id, product_id, sumIf(events, type = 'view') AS views
+FROM commerce_daily FINAL
+WHERE day >= toDate(?) AND day <= toDate(?)
 GROUP BY seller_id, product_id
-HAVING countIf(type = 'purchase') = 0 AND countIf(type = 'view') > 0
+HAVING sumIf(events, type = 'purchase') = 0 AND sumIf(events, type = 'view') > 0
 ORDER BY seller_id, product_id";
 
 /// The latest `received_at` of the data a report reads (Unix seconds): its watermark.

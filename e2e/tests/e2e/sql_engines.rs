@@ -13,6 +13,26 @@ fn shipped_statements() -> Vec<(String, String)> {
         "largest lines".to_owned(),
         crate::helpers::largest_lines_insert(&format!("{DAY} 12:00:00"), LINES),
     ));
+    // the day's rollups, built as the reporter builds them before it reads them
+    for (name, sql) in reporter::rollup::BUILD {
+        out.push((
+            format!("rollup {name}"),
+            reporter::rollup::render(sql, 1, DAY),
+        ));
+    }
+    for (name, sql) in [
+        ("base_state", reporter::rollup::BASE_STATE),
+        ("built_state", reporter::rollup::BUILT_STATE),
+    ] {
+        out.push((
+            format!("rollup {name}"),
+            reporter::queries::render(sql, DAY),
+        ));
+    }
+    out.push((
+        "rollup record".to_owned(),
+        reporter::rollup::record(DAY, Default::default(), 1),
+    ));
     for (name, sql) in reporter::queries::ALL {
         out.push((
             format!("report query {name}"),
@@ -111,8 +131,8 @@ fn replicated_migrations_parse_on_a_current_clickhouse() {
             replicated += 1;
         }
     }
-    // migration 1's three tables and migration 2's two, in both layouts
-    assert_eq!(replicated, 10);
+    // migration 1's three tables, migration 2's two and migration 4's three, in both layouts
+    assert_eq!(replicated, 16);
 }
 
 /// The cluster form of the migrations (`schema::cluster_statements`: `<table>_local` tables and

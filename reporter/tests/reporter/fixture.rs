@@ -225,29 +225,31 @@ pub async fn insert(client: &clickhouse::Client, probes: &[Probe], sales: &[Sale
             .await
             .unwrap();
         for s in sales {
-            insert
-                .write(&CommerceRow {
-                    event_id: uuid_of(&s.id),
-                    occurred_at: s.at,
-                    received_at: s.at + 1,
-                    region: 1,
-                    store_id: s.store,
-                    r#type: kind_code(s.kind),
-                    product_id: s.product,
-                    category_id: category_id(s.category),
-                    category_code: s.category,
-                    brand: "b",
-                    seller_id: s.seller,
-                    currency: s.currency,
-                    price: s.price_nanos,
-                    quantity: s.quantity,
-                    user_id: s.user,
-                    session_id: &s.session,
-                })
-                .await
-                .unwrap();
+            insert.write(&commerce_row(s)).await.unwrap();
         }
         insert.end().await.unwrap();
+    }
+}
+
+/// The row of `s`, received a second after it occurred.
+pub fn commerce_row(s: &Sale) -> CommerceRow<'_> {
+    CommerceRow {
+        event_id: uuid_of(&s.id),
+        occurred_at: s.at,
+        received_at: s.at + 1,
+        region: 1,
+        store_id: s.store,
+        r#type: kind_code(s.kind),
+        product_id: s.product,
+        category_id: category_id(s.category),
+        category_code: s.category,
+        brand: "b",
+        seller_id: s.seller,
+        currency: s.currency,
+        price: s.price_nanos,
+        quantity: s.quantity,
+        user_id: s.user,
+        session_id: &s.session,
     }
 }
 

@@ -9,4 +9,5 @@ mod html;
 mod identity;
 mod money;
 mod objects;
+mod rollup;
 mod serve;

@@ -1,0 +1,276 @@
+//! The per-day rollups the commerce figures are read from (migration 4: `commerce_daily`,
+//! `audience_daily`, `rollup_builds`): built from one deduplicated read of the day, and
+//! rebuilt whenever the day's rows changed since.
+//!
+//! A build reads the day of `commerce_events` once with `FINAL` (every event once, however
+//! many copies of it were loaded) and groups it by every dimension the report needs (day,
+//! type, seller, product, category id and code, brand, currency, region) into events, units
+//! and the exact `Decimal(38, 9)` revenue; the day's distinct users and sessions, of the
+//! marketplace and of each seller, are counted by `uniqExact`, which is blind to copies. Every
+//! row of a build carries its version, the build's start in Unix nanoseconds: a build that
+//! starts later reads every row an earlier one read (the day only grows), so the highest
+//! version is the most complete. `ReplacingMergeTree(version)` read with `FINAL` then holds,
+//! for each group, the row of the latest build; and since an event never leaves its day nor
+//! changes its dimensions, every group of an earlier build is also a group of the later one,
+//! which replaces it: no stale group survives (ARCHITECTURE.md, "Rollups").
+//!
+//! When to rebuild: the build records the day's `count()` and `max(received_at)` of the base
+//! table (both cheap, without `FINAL`), read before its `FINAL` read. [`ensure`] rebuilds a
+//! day whose current pair differs: a late event or a copy adds a row (and usually a later
+//! `received_at`), a background merge of copies removes one. Either way the rebuild is exact;
+//! the pair only decides whether one is needed.
+//!
+//! On a cluster the rollup tables are Distributed, sharded by day, and the build's insert
+//! waits for every shard (`insert_distributed_sync`), so the report that follows reads it.
+
+use clickhouse::Client;
+use time::Date;
+
+use crate::fetch::QueryError;
+
+/// The state of a day's base rows: `count()` and `max(received_at)` (Unix seconds), without
+/// `FINAL`. Params: date.
+pub const BASE_STATE: &str = "\
+SELECT count() AS rows, toUInt32(max(received_at)) AS received
+FROM commerce_events
+WHERE toDate(occurred_at) = toDate(?)";
+
+/// The base state the latest build of a day read. Params: date.
+pub const BUILT_STATE: &str = "\
+SELECT base_rows AS rows, toUInt32(base_received) AS received
+FROM rollup_builds FINAL
+WHERE day = toDate(?)";
+
+/// The day's commerce groups, every event once (`FINAL`). Params: version, date.
+pub const BUILD_COMMERCE: &str = "\
+INSERT INTO commerce_daily
+SELECT
+    toDate(occurred_at) AS day,
+    type,
+    seller_id,
+    product_id,
+    category_id,
+    category_code,
+    brand,
+    currency,
+    region,
+    count() AS events,
+    sum(toUInt64(quantity)) AS units,
+    sum(toDecimal128(price, 9) * quantity) AS revenue,
+    toUInt64(?) AS version
+FROM commerce_events FINAL
+WHERE toDate(occurred_at) = toDate(?)
+GROUP BY day, type, seller_id, product_id, category_id, category_code, brand, currency, region";
+
+/// The day's distinct users and sessions of the marketplace. No `FINAL`: a copy repeats a
+/// user and session already counted, which `uniqExact` ignores. Params: version, date.
+pub const BUILD_AUDIENCE: &str = "\
+INSERT INTO audience_daily
+SELECT
+    toDate(occurred_at) AS day,
+    'marketplace' AS scope,
+    toUInt64(0) AS seller_id,
+    uniqExact(user_id) AS users,
+    uniqExact(session_id) AS sessions,
+    toUInt64(?) AS version
+FROM commerce_events
+WHERE toDate(occurred_at) = toDate(?)
+GROUP BY day";
+
+/// The day's distinct users and sessions of each seller. Params: version, date.
+pub const BUILD_SELLER_AUDIENCE: &str = "\
+INSERT INTO audience_daily
+SELECT
+    toDate(occurred_at) AS day,
+    'seller' AS scope,
+    seller_id,
+    uniqExact(user_id) AS users,
+    uniqExact(session_id) AS sessions,
+    toUInt64(?) AS version
+FROM commerce_events
+WHERE toDate(occurred_at) = toDate(?)
+GROUP BY day, seller_id";
+
+/// The statement that records a build of `date`: the base state it read and its version.
+/// Written out rather than bound: every value is a number or a date.
+pub fn record(date: &str, state: BaseState, version: u64) -> String {
+    format!(
+        "INSERT INTO rollup_builds (day, base_rows, base_received, version, built_at) \
+         SELECT toDate('{date}'), toUInt64({}), toDateTime({}, 'UTC'), toUInt64({version}), now()",
+        state.rows, state.received
+    )
+}
+
+/// The statements of one build, in order, with their names.
+pub const BUILD: &[(&str, &str)] = &[
+    ("build_commerce", BUILD_COMMERCE),
+    ("build_audience", BUILD_AUDIENCE),
+    ("build_seller_audience", BUILD_SELLER_AUDIENCE),
+];
+
+/// A day's base state, as [`BASE_STATE`] and [`BUILT_STATE`] read it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clickhouse::Row, serde::Deserialize)]
+pub struct BaseState {
+    pub rows: u64,
+    pub received: u32,
+}
+
+/// What [`ensure`] did for one day.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The rollup was built from this state of the base rows.
+    Built(BaseState),
+    /// The base rows are as the latest build read them (or there are none, and none built).
+    Current,
+}
+
+fn failed(query: &'static str, date: Date) -> impl FnOnce(clickhouse::error::Error) -> QueryError {
+    move |source| QueryError {
+        query,
+        date: date.to_string(),
+        source,
+    }
+}
+
+/// The base state of `date` now.
+pub async fn base_state(client: &Client, date: Date) -> Result<BaseState, QueryError> {
+    client
+        .query(BASE_STATE)
+        .bind(date.to_string())
+        .fetch_one()
+        .await
+        .map_err(failed("base_state", date))
+}
+
+/// The base state the latest build of `date` read, if any.
+pub async fn built_state(client: &Client, date: Date) -> Result<Option<BaseState>, QueryError> {
+    client
+        .query(BUILT_STATE)
+        .bind(date.to_string())
+        .fetch_optional()
+        .await
+        .map_err(failed("built_state", date))
+}
+
+/// The version of a build starting now: Unix nanoseconds.
+fn version_now() -> u64 {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+    u64::try_from(now).unwrap_or_default()
+}
+
+/// Builds the rollups of `date` unconditionally, and records the build.
+pub async fn build(client: &Client, date: Date) -> Result<BaseState, QueryError> {
+    let started = std::time::Instant::now();
+    let version = version_now();
+    // read before the FINAL read: rows arriving meanwhile make the next check rebuild
+    let state = base_state(client, date).await?;
+    for (name, sql) in BUILD {
+        client
+            .query(sql)
+            .bind(version)
+            .bind(date.to_string())
+            .with_setting("insert_distributed_sync", "1")
+            .execute()
+            .await
+            .map_err(failed(name, date))?;
+    }
+    client
+        .query(&record(&date.to_string(), state, version))
+        .with_setting("insert_distributed_sync", "1")
+        .execute()
+        .await
+        .map_err(failed("record_build", date))?;
+    metrics::histogram!("reporter_rollup_build_seconds").record(started.elapsed().as_secs_f64());
+    tracing::info!(date = %date, rows = state.rows, "rollup built");
+    Ok(state)
+}
+
+/// Brings the rollups of `date` up to date: builds them when the base rows changed since
+/// the latest build (or there is none and the day has rows).
+pub async fn ensure(client: &Client, date: Date) -> Result<Outcome, QueryError> {
+    let now = base_state(client, date).await?;
+    let built = built_state(client, date).await?;
+    let current = match built {
+        Some(built) => built == now,
+        None => now.rows == 0,
+    };
+    if current {
+        return Ok(Outcome::Current);
+    }
+    build(client, date).await.map(Outcome::Built)
+}
+
+/// [`ensure`] for every day from `first` to `last`, inclusive.
+pub async fn ensure_days(client: &Client, first: Date, last: Date) -> Result<(), QueryError> {
+    let mut day = first;
+    while day <= last {
+        ensure(client, day).await?;
+        match day.next_day() {
+            Some(next) => day = next,
+            None => break,
+        }
+    }
+    Ok(())
+}
+
+/// A statement of [`BUILD`] with its parameters written in, for engines without
+/// client binding: the version first, then every `?` left as the date.
+pub fn render(sql: &str, version: u64, date: &str) -> String {
+    sql.replacen('?', &version.to_string(), 1)
+        .replace('?', &format!("'{date}'"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The idea of `queries::every_query_counts_a_duplicate_row_once`, for the rollups: a
+    /// build reads the events with `FINAL` or only through `uniqExact` (blind to copies), and
+    /// every read of a rollup table uses `FINAL`, so that only the latest build of a day counts.
+    #[test]
+    fn builds_count_a_copy_once_and_reads_see_the_latest_build_only() {
+        for (name, sql) in BUILD {
+            let reads = sql.matches("FROM commerce_events").count();
+            let collapsed = sql.matches("FROM commerce_events FINAL").count();
+            assert_eq!(reads, 1, "{name}");
+            assert!(
+                collapsed == 1 || (sql.contains("uniqExact(") && !sql.contains("count()")),
+                "build {name} reads commerce_events without FINAL and counts copies"
+            );
+            assert!(sql.contains("toUInt64(?) AS version"), "{name}");
+        }
+        let reads = crate::queries::ALL
+            .iter()
+            .map(|(name, sql)| (*name, *sql))
+            .chain([("built_state", BUILT_STATE)]);
+        let mut rollup_reads = 0;
+        for (name, sql) in reads {
+            for table in ["commerce_daily", "audience_daily", "rollup_builds"] {
+                let plain = sql.matches(&format!("FROM {table}")).count();
+                let final_ = sql.matches(&format!("FROM {table} FINAL")).count();
+                assert_eq!(plain, final_, "{name} reads {table} without FINAL");
+                rollup_reads += plain;
+            }
+        }
+        assert_eq!(rollup_reads, 8);
+    }
+
+    #[test]
+    fn statements_render_with_the_version_first() {
+        assert_eq!(
+            render("SELECT toUInt64(?), toDate(?), toDate(?)", 7, "2026-01-15"),
+            "SELECT toUInt64(7), toDate('2026-01-15'), toDate('2026-01-15')"
+        );
+        let record = record(
+            "2026-01-15",
+            BaseState {
+                rows: 3,
+                received: 9,
+            },
+            7,
+        );
+        assert!(
+            record.contains("toDate('2026-01-15'), toUInt64(3), toDateTime(9, 'UTC'), toUInt64(7)")
+        );
+    }
+}
