@@ -162,7 +162,7 @@ pub async fn fetch(client: &Client, date: Date, unsold_days: u32) -> Result<Fetc
         previous,
         unsold: rows(client, "unsold", queries::UNSOLD, &[unsold_from, date]).await?,
         watermark,
-        conflicts: rows(client, "conflicts", queries::CONFLICTS, &[date; 8])
+        conflicts: rows(client, "conflicts", queries::CONFLICTS, &[date; 10])
             .await?
             .into_iter()
             .next()

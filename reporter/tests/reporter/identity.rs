@@ -3,7 +3,7 @@
 
 use reporter::run::run_with;
 
-use crate::fixture::{self, DAY, Sale};
+use crate::fixture::{self, DAY, Probe, Sale};
 
 #[tokio::test]
 async fn retries_moved_to_another_day_are_reported_as_conflicts() {
@@ -32,9 +32,26 @@ async fn retries_moved_to_another_day_are_reported_as_conflicts() {
         view("elsewhere", "s2", fixture::unix(next, 200)),
         view("once", "s1", fixture::unix(day, 300)),
     ];
+    let probe = |id: &str, at: u32| Probe {
+        id: id.to_owned(),
+        at,
+        region: "europe",
+        target: "checkout",
+        up: true,
+        response_ms: 100,
+        latency_ms: 10,
+        bandwidth: 0,
+        load: 0.5,
+    };
+    let probes = [
+        // a probe re-stamped across midnight too: a conflict of the probe table
+        probe("probe-moved", fixture::unix(day, 86_398)),
+        probe("probe-moved", fixture::unix(next, 7)),
+        probe("probe-once", fixture::unix(next, 9)),
+    ];
     let client = fixture::database().await;
     // every row twice: copies of one event collapse and are no conflict
-    fixture::insert(&client, &[], &sales).await;
+    fixture::insert(&client, &probes, &sales).await;
     let (_bucket, store) = fixture::store().await;
     for (date, views) in [(day, 3), (next, 2)] {
         let report = run_with(&client, &store, date, &fixture::options())
@@ -42,6 +59,8 @@ async fn retries_moved_to_another_day_are_reported_as_conflicts() {
             .unwrap()
             .report;
         assert_eq!(report.commerce.totals.views, views, "{date}");
-        assert_eq!(report.data_quality.conflicting_ids, 1, "{date}");
+        // one commerce identity and one probe identity on both days; "elsewhere" shares
+        // only its id with the other day's row, which the identity check drops
+        assert_eq!(report.data_quality.conflicting_ids, 2, "{date}");
     }
 }
