@@ -74,6 +74,12 @@ pub static MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0004_rollups.sql"),
         done_when: None,
     },
+    Migration {
+        version: 5,
+        name: "probe_rollups",
+        sql: include_str!("../migrations/0005_probe_rollups.sql"),
+        done_when: None,
+    },
 ];
 
 /// Migration 2 is in place when the tables services use have a `UUID` `event_id`, and no
@@ -184,8 +190,8 @@ pub struct NotShardable {
 ///   spreads rows even when `event_id` is empty (a whole entry rejected by the consumer, or
 ///   events without an id), the event id spreads the many rejections of one large entry, and
 ///   a retried batch's copies of a row land next to the original.
-/// - the rollups of migration 4 (`commerce_daily`, `audience_daily`, `rollup_builds`):
-///   `toUInt32(day)`. Every build of a day writes its groups to the day's shard, where
+/// - the rollups of migrations 4 and 5 (`commerce_daily`, `audience_daily`, `rollup_builds`,
+///   `probe_daily`, `probe_minutes`): `toUInt32(day)`. Every build of a day writes its groups to the day's shard, where
 ///   `ReplacingMergeTree(version)` and `FINAL` keep the latest build's row of each group.
 pub static SHARDING_KEYS: &[(&str, &str)] = &[
     (COMMERCE_TABLE, "cityHash64(toString(event_id))"),
@@ -194,6 +200,8 @@ pub static SHARDING_KEYS: &[(&str, &str)] = &[
     ("commerce_daily", "toUInt32(day)"),
     ("audience_daily", "toUInt32(day)"),
     ("rollup_builds", "toUInt32(day)"),
+    ("probe_daily", "toUInt32(day)"),
+    ("probe_minutes", "toUInt32(day)"),
 ];
 
 /// The suffix of the per-shard tables behind each Distributed table.

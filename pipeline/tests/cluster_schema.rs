@@ -89,7 +89,7 @@ async fn migrating_a_cluster_twice_creates_local_and_distributed_tables_on_every
 
     assert_eq!(
         schema::migrate_configured(&args).await.unwrap(),
-        [1, 2, 3, 4]
+        [1, 2, 3, 4, 5]
     );
     assert_eq!(
         schema::migrate_configured(&args).await.unwrap(),
@@ -124,6 +124,10 @@ async fn migrating_a_cluster_twice_creates_local_and_distributed_tables_on_every
                 "commerce_events\tDistributed",
                 "commerce_events_0001_local\tReplacingMergeTree",
                 "commerce_events_local\tReplacingMergeTree",
+                "probe_daily\tDistributed",
+                "probe_daily_local\tReplacingMergeTree",
+                "probe_minutes\tDistributed",
+                "probe_minutes_local\tReplacingMergeTree",
                 "probe_results\tDistributed",
                 "probe_results_0001_local\tReplacingMergeTree",
                 "probe_results_local\tReplacingMergeTree",
@@ -141,7 +145,13 @@ async fn migrating_a_cluster_twice_creates_local_and_distributed_tables_on_every
                 shard,
                 &format!("SELECT version, name FROM {db}.schema_migrations FINAL ORDER BY version")
             ),
-            ["1\tevents", "2\tidentity", "3\tprobe_phases", "4\trollups"],
+            [
+                "1\tevents",
+                "2\tidentity",
+                "3\tprobe_phases",
+                "4\trollups",
+                "5\tprobe_rollups"
+            ],
             "shard {}",
             shard + 1
         );

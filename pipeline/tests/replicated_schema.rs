@@ -41,7 +41,8 @@ fn engines(node: &ClickHouse, database: &str) -> String {
         &format!(
             "SELECT name, engine FROM system.tables WHERE database = '{database}' \
              AND name IN ('commerce_events', 'probe_results', 'rejected_events', \
-             'commerce_daily', 'audience_daily', 'rollup_builds') ORDER BY name"
+             'commerce_daily', 'audience_daily', 'rollup_builds', 'probe_daily', 'probe_minutes') \
+             ORDER BY name"
         ),
     )
 }
@@ -63,7 +64,7 @@ fn eventually(node: &ClickHouse, sql: &str, want: &str) {
 }
 
 /// Migration 1 only, an event on one replica, then the rest: every replica gets
-/// `Replicated…MergeTree` tables (the explicit path and replica; migration 4's rollups too),
+/// `Replicated…MergeTree` tables (the explicit path and replica; the rollups of migrations 4 and 5 too),
 /// migration 2 moves the event on each, migration 3's `ALTER`, which reaches the other
 /// replica through ZooKeeper, counts as applied there, and a second run changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,7 +85,10 @@ async fn migrations_create_replicated_tables_on_every_replica_and_repeat_as_no_o
     let count = format!("SELECT count() FROM {database}.commerce_events FINAL");
     eventually(&nodes[1], &count, "1");
 
-    assert_eq!(schema::migrate_configured(&args).await.unwrap(), [2, 3, 4]);
+    assert_eq!(
+        schema::migrate_configured(&args).await.unwrap(),
+        [2, 3, 4, 5]
+    );
     for node in nodes {
         let engines = engines(node, &database);
         assert_eq!(
@@ -92,7 +96,7 @@ async fn migrations_create_replicated_tables_on_every_replica_and_repeat_as_no_o
                 .lines()
                 .filter(|l| l.contains("\tReplicated"))
                 .count(),
-            6,
+            8,
             "{engines}"
         );
         eventually(node, &count, "1");
@@ -129,7 +133,7 @@ async fn a_replica_down_at_start_is_migrated_when_back_and_catches_up() {
     tokio::task::block_in_place(|| replicas.node_mut(1).kill()).unwrap();
     assert_eq!(
         schema::migrate_configured(&args).await.unwrap(),
-        [1, 2, 3, 4]
+        [1, 2, 3, 4, 5]
     );
     let nodes = replicas.nodes();
     query(
@@ -153,7 +157,7 @@ async fn a_replica_down_at_start_is_migrated_when_back_and_catches_up() {
     eventually(
         &nodes[1],
         &format!("SELECT DISTINCT version FROM {database}.schema_migrations ORDER BY version"),
-        "1\n2\n3\n4",
+        "1\n2\n3\n4\n5",
     );
     // both down: nothing to migrate is an error, not a silent start
     let mut replicas = replicas;

@@ -8,7 +8,8 @@
 //! `FINAL` read of the day before the report reads them, and which are themselves read with
 //! `FINAL` (the latest build of a day replaces the earlier ones). A SummingMergeTree view
 //! would count a redelivered row twice; a rollup built from the deduplicated day does not.
-//! The probe figures are still computed from `probe_results FINAL` at report time.
+//! The probe figures come the same way from `probe_daily` and `probe_minutes` (migration 5),
+//! their exact quantiles from value histograms ([`quantile!`]).
 //! Parameters are `?`, bound client-side in order; all are dates (`YYYY-MM-DD`).
 //!
 //! Stability per region, store and target counts the probes taken from inside the store's
@@ -28,28 +29,105 @@ macro_rules! in_region {
     };
 }
 
-/// The figures of a [`crate::report::StabilityRow`] after its region, store and target, and
-/// the day's in-region probes they are computed from; the query adds its `GROUP BY`.
-macro_rules! stability_figures {
+/// `quantileExact(level)` of the values of a histogram `h` of `probes` values (a `sumMap`
+/// of the rollups' `(values, counts)`, the values sorted): the value at rank
+/// `floor(level * probes)`, counting from 0, which is where `quantileExact` picks its value
+/// from the sorted values (the same on 18.16 and current releases). Exact, and histograms
+/// merge exactly, so it equals `quantileExact` over the probes themselves.
+macro_rules! quantile {
+    ($level:literal, $h:literal) => {
+        concat!(
+            "toFloat64(arrayFirst((v, c) -> c > toUInt64(",
+            $level,
+            " * probes), tupleElement(",
+            $h,
+            ", 1), arrayCumSum(tupleElement(",
+            $h,
+            ", 2))))"
+        )
+    };
+}
+
+/// The response and latency quantiles a stability row and a vantage cell share, from the
+/// histograms of [`probe_sums!`], each followed by `,` and a new line.
+macro_rules! timings {
     () => {
         concat!(
-            "    count() AS probes,
-    toUInt64(sum(up)) AS up,
-    toFloat64(quantileExact(0.5)(response_time_ms)) AS response_p50_ms,
-    toFloat64(quantileExact(0.95)(response_time_ms)) AS response_p95_ms,
-    toFloat64(quantileExact(0.99)(response_time_ms)) AS response_p99_ms,
-    toFloat64(quantileExact(0.5)(network_latency_ms)) AS latency_p50_ms,
-    toFloat64(quantileExact(0.95)(network_latency_ms)) AS latency_p95_ms,
-    toFloat64(quantileExact(0.99)(network_latency_ms)) AS latency_p99_ms,
-    toFloat64(if(countIf(bandwidth_bytes_per_second > 0) = 0, 0,
-        avgIf(bandwidth_bytes_per_second, bandwidth_bytes_per_second > 0))) AS bandwidth_avg_bps,
-    toUInt64(countIf(bandwidth_bytes_per_second > 0)) AS bandwidth_samples,
-    toFloat64(avg(cpu_load)) AS cpu_load_avg,
-    toFloat64(max(cpu_load)) AS cpu_load_max
-FROM probe_results FINAL
-WHERE toDate(occurred_at) = toDate(?) AND ",
+            quantile!("0.5", "response"),
+            " AS response_p50_ms,\n    ",
+            quantile!("0.95", "response"),
+            " AS response_p95_ms,\n    ",
+            quantile!("0.99", "response"),
+            " AS response_p99_ms,\n    ",
+            quantile!("0.5", "latency"),
+            " AS latency_p50_ms,\n    ",
+            quantile!("0.95", "latency"),
+            " AS latency_p95_ms,\n    ",
+        )
+    };
+}
+
+/// The sums a [`crate::report::StabilityRow`] or a vantage cell is computed from, over the
+/// rows of `probe_daily` of a group: probes, up, the merged histograms, bandwidth and load.
+macro_rules! probe_sums {
+    () => {
+        "    sum(probes) AS n,
+    sum(up) AS n_up,
+    sumMap(tupleElement(response_time_ms, 1), tupleElement(response_time_ms, 2)) AS response,
+    sumMap(tupleElement(network_latency_ms, 1), tupleElement(network_latency_ms, 2)) AS latency,
+    sumMap(tupleElement(tls_handshake_ms, 1), tupleElement(tls_handshake_ms, 2)) AS tls,
+    sumMap(tupleElement(time_to_first_byte_ms, 1), tupleElement(time_to_first_byte_ms, 2)) AS ttfb,
+    sum(bandwidth_sum) AS bw_sum,
+    sum(bandwidth_samples) AS bw_samples,
+    sum(cpu_load_sum) AS load_sum,
+    max(cpu_load_max) AS load_max
+FROM probe_daily FINAL
+WHERE day = toDate(?)"
+    };
+}
+
+/// The bandwidth average over the probes that measured it (a bandwidth of 0 did not),
+/// 0 when none did, and how many did: `avgIf(…, > 0)` from the exact integer sum.
+macro_rules! bandwidth {
+    () => {
+        "    toFloat64(if(bw_samples = 0, 0, bw_sum / bw_samples)) AS bandwidth_avg_bps,
+    bw_samples AS bandwidth_samples"
+    };
+}
+
+/// A [`crate::report::StabilityRow`] of the day's in-region probes, grouped by `$group`
+/// (region, and a store or a target); the query names its groups `region`, `store_id` and
+/// `target` (`'*'` for every one).
+macro_rules! stability {
+    ($keys:literal, $group:literal) => {
+        concat!(
+            "SELECT
+    region, store_id, target, n AS probes, n_up AS up,
+    ",
+            timings!(),
+            quantile!("0.99", "latency"),
+            " AS latency_p99_ms,
+",
+            bandwidth!(),
+            ",
+    toFloat64(load_sum / n) AS cpu_load_avg,
+    toFloat64(load_max) AS cpu_load_max
+FROM (
+    SELECT
+    ",
+            $keys,
+            ",
+",
+            probe_sums!(),
+            " AND ",
             in_region!(),
-            "\n"
+            "
+    GROUP BY ",
+            $group,
+            "
+)
+ORDER BY ",
+            $group
         )
     };
 }
@@ -99,105 +177,88 @@ ORDER BY currency";
 /// doc). Exact quantiles, so they equal a sort of the raw values. A bandwidth of 0 is a probe
 /// that did not measure it, left out of the average and counted in `bandwidth_samples` no
 /// more. Params: date.
-pub const STABILITY: &str = concat!(
-    "\
-SELECT
-    toString(region) AS region,
-    '*' AS store_id,
-    '*' AS target,
-",
-    stability_figures!(),
-    "GROUP BY region
-ORDER BY region"
+pub const STABILITY: &str = stability!(
+    "toString(region) AS region, '*' AS store_id, '*' AS target",
+    "region"
 );
 
 /// Probe stability per region and probe target on one day, every store together, from
 /// the probes taken inside the store's region. Params: date.
-pub const STABILITY_BY_TARGET: &str = concat!(
-    "\
-SELECT
-    toString(region) AS region,
-    '*' AS store_id,
-    target,
-",
-    stability_figures!(),
-    "GROUP BY region, target
-ORDER BY region, target"
+pub const STABILITY_BY_TARGET: &str = stability!(
+    "toString(region) AS region, '*' AS store_id, target",
+    "region, target"
 );
 
 /// Probe stability per store on one day, every target together, from the probes taken
 /// inside the store's region. Params: date.
-pub const STABILITY_BY_STORE: &str = concat!(
-    "\
-SELECT
-    toString(region) AS region,
-    store_id,
-    '*' AS target,
-",
-    stability_figures!(),
-    "GROUP BY region, store_id
-ORDER BY region, store_id"
+pub const STABILITY_BY_STORE: &str = stability!(
+    "toString(region) AS region, store_id, '*' AS target",
+    "region, store_id"
 );
 
 /// Response times from each vantage to the stores of each region on one day, every probe
 /// (a store's own probe has the vantage `unspecified`, shown as `self`): the matrix of
 /// "how fast is a store in B from A". Params: date.
-pub const VANTAGE_MATRIX: &str = "\
-SELECT
+pub const VANTAGE_MATRIX: &str = concat!(
+    "SELECT
+    vantage, region, n AS probes, n_up AS up,
+    ",
+    timings!(),
+    quantile!("0.95", "tls"),
+    " AS tls_p95_ms,
+    ",
+    quantile!("0.95", "ttfb"),
+    " AS ttfb_p95_ms,
+",
+    bandwidth!(),
+    "
+FROM (
+    SELECT
     if(vantage_region = 'unspecified', 'self', toString(vantage_region)) AS vantage,
     toString(region) AS region,
-    count() AS probes,
-    toUInt64(sum(up)) AS up,
-    toFloat64(quantileExact(0.5)(response_time_ms)) AS response_p50_ms,
-    toFloat64(quantileExact(0.95)(response_time_ms)) AS response_p95_ms,
-    toFloat64(quantileExact(0.99)(response_time_ms)) AS response_p99_ms,
-    toFloat64(quantileExact(0.5)(network_latency_ms)) AS latency_p50_ms,
-    toFloat64(quantileExact(0.95)(network_latency_ms)) AS latency_p95_ms,
-    toFloat64(quantileExact(0.95)(tls_handshake_ms)) AS tls_p95_ms,
-    toFloat64(quantileExact(0.95)(time_to_first_byte_ms)) AS ttfb_p95_ms,
-    toFloat64(if(countIf(bandwidth_bytes_per_second > 0) = 0, 0,
-        avgIf(bandwidth_bytes_per_second, bandwidth_bytes_per_second > 0))) AS bandwidth_avg_bps,
-    toUInt64(countIf(bandwidth_bytes_per_second > 0)) AS bandwidth_samples
-FROM probe_results FINAL
-WHERE toDate(occurred_at) = toDate(?)
-GROUP BY vantage, region
-ORDER BY vantage, region";
+",
+    probe_sums!(),
+    "
+    GROUP BY vantage, region
+)
+ORDER BY vantage, region"
+);
 
-/// Probes per store, target and minute from inside the store's region: the input of uptime
-/// as time (`uptime.rs`). Params: date.
-pub const UPTIME_MINUTES: &str = concat!(
-    "\
+/// Probes per store, target and minute from inside the store's region (`probe_minutes` holds
+/// only those): the input of uptime as time (`uptime.rs`). Params: date.
+pub const UPTIME_MINUTES: &str = "\
 SELECT
     toString(region) AS region,
     store_id,
     target,
-    toUInt32(toStartOfMinute(occurred_at)) AS minute,
-    count() AS probes,
-    toUInt64(sum(up)) AS up
-FROM probe_results FINAL
-WHERE toDate(occurred_at) = toDate(?) AND ",
-    in_region!(),
-    "
+    minute,
+    sum(probes) AS probes,
+    sum(up) AS up
+FROM probe_minutes FINAL
+WHERE day = toDate(?)
 GROUP BY region, store_id, target, minute
-ORDER BY region, store_id, target, minute"
-);
+ORDER BY region, store_id, target, minute";
 
 /// Probes per region and minute (Unix seconds of the minute's start), the input of
 /// incident detection: the SLO comparison happens in Rust so thresholds stay configuration,
 /// not SQL. Params: date.
 pub const MINUTES: &str = concat!(
-    "\
-SELECT
+    "SELECT
+    region, minute, n AS probes, n_up AS up,
+    ",
+    quantile!("0.95", "response"),
+    " AS response_p95_ms
+FROM (
+    SELECT
     toString(region) AS region,
-    toUInt32(toStartOfMinute(occurred_at)) AS minute,
-    count() AS probes,
-    toUInt64(sum(up)) AS up,
-    toFloat64(quantileExact(0.95)(response_time_ms)) AS response_p95_ms
-FROM probe_results FINAL
-WHERE toDate(occurred_at) = toDate(?) AND ",
-    in_region!(),
-    "
-GROUP BY region, minute
+    minute,
+    sum(probes) AS n,
+    sum(up) AS n_up,
+    sumMap(tupleElement(response_time_ms, 1), tupleElement(response_time_ms, 2)) AS response
+    FROM probe_minutes FINAL
+    WHERE day = toDate(?)
+    GROUP BY region, minute
+)
 ORDER BY region, minute"
 );
 

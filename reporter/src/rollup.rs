@@ -1,39 +1,44 @@
-//! The per-day rollups the commerce figures are read from (migration 4: `commerce_daily`,
-//! `audience_daily`, `rollup_builds`): built from one deduplicated read of the day, and
-//! rebuilt whenever the day's rows changed since.
+//! The per-day rollups the report is read from (migrations 4 and 5: `commerce_daily`,
+//! `audience_daily`, `probe_daily`, `probe_minutes`, and `rollup_builds`): built from one
+//! deduplicated read of the day, and rebuilt whenever the day's rows changed since.
 //!
 //! A build reads the day of `commerce_events` once with `FINAL` (every event once, however
 //! many copies of it were loaded) and groups it by every dimension the report needs (day,
 //! type, seller, product, category id and code, brand, currency, region) into events, units
 //! and the exact `Decimal(38, 9)` revenue; the day's distinct users and sessions, of the
-//! marketplace and of each seller, are counted by `uniqExact`, which is blind to copies. Every
-//! row of a build carries its version, the build's start in Unix nanoseconds: a build that
-//! starts later reads every row an earlier one read (the day only grows), so the highest
+//! marketplace and of each seller, are counted by `uniqExact`, which is blind to copies. The
+//! probes are read the same way (twice: per vantage, and per minute inside the store's
+//! region), their timings kept as value histograms from which `queries` takes exact quantiles.
+//! Every row of a build carries its version, the build's start in Unix nanoseconds: a build
+//! that starts later reads every row an earlier one read (the day only grows), so the highest
 //! version is the most complete. `ReplacingMergeTree(version)` read with `FINAL` then holds,
 //! for each group, the row of the latest build; and since an event never leaves its day nor
 //! changes its dimensions, every group of an earlier build is also a group of the later one,
 //! which replaces it: no stale group survives (ARCHITECTURE.md, "Rollups").
 //!
-//! When to rebuild: the build records the day's `count()` and `max(received_at)` of the base
-//! table (both cheap, without `FINAL`), read before its `FINAL` read. [`ensure`] rebuilds a
+//! When to rebuild: the build records the day's `count()` and `max(received_at)` over both
+//! event tables (cheap, without `FINAL`), read before its `FINAL` reads. [`ensure`] rebuilds a
 //! day whose current pair differs: a late event or a copy adds a row (and usually a later
 //! `received_at`), a background merge of copies removes one. Either way the rebuild is exact;
 //! the pair only decides whether one is needed.
 //!
-//! On a cluster the rollup tables are Distributed, sharded by day, and the build's insert
-//! waits for every shard (`insert_distributed_sync`), so the report that follows reads it.
+//! On a cluster the rollup tables are Distributed, sharded by day, and the build's inserts
+//! wait for every shard (`insert_distributed_sync`), so the report that follows reads them.
 
 use clickhouse::Client;
 use time::Date;
 
 use crate::fetch::QueryError;
 
-/// The state of a day's base rows: `count()` and `max(received_at)` (Unix seconds), without
-/// `FINAL`. Params: date.
+/// The state of a day's base rows, commerce and probes together: `count()` and
+/// `max(received_at)` (Unix seconds), without `FINAL`. Params: date, date.
 pub const BASE_STATE: &str = "\
 SELECT count() AS rows, toUInt32(max(received_at)) AS received
-FROM commerce_events
-WHERE toDate(occurred_at) = toDate(?)";
+FROM (
+    SELECT received_at FROM commerce_events WHERE toDate(occurred_at) = toDate(?)
+    UNION ALL
+    SELECT received_at FROM probe_results WHERE toDate(occurred_at) = toDate(?)
+)";
 
 /// The base state the latest build of a day read. Params: date.
 pub const BUILT_STATE: &str = "\
@@ -91,6 +96,52 @@ FROM commerce_events
 WHERE toDate(occurred_at) = toDate(?)
 GROUP BY day, seller_id";
 
+/// The day's probes per region, store, target and vantage, every probe once (`FINAL`), with
+/// the value histograms of its four timings (`sumMap`: the values sorted, their counts).
+/// Params: version, date.
+pub const BUILD_PROBES: &str = "\
+INSERT INTO probe_daily
+SELECT
+    toDate(occurred_at) AS day,
+    region,
+    store_id,
+    target,
+    vantage_region,
+    count() AS probes,
+    toUInt64(sum(up)) AS up,
+    toUInt64(sumIf(bandwidth_bytes_per_second, bandwidth_bytes_per_second > 0)) AS bandwidth_sum,
+    toUInt64(countIf(bandwidth_bytes_per_second > 0)) AS bandwidth_samples,
+    sum(cpu_load) AS cpu_load_sum,
+    max(cpu_load) AS cpu_load_max,
+    sumMap([response_time_ms], [toUInt64(1)]) AS response,
+    sumMap([network_latency_ms], [toUInt64(1)]) AS latency,
+    sumMap([tls_handshake_ms], [toUInt64(1)]) AS tls,
+    sumMap([time_to_first_byte_ms], [toUInt64(1)]) AS ttfb,
+    toUInt64(?) AS version
+FROM probe_results FINAL
+WHERE toDate(occurred_at) = toDate(?)
+GROUP BY day, region, store_id, target, vantage_region";
+
+/// The day's probes taken inside the store's region, per region, store, target and minute,
+/// every probe once (`FINAL`), with the histogram of their response times (the filter is
+/// `queries`' `in_region!`). Params: version, date.
+pub const BUILD_PROBE_MINUTES: &str = "\
+INSERT INTO probe_minutes
+SELECT
+    toDate(occurred_at) AS day,
+    region,
+    store_id,
+    target,
+    toUInt32(toStartOfMinute(occurred_at)) AS minute,
+    count() AS probes,
+    toUInt64(sum(up)) AS up,
+    sumMap([response_time_ms], [toUInt64(1)]) AS response,
+    toUInt64(?) AS version
+FROM probe_results FINAL
+WHERE toDate(occurred_at) = toDate(?)
+    AND (vantage_region = 'unspecified' OR toString(vantage_region) = toString(region))
+GROUP BY day, region, store_id, target, minute";
+
 /// The statement that records a build of `date`: the base state it read and its version.
 /// Written out rather than bound: every value is a number or a date.
 pub fn record(date: &str, state: BaseState, version: u64) -> String {
@@ -106,6 +157,17 @@ pub const BUILD: &[(&str, &str)] = &[
     ("build_commerce", BUILD_COMMERCE),
     ("build_audience", BUILD_AUDIENCE),
     ("build_seller_audience", BUILD_SELLER_AUDIENCE),
+    ("build_probes", BUILD_PROBES),
+    ("build_probe_minutes", BUILD_PROBE_MINUTES),
+];
+
+/// Every table a build writes, and the record of builds.
+pub const ROLLUP_TABLES: &[&str] = &[
+    "commerce_daily",
+    "audience_daily",
+    "probe_daily",
+    "probe_minutes",
+    "rollup_builds",
 ];
 
 /// A day's base state, as [`BASE_STATE`] and [`BUILT_STATE`] read it.
@@ -136,6 +198,7 @@ fn failed(query: &'static str, date: Date) -> impl FnOnce(clickhouse::error::Err
 pub async fn base_state(client: &Client, date: Date) -> Result<BaseState, QueryError> {
     client
         .query(BASE_STATE)
+        .bind(date.to_string())
         .bind(date.to_string())
         .fetch_one()
         .await
@@ -230,12 +293,17 @@ mod tests {
     #[test]
     fn builds_count_a_copy_once_and_reads_see_the_latest_build_only() {
         for (name, sql) in BUILD {
-            let reads = sql.matches("FROM commerce_events").count();
-            let collapsed = sql.matches("FROM commerce_events FINAL").count();
-            assert_eq!(reads, 1, "{name}");
+            let base = ["commerce_events", "probe_results"]
+                .into_iter()
+                .filter(|t| sql.contains(&format!("FROM {t}")))
+                .collect::<Vec<_>>();
+            assert_eq!(base.len(), 1, "{name} reads one base table");
+            let table = base[0];
+            assert_eq!(sql.matches(&format!("FROM {table}")).count(), 1, "{name}");
+            let collapsed = sql.contains(&format!("FROM {table} FINAL"));
             assert!(
-                collapsed == 1 || (sql.contains("uniqExact(") && !sql.contains("count()")),
-                "build {name} reads commerce_events without FINAL and counts copies"
+                collapsed || (sql.contains("uniqExact(") && !sql.contains("count()")),
+                "build {name} reads {table} without FINAL and counts copies"
             );
             assert!(sql.contains("toUInt64(?) AS version"), "{name}");
         }
@@ -245,14 +313,15 @@ mod tests {
             .chain([("built_state", BUILT_STATE)]);
         let mut rollup_reads = 0;
         for (name, sql) in reads {
-            for table in ["commerce_daily", "audience_daily", "rollup_builds"] {
+            for table in ROLLUP_TABLES {
                 let plain = sql.matches(&format!("FROM {table}")).count();
                 let final_ = sql.matches(&format!("FROM {table} FINAL")).count();
                 assert_eq!(plain, final_, "{name} reads {table} without FINAL");
                 rollup_reads += plain;
             }
         }
-        assert_eq!(rollup_reads, 8);
+        // 7 commerce queries, 6 probe queries and the build state
+        assert_eq!(rollup_reads, 14);
     }
 
     #[test]

@@ -13,6 +13,22 @@ fn shipped_statements() -> Vec<(String, String)> {
         "largest lines".to_owned(),
         crate::helpers::largest_lines_insert(&format!("{DAY} 12:00:00"), LINES),
     ));
+    // probes of every vantage, for the probe rollups' histograms to hold something
+    out.push((
+        "probes".to_owned(),
+        format!(
+            "INSERT INTO probe_results (event_id, occurred_at, received_at, region, store_id, \
+                 target, up, status_code, response_time_ms, network_latency_ms, \
+                 bandwidth_bytes_per_second, cpu_load, vantage_region, tls_handshake_ms, \
+                 time_to_first_byte_ms) \
+             SELECT generateUUIDv4(), toDateTime('{DAY} 00:00:00', 'UTC') + number * 7, \
+                 toDateTime('{DAY} 00:00:00', 'UTC') + number * 7 + 1, toInt8(1 + number % 3), \
+                 concat('store-', toString(number % 4)), 'home', toUInt8(number % 10 != 0), 200, \
+                 toUInt32(number % 97), toUInt32(number % 13), number % 5 * 1000, \
+                 (number % 10) / 10, toInt8(number % 4), toUInt32(number % 7), toUInt32(number % 11) \
+             FROM numbers(1000)"
+        ),
+    ));
     // the day's rollups, built as the reporter builds them before it reads them
     for (name, sql) in reporter::rollup::BUILD {
         out.push((
@@ -131,8 +147,9 @@ fn replicated_migrations_parse_on_a_current_clickhouse() {
             replicated += 1;
         }
     }
-    // migration 1's three tables, migration 2's two and migration 4's three, in both layouts
-    assert_eq!(replicated, 16);
+    // migration 1's three tables, migration 2's two, migration 4's three and migration 5's
+    // two, in both layouts
+    assert_eq!(replicated, 20);
 }
 
 /// The cluster form of the migrations (`schema::cluster_statements`: `<table>_local` tables and

@@ -7,10 +7,12 @@ use clickhouse::{Client, RowOwned, RowRead};
 use reporter::{
     commerce::{Audience, ItemRevenueRow, ItemRow},
     fetch::{SellerAudienceRow, UnsoldRow},
+    incidents::MinuteRow,
     queries,
-    report::{FunnelRow, RevenueRow},
+    report::{FunnelRow, RevenueRow, StabilityRow, VantageRow},
     rollup::{self, Outcome},
     run::run_with,
+    uptime::SeriesMinute,
 };
 use time::{Date, Duration};
 
@@ -54,6 +56,74 @@ WHERE toDate(occurred_at) >= toDate(?) AND toDate(occurred_at) <= toDate(?)
 GROUP BY seller_id, product_id
 HAVING countIf(type = 'purchase') = 0 AND countIf(type = 'view') > 0
 ORDER BY seller_id, product_id";
+    /// The stability queries, grouped by `group` and naming their groups as `keys` do.
+    pub fn stability(keys: &str, group: &str) -> String {
+        format!(
+            "\
+SELECT
+{keys},
+    count() AS probes,
+    toUInt64(sum(up)) AS up,
+    toFloat64(quantileExact(0.5)(response_time_ms)) AS response_p50_ms,
+    toFloat64(quantileExact(0.95)(response_time_ms)) AS response_p95_ms,
+    toFloat64(quantileExact(0.99)(response_time_ms)) AS response_p99_ms,
+    toFloat64(quantileExact(0.5)(network_latency_ms)) AS latency_p50_ms,
+    toFloat64(quantileExact(0.95)(network_latency_ms)) AS latency_p95_ms,
+    toFloat64(quantileExact(0.99)(network_latency_ms)) AS latency_p99_ms,
+    toFloat64(if(countIf(bandwidth_bytes_per_second > 0) = 0, 0,
+        avgIf(bandwidth_bytes_per_second, bandwidth_bytes_per_second > 0))) AS bandwidth_avg_bps,
+    toUInt64(countIf(bandwidth_bytes_per_second > 0)) AS bandwidth_samples,
+    toFloat64(avg(cpu_load)) AS cpu_load_avg,
+    toFloat64(max(cpu_load)) AS cpu_load_max
+FROM probe_results FINAL
+WHERE toDate(occurred_at) = toDate(?) AND (vantage_region = 'unspecified' OR toString(vantage_region) = toString(region))
+GROUP BY {group}
+ORDER BY {group}"
+        )
+    }
+    pub const VANTAGE_MATRIX: &str = "\
+SELECT
+    if(vantage_region = 'unspecified', 'self', toString(vantage_region)) AS vantage,
+    toString(region) AS region,
+    count() AS probes,
+    toUInt64(sum(up)) AS up,
+    toFloat64(quantileExact(0.5)(response_time_ms)) AS response_p50_ms,
+    toFloat64(quantileExact(0.95)(response_time_ms)) AS response_p95_ms,
+    toFloat64(quantileExact(0.99)(response_time_ms)) AS response_p99_ms,
+    toFloat64(quantileExact(0.5)(network_latency_ms)) AS latency_p50_ms,
+    toFloat64(quantileExact(0.95)(network_latency_ms)) AS latency_p95_ms,
+    toFloat64(quantileExact(0.95)(tls_handshake_ms)) AS tls_p95_ms,
+    toFloat64(quantileExact(0.95)(time_to_first_byte_ms)) AS ttfb_p95_ms,
+    toFloat64(if(countIf(bandwidth_bytes_per_second > 0) = 0, 0,
+        avgIf(bandwidth_bytes_per_second, bandwidth_bytes_per_second > 0))) AS bandwidth_avg_bps,
+    toUInt64(countIf(bandwidth_bytes_per_second > 0)) AS bandwidth_samples
+FROM probe_results FINAL
+WHERE toDate(occurred_at) = toDate(?)
+GROUP BY vantage, region
+ORDER BY vantage, region";
+    pub const UPTIME_MINUTES: &str = "\
+SELECT
+    toString(region) AS region,
+    store_id,
+    target,
+    toUInt32(toStartOfMinute(occurred_at)) AS minute,
+    count() AS probes,
+    toUInt64(sum(up)) AS up
+FROM probe_results FINAL
+WHERE toDate(occurred_at) = toDate(?) AND (vantage_region = 'unspecified' OR toString(vantage_region) = toString(region))
+GROUP BY region, store_id, target, minute
+ORDER BY region, store_id, target, minute";
+    pub const MINUTES: &str = "\
+SELECT
+    toString(region) AS region,
+    toUInt32(toStartOfMinute(occurred_at)) AS minute,
+    count() AS probes,
+    toUInt64(sum(up)) AS up,
+    toFloat64(quantileExact(0.95)(response_time_ms)) AS response_p95_ms
+FROM probe_results FINAL
+WHERE toDate(occurred_at) = toDate(?) AND (vantage_region = 'unspecified' OR toString(vantage_region) = toString(region))
+GROUP BY region, minute
+ORDER BY region, minute";
 }
 
 async fn rows<T: RowOwned + RowRead>(client: &Client, sql: &str, dates: &[Date]) -> Vec<T> {
@@ -113,6 +183,74 @@ async fn rollups_equal_final(client: &Client, days: &[Date]) {
         )
         .await;
     }
+    for &d in days {
+        for (name, rollup, reference) in [
+            (
+                "stability",
+                queries::STABILITY,
+                from_events::stability(
+                    "toString(region) AS region, '*' AS store_id, '*' AS target",
+                    "region",
+                ),
+            ),
+            (
+                "stability_by_target",
+                queries::STABILITY_BY_TARGET,
+                from_events::stability(
+                    "toString(region) AS region, '*' AS store_id, target",
+                    "region, target",
+                ),
+            ),
+            (
+                "stability_by_store",
+                queries::STABILITY_BY_STORE,
+                from_events::stability(
+                    "toString(region) AS region, store_id, '*' AS target",
+                    "region, store_id",
+                ),
+            ),
+        ] {
+            // the average load is a sum of floats, added in another order: equal to rounding
+            let got: Vec<StabilityRow> = rows(client, rollup, &[d]).await;
+            let want: Vec<StabilityRow> = rows(client, &reference, &[d]).await;
+            assert_eq!(got.len(), want.len(), "{name} on {d}");
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g.cpu_load_avg - w.cpu_load_avg).abs() <= 1e-12 * w.cpu_load_avg.abs(),
+                    "{name} on {d}: {g:?} {w:?}"
+                );
+                let exact = StabilityRow {
+                    cpu_load_avg: w.cpu_load_avg,
+                    ..g.clone()
+                };
+                assert_eq!(&exact, w, "{name} on {d}");
+            }
+        }
+        same::<VantageRow>(
+            client,
+            "vantage_matrix",
+            queries::VANTAGE_MATRIX,
+            from_events::VANTAGE_MATRIX,
+            &[d],
+        )
+        .await;
+        same::<SeriesMinute>(
+            client,
+            "uptime_minutes",
+            queries::UPTIME_MINUTES,
+            from_events::UPTIME_MINUTES,
+            &[d],
+        )
+        .await;
+        same::<MinuteRow>(
+            client,
+            "minutes",
+            queries::MINUTES,
+            from_events::MINUTES,
+            &[d],
+        )
+        .await;
+    }
     let window = [days[0], days[days.len() - 1]];
     same::<UnsoldRow>(
         client,
@@ -125,7 +263,8 @@ async fn rollups_equal_final(client: &Client, days: &[Date]) {
 }
 
 /// Random commerce on `day`: `n` events over 200 products, 20 sellers, 3 currencies and 4
-/// types, with 5 % of them inserted a second time, as a retried insert would.
+/// types; `n / 4` probes of 5 stores from 4 vantages; 5 % of each inserted a second time, as
+/// a retried insert would.
 async fn random_day(client: &Client, day: Date, n: u64) {
     client
         .query(&format!(
@@ -145,12 +284,33 @@ async fn random_day(client: &Client, day: Date, n: u64) {
         .unwrap();
     client
         .query(&format!(
-            "INSERT INTO commerce_events SELECT * FROM commerce_events \
-             WHERE toDate(occurred_at) = toDate('{day}') AND cityHash64(toString(event_id)) % 20 = 0"
+            "INSERT INTO probe_results (event_id, occurred_at, received_at, region, store_id, \
+                    target, up, status_code, response_time_ms, network_latency_ms, \
+                    bandwidth_bytes_per_second, cpu_load, vantage_region, tls_handshake_ms, \
+                    time_to_first_byte_ms) \
+             SELECT generateUUIDv4(), toDateTime('{day} 00:00:00', 'UTC') + (number % 86400), \
+                    toDateTime('{day} 00:00:00', 'UTC') + (number % 86400) + 1, \
+                    toInt8(1 + number % 3), concat('store-', toString(number % 5)), \
+                    arrayElement(['home', 'search', 'checkout'], 1 + rand() % 3), \
+                    toUInt8(rand() % 100 < 97), 200, rand() % 700, 5 + rand() % 150, \
+                    if(number % 5 = 0, 0, 1000000 + rand() % 50000000), (rand() % 100) / 100, \
+                    toInt8(rand() % 4), rand() % 40, 20 + rand() % 300 \
+             FROM numbers({})",
+            n / 4
         ))
         .execute()
         .await
         .unwrap();
+    for table in ["probe_results", "commerce_events"] {
+        client
+            .query(&format!(
+                "INSERT INTO {table} SELECT * FROM {table} \
+                 WHERE toDate(occurred_at) = toDate('{day}') AND cityHash64(toString(event_id)) % 20 = 0"
+            ))
+            .execute()
+            .await
+            .unwrap();
+    }
 }
 
 #[tokio::test]
