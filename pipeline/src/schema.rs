@@ -80,6 +80,12 @@ pub static MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0005_probe_rollups.sql"),
         done_when: None,
     },
+    Migration {
+        version: 6,
+        name: "conflict_rollup",
+        sql: include_str!("../migrations/0006_conflict_rollup.sql"),
+        done_when: None,
+    },
 ];
 
 /// Migration 2 is in place when the tables services use have a `UUID` `event_id`, and no
@@ -193,6 +199,7 @@ pub struct NotShardable {
 /// - the rollups of migrations 4 and 5 (`commerce_daily`, `audience_daily`, `rollup_builds`,
 ///   `probe_daily`, `probe_minutes`): `toUInt32(day)`. Every build of a day writes its groups to the day's shard, where
 ///   `ReplacingMergeTree(version)` and `FINAL` keep the latest build's row of each group.
+/// - migration 6's `conflicts_daily`: `toUInt32(day)`, the same way.
 pub static SHARDING_KEYS: &[(&str, &str)] = &[
     (COMMERCE_TABLE, "cityHash64(toString(event_id))"),
     (PROBE_TABLE, "cityHash64(toString(event_id))"),
@@ -202,6 +209,7 @@ pub static SHARDING_KEYS: &[(&str, &str)] = &[
     ("rollup_builds", "toUInt32(day)"),
     ("probe_daily", "toUInt32(day)"),
     ("probe_minutes", "toUInt32(day)"),
+    ("conflicts_daily", "toUInt32(day)"),
 ];
 
 /// The suffix of the per-shard tables behind each Distributed table.

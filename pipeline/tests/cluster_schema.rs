@@ -89,7 +89,7 @@ async fn migrating_a_cluster_twice_creates_local_and_distributed_tables_on_every
 
     assert_eq!(
         schema::migrate_configured(&args).await.unwrap(),
-        [1, 2, 3, 4, 5]
+        [1, 2, 3, 4, 5, 6]
     );
     assert_eq!(
         schema::migrate_configured(&args).await.unwrap(),
@@ -124,6 +124,8 @@ async fn migrating_a_cluster_twice_creates_local_and_distributed_tables_on_every
                 "commerce_events\tDistributed",
                 "commerce_events_0001_local\tReplacingMergeTree",
                 "commerce_events_local\tReplacingMergeTree",
+                "conflicts_daily\tDistributed",
+                "conflicts_daily_local\tReplacingMergeTree",
                 "probe_daily\tDistributed",
                 "probe_daily_local\tReplacingMergeTree",
                 "probe_minutes\tDistributed",
@@ -150,7 +152,8 @@ async fn migrating_a_cluster_twice_creates_local_and_distributed_tables_on_every
                 "2\tidentity",
                 "3\tprobe_phases",
                 "4\trollups",
-                "5\tprobe_rollups"
+                "5\tprobe_rollups",
+                "6\tconflict_rollup"
             ],
             "shard {}",
             shard + 1

@@ -41,8 +41,8 @@ fn engines(node: &ClickHouse, database: &str) -> String {
         &format!(
             "SELECT name, engine FROM system.tables WHERE database = '{database}' \
              AND name IN ('commerce_events', 'probe_results', 'rejected_events', \
-             'commerce_daily', 'audience_daily', 'rollup_builds', 'probe_daily', 'probe_minutes') \
-             ORDER BY name"
+             'commerce_daily', 'audience_daily', 'rollup_builds', 'probe_daily', 'probe_minutes', \
+             'conflicts_daily') ORDER BY name"
         ),
     )
 }
@@ -87,7 +87,7 @@ async fn migrations_create_replicated_tables_on_every_replica_and_repeat_as_no_o
 
     assert_eq!(
         schema::migrate_configured(&args).await.unwrap(),
-        [2, 3, 4, 5]
+        [2, 3, 4, 5, 6]
     );
     for node in nodes {
         let engines = engines(node, &database);
@@ -96,7 +96,7 @@ async fn migrations_create_replicated_tables_on_every_replica_and_repeat_as_no_o
                 .lines()
                 .filter(|l| l.contains("\tReplicated"))
                 .count(),
-            8,
+            9,
             "{engines}"
         );
         eventually(node, &count, "1");
@@ -133,7 +133,7 @@ async fn a_replica_down_at_start_is_migrated_when_back_and_catches_up() {
     tokio::task::block_in_place(|| replicas.node_mut(1).kill()).unwrap();
     assert_eq!(
         schema::migrate_configured(&args).await.unwrap(),
-        [1, 2, 3, 4, 5]
+        [1, 2, 3, 4, 5, 6]
     );
     let nodes = replicas.nodes();
     query(
@@ -157,7 +157,7 @@ async fn a_replica_down_at_start_is_migrated_when_back_and_catches_up() {
     eventually(
         &nodes[1],
         &format!("SELECT DISTINCT version FROM {database}.schema_migrations ORDER BY version"),
-        "1\n2\n3\n4\n5",
+        "1\n2\n3\n4\n5\n6",
     );
     // both down: nothing to migrate is an error, not a silent start
     let mut replicas = replicas;

@@ -219,7 +219,7 @@ pub fn marketplace(f: &Fetched, o: &Options) -> Result<MarketplaceReport, BuildE
             conflict_window: format!(
                 "{}..{}",
                 f.date - time::Duration::days(7),
-                f.date + time::Duration::days(7)
+                f.date - time::Duration::days(1)
             ),
         },
     })

@@ -109,10 +109,11 @@ fn unsold_from(date: Date, unsold_days: u32) -> Date {
     date - Duration::days(i64::from(unsold_days.max(1)) - 1)
 }
 
-/// The watermark of the data `date`'s reports read (the day, the day before and the unsold
-/// window): the latest `received_at` in it, 0 when there is none.
+/// The watermark of the data `date`'s reports read (the day, the day before, the unsold
+/// window, and the 7 days before the day that its conflict figure in `conflicts_daily`
+/// reads): the latest `received_at` in it, 0 when there is none.
 pub async fn watermark(client: &Client, date: Date, unsold_days: u32) -> Result<u32, QueryError> {
-    let first = unsold_from(date, unsold_days).min(date - Duration::days(1));
+    let first = unsold_from(date, unsold_days).min(date - Duration::days(7));
     let watermark: Vec<u32> = rows(
         client,
         "watermark",
@@ -124,11 +125,13 @@ pub async fn watermark(client: &Client, date: Date, unsold_days: u32) -> Result<
 }
 
 /// Queries `date`, the day before it, and the `unsold_days` ending on `date`, after bringing
-/// their rollups up to date ([`crate::rollup::ensure_days`]).
+/// their rollups up to date ([`crate::rollup::ensure_days`]) and the day's conflict figure
+/// ([`crate::rollup::ensure_conflicts`]).
 pub async fn fetch(client: &Client, date: Date, unsold_days: u32) -> Result<Fetched, QueryError> {
     let previous_date = date - Duration::days(1);
     let unsold_from = unsold_from(date, unsold_days);
     crate::rollup::ensure_days(client, unsold_from.min(previous_date), date).await?;
+    crate::rollup::ensure_conflicts(client, date).await?;
     let watermark = watermark(client, date, unsold_days).await?;
     // the two days are independent; ClickHouse runs them on separate cores
     let (today, previous) =
@@ -162,7 +165,7 @@ pub async fn fetch(client: &Client, date: Date, unsold_days: u32) -> Result<Fetc
         previous,
         unsold: rows(client, "unsold", queries::UNSOLD, &[unsold_from, date]).await?,
         watermark,
-        conflicts: rows(client, "conflicts", queries::CONFLICTS, &[date; 10])
+        conflicts: rows(client, "conflicts", queries::CONFLICTS, &[date])
             .await?
             .into_iter()
             .next()

@@ -132,30 +132,6 @@ ORDER BY ",
     };
 }
 
-/// The identities of one table's rows on the day that also have a row on another day of
-/// the window around it (see [`CONFLICTS`]). Params: the date, five times.
-macro_rules! conflicts_of {
-    ($table:literal) => {
-        concat!(
-            "    SELECT DISTINCT store_id, event_id FROM ",
-            $table,
-            "
-    WHERE toDate(occurred_at) = toDate(?)
-        AND (store_id, event_id) GLOBAL IN (
-            SELECT store_id, event_id FROM ",
-            $table,
-            "
-            PREWHERE event_id GLOBAL IN (
-                SELECT event_id FROM ",
-            $table,
-            " WHERE toDate(occurred_at) = toDate(?))
-            WHERE toDate(occurred_at) >= toDate(?) - 7 AND toDate(occurred_at) <= toDate(?) + 7
-                AND toDate(occurred_at) != toDate(?))
-"
-        )
-    };
-}
-
 /// Commerce events and units per type on one day. Params: date.
 pub const FUNNEL: &str = "\
 SELECT toString(type) AS type, sum(events) AS events, sum(units) AS units
@@ -334,29 +310,17 @@ FROM (
     WHERE toDate(occurred_at) >= toDate(?) AND toDate(occurred_at) <= toDate(?)
 )";
 
-/// Data quality: events of the day whose identity `(store_id, event_id)` also has a row on
-/// another day within the gateway's acceptance window (7 days) on either side. A retry must
-/// resend the identical event; one whose `occurred_at` moved to another day is a second row
-/// that `FINAL` cannot collapse (the day is in the sort key, and months are partitions), so
-/// it is counted here instead of hidden.
-///
-/// Two steps, so that the large set is of fixed-size keys and the neighbours are read one
-/// column at a time (#19): the day's `event_id`s (UUIDs) make a set, and the other days of
-/// the window read only their `event_id` column against it (`PREWHERE`); the few rows that
-/// match are the candidates, whose full identity the day is then checked against. An id two
-/// stores chose alike is a candidate that the second step drops. Measured on 18.16 with one
-/// full neighbour day, 2.3 times faster than one set of `(store_id, event_id)` pairs
-/// (docs/BENCHMARKS.md, "Conflicting ids"). `GLOBAL IN`: on a cluster each subquery reads
-/// the Distributed table once and ships its set to every shard (a plain `IN` over two
-/// Distributed tables is refused, `distributed_product_mode = 'deny'`); on one server it is
-/// a plain `IN`. Params: the date, ten times.
-pub const CONFLICTS: &str = concat!(
-    "SELECT toUInt64(count()) AS conflicts\nFROM (\n",
-    conflicts_of!("commerce_events"),
-    "    UNION ALL\n",
-    conflicts_of!("probe_results"),
-    ")"
-);
+/// Data quality: the identities `(store_id, event_id)` of the day that also have a row on one
+/// of the 7 days before it (the gateway's acceptance window): a retry whose `occurred_at`
+/// moved to a later day is a second row that `FINAL` cannot collapse (the day is in the sort
+/// key), so it is counted here instead of hidden. The figure is the day's row of
+/// `conflicts_daily`, which `rollup::ensure_conflicts` brings up to date before the report
+/// reads; the dashboards sum the same rows. No row: no event in the window, no conflict.
+/// Params: date.
+pub const CONFLICTS: &str = "\
+SELECT conflicts
+FROM conflicts_daily FINAL
+WHERE day = toDate(?)";
 
 /// Every query with its name, for the engine checks.
 pub const ALL: &[(&str, &str)] = &[

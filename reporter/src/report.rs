@@ -145,8 +145,9 @@ pub struct Commerce {
 /// Figures about the data rather than the business, shown so that they are not hidden.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DataQuality {
-    /// Identities `(store_id, event_id)` of the day that also have a row on another day
-    /// within `conflict_window`: a retry that changed `occurred_at`, counted twice.
+    /// Identities `(store_id, event_id)` of the day that also have a row on a day of
+    /// `conflict_window` (the 7 days before it): a retry that moved `occurred_at` to a later
+    /// day, counted on that later day. An identity on k days counts k - 1 times over them.
     pub conflicting_ids: u64,
     /// The days compared with the report's day, `first..last`.
     pub conflict_window: String,

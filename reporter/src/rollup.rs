@@ -248,16 +248,20 @@ pub async fn build(client: &Client, date: Date) -> Result<BaseState, QueryError>
     Ok(state)
 }
 
+/// Whether a build that read `built` (none: never built) still holds for the rows `now`.
+fn is_current(built: Option<BaseState>, now: BaseState) -> bool {
+    match built {
+        Some(built) => built == now,
+        None => now.rows == 0,
+    }
+}
+
 /// Brings the rollups of `date` up to date: builds them when the base rows changed since
 /// the latest build (or there is none and the day has rows).
 pub async fn ensure(client: &Client, date: Date) -> Result<Outcome, QueryError> {
     let now = base_state(client, date).await?;
     let built = built_state(client, date).await?;
-    let current = match built {
-        Some(built) => built == now,
-        None => now.rows == 0,
-    };
-    if current {
+    if is_current(built, now) {
         return Ok(Outcome::Current);
     }
     build(client, date).await.map(Outcome::Built)
@@ -274,6 +278,125 @@ pub async fn ensure_days(client: &Client, first: Date, last: Date) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// The identities of one event table's rows on the day that also have a row on one of the 7
+/// days before it, and whether one such row is in an earlier month (see
+/// [`conflicts_statement`]). Two steps: a set of the day's `event_id`s (fixed-size keys) that
+/// the earlier days read their `event_id` column against (`PREWHERE`); the few matches are
+/// then checked against the day by full identity, so an id two stores chose alike drops out
+/// there. One set of `(store_id, event_id)` pairs instead was 2.6 times slower on 18.16
+/// (docs/BENCHMARKS.md, "Conflicting ids"). The `GLOBAL IN`s ship each set to every shard of
+/// a cluster (a plain `IN` over two Distributed tables is refused,
+/// `distributed_product_mode = 'deny'`). `DAY` is the date.
+macro_rules! earlier_copies_of {
+    ($table:literal) => {
+        concat!(
+            "    SELECT toUInt64(count()) AS conflicts, toUInt64(countIf(earlier_month)) AS across_months
+    FROM (
+        SELECT store_id, event_id,
+            max(toStartOfMonth(occurred_at) != toStartOfMonth(toDate(DAY))) AS earlier_month
+        FROM ", $table, "
+        PREWHERE event_id GLOBAL IN (
+            SELECT event_id FROM ", $table, " WHERE toDate(occurred_at) = toDate(DAY))
+        WHERE toDate(occurred_at) >= toDate(DAY) - 7 AND toDate(occurred_at) < toDate(DAY)
+        GROUP BY store_id, event_id
+    )
+    WHERE (store_id, event_id) GLOBAL IN (
+        SELECT store_id, event_id FROM ", $table, "
+        PREWHERE event_id GLOBAL IN (
+            SELECT event_id FROM ", $table, "
+            PREWHERE event_id GLOBAL IN (
+                SELECT event_id FROM ", $table, " WHERE toDate(occurred_at) = toDate(DAY))
+            WHERE toDate(occurred_at) >= toDate(DAY) - 7 AND toDate(occurred_at) < toDate(DAY))
+        WHERE toDate(occurred_at) = toDate(DAY))
+"
+        )
+    };
+}
+
+/// The rows of a day's conflict window, the day and the 7 before it, of both event tables:
+/// `count()` and `max(received_at)`, without `FINAL`. `DAY` is the date.
+const WINDOW_STATE: &str = "\
+SELECT toUInt64(sum(rows)) AS rows, toUInt32(max(received)) AS received
+FROM (
+    SELECT count() AS rows, max(received_at) AS received FROM commerce_events
+    WHERE toDate(occurred_at) >= toDate(DAY) - 7 AND toDate(occurred_at) <= toDate(DAY)
+    UNION ALL
+    SELECT count() AS rows, max(received_at) AS received FROM probe_results
+    WHERE toDate(occurred_at) >= toDate(DAY) - 7 AND toDate(occurred_at) <= toDate(DAY)
+)";
+
+/// The window state the latest conflict build of a day read. `DAY` is the date.
+const CONFLICTS_BUILT_STATE: &str = "\
+SELECT window_rows AS rows, toUInt32(window_received) AS received
+FROM conflicts_daily FINAL
+WHERE day = toDate(DAY)";
+
+/// The conflict build of a day: its figures over both tables, the window state it read
+/// before, and its version. `DAY`, `ROWS`, `RECEIVED` and `VERSION` are written in.
+const BUILD_CONFLICTS: &str = concat!(
+    "INSERT INTO conflicts_daily
+    (day, conflicts, across_months, window_rows, window_received, version, built_at)
+SELECT toDate(DAY), sum(conflicts), sum(across_months), toUInt64(ROWS),
+    toDateTime(RECEIVED, 'UTC'), toUInt64(VERSION), now()
+FROM (
+",
+    earlier_copies_of!("commerce_events"),
+    "    UNION ALL
+",
+    earlier_copies_of!("probe_results"),
+    ")"
+);
+
+/// [`WINDOW_STATE`] for `date`.
+pub fn window_state_query(date: &str) -> String {
+    WINDOW_STATE.replace("DAY", &format!("'{date}'"))
+}
+
+/// [`CONFLICTS_BUILT_STATE`] for `date`.
+pub fn conflicts_built_query(date: &str) -> String {
+    CONFLICTS_BUILT_STATE.replace("DAY", &format!("'{date}'"))
+}
+
+/// The statement of a conflict build of `date`, every value written in (each is a date or a
+/// number).
+pub fn conflicts_statement(date: &str, window: BaseState, version: u64) -> String {
+    BUILD_CONFLICTS
+        .replace("DAY", &format!("'{date}'"))
+        .replace("ROWS", &window.rows.to_string())
+        .replace("RECEIVED", &window.received.to_string())
+        .replace("VERSION", &version.to_string())
+}
+
+/// Brings the conflict figures of `date` up to date (`conflicts_daily`, which the
+/// data-quality panel sums): builds them when the rows of the day or of the 7 days before it
+/// changed since the latest build (or there is none and the window has rows).
+pub async fn ensure_conflicts(client: &Client, date: Date) -> Result<Outcome, QueryError> {
+    let day = date.to_string();
+    let now: BaseState = client
+        .query(&window_state_query(&day))
+        .fetch_one()
+        .await
+        .map_err(failed("conflicts_window_state", date))?;
+    let built: Option<BaseState> = client
+        .query(&conflicts_built_query(&day))
+        .fetch_optional()
+        .await
+        .map_err(failed("conflicts_built_state", date))?;
+    if is_current(built, now) {
+        return Ok(Outcome::Current);
+    }
+    let started = std::time::Instant::now();
+    client
+        .query(&conflicts_statement(&day, now, version_now()))
+        .with_setting("insert_distributed_sync", "1")
+        .execute()
+        .await
+        .map_err(failed("build_conflicts", date))?;
+    metrics::histogram!("reporter_conflicts_build_seconds").record(started.elapsed().as_secs_f64());
+    tracing::info!(date = %date, window_rows = now.rows, "conflict figures built");
+    Ok(Outcome::Built(now))
 }
 
 /// A statement of [`BUILD`] with its parameters written in, for engines without
@@ -322,6 +445,30 @@ mod tests {
         }
         // 7 commerce queries, 6 probe queries and the build state
         assert_eq!(rollup_reads, 14);
+    }
+
+    /// The conflict statements have every value written in, read `conflicts_daily` only with
+    /// `FINAL`, and count identities (a copy of a row repeats its identity, which the
+    /// `GROUP BY` and the sets hold once), never rows.
+    #[test]
+    fn conflict_statements_are_complete_and_read_the_latest_build() {
+        let window = BaseState {
+            rows: 12,
+            received: 34,
+        };
+        let build = conflicts_statement("2026-03-01", window, 56);
+        for placeholder in ["DAY", "ROWS", "RECEIVED", "VERSION", "?"] {
+            assert!(
+                !build.contains(placeholder),
+                "{placeholder} left in {build}"
+            );
+        }
+        assert!(build.contains("toUInt64(12),\n    toDateTime(34, 'UTC'), toUInt64(56)"));
+        assert_eq!(build.matches("GROUP BY store_id, event_id").count(), 2);
+        assert_eq!(build.matches("toDate('2026-03-01')").count(), 17);
+        let built = conflicts_built_query("2026-03-01");
+        assert!(built.contains("FROM conflicts_daily FINAL"));
+        assert!(!window_state_query("2026-03-01").contains("DAY"));
     }
 
     #[test]
