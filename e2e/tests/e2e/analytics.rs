@@ -7,8 +7,8 @@
 //! ClickHouse (`INSERT … SELECT … FROM numbers(n)`: 90 % commerce events, 10 % probes,
 //! then 1 % of the rows again with the same identity, as a retried insert would, so that
 //! `FINAL` has work to do), then times:
-//! - the build of the day's rollups (`reporter::rollup::build`), which the report would
-//!   otherwise start with;
+//! - the build of the day's rollups (`reporter::rollup::build`) and of its conflict figure
+//!   (`reporter::rollup::ensure_conflicts`), which the report would otherwise start with;
 //! - the day's report, `reporter::run::run`, to S3 (SeaweedFS), as the daily job runs it,
 //!   from the rollups just built (it checks that they are current);
 //! - every ClickHouse panel of the dashboards over the last 30 days, All selected, as
@@ -107,9 +107,15 @@ async fn analytics_growth() {
             .await
             .unwrap();
 
-        // the rollups of the day first (the report would build them itself), timed apart
+        // the rollups of the day first (the report would build them itself), timed apart; the
+        // build's time includes the conflict figure's, given apart too
         let started = Instant::now();
         reporter::rollup::build(&client, date).await.unwrap();
+        let conflicts_started = Instant::now();
+        reporter::rollup::ensure_conflicts(&client, date)
+            .await
+            .unwrap();
+        let conflicts_s = conflicts_started.elapsed().as_secs_f64();
         let build_s = started.elapsed().as_secs_f64();
         let started = Instant::now();
         let (report, keys) = reporter::run::run(&client, &store, date).await.unwrap();
@@ -142,6 +148,7 @@ async fn analytics_growth() {
             "rows_with_duplicates": rows,
             "fill_seconds": (fill_s * 100.0).round() / 100.0,
             "rollup_build_seconds": (build_s * 100.0).round() / 100.0,
+            "conflicts_build_seconds": (conflicts_s * 100.0).round() / 100.0,
             "report_seconds": (report_s * 100.0).round() / 100.0,
             "report_commerce_events": counted,
             "panels": panels.len(),
