@@ -227,15 +227,25 @@ pub async fn build(client: &Client, date: Date) -> Result<BaseState, QueryError>
     let version = version_now();
     // read before the FINAL read: rows arriving meanwhile make the next check rebuild
     let state = base_state(client, date).await?;
-    for (name, sql) in BUILD {
-        client
-            .query(sql)
-            .bind(version)
-            .bind(date.to_string())
-            .with_setting("insert_distributed_sync", "1")
-            .execute()
-            .await
-            .map_err(failed(name, date))?;
+    // side by side: a FINAL read runs in one thread on 18.16, so the statements share the
+    // cores rather than wait for each other (docs/BENCHMARKS.md)
+    let mut statements = tokio::task::JoinSet::new();
+    for &(name, sql) in BUILD {
+        let client = client.clone();
+        statements.spawn(async move {
+            client
+                .query(sql)
+                .bind(version)
+                .bind(date.to_string())
+                .with_setting("insert_distributed_sync", "1")
+                .execute()
+                .await
+                .map_err(failed(name, date))
+        });
+    }
+    while let Some(done) = statements.join_next().await {
+        // a panicked statement task is a bug; a failed statement fails the build
+        done.expect("a rollup statement task panicked")?;
     }
     client
         .query(&record(&date.to_string(), state, version))
