@@ -12,14 +12,16 @@ use std::{
 
 use clickhouse::Client;
 use pipeline::{
+    entry::BatchView,
     proto::{ingest::Event, queue::QueuedBatch},
     region::Region,
     rows::{
         COMMERCE_TABLE, CommerceRow, EventRow, PROBE_TABLE, ProbeRow, REJECTED_TABLE, RejectSource,
         RejectedRow, datetime, event_row,
     },
-    validate::{self, Context, Limits, Sender},
+    validate::{self, AsView, Context, Limits, Sender},
 };
+use prost::Message as _;
 use uuid::Uuid;
 
 use crate::batch::RawEntry;
@@ -252,7 +254,7 @@ impl Sink {
             } else {
                 entry
                     .fields
-                    .decode()
+                    .decode_view()
                     .map_err(|err| format!("undecodable stream entry: {err}"))
             };
             let batch = match decoded {
@@ -377,17 +379,18 @@ impl Sink {
 
     async fn write_batch(
         &self,
-        batch: QueuedBatch,
+        batch: BatchView<'_>,
         entry: &RawEntry,
         present: &Present,
         inserts: &mut Inserts<'_>,
         written: &mut Written,
     ) -> Result<(), clickhouse::error::Error> {
-        let QueuedBatch {
+        let BatchView {
             store_id,
             region,
             received_at,
             events,
+            encoded_events,
             rejected,
             rejected_not_kept,
             from_prober,
@@ -398,7 +401,7 @@ impl Sink {
         let region_code = region.map_or(0, Region::ch_code);
         let checked = check_entry(
             &self.limits,
-            &store_id,
+            store_id,
             region,
             received,
             from_prober,
@@ -408,15 +411,19 @@ impl Sink {
             entry,
             received_at,
             region: region_code,
-            store_id: &store_id,
+            store_id,
         };
         for r in &checked.rejected {
             let reason = r.reason();
-            let raw = prost::Message::encode_to_vec(&r.event);
-            let occurred_at = datetime(r.event.occurred_at.as_ref().map_or(0, |t| t.seconds));
+            // the event as prost encodes it decoded, as the owned path kept it; the view was
+            // decoded from these bytes, so prost decodes them too
+            let encoded = encoded_events[r.index];
+            let raw =
+                Event::decode(encoded).map_or_else(|_| encoded.to_vec(), |e| e.encode_to_vec());
+            let occurred_at = datetime(r.event.occurred_at.map_or(0, |t| t.seconds));
             let row = rejecting.row(
                 RejectSource::Consumer,
-                &r.event.event_id,
+                r.event.event_id,
                 occurred_at,
                 &reason,
                 &raw,
@@ -427,7 +434,7 @@ impl Sink {
         for accepted in &checked.accepted {
             let loaded = !present.is_empty()
                 && present
-                    .get(store_id.as_str())
+                    .get(store_id)
                     .is_some_and(|ids| ids.contains(&accepted.event_id()));
             if loaded {
                 written.skipped += 1;
@@ -476,17 +483,18 @@ pub fn not_kept_reason(count: u32) -> String {
     )
 }
 
-/// The rules as the consumer applies them to one decoded entry (the archiver too): the
+/// The rules as the consumer applies them to one decoded entry, its events owned or views
+/// (the archiver too): the
 /// gateway's but its time window (see `Sink::limits`), for what a producer that is not the
 /// gateway may have written wrong, and the range the tables hold.
-pub fn check_entry(
+pub fn check_entry<E: AsView>(
     limits: &Limits,
     store_id: &str,
     region: Option<Region>,
     received: i64,
     from_prober: bool,
-    events: Vec<Event>,
-) -> validate::Checked {
+    events: Vec<E>,
+) -> validate::Checked<E> {
     let ctx = Context {
         limits,
         now_unix: received,

@@ -7,6 +7,8 @@
 //! - [`validate`]: the event rules, a table of named checks; the gateway applies them to
 //!   requests, the consumer to entries from producers it cannot trust. Accepted events
 //!   come back as [`validate::Accepted`], which only the rules can make.
+//! - [`view`]: events decoded without allocating, text fields borrowed from the bytes,
+//!   decoding exactly what prost decodes; the shape the rules and rows read.
 //! - [`schema`]: ClickHouse migrations, recorded in `schema_migrations`.
 //! - [`shard`]: the stream's shard keys and the rule that picks a store's shard.
 //! - [`rows`]: the ClickHouse row types and the conversion from accepted events.
@@ -33,5 +35,6 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod trace;
 pub mod validate;
+pub mod view;
 
 pub use marketplace_proto as proto;

@@ -1,5 +1,5 @@
-//! ClickHouse row types, borrowed from decoded events so that loading copies no strings,
-//! and the conversion from a validated event to its row.
+//! ClickHouse row types, borrowed from decoded events (owned, or views of an entry's bytes)
+//! so that loading copies no strings, and the conversion from a validated event to its row.
 //!
 //! Column order and types match `migrations/`; rows are sent as RowBinary without schema
 //! validation (ClickHouse 18.16 lacks `RowBinaryWithNamesAndTypes`), so a test inserts and
@@ -10,9 +10,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::{
-    proto::ingest::{CommerceEvent, Event, ProbeResult, event::Payload},
     region::Region,
-    validate::Accepted,
+    validate::{Accepted, AsView},
+    view::{CommerceView, PayloadView, ProbeView},
 };
 
 pub const COMMERCE_TABLE: &str = "commerce_events";
@@ -125,59 +125,71 @@ pub fn decimal9(units: i64, nanos: i32) -> i64 {
         .saturating_add(nanos as i64)
 }
 
-/// Converts an event that passed validation into its row. The row's region is the event's:
-/// the sending store's, or for a prober's batch the probed store's (both checked by the
-/// rules).
-pub fn event_row(accepted: &Accepted, received_at: u32) -> EventRow<'_> {
-    let event = accepted.event();
+/// Converts an event that passed validation, owned or borrowed, into its row. The row's
+/// region is the event's: the sending store's, or for a prober's batch the probed store's
+/// (both checked by the rules).
+pub fn event_row<E: AsView>(accepted: &Accepted<E>, received_at: u32) -> EventRow<'_> {
+    let event = accepted.event().view();
     let id = accepted.event_id();
     let region = accepted.region().ch_code();
     let occurred_at = datetime(accepted.occurred_at());
-    match accepted.payload() {
-        Payload::Commerce(c) => {
-            EventRow::Commerce(commerce_row(event, id, c, occurred_at, received_at, region))
-        }
-        Payload::Probe(p) => {
-            EventRow::Probe(probe_row(event, id, p, occurred_at, received_at, region))
-        }
+    match &event.payload {
+        Some(PayloadView::Commerce(c)) => EventRow::Commerce(commerce_row(
+            event.store_id,
+            id,
+            c,
+            occurred_at,
+            received_at,
+            region,
+        )),
+        Some(PayloadView::Probe(p)) => EventRow::Probe(probe_row(
+            event.store_id,
+            id,
+            p,
+            occurred_at,
+            received_at,
+            region,
+        )),
+        None => unreachable!("check_batch accepts no event without a payload"),
     }
 }
 
 fn commerce_row<'a>(
-    e: &'a Event,
+    store_id: &'a str,
     event_id: Uuid,
-    c: &'a CommerceEvent,
+    c: &CommerceView<'a>,
     occurred_at: u32,
     received_at: u32,
     region: i8,
 ) -> CommerceRow<'a> {
-    let (currency, price) = c.price.as_ref().map_or(("", 0), |m| {
-        (m.currency_code.as_str(), decimal9(m.units, m.nanos))
-    });
+    let (currency, price) = c
+        .price
+        .as_ref()
+        .map_or(("", 0), |m| (m.currency_code, decimal9(m.units, m.nanos)));
     CommerceRow {
         event_id,
         occurred_at,
         received_at,
         region,
-        store_id: &e.store_id,
+        store_id,
         r#type: c.r#type as i8,
         product_id: c.product_id,
         category_id: c.category_id,
-        category_code: &c.category_code,
-        brand: &c.brand,
+        category_code: c.category_code,
+        brand: c.brand,
         seller_id: c.seller_id,
         currency,
         price,
         quantity: c.quantity,
         user_id: c.user_id,
-        session_id: &c.session_id,
+        session_id: c.session_id,
     }
 }
 
 fn probe_row<'a>(
-    e: &'a Event,
+    store_id: &'a str,
     event_id: Uuid,
-    p: &'a ProbeResult,
+    p: &ProbeView<'a>,
     occurred_at: u32,
     received_at: u32,
     region: i8,
@@ -187,8 +199,8 @@ fn probe_row<'a>(
         occurred_at,
         received_at,
         region,
-        store_id: &e.store_id,
-        target: &p.target,
+        store_id,
+        target: p.target,
         up: p.up as u8,
         status_code: p.status_code as u16,
         response_time_ms: p.response_time_ms,

@@ -6,11 +6,12 @@
 //! (`events[3].commerce.price.units`) and whose description says what is wrong and what
 //! is allowed. Valid events cost no allocation: paths and texts are built only on failure.
 
-use std::{collections::HashMap, fmt::Write as _, time::Duration};
+use std::{borrow::Cow, collections::HashMap, fmt::Write as _, time::Duration};
 
 use crate::{
-    proto::ingest::{CommerceEvent, CommerceEventType, Event, Money, ProbeResult, event::Payload},
+    proto::ingest::{CommerceEventType, Event, event::Payload},
     region::Region,
+    view::{CommerceView, EventView, MoneyView, PayloadView, ProbeView},
 };
 
 /// Longest `store_id`.
@@ -139,7 +140,7 @@ pub struct Context<'a> {
 pub struct Rule {
     pub name: &'static str,
     pub contract: &'static str,
-    check: fn(&Context<'_>, &Event, &mut Collector<'_>),
+    check: fn(&Context<'_>, &EventView<'_>, &mut Collector<'_>),
 }
 
 /// Collects the violations of one event, building paths only on failure.
@@ -201,26 +202,72 @@ pub static RULES: &[Rule] = &[
     },
 ];
 
-/// An event that passed every rule of a batch. Only [`check_batch`] makes one, so code
-/// that takes an `Accepted` (the row conversion, the gateway's queued batch) has no
-/// "what if it is invalid" branch: a payload and `occurred_at` are there.
+/// What the rules read: an event, owned or borrowed, seen as an [`EventView`]. The rules
+/// are written once, over views; an owned prost [`Event`] is viewed by borrowing its
+/// strings, a view decoded from an entry's bytes (`entry::BatchView`) is one already.
+pub trait AsView {
+    fn view(&self) -> Cow<'_, EventView<'_>>;
+    /// `view().event_id`, without making a view of an owned event.
+    fn event_id(&self) -> &str;
+    /// `view().region`, likewise.
+    fn region(&self) -> i32;
+    /// `view().occurred_at`, likewise.
+    fn occurred_at(&self) -> Option<prost_types::Timestamp>;
+}
+
+impl AsView for Event {
+    fn view(&self) -> Cow<'_, EventView<'_>> {
+        Cow::Owned(self.into())
+    }
+    fn event_id(&self) -> &str {
+        &self.event_id
+    }
+    fn region(&self) -> i32 {
+        self.region
+    }
+    fn occurred_at(&self) -> Option<prost_types::Timestamp> {
+        self.occurred_at
+    }
+}
+
+impl AsView for EventView<'_> {
+    fn view(&self) -> Cow<'_, EventView<'_>> {
+        Cow::Borrowed(self)
+    }
+    fn event_id(&self) -> &str {
+        self.event_id
+    }
+    fn region(&self) -> i32 {
+        self.region
+    }
+    fn occurred_at(&self) -> Option<prost_types::Timestamp> {
+        self.occurred_at
+    }
+}
+
+/// An event that passed every rule of a batch: an owned [`Event`] (the gateway's) or an
+/// [`EventView`] (the consumer's). Only [`check_batch`] makes one, so code that takes an
+/// `Accepted` (the row conversion, the gateway's queued batch) has no "what if it is
+/// invalid" branch: a payload and `occurred_at` are there.
 ///
 /// `repr(transparent)`: turning the accepted events back into `Event`s reuses their
 /// vector's allocation.
 #[derive(Clone, Debug, PartialEq)]
 #[repr(transparent)]
-pub struct Accepted(Event);
+pub struct Accepted<E = Event>(E);
 
-impl Accepted {
-    pub fn event(&self) -> &Event {
+impl<E> Accepted<E> {
+    pub fn event(&self) -> &E {
         &self.0
     }
 
     /// The event, to be moved into the queued batch.
-    pub fn into_event(self) -> Event {
+    pub fn into_event(self) -> E {
         self.0
     }
+}
 
+impl Accepted<Event> {
     /// The payload, which the `payload` rule requires.
     pub fn payload(&self) -> &Payload {
         match &self.0.payload {
@@ -228,11 +275,23 @@ impl Accepted {
             None => unreachable!("check_batch accepts no event without a payload"),
         }
     }
+}
 
+impl<'a> Accepted<EventView<'a>> {
+    /// The payload, which the `payload` rule requires.
+    pub fn payload(&self) -> &PayloadView<'a> {
+        match &self.0.payload {
+            Some(payload) => payload,
+            None => unreachable!("check_batch accepts no event without a payload"),
+        }
+    }
+}
+
+impl<E: AsView> Accepted<E> {
     /// The event's id as a UUID, which the `event_id` rule requires (canonical lowercase, so
     /// `to_string` gives back the text the store sent).
     pub fn event_id(&self) -> uuid::Uuid {
-        match uuid::Uuid::try_parse(&self.0.event_id) {
+        match uuid::Uuid::try_parse(self.0.event_id()) {
             Ok(id) => id,
             Err(_) => unreachable!("check_batch accepts no event whose id is not a UUID"),
         }
@@ -240,7 +299,7 @@ impl Accepted {
 
     /// The event's region (its store's), which the `region` rule requires.
     pub fn region(&self) -> Region {
-        match Region::from_proto(self.0.region) {
+        match Region::from_proto(self.0.region()) {
             Some(region) => region,
             None => unreachable!("check_batch accepts no event without a known region"),
         }
@@ -248,20 +307,20 @@ impl Accepted {
 
     /// When the event happened, in Unix seconds; the `occurred_at` rule requires it.
     pub fn occurred_at(&self) -> i64 {
-        self.0.occurred_at.as_ref().map_or(0, |t| t.seconds)
+        self.0.occurred_at().map_or(0, |t| t.seconds)
     }
 }
 
 /// An event that broke at least one rule, with its index in the batch and every
 /// violation.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Rejected {
+pub struct Rejected<E = Event> {
     pub index: usize,
-    pub event: Event,
+    pub event: E,
     pub violations: Vec<Violation>,
 }
 
-impl Rejected {
+impl<E> Rejected<E> {
     /// The violations as the `reason` text of a rejected row.
     pub fn reason(&self) -> String {
         reason(&self.violations)
@@ -269,15 +328,24 @@ impl Rejected {
 }
 
 /// A batch split by the rules: what may be loaded, and what may not and why.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Checked {
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checked<E = Event> {
     /// Accepted events, in batch order.
-    pub accepted: Vec<Accepted>,
+    pub accepted: Vec<Accepted<E>>,
     /// Rejected events, in batch order.
-    pub rejected: Vec<Rejected>,
+    pub rejected: Vec<Rejected<E>>,
 }
 
-impl Checked {
+impl<E> Default for Checked<E> {
+    fn default() -> Self {
+        Checked {
+            accepted: Vec::new(),
+            rejected: Vec::new(),
+        }
+    }
+}
+
+impl<E> Checked<E> {
     pub fn is_clean(&self) -> bool {
         self.rejected.is_empty()
     }
@@ -285,7 +353,7 @@ impl Checked {
 
 /// Checks every event of a batch, plus the batch-wide rule that event ids are unique, and
 /// splits the batch by the verdict. Events are moved, not copied.
-pub fn check_batch(ctx: &Context<'_>, events: Vec<Event>) -> Checked {
+pub fn check_batch<E: AsView>(ctx: &Context<'_>, events: Vec<E>) -> Checked<E> {
     let bad = violations(ctx, &events);
     if bad.is_empty() {
         // The common case, every event valid: `Accepted` is `Event` underneath
@@ -315,14 +383,15 @@ pub fn check_batch(ctx: &Context<'_>, events: Vec<Event>) -> Checked {
 }
 
 /// Every rejected event's index and violations, in index order.
-fn violations(ctx: &Context<'_>, events: &[Event]) -> Vec<(usize, Vec<Violation>)> {
+fn violations<E: AsView>(ctx: &Context<'_>, events: &[E]) -> Vec<(usize, Vec<Violation>)> {
     let mut rejected = Vec::new();
     let mut first_seen: HashMap<&str, usize> = HashMap::with_capacity(events.len());
     let mut violations = Vec::new();
     for (index, event) in events.iter().enumerate() {
-        check_event(ctx, index, event, &mut violations);
+        let event = event.view();
+        check_view(ctx, index, &event, &mut violations);
         if !event.event_id.is_empty() {
-            if let Some(&first) = first_seen.get(event.event_id.as_str()) {
+            if let Some(&first) = first_seen.get(event.event_id) {
                 Collector {
                     index,
                     out: &mut violations,
@@ -334,7 +403,7 @@ fn violations(ctx: &Context<'_>, events: &[Event]) -> Vec<(usize, Vec<Violation>
                     ),
                 );
             } else {
-                first_seen.insert(&event.event_id, index);
+                first_seen.insert(event.event_id, index);
             }
         }
         if !violations.is_empty() {
@@ -356,19 +425,29 @@ pub fn reason(violations: &[Violation]) -> String {
 
 /// Checks one event against every rule, appending violations to `out`.
 pub fn check_event(ctx: &Context<'_>, index: usize, event: &Event, out: &mut Vec<Violation>) {
+    check_view(ctx, index, &event.view(), out);
+}
+
+/// Checks one event, owned or borrowed, against every rule, appending violations to `out`.
+pub fn check_view(
+    ctx: &Context<'_>,
+    index: usize,
+    event: &EventView<'_>,
+    out: &mut Vec<Violation>,
+) {
     let mut sink = Collector { index, out };
     for rule in RULES {
         (rule.check)(ctx, event, &mut sink);
     }
 }
 
-fn check_event_id(_: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
+fn check_event_id(_: &Context<'_>, e: &EventView<'_>, sink: &mut Collector<'_>) {
     if e.event_id.is_empty() {
         sink.fail(
             "event_id",
             "is required: a UUID chosen by the store, reused on retries",
         );
-    } else if !is_canonical_uuid(&e.event_id) {
+    } else if !is_canonical_uuid(e.event_id) {
         sink.fail(
             "event_id",
             "must be a UUID in canonical lowercase form, e.g. 0b7f2b8e-6a47-4d3a-9d51-4c3f0a3f5a10",
@@ -386,7 +465,7 @@ fn is_canonical_uuid(s: &str) -> bool {
         })
 }
 
-fn check_occurred_at(ctx: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
+fn check_occurred_at(ctx: &Context<'_>, e: &EventView<'_>, sink: &mut Collector<'_>) {
     let Some(ts) = &e.occurred_at else {
         sink.fail(
             "occurred_at",
@@ -431,7 +510,7 @@ fn check_occurred_at(ctx: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
     }
 }
 
-fn check_store_id(ctx: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
+fn check_store_id(ctx: &Context<'_>, e: &EventView<'_>, sink: &mut Collector<'_>) {
     if e.store_id.is_empty() {
         sink.fail("store_id", "is required: the sending store's id");
     } else if e.store_id.len() > MAX_STORE_ID_LEN {
@@ -448,18 +527,18 @@ fn check_store_id(ctx: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
                 "store_id",
                 format!(
                     "claims store {} but the caller is authenticated as {store_id:?}",
-                    echo(&e.store_id),
+                    echo(e.store_id),
                 ),
             ),
             Some(Sender::Prober {
                 prober_id,
                 stores: Some(stores),
                 ..
-            }) if stores.region_of(&e.store_id).is_none() => sink.fail(
+            }) if stores.region_of(e.store_id).is_none() => sink.fail(
                 "store_id",
                 format!(
                     "{} is not a known store; prober {prober_id:?} may probe known stores only",
-                    echo(&e.store_id),
+                    echo(e.store_id),
                 ),
             ),
             _ => {}
@@ -467,7 +546,7 @@ fn check_store_id(ctx: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
     }
 }
 
-fn check_region(ctx: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
+fn check_region(ctx: &Context<'_>, e: &EventView<'_>, sink: &mut Collector<'_>) {
     match Region::from_proto(e.region) {
         None if e.region == 0 => sink.fail(
             "region",
@@ -488,8 +567,8 @@ fn check_region(ctx: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
                     stores: Some(stores),
                     ..
                 }) => stores
-                    .region_of(&e.store_id)
-                    .map(|known| (e.store_id.as_str(), known)),
+                    .region_of(e.store_id)
+                    .map(|known| (e.store_id, known)),
                 _ => None,
             };
             if let Some((store_id, known)) = store
@@ -504,10 +583,10 @@ fn check_region(ctx: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
     }
 }
 
-fn check_payload(ctx: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
+fn check_payload(ctx: &Context<'_>, e: &EventView<'_>, sink: &mut Collector<'_>) {
     match (&e.payload, ctx.sender) {
         (None, _) => sink.fail("payload", "is required: exactly one of commerce or probe"),
-        (Some(Payload::Commerce(_)), Some(Sender::Prober { prober_id, .. })) => sink.fail(
+        (Some(PayloadView::Commerce(_)), Some(Sender::Prober { prober_id, .. })) => sink.fail(
             "commerce",
             format!("is not allowed: prober {prober_id:?} may publish probe results only"),
         ),
@@ -515,8 +594,8 @@ fn check_payload(ctx: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
     }
 }
 
-fn check_commerce(_: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
-    let Some(Payload::Commerce(c)) = &e.payload else {
+fn check_commerce(_: &Context<'_>, e: &EventView<'_>, sink: &mut Collector<'_>) {
+    let Some(PayloadView::Commerce(c)) = &e.payload else {
         return;
     };
     let kind = CommerceEventType::try_from(c.r#type);
@@ -547,15 +626,15 @@ fn check_commerce(_: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
     check_text(
         sink,
         "commerce.category_code",
-        &c.category_code,
+        c.category_code,
         MAX_TEXT_LEN,
         false,
     );
-    check_text(sink, "commerce.brand", &c.brand, MAX_TEXT_LEN, false);
+    check_text(sink, "commerce.brand", c.brand, MAX_TEXT_LEN, false);
     check_text(
         sink,
         "commerce.session_id",
-        &c.session_id,
+        c.session_id,
         MAX_TEXT_LEN,
         true,
     );
@@ -571,7 +650,7 @@ fn check_commerce(_: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
 
 /// `price × quantity` at most [`MAX_LINE_TOTAL_UNITS`]; computed in `i128` nanos, which
 /// cannot overflow for any `i64` units and `u32` quantity.
-fn check_line_total(sink: &mut Collector<'_>, price: &Money, quantity: u32) {
+fn check_line_total(sink: &mut Collector<'_>, price: &MoneyView<'_>, quantity: u32) {
     const NANOS: i128 = 1_000_000_000;
     let line = (i128::from(price.units) * NANOS + i128::from(price.nanos)) * i128::from(quantity);
     if line > i128::from(MAX_LINE_TOTAL_UNITS) * NANOS {
@@ -586,7 +665,7 @@ fn check_line_total(sink: &mut Collector<'_>, price: &Money, quantity: u32) {
     }
 }
 
-fn check_quantity(sink: &mut Collector<'_>, c: &CommerceEvent, kind: Option<CommerceEventType>) {
+fn check_quantity(sink: &mut Collector<'_>, c: &CommerceView<'_>, kind: Option<CommerceEventType>) {
     let needs_units = matches!(
         kind,
         Some(
@@ -608,18 +687,18 @@ fn check_quantity(sink: &mut Collector<'_>, c: &CommerceEvent, kind: Option<Comm
     }
 }
 
-fn check_price(sink: &mut Collector<'_>, price: &Money) {
+fn check_price(sink: &mut Collector<'_>, price: &MoneyView<'_>) {
     if price.currency_code.is_empty() {
         sink.fail(
             "commerce.price.currency_code",
             "is required: an ISO 4217 code such as EUR",
         );
-    } else if !is_iso4217(&price.currency_code) {
+    } else if !is_iso4217(price.currency_code) {
         sink.fail(
             "commerce.price.currency_code",
             format!(
                 "{} is not an ISO 4217 currency code (e.g. EUR, USD, JPY)",
-                echo(&price.currency_code)
+                echo(price.currency_code)
             ),
         );
     }
@@ -647,8 +726,8 @@ fn check_price(sink: &mut Collector<'_>, price: &Money) {
     }
 }
 
-fn check_probe(ctx: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
-    let Some(Payload::Probe(p)) = &e.payload else {
+fn check_probe(ctx: &Context<'_>, e: &EventView<'_>, sink: &mut Collector<'_>) {
+    let Some(PayloadView::Probe(p)) = &e.payload else {
         return;
     };
     check_probe_fields(sink, p);
@@ -656,7 +735,7 @@ fn check_probe(ctx: &Context<'_>, e: &Event, sink: &mut Collector<'_>) {
 }
 
 /// A store's own probe may name any vantage region or none; a prober's names its own.
-fn check_vantage(ctx: &Context<'_>, sink: &mut Collector<'_>, p: &ProbeResult) {
+fn check_vantage(ctx: &Context<'_>, sink: &mut Collector<'_>, p: &ProbeView<'_>) {
     let vantage = Region::from_proto(p.vantage_region);
     if vantage.is_none() && p.vantage_region != 0 {
         sink.fail(
@@ -684,8 +763,8 @@ fn check_vantage(ctx: &Context<'_>, sink: &mut Collector<'_>, p: &ProbeResult) {
     }
 }
 
-fn check_probe_fields(sink: &mut Collector<'_>, p: &ProbeResult) {
-    check_text(sink, "probe.target", &p.target, MAX_TARGET_LEN, true);
+fn check_probe_fields(sink: &mut Collector<'_>, p: &ProbeView<'_>) {
+    check_text(sink, "probe.target", p.target, MAX_TARGET_LEN, true);
     // 0: a down probe that got no HTTP response (timeout, refused or dropped connection)
     if !(100..=599).contains(&p.status_code) && (p.up || p.status_code != 0) {
         sink.fail(
@@ -751,7 +830,16 @@ static ISO4217: &[&str] = &[
 
 /// Whether `code` is an active ISO 4217 currency code (uppercase, as the standard writes it).
 pub fn is_iso4217(code: &str) -> bool {
-    ISO4217.binary_search(&code).is_ok()
+    // every code is three bytes; compared as big-endian integers, which sort as the text
+    // does, instead of a string comparison per step
+    let packed = |code: &[u8]| -> u32 {
+        code.iter()
+            .fold(0, |packed, &byte| packed << 8 | u32::from(byte))
+    };
+    code.len() == 3
+        && ISO4217
+            .binary_search_by_key(&packed(code.as_bytes()), |c| packed(c.as_bytes()))
+            .is_ok()
 }
 
 #[cfg(test)]

@@ -1,0 +1,416 @@
+//! Events decoded without allocating: each text field a `&str` slice of the bytes the event
+//! was decoded from, every other field as prost decodes it.
+//!
+//! [`EventView`] is the one shape the rules (`validate`) and the row conversion (`rows`)
+//! read. It is made two ways:
+//! - from an owned prost [`Event`] (`EventView::from`), borrowing its strings: the gateway's
+//!   path, and every caller that holds decoded events;
+//! - by [`EventView::merge`], decoding an `Event` message's bytes as prost's generated
+//!   `Event::merge` does, field by field: the consumer's path (`entry::BatchView`), where
+//!   the entry's `Bytes` outlive every row written from it.
+//!
+//! **Decoding is prost's.** Every field that holds no text is decoded by the very function
+//! prost's generated code calls for it (`int32::merge`, `message::merge` for the
+//! `Timestamp`, `skip_field` for unknown fields, with the `DecodeContext` of the depth prost
+//! would be at); a text field is prost's `string::merge` without the copy (the wire type
+//! checked, the length bounded, UTF-8 checked, the last one winning); a message field that
+//! holds text (`commerce`, `probe`, `price`) is prost's `message::merge` (its length
+//! bounded, its fields merged into the value already there, a oneof variant replaced by the
+//! other). So the view accepts and refuses exactly the bytes `Event::decode` does and holds
+//! the same values (tests `views_decode_what_prost_decodes_on_odd_but_valid_events`,
+//! `views_refuse_what_prost_refuses`, `views_agree_with_prost_on_mutated_bytes`). A refusal
+//! carries no words of its own: callers ask prost for its error message (the rare path).
+
+use prost::{
+    Message,
+    bytes::Buf,
+    encoding::{
+        self, DecodeContext, WireType, check_wire_type, decode_key, decode_varint, skip_field,
+    },
+};
+use prost_types::Timestamp;
+
+use crate::proto::ingest::{CommerceEvent, Event, Money, ProbeResult, event::Payload};
+
+/// An `Event` whose text fields borrow from bytes or from an owned [`Event`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EventView<'a> {
+    pub event_id: &'a str,
+    pub occurred_at: Option<Timestamp>,
+    pub store_id: &'a str,
+    pub region: i32,
+    pub payload: Option<PayloadView<'a>>,
+}
+
+/// The `payload` oneof.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PayloadView<'a> {
+    Commerce(CommerceView<'a>),
+    Probe(ProbeView<'a>),
+}
+
+/// A `CommerceEvent`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CommerceView<'a> {
+    pub r#type: i32,
+    pub product_id: u64,
+    pub category_id: u64,
+    pub category_code: &'a str,
+    pub brand: &'a str,
+    pub seller_id: u64,
+    pub price: Option<MoneyView<'a>>,
+    pub quantity: u32,
+    pub user_id: u64,
+    pub session_id: &'a str,
+}
+
+/// A `Money`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MoneyView<'a> {
+    pub currency_code: &'a str,
+    pub units: i64,
+    pub nanos: i32,
+}
+
+/// A `ProbeResult`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProbeView<'a> {
+    pub target: &'a str,
+    pub up: bool,
+    pub status_code: u32,
+    pub response_time_ms: u32,
+    pub network_latency_ms: u32,
+    pub bandwidth_bytes_per_second: u64,
+    pub cpu_load: f64,
+    pub vantage_region: i32,
+    pub tls_handshake_ms: u32,
+    pub time_to_first_byte_ms: u32,
+}
+
+/// Bytes prost refuses to decode; prost's own `decode` says why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refused;
+
+impl From<prost::DecodeError> for Refused {
+    fn from(_: prost::DecodeError) -> Refused {
+        Refused
+    }
+}
+
+/// prost's `DecodeContext` one message deeper. prost keeps `enter_recursion` to itself, so
+/// the context is taken from the one prost hands to the fields of a nested message (a
+/// one-field message decoded here); the recursion limit of unknown groups then applies
+/// at every depth as in prost's own decoding.
+pub fn deeper(ctx: &DecodeContext) -> Result<DecodeContext, Refused> {
+    #[derive(Debug, Default)]
+    struct Probe(Option<DecodeContext>);
+    impl Message for Probe {
+        fn encode_raw(&self, _: &mut impl prost::bytes::BufMut) {}
+        fn merge_field(
+            &mut self,
+            tag: u32,
+            wire_type: WireType,
+            buf: &mut impl Buf,
+            ctx: DecodeContext,
+        ) -> Result<(), prost::DecodeError> {
+            self.0 = Some(ctx.clone());
+            skip_field(wire_type, tag, buf, ctx)
+        }
+        fn encoded_len(&self) -> usize {
+            0
+        }
+        fn clear(&mut self) {}
+    }
+    let mut probe = Probe::default();
+    // field 1, varint 0, in a message of two bytes
+    encoding::message::merge(
+        WireType::LengthDelimited,
+        &mut probe,
+        &mut &[2, 8, 0][..],
+        ctx.clone(),
+    )?;
+    probe.0.ok_or(Refused)
+}
+
+/// The contexts prost decodes an `Event`'s fields with, and those of the messages in it.
+#[derive(Clone, Debug)]
+pub struct Depths {
+    /// The event's own fields.
+    event: DecodeContext,
+    /// The fields of `commerce` and `probe`.
+    payload: DecodeContext,
+    /// The fields of `commerce.price`.
+    price: DecodeContext,
+}
+
+impl Depths {
+    /// For an event whose fields prost decodes with `ctx`: `DecodeContext::default()` for
+    /// `Event::decode`, `deeper(&DecodeContext::default())` for an event that is a field of
+    /// the decoded message (a stream entry's events, `PublishRequest.events`).
+    pub fn new(ctx: DecodeContext) -> Result<Depths, Refused> {
+        let payload = deeper(&ctx)?;
+        let price = deeper(&payload)?;
+        Ok(Depths {
+            event: ctx,
+            payload,
+            price,
+        })
+    }
+}
+
+/// prost's `string::merge`, borrowing: the last value wins.
+pub(crate) fn merge_str<'a>(
+    wire_type: WireType,
+    value: &mut &'a str,
+    buf: &mut &'a [u8],
+) -> Result<(), Refused> {
+    *value = std::str::from_utf8(length_delimited(wire_type, buf)?).map_err(|_| Refused)?;
+    Ok(())
+}
+
+/// The bytes of a length-delimited field, as prost bounds them.
+pub(crate) fn length_delimited<'a>(
+    wire_type: WireType,
+    buf: &mut &'a [u8],
+) -> Result<&'a [u8], Refused> {
+    check_wire_type(WireType::LengthDelimited, wire_type)?;
+    let len = decode_varint(buf)?;
+    if len > buf.len() as u64 {
+        return Err(Refused);
+    }
+    let (field, rest) = buf.split_at(len as usize);
+    *buf = rest;
+    Ok(field)
+}
+
+/// prost's `message::merge` for a view: the message's fields merged into `value`. prost
+/// checks its recursion limit before entering; the deepest view (`price`) is three
+/// messages below the decoded one, far from prost's limit of 100, so it cannot be reached
+/// here (only by unknown groups, which `skip_field` checks).
+fn merge_message<'a, T>(
+    wire_type: WireType,
+    value: &mut T,
+    buf: &mut &'a [u8],
+    mut field: impl FnMut(&mut T, u32, WireType, &mut &'a [u8]) -> Result<(), Refused>,
+) -> Result<(), Refused> {
+    let mut message = length_delimited(wire_type, buf)?;
+    while !message.is_empty() {
+        let (tag, wire_type) = decode_key(&mut message)?;
+        field(value, tag, wire_type, &mut message)?;
+    }
+    Ok(())
+}
+
+impl<'a> EventView<'a> {
+    /// Decodes `bytes`, an `Event` message's fields, as `Event::merge` does with the
+    /// contexts `depths` (see [`Depths::new`]).
+    pub fn decode(bytes: &'a [u8], depths: &Depths) -> Result<EventView<'a>, Refused> {
+        let mut event = EventView::default();
+        event.merge(bytes, depths)?;
+        Ok(event)
+    }
+
+    /// Merges `bytes`, an `Event` message's fields, into this view, as `Event::merge` does:
+    /// decoding in place, where the view is to stay (a vector's slot), saves moving it.
+    pub fn merge(&mut self, bytes: &'a [u8], depths: &Depths) -> Result<(), Refused> {
+        let mut buf = bytes;
+        while !buf.is_empty() {
+            let (tag, wire_type) = decode_key(&mut buf)?;
+            self.merge_field(tag, wire_type, &mut buf, depths)?;
+        }
+        Ok(())
+    }
+
+    /// One field, as prost's generated `Event::merge_field`.
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut &'a [u8],
+        depths: &Depths,
+    ) -> Result<(), Refused> {
+        let ctx = || depths.event.clone();
+        match tag {
+            1 => merge_str(wire_type, &mut self.event_id, buf),
+            2 => Ok(encoding::message::merge(
+                wire_type,
+                self.occurred_at.get_or_insert_with(Timestamp::default),
+                buf,
+                ctx(),
+            )?),
+            3 => merge_str(wire_type, &mut self.store_id, buf),
+            4 => Ok(encoding::int32::merge(
+                wire_type,
+                &mut self.region,
+                buf,
+                ctx(),
+            )?),
+            // a oneof: merged into the same variant, else a new one replaces it (prost
+            // replaces it only once the new one decoded, but a failure fails the event)
+            10 => {
+                let commerce = match &mut self.payload {
+                    Some(PayloadView::Commerce(c)) => c,
+                    other => match other.insert(PayloadView::Commerce(CommerceView::default())) {
+                        PayloadView::Commerce(c) => c,
+                        PayloadView::Probe(_) => unreachable!("just inserted"),
+                    },
+                };
+                merge_message(wire_type, commerce, buf, |c, tag, wt, buf| {
+                    c.merge_field(tag, wt, buf, depths)
+                })
+            }
+            11 => {
+                let probe = match &mut self.payload {
+                    Some(PayloadView::Probe(p)) => p,
+                    other => match other.insert(PayloadView::Probe(ProbeView::default())) {
+                        PayloadView::Probe(p) => p,
+                        PayloadView::Commerce(_) => unreachable!("just inserted"),
+                    },
+                };
+                merge_message(wire_type, probe, buf, |p, tag, wt, buf| {
+                    p.merge_field(tag, wt, buf, &depths.payload)
+                })
+            }
+            _ => Ok(skip_field(wire_type, tag, buf, ctx())?),
+        }
+    }
+}
+
+impl<'a> CommerceView<'a> {
+    /// One field, as prost's generated `CommerceEvent::merge_field`.
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut &'a [u8],
+        depths: &Depths,
+    ) -> Result<(), Refused> {
+        let ctx = || depths.payload.clone();
+        match tag {
+            1 => encoding::int32::merge(wire_type, &mut self.r#type, buf, ctx())?,
+            2 => encoding::uint64::merge(wire_type, &mut self.product_id, buf, ctx())?,
+            3 => encoding::uint64::merge(wire_type, &mut self.category_id, buf, ctx())?,
+            4 => merge_str(wire_type, &mut self.category_code, buf)?,
+            5 => merge_str(wire_type, &mut self.brand, buf)?,
+            6 => encoding::uint64::merge(wire_type, &mut self.seller_id, buf, ctx())?,
+            7 => merge_message(
+                wire_type,
+                self.price.get_or_insert_with(MoneyView::default),
+                buf,
+                |m, tag, wt, buf| m.merge_field(tag, wt, buf, &depths.price),
+            )?,
+            8 => encoding::uint32::merge(wire_type, &mut self.quantity, buf, ctx())?,
+            9 => encoding::uint64::merge(wire_type, &mut self.user_id, buf, ctx())?,
+            10 => merge_str(wire_type, &mut self.session_id, buf)?,
+            _ => skip_field(wire_type, tag, buf, ctx())?,
+        }
+        Ok(())
+    }
+}
+
+impl<'a> MoneyView<'a> {
+    /// One field, as prost's generated `Money::merge_field`.
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut &'a [u8],
+        ctx: &DecodeContext,
+    ) -> Result<(), Refused> {
+        match tag {
+            1 => merge_str(wire_type, &mut self.currency_code, buf)?,
+            2 => encoding::int64::merge(wire_type, &mut self.units, buf, ctx.clone())?,
+            3 => encoding::int32::merge(wire_type, &mut self.nanos, buf, ctx.clone())?,
+            _ => skip_field(wire_type, tag, buf, ctx.clone())?,
+        }
+        Ok(())
+    }
+}
+
+impl<'a> ProbeView<'a> {
+    /// One field, as prost's generated `ProbeResult::merge_field`.
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut &'a [u8],
+        ctx: &DecodeContext,
+    ) -> Result<(), Refused> {
+        let ctx = || ctx.clone();
+        match tag {
+            1 => merge_str(wire_type, &mut self.target, buf)?,
+            2 => encoding::bool::merge(wire_type, &mut self.up, buf, ctx())?,
+            3 => encoding::uint32::merge(wire_type, &mut self.status_code, buf, ctx())?,
+            4 => encoding::uint32::merge(wire_type, &mut self.response_time_ms, buf, ctx())?,
+            5 => encoding::uint32::merge(wire_type, &mut self.network_latency_ms, buf, ctx())?,
+            6 => encoding::uint64::merge(
+                wire_type,
+                &mut self.bandwidth_bytes_per_second,
+                buf,
+                ctx(),
+            )?,
+            7 => encoding::double::merge(wire_type, &mut self.cpu_load, buf, ctx())?,
+            8 => encoding::int32::merge(wire_type, &mut self.vantage_region, buf, ctx())?,
+            9 => encoding::uint32::merge(wire_type, &mut self.tls_handshake_ms, buf, ctx())?,
+            10 => encoding::uint32::merge(wire_type, &mut self.time_to_first_byte_ms, buf, ctx())?,
+            _ => skip_field(wire_type, tag, buf, ctx())?,
+        }
+        Ok(())
+    }
+}
+
+impl<'a> From<&'a Event> for EventView<'a> {
+    fn from(e: &'a Event) -> EventView<'a> {
+        EventView {
+            event_id: &e.event_id,
+            occurred_at: e.occurred_at,
+            store_id: &e.store_id,
+            region: e.region,
+            payload: e.payload.as_ref().map(|payload| match payload {
+                Payload::Commerce(c) => PayloadView::Commerce(c.into()),
+                Payload::Probe(p) => PayloadView::Probe(p.into()),
+            }),
+        }
+    }
+}
+
+impl<'a> From<&'a CommerceEvent> for CommerceView<'a> {
+    fn from(c: &'a CommerceEvent) -> CommerceView<'a> {
+        CommerceView {
+            r#type: c.r#type,
+            product_id: c.product_id,
+            category_id: c.category_id,
+            category_code: &c.category_code,
+            brand: &c.brand,
+            seller_id: c.seller_id,
+            price: c.price.as_ref().map(|m: &'a Money| MoneyView {
+                currency_code: &m.currency_code,
+                units: m.units,
+                nanos: m.nanos,
+            }),
+            quantity: c.quantity,
+            user_id: c.user_id,
+            session_id: &c.session_id,
+        }
+    }
+}
+
+impl<'a> From<&'a ProbeResult> for ProbeView<'a> {
+    fn from(p: &'a ProbeResult) -> ProbeView<'a> {
+        ProbeView {
+            target: &p.target,
+            up: p.up,
+            status_code: p.status_code,
+            response_time_ms: p.response_time_ms,
+            network_latency_ms: p.network_latency_ms,
+            bandwidth_bytes_per_second: p.bandwidth_bytes_per_second,
+            cpu_load: p.cpu_load,
+            vantage_region: p.vantage_region,
+            tls_handshake_ms: p.tls_handshake_ms,
+            time_to_first_byte_ms: p.time_to_first_byte_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,306 @@
+//! prost is the reference: a view must accept and refuse exactly the bytes prost's
+//! generated decoding does, and hold the values it decodes.
+
+use prost::encoding::{encode_key, encode_varint};
+
+use super::*;
+use crate::proto::ingest::CommerceEventType;
+
+pub(crate) fn key(tag: u32, wire_type: WireType) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_key(tag, wire_type, &mut out);
+    out
+}
+
+/// A length-delimited field `tag` holding `bytes`.
+pub(crate) fn ld(tag: u32, bytes: &[u8]) -> Vec<u8> {
+    let mut out = key(tag, WireType::LengthDelimited);
+    encode_varint(bytes.len() as u64, &mut out);
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// A varint field.
+pub(crate) fn vi(tag: u32, value: u64) -> Vec<u8> {
+    let mut out = key(tag, WireType::Varint);
+    encode_varint(value, &mut out);
+    out
+}
+
+pub(crate) fn commerce_event() -> Event {
+    Event {
+        event_id: "0b7f2b8e-6a47-4d3a-9d51-4c3f0a3f5a10".into(),
+        occurred_at: Some(Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 7,
+        }),
+        store_id: "eu-1".into(),
+        region: 1,
+        payload: Some(Payload::Commerce(CommerceEvent {
+            r#type: CommerceEventType::Purchase as i32,
+            product_id: 11,
+            category_id: 12,
+            category_code: "kids.toys".into(),
+            brand: "acme".into(),
+            seller_id: 13,
+            price: Some(Money {
+                currency_code: "EUR".into(),
+                units: 19,
+                nanos: 990_000_000,
+            }),
+            quantity: 2,
+            user_id: 14,
+            session_id: "s-1".into(),
+        })),
+    }
+}
+
+pub(crate) fn probe_event() -> Event {
+    Event {
+        payload: Some(Payload::Probe(ProbeResult {
+            target: "checkout".into(),
+            up: true,
+            status_code: 200,
+            response_time_ms: 300,
+            network_latency_ms: 20,
+            bandwidth_bytes_per_second: 1 << 40,
+            cpu_load: 0.5,
+            vantage_region: 2,
+            tls_handshake_ms: 30,
+            time_to_first_byte_ms: 100,
+        })),
+        ..commerce_event()
+    }
+}
+
+pub(crate) fn event_depths() -> Depths {
+    Depths::new(DecodeContext::default()).unwrap()
+}
+
+/// Decodes `bytes` both ways and returns prost's event when both accept them; panics when
+/// they disagree on accepting or on the values.
+pub(crate) fn agree(bytes: &[u8]) -> Option<Event> {
+    let view = EventView::decode(bytes, &event_depths());
+    let prost = Event::decode(bytes);
+    match (view, prost) {
+        (Ok(view), Ok(event)) => {
+            assert_eq!(
+                view,
+                EventView::from(&event),
+                "values differ for {bytes:02x?}"
+            );
+            Some(event)
+        }
+        (Err(Refused), Err(_)) => None,
+        (view, prost) => panic!("view {view:?} but prost {prost:?} for {bytes:02x?}"),
+    }
+}
+
+#[test]
+fn views_decode_what_prost_decodes_on_odd_but_valid_events() {
+    let canonical = commerce_event().encode_to_vec();
+    assert!(agree(&canonical).is_some());
+    assert!(agree(&probe_event().encode_to_vec()).is_some());
+    assert_eq!(agree(&[]), Some(Event::default()));
+
+    let commerce = |fields: &[Vec<u8>]| ld(10, &fields.concat());
+    let probe = |fields: &[Vec<u8>]| ld(11, &fields.concat());
+    let odd: Vec<Vec<u8>> = vec![
+        // the last scalar and the last string win
+        [
+            canonical.clone(),
+            ld(1, b"second"),
+            vi(4, 3),
+            ld(3, b"us-9"),
+        ]
+        .concat(),
+        // a message field twice merges; a second commerce merges into the first
+        [
+            canonical.clone(),
+            ld(2, &vi(2, 5)),
+            commerce(&[vi(2, 99), ld(5, b"globex")]),
+            commerce(&[ld(7, &vi(2, 5))]),
+        ]
+        .concat(),
+        // commerce then probe: the probe replaces it; then commerce again: a new commerce
+        [canonical.clone(), probe(&[ld(1, b"t"), vi(3, 204)])].concat(),
+        [
+            canonical.clone(),
+            probe(&[ld(1, b"t")]),
+            commerce(&[vi(2, 1)]),
+        ]
+        .concat(),
+        // unknown fields of every wire type, at every level, and a nested unknown group
+        [
+            vi(99, 1),
+            vec![0xc9, 0x02, 1, 2, 3, 4, 5, 6, 7, 8], // field 41, fixed64
+            vec![0xd5, 0x02, 1, 2, 3, 4],             // field 42, fixed32
+            ld(98, b"\xff\xfe not utf-8 is fine here"),
+            vec![0x9b, 0x06, 0x08, 0x01, 0x13, 0x08, 0x01, 0x14, 0x9c, 0x06],
+            canonical.clone(),
+            commerce(&[vi(77, 5), ld(7, &[vi(9, 1), ld(1, b"USD")].concat())]),
+            probe(&[vi(55, 1), vec![0x39, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f]]),
+        ]
+        .concat(),
+        // over-long varints: a key, a length and a value each padded
+        [
+            vec![0x8a, 0x00, 0x83, 0x80, 0x00],
+            b"abc".to_vec(),
+            vec![0xa0, 0x80, 0x00, 0x82, 0x80, 0x80, 0x00],
+        ]
+        .concat(),
+        // negative int32 as ten bytes, a uint32 past u32::MAX truncated, bool as 2
+        [
+            vi(4, u64::MAX),
+            commerce(&[vi(8, (1 << 32) + 3), vi(1, u64::MAX)]),
+        ]
+        .concat(),
+        probe(&[vi(2, 2), vi(8, 1 << 33)]),
+        // empty payloads and an empty price
+        commerce(&[]),
+        commerce(&[ld(7, &[])]),
+        probe(&[]),
+    ];
+    for bytes in &odd {
+        assert!(agree(bytes).is_some(), "prost refuses {bytes:02x?}");
+    }
+}
+
+#[test]
+fn views_refuse_what_prost_refuses() {
+    let canonical = commerce_event().encode_to_vec();
+    let bad: Vec<Vec<u8>> = vec![
+        // a string as a varint, an int as a string, a message as a fixed64
+        vi(1, 5),
+        ld(4, b"x"),
+        vec![0x11, 0, 0, 0, 0, 0, 0, 0, 0],
+        // not UTF-8 in each text field
+        ld(1, b"\xff"),
+        ld(3, b"\xc3"),
+        ld(10, &ld(4, b"\xff")),
+        ld(10, &ld(5, b"\xff")),
+        ld(10, &ld(10, b"\xff")),
+        ld(10, &ld(7, &ld(1, b"\xff"))),
+        ld(11, &ld(1, b"\xff")),
+        // lengths past the end, of the event and of a nested message
+        vec![0x0a, 0x05, b'a'],
+        vec![0x52, 0x03, 0x08],
+        [vec![0x52, 0x02], ld(4, b"abc")].concat(),
+        // a double cut short, a truncated varint, a key of tag 0, wire types 6 and 7
+        vec![0x5a, 0x03, 0x39, 0, 0],
+        vec![0x20, 0xff],
+        vec![0x00],
+        vec![0x0e],
+        vec![0x0f],
+        // an end group without its start, a group ended by another tag
+        vec![0x9c, 0x06],
+        vec![0x9b, 0x06, 0xa4, 0x06],
+        // a varint of eleven bytes
+        [vec![0x20], vec![0xff; 10], vec![0x01]].concat(),
+        // good bytes, then garbage
+        [canonical.clone(), vec![0xff]].concat(),
+        [canonical, vec![0x52]].concat(),
+    ];
+    for bytes in &bad {
+        assert!(agree(bytes).is_none(), "prost accepts {bytes:02x?}");
+    }
+}
+
+/// Unknown groups nested `depth` deep inside an event's `commerce.price`.
+pub(crate) fn nested_groups(depth: usize) -> Vec<u8> {
+    let mut group = Vec::new();
+    for _ in 0..depth {
+        group.push(0x9b);
+        group.push(0x06);
+    }
+    for _ in 0..depth {
+        group.push(0x9c);
+        group.push(0x06);
+    }
+    ld(10, &ld(7, &group))
+}
+
+#[test]
+fn the_recursion_limit_applies_at_the_depth_prost_applies_it() {
+    // prost refuses from some depth on; a view refuses from the same one
+    let accepted: Vec<bool> = (90..100)
+        .map(|depth| agree(&nested_groups(depth)).is_some())
+        .collect();
+    let flip = accepted
+        .iter()
+        .position(|a| !a)
+        .expect("the limit is reached");
+    assert!(
+        flip > 0 && accepted[flip..].iter().all(|a| !a),
+        "{accepted:?}"
+    );
+}
+
+/// SplitMix64, for reproducible mutations.
+pub(crate) struct Rng(pub(crate) u64);
+
+impl Rng {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Flips, inserts, deletes, duplicates and splices bytes of `seeds`.
+pub(crate) fn mutate(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
+    let mut bytes = seeds[rng.below(seeds.len())].clone();
+    for _ in 0..1 + rng.below(4) {
+        let at = rng.below(bytes.len() + 1);
+        match rng.below(6) {
+            0 if at < bytes.len() => bytes[at] ^= 1 << rng.below(8),
+            1 => bytes.insert(at, rng.next() as u8),
+            2 if at < bytes.len() => {
+                bytes.remove(at);
+            }
+            3 => {
+                let end = (at + rng.below(16)).min(bytes.len());
+                let piece = bytes[at..end].to_vec();
+                bytes.splice(at..at, piece);
+            }
+            4 => bytes.truncate(at),
+            _ => {
+                let other = &seeds[rng.below(seeds.len())];
+                let from = rng.below(other.len());
+                let end = (from + rng.below(24)).min(other.len());
+                bytes.splice(at..at, other[from..end].iter().copied());
+            }
+        }
+    }
+    bytes
+}
+
+#[test]
+fn views_agree_with_prost_on_mutated_bytes() {
+    let mut rng = Rng(19);
+    let (mut accepted, mut refused) = (0, 0);
+    for _ in 0..60_000 {
+        match agree(&mutate(&mut rng, &seed_events())) {
+            Some(_) => accepted += 1,
+            None => refused += 1,
+        }
+    }
+    // both outcomes were exercised, many times
+    assert!(accepted > 1_000 && refused > 1_000, "{accepted} {refused}");
+}
+
+/// Events to mutate: both payloads, nested unknown groups, an unknown field.
+pub(crate) fn seed_events() -> Vec<Vec<u8>> {
+    vec![
+        commerce_event().encode_to_vec(),
+        probe_event().encode_to_vec(),
+        nested_groups(3),
+        [vi(99, 1), ld(10, &ld(7, &ld(1, b"JPY")))].concat(),
+    ]
+}
