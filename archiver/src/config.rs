@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use pipeline::config::{ClickHouseArgs, RedisArgs, TelemetryArgs, parse_date, parse_duration};
+use pipeline::config::{
+    ClickHouseArgs, RedisArgs, TelemetryArgs, parse_date, parse_duration, parse_positive_duration,
+};
 use time::Date;
 
 // Defined beside the client it configures; named here with the other settings.
@@ -69,7 +71,7 @@ pub enum Command {
         max_future_skew: Duration,
         /// How old occurred_at may be when the gateway received the event (the gateway's
         /// GATEWAY_MAX_EVENT_AGE)
-        #[arg(long, default_value = "7d", value_parser = parse_duration)]
+        #[arg(long, default_value = "7d", value_parser = parse_positive_duration)]
         max_event_age: Duration,
     },
 }
@@ -102,7 +104,7 @@ pub struct SegmentArgs {
     pub object_bytes: usize,
     /// Segments end when this period of the wall clock ends (aligned to the epoch: `1h`
     /// ends them on the hour)
-    #[arg(long, global = true, env = "ARCHIVER_ROLL_EVERY", default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "ARCHIVER_ROLL_EVERY", default_value = "1h", value_parser = parse_positive_duration)]
     pub roll_every: Duration,
     /// Stream entries per XREADGROUP
     #[arg(
@@ -148,6 +150,15 @@ mod tests {
             })
         );
         assert!(Settings::try_parse_from(["archiver", "restore", "--date", "31.1.2026"]).is_err());
+    }
+
+    /// A zero roll interval would seal a segment at every entry: refused, with the reason.
+    #[test]
+    fn a_zero_roll_interval_is_refused() {
+        let Err(e) = Settings::try_parse_from(["archiver", "--roll-every", "0s"]) else {
+            panic!("a zero roll interval was taken");
+        };
+        assert!(e.to_string().contains("is zero"), "{e}");
     }
 
     #[test]

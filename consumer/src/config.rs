@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use pipeline::config::{ClickHouseArgs, RedisArgs, TelemetryArgs, parse_duration};
+use pipeline::config::{
+    ClickHouseArgs, RedisArgs, TelemetryArgs, parse_duration, parse_positive_duration,
+};
 
 /// Loads queued events from Redis streams into ClickHouse
 #[derive(Parser, Clone, Debug)]
@@ -109,12 +111,12 @@ pub struct RecoveryArgs {
     pub max_deliveries: u64,
     /// Idle time after which another consumer's pending entries are taken over, since
     /// their consumer is presumed dead
-    #[arg(long, global = true, env = "CONSUMER_CLAIM_IDLE", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "CONSUMER_CLAIM_IDLE", default_value = "30s", value_parser = parse_positive_duration)]
     pub claim_idle: Duration,
     /// How long ClickHouse may take to confirm an insert before the attempt counts as failed
     /// and the next goes to the next replica of CLICKHOUSE_URL: the longest a frozen or
     /// partitioned server holds loading; far above what a batch takes
-    #[arg(long, global = true, env = "CONSUMER_INSERT_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "CONSUMER_INSERT_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
     pub insert_timeout: Duration,
 }
 
@@ -164,5 +166,17 @@ mod tests {
         let s = Settings::try_parse_from(["consumer", "--shutdown-grace", "2m"]).unwrap();
         assert_eq!(s.shutdown_grace, Duration::from_secs(120));
         assert!(Settings::try_parse_from(["consumer", "--shutdown-grace", "soon"]).is_err());
+    }
+
+    /// A zero insert timeout would fail every insert, and a zero claim idle would take over
+    /// entries other consumers are still loading: both refused at startup, with the reason.
+    #[test]
+    fn timeouts_that_zero_would_break_are_refused() {
+        for flag in ["--insert-timeout", "--claim-idle"] {
+            let e = Settings::try_parse_from(["consumer", flag, "0s"])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("is zero"), "{flag}: {e}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
-use pipeline::config::{RedisArgs, TelemetryArgs, parse_duration};
+use pipeline::config::{RedisArgs, TelemetryArgs, parse_duration, parse_positive_duration};
 
 /// gRPC ingest gateway: authenticates stores, validates events, queues them in Redis
 #[derive(Parser, Clone, Debug)]
@@ -41,7 +41,7 @@ pub struct Settings {
     #[arg(long, env = "GATEWAY_MAX_FUTURE_SKEW", default_value = "5m", value_parser = parse_duration)]
     pub max_future_skew: Duration,
     /// How old occurred_at may be
-    #[arg(long, env = "GATEWAY_MAX_EVENT_AGE", default_value = "7d", value_parser = parse_duration)]
+    #[arg(long, env = "GATEWAY_MAX_EVENT_AGE", default_value = "7d", value_parser = parse_positive_duration)]
     pub max_event_age: Duration,
     /// How long in-flight requests may take to finish after SIGTERM
     #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
@@ -79,25 +79,25 @@ pub struct Settings {
     pub max_concurrent_streams: u32,
     /// Longest a Publish call may take in all, and a PublishStream message once its first
     /// byte has arrived (slow senders are cut off)
-    #[arg(long, env = "GATEWAY_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "GATEWAY_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
     pub request_timeout: Duration,
     /// Largest HTTP/2 header list a client may send, in bytes (HPACK-decoded)
     #[arg(long, env = "GATEWAY_MAX_HEADER_LIST_BYTES", default_value_t = 16 * 1024)]
     pub max_header_list_bytes: u32,
     /// Interval of HTTP/2 keepalive pings to each client
-    #[arg(long, env = "GATEWAY_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "GATEWAY_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_positive_duration)]
     pub http2_keepalive_interval: Duration,
     /// How long a keepalive ping may wait for its answer before the connection is closed
-    #[arg(long, env = "GATEWAY_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "GATEWAY_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub http2_keepalive_timeout: Duration,
     /// Connections are closed (GOAWAY, then `GATEWAY_REQUEST_TIMEOUT` to finish their calls)
     /// after this long, so that idle and long-lived connections cannot pile up forever and
     /// clients rebalance across gateways
-    #[arg(long, env = "GATEWAY_MAX_CONNECTION_AGE", default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, env = "GATEWAY_MAX_CONNECTION_AGE", default_value = "10m", value_parser = parse_positive_duration)]
     pub max_connection_age: Duration,
     /// A connection with no call in progress and none started for this long is closed
     /// (keepalive pings do not count as use)
-    #[arg(long, env = "GATEWAY_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "GATEWAY_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_positive_duration)]
     pub idle_timeout: Duration,
     /// Connections open at once; further ones wait in the listen backlog
     #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
@@ -213,6 +213,21 @@ mod tests {
         assert_eq!(defaults.reflection, crate::edge::Reflection::Authenticated);
         assert!(parse(&["--reflection", "sometimes"]).is_err());
         assert!(parse(&["--max-connections", "0"]).is_err());
+        // a zero would cut every call or connection at once: refused, with the reason
+        for flag in [
+            "--request-timeout",
+            "--http2-keepalive-interval",
+            "--http2-keepalive-timeout",
+            "--max-connection-age",
+            "--idle-timeout",
+            "--max-event-age",
+        ] {
+            let e = parse(&[flag, "0s"]).unwrap_err().to_string();
+            assert!(e.contains("is zero"), "{flag}: {e}");
+        }
+        // where zero means something (no clock skew allowed, no reload poll), it is taken
+        assert!(parse(&["--max-future-skew", "0s"]).is_ok());
+        assert!(parse(&["--stores-reload-interval", "0s"]).is_ok());
         assert!(
             defaults.replication().is_none(),
             "no replica waited for by default"

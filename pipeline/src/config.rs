@@ -515,6 +515,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     })
 }
 
+/// [`parse_duration`] for a setting that a zero would break rather than turn off (a timeout
+/// every call would hit, a keepalive or roll every instant): refuses zero with the setting's
+/// reason in plain words.
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!(
+            "{s:?} is zero; this setting needs a positive duration, e.g. 1s"
+        ));
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -526,6 +539,24 @@ mod tests {
         assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn positive_durations_refuse_zero_in_every_spelling() {
+        for zero in ["0s", "0ms", "0d", "0h 0m"] {
+            let e = parse_positive_duration(zero).unwrap_err();
+            assert!(e.contains("is zero") && e.contains("positive"), "{e}");
+            assert_eq!(parse_duration(zero).unwrap(), Duration::ZERO);
+        }
+        assert_eq!(
+            parse_positive_duration("1ms").unwrap(),
+            Duration::from_millis(1)
+        );
+        assert!(
+            parse_positive_duration("5")
+                .unwrap_err()
+                .contains("no unit")
+        );
     }
 
     #[test]
