@@ -225,6 +225,8 @@ async fn metrics_endpoint_counts_a_known_workload() {
         sample(&body, "reporter_run_duration_seconds_count", &[]),
         2.0
     );
+    // the successful run built the day's rollups first (the failed one stopped before)
+    assert!(sample(&body, "reporter_rollup_build_seconds_count", &[]) >= 1.0);
     assert!(
         body.contains(r#"service="e2e""#),
         "every sample names its service"
