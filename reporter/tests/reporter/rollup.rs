@@ -435,4 +435,30 @@ async fn late_events_and_copies_after_a_build_change_the_report_as_the_truth_say
         .unwrap()
         .report;
     assert_eq!(again.commerce, after.commerce);
+
+    // a third copy of a counted event, identical to the first to the received_at (so the
+    // day's latest received_at does not move): the row count alone says the day changed,
+    // and the rebuild counts the event once still. Merges stopped, so that none collapses a
+    // copy meanwhile and gives the count back.
+    client
+        .query("SYSTEM STOP MERGES commerce_events")
+        .execute()
+        .await
+        .unwrap();
+    let mut insert = client
+        .insert::<pipeline::rows::CommerceRow<'_>>("commerce_events")
+        .await
+        .unwrap();
+    insert.write(&fixture::commerce_row(counted)).await.unwrap();
+    insert.end().await.unwrap();
+    assert!(matches!(
+        rollup::ensure(&client, DAY).await.unwrap(),
+        Outcome::Built(_)
+    ));
+    let copied = run_with(&client, &store, DAY, &fixture::options())
+        .await
+        .unwrap()
+        .report;
+    assert_eq!(copied.commerce, after.commerce);
+    assert_eq!(copied.funnel, after.funnel);
 }
