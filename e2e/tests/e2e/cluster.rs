@@ -495,7 +495,30 @@ async fn reports_through_either_replica_equal_the_truth_after_a_replica_kill() {
     let base = event_time_base();
     let args = simulate(&gateway.url(), 20_000, 2_000, base);
     let sending = tokio::spawn(async move { simulator::send::run(&args).await });
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // the kill comes once the consumer's migrations are on both replicas: a replica down
+    // while they run gets its tables at the next start (schema.rs, `migrate_nodes`), and this
+    // test is about a kill while loading
+    let last = pipeline::schema::MIGRATIONS.last().unwrap().version;
+    for node in replicas.nodes() {
+        let reader = clickhouse(&node.url(), &database);
+        testkit::eventually(
+            Duration::from_secs(120),
+            "the migrations on the replica",
+            || {
+                let reader = reader.clone();
+                async move {
+                    let applied: u32 = reader
+                        .query("SELECT toUInt32(max(version)) FROM schema_migrations")
+                        .fetch_one()
+                        .await?;
+                    Ok((applied == last).then_some(()))
+                }
+            },
+        )
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
     tokio::task::block_in_place(|| replicas.node_mut(0).kill()).unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
     tokio::task::block_in_place(|| replicas.node_mut(0).restart()).unwrap();
