@@ -5,7 +5,14 @@
 //! ClickHouse 18.16 (the tests' server) and on current releases (deployments); a test runs
 //! them on both. Statements are idempotent, so concurrent or repeated runs are harmless;
 //! a migration that moves a table (copy, then `RENAME`) cannot be, and carries a check of
-//! whether it is in place instead ([`Migration::done_when`]).
+//! whether it is in place instead ([`Migration::done_when`]). One exception, on 18.16 only:
+//! two runs of such a migration at once can deadlock the server, one run's
+//! `INSERT … SELECT` holding the new table and waiting for the old one, which the other's
+//! `RENAME` holds while it waits for the new one (18.16's table locks have no timeout). Seen
+//! once, 2026-12-03, in `two_consumers_starting_at_once_both_migrate_a_database_of_migration_1`
+//! (the test hung; it had passed in every run before). Upgrading an 18.16 database from
+//! migration 1 therefore wants one consumer started alone first; current releases, which
+//! deployments run, are not known to share this lock order.
 //!
 //! # One server or a cluster
 //! [`migrate`] applies the files as they are to one server. [`migrate_cluster`] applies them

@@ -14,10 +14,6 @@ async fn main() -> anyhow::Result<()> {
     };
     let _telemetry = pipeline::telemetry::init("reporter", &telemetry)?;
     let options = settings.report.options()?;
-    // The reporter writes the rollups, so it applies pending migrations at start as the
-    // consumer does: with replicas, one that was down when the consumer started gets its
-    // tables here (schema.rs, `migrate_nodes`).
-    pipeline::schema::migrate_configured(&settings.clickhouse).await?;
     // every replica of CLICKHOUSE_URL, in order: a run moves on when one fails
     let clients = settings.clickhouse.clients();
     let store = reporter::store::ReportStore::connect(&settings.s3.bucket()).await?;
