@@ -66,7 +66,9 @@ pub async fn redis(args: &BenchRedisArgs) -> anyhow::Result<String> {
         .collect()
         .await;
     let seconds = started.elapsed().as_secs_f64();
-    let _: i64 = client.del(&args.stream_key).await?;
+    if !args.keep {
+        let _: i64 = client.del(&args.stream_key).await?;
+    }
     if let Some(err) = results.into_iter().find_map(Result::err) {
         anyhow::bail!("xadd failed: {err}");
     }

@@ -146,7 +146,7 @@ pub struct SampleArgs {
 pub struct BenchRedisArgs {
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
-    /// Stream to write (deleted before and after)
+    /// Stream to write (deleted before, and after unless `--keep`)
     #[arg(long, default_value = "bench-raw")]
     pub stream_key: String,
     /// Events per entry, as the gateway batches them
@@ -158,6 +158,10 @@ pub struct BenchRedisArgs {
     /// XADDs in flight at once
     #[arg(long, default_value_t = 64)]
     pub in_flight: usize,
+    /// Leave the entries in the stream afterwards, for a consumer to drain
+    /// (`scripts/bench-drain`)
+    #[arg(long)]
+    pub keep: bool,
 }
 
 #[derive(Args, Clone, Debug)]
