@@ -53,6 +53,12 @@ pub enum Command {
         #[arg(long, env = "REPORTER_LOOKBACK_DAYS", default_value_t = 8,
               value_parser = clap::value_parser!(u32).range(1..=366))]
         lookback_days: u32,
+        /// Between passes, how often the rollups of the closed days of the look-back window
+        /// are brought up to date (rebuilt where rows arrived), so that a report finds its days
+        /// built
+        #[arg(long, env = "REPORTER_ROLLUP_INTERVAL", default_value = "10m",
+              value_parser = pipeline::config::parse_positive_duration)]
+        rollup_interval: std::time::Duration,
     },
 }
 
@@ -219,7 +225,7 @@ mod tests {
         );
         let s = Settings::try_parse_from(["reporter", "serve", "--at", "02:30"]).unwrap();
         assert!(
-            matches!(s.command, Command::Serve { at, lookback_days: 8 } if at == time::macros::time!(02:30))
+            matches!(s.command, Command::Serve { at, lookback_days: 8, rollup_interval } if at == time::macros::time!(02:30) && rollup_interval == std::time::Duration::from_secs(600))
         );
         assert!(parse_time("25:00").is_err());
     }

@@ -37,9 +37,14 @@ async fn main() -> anyhow::Result<()> {
                 written.seller_ids
             );
         }
-        Command::Serve { at, lookback_days } => {
+        Command::Serve {
+            at,
+            lookback_days,
+            rollup_interval,
+        } => {
             let catch_up = reporter::schedule::CatchUp {
                 lookback_days,
+                rollup_interval,
                 ..Default::default()
             };
             reporter::schedule::serve(

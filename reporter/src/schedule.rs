@@ -31,6 +31,8 @@ pub struct CatchUp {
     pub lookback_days: u32,
     /// Delays between attempts at a failed day.
     pub backoff: Backoff,
+    /// Between passes, how often the rollups of the window's days are brought up to date.
+    pub rollup_interval: std::time::Duration,
 }
 
 impl Default for CatchUp {
@@ -41,6 +43,7 @@ impl Default for CatchUp {
                 base: std::time::Duration::from_secs(5),
                 max: std::time::Duration::from_secs(600),
             },
+            rollup_interval: std::time::Duration::from_secs(600),
         }
     }
 }
@@ -188,11 +191,39 @@ pub async fn serve(
         }
         let now = OffsetDateTime::now_utc();
         let next = next_run(now, at);
-        let wait = (next - now).try_into().unwrap_or_default();
         tracing::info!(next = %next, "next report pass scheduled");
-        tokio::select! {
-            _ = &mut shutdown => return,
-            _ = tokio::time::sleep(wait) => {}
+        // until then, the closed days' rollups are kept built, so that the pass's reports
+        // read them rather than build them
+        loop {
+            let now = OffsetDateTime::now_utc();
+            let Ok(left) = std::time::Duration::try_from(next - now) else {
+                break;
+            };
+            if left.is_zero() {
+                break;
+            }
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(left.min(catch_up_with.rollup_interval)) => {}
+            }
+            if left > catch_up_with.rollup_interval {
+                let today = OffsetDateTime::now_utc().date();
+                build_rollups(clients, today, catch_up_with.lookback_days).await;
+            }
+        }
+    }
+}
+
+/// Brings the rollups of the `lookback_days` before `today` up to date
+/// ([`crate::rollup::ensure_days`]) on the first replica that answers; a failure is logged
+/// and left to the next time (a report builds what it reads anyway).
+pub async fn build_rollups(clients: &[Client], today: Date, lookback_days: u32) {
+    let first = today - Duration::days(i64::from(lookback_days.max(1)));
+    let last = today - Duration::days(1);
+    for client in clients {
+        match crate::rollup::ensure_days(client, first, last).await {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(error = %e, "bringing the rollups up to date failed"),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `reporter serve` brings every day of its look-back window up to date: it writes the days
 //! it missed, retries a failing day with backoff, rewrites a day whose data grew after its
-//! manifest (late events) and records which run it superseded, and stops on shutdown.
+//! manifest (late events) and records which run it superseded, keeps the closed days'
+//! rollups built between passes, and stops on shutdown.
 
 use std::{future, time::Duration};
 
@@ -23,6 +24,7 @@ fn fast(lookback_days: u32) -> CatchUp {
             base: Duration::from_millis(50),
             max: Duration::from_millis(200),
         },
+        rollup_interval: Duration::from_millis(100),
     }
 }
 
@@ -209,4 +211,76 @@ async fn late_events_rewrite_the_day_and_the_manifest_names_the_run_it_replaced(
     assert_eq!(superseded.generated_at, first.generated_at);
     assert_eq!(superseded.watermark, first.watermark);
     assert_eq!(purchases(&bucket), before + 1);
+}
+
+/// Between its daily passes, `serve` rebuilds the rollups of a closed day that late rows
+/// reached, without writing a report, so that the next pass reads them built.
+#[tokio::test]
+async fn between_passes_serve_rebuilds_the_rollups_of_a_day_late_rows_reached() {
+    let client = fixture::database().await;
+    let (_bucket, store) = fixture::store().await;
+    let yesterday = time::OffsetDateTime::now_utc().date() - time::Duration::days(1);
+    let view = |id: &str, seconds: i64| Sale {
+        id: id.to_owned(),
+        store: "s1",
+        at: fixture::unix(yesterday, seconds),
+        kind: "view",
+        product: 1,
+        category: "c",
+        seller: 1,
+        currency: "EUR",
+        price_nanos: 1_000_000_000,
+        quantity: 0,
+        user: 1,
+        session: "s".into(),
+    };
+    fixture::insert(&client, &[], &[view("first", 100)]).await;
+    // the pass is due in a day: only the rollup ticks run after the start's pass
+    let at = (time::OffsetDateTime::now_utc() - time::Duration::minutes(5)).time();
+    let options = RunOptions::default();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let views =
+        "SELECT sum(events) FROM commerce_daily FINAL WHERE day = toDate(?) AND type = 'view'";
+    let watch = async {
+        // the start's pass reported yesterday, building its rollups
+        while reporter::rollup::built_state(&client, yesterday)
+            .await
+            .unwrap()
+            .is_none()
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        fixture::insert(&client, &[], &[view("late", 200)]).await;
+        let base = reporter::rollup::base_state(&client, yesterday)
+            .await
+            .unwrap();
+        while reporter::rollup::built_state(&client, yesterday)
+            .await
+            .unwrap()
+            != Some(base)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.send(()).unwrap();
+    };
+    let run = serve(
+        std::slice::from_ref(&client),
+        &store,
+        at,
+        &options,
+        fast(8),
+        async {
+            stopped.await.ok();
+        },
+    );
+    tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(run, watch) })
+        .await
+        .expect("serve rebuilds the day between passes");
+    let views: u64 = client
+        .query(views)
+        .bind(yesterday.to_string())
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(views, 2, "each view once, the late one included");
 }
