@@ -122,6 +122,24 @@ pub fn probes() -> Vec<Probe> {
     out
 }
 
+/// A view of product 1 by `store`, at `at`.
+pub fn view(id: &str, store: &'static str, at: u32) -> Sale {
+    Sale {
+        id: id.to_owned(),
+        store,
+        at,
+        kind: "view",
+        product: 1,
+        category: "c",
+        seller: 1,
+        currency: "EUR",
+        price_nanos: 1_000_000_000,
+        quantity: 0,
+        user: 1,
+        session: "s".into(),
+    }
+}
+
 /// Commerce on `DAY`, the day before, and three days before (unsold window only).
 pub fn sales() -> Vec<Sale> {
     let mut out = Vec::new();

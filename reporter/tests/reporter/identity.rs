@@ -7,25 +7,7 @@ use reporter::{
     run::run_with,
 };
 
-use crate::fixture::{self, DAY, Probe, Sale};
-
-/// A view of product 1 by `store`, at `at`.
-fn view(id: &str, store: &'static str, at: u32) -> Sale {
-    Sale {
-        id: id.to_owned(),
-        store,
-        at,
-        kind: "view",
-        product: 1,
-        category: "c",
-        seller: 1,
-        currency: "EUR",
-        price_nanos: 1_000_000_000,
-        quantity: 0,
-        user: 1,
-        session: "s".into(),
-    }
-}
+use crate::fixture::{self, DAY, Probe, view};
 
 /// A probe of a European store's checkout that found it up, at `at`.
 fn probe(id: &str, at: u32) -> Probe {

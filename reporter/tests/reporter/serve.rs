@@ -220,20 +220,7 @@ async fn between_passes_serve_rebuilds_the_rollups_of_a_day_late_rows_reached() 
     let client = fixture::database().await;
     let (_bucket, store) = fixture::store().await;
     let yesterday = time::OffsetDateTime::now_utc().date() - time::Duration::days(1);
-    let view = |id: &str, seconds: i64| Sale {
-        id: id.to_owned(),
-        store: "s1",
-        at: fixture::unix(yesterday, seconds),
-        kind: "view",
-        product: 1,
-        category: "c",
-        seller: 1,
-        currency: "EUR",
-        price_nanos: 1_000_000_000,
-        quantity: 0,
-        user: 1,
-        session: "s".into(),
-    };
+    let view = |id: &str, seconds: i64| fixture::view(id, "s1", fixture::unix(yesterday, seconds));
     fixture::insert(&client, &[], &[view("first", 100)]).await;
     // the pass is due in a day: only the rollup ticks run after the start's pass
     let at = (time::OffsetDateTime::now_utc() - time::Duration::minutes(5)).time();
