@@ -12,7 +12,12 @@ use gateway::{
     wire::RawRequest,
 };
 use libfuzzer_sys::fuzz_target;
-use pipeline::{entry::decode_batch, proto::ingest::Event, region::Region, validate::Limits};
+use pipeline::{
+    entry::decode_batch,
+    proto::ingest::{Event, PublishRequest},
+    region::Region,
+    validate::Limits,
+};
 use prost::Message;
 
 /// The gateway's default `GATEWAY_MAX_EVENTS`.
@@ -29,17 +34,26 @@ static STORE: LazyLock<Store> = LazyLock::new(|| Store {
 });
 
 fuzz_target!(|data: &[u8]| {
-    // Undecodable bytes are refused by the codec; only what decodes reaches `prepare`.
+    // Undecodable bytes are refused by the codec (the request's own fields) or by the
+    // handler (its events, as views), as prost refuses them; only what decodes reaches
+    // `prepare`.
+    let plain = PublishRequest::decode(data);
     let Ok(req) = RawRequest::decode(data.to_vec().into()) else {
+        assert!(plain.is_err(), "prost decodes what the codec refused");
         return;
     };
-    let decoded = req.events().to_vec();
+    let Ok(views) = req.decode_events() else {
+        assert!(plain.is_err(), "prost decodes what the views refused");
+        return;
+    };
+    let decoded = plain.expect("prost refuses what the views decoded").events;
     let events = decoded.len();
+    assert_eq!(views.events.len(), events);
     let bounds = Bounds {
         max_events: MAX_EVENTS,
         max_rejected_kept: DEFAULT_MAX_REJECTED_KEPT,
     };
-    let Ok(prepared) = prepare(&STORE, req, &Limits::default(), bounds, NOW) else {
+    let Ok(prepared) = prepare(&STORE, views, &Limits::default(), bounds, NOW) else {
         return;
     };
     // Every event is either queued or rejected with a reason, never lost or doubled.

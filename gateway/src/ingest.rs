@@ -2,12 +2,12 @@
 //!
 //! This is the only place that decides what is accepted. It is split in two so that the
 //! CPU work can be benchmarked and fuzzed without Redis:
-//! - [`prepare`] is pure: validation splits the decoded events, and one `QueuedBatch` is
-//!   written holding the accepted events' bytes as the store sent them (not encoded again)
+//! - [`prepare`] is pure: validation splits the decoded events (views of the request's
+//!   bytes, `wire::DecodedRequest`), and one `QueuedBatch` is written holding the accepted events' bytes as the store sent them (not encoded again)
 //!   and the raw bytes of the first [`Bounds::max_rejected_kept`] rejected ones (the rest
 //!   are counted), and the response is built;
-//! - [`Ingest::publish`] admits the request (size, backpressure, quota), prepares it and
-//!   appends the entry to Redis, returning the response only after Redis confirmed it.
+//! - [`Ingest::publish`] decodes the request's events, admits the request (size,
+//!   backpressure, quota), prepares it and appends the entry to Redis, returning the response only after Redis confirmed it.
 
 use std::{
     sync::Arc,
@@ -18,7 +18,7 @@ use bytes::Bytes;
 use pipeline::{
     entry::encode_batch_with_encoded_events,
     proto::{
-        ingest::{Event, FieldViolation, PublishRequest, PublishResponse, Rejection},
+        ingest::{FieldViolation, PublishResponse, Rejection},
         queue::{QueuedBatch, RejectedEvent},
     },
     validate::{self, Context, Limits, Sender},
@@ -31,7 +31,7 @@ use crate::{
     error::ApiError,
     queue::Queue,
     quota::Quotas,
-    wire::RawRequest,
+    wire::{DecodedRequest, RawRequest},
 };
 
 /// How much one request may hold and put into the queue.
@@ -107,9 +107,13 @@ impl Ingest {
         req: RawRequest,
         hold: impl FnOnce(usize) -> Result<(), ApiError>,
     ) -> Result<PublishResponse, ApiError> {
-        // Size first: a malformed request is answered as such even under overload, and the
+        // The events first, as views of the message: an undecodable request is refused
+        // before anything else, as when the codec decoded the events (the edge bounded
+        // their number and charged their decoded cost before tonic read the message).
+        let decoded = req.decode_events()?;
+        // Size next: a malformed request is answered as such even under overload, and the
         // quota below must not be asked about an unbounded number of events.
-        check_size(req.events(), self.bounds.max_events)?;
+        check_size(decoded.events.len(), self.bounds.max_events)?;
         // Overload next: it takes nothing, whereas the quota check spends the store's
         // allowance, which a request refused for overload should not cost.
         let shard = self.queue.shards().of_store(&store.id);
@@ -118,11 +122,11 @@ impl Ingest {
         // what the entry holds of them is at most the message, unknown fields and repeated
         // fields included, which re-encoding the decoded events would not count.
         self.quotas
-            .check(store, req.events().len(), || req.message_len())?;
+            .check(store, decoded.events.len(), || req.message_len())?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        let Prepared { entry, response } = prepare(store, req, &self.limits, self.bounds, now)?;
+        let Prepared { entry, response } = prepare(store, decoded, &self.limits, self.bounds, now)?;
         // decoded, the response takes about three times its encoded size (a String and a
         // struct per violation)
         hold(entry.len() + 3 * response.encoded_len())?;
@@ -142,13 +146,13 @@ impl Ingest {
 }
 
 /// Refuses empty requests and requests above `max_events`.
-fn check_size(events: &[Event], max_events: usize) -> Result<(), ApiError> {
-    if events.is_empty() {
+fn check_size(count: usize, max_events: usize) -> Result<(), ApiError> {
+    if count == 0 {
         return Err(ApiError::EmptyRequest);
     }
-    if events.len() > max_events {
+    if count > max_events {
         return Err(ApiError::TooManyEvents {
-            count: events.len(),
+            count,
             max: max_events,
         });
     }
@@ -165,27 +169,25 @@ fn check_size(events: &[Event], max_events: usize) -> Result<(), ApiError> {
 ///
 /// Accepted events are queued as the bytes they were decoded from, rejected ones kept as
 /// theirs: the consumer decodes from those bytes exactly the events validated here (see
-/// [`RawRequest::decode`]), whatever odd encoding they came in.
+/// [`RawRequest::decode_events`]), whatever odd encoding they came in.
 ///
 /// Pure, and meant to be total: any decoded request should yield an entry or an
 /// [`ApiError`], never a panic (the `publish_request` fuzz target checks that). It repeats the size check
 /// that [`Ingest::publish`] makes before admission, so that it is safe on its own.
 pub fn prepare(
     store: &Store,
-    req: RawRequest,
+    req: DecodedRequest<'_>,
     limits: &Limits,
     bounds: Bounds,
     now: Duration,
 ) -> Result<Prepared, ApiError> {
-    let (
-        PublishRequest {
-            sequence,
-            events,
-            all_or_nothing,
-        },
+    let DecodedRequest {
+        sequence,
+        all_or_nothing,
+        events,
         bytes,
-    ) = req.into_parts();
-    check_size(&events, bounds.max_events)?;
+    } = req;
+    check_size(events.len(), bounds.max_events)?;
     let count = events.len();
     let ctx = Context {
         limits,
@@ -215,7 +217,7 @@ pub fn prepare(
     }
 
     // The accepted events' bytes, in request order: every index but the rejected ones. The
-    // decoded events are done with once validated.
+    // views are done with once validated.
     let mut rejected_indices = checked.rejected.iter().map(|r| r.index).peekable();
     let accepted: Vec<&[u8]> = (0..count)
         .filter(|&index| rejected_indices.next_if_eq(&index).is_none())
@@ -228,7 +230,7 @@ pub fn prepare(
     let mut rejected_rows = Vec::with_capacity(kept);
     let mut rejections = Vec::with_capacity(checked.rejected.len());
     for rejected in checked.rejected {
-        let event_id = validate::truncated(&rejected.event.event_id).into_owned();
+        let event_id = validate::truncated(rejected.event.event_id).into_owned();
         if rejected_rows.len() < kept {
             rejected_rows.push(RejectedEvent {
                 raw_event: bytes.get(rejected.index).to_vec(),
@@ -276,7 +278,7 @@ pub fn prepare(
 mod tests {
     use pipeline::{
         entry::decode_batch,
-        proto::ingest::{ProbeResult, event::Payload},
+        proto::ingest::{Event, ProbeResult, PublishRequest, event::Payload},
         region::Region,
     };
 
@@ -329,6 +331,18 @@ mod tests {
             events,
             all_or_nothing,
         })
+    }
+
+    /// `req` prepared by the default store, limits and bounds, as the handler does.
+    fn prepared(req: &RawRequest) -> Prepared {
+        prepare(
+            &store(),
+            req.decode_events().unwrap(),
+            &Limits::default(),
+            bounds(10),
+            NOW,
+        )
+        .unwrap()
     }
 
     /// A request of events given as their bytes, each behind the key of field 2 and a
@@ -408,14 +422,14 @@ mod tests {
     fn odd_but_valid_events_are_queued_as_sent_and_decode_to_what_was_validated() {
         let events = odd_but_valid_events();
         let req = request_of_bytes(&events, 2);
-        let validated = req.events().to_vec();
+        let validated = PublishRequest::decode(&req.message()[..]).unwrap().events;
         // decoding the request as tonic did before gives the same events
         assert_eq!(validated[2].occurred_at.unwrap().nanos, 5);
         assert_eq!(
             validated[1].event_id,
             "0b7f2b8e-6a47-4d3a-9d51-4c3f0a3f5a11"
         );
-        let prepared = prepare(&store(), req, &Limits::default(), bounds(10), NOW).unwrap();
+        let prepared = prepared(&req);
         assert_eq!(prepared.response.accepted, 4, "{:?}", prepared.response);
 
         let batch = decode_batch(&prepared.entry).unwrap();
@@ -436,7 +450,9 @@ mod tests {
         bad.extend([0x98, 0x06, 0x2a]); // an unknown field, which encoding would drop
         let prepared = prepare(
             &store(),
-            request_of_bytes(&[good.clone(), bad.clone()], 1),
+            request_of_bytes(&[good.clone(), bad.clone()], 1)
+                .decode_events()
+                .unwrap(),
             &Limits::default(),
             bounds(10),
             NOW,
@@ -454,7 +470,7 @@ mod tests {
         let events = vec![probe(&id(0)), probe("bad"), probe(&id(1)), probe(&id(2))];
         let prepared = prepare(
             &store(),
-            request(events.clone(), false),
+            request(events.clone(), false).decode_events().unwrap(),
             &Limits::default(),
             bounds(10),
             NOW,
@@ -484,13 +500,14 @@ mod tests {
             message.extend(long_varint(event.len() as u64, 0));
             message.extend(&event);
             let plain = PublishRequest::decode(&message[..]);
-            let raw = RawRequest::decode(message.into());
-            assert_eq!(raw.is_ok(), plain.is_ok(), "depth {depth}");
-            let Ok(raw) = raw else {
+            let raw = RawRequest::decode(message.into()).expect("the request's own fields");
+            let decoded = raw.decode_events();
+            assert_eq!(decoded.is_ok(), plain.is_ok(), "depth {depth}");
+            let Ok(decoded) = decoded else {
                 outcomes.push(false);
                 continue;
             };
-            let prepared = prepare(&store(), raw, &Limits::default(), bounds(10), NOW).unwrap();
+            let prepared = prepare(&store(), decoded, &Limits::default(), bounds(10), NOW).unwrap();
             assert_eq!(prepared.response.accepted, 1);
             let batch = decode_batch(&prepared.entry).expect("the consumer decodes the entry");
             assert_eq!(batch.events, plain.unwrap().events);
@@ -508,7 +525,7 @@ mod tests {
         let good = probe("0b7f2b8e-6a47-4d3a-9d51-4c3f0a3f5a10");
         let bad = probe("not-a-uuid");
         let req = request(vec![good.clone(), bad.clone()], false);
-        let prepared = prepare(&store(), req, &Limits::default(), bounds(10), NOW).unwrap();
+        let prepared = prepared(&req);
 
         assert_eq!(prepared.response.sequence, 7);
         assert_eq!(prepared.response.accepted, 1);
@@ -530,13 +547,19 @@ mod tests {
         let limits = Limits::default();
         let id = "0b7f2b8e-6a47-4d3a-9d51-4c3f0a3f5a10";
         assert!(matches!(
-            prepare(&store(), request(vec![], false), &limits, bounds(10), NOW),
+            prepare(
+                &store(),
+                request(vec![], false).decode_events().unwrap(),
+                &limits,
+                bounds(10),
+                NOW
+            ),
             Err(ApiError::EmptyRequest)
         ));
         assert!(matches!(
             prepare(
                 &store(),
-                request(vec![probe(id); 3], false),
+                request(vec![probe(id); 3], false).decode_events().unwrap(),
                 &limits,
                 bounds(2),
                 NOW
@@ -545,7 +568,13 @@ mod tests {
         ));
         let req = request(vec![probe(id), probe("x")], true);
         assert!(matches!(
-            prepare(&store(), req, &limits, bounds(10), NOW),
+            prepare(
+                &store(),
+                req.decode_events().unwrap(),
+                &limits,
+                bounds(10),
+                NOW
+            ),
             Err(ApiError::InvalidEvents { rejected: 1, .. })
         ));
     }
@@ -569,7 +598,7 @@ mod tests {
         };
         let prepared = prepare(
             &store(),
-            request(events, false),
+            request(events, false).decode_events().unwrap(),
             &Limits::default(),
             bounds,
             NOW,

@@ -168,11 +168,9 @@ pub(crate) fn merge_str<'a>(
     Ok(())
 }
 
-/// The bytes of a length-delimited field, as prost bounds them.
-pub(crate) fn length_delimited<'a>(
-    wire_type: WireType,
-    buf: &mut &'a [u8],
-) -> Result<&'a [u8], Refused> {
+/// The bytes of a length-delimited field, as prost bounds them: a message field's bytes
+/// (an event of a stream entry or of a `PublishRequest`), to be decoded as a view.
+pub fn length_delimited<'a>(wire_type: WireType, buf: &mut &'a [u8]) -> Result<&'a [u8], Refused> {
     check_wire_type(WireType::LengthDelimited, wire_type)?;
     let len = decode_varint(buf)?;
     if len > buf.len() as u64 {

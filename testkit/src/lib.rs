@@ -27,6 +27,8 @@
 //!   shared servers never see `Drop`.
 //! - [`otlp`]: an in-process OTLP/gRPC trace receiver that keeps the spans services export.
 //! - [`tls`]: a CA and a server certificate made by openssl, for TLS servers in tests.
+//! - [`mutate`]: seeded mutations of valid messages, for the property tests that hold a
+//!   decoder (the views of `pipeline::view`, the gateway's `wire`) to prost's.
 //! - [`free_port`], [`eventually`], [`repo_root`], [`test_log_enabled`]: small helpers that
 //!   tests keep needing.
 //!
@@ -39,6 +41,7 @@ mod clickhouse;
 mod clickhouse_cluster;
 mod clickhouse_replicas;
 mod http;
+pub mod mutate;
 pub mod otlp;
 mod ports;
 mod process;

@@ -236,50 +236,8 @@ fn the_recursion_limit_applies_at_the_depth_prost_applies_it() {
     );
 }
 
-/// SplitMix64, for reproducible mutations.
-pub(crate) struct Rng(pub(crate) u64);
-
-impl Rng {
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    pub(crate) fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-/// Flips, inserts, deletes, duplicates and splices bytes of `seeds`.
-pub(crate) fn mutate(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
-    let mut bytes = seeds[rng.below(seeds.len())].clone();
-    for _ in 0..1 + rng.below(4) {
-        let at = rng.below(bytes.len() + 1);
-        match rng.below(6) {
-            0 if at < bytes.len() => bytes[at] ^= 1 << rng.below(8),
-            1 => bytes.insert(at, rng.next() as u8),
-            2 if at < bytes.len() => {
-                bytes.remove(at);
-            }
-            3 => {
-                let end = (at + rng.below(16)).min(bytes.len());
-                let piece = bytes[at..end].to_vec();
-                bytes.splice(at..at, piece);
-            }
-            4 => bytes.truncate(at),
-            _ => {
-                let other = &seeds[rng.below(seeds.len())];
-                let from = rng.below(other.len());
-                let end = (from + rng.below(24)).min(other.len());
-                bytes.splice(at..at, other[from..end].iter().copied());
-            }
-        }
-    }
-    bytes
-}
+/// The mutations the property tests share with the gateway's (testkit).
+pub(crate) use testkit::mutate::{Rng, mutate};
 
 #[test]
 fn views_agree_with_prost_on_mutated_bytes() {
