@@ -93,6 +93,12 @@ pub static MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0006_conflict_rollup.sql"),
         done_when: None,
     },
+    Migration {
+        version: 7,
+        name: "hourly_rollups",
+        sql: include_str!("../migrations/0007_hourly_rollups.sql"),
+        done_when: None,
+    },
 ];
 
 /// Migration 2 is in place when the tables services use have a `UUID` `event_id`, and no
@@ -207,6 +213,8 @@ pub struct NotShardable {
 ///   `probe_daily`, `probe_minutes`): `toUInt32(day)`. Every build of a day writes its groups to the day's shard, where
 ///   `ReplacingMergeTree(version)` and `FINAL` keep the latest build's row of each group.
 /// - migration 6's `conflicts_daily`: `toUInt32(day)`, the same way.
+/// - migration 7's hourly rollups (`commerce_hourly`, `probe_hourly`, `rollup_hour_builds`):
+///   `toUInt32(hour)`, every build of an hour to the hour's shard.
 pub static SHARDING_KEYS: &[(&str, &str)] = &[
     (COMMERCE_TABLE, "cityHash64(toString(event_id))"),
     (PROBE_TABLE, "cityHash64(toString(event_id))"),
@@ -217,6 +225,9 @@ pub static SHARDING_KEYS: &[(&str, &str)] = &[
     ("probe_daily", "toUInt32(day)"),
     ("probe_minutes", "toUInt32(day)"),
     ("conflicts_daily", "toUInt32(day)"),
+    ("commerce_hourly", "toUInt32(hour)"),
+    ("probe_hourly", "toUInt32(hour)"),
+    ("rollup_hour_builds", "toUInt32(hour)"),
 ];
 
 /// The suffix of the per-shard tables behind each Distributed table.

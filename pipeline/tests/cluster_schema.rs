@@ -89,7 +89,7 @@ async fn migrating_a_cluster_twice_creates_local_and_distributed_tables_on_every
 
     assert_eq!(
         schema::migrate_configured(&args).await.unwrap(),
-        [1, 2, 3, 4, 5, 6]
+        [1, 2, 3, 4, 5, 6, 7]
     );
     assert_eq!(
         schema::migrate_configured(&args).await.unwrap(),
@@ -124,10 +124,14 @@ async fn migrating_a_cluster_twice_creates_local_and_distributed_tables_on_every
                 "commerce_events\tDistributed",
                 "commerce_events_0001_local\tReplacingMergeTree",
                 "commerce_events_local\tReplacingMergeTree",
+                "commerce_hourly\tDistributed",
+                "commerce_hourly_local\tReplacingMergeTree",
                 "conflicts_daily\tDistributed",
                 "conflicts_daily_local\tReplacingMergeTree",
                 "probe_daily\tDistributed",
                 "probe_daily_local\tReplacingMergeTree",
+                "probe_hourly\tDistributed",
+                "probe_hourly_local\tReplacingMergeTree",
                 "probe_minutes\tDistributed",
                 "probe_minutes_local\tReplacingMergeTree",
                 "probe_results\tDistributed",
@@ -137,6 +141,8 @@ async fn migrating_a_cluster_twice_creates_local_and_distributed_tables_on_every
                 "rejected_events_local\tMergeTree",
                 "rollup_builds\tDistributed",
                 "rollup_builds_local\tReplacingMergeTree",
+                "rollup_hour_builds\tDistributed",
+                "rollup_hour_builds_local\tReplacingMergeTree",
                 "schema_migrations\tReplacingMergeTree",
             ],
             "shard {}",
@@ -153,7 +159,8 @@ async fn migrating_a_cluster_twice_creates_local_and_distributed_tables_on_every
                 "3\tprobe_phases",
                 "4\trollups",
                 "5\tprobe_rollups",
-                "6\tconflict_rollup"
+                "6\tconflict_rollup",
+                "7\thourly_rollups"
             ],
             "shard {}",
             shard + 1

@@ -53,9 +53,9 @@ pub enum Command {
         #[arg(long, env = "REPORTER_LOOKBACK_DAYS", default_value_t = 8,
               value_parser = clap::value_parser!(u32).range(1..=366))]
         lookback_days: u32,
-        /// Between passes, how often the rollups of the closed days of the look-back window
-        /// are brought up to date (rebuilt where rows arrived), so that a report finds its days
-        /// built
+        /// Between passes, how often the rollups of the closed days and hours of the look-back
+        /// window are brought up to date (rebuilt where rows arrived), so that a report finds
+        /// its days built and the dashboards read closed hours from the hourly rollups
         #[arg(long, env = "REPORTER_ROLLUP_INTERVAL", default_value = "10m",
               value_parser = pipeline::config::parse_positive_duration)]
         rollup_interval: std::time::Duration,

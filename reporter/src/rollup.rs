@@ -1,6 +1,8 @@
-//! The per-day rollups the report is read from (migrations 4 and 5: `commerce_daily`,
-//! `audience_daily`, `probe_daily`, `probe_minutes`, and `rollup_builds`): built from one
-//! deduplicated read of the day, and rebuilt whenever the day's rows changed since.
+//! The rollups the report and the dashboards are read from: per day (migrations 4 and 5:
+//! `commerce_daily`, `audience_daily`, `probe_daily`, `probe_minutes`, and `rollup_builds`)
+//! for the report, per hour (migration 7: `commerce_hourly`, `probe_hourly`, and
+//! `rollup_hour_builds`) for the dashboards; each built from one deduplicated read of its day
+//! or hour, and rebuilt whenever the day's or hour's rows changed since.
 //!
 //! A build reads the day of `commerce_events` once with `FINAL` (every event once, however
 //! many copies of it were loaded) and groups it by every dimension the report needs (day,
@@ -22,11 +24,17 @@
 //! `received_at`), a background merge of copies removes one. Either way the rebuild is exact;
 //! the pair only decides whether one is needed.
 //!
-//! On a cluster the rollup tables are Distributed, sharded by day, and the build's inserts
-//! wait for every shard (`insert_distributed_sync`), so the report that follows reads them.
+//! An hour is built and recorded the same way ([`ensure_hours`], the same record and
+//! side-by-side statements), grouped by what the dashboards' panels filter and group by
+//! (region, store, seller, currency; region, store, target, vantage), and its hour chosen
+//! before `FINAL` collapses copies (`PREWHERE`), so that a build merges one hour's rows.
+//!
+//! On a cluster the rollup tables are Distributed, sharded by day or hour, and the build's
+//! inserts wait for every shard (`insert_distributed_sync`), so the report that follows reads
+//! them.
 
 use clickhouse::Client;
-use time::Date;
+use time::{Date, OffsetDateTime};
 
 use crate::fetch::QueryError;
 
@@ -96,18 +104,12 @@ FROM commerce_events
 WHERE toDate(occurred_at) = toDate(?)
 GROUP BY day, seller_id";
 
-/// The day's probes per region, store, target and vantage, every probe once (`FINAL`), with
-/// the value histograms of its four timings (`sumMap`: the values sorted, their counts).
-/// Params: version, date.
-pub const BUILD_PROBES: &str = "\
-INSERT INTO probe_daily
-SELECT
-    toDate(occurred_at) AS day,
-    region,
-    store_id,
-    target,
-    vantage_region,
-    count() AS probes,
+/// The measures of a group of probes both the daily and the hourly probe rollups keep, each
+/// followed by `,` and a new line: counts, bandwidth and load, and the value histograms of the
+/// response time and network latency (`sumMap`: the values sorted, their counts).
+macro_rules! probe_measures {
+    () => {
+        "    count() AS probes,
     toUInt64(sum(up)) AS up,
     toUInt64(sumIf(bandwidth_bytes_per_second, bandwidth_bytes_per_second > 0)) AS bandwidth_sum,
     toUInt64(countIf(bandwidth_bytes_per_second > 0)) AS bandwidth_samples,
@@ -115,12 +117,30 @@ SELECT
     max(cpu_load) AS cpu_load_max,
     sumMap([response_time_ms], [toUInt64(1)]) AS response,
     sumMap([network_latency_ms], [toUInt64(1)]) AS latency,
-    sumMap([tls_handshake_ms], [toUInt64(1)]) AS tls,
+"
+    };
+}
+
+/// The day's probes per region, store, target and vantage, every probe once (`FINAL`), with
+/// the value histograms of its four timings (`sumMap`: the values sorted, their counts).
+/// Params: version, date.
+pub const BUILD_PROBES: &str = concat!(
+    "INSERT INTO probe_daily
+SELECT
+    toDate(occurred_at) AS day,
+    region,
+    store_id,
+    target,
+    vantage_region,
+",
+    probe_measures!(),
+    "    sumMap([tls_handshake_ms], [toUInt64(1)]) AS tls,
     sumMap([time_to_first_byte_ms], [toUInt64(1)]) AS ttfb,
     toUInt64(?) AS version
 FROM probe_results FINAL
 WHERE toDate(occurred_at) = toDate(?)
-GROUP BY day, region, store_id, target, vantage_region";
+GROUP BY day, region, store_id, target, vantage_region"
+);
 
 /// The day's probes taken inside the store's region, per region, store, target and minute,
 /// every probe once (`FINAL`), with the histogram of their response times (the filter is
@@ -145,10 +165,29 @@ GROUP BY day, region, store_id, target, minute";
 /// The statement that records a build of `date`: the base state it read and its version.
 /// Written out rather than bound: every value is a number or a date.
 pub fn record(date: &str, state: BaseState, version: u64) -> String {
+    record_in(
+        "rollup_builds",
+        "day",
+        &[(format!("toDate('{date}')"), state)],
+        version,
+    )
+}
+
+/// The statement that records builds in `table` (the days' or the hours' record): for each
+/// value `at` (an SQL expression) of its `key` column, the base state the build read.
+fn record_in(table: &str, key: &str, builds: &[(String, BaseState)], version: u64) -> String {
+    let rows: Vec<String> = builds
+        .iter()
+        .map(|(at, state)| {
+            format!(
+                "SELECT {at}, toUInt64({}), toDateTime({}, 'UTC'), toUInt64({version}), now()",
+                state.rows, state.received
+            )
+        })
+        .collect();
     format!(
-        "INSERT INTO rollup_builds (day, base_rows, base_received, version, built_at) \
-         SELECT toDate('{date}'), toUInt64({}), toDateTime({}, 'UTC'), toUInt64({version}), now()",
-        state.rows, state.received
+        "INSERT INTO {table} ({key}, base_rows, base_received, version, built_at) {}",
+        rows.join(" UNION ALL ")
     )
 }
 
@@ -186,10 +225,15 @@ pub enum Outcome {
     Current,
 }
 
-fn failed(query: &'static str, date: Date) -> impl FnOnce(clickhouse::error::Error) -> QueryError {
+/// The error of `query` for `at` (a date or an hour).
+fn failed(
+    query: &'static str,
+    at: impl std::fmt::Display,
+) -> impl FnOnce(clickhouse::error::Error) -> QueryError {
+    let date = at.to_string();
     move |source| QueryError {
         query,
-        date: date.to_string(),
+        date,
         source,
     }
 }
@@ -227,35 +271,58 @@ pub async fn build(client: &Client, date: Date) -> Result<BaseState, QueryError>
     let version = version_now();
     // read before the FINAL read: rows arriving meanwhile make the next check rebuild
     let state = base_state(client, date).await?;
-    // side by side: a FINAL read runs in one thread on 18.16, so the statements share the
-    // cores rather than wait for each other (docs/BENCHMARKS.md)
-    let mut statements = tokio::task::JoinSet::new();
-    for &(name, sql) in BUILD {
-        let client = client.clone();
-        statements.spawn(async move {
-            client
-                .query(sql)
-                .bind(version)
-                .bind(date.to_string())
-                .with_setting("insert_distributed_sync", "1")
-                .execute()
-                .await
-                .map_err(failed(name, date))
-        });
-    }
-    while let Some(done) = statements.join_next().await {
-        // a panicked statement task is a bug; a failed statement fails the build
-        done.expect("a rollup statement task panicked")?;
-    }
-    client
-        .query(&record(&date.to_string(), state, version))
-        .with_setting("insert_distributed_sync", "1")
-        .execute()
-        .await
-        .map_err(failed("record_build", date))?;
+    let day = date.to_string();
+    run_side_by_side(client, BUILD, version, &day).await?;
+    execute(client, &record(&day, state, version), "record_build", &day).await?;
     metrics::histogram!("reporter_rollup_build_seconds").record(started.elapsed().as_secs_f64());
     tracing::info!(date = %date, rows = state.rows, "rollup built");
     Ok(state)
+}
+
+/// Runs the statements of one build of `at` (a date or an hour, their second parameter)
+/// with `version` (their first) side by side: a FINAL read runs in one thread on 18.16, so
+/// the statements share the cores rather than wait for each other (docs/BENCHMARKS.md).
+async fn run_side_by_side(
+    client: &Client,
+    statements: &[(&'static str, &'static str)],
+    version: u64,
+    at: &str,
+) -> Result<(), QueryError> {
+    let mut running = tokio::task::JoinSet::new();
+    for &(name, sql) in statements {
+        let client = client.clone();
+        let at = at.to_owned();
+        running.spawn(async move {
+            client
+                .query(sql)
+                .bind(version)
+                .bind(&at)
+                .with_setting("insert_distributed_sync", "1")
+                .execute()
+                .await
+                .map_err(failed(name, at))
+        });
+    }
+    while let Some(done) = running.join_next().await {
+        // a panicked statement task is a bug; a failed statement fails the build
+        done.expect("a rollup statement task panicked")?;
+    }
+    Ok(())
+}
+
+/// Runs one written-out statement (a record of a build), its inserts waiting for the shards.
+async fn execute(
+    client: &Client,
+    sql: &str,
+    query: &'static str,
+    at: &str,
+) -> Result<(), QueryError> {
+    client
+        .query(sql)
+        .with_setting("insert_distributed_sync", "1")
+        .execute()
+        .await
+        .map_err(failed(query, at))
 }
 
 /// Whether a build that read `built` (none: never built) still holds for the rows `now`.
@@ -288,6 +355,199 @@ pub async fn ensure_days(client: &Client, first: Date, last: Date) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// The per-hour state of the base rows of every hour from the first parameter to the second
+/// (excluded; both `'YYYY-MM-DD hh:mm:ss'` in UTC): `count()` and `max(received_at)`, commerce
+/// and probes together, without `FINAL`; an hour without rows is absent.
+pub const HOURS_STATE: &str = "\
+SELECT toUInt32(hour) AS hour, count() AS rows, toUInt32(max(received_at)) AS received
+FROM (
+    SELECT toStartOfHour(occurred_at) AS hour, received_at FROM commerce_events
+    WHERE occurred_at >= toDateTime(?, 'UTC') AND occurred_at < toDateTime(?, 'UTC')
+    UNION ALL
+    SELECT toStartOfHour(occurred_at) AS hour, received_at FROM probe_results
+    WHERE occurred_at >= toDateTime(?, 'UTC') AND occurred_at < toDateTime(?, 'UTC')
+)
+GROUP BY hour";
+
+/// The base state the latest build of each hour in the same range read.
+pub const HOURS_BUILT: &str = "\
+SELECT toUInt32(hour) AS hour, base_rows AS rows, toUInt32(base_received) AS received
+FROM rollup_hour_builds FINAL
+WHERE hour >= toDateTime(?, 'UTC') AND hour < toDateTime(?, 'UTC')";
+
+/// The hour's commerce events per region, store, seller and currency, every event once
+/// (`FINAL`), the types as columns. The `PREWHERE` on the hour runs before `FINAL` collapses
+/// copies: the copies of an event share its `occurred_at`, so they are kept or dropped
+/// together, and `FINAL` merges only the hour's rows, not the day's. Params: version, hour.
+pub const BUILD_COMMERCE_HOUR: &str = "\
+INSERT INTO commerce_hourly
+SELECT
+    toStartOfHour(occurred_at) AS hour,
+    region,
+    store_id,
+    seller_id,
+    currency,
+    countIf(type = 'view') AS views,
+    countIf(type = 'cart') AS carts,
+    countIf(type = 'remove_from_cart') AS removals,
+    countIf(type = 'purchase') AS purchases,
+    sumIf(toDecimal128(price, 9) * quantity, type = 'purchase') AS revenue,
+    toUInt64(?) AS version
+FROM commerce_events FINAL
+PREWHERE toStartOfHour(occurred_at) = toDateTime(?, 'UTC')
+GROUP BY hour, region, store_id, seller_id, currency";
+
+/// The hour's probes per region, store, target and vantage, every probe once (`FINAL`, the
+/// hour taken before it as in [`BUILD_COMMERCE_HOUR`]), with the value histograms of the
+/// timings the dashboards show and the least bandwidth measured. Params: version, hour.
+pub const BUILD_PROBE_HOUR: &str = concat!(
+    "INSERT INTO probe_hourly
+SELECT
+    toStartOfHour(occurred_at) AS hour,
+    region,
+    store_id,
+    target,
+    vantage_region,
+",
+    probe_measures!(),
+    "    sumMap([time_to_first_byte_ms], [toUInt64(1)]) AS ttfb,
+    toUInt64(minIf(bandwidth_bytes_per_second, bandwidth_bytes_per_second > 0)) AS bandwidth_min,
+    toUInt64(?) AS version
+FROM probe_results FINAL
+PREWHERE toStartOfHour(occurred_at) = toDateTime(?, 'UTC')
+GROUP BY hour, region, store_id, target, vantage_region"
+);
+
+/// The statements of one build of an hour, with their names.
+pub const BUILD_HOUR: &[(&str, &str)] = &[
+    ("build_commerce_hour", BUILD_COMMERCE_HOUR),
+    ("build_probe_hour", BUILD_PROBE_HOUR),
+];
+
+/// The statement that records builds of hours (`'YYYY-MM-DD hh:mm:ss'`, UTC), each with
+/// the base state it read.
+pub fn record_hours(hours: &[(String, BaseState)], version: u64) -> String {
+    let builds: Vec<(String, BaseState)> = hours
+        .iter()
+        .map(|(hour, state)| (format!("toDateTime('{hour}', 'UTC')"), *state))
+        .collect();
+    record_in("rollup_hour_builds", "hour", &builds, version)
+}
+
+/// An hour as the hourly statements take it: `'YYYY-MM-DD hh:00:00'` of its start, UTC.
+pub fn hour_text(start: OffsetDateTime) -> String {
+    let at = start.to_offset(time::UtcOffset::UTC);
+    format!("{} {:02}:00:00", at.date(), at.hour())
+}
+
+/// The start of the hour holding `at`.
+pub fn hour_start(at: OffsetDateTime) -> OffsetDateTime {
+    let seconds = at.unix_timestamp();
+    OffsetDateTime::from_unix_timestamp(seconds - seconds.rem_euclid(3600))
+        .expect("an hour start is a valid time")
+}
+
+/// Builds the hourly rollups of the hour starting at `start` unconditionally, and records
+/// the build with `state`, the base state read before.
+pub async fn build_hour(
+    client: &Client,
+    start: OffsetDateTime,
+    state: BaseState,
+) -> Result<(), QueryError> {
+    let started = std::time::Instant::now();
+    let version = version_now();
+    let hour = hour_text(start);
+    run_side_by_side(client, BUILD_HOUR, version, &hour).await?;
+    let record = record_hours(&[(hour.clone(), state)], version);
+    execute(client, &record, "record_hour_build", &hour).await?;
+    metrics::histogram!("reporter_hourly_rollup_build_seconds")
+        .record(started.elapsed().as_secs_f64());
+    tracing::debug!(hour = %hour, rows = state.rows, "hourly rollup built");
+    Ok(())
+}
+
+/// One hour's base state, as [`HOURS_STATE`] and [`HOURS_BUILT`] read it.
+#[derive(Clone, Copy, Debug, clickhouse::Row, serde::Deserialize)]
+struct HourState {
+    hour: u32,
+    rows: u64,
+    received: u32,
+}
+
+/// Brings the hourly rollups of every hour from `first` to `end` (hour starts; `end`
+/// excluded, so the caller passes the open hour) up to date: two cheap reads (every hour's
+/// base state now, without `FINAL`, and the state its latest build read), then a build of
+/// each hour whose state differs, oldest first. Unlike a day, an hour without rows is recorded
+/// too, since the dashboards read the rollups only for recorded hours; it has no groups to
+/// build, so the empty hours are recorded together, in one statement. Returns how many hours
+/// were built or recorded.
+pub async fn ensure_hours(
+    client: &Client,
+    first: OffsetDateTime,
+    end: OffsetDateTime,
+) -> Result<usize, QueryError> {
+    let (first, end) = (hour_start(first), hour_start(end));
+    let (from, to) = (hour_text(first), hour_text(end));
+    let now = hour_states(client, HOURS_STATE, "hours_state", &from, &to).await?;
+    let built = hour_states(client, HOURS_BUILT, "hours_built", &from, &to).await?;
+    let mut empty = Vec::new();
+    let mut count = 0;
+    let mut hour = first;
+    while hour < end {
+        let at = hour.unix_timestamp();
+        let state = now.get(&at).copied().unwrap_or_default();
+        match built.get(&at) {
+            Some(read) if *read == state => {}
+            // never built and still empty: nothing to group
+            None if state.rows == 0 => empty.push((hour_text(hour), state)),
+            _ => {
+                build_hour(client, hour, state).await?;
+                count += 1;
+            }
+        }
+        hour += time::Duration::HOUR;
+    }
+    if !empty.is_empty() {
+        let record = record_hours(&empty, version_now());
+        execute(client, &record, "record_empty_hours", &from).await?;
+        count += empty.len();
+    }
+    if count > 0 {
+        tracing::info!(from = %from, to = %to, hours = count, "hourly rollups brought up to date");
+    }
+    Ok(count)
+}
+
+/// The hours' states that `sql` ([`HOURS_STATE`] or [`HOURS_BUILT`]) reads from `from` to
+/// `to`, by the hour's Unix time.
+async fn hour_states(
+    client: &Client,
+    sql: &str,
+    name: &'static str,
+    from: &str,
+    to: &str,
+) -> Result<std::collections::BTreeMap<i64, BaseState>, QueryError> {
+    let mut query = client.query(sql);
+    // HOURS_STATE reads both event tables over the range, HOURS_BUILT one record
+    for _ in 0..sql.matches('?').count() / 2 {
+        query = query.bind(from).bind(to);
+    }
+    let rows = query
+        .fetch_all::<HourState>()
+        .await
+        .map_err(failed(name, from))?;
+    Ok(rows
+        .into_iter()
+        .map(|h| {
+            let state = BaseState {
+                rows: h.rows,
+                received: h.received,
+            };
+            (i64::from(h.hour), state)
+        })
+        .collect())
 }
 
 /// The identities of one event table's rows on the day that also have a row on one of the 7
@@ -479,6 +739,47 @@ mod tests {
         let built = conflicts_built_query("2026-03-01");
         assert!(built.contains("FROM conflicts_daily FINAL"));
         assert!(!window_state_query("2026-03-01").contains("DAY"));
+    }
+
+    /// The hourly builds read their event table once, with `FINAL`, the hour chosen by a
+    /// `PREWHERE` on `occurred_at` alone (which a copy of an event shares, so copies are kept
+    /// or dropped together before `FINAL` collapses them); the records are complete.
+    #[test]
+    fn hourly_builds_count_a_copy_once_and_records_are_complete() {
+        for (name, sql) in BUILD_HOUR {
+            let table = ["commerce_events", "probe_results"]
+                .into_iter()
+                .find(|t| sql.contains(&format!("FROM {t} FINAL")))
+                .unwrap_or_else(|| panic!("{name} reads an event table with FINAL"));
+            assert_eq!(sql.matches("FROM ").count(), 1, "{name} reads {table} once");
+            assert!(sql.contains(
+                "PREWHERE toStartOfHour(occurred_at) = toDateTime(?, 'UTC')\nGROUP BY hour,"
+            ));
+            assert!(sql.contains("toUInt64(?) AS version"), "{name}");
+        }
+        assert!(HOURS_BUILT.contains("FROM rollup_hour_builds FINAL"));
+        let state = BaseState {
+            rows: 3,
+            received: 9,
+        };
+        let two = record_hours(
+            &[
+                ("2026-01-15 05:00:00".to_owned(), state),
+                ("2026-01-15 06:00:00".to_owned(), Default::default()),
+            ],
+            7,
+        );
+        assert!(two.contains(
+            "SELECT toDateTime('2026-01-15 05:00:00', 'UTC'), toUInt64(3), toDateTime(9, 'UTC'), \
+             toUInt64(7), now() UNION ALL SELECT toDateTime('2026-01-15 06:00:00', 'UTC'), \
+             toUInt64(0), toDateTime(0, 'UTC'), toUInt64(7), now()"
+        ));
+        let at = time::macros::datetime!(2026-01-15 05:59:59 UTC);
+        assert_eq!(
+            hour_start(at),
+            time::macros::datetime!(2026-01-15 05:00 UTC)
+        );
+        assert_eq!(hour_text(hour_start(at)), "2026-01-15 05:00:00");
     }
 
     #[test]

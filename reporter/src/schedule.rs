@@ -215,14 +215,22 @@ pub async fn serve(
 }
 
 /// Brings the rollups of the `lookback_days` before `today` up to date
-/// ([`crate::rollup::ensure_days`]) on the first replica that answers; a failure is logged
-/// and left to the next time (a report builds what it reads anyway).
+/// ([`crate::rollup::ensure_days`]), and the hourly rollups of every closed hour since the
+/// window's first day ([`crate::rollup::ensure_hours`]: the open hour stays out, the
+/// dashboards read it from the events), on the first replica that answers; a failure is
+/// logged and left to the next time (a report builds what it reads anyway, and a panel reads
+/// an hour that is not built from the events).
 pub async fn build_rollups(clients: &[Client], today: Date, lookback_days: u32) {
     let first = today - Duration::days(i64::from(lookback_days.max(1)));
     let last = today - Duration::days(1);
+    let open_hour = OffsetDateTime::now_utc();
     for client in clients {
-        match crate::rollup::ensure_days(client, first, last).await {
-            Ok(()) => return,
+        let built = async {
+            crate::rollup::ensure_days(client, first, last).await?;
+            crate::rollup::ensure_hours(client, first.midnight().assume_utc(), open_hour).await
+        };
+        match built.await {
+            Ok(_) => return,
             Err(e) => tracing::warn!(error = %e, "bringing the rollups up to date failed"),
         }
     }

@@ -9,16 +9,19 @@
 //! `FINAL` has work to do), then times:
 //! - the build of the day's rollups (`reporter::rollup::build`) and of its conflict figure
 //!   (`reporter::rollup::ensure_conflicts`), which the report would otherwise start with;
+//! - the build of the day's 24 hourly rollups (`reporter::rollup::ensure_hours`), which
+//!   `reporter serve` keeps built and the dashboards read;
 //! - the day's report, `reporter::run::run`, to S3 (SeaweedFS), as the daily job runs it,
 //!   from the rollups just built (it checks that they are current);
 //! - every ClickHouse panel of the dashboards over the last 30 days, All selected, as
-//!   Grafana opens them; the slowest, the median and the sum.
+//!   Grafana opens them (hourly buckets, so the panels read the hourly rollups of the day);
+//!   each panel, the slowest, the median and the sum.
 //!
 //! The figures go to stdout as one JSON line per size (`analytics: {…}`).
 
 use std::time::Instant;
 
-use crate::dashboards::{Range, Variables, expanded_queries};
+use crate::dashboards::{Range, Variables, expand, expanded_queries};
 use crate::helpers::*;
 
 /// The synthetic day: 2026-11-02, a fixed date, so that runs compare.
@@ -117,6 +120,15 @@ async fn analytics_growth() {
             .unwrap();
         let conflicts_s = conflicts_started.elapsed().as_secs_f64();
         let build_s = started.elapsed().as_secs_f64();
+        // the day's hours for the dashboards, as `reporter serve` builds them, timed apart
+        let started = Instant::now();
+        let midnight = date.midnight().assume_utc();
+        let hours =
+            reporter::rollup::ensure_hours(&client, midnight, midnight + time::Duration::DAY)
+                .await
+                .unwrap();
+        assert_eq!(hours, 24, "every hour of the day built");
+        let hourly_s = started.elapsed().as_secs_f64();
         let started = Instant::now();
         let (report, keys) = reporter::run::run(&client, &store, date).await.unwrap();
         let report_s = started.elapsed().as_secs_f64();
@@ -139,6 +151,22 @@ async fn analytics_growth() {
                 .unwrap_or_else(|e| panic!("{}: {e}", q.name));
             panels.push((started.elapsed().as_secs_f64(), q.name));
         }
+        // the panels that read the hourly rollups, as they were when they read the events
+        // alone, in the same run
+        let mut events_only = Vec::new();
+        for (name, sql) in crate::events_only_panels::EVENTS_ONLY {
+            let sql = expand(sql, range, &Variables::all()).unwrap();
+            let started = Instant::now();
+            client
+                .query(&format!("SELECT count() FROM ({sql})"))
+                .fetch_one::<u64>()
+                .await
+                .unwrap_or_else(|e| panic!("{name}, events only: {e}"));
+            let seconds = started.elapsed().as_secs_f64();
+            events_only.push(
+                serde_json::json!({"seconds": (seconds * 1000.0).round() / 1000.0, "panel": name}),
+            );
+        }
         panels.sort_by(|a, b| a.0.total_cmp(&b.0));
         let slowest = panels.last().cloned().unwrap_or_default();
         let median = panels.get(panels.len() / 2).map_or(0.0, |p| p.0);
@@ -149,6 +177,7 @@ async fn analytics_growth() {
             "fill_seconds": (fill_s * 100.0).round() / 100.0,
             "rollup_build_seconds": (build_s * 100.0).round() / 100.0,
             "conflicts_build_seconds": (conflicts_s * 100.0).round() / 100.0,
+            "hourly_build_seconds": (hourly_s * 100.0).round() / 100.0,
             "report_seconds": (report_s * 100.0).round() / 100.0,
             "report_commerce_events": counted,
             "panels": panels.len(),
@@ -157,6 +186,10 @@ async fn analytics_growth() {
             "panel_median_seconds": (median * 1000.0).round() / 1000.0,
             "panels_total_seconds": (total * 100.0).round() / 100.0,
             "slowest_five": panels.iter().rev().take(5)
+                .map(|(s, n)| serde_json::json!({"seconds": (s * 1000.0).round() / 1000.0, "panel": n}))
+                .collect::<Vec<_>>(),
+            "events_only_panels": events_only,
+            "every_panel": panels.iter().rev()
                 .map(|(s, n)| serde_json::json!({"seconds": (s * 1000.0).round() / 1000.0, "panel": n}))
                 .collect::<Vec<_>>(),
         });

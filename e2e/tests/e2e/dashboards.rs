@@ -252,7 +252,7 @@ fn split_arguments(text: &str) -> Vec<&str> {
 /// the condition, whose `${var:singlequote}` is the quoted list of the values picked. Any
 /// other `$` (an unknown macro or variable, a variable without the quoting format, "All"
 /// outside `$__conditionalAll`) is an error: the test would not know what it stands for.
-fn expand(sql: &str, range: Range, vars: &Variables) -> Result<String, String> {
+pub(crate) fn expand(sql: &str, range: Range, vars: &Variables) -> Result<String, String> {
     let Range {
         from,
         to,
@@ -585,6 +585,16 @@ fn prometheus_panels_use_only_exported_metrics() {
     }
 }
 
+/// The ReplacingMergeTree tables the dashboards read.
+const REPLACING_TABLES: &[&str] = &[
+    "commerce_events",
+    "probe_results",
+    "commerce_hourly",
+    "probe_hourly",
+    "rollup_hour_builds",
+    "conflicts_daily",
+];
+
 #[test]
 fn clickhouse_panels_read_replacing_tables_with_final() {
     let sql = queries(&["rawSql", "queryText"]);
@@ -593,21 +603,29 @@ fn clickhouse_panels_read_replacing_tables_with_final() {
         "expected the dashboards' queries, found {}",
         sql.len()
     );
+    let mut read = BTreeSet::new();
     for q in &sql {
         let words: Vec<&str> = q.text.split_whitespace().collect();
         for pair in words.windows(3) {
-            if pair[0].eq_ignore_ascii_case("FROM")
-                && ["commerce_events", "probe_results"].contains(&pair[1])
-            {
+            // the event tables (copies of an event) and the rollups (a row per build of a
+            // group, the latest wins)
+            if pair[0].eq_ignore_ascii_case("FROM") && REPLACING_TABLES.contains(&pair[1]) {
+                // (a subquery may end right after it: `FINAL)),`)
                 assert!(
-                    pair[2] == "FINAL",
+                    pair[2].trim_end_matches([')', ',']) == "FINAL",
                     "{}: reads {} without FINAL, so duplicates would count twice",
                     q.name,
                     pair[1]
                 );
+                read.insert(pair[1]);
             }
         }
     }
+    assert_eq!(
+        read,
+        REPLACING_TABLES.iter().copied().collect(),
+        "every table is read"
+    );
 }
 
 /// What `load_simulated_data` loaded.
@@ -1014,6 +1032,124 @@ fn every_clickhouse_panel_runs_on_a_current_clickhouse() {
     );
 }
 
+/// Copies of the rows `load_simulated_data` loaded (both copies of each), `back` seconds
+/// earlier and under other ids (their first 8 hex digits `prefix`), as events of another hour.
+async fn shifted_copy(client: &clickhouse::Client, base: i64, prefix: &str, back: i64) {
+    let id = format!("toUUID(concat('{prefix}', substring(toString(event_id), 9)))");
+    for (table, rest) in [
+        (
+            "commerce_events",
+            "received_at, region, store_id, type, product_id, category_id, category_code, \
+             brand, seller_id, currency, price, quantity, user_id, session_id",
+        ),
+        (
+            "probe_results",
+            "received_at, region, store_id, target, up, status_code, response_time_ms, \
+             network_latency_ms, bandwidth_bytes_per_second, cpu_load, vantage_region, \
+             tls_handshake_ms, time_to_first_byte_ms",
+        ),
+    ] {
+        client
+            .query(&format!(
+                "INSERT INTO {table} (event_id, occurred_at, {rest}) \
+                 SELECT {id}, occurred_at - {back}, {rest} FROM {table} \
+                 WHERE occurred_at >= toDateTime({base})"
+            ))
+            .execute()
+            .await
+            .unwrap();
+    }
+}
+
+/// Issue #19: the panels that read the hourly rollups (migration 7) for the hours the
+/// reporter built, and the events for the rest of their range (the open hour, the range's
+/// partial first hour, hours not built), answer as they did reading the events alone
+/// (`events_only_panels`), every row loaded twice; again after late rows and copies reached
+/// built hours and the hours were rebuilt. With whole-hour buckets (the rollups read) and
+/// minute buckets (the events read), at All and at one concrete value of each variable.
+#[tokio::test]
+async fn panels_over_built_hours_and_the_events_equal_the_events_alone() {
+    let (db, client) = crate::helpers::fresh_database("dash_hours").await;
+    pipeline::schema::migrate(&client, &db).await.unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let base = now.unix_timestamp() - 300;
+    let loaded = load_simulated_data(&client, base).await;
+    // the same events today, 3 hours earlier, and yesterday: closed hours with rows
+    shifted_copy(&client, base, "aaaaaaaa", 3 * 3600).await;
+    shifted_copy(&client, base, "bbbbbbbb", 26 * 3600).await;
+    let first = now - time::Duration::days(2);
+    let built = reporter::rollup::ensure_hours(&client, first, now)
+        .await
+        .unwrap();
+    assert!(
+        built >= 48,
+        "every closed hour since {first} is recorded: {built}"
+    );
+    for table in ["commerce_hourly", "probe_hourly"] {
+        let rows: u64 = client
+            .query(&format!("SELECT count() FROM {table} FINAL"))
+            .fetch_one()
+            .await
+            .unwrap();
+        assert!(rows > 0, "{table} holds the built hours");
+    }
+    let database = [("database", db.as_str())];
+    let compare = |round: &str| {
+        for interval_s in [3600, 60] {
+            let range = Range {
+                // a partial first hour, read from the events
+                from: first.unix_timestamp() + 1234,
+                to: now.unix_timestamp() + 60,
+                interval_s,
+            };
+            let concrete = concrete_selection(&db, range, &loaded);
+            for vars in [Variables::all(), concrete] {
+                let panels = expanded_queries(range, &vars);
+                for (name, events_only) in crate::events_only_panels::EVENTS_ONLY {
+                    let panel = panels
+                        .iter()
+                        .find(|q| q.name == *name)
+                        .unwrap_or_else(|| panic!("no query {name}"));
+                    let events_only = expand(events_only, range, &vars).unwrap();
+                    let run = |sql: &str| {
+                        testkit::shared_clickhouse()
+                            .query_with_settings(sql, &database)
+                            .unwrap_or_else(|e| panic!("{name} fails: {e:#}\n{sql}"))
+                    };
+                    let (new, old) = (run(&panel.text), run(&events_only));
+                    assert!(
+                        same_answer(&new, &old),
+                        "{round}, {interval_s} s buckets, {vars:?}: {name} differs\n\
+                         over the rollups:\n{new}\nfrom the events:\n{old}"
+                    );
+                }
+            }
+        }
+    };
+    compare("built");
+
+    // late rows in a built hour, and copies of rows of another: both hours are rebuilt
+    shifted_copy(&client, base, "cccccccc", 3 * 3600 + 1800).await;
+    client
+        .query(&format!(
+            "INSERT INTO commerce_events SELECT * FROM commerce_events \
+             WHERE occurred_at < toDateTime({}) AND occurred_at >= toDateTime({})",
+            base - 20 * 3600,
+            base - 27 * 3600
+        ))
+        .execute()
+        .await
+        .unwrap();
+    let rebuilt = reporter::rollup::ensure_hours(&client, first, now)
+        .await
+        .unwrap();
+    assert!(
+        rebuilt >= 2,
+        "the hours late rows and copies reached are rebuilt"
+    );
+    compare("rebuilt");
+}
+
 /// Whether two result texts (TabSeparated, rows in any order) are the same answer: equal
 /// fields, numbers equal up to the rounding a different summation order gives.
 fn same_answer(a: &str, b: &str) -> bool {
@@ -1059,6 +1195,14 @@ async fn every_clickhouse_panel_gives_the_same_answer_on_the_cluster() {
     let base = now - 300;
     let one = load_simulated_data(&single, base).await;
     let many = load_simulated_data(&distributed, base).await;
+    // the closed hours built on both, as `reporter serve` builds them: the panels read the
+    // rollups for those and the events for the open hour
+    let now_at = time::OffsetDateTime::now_utc();
+    for client in [&single, &distributed] {
+        reporter::rollup::ensure_hours(client, now_at - time::Duration::hours(2), now_at)
+            .await
+            .unwrap();
+    }
     assert_eq!(
         (one.probes, &one.outage_store),
         (many.probes, &many.outage_store),

@@ -1,7 +1,7 @@
 //! `reporter serve` brings every day of its look-back window up to date: it writes the days
 //! it missed, retries a failing day with backoff, rewrites a day whose data grew after its
 //! manifest (late events) and records which run it superseded, keeps the closed days'
-//! rollups built between passes, and stops on shutdown.
+//! rollups and the closed hours' rollups built between passes, and stops on shutdown.
 
 use std::{future, time::Duration};
 
@@ -213,6 +213,37 @@ async fn late_events_rewrite_the_day_and_the_manifest_names_the_run_it_replaced(
     assert_eq!(purchases(&bucket), before + 1);
 }
 
+/// Runs `serve` with its daily pass due in a day, so that after the start's pass only the
+/// rollup ticks run, until `watch` completes (then it shuts `serve` down); `expect` says
+/// what a timeout of 60 s means.
+async fn serve_until(
+    client: &Client,
+    store: &ReportStore,
+    watch: impl future::Future<Output = ()>,
+    expect: &str,
+) {
+    let at = (time::OffsetDateTime::now_utc() - time::Duration::minutes(5)).time();
+    let options = RunOptions::default();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let watch = async {
+        watch.await;
+        stop.send(()).unwrap();
+    };
+    let run = serve(
+        std::slice::from_ref(client),
+        store,
+        at,
+        &options,
+        fast(8),
+        async {
+            stopped.await.ok();
+        },
+    );
+    tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(run, watch) })
+        .await
+        .expect(expect);
+}
+
 /// Between its daily passes, `serve` rebuilds the rollups of a closed day that late rows
 /// reached, without writing a report, so that the next pass reads them built.
 #[tokio::test]
@@ -222,10 +253,6 @@ async fn between_passes_serve_rebuilds_the_rollups_of_a_day_late_rows_reached() 
     let yesterday = time::OffsetDateTime::now_utc().date() - time::Duration::days(1);
     let view = |id: &str, seconds: i64| fixture::view(id, "s1", fixture::unix(yesterday, seconds));
     fixture::insert(&client, &[], &[view("first", 100)]).await;
-    // the pass is due in a day: only the rollup ticks run after the start's pass
-    let at = (time::OffsetDateTime::now_utc() - time::Duration::minutes(5)).time();
-    let options = RunOptions::default();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let views =
         "SELECT sum(events) FROM commerce_daily FINAL WHERE day = toDate(?) AND type = 'view'";
     let watch = async {
@@ -248,21 +275,14 @@ async fn between_passes_serve_rebuilds_the_rollups_of_a_day_late_rows_reached() 
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        stop.send(()).unwrap();
     };
-    let run = serve(
-        std::slice::from_ref(&client),
+    serve_until(
+        &client,
         &store,
-        at,
-        &options,
-        fast(8),
-        async {
-            stopped.await.ok();
-        },
-    );
-    tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(run, watch) })
-        .await
-        .expect("serve rebuilds the day between passes");
+        watch,
+        "serve rebuilds the day between passes",
+    )
+    .await;
     let views: u64 = client
         .query(views)
         .bind(yesterday.to_string())
@@ -270,4 +290,50 @@ async fn between_passes_serve_rebuilds_the_rollups_of_a_day_late_rows_reached() 
         .await
         .unwrap();
     assert_eq!(views, 2, "each view once, the late one included");
+}
+
+/// Between passes `serve` also keeps the closed hours of its window built for the dashboards
+/// (`commerce_hourly`, recorded in `rollup_hour_builds`), rebuilds an hour that late rows
+/// reached, and leaves the open hour to the events.
+#[tokio::test]
+async fn between_passes_serve_builds_the_closed_hours_and_rebuilds_one_late_rows_reached() {
+    let client = fixture::database().await;
+    let (_bucket, store) = fixture::store().await;
+    let yesterday = time::OffsetDateTime::now_utc().date() - time::Duration::days(1);
+    let view = |id: &str, seconds: i64| fixture::view(id, "s1", fixture::unix(yesterday, seconds));
+    // yesterday between 01:00 and 02:00, every row twice (the fixture inserts each twice)
+    fixture::insert(&client, &[], &[view("first", 3600 + 100)]).await;
+    let hour = fixture::unix(yesterday, 3600);
+    let recorded =
+        format!("SELECT base_rows FROM rollup_hour_builds FINAL WHERE hour = toDateTime({hour})");
+    let recorded = |client: &Client| {
+        let client = client.clone();
+        let sql = recorded.clone();
+        async move { client.query(&sql).fetch_optional::<u64>().await.unwrap() }
+    };
+    let watch = async {
+        while recorded(&client).await != Some(2) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        fixture::insert(&client, &[], &[view("late", 3600 + 200)]).await;
+        while recorded(&client).await != Some(4) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let expect = "serve builds the hour and rebuilds it after the late row";
+    serve_until(&client, &store, watch, expect).await;
+    let views: u64 = client
+        .query(&format!(
+            "SELECT toUInt64(sum(views)) FROM commerce_hourly FINAL WHERE hour = toDateTime({hour})"
+        ))
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(views, 2, "each view once, the late one included");
+    let open: u64 = client
+        .query("SELECT count() FROM rollup_hour_builds FINAL WHERE hour >= toStartOfHour(now())")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(open, 0, "the open hour is left to the events");
 }
