@@ -23,10 +23,12 @@ use pipeline::{
     rows::{COMMERCE_TABLE, CommerceRow, EventRow, event_row},
     validate::{Accepted, Context, Limits, check_batch},
 };
+use rand::{Rng as _, SeedableRng as _};
+use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
 use crate::{
-    config::{BenchClickhouseArgs, BenchLatencyArgs, BenchRedisArgs},
+    config::{BenchClickhouseArgs, BenchIds, BenchLatencyArgs, BenchRedisArgs},
     fleet::{fleet, scenario_fleet},
     generate::Generator,
     scenario::Scenario,
@@ -100,9 +102,55 @@ fn valid(events: Vec<Event>) -> Vec<Accepted> {
     check_batch(&ctx, events).accepted
 }
 
+/// The event ids of the ClickHouse reference's rows, by [`BenchIds`].
+pub struct IdSource {
+    ids: BenchIds,
+    /// Seeded, so that two runs insert the same ids
+    rng: ChaCha8Rng,
+    /// `RandomSorted`'s ids, drawn up front and sorted
+    sorted: Vec<uuid::Uuid>,
+}
+
+impl IdSource {
+    /// The ids of `rows` rows.
+    pub fn new(ids: BenchIds, rows: usize) -> IdSource {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let sorted = if ids == BenchIds::RandomSorted {
+            let mut sorted: Vec<_> = (0..rows).map(|_| random_id(&mut rng)).collect();
+            // ClickHouse orders UUIDs by their first 8 bytes, then the last 8, each read as a
+            // big-endian number: the order of the 16 bytes, as `Uuid`'s `Ord` has it
+            sorted.sort_unstable();
+            sorted
+        } else {
+            Vec::new()
+        };
+        IdSource { ids, rng, sorted }
+    }
+
+    /// The id of the `i`-th row: ascending with `i` (in ClickHouse's UUID order too, whose
+    /// high half is the same for all), a random version-4 UUID, or the `i`-th of the sorted
+    /// random ones.
+    pub fn id(&mut self, i: usize) -> uuid::Uuid {
+        match self.ids {
+            BenchIds::Sequential => {
+                uuid::Uuid::from_u128(0xbe9c_0000_0000_4000_8000_0000_0000_0000 | i as u128)
+            }
+            BenchIds::Random => random_id(&mut self.rng),
+            BenchIds::RandomSorted => self.sorted[i % self.sorted.len().max(1)],
+        }
+    }
+}
+
+/// A version-4 UUID drawn from `rng`.
+fn random_id(rng: &mut ChaCha8Rng) -> uuid::Uuid {
+    uuid::Builder::from_random_bytes(rng.random()).into_uuid()
+}
+
 /// A RowBinary bulk insert of `rows` commerce rows, then `single_inserts` one-row inserts
 /// (one HTTP request each, the seed's one-INSERT-per-event approach), into a scratch
-/// database with the pipeline's schema.
+/// database with the pipeline's schema. The rows' ids are `args.ids`: sequential ids come
+/// sorted by the key, random ones (seeded, so runs compare) must be sorted by ClickHouse as
+/// the pipeline's are.
 pub async fn clickhouse(args: &BenchClickhouseArgs) -> anyhow::Result<String> {
     let server = clickhouse::Client::default()
         .with_url(&args.clickhouse_url)
@@ -121,11 +169,12 @@ pub async fn clickhouse(args: &BenchClickhouseArgs) -> anyhow::Result<String> {
     let pool = valid(Generator::new(2, now_unix()).commerce_batch(&stores[0], 10_000));
     anyhow::ensure!(!pool.is_empty(), "no generated event passes the rules");
     let received = now_unix() as u32;
-    let row = |i: usize| -> CommerceRow<'_> {
+    let mut ids = IdSource::new(args.ids, args.rows);
+    let mut row = |i: usize| -> CommerceRow<'_> {
         let EventRow::Commerce(mut row) = event_row(&pool[i % pool.len()], received) else {
             unreachable!("the pool holds commerce events only")
         };
-        row.event_id = uuid::Uuid::from_u128(0xbe9c_0000_0000_4000_8000_0000_0000_0000 | i as u128);
+        row.event_id = ids.id(i);
         row
     };
 
@@ -149,12 +198,14 @@ pub async fn clickhouse(args: &BenchClickhouseArgs) -> anyhow::Result<String> {
         .execute()
         .await?;
     Ok(json!({
+        "ids": clap::ValueEnum::to_possible_value(&args.ids).map(|v| v.get_name().to_owned()),
         "bulk_rows": args.rows,
         "bulk_seconds": bulk_seconds,
         "bulk_rows_per_second": args.rows as f64 / bulk_seconds,
         "single_inserts": args.single_inserts,
         "single_seconds": single_seconds,
-        "single_rows_per_second": args.single_inserts as f64 / single_seconds,
+        "single_rows_per_second": (args.single_inserts > 0)
+            .then(|| args.single_inserts as f64 / single_seconds),
     })
     .to_string())
 }

@@ -177,6 +177,20 @@ pub struct BenchClickhouseArgs {
     /// Single-row INSERTs of the per-event baseline
     #[arg(long, default_value_t = 2_000)]
     pub single_inserts: usize,
+    /// How the rows' event ids run: `sequential` ids arrive sorted by the tables' key (the
+    /// best case, ClickHouse skips the sort), `random` ids are version-4 UUIDs as stores send
+    /// them, the rows the pipeline loads; `random-sorted` the same ids, the rows sent in the
+    /// key's order (what a loader that sorted its insert would send)
+    #[arg(long, value_enum, default_value_t = BenchIds::Sequential)]
+    pub ids: BenchIds,
+}
+
+/// The event ids of `simulator bench-clickhouse`'s rows.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchIds {
+    Sequential,
+    Random,
+    RandomSorted,
 }
 
 #[derive(Args, Clone, Debug)]

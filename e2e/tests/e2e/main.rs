@@ -2,11 +2,13 @@
 //! ClickHouse 18.16 and SeaweedFS started by `testkit` on free loopback ports.
 
 mod analytics;
+mod bench_clickhouse;
 mod bench_latency;
 mod client;
 mod cluster;
 mod dashboards;
 mod env_docs;
+mod events_only_panels;
 mod examples;
 mod full_path;
 mod grpcurl;
