@@ -15,7 +15,8 @@
 //!   from the rollups just built (it checks that they are current);
 //! - every ClickHouse panel of the dashboards over the last 30 days, All selected, as
 //!   Grafana opens them (hourly buckets, so the panels read the hourly rollups of the day);
-//!   each panel, the slowest, the median and the sum.
+//!   each panel, the slowest, the median and the sum; and the time series that read the
+//!   daily rollup only with whole-day buckets, again with those.
 //!
 //! The figures go to stdout as one JSON line per size (`analytics: {…}`).
 
@@ -64,6 +65,17 @@ fn fill_sql(events: u64) -> [String; 3] {
                       WHERE cityHash64(toString(event_id)) % 100 = 0"
         .to_owned();
     [commerce_sql, probe_sql, duplicates]
+}
+
+/// How long `sql` takes to answer, all its rows read (`what` names it if it fails).
+async fn seconds(client: &clickhouse::Client, sql: &str, what: &str) -> f64 {
+    let started = Instant::now();
+    client
+        .query(&format!("SELECT count() FROM ({sql})"))
+        .fetch_one::<u64>()
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    started.elapsed().as_secs_f64()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,29 +155,30 @@ async fn analytics_growth() {
 
         let mut panels = Vec::new();
         for q in expanded_queries(range, &Variables::all()) {
-            let started = Instant::now();
-            client
-                .query(&format!("SELECT count() FROM ({})", q.text))
-                .fetch_one::<u64>()
-                .await
-                .unwrap_or_else(|e| panic!("{}: {e}", q.name));
-            panels.push((started.elapsed().as_secs_f64(), q.name));
+            panels.push((seconds(&client, &q.text, &q.name).await, q.name));
         }
-        // the panels that read the hourly rollups, as they were when they read the events
-        // alone, in the same run
+        let timed = |seconds: f64, panel: &str| serde_json::json!({"seconds": (seconds * 1000.0).round() / 1000.0, "panel": panel});
+        // the panels that read the rollups, as they were when they read the events alone, in
+        // the same run
         let mut events_only = Vec::new();
         for (name, sql) in crate::events_only_panels::EVENTS_ONLY {
             let sql = expand(sql, range, &Variables::all()).unwrap();
-            let started = Instant::now();
-            client
-                .query(&format!("SELECT count() FROM ({sql})"))
-                .fetch_one::<u64>()
-                .await
-                .unwrap_or_else(|e| panic!("{name}, events only: {e}"));
-            let seconds = started.elapsed().as_secs_f64();
-            events_only.push(
-                serde_json::json!({"seconds": (seconds * 1000.0).round() / 1000.0, "panel": name}),
-            );
+            let what = format!("{name}, events only");
+            events_only.push(timed(seconds(&client, &sql, &what).await, name));
+        }
+        // the time series that read the daily rollup only with whole-day buckets, timed with
+        // those too (at 1-hour buckets they read the events)
+        let whole_days = Range {
+            interval_s: 86_400,
+            ..range
+        };
+        let mut daily_buckets = Vec::new();
+        for q in expanded_queries(whole_days, &Variables::all())
+            .into_iter()
+            .filter(|q| q.text.contains("86400 % 86400 = 0"))
+        {
+            let what = format!("{}, 1-day buckets", q.name);
+            daily_buckets.push(timed(seconds(&client, &q.text, &what).await, &q.name));
         }
         panels.sort_by(|a, b| a.0.total_cmp(&b.0));
         let slowest = panels.last().cloned().unwrap_or_default();
@@ -189,6 +202,7 @@ async fn analytics_growth() {
                 .map(|(s, n)| serde_json::json!({"seconds": (s * 1000.0).round() / 1000.0, "panel": n}))
                 .collect::<Vec<_>>(),
             "events_only_panels": events_only,
+            "daily_bucket_panels": daily_buckets,
             "every_panel": panels.iter().rev()
                 .map(|(s, n)| serde_json::json!({"seconds": (s * 1000.0).round() / 1000.0, "panel": n}))
                 .collect::<Vec<_>>(),

@@ -592,6 +592,8 @@ const REPLACING_TABLES: &[&str] = &[
     "commerce_hourly",
     "probe_hourly",
     "rollup_hour_builds",
+    "commerce_daily",
+    "rollup_builds",
     "conflicts_daily",
 ];
 
@@ -1011,15 +1013,34 @@ fn every_clickhouse_panel_runs_on_a_current_clickhouse() {
         "name": "largest lines",
         "sql": crate::helpers::largest_lines_insert("2026-01-01 12:00:00", 1_000),
     }));
+    // the day's commerce rollup and its record, as the reporter builds them: the panels that
+    // read built days read it at All
+    statements.push(serde_json::json!({
+        "name": "daily rollup",
+        "sql": reporter::rollup::render(reporter::rollup::BUILD_COMMERCE, 1, "2026-01-01"),
+    }));
+    statements.push(serde_json::json!({
+        "name": "daily rollup record",
+        "sql": reporter::rollup::record("2026-01-01", Default::default(), 1),
+    }));
     let migrations = statements.len();
     let concrete = Variables::all()
         .with("region", &["asia"])
         .with("store", &["asia-1"])
         .with("seller", &["1"]);
     for (selection, vars) in [("All", Variables::all()), ("asia-1", concrete)] {
-        for q in expanded_queries(range, &vars) {
-            let name = format!("{} ({selection})", q.name);
-            statements.push(serde_json::json!({ "name": name, "sql": q.text }));
+        // minute buckets, and whole days (the daily rollup read)
+        for range in [
+            range,
+            Range {
+                interval_s: 86_400,
+                ..range
+            },
+        ] {
+            for q in expanded_queries(range, &vars) {
+                let name = format!("{} ({selection}, {} s)", q.name, range.interval_s);
+                statements.push(serde_json::json!({ "name": name, "sql": q.text }));
+            }
         }
     }
     let (version, results) = crate::helpers::run_on_chdb(&statements);
@@ -1061,23 +1082,52 @@ async fn shifted_copy(client: &clickhouse::Client, base: i64, prefix: &str, back
     }
 }
 
+/// Brings the daily rollups of `days` (the first, then the second) up to date, as `reporter
+/// serve` does: what it did for the first.
+async fn ensure_days(
+    client: &clickhouse::Client,
+    days: (time::Date, time::Date),
+) -> reporter::rollup::Outcome {
+    let first = reporter::rollup::ensure(client, days.0).await.unwrap();
+    reporter::rollup::ensure(client, days.1).await.unwrap();
+    first
+}
+
 /// Issue #19: the panels that read the hourly rollups (migration 7) for the hours the
-/// reporter built, and the events for the rest of their range (the open hour, the range's
-/// partial first hour, hours not built), answer as they did reading the events alone
-/// (`events_only_panels`), every row loaded twice; again after late rows and copies reached
-/// built hours and the hours were rebuilt. With whole-hour buckets (the rollups read) and
-/// minute buckets (the events read), at All and at one concrete value of each variable.
+/// reporter built, and those that read the daily rollup (`commerce_daily`, migration 4) for
+/// the whole days it built when every store is selected, and the events for the rest of their
+/// range (the open hour, the range's partial first hour and day, hours and days not built, any
+/// store picked), answer as they did reading the events alone (`events_only_panels`), every
+/// row loaded twice; again after late rows and copies reached built hours and a built day and
+/// these were rebuilt. With whole-day buckets (the daily rollup read), whole-hour buckets (the
+/// hourly ones read) and minute buckets (the events read), at All and at one concrete value of
+/// each variable.
 #[tokio::test]
-async fn panels_over_built_hours_and_the_events_equal_the_events_alone() {
+async fn panels_over_built_rollups_and_the_events_equal_the_events_alone() {
     let (db, client) = crate::helpers::fresh_database("dash_hours").await;
     pipeline::schema::migrate(&client, &db).await.unwrap();
     let now = time::OffsetDateTime::now_utc();
     let base = now.unix_timestamp() - 300;
     let loaded = load_simulated_data(&client, base).await;
-    // the same events today, 3 hours earlier, and yesterday: closed hours with rows
+    // the same events today, 3 hours earlier, yesterday and the two days before: closed
+    // hours and whole days with rows
     shifted_copy(&client, base, "aaaaaaaa", 3 * 3600).await;
     shifted_copy(&client, base, "bbbbbbbb", 26 * 3600).await;
+    shifted_copy(&client, base, "dddddddd", 2 * 86_400).await;
+    shifted_copy(&client, base, "eeeeeeee", 3 * 86_400).await;
     let first = now - time::Duration::days(2);
+    // the days the reporter built: two days ago and yesterday, not the day before (a whole
+    // day of the range read from the events) nor today (the open day)
+    let today = now.date();
+    let built_days = (
+        today - time::Duration::days(2),
+        today - time::Duration::days(1),
+    );
+    let two_days_ago = ensure_days(&client, built_days).await;
+    assert!(
+        matches!(two_days_ago, reporter::rollup::Outcome::Built(_)),
+        "two days ago is built: {two_days_ago:?}"
+    );
     let built = reporter::rollup::ensure_hours(&client, first, now)
         .await
         .unwrap();
@@ -1095,10 +1145,11 @@ async fn panels_over_built_hours_and_the_events_equal_the_events_alone() {
     }
     let database = [("database", db.as_str())];
     let compare = |round: &str| {
-        for interval_s in [3600, 60] {
+        for interval_s in [86_400, 3600, 60] {
             let range = Range {
-                // a partial first hour, read from the events
-                from: first.unix_timestamp() + 1234,
+                // a partial first hour and day, read from the events, and a whole day not
+                // built
+                from: (now - time::Duration::days(4)).unix_timestamp() + 1234,
                 to: now.unix_timestamp() + 60,
                 interval_s,
             };
@@ -1128,8 +1179,10 @@ async fn panels_over_built_hours_and_the_events_equal_the_events_alone() {
     };
     compare("built");
 
-    // late rows in a built hour, and copies of rows of another: both hours are rebuilt
+    // late rows in a built hour and a built day, and copies of rows of another hour: the
+    // hours and the days are rebuilt
     shifted_copy(&client, base, "cccccccc", 3 * 3600 + 1800).await;
+    shifted_copy(&client, base, "ffffffff", 2 * 86_400 + 60).await;
     client
         .query(&format!(
             "INSERT INTO commerce_events SELECT * FROM commerce_events \
@@ -1146,6 +1199,11 @@ async fn panels_over_built_hours_and_the_events_equal_the_events_alone() {
     assert!(
         rebuilt >= 2,
         "the hours late rows and copies reached are rebuilt"
+    );
+    let two_days_ago = ensure_days(&client, built_days).await;
+    assert!(
+        matches!(two_days_ago, reporter::rollup::Outcome::Built(_)),
+        "the day late rows reached is rebuilt: {two_days_ago:?}"
     );
     compare("rebuilt");
 }

@@ -1,7 +1,10 @@
 //! The dashboards' panels as they read the events alone, before they read the hourly rollups
-//! (migration 7): the oracle of `panels_over_built_hours_and_the_events_equal_the_events_alone`.
-//! Each is the panel's query as it was, with `FINAL`, except that the incident windows' targets
-//! are sorted (`arraySort`), as the panel now sorts them.
+//! (migration 7) or the daily commerce rollup (migration 4): the oracle of
+//! `panels_over_built_rollups_and_the_events_equal_the_events_alone`. Each is the panel's query
+//! as it was, with `FINAL`, except that the incident windows' targets are sorted
+//! (`arraySort`), and the product, category and seller tables order ties of revenue by
+//! currency too, as the panels now do (a product, category or seller with the same revenue in
+//! two currencies could otherwise fall either side of the `LIMIT`).
 
 /// (the query's name, as `dashboards::queries` names it; its SQL reading the events only)
 pub(crate) const EVENTS_ONLY: &[(&str, &str)] = &[
@@ -245,5 +248,93 @@ WHERE $__timeFilter(occurred_at)
   AND $__conditionalAll(store_id IN (${store:singlequote}), $store)
 GROUP BY vantage, store_region
 ORDER BY vantage, store_region",
+    ),
+    (
+        "products-categories.json: Top products by revenue",
+        r"SELECT
+    product_id,
+    any(category_code) AS category,
+    currency,
+    toFloat64(sumIf(toDecimal128(price, 9) * quantity, type = 'purchase')) AS revenue,
+    countIf(type = 'view') AS views,
+    countIf(type = 'purchase') AS purchases,
+    round(100 * purchases / greatest(views, 1), 2) AS conversion_pct
+FROM commerce_events FINAL
+WHERE $__timeFilter(occurred_at)
+  AND $__conditionalAll(toString(region) IN (${region:singlequote}), $region)
+  AND $__conditionalAll(store_id IN (${store:singlequote}), $store)
+  AND $__conditionalAll(toString(seller_id) IN (${seller:singlequote}), $seller)
+GROUP BY product_id, currency
+ORDER BY revenue DESC, product_id, currency
+LIMIT 20",
+    ),
+    (
+        "products-categories.json: Top products by traffic",
+        r"SELECT
+    product_id,
+    any(category_code) AS category,
+    countIf(type = 'view') AS views,
+    countIf(type = 'cart') AS carts,
+    countIf(type = 'purchase') AS purchases,
+    round(100 * purchases / greatest(views, 1), 2) AS conversion_pct
+FROM commerce_events FINAL
+WHERE $__timeFilter(occurred_at)
+  AND $__conditionalAll(toString(region) IN (${region:singlequote}), $region)
+  AND $__conditionalAll(store_id IN (${store:singlequote}), $store)
+  AND $__conditionalAll(toString(seller_id) IN (${seller:singlequote}), $seller)
+GROUP BY product_id
+ORDER BY views DESC, product_id
+LIMIT 20",
+    ),
+    (
+        "products-categories.json: Categories by revenue, traffic and conversion",
+        r"SELECT
+    category_code AS category,
+    currency,
+    toFloat64(sumIf(toDecimal128(price, 9) * quantity, type = 'purchase')) AS revenue,
+    countIf(type = 'view') AS views,
+    countIf(type = 'purchase') AS purchases,
+    round(100 * purchases / greatest(views, 1), 2) AS conversion_pct,
+    uniqExact(product_id) AS products
+FROM commerce_events FINAL
+WHERE $__timeFilter(occurred_at)
+  AND $__conditionalAll(toString(region) IN (${region:singlequote}), $region)
+  AND $__conditionalAll(store_id IN (${store:singlequote}), $store)
+  AND $__conditionalAll(toString(seller_id) IN (${seller:singlequote}), $seller)
+GROUP BY category_code, currency
+ORDER BY revenue DESC, category, currency
+LIMIT 50",
+    ),
+    (
+        "products-categories.json: Sellers",
+        r"SELECT
+    seller_id,
+    currency,
+    toFloat64(sumIf(toDecimal128(price, 9) * quantity, type = 'purchase')) AS revenue,
+    countIf(type = 'purchase') AS purchases,
+    uniqExactIf(product_id, type = 'purchase') AS products_sold,
+    round(100 * purchases / greatest(countIf(type = 'view'), 1), 2) AS conversion_pct
+FROM commerce_events FINAL
+WHERE $__timeFilter(occurred_at)
+  AND $__conditionalAll(toString(region) IN (${region:singlequote}), $region)
+  AND $__conditionalAll(store_id IN (${store:singlequote}), $store)
+  AND $__conditionalAll(toString(seller_id) IN (${seller:singlequote}), $seller)
+GROUP BY seller_id, currency
+ORDER BY revenue DESC, seller_id, currency
+LIMIT 50",
+    ),
+    (
+        "products-categories.json: Top categories: revenue over time",
+        r"SELECT
+    toDateTime(intDiv(toUInt32(occurred_at), $__interval_s) * $__interval_s) AS time,
+    category_code AS category,
+    toFloat64(sum(toDecimal128(price, 9) * quantity)) AS revenue
+FROM commerce_events FINAL
+WHERE $__timeFilter(occurred_at) AND type = 'purchase'
+  AND $__conditionalAll(toString(region) IN (${region:singlequote}), $region)
+  AND $__conditionalAll(store_id IN (${store:singlequote}), $store)
+  AND $__conditionalAll(toString(seller_id) IN (${seller:singlequote}), $seller)
+GROUP BY time, category
+ORDER BY time, category",
     ),
 ];
