@@ -6,7 +6,7 @@
 //! (`events[3].commerce.price.units`) and whose description says what is wrong and what
 //! is allowed. Valid events cost no allocation: paths and texts are built only on failure.
 
-use std::{borrow::Cow, collections::HashMap, fmt::Write as _, time::Duration};
+use std::{borrow::Cow, fmt::Write as _, time::Duration};
 
 use crate::{
     proto::ingest::{CommerceEventType, Event, event::Payload},
@@ -385,32 +385,69 @@ pub fn check_batch<E: AsView>(ctx: &Context<'_>, events: Vec<E>) -> Checked<E> {
 /// Every rejected event's index and violations, in index order.
 fn violations<E: AsView>(ctx: &Context<'_>, events: &[E]) -> Vec<(usize, Vec<Violation>)> {
     let mut rejected = Vec::new();
-    let mut first_seen: HashMap<&str, usize> = HashMap::with_capacity(events.len());
+    let mut duplicates = duplicates(events).into_iter().peekable();
     let mut violations = Vec::new();
     for (index, event) in events.iter().enumerate() {
-        let event = event.view();
-        check_view(ctx, index, &event, &mut violations);
-        if !event.event_id.is_empty() {
-            if let Some(&first) = first_seen.get(event.event_id) {
-                Collector {
-                    index,
-                    out: &mut violations,
-                }
-                .fail(
-                    "event_id",
-                    format!(
-                        "duplicates events[{first}].event_id; event ids must be unique within a request"
-                    ),
-                );
-            } else {
-                first_seen.insert(event.event_id, index);
+        check_view(ctx, index, &event.view(), &mut violations);
+        if let Some((_, first)) = duplicates.next_if(|&(i, _)| i == index) {
+            Collector {
+                index,
+                out: &mut violations,
             }
+            .fail(
+                "event_id",
+                format!(
+                    "duplicates events[{first}].event_id; event ids must be unique within a request"
+                ),
+            );
         }
         if !violations.is_empty() {
             rejected.push((index, std::mem::take(&mut violations)));
         }
     }
     rejected
+}
+
+/// Every event whose non-empty id an earlier event of the batch has, as (its index, the
+/// index of the first event with that id), in index order.
+///
+/// Ids are compared as text, found by sorting rather than hashing: no hash function that
+/// a store choosing its ids could flood, O(n log n) whatever the ids. A canonical UUID (the
+/// one spelling the `event_id` rule accepts) is sorted as its 128 bits, which compare in a
+/// few instructions where the text takes a `memcmp`; the bits and the text are one-to-one
+/// for canonical ids, and no other text is one, so any other id (rejected by the
+/// `event_id` rule anyway, and still reported as a duplicate) is sorted as text, apart.
+/// An id in upper case or without hyphens is therefore not a duplicate of its canonical
+/// spelling, as when ids were compared as text in a `HashMap`.
+fn duplicates<E: AsView>(events: &[E]) -> Vec<(usize, usize)> {
+    let mut canonical: Vec<(u128, usize)> = Vec::with_capacity(events.len());
+    let mut other: Vec<(&str, usize)> = Vec::new();
+    for (index, event) in events.iter().enumerate() {
+        let id = event.event_id();
+        match parse_canonical_uuid(id) {
+            Some(bits) => canonical.push((bits, index)),
+            None if id.is_empty() => {}
+            None => other.push((id, index)),
+        }
+    }
+    // by id, then by index: the first of a run of equal ids is the first event with it
+    canonical.sort_unstable();
+    other.sort_unstable();
+    let mut found = Vec::new();
+    for_each_repeat(&canonical, &mut found);
+    for_each_repeat(&other, &mut found);
+    found.sort_unstable();
+    found
+}
+
+/// Appends to `found` (index, first index) for every entry of `sorted` (sorted by key, then
+/// index) whose key an earlier entry has.
+fn for_each_repeat<K: PartialEq>(sorted: &[(K, usize)], found: &mut Vec<(usize, usize)>) {
+    for run in sorted.chunk_by(|a, b| a.0 == b.0) {
+        if let [(_, first), repeats @ ..] = run {
+            found.extend(repeats.iter().map(|&(_, index)| (index, *first)));
+        }
+    }
 }
 
 /// The violations of one event as the `reason` text of a rejected row: `field: description`,
@@ -447,7 +484,7 @@ fn check_event_id(_: &Context<'_>, e: &EventView<'_>, sink: &mut Collector<'_>) 
             "event_id",
             "is required: a UUID chosen by the store, reused on retries",
         );
-    } else if !is_canonical_uuid(e.event_id) {
+    } else if parse_canonical_uuid(e.event_id).is_none() {
         sink.fail(
             "event_id",
             "must be a UUID in canonical lowercase form, e.g. 0b7f2b8e-6a47-4d3a-9d51-4c3f0a3f5a10",
@@ -455,14 +492,61 @@ fn check_event_id(_: &Context<'_>, e: &EventView<'_>, sink: &mut Collector<'_>) 
     }
 }
 
-/// `8-4-4-4-12` lowercase hex digits: one spelling per id, so duplicates compare equal.
-fn is_canonical_uuid(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 36
-        && b.iter().enumerate().all(|(i, &c)| match i {
-            8 | 13 | 18 | 23 => c == b'-',
-            _ => c.is_ascii_digit() || (b'a'..=b'f').contains(&c),
-        })
+/// The 128 bits of `s` when it is a UUID written as the `event_id` rule requires,
+/// `8-4-4-4-12` lowercase hex digits, else `None`: one spelling per id, so that equal ids
+/// are equal texts and equal bits alike.
+pub fn parse_canonical_uuid(s: &str) -> Option<u128> {
+    let b: &[u8; 36] = s.as_bytes().try_into().ok()?;
+    if b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
+        return None;
+    }
+    // the 32 digits as four words of eight, the first digit in each word's lowest byte
+    let eight = |at: usize| {
+        u64::from_le_bytes([
+            b[at],
+            b[at + 1],
+            b[at + 2],
+            b[at + 3],
+            b[at + 4],
+            b[at + 5],
+            b[at + 6],
+            b[at + 7],
+        ])
+    };
+    let four = |at: usize| u64::from(u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]));
+    let words = [
+        eight(0),
+        four(9) | four(14) << 32,
+        four(19) | four(24) << 32,
+        eight(28),
+    ];
+    let mut bits = 0u128;
+    for word in words {
+        bits = bits << 32 | u128::from(hex_word(word)?);
+    }
+    Some(bits)
+}
+
+/// The value of eight lowercase hex digits (the first in the lowest byte), or `None` if a
+/// byte is no such digit; eight bytes at a time rather than one (a table lookup per digit
+/// cost about twice as much, BENCHMARKS.md).
+fn hex_word(x: u64) -> Option<u32> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // below 0x80 every byte plus at most 0x50 stays a byte: no carry crosses into the next,
+    // and each sum's high bit says whether the byte is at least the bound
+    let at_least = |bound: u8| x + u64::from(0x80 - bound) * ONES;
+    let digit = at_least(b'0') & !at_least(b'9' + 1);
+    let letter = at_least(b'a') & !at_least(b'f' + 1);
+    if x & HIGH != 0 || (digit | letter) & HIGH != HIGH {
+        return None;
+    }
+    // each byte's value: its low four bits, plus 9 for a letter (bit 6 set: 0x61..=0x66)
+    let v = (x & (0x0f * ONES)) + ((x >> 6) & ONES) * 9;
+    // then pairs of bytes, pairs of pairs and the two halves put together, first digits high
+    let v = ((v & 0x000f_000f_000f_000f) << 4) | ((v >> 8) & 0x000f_000f_000f_000f);
+    let v = ((v & 0x0000_00ff_0000_00ff) << 8) | ((v >> 16) & 0x0000_00ff_0000_00ff);
+    Some((((v & 0xffff) << 16) | ((v >> 32) & 0xffff)) as u32)
 }
 
 fn check_occurred_at(ctx: &Context<'_>, e: &EventView<'_>, sink: &mut Collector<'_>) {

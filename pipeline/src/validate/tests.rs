@@ -973,3 +973,131 @@ fn echoed_values_are_cut_at_a_character_boundary() {
         got[0].description.len()
     );
 }
+
+/// The duplicate-id rule as it was written before it sorted: ids as text in a `HashMap`,
+/// each repeat pointing at the first event with its id. The reference of the test below.
+fn duplicates_by_hash_map(ids: &[String]) -> Vec<(usize, usize)> {
+    let mut first_seen = std::collections::HashMap::new();
+    let mut found = Vec::new();
+    for (index, id) in ids.iter().enumerate() {
+        if id.is_empty() {
+            continue;
+        }
+        match first_seen.get(id.as_str()) {
+            Some(&first) => found.push((index, first)),
+            None => {
+                first_seen.insert(id.as_str(), index);
+            }
+        }
+    }
+    found
+}
+
+/// `ID` with its last hex digit replaced by `n`'s.
+fn nth_id(n: usize) -> String {
+    format!("{}{:x}", &ID[..35], n % 16)
+}
+
+#[test]
+fn duplicates_are_found_as_text_whatever_the_spelling() {
+    let spellings = |n: usize| {
+        let id = nth_id(n);
+        [
+            id.clone(),
+            id.to_uppercase(),
+            id.replace('-', ""),
+            format!("{{{id}}}"),
+            format!(" {id}"),
+            "not-a-uuid".to_string(),
+            String::new(),
+            // hex digits where a hyphen goes, and a byte past the digits
+            id.replace('-', "0"),
+            format!("{}g", &id[..35]),
+        ]
+    };
+    let mut rng = testkit::mutate::Rng(19);
+    let mut repeats = 0;
+    for _ in 0..3_000 {
+        let len = rng.below(40);
+        let ids: Vec<String> = (0..len)
+            .map(|_| spellings(rng.below(6))[rng.below(9)].clone())
+            .collect();
+        let events: Vec<Event> = ids
+            .iter()
+            .map(|id| Event {
+                event_id: id.clone(),
+                ..commerce()
+            })
+            .collect();
+        let expected = duplicates_by_hash_map(&ids);
+        repeats += expected.len();
+        assert_eq!(duplicates(&events), expected, "{ids:?}");
+    }
+    assert!(repeats > 10_000, "{repeats}");
+
+    // the spellings of one id are distinct ids; repeats of one spelling are not
+    let events: Vec<Event> = spellings(1)
+        .into_iter()
+        .chain(spellings(1))
+        .map(|event_id| Event {
+            event_id,
+            ..commerce()
+        })
+        .collect();
+    assert_eq!(
+        duplicates(&events),
+        [
+            (9, 0),
+            (10, 1),
+            (11, 2),
+            (12, 3),
+            (13, 4),
+            (14, 5),
+            (16, 7),
+            (17, 8)
+        ]
+    );
+}
+
+#[test]
+fn a_canonical_uuid_parses_to_the_bits_the_uuid_crate_reads() {
+    let mut rng = testkit::mutate::Rng(7);
+    let mut canonical = 0;
+    for _ in 0..20_000 {
+        let bits = u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64());
+        let mut text = uuid::Uuid::from_u128(bits)
+            .hyphenated()
+            .to_string()
+            .into_bytes();
+        // a quarter of the texts with one byte changed to any byte, a quarter with one
+        // changed to a byte at or next to the edges of the digits' and the hyphen's ranges
+        match rng.below(4) {
+            0 => text[rng.below(36)] = rng.next_u64() as u8,
+            1 => text[rng.below(36)] = b"09afgAF-/:`@G"[rng.below(13)],
+            _ => {}
+        }
+        let text = String::from_utf8_lossy(&text).into_owned();
+        let old_rule = text.len() == 36
+            && text.bytes().enumerate().all(|(i, c)| match i {
+                8 | 13 | 18 | 23 => c == b'-',
+                _ => c.is_ascii_digit() || (b'a'..=b'f').contains(&c),
+            });
+        let expected = old_rule.then(|| uuid::Uuid::try_parse(&text).unwrap().as_u128());
+        assert_eq!(parse_canonical_uuid(&text), expected, "{text}");
+        canonical += usize::from(old_rule);
+    }
+    assert!((5_000..15_000).contains(&canonical), "{canonical}");
+    assert_eq!(
+        parse_canonical_uuid(ID),
+        Some(0x0b7f2b8e_6a47_4d3a_9d51_4c3f0a3f5a10)
+    );
+    for bad in [
+        "",
+        &ID[..35],
+        &format!("{ID}0"),
+        &ID.to_uppercase(),
+        &ID.replace('-', ""),
+    ] {
+        assert_eq!(parse_canonical_uuid(bad), None, "{bad}");
+    }
+}
