@@ -9,13 +9,13 @@
 //!   `Event::merge` does, field by field: the consumer's path (`entry::BatchView`), where
 //!   the entry's `Bytes` outlive every row written from it.
 //!
-//! **Decoding is prost's.** Every field that holds no text is decoded by the very function
-//! prost's generated code calls for it (`int32::merge`, `message::merge` for the
-//! `Timestamp`, `skip_field` for unknown fields, with the `DecodeContext` of the depth prost
-//! would be at); a text field is prost's `string::merge` without the copy (the wire type
-//! checked, the length bounded, UTF-8 checked, the last one winning); a message field that
-//! holds text (`commerce`, `probe`, `price`) is prost's `message::merge` (its length
-//! bounded, its fields merged into the value already there, a oneof variant replaced by the
+//! **Decoding is prost's.** Every scalar field is decoded by the very function prost's
+//! generated code calls for it (`int32::merge`, `skip_field` for unknown fields, with the
+//! `DecodeContext` of the depth prost would be at); a text field is prost's `string::merge`
+//! without the copy (the wire type checked, the length bounded, UTF-8 checked, the last one
+//! winning); a message field (`occurred_at`, `commerce`, `probe`, `price`) is prost's
+//! `message::merge` written out for a slice (its length bounded, its fields merged into the
+//! value already there, a oneof variant replaced by the
 //! other). So the view accepts and refuses exactly the bytes `Event::decode` does and holds
 //! the same values (tests `views_decode_what_prost_decodes_on_odd_but_valid_events`,
 //! `views_refuse_what_prost_refuses`, `views_agree_with_prost_on_mutated_bytes`). A refusal
@@ -230,12 +230,12 @@ impl<'a> EventView<'a> {
         let ctx = || depths.event.clone();
         match tag {
             1 => merge_str(wire_type, &mut self.event_id, buf),
-            2 => Ok(encoding::message::merge(
+            2 => merge_message(
                 wire_type,
                 self.occurred_at.get_or_insert_with(Timestamp::default),
                 buf,
-                ctx(),
-            )?),
+                |t, tag, wt, buf| merge_timestamp_field(t, tag, wt, buf, &depths.payload),
+            ),
             3 => merge_str(wire_type, &mut self.store_id, buf),
             4 => Ok(encoding::int32::merge(
                 wire_type,
@@ -272,6 +272,24 @@ impl<'a> EventView<'a> {
             _ => Ok(skip_field(wire_type, tag, buf, ctx())?),
         }
     }
+}
+
+/// One field of a `Timestamp`, as prost-types' generated `Timestamp::merge_field`: decoded
+/// here rather than through prost's `message::merge`, which is generic over any `Buf` and
+/// costs more than the two varints it decodes.
+fn merge_timestamp_field(
+    timestamp: &mut Timestamp,
+    tag: u32,
+    wire_type: WireType,
+    buf: &mut &[u8],
+    ctx: &DecodeContext,
+) -> Result<(), Refused> {
+    match tag {
+        1 => encoding::int64::merge(wire_type, &mut timestamp.seconds, buf, ctx.clone())?,
+        2 => encoding::int32::merge(wire_type, &mut timestamp.nanos, buf, ctx.clone())?,
+        _ => skip_field(wire_type, tag, buf, ctx.clone())?,
+    }
+    Ok(())
 }
 
 impl<'a> CommerceView<'a> {

@@ -156,6 +156,15 @@ fn views_decode_what_prost_decodes_on_odd_but_valid_events() {
         ]
         .concat(),
         probe(&[vi(2, 2), vi(8, 1 << 33)]),
+        // occurred_at: twice (merged), with unknown fields of every wire type and a group,
+        // negative values as ten-byte varints, seconds past i64 as a u64, empty
+        odd_timestamp(),
+        [
+            ld(2, &[vi(1, u64::MAX), vi(2, u64::MAX)].concat()),
+            ld(2, &vi(1, 1 << 63)),
+        ]
+        .concat(),
+        ld(2, &[]),
         // empty payloads and an empty price
         commerce(&[]),
         commerce(&[ld(7, &[])]),
@@ -182,6 +191,19 @@ fn views_refuse_what_prost_refuses() {
         ld(10, &ld(10, b"\xff")),
         ld(10, &ld(7, &ld(1, b"\xff"))),
         ld(11, &ld(1, b"\xff")),
+        // occurred_at as a varint, its seconds as a string, its nanos as a fixed32, a
+        // truncated or overlong varint in it, its length past the event's end, a varint
+        // running past its own end (prost reads on, then finds its length exceeded)
+        vi(2, 1),
+        ld(2, &ld(1, b"1")),
+        ld(2, &[0x15, 1, 2, 3, 4]),
+        ld(2, &[0x08, 0x80]),
+        ld(2, &[vec![0x10], vec![0xff; 10], vec![0x01]].concat()),
+        vec![0x12, 0x03, 0x08, 0x01],
+        [vec![0x12, 0x02, 0x08, 0x80], vi(4, 1)].concat(),
+        // an unknown group in it ended by another tag, or not at all
+        ld(2, &[0x1b, 0x24]),
+        ld(2, &[0x1b, 0x08, 0x01]),
         // lengths past the end, of the event and of a nested message
         vec![0x0a, 0x05, b'a'],
         vec![0x52, 0x03, 0x08],
@@ -253,12 +275,36 @@ fn views_agree_with_prost_on_mutated_bytes() {
     assert!(accepted > 1_000 && refused > 1_000, "{accepted} {refused}");
 }
 
-/// Events to mutate: both payloads, nested unknown groups, an unknown field.
+/// Events to mutate: both payloads, nested unknown groups, an unknown field, an odd
+/// `occurred_at`.
 pub(crate) fn seed_events() -> Vec<Vec<u8>> {
     vec![
         commerce_event().encode_to_vec(),
         probe_event().encode_to_vec(),
         nested_groups(3),
         [vi(99, 1), ld(10, &ld(7, &ld(1, b"JPY")))].concat(),
+        odd_timestamp(),
     ]
+}
+
+/// An event whose `occurred_at` comes twice, the second merged into the first, with
+/// unknown fields of every wire type, a nested unknown group and a negative `nanos`.
+pub(crate) fn odd_timestamp() -> Vec<u8> {
+    let unknown = [
+        vi(3, 5),
+        ld(4, b"x"),
+        vec![0x29, 1, 2, 3, 4, 5, 6, 7, 8], // field 5, fixed64
+        vec![0x35, 1, 2, 3, 4],             // field 6, fixed32
+        vec![0x3b, 0x0b, 0x08, 0x01, 0x0c, 0x3c], // field 7, a group holding one
+    ]
+    .concat();
+    [
+        ld(
+            2,
+            &[vi(1, 1_700_000_000), unknown.clone(), vi(2, 5)].concat(),
+        ),
+        ld(1, b"0b7f2b8e-6a47-4d3a-9d51-4c3f0a3f5a10"),
+        ld(2, &[unknown, vi(2, -3i64 as u64)].concat()),
+    ]
+    .concat()
 }
