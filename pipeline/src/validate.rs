@@ -147,6 +147,9 @@ pub struct Rule {
 struct Collector<'a> {
     index: usize,
     out: &'a mut Vec<Violation>,
+    /// The event's id as [`parse_canonical_uuid`] reads it: parsed once for the `event_id`
+    /// rule and the duplicate-id rule, which sorts by it.
+    canonical_id: Option<u128>,
 }
 
 impl Collector<'_> {
@@ -385,31 +388,54 @@ pub fn check_batch<E: AsView>(ctx: &Context<'_>, events: Vec<E>) -> Checked<E> {
 /// Every rejected event's index and violations, in index order.
 fn violations<E: AsView>(ctx: &Context<'_>, events: &[E]) -> Vec<(usize, Vec<Violation>)> {
     let mut rejected = Vec::new();
-    let mut duplicates = duplicates(events).into_iter().peekable();
+    let mut canonical: Vec<(u128, usize)> = Vec::with_capacity(events.len());
+    let mut other: Vec<(&str, usize)> = Vec::new();
     let mut violations = Vec::new();
     for (index, event) in events.iter().enumerate() {
-        check_view(ctx, index, &event.view(), &mut violations);
-        if let Some((_, first)) = duplicates.next_if(|&(i, _)| i == index) {
-            Collector {
-                index,
-                out: &mut violations,
-            }
-            .fail(
-                "event_id",
-                format!(
-                    "duplicates events[{first}].event_id; event ids must be unique within a request"
-                ),
-            );
+        let id = event.event_id();
+        let canonical_id = parse_canonical_uuid(id);
+        check_parsed(ctx, index, &event.view(), canonical_id, &mut violations);
+        match canonical_id {
+            Some(bits) => canonical.push((bits, index)),
+            None if id.is_empty() => {}
+            None => other.push((id, index)),
         }
         if !violations.is_empty() {
             rejected.push((index, std::mem::take(&mut violations)));
         }
     }
-    rejected
+    let repeats = repeats(canonical, other);
+    if repeats.is_empty() {
+        return rejected;
+    }
+    // each repeat's violation after its event's others, the events in index order
+    let mut merged = Vec::with_capacity(rejected.len() + repeats.len());
+    let mut rejected = rejected.into_iter().peekable();
+    for (index, first) in repeats {
+        merged.extend(std::iter::from_fn(|| rejected.next_if(|&(i, _)| i < index)));
+        let mut violations = rejected
+            .next_if(|&(i, _)| i == index)
+            .map_or_else(Vec::new, |(_, violations)| violations);
+        Collector {
+            index,
+            out: &mut violations,
+            canonical_id: None,
+        }
+        .fail(
+            "event_id",
+            format!(
+                "duplicates events[{first}].event_id; event ids must be unique within a request"
+            ),
+        );
+        merged.push((index, violations));
+    }
+    merged.extend(rejected);
+    merged
 }
 
 /// Every event whose non-empty id an earlier event of the batch has, as (its index, the
-/// index of the first event with that id), in index order.
+/// index of the first event with that id), in index order, from the events' ids: the
+/// canonical ones as their bits, the others as text, each with its event's index.
 ///
 /// Ids are compared as text, found by sorting rather than hashing: no hash function that
 /// a store choosing its ids could flood, O(n log n) whatever the ids. A canonical UUID (the
@@ -419,17 +445,10 @@ fn violations<E: AsView>(ctx: &Context<'_>, events: &[E]) -> Vec<(usize, Vec<Vio
 /// `event_id` rule anyway, and still reported as a duplicate) is sorted as text, apart.
 /// An id in upper case or without hyphens is therefore not a duplicate of its canonical
 /// spelling, as when ids were compared as text in a `HashMap`.
-fn duplicates<E: AsView>(events: &[E]) -> Vec<(usize, usize)> {
-    let mut canonical: Vec<(u128, usize)> = Vec::with_capacity(events.len());
-    let mut other: Vec<(&str, usize)> = Vec::new();
-    for (index, event) in events.iter().enumerate() {
-        let id = event.event_id();
-        match parse_canonical_uuid(id) {
-            Some(bits) => canonical.push((bits, index)),
-            None if id.is_empty() => {}
-            None => other.push((id, index)),
-        }
-    }
+fn repeats(
+    mut canonical: Vec<(u128, usize)>,
+    mut other: Vec<(&str, usize)>,
+) -> Vec<(usize, usize)> {
     // by id, then by index: the first of a run of equal ids is the first event with it
     canonical.sort_unstable();
     other.sort_unstable();
@@ -472,7 +491,22 @@ pub fn check_view(
     event: &EventView<'_>,
     out: &mut Vec<Violation>,
 ) {
-    let mut sink = Collector { index, out };
+    check_parsed(ctx, index, event, parse_canonical_uuid(event.event_id), out);
+}
+
+/// [`check_view`] of an event whose id [`parse_canonical_uuid`] read already.
+fn check_parsed(
+    ctx: &Context<'_>,
+    index: usize,
+    event: &EventView<'_>,
+    canonical_id: Option<u128>,
+    out: &mut Vec<Violation>,
+) {
+    let mut sink = Collector {
+        index,
+        out,
+        canonical_id,
+    };
     for rule in RULES {
         (rule.check)(ctx, event, &mut sink);
     }
@@ -484,7 +518,7 @@ fn check_event_id(_: &Context<'_>, e: &EventView<'_>, sink: &mut Collector<'_>) 
             "event_id",
             "is required: a UUID chosen by the store, reused on retries",
         );
-    } else if parse_canonical_uuid(e.event_id).is_none() {
+    } else if sink.canonical_id.is_none() {
         sink.fail(
             "event_id",
             "must be a UUID in canonical lowercase form, e.g. 0b7f2b8e-6a47-4d3a-9d51-4c3f0a3f5a10",

@@ -993,6 +993,29 @@ fn duplicates_by_hash_map(ids: &[String]) -> Vec<(usize, usize)> {
     found
 }
 
+/// The repeats `check_batch` reports, as (index, first index), each the last violation of
+/// its event.
+fn duplicates(events: &[Event]) -> Vec<(usize, usize)> {
+    let limits = Limits::default();
+    let ctx = Context {
+        limits: &limits,
+        now_unix: NOW,
+        sender: None,
+    };
+    let mut found = Vec::new();
+    for (index, violations) in violations(&ctx, events) {
+        for (i, v) in violations.iter().enumerate() {
+            let Some(rest) = v.description.strip_prefix("duplicates events[") else {
+                continue;
+            };
+            assert_eq!(v.field, format!("events[{index}].event_id"));
+            assert_eq!(i, violations.len() - 1, "{violations:?}");
+            found.push((index, rest.split(']').next().unwrap().parse().unwrap()));
+        }
+    }
+    found
+}
+
 /// `ID` with its last hex digit replaced by `n`'s.
 fn nth_id(n: usize) -> String {
     format!("{}{:x}", &ID[..35], n % 16)
