@@ -920,6 +920,20 @@ fn a_valid_batch_is_clean_and_several_violations_are_all_reported() {
 #[test]
 fn iso4217_table_is_sorted_and_strict() {
     assert!(ISO4217.windows(2).all(|w| w[0] < w[1]));
+    assert!(ISO4217_PACKED.windows(2).all(|w| w[0] < w[1]));
+    // the packed search finds exactly the table's codes among every three capitals
+    for code in (0..26 * 26 * 26).map(|n: u32| {
+        let letter = |k: u32| char::from(b'A' + (n / k % 26) as u8);
+        [letter(676), letter(26), letter(1)]
+            .iter()
+            .collect::<String>()
+    }) {
+        assert_eq!(
+            is_iso4217(&code),
+            ISO4217.contains(&code.as_str()),
+            "{code}"
+        );
+    }
     for ok in ["EUR", "USD", "JPY", "SGD", "CNY", "GBP"] {
         assert!(is_iso4217(ok), "{ok}");
     }
