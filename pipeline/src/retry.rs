@@ -186,15 +186,25 @@ pub fn classify_redis(err: &fred::error::Error) -> Class {
         return Class::Full;
     }
     // `LOADING Redis is loading the dataset in memory`: a restarted server answers as
-    // soon as its AOF is read back.
-    if err.details().starts_with("LOADING") {
+    // soon as its AOF is read back. `TRYAGAIN`: a cluster slot is being migrated.
+    // `MASTERDOWN`: a replica lost its primary for a moment. fred reports all three as
+    // `Unknown`, with the server's words.
+    if ["LOADING", "TRYAGAIN", "MASTERDOWN"]
+        .iter()
+        .any(|prefix| err.details().starts_with(prefix))
+    {
         return Class::Retriable;
     }
     match err.kind() {
         // The connection broke, the answer was late, the request was dropped with its
-        // connection, the cluster moved a slot, or the client's own queue is full: each
-        // is gone after a reconnect, a redirect or a wait.
-        K::IO | K::Timeout | K::Canceled | K::Cluster | K::Backpressure => Class::Retriable,
+        // connection, the cluster moved a slot, the client found no connection to the node
+        // of the key's slot (`Routing`: "Failed to route command." while a cluster node
+        // restarts; an e2e cluster test saw a batch refused for good with
+        // it), or the client's own queue is full: each is gone after a reconnect, a
+        // redirect or a wait.
+        K::IO | K::Timeout | K::Canceled | K::Cluster | K::Routing | K::Backpressure => {
+            Class::Retriable
+        }
         // Wrong credentials, ACL refusals, bad URLs or TLS settings, an unknown command or
         // an error reply nobody expected: the same call fails until someone fixes the
         // setup or the code.
@@ -351,6 +361,7 @@ mod tests {
             ErrorKind::Timeout,
             ErrorKind::Canceled,
             ErrorKind::Cluster,
+            ErrorKind::Routing,
             ErrorKind::Backpressure,
         ] {
             let err = Error::new(kind.clone(), "connection reset");
@@ -361,6 +372,15 @@ mod tests {
             "LOADING Redis is loading the dataset in memory",
         );
         assert_eq!(classify_redis(&loading), Class::Retriable);
+        let routing = Error::new(ErrorKind::Routing, "Failed to route command.");
+        assert_eq!(classify_redis(&routing), Class::Retriable);
+        for reply in [
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+            "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+        ] {
+            let err = Error::new(ErrorKind::Unknown, reply);
+            assert_eq!(classify_redis(&err), Class::Retriable, "{reply}");
+        }
     }
 
     #[test]

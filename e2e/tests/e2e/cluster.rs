@@ -332,7 +332,13 @@ async fn cluster_survives_a_redis_master_restart_and_a_killed_consumer() {
     assert!(truth.accepted > 0);
     assert!(
         truth.retried_requests > 0 || truth.accepted == 30_000,
-        "the restart was noticed or harmless"
+        "the restart was noticed or harmless: {} sent, {} accepted, {} rejected, {} failed, \
+         {} requests retried",
+        truth.sent,
+        truth.accepted,
+        truth.rejected,
+        truth.failed,
+        truth.retried_requests
     );
     wait_loaded(&c, truth.accepted).await;
 
