@@ -1281,10 +1281,15 @@ async fn every_clickhouse_panel_gives_the_same_answer_on_the_cluster() {
     let database = [("database", db.as_str())];
     let concrete = concrete_selection(&db, range, &one);
     let selections = [Variables::all(), concrete];
-    for q in selections
+    let asked_at = time::OffsetDateTime::now_utc().unix_timestamp();
+    for mut q in selections
         .iter()
         .flat_map(|vars| expanded_queries(range, vars))
     {
+        // Both servers answer as of one instant: a panel that reads `now()` (Freshness's
+        // seconds since the last row) otherwise differs by a second whenever the two
+        // queries straddle a second's edge.
+        q.text = at_a_fixed_now(&q.text, asked_at);
         let one = testkit::shared_clickhouse()
             .query_with_settings(&q.text, &database)
             .unwrap_or_else(|e| panic!("{} fails on one server: {e:#}", q.name));
@@ -1299,6 +1304,21 @@ async fn every_clickhouse_panel_gives_the_same_answer_on_the_cluster() {
             q.name
         );
     }
+}
+
+/// `text` with every `now()` replaced by the instant `unix_seconds`, so that two servers
+/// asked one after the other answer as of the same second.
+fn at_a_fixed_now(text: &str, unix_seconds: i64) -> String {
+    text.replace("now()", &format!("toDateTime({unix_seconds})"))
+}
+
+#[test]
+fn a_fixed_now_replaces_every_now() {
+    let fixed = at_a_fixed_now("SELECT now() - 3600, max(x) FROM t WHERE t >= now()", 17);
+    assert_eq!(
+        fixed,
+        "SELECT toDateTime(17) - 3600, max(x) FROM t WHERE t >= toDateTime(17)"
+    );
 }
 
 #[test]
