@@ -151,16 +151,35 @@ async fn past_the_in_flight_budget_requests_are_shed_with_retry_info() {
     // 60,000 bytes of an unknown field: no events, but 4 bytes of budget per byte, which
     // no longer fits beside the stalled sender's
     let big = [0x78u8, 0x01].repeat(30_000);
-    let shed = testkit::eventually(Duration::from_secs(10), "a request to be shed", || {
+    // what the last request that was not shed got, for the message if none is
+    let last = std::sync::Arc::new(std::sync::Mutex::new(None));
+    // up to 25 s, on a loaded machine: the stalled call holds its bytes until the request
+    // timeout (30 s by default)
+    let shed = testkit::eventually(Duration::from_secs(25), "a request to be shed", || {
         let url = gateway.url();
         let big = big.clone();
+        let last = last.clone();
         async move {
             let status = raw_publish_to(&url, &big, Encoding::Identity, Some(EU_TOKEN)).await;
-            Ok((status.code() == Code::ResourceExhausted).then_some(status))
+            if status.code() == Code::ResourceExhausted {
+                return Ok(Some(status));
+            }
+            *last.lock().unwrap() = Some(status);
+            Ok(None)
         }
     })
     .await
-    .unwrap();
+    .unwrap_or_else(|e| {
+        let stalled = if stalled.is_finished() {
+            "the stalled call has ended"
+        } else {
+            "the stalled call is still held"
+        };
+        panic!(
+            "{e:#}; {stalled}; the last answer: {:?}",
+            last.lock().unwrap()
+        )
+    });
     assert_eq!(reason(&shed), "GATEWAY_BUSY");
     assert!(shed.get_error_details().retry_info().is_some());
     // once the hog's call ends its bytes are given back: the same request now reaches the
