@@ -188,6 +188,42 @@ async fn assert_loaded_once(redis_url: &str, stream: &str, expected: &BTreeSet<S
     assert_eq!(&loaded, expected, "nothing lost, nothing foreign");
 }
 
+/// A publisher for `url` that also logs every batch's outcome: events sent, events the
+/// gateway said it queued (or the error), attempts. Printed when counts disagree, so that a
+/// failure says which batch came up short.
+fn logging_publisher(url: &str) -> (Publisher, Arc<Mutex<Vec<String>>>) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let seen = log.clone();
+    let publisher = Publisher::with_outcomes(config(url), move |batch, outcome| {
+        let line = match outcome {
+            Ok(ack) => format!(
+                "{} events: accepted {}, rejected {}, attempts {}",
+                batch.len(),
+                ack.accepted,
+                ack.rejected.len(),
+                ack.attempts
+            ),
+            Err(e) => format!("{} events: {e}", batch.len()),
+        };
+        seen.lock().unwrap().push(line);
+    })
+    .unwrap();
+    (publisher, log)
+}
+
+/// The outcomes of `log` that are not "every event accepted at the first attempt".
+fn unusual(log: &Mutex<Vec<String>>) -> Vec<String> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|line| {
+            let events = line.split(' ').next().unwrap_or_default();
+            !line.ends_with(&format!("accepted {events}, rejected 0, attempts 1"))
+        })
+        .cloned()
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_restart_mid_stream_loses_nothing() {
     let redis = testkit::shared_redis();
@@ -199,7 +235,7 @@ async fn a_gateway_restart_mid_stream_loses_nothing() {
         &stores_toml(None),
     );
     let addr = gateway.addr;
-    let publisher = Publisher::start(config(&gateway.url())).unwrap();
+    let (publisher, outcomes) = logging_publisher(&gateway.url());
     let restart = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         gateway.crash();
@@ -213,8 +249,17 @@ async fn a_gateway_restart_mid_stream_loses_nothing() {
     })
     .await;
     let stats = publisher.close().await.unwrap();
-    assert_eq!((stats.published, stats.acknowledged), (3000, 3000));
-    assert_eq!((stats.rejected, stats.failed), (0, 0));
+    assert_eq!(
+        (
+            stats.published,
+            stats.acknowledged,
+            stats.rejected,
+            stats.failed
+        ),
+        (3000, 3000, 0, 0),
+        "batches not accepted whole at the first attempt: {:#?}",
+        unusual(&outcomes)
+    );
     assert_loaded_once(&redis.url(), &stream, &ids).await;
 }
 
@@ -223,7 +268,7 @@ async fn redis_down_then_back_loses_nothing() {
     let mut redis = testkit::Redis::start().unwrap();
     let stream = testkit::unique_name("client-redis");
     let gateway = start_gateway(&redis.url(), &stream, &stores_toml(None), &[]).await;
-    let publisher = Publisher::start(config(&gateway.url())).unwrap();
+    let (publisher, outcomes) = logging_publisher(&gateway.url());
     let redis_url = redis.url();
     let outage = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -233,7 +278,12 @@ async fn redis_down_then_back_loses_nothing() {
     };
     let ids = publish_during(&publisher, 2000, outage).await;
     let stats = publisher.close().await.unwrap();
-    assert_eq!((stats.acknowledged, stats.failed), (2000, 0));
+    assert_eq!(
+        (stats.acknowledged, stats.failed),
+        (2000, 0),
+        "batches not accepted whole at the first attempt: {:#?}",
+        unusual(&outcomes)
+    );
     assert_loaded_once(&redis_url, &stream, &ids).await;
 }
 
