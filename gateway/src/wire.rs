@@ -21,7 +21,7 @@ use pipeline::{
 };
 use prost::{
     DecodeError, Message,
-    encoding::{DecodeContext, decode_key, decode_varint},
+    encoding::{DecodeContext, decode_varint},
 };
 
 /// The field number of `PublishRequest.events`.
@@ -109,7 +109,7 @@ impl RawRequest {
         let ctx = DecodeContext::default();
         let scanned = (|| -> Result<(), Refused> {
             while !buf.is_empty() {
-                let (tag, wire_type) = decode_key(&mut buf)?;
+                let (tag, wire_type) = view::key(&mut buf)?;
                 if tag == EVENTS_FIELD {
                     let event = view::length_delimited(wire_type, &mut buf)?;
                     let end = message.len() - buf.len();
@@ -137,7 +137,8 @@ impl RawRequest {
     }
 
     /// Decodes every event as an [`EventView`] of the message, as `PublishRequest::decode`
-    /// decodes its events: each with prost's field functions, at the depth prost decodes a
+    /// decodes its events: each read as prost's field functions read it (`pipeline::view`),
+    /// with the `DecodeContext` of the depth prost decodes a
     /// message field of the top-level message (so even prost's recursion limit, which
     /// nested unknown groups can reach, applies alike), which is also the depth the
     /// consumer decodes them at in the entry. Allocates one vector of views, nothing per

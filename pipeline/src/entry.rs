@@ -19,7 +19,7 @@
 use bytes::{Bytes, BytesMut};
 use prost::{
     Message,
-    encoding::{self, DecodeContext, decode_key, skip_field},
+    encoding::{self, DecodeContext, skip_field},
 };
 use prost_types::Timestamp;
 
@@ -165,7 +165,7 @@ impl<'a> BatchView<'a> {
         };
         let mut buf = batch;
         while !buf.is_empty() {
-            let (tag, wire_type) = decode_key(&mut buf)?;
+            let (tag, wire_type) = view::key(&mut buf)?;
             match tag {
                 1 => view::merge_str(wire_type, &mut view.store_id, &mut buf)?,
                 2 => encoding::int32::merge(wire_type, &mut view.region, &mut buf, ctx.clone())?,

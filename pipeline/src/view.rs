@@ -3,34 +3,41 @@
 //!
 //! [`EventView`] is the one shape the rules (`validate`) and the row conversion (`rows`)
 //! read. It is made two ways:
-//! - from an owned prost [`Event`] (`EventView::from`), borrowing its strings: the gateway's
-//!   path, and every caller that holds decoded events;
+//! - from an owned prost [`Event`] (`EventView::from`), borrowing its strings: for every
+//!   caller that holds decoded events;
 //! - by [`EventView::merge`], decoding an `Event` message's bytes as prost's generated
-//!   `Event::merge` does, field by field: the consumer's path (`entry::BatchView`), where
-//!   the entry's `Bytes` outlive every row written from it.
+//!   `Event::merge` does, field by field: the gateway's path (`gateway::wire`, each event
+//!   of a request) and the consumer's (`entry::BatchView`, each event of an entry), where
+//!   the bytes outlive every view of them.
 //!
-//! **Decoding is prost's.** Every scalar field is decoded by the very function prost's
-//! generated code calls for it (`int32::merge`, `skip_field` for unknown fields, with the
-//! `DecodeContext` of the depth prost would be at); a text field is prost's `string::merge`
-//! without the copy (the wire type checked, the length bounded, UTF-8 checked, the last one
-//! winning); a message field (`occurred_at`, `commerce`, `probe`, `price`) is prost's
-//! `message::merge` written out for a slice (its length bounded, its fields merged into the
-//! value already there, a oneof variant replaced by the
-//! other). So the view accepts and refuses exactly the bytes `Event::decode` does and holds
-//! the same values (tests `views_decode_what_prost_decodes_on_odd_but_valid_events`,
-//! `views_refuse_what_prost_refuses`, `views_agree_with_prost_on_mutated_bytes`). A refusal
-//! carries no words of its own: callers ask prost for its error message (the rare path).
+//! **Decoding is prost's.** Each field is read as prost's generated `merge_field` reads it:
+//! keys, varints and scalar values by `read`, this module's slice-only counterpart of
+//! prost's `decode_key`, `decode_varint` and `int32::merge` and the others (their common
+//! short cases inline, every long or odd case handed to prost's own function); unknown
+//! fields by prost's `skip_field`, with the `DecodeContext` of the depth prost would be at;
+//! a text field is prost's `string::merge` without the copy (the wire type checked, the
+//! length bounded, UTF-8 checked, the last one winning); a message field (`occurred_at`,
+//! `commerce`, `probe`, `price`) is prost's `message::merge` written out for a slice (its
+//! length bounded, its fields merged into the value already there, a oneof variant replaced
+//! by the other). So the view accepts and refuses exactly the bytes `Event::decode` does
+//! and holds the same values (tests `views_decode_what_prost_decodes_on_odd_but_valid_events`,
+//! `views_refuse_what_prost_refuses`, `views_agree_with_prost_on_mutated_bytes`, and
+//! `read`'s own against prost's functions). A refusal carries no words of its own: callers
+//! ask prost for its error message (the rare path).
 
 use prost::{
     Message,
     bytes::Buf,
-    encoding::{
-        self, DecodeContext, WireType, check_wire_type, decode_key, decode_varint, skip_field,
-    },
+    encoding::{self, DecodeContext, WireType, skip_field},
 };
 use prost_types::Timestamp;
 
 use crate::proto::ingest::{CommerceEvent, Event, Money, ProbeResult, event::Payload};
+
+mod read;
+
+pub(crate) use read::str as merge_str;
+pub use read::{key, length_delimited};
 
 /// An `Event` whose text fields borrow from bytes or from an owned [`Event`].
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -158,29 +165,6 @@ impl Depths {
     }
 }
 
-/// prost's `string::merge`, borrowing: the last value wins.
-pub(crate) fn merge_str<'a>(
-    wire_type: WireType,
-    value: &mut &'a str,
-    buf: &mut &'a [u8],
-) -> Result<(), Refused> {
-    *value = std::str::from_utf8(length_delimited(wire_type, buf)?).map_err(|_| Refused)?;
-    Ok(())
-}
-
-/// The bytes of a length-delimited field, as prost bounds them: a message field's bytes
-/// (an event of a stream entry or of a `PublishRequest`), to be decoded as a view.
-pub fn length_delimited<'a>(wire_type: WireType, buf: &mut &'a [u8]) -> Result<&'a [u8], Refused> {
-    check_wire_type(WireType::LengthDelimited, wire_type)?;
-    let len = decode_varint(buf)?;
-    if len > buf.len() as u64 {
-        return Err(Refused);
-    }
-    let (field, rest) = buf.split_at(len as usize);
-    *buf = rest;
-    Ok(field)
-}
-
 /// prost's `message::merge` for a view: the message's fields merged into `value`. prost
 /// checks its recursion limit before entering; the deepest view (`price`) is three
 /// messages below the decoded one, far from prost's limit of 100, so it cannot be reached
@@ -193,7 +177,7 @@ fn merge_message<'a, T>(
 ) -> Result<(), Refused> {
     let mut message = length_delimited(wire_type, buf)?;
     while !message.is_empty() {
-        let (tag, wire_type) = decode_key(&mut message)?;
+        let (tag, wire_type) = key(&mut message)?;
         field(value, tag, wire_type, &mut message)?;
     }
     Ok(())
@@ -213,7 +197,7 @@ impl<'a> EventView<'a> {
     pub fn merge(&mut self, bytes: &'a [u8], depths: &Depths) -> Result<(), Refused> {
         let mut buf = bytes;
         while !buf.is_empty() {
-            let (tag, wire_type) = decode_key(&mut buf)?;
+            let (tag, wire_type) = key(&mut buf)?;
             self.merge_field(tag, wire_type, &mut buf, depths)?;
         }
         Ok(())
@@ -227,7 +211,6 @@ impl<'a> EventView<'a> {
         buf: &mut &'a [u8],
         depths: &Depths,
     ) -> Result<(), Refused> {
-        let ctx = || depths.event.clone();
         match tag {
             1 => merge_str(wire_type, &mut self.event_id, buf),
             2 => merge_message(
@@ -237,12 +220,7 @@ impl<'a> EventView<'a> {
                 |t, tag, wt, buf| merge_timestamp_field(t, tag, wt, buf, &depths.payload),
             ),
             3 => merge_str(wire_type, &mut self.store_id, buf),
-            4 => Ok(encoding::int32::merge(
-                wire_type,
-                &mut self.region,
-                buf,
-                ctx(),
-            )?),
+            4 => Ok(read::int32(wire_type, &mut self.region, buf)?),
             // a oneof: merged into the same variant, else a new one replaces it (prost
             // replaces it only once the new one decoded, but a failure fails the event)
             10 => {
@@ -269,7 +247,7 @@ impl<'a> EventView<'a> {
                     p.merge_field(tag, wt, buf, &depths.payload)
                 })
             }
-            _ => Ok(skip_field(wire_type, tag, buf, ctx())?),
+            _ => Ok(skip_field(wire_type, tag, buf, depths.event.clone())?),
         }
     }
 }
@@ -285,8 +263,8 @@ fn merge_timestamp_field(
     ctx: &DecodeContext,
 ) -> Result<(), Refused> {
     match tag {
-        1 => encoding::int64::merge(wire_type, &mut timestamp.seconds, buf, ctx.clone())?,
-        2 => encoding::int32::merge(wire_type, &mut timestamp.nanos, buf, ctx.clone())?,
+        1 => read::int64(wire_type, &mut timestamp.seconds, buf)?,
+        2 => read::int32(wire_type, &mut timestamp.nanos, buf)?,
         _ => skip_field(wire_type, tag, buf, ctx.clone())?,
     }
     Ok(())
@@ -301,24 +279,23 @@ impl<'a> CommerceView<'a> {
         buf: &mut &'a [u8],
         depths: &Depths,
     ) -> Result<(), Refused> {
-        let ctx = || depths.payload.clone();
         match tag {
-            1 => encoding::int32::merge(wire_type, &mut self.r#type, buf, ctx())?,
-            2 => encoding::uint64::merge(wire_type, &mut self.product_id, buf, ctx())?,
-            3 => encoding::uint64::merge(wire_type, &mut self.category_id, buf, ctx())?,
+            1 => read::int32(wire_type, &mut self.r#type, buf)?,
+            2 => read::uint64(wire_type, &mut self.product_id, buf)?,
+            3 => read::uint64(wire_type, &mut self.category_id, buf)?,
             4 => merge_str(wire_type, &mut self.category_code, buf)?,
             5 => merge_str(wire_type, &mut self.brand, buf)?,
-            6 => encoding::uint64::merge(wire_type, &mut self.seller_id, buf, ctx())?,
+            6 => read::uint64(wire_type, &mut self.seller_id, buf)?,
             7 => merge_message(
                 wire_type,
                 self.price.get_or_insert_with(MoneyView::default),
                 buf,
                 |m, tag, wt, buf| m.merge_field(tag, wt, buf, &depths.price),
             )?,
-            8 => encoding::uint32::merge(wire_type, &mut self.quantity, buf, ctx())?,
-            9 => encoding::uint64::merge(wire_type, &mut self.user_id, buf, ctx())?,
+            8 => read::uint32(wire_type, &mut self.quantity, buf)?,
+            9 => read::uint64(wire_type, &mut self.user_id, buf)?,
             10 => merge_str(wire_type, &mut self.session_id, buf)?,
-            _ => skip_field(wire_type, tag, buf, ctx())?,
+            _ => skip_field(wire_type, tag, buf, depths.payload.clone())?,
         }
         Ok(())
     }
@@ -335,8 +312,8 @@ impl<'a> MoneyView<'a> {
     ) -> Result<(), Refused> {
         match tag {
             1 => merge_str(wire_type, &mut self.currency_code, buf)?,
-            2 => encoding::int64::merge(wire_type, &mut self.units, buf, ctx.clone())?,
-            3 => encoding::int32::merge(wire_type, &mut self.nanos, buf, ctx.clone())?,
+            2 => read::int64(wire_type, &mut self.units, buf)?,
+            3 => read::int32(wire_type, &mut self.nanos, buf)?,
             _ => skip_field(wire_type, tag, buf, ctx.clone())?,
         }
         Ok(())
@@ -352,24 +329,18 @@ impl<'a> ProbeView<'a> {
         buf: &mut &'a [u8],
         ctx: &DecodeContext,
     ) -> Result<(), Refused> {
-        let ctx = || ctx.clone();
         match tag {
             1 => merge_str(wire_type, &mut self.target, buf)?,
-            2 => encoding::bool::merge(wire_type, &mut self.up, buf, ctx())?,
-            3 => encoding::uint32::merge(wire_type, &mut self.status_code, buf, ctx())?,
-            4 => encoding::uint32::merge(wire_type, &mut self.response_time_ms, buf, ctx())?,
-            5 => encoding::uint32::merge(wire_type, &mut self.network_latency_ms, buf, ctx())?,
-            6 => encoding::uint64::merge(
-                wire_type,
-                &mut self.bandwidth_bytes_per_second,
-                buf,
-                ctx(),
-            )?,
-            7 => encoding::double::merge(wire_type, &mut self.cpu_load, buf, ctx())?,
-            8 => encoding::int32::merge(wire_type, &mut self.vantage_region, buf, ctx())?,
-            9 => encoding::uint32::merge(wire_type, &mut self.tls_handshake_ms, buf, ctx())?,
-            10 => encoding::uint32::merge(wire_type, &mut self.time_to_first_byte_ms, buf, ctx())?,
-            _ => skip_field(wire_type, tag, buf, ctx())?,
+            2 => read::bool(wire_type, &mut self.up, buf)?,
+            3 => read::uint32(wire_type, &mut self.status_code, buf)?,
+            4 => read::uint32(wire_type, &mut self.response_time_ms, buf)?,
+            5 => read::uint32(wire_type, &mut self.network_latency_ms, buf)?,
+            6 => read::uint64(wire_type, &mut self.bandwidth_bytes_per_second, buf)?,
+            7 => read::double(wire_type, &mut self.cpu_load, buf)?,
+            8 => read::int32(wire_type, &mut self.vantage_region, buf)?,
+            9 => read::uint32(wire_type, &mut self.tls_handshake_ms, buf)?,
+            10 => read::uint32(wire_type, &mut self.time_to_first_byte_ms, buf)?,
+            _ => skip_field(wire_type, tag, buf, ctx.clone())?,
         }
         Ok(())
     }

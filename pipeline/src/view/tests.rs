@@ -308,3 +308,110 @@ pub(crate) fn odd_timestamp() -> Vec<u8> {
     ]
     .concat()
 }
+
+/// Every wire type prost knows.
+pub(crate) const WIRE_TYPES: [WireType; 6] = [
+    WireType::Varint,
+    WireType::SixtyFourBit,
+    WireType::LengthDelimited,
+    WireType::StartGroup,
+    WireType::EndGroup,
+    WireType::ThirtyTwoBit,
+];
+
+/// A key as `key` writes it, one byte longer than it needs to be.
+fn padded_key(tag: u32, wire_type: WireType) -> Vec<u8> {
+    let mut out = key(tag, wire_type);
+    *out.last_mut().unwrap() |= 0x80;
+    out.push(0);
+    out
+}
+
+/// `value` as a varint of ten bytes, whatever it needs.
+fn ten_byte_varint(value: u64) -> Vec<u8> {
+    let mut out: Vec<u8> = (0..9)
+        .map(|i| 0x80 | (value >> (7 * i)) as u8 & 0x7f)
+        .collect();
+    out.push((value >> 63) as u8);
+    out
+}
+
+#[test]
+fn every_field_of_every_message_decodes_as_prost_decodes_it_whatever_its_key_and_wire_type() {
+    // a field of each message, wrapped into an event: the event's own, occurred_at's,
+    // commerce's, price's, probe's
+    let wrappers: [fn(Vec<u8>) -> Vec<u8>; 5] = [
+        |field| field,
+        |field| ld(2, &field),
+        |field| ld(10, &field),
+        |field| ld(10, &ld(7, &field)),
+        |field| ld(11, &field),
+    ];
+    let (mut accepted, mut refused) = (0, 0);
+    for wrap in wrappers {
+        for tag in 1..=12 {
+            for wire_type in WIRE_TYPES {
+                for padded in [false, true] {
+                    let key = if padded {
+                        padded_key(tag, wire_type)
+                    } else {
+                        key(tag, wire_type)
+                    };
+                    // a value of the wire type: in a varint, one past u32::MAX and a
+                    // negative int32, both as ten bytes, and 1 as ten bytes
+                    let values: Vec<Vec<u8>> = match wire_type {
+                        WireType::Varint => vec![
+                            vec![0x05],
+                            vec![0xac, 0x02],
+                            ten_byte_varint(1),
+                            ten_byte_varint((1 << 32) + 5),
+                            ten_byte_varint(-7i64 as u64),
+                        ],
+                        WireType::SixtyFourBit => vec![0.25f64.to_le_bytes().to_vec()],
+                        WireType::LengthDelimited => vec![
+                            vec![0x00],
+                            [vec![0x04], b"caf\xc3".to_vec()].concat(),
+                            [vec![0x05], "caf\u{e9}".as_bytes().to_vec()].concat(),
+                            [vec![0x02], vi(1, 3)].concat(),
+                        ],
+                        WireType::StartGroup => vec![self::key(tag, WireType::EndGroup)],
+                        WireType::EndGroup => vec![vec![]],
+                        WireType::ThirtyTwoBit => vec![vec![1, 2, 3, 4]],
+                    };
+                    for value in values {
+                        match agree(&wrap([key.clone(), value].concat())) {
+                            Some(_) => accepted += 1,
+                            None => refused += 1,
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(accepted > 100 && refused > 100, "{accepted} {refused}");
+}
+
+#[test]
+fn text_fields_hold_what_prost_holds_in_any_script_and_refuse_what_it_refuses() {
+    let texts: [&[u8]; 6] = [
+        "caf\u{e9} \u{1f600}".as_bytes(),
+        "\u{65e5}\u{672c}".as_bytes(),
+        b"ascii, then \xe2\x82",
+        b"\xc0\x80",
+        b"\xed\xa0\x80",
+        b"\xf4\x90\x80\x80",
+    ];
+    for (i, text) in texts.iter().enumerate() {
+        for bytes in [
+            ld(1, text),
+            ld(3, text),
+            ld(10, &ld(4, text)),
+            ld(10, &ld(5, text)),
+            ld(10, &ld(10, text)),
+            ld(10, &ld(7, &ld(1, text))),
+            ld(11, &ld(1, text)),
+        ] {
+            assert_eq!(agree(&bytes).is_some(), i < 2, "{bytes:02x?}");
+        }
+    }
+}
