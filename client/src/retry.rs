@@ -7,6 +7,7 @@
 //! | `RESOURCE_EXHAUSTED` with RetryInfo | yes | at least RetryInfo |
 //! | `RESOURCE_EXHAUSTED` without RetryInfo | no: the batch itself is too big for the limit | |
 //! | `DEADLINE_EXCEEDED` | yes: the batch may or may not be queued; ids collapse duplicates | backoff |
+//! | the connection failed mid-call (made by the client's HTTP/2 stack, not sent by the gateway) | yes: as `DEADLINE_EXCEEDED` | backoff |
 //! | anything else | no | |
 
 use std::time::Duration;
@@ -28,6 +29,11 @@ pub enum Verdict {
 /// Classifies a failed attempt by its status and `google.rpc.RetryInfo`.
 pub fn classify(status: &Status) -> Verdict {
     let hint = retry_delay(status);
+    if is_transport_failure(status) {
+        // the gateway died or the connection broke mid-call: the batch may be queued or
+        // not, and its ids make a second copy collapse downstream
+        return Verdict::Retry { after: hint };
+    }
     match status.code() {
         // the gateway or its queue is down; nothing was queued
         Code::Unavailable => Verdict::Retry { after: hint },
@@ -39,6 +45,22 @@ pub fn classify(status: &Status) -> Verdict {
         Code::DeadlineExceeded => Verdict::Retry { after: hint },
         _ => Verdict::Final,
     }
+}
+
+/// Whether `status` was made by the client's own HTTP/2 stack because the connection failed
+/// during the call, rather than sent by the gateway. tonic reports a connection reset or
+/// closed under a call (a gateway killed mid-request, say) as `UNKNOWN` "h2 protocol error:
+/// error reading a body from connection" (or `INTERNAL` for some HTTP/2 reasons), with the
+/// transport's error as the status's source; a status the gateway sent never has a source.
+pub fn is_transport_failure(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        if err.is::<h2::Error>() || err.is::<std::io::Error>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// How often and how patiently a batch is retried.
@@ -121,6 +143,32 @@ mod tests {
                 "{code:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_connection_that_failed_mid_call_is_retried_and_a_gateway_status_is_not() {
+        // a stream reset under the call: tonic's status with the HTTP/2 error as its source
+        let reset = h2::Error::from(h2::Reason::INTERNAL_ERROR);
+        let status = Status::from_error(Box::new(reset));
+        assert!(
+            matches!(status.code(), Code::Unknown | Code::Internal),
+            "{status:?}"
+        );
+        assert!(is_transport_failure(&status), "{status:?}");
+        assert_eq!(classify(&status), Verdict::Retry { after: None });
+        // a gateway killed under a call: hyper's body error over the connection's I/O error
+        #[derive(Debug, thiserror::Error)]
+        #[error("error reading a body from connection")]
+        struct Body(#[source] std::io::Error);
+        let wrapped = Status::from_error(Box::new(Body(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "closed",
+        ))));
+        assert_eq!(classify(&wrapped), Verdict::Retry { after: None });
+        // the same code with the same words, sent by a server, stays final
+        let sent = Status::new(Code::Unknown, "h2 protocol error: error reading a body");
+        assert!(!is_transport_failure(&sent));
+        assert_eq!(classify(&sent), Verdict::Final);
     }
 
     #[test]
