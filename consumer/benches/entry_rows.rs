@@ -1,7 +1,7 @@
 //! The consumer's CPU cost per event between Redis and ClickHouse's socket: one stream
 //! entry of 1,000 events, as the gateway writes it, decoded, checked by the rules, turned
-//! into rows and the rows serialized as RowBinary, everything `Sink::write` does for an
-//! entry but the insert's LZ4 and HTTP.
+//! into rows and the rows serialized as RowBinary, everything `Sink::write` did for an
+//! entry before it sent Native blocks (#19), but the insert's LZ4 and HTTP.
 //!
 //! Run: `cargo bench -p consumer --bench entry_rows -- --warm-up-time 1 --measurement-time 5`.
 //! Throughput is in events: criterion prints the time of one entry and events/s.

@@ -8,7 +8,7 @@
 //! - [`source`]: the Redis side: consumer group, reading (own pending entries first),
 //!   taking over entries of dead consumers, acknowledging, trimming.
 //! - [`batch`]: entries accumulated until a flush is due, by rows, bytes or age.
-//! - [`sink`]: the ClickHouse side: entries to rows, one insert per table per flush.
+//! - [`sink`]: the ClickHouse side: entries to rows, one Native insert per table per flush.
 //! - [`isolate`]: splitting a batch ClickHouse refuses until the refused entries are found.
 //! - [`dead_letter`]: the `<stream>:dead` stream of entries that cannot be loaded; listing
 //!   and replaying them.

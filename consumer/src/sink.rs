@@ -1,8 +1,10 @@
 //! The ClickHouse side of the consumer: a flush turns raw entries into rows and writes
-//! them with one RowBinary insert per table.
+//! them with one Native insert per table (`pipeline::native`: columns the server copies
+//! instead of parsing RowBinary row by row; docs/BENCHMARKS.md, #19).
 //!
-//! Entries are decoded one at a time while rows stream into the inserts, so memory holds
-//! the raw batch plus one decoded entry, not every decoded event.
+//! Entries are decoded one at a time while rows go into the inserts' column blocks, sent
+//! every `pipeline::native::BLOCK_ROWS` rows, so memory holds the raw batch, one decoded
+//! entry and at most one block per table, not every decoded event.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -13,6 +15,7 @@ use std::{
 use clickhouse::Client;
 use pipeline::{
     entry::BatchView,
+    native::NativeInsert,
     proto::{ingest::Event, queue::QueuedBatch},
     region::Region,
     rows::{
@@ -126,10 +129,10 @@ pub const DEFAULT_INSERT_TIMEOUT: Duration = Duration::from_secs(60);
 const INSERT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The three inserts of one write, one per table.
-struct Inserts<'a> {
-    commerce: clickhouse::insert::Insert<CommerceRow<'a>>,
-    probes: clickhouse::insert::Insert<ProbeRow<'a>>,
-    rejected: clickhouse::insert::Insert<RejectedRow<'a>>,
+struct Inserts {
+    commerce: NativeInsert,
+    probes: NativeInsert,
+    rejected: NativeInsert,
 }
 
 /// Writes batches of entries into ClickHouse, through one server or the first of its
@@ -174,9 +177,11 @@ impl Sink {
         self
     }
 
-    fn timed<T>(&self, insert: clickhouse::insert::Insert<T>) -> clickhouse::insert::Insert<T> {
+    /// A Native insert of `R` rows into `table` on the current replica, with the timeouts.
+    fn insert<R: pipeline::native::NativeRow>(&self, table: &str) -> NativeInsert {
         let send = self.insert_timeout.min(INSERT_SEND_TIMEOUT);
-        insert.with_timeouts(Some(send), Some(self.insert_timeout))
+        NativeInsert::new::<R>(self.client(), table)
+            .with_timeouts(Some(send), Some(self.insert_timeout))
     }
 
     /// The client of the replica loads go to now.
@@ -231,11 +236,10 @@ impl Sink {
         max_attempts: u64,
         present: &Present,
     ) -> Result<Load, clickhouse::error::Error> {
-        let client = self.client();
         let mut inserts = Inserts {
-            commerce: self.timed(client.insert(COMMERCE_TABLE).await?),
-            probes: self.timed(client.insert(PROBE_TABLE).await?),
-            rejected: self.timed(client.insert(REJECTED_TABLE).await?),
+            commerce: self.insert::<CommerceRow<'_>>(COMMERCE_TABLE),
+            probes: self.insert::<ProbeRow<'_>>(PROBE_TABLE),
+            rejected: self.insert::<RejectedRow<'_>>(REJECTED_TABLE),
         };
         let mut load = Load {
             written: Written {
@@ -272,8 +276,8 @@ impl Sink {
             self.write_batch(batch, entry, present, &mut inserts, &mut load.written)
                 .await?;
         }
-        // Each insert's CLIENT span covers the wait for ClickHouse's confirmation, the part
-        // of a flush that depends on the server.
+        // Each insert's CLIENT span covers sending its last block and the wait for
+        // ClickHouse's confirmation, the part of a flush that depends on the server.
         pipeline::trace::traced(
             pipeline::trace::insert_span(COMMERCE_TABLE),
             inserts.commerce.end(),
@@ -297,10 +301,8 @@ impl Sink {
         &self,
         dead: &[(&RawEntry, &str)],
     ) -> Result<(), clickhouse::error::Error> {
-        let mut rejected = self
-            .client()
-            .insert::<RejectedRow<'_>>(REJECTED_TABLE)
-            .await?;
+        // without the insert timeouts, as before Native (#19)
+        let mut rejected = NativeInsert::new::<RejectedRow<'_>>(self.client(), REJECTED_TABLE);
         for (entry, reason) in dead {
             rejected
                 .write(&Rejecting::undecoded(entry).whole_entry(reason))
@@ -382,7 +384,7 @@ impl Sink {
         batch: BatchView<'_>,
         entry: &RawEntry,
         present: &Present,
-        inserts: &mut Inserts<'_>,
+        inserts: &mut Inserts,
         written: &mut Written,
     ) -> Result<(), clickhouse::error::Error> {
         let BatchView {

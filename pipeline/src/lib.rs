@@ -12,6 +12,7 @@
 //! - [`schema`]: ClickHouse migrations, recorded in `schema_migrations`.
 //! - [`shard`]: the stream's shard keys and the rule that picks a store's shard.
 //! - [`rows`]: the ClickHouse row types and the conversion from accepted events.
+//! - [`native`]: those rows as ClickHouse Native columns and blocks.
 //! - [`retry`]: what to do after a Redis or ClickHouse error (retry, split and
 //!   dead-letter, or keep and wait for an operator), each rule with its reason, and the
 //!   backoff.
@@ -26,6 +27,7 @@
 pub mod config;
 pub mod demo;
 pub mod entry;
+pub mod native;
 pub mod region;
 pub mod retry;
 pub mod rows;

@@ -1,9 +1,10 @@
 //! ClickHouse row types, borrowed from decoded events (owned, or views of an entry's bytes)
 //! so that loading copies no strings, and the conversion from a validated event to its row.
 //!
-//! Column order and types match `migrations/`; rows are sent as RowBinary without schema
-//! validation (ClickHouse 18.16 lacks `RowBinaryWithNamesAndTypes`), so a test inserts and
-//! reads back every table to catch drift.
+//! Column order and types match `migrations/`. The consumer sends rows as Native columns
+//! (`crate::native`); the serde shapes are RowBinary, for the other writers, sent without
+//! schema validation (ClickHouse 18.16 lacks `RowBinaryWithNamesAndTypes`), so tests insert
+//! and read back every table both ways to catch drift.
 
 use clickhouse::Row;
 use serde::Serialize;

@@ -343,6 +343,7 @@ fn no_log_line_names_a_token() {
 fn only_the_consumer_writes_clickhouse_and_applies_migrations() {
     const WRITES: &[&str] = &[
         ".insert::<",
+        "NativeInsert::new",
         "insert(COMMERCE_TABLE",
         "insert(PROBE_TABLE",
         "insert(REJECTED_TABLE",

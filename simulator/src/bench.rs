@@ -1,7 +1,8 @@
 //! What `scripts/bench` measures besides the pipeline itself: the physical references
-//! (pipelined XADD of the gateway's entry bytes into Redis; one RowBinary bulk insert of
-//! the consumer's rows into ClickHouse; the seed's one INSERT per event) and the
-//! received→queryable latency probe. Each prints one JSON object.
+//! (pipelined XADD of the gateway's entry bytes into Redis; one bulk insert of the
+//! consumer's rows into ClickHouse, RowBinary or Native as the consumer sends them; the
+//! seed's one INSERT per event) and the received→queryable latency probe. Each prints one
+//! JSON object.
 
 use std::{
     collections::HashMap,
@@ -14,6 +15,7 @@ use fred::interfaces::{ClientLike, KeysInterface, StreamsInterface};
 use futures::StreamExt;
 use pipeline::{
     entry::{Fields, encode_batch},
+    native::NativeInsert,
     proto::{
         ingest::{
             Event, PublishRequest, event::Payload, ingest_service_client::IngestServiceClient,
@@ -28,7 +30,10 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
 use crate::{
-    config::{BenchClickhouseArgs, BenchIds, BenchLatencyArgs, BenchRedisArgs},
+    config::{
+        BenchClickhouseArgs, BenchCompression, BenchFormat, BenchIds, BenchLatencyArgs,
+        BenchRedisArgs,
+    },
     fleet::{fleet, scenario_fleet},
     generate::Generator,
     scenario::Scenario,
@@ -146,15 +151,20 @@ fn random_id(rng: &mut ChaCha8Rng) -> uuid::Uuid {
     uuid::Builder::from_random_bytes(rng.random()).into_uuid()
 }
 
-/// A RowBinary bulk insert of `rows` commerce rows, then `single_inserts` one-row inserts
+/// A bulk insert of `rows` commerce rows (RowBinary, or Native blocks as the consumer sends
+/// them, by `args.format`), then `single_inserts` one-row RowBinary inserts
 /// (one HTTP request each, the seed's one-INSERT-per-event approach), into a scratch
 /// database with the pipeline's schema. The rows' ids are `args.ids`: sequential ids come
 /// sorted by the key, random ones (seeded, so runs compare) must be sorted by ClickHouse as
 /// the pipeline's are.
 pub async fn clickhouse(args: &BenchClickhouseArgs) -> anyhow::Result<String> {
+    let compression = match args.compression {
+        BenchCompression::Lz4 => clickhouse::Compression::Lz4,
+        BenchCompression::None => clickhouse::Compression::None,
+    };
     let server = clickhouse::Client::default()
         .with_url(&args.clickhouse_url)
-        .with_compression(clickhouse::Compression::Lz4)
+        .with_compression(compression)
         .with_validation(false);
     server
         .query(&format!("DROP DATABASE IF EXISTS `{}`", args.database))
@@ -178,13 +188,34 @@ pub async fn clickhouse(args: &BenchClickhouseArgs) -> anyhow::Result<String> {
         row
     };
 
+    let server_before = query_thread_micros(&server).await?;
+    let client_before = own_cpu_seconds();
     let started = Instant::now();
-    let mut insert = client.insert::<CommerceRow<'_>>(COMMERCE_TABLE).await?;
-    for i in 0..args.rows {
-        insert.write(&row(i)).await?;
+    match args.format {
+        BenchFormat::Rowbinary => {
+            let mut insert = client.insert::<CommerceRow<'_>>(COMMERCE_TABLE).await?;
+            for i in 0..args.rows {
+                insert.write(&row(i)).await?;
+            }
+            insert.end().await?;
+        }
+        BenchFormat::Native => {
+            let mut insert = NativeInsert::new::<CommerceRow<'_>>(&client, COMMERCE_TABLE)
+                .with_block_rows(args.block_rows);
+            for i in 0..args.rows {
+                insert.write(&row(i)).await?;
+            }
+            insert.end().await?;
+        }
     }
-    insert.end().await?;
     let bulk_seconds = started.elapsed().as_secs_f64();
+    let client_cpu = own_cpu_seconds() - client_before;
+    // the counter query itself is a query too: a few hundred µs, against the bulk's seconds
+    let server_cpu = (query_thread_micros(&server).await? - server_before) as f64 / 1e6;
+    let loaded: u64 = client
+        .query(&format!("SELECT count() FROM {COMMERCE_TABLE}"))
+        .fetch_one()
+        .await?;
 
     let started = Instant::now();
     for i in 0..args.single_inserts {
@@ -200,14 +231,45 @@ pub async fn clickhouse(args: &BenchClickhouseArgs) -> anyhow::Result<String> {
     Ok(json!({
         "ids": clap::ValueEnum::to_possible_value(&args.ids).map(|v| v.get_name().to_owned()),
         "bulk_rows": args.rows,
+        "loaded_rows": loaded,
         "bulk_seconds": bulk_seconds,
         "bulk_rows_per_second": args.rows as f64 / bulk_seconds,
+        "format": clap::ValueEnum::to_possible_value(&args.format).map(|v| v.get_name().to_owned()),
+        "compression": clap::ValueEnum::to_possible_value(&args.compression)
+            .map(|v| v.get_name().to_owned()),
+        "bulk_query_cpu_microseconds_per_row": server_cpu / args.rows.max(1) as f64 * 1e6,
+        "bulk_client_cpu_microseconds_per_row": client_cpu / args.rows.max(1) as f64 * 1e6,
         "single_inserts": args.single_inserts,
         "single_seconds": single_seconds,
         "single_rows_per_second": (args.single_inserts > 0)
             .then(|| args.single_inserts as f64 / single_seconds),
     })
     .to_string())
+}
+
+/// The CPU time of the server's query threads so far (`system.events`, µs): inserts,
+/// not background merges.
+async fn query_thread_micros(server: &clickhouse::Client) -> anyhow::Result<u64> {
+    Ok(server
+        .query(
+            "SELECT toUInt64(sum(value)) FROM system.events \
+             WHERE event IN ('UserTimeMicroseconds', 'SystemTimeMicroseconds')",
+        )
+        .fetch_one::<u64>()
+        .await?)
+}
+
+/// This process's CPU time so far (user + system, /proc/self/stat at 100 ticks a second).
+fn own_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split(' ').collect();
+            let ticks: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            Some((ticks + stime) as f64 / 100.0)
+        })
+        .unwrap_or(0.0)
 }
 
 #[derive(clickhouse::Row, serde::Deserialize)]

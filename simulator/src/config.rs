@@ -27,7 +27,7 @@ pub enum Command {
     SampleCsv(SampleArgs),
     /// Benchmark reference: pipelined XADDs of batch-sized entries straight into Redis
     BenchRedis(BenchRedisArgs),
-    /// Benchmark reference: RowBinary bulk insert, and single-row INSERTs, into ClickHouse
+    /// Benchmark reference: RowBinary or Native bulk insert, and single-row INSERTs, into ClickHouse
     BenchClickhouse(BenchClickhouseArgs),
     /// Benchmark probe: publishes marker events and times until ClickHouse can query them
     BenchLatency(BenchLatencyArgs),
@@ -183,6 +183,32 @@ pub struct BenchClickhouseArgs {
     /// key's order (what a loader that sorted its insert would send)
     #[arg(long, value_enum, default_value_t = BenchIds::Sequential)]
     pub ids: BenchIds,
+    /// How the rows travel: `rowbinary` row by row (the serde rows of `clickhouse::Insert`),
+    /// `native` as Native columns in blocks of `--block-rows`
+    #[arg(long, value_enum, default_value_t = BenchFormat::Rowbinary)]
+    pub format: BenchFormat,
+    /// Compression of the request body: `lz4` in ClickHouse's compressed blocks
+    /// (`decompress=1`), or `none`
+    #[arg(long, value_enum, default_value_t = BenchCompression::Lz4)]
+    pub compression: BenchCompression,
+    /// Rows per Native block (`--format native`), `pipeline::native::BLOCK_ROWS` as the
+    /// consumer sends them
+    #[arg(long, default_value_t = pipeline::native::BLOCK_ROWS)]
+    pub block_rows: usize,
+}
+
+/// The insert format of `simulator bench-clickhouse`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchFormat {
+    Rowbinary,
+    Native,
+}
+
+/// The request body compression of `simulator bench-clickhouse`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchCompression {
+    Lz4,
+    None,
 }
 
 /// The event ids of `simulator bench-clickhouse`'s rows.

@@ -1,6 +1,6 @@
 //! `simulator bench-clickhouse`, the ClickHouse reference `scripts/bench` quotes, on a real
-//! ClickHouse 18.16: it loads every row, with the ids it was asked for, into a scratch
-//! database that it drops at the end.
+//! ClickHouse 18.16: it loads every row, with the ids and in the format it was asked for,
+//! into a scratch database that it drops at the end.
 
 use std::collections::HashSet;
 
@@ -11,6 +11,7 @@ async fn run(
     ch_url: &str,
     database: &str,
     ids: &str,
+    format: &str,
     rows: usize,
     singles: usize,
 ) -> serde_json::Value {
@@ -27,6 +28,10 @@ async fn run(
         &singles.to_string(),
         "--ids",
         ids,
+        "--format",
+        format,
+        "--block-rows",
+        "1000",
     ])
     .unwrap();
     let simulator::config::Command::BenchClickhouse(args) = settings.command else {
@@ -41,11 +46,25 @@ async fn the_clickhouse_reference_loads_its_rows_and_drops_its_database() {
     let client = clickhouse::Client::default()
         .with_url(ch.url())
         .with_validation(false);
-    for (ids, singles) in [("random", 0), ("random-sorted", 0), ("sequential", 20)] {
+    for (ids, format, singles) in [
+        ("random", "native", 0),
+        ("random", "rowbinary", 0),
+        ("random-sorted", "native", 0),
+        ("sequential", "rowbinary", 20),
+    ] {
         let database = testkit::unique_name("bench_raw");
-        let result = run(&ch.url(), &database, ids, 5_000, singles).await;
+        let result = run(&ch.url(), &database, ids, format, 5_000, singles).await;
         assert_eq!(result["ids"], ids, "{result}");
+        assert_eq!(result["format"], format, "{result}");
+        assert!(
+            result["bulk_query_cpu_microseconds_per_row"]
+                .as_f64()
+                .unwrap()
+                > 0.0,
+            "{result}"
+        );
         assert_eq!(result["bulk_rows"], 5_000, "{result}");
+        assert_eq!(result["loaded_rows"], 5_000, "{result}");
         assert!(
             result["bulk_rows_per_second"].as_f64().unwrap() > 0.0,
             "{result}"

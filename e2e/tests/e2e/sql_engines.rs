@@ -370,3 +370,121 @@ fn migration_2_moves_rows_of_migration_1_on_a_current_clickhouse() {
         assert_eq!(output("moved every column"), "1\t30", "cluster {cluster}");
     }
 }
+
+/// The consumer's Native blocks (`pipeline::native`), one row of each event table, read by
+/// a current engine with the types their headers name, and inserted into the migrated
+/// tables: every value reads back as the row had it (18.16: pipeline test
+/// `native_and_rowbinary_inserts_of_the_same_rows_read_back_the_same`).
+#[test]
+fn native_blocks_load_on_a_current_clickhouse() {
+    use pipeline::{
+        native::{Block, NativeRow},
+        rows::{CommerceRow, ProbeRow, RejectedRow},
+    };
+    fn block<R: NativeRow>(row: &R) -> bytes::Bytes {
+        let mut block = Block::new::<R>();
+        block.push(row);
+        block.take()
+    }
+    let id = "f81d4fae-7dec-41d0-a765-00a0c91e6bf6".parse().unwrap();
+    let at = 1_768_435_200; // 2026-01-15 00:00:00 UTC
+    let blocks = [
+        (
+            "commerce_events",
+            block(&CommerceRow {
+                event_id: id,
+                occurred_at: at,
+                received_at: at + 1,
+                region: 2,
+                store_id: "store-1",
+                r#type: 4,
+                product_id: 7,
+                category_id: 3,
+                category_code: "electronics.phone",
+                brand: "acme",
+                seller_id: 11,
+                currency: "EUR",
+                price: 19_990_000_000,
+                quantity: 2,
+                user_id: u64::MAX,
+                session_id: "session-1",
+            }),
+            "f81d4fae-7dec-41d0-a765-00a0c91e6bf6\t2026-01-15 00:00:00\t2026-01-15 00:00:01\tamerica\t\
+             store-1\tpurchase\t7\t3\telectronics.phone\tacme\t11\tEUR\t19.99\t2\t\
+             18446744073709551615\tsession-1",
+        ),
+        (
+            "probe_results",
+            block(&ProbeRow {
+                event_id: id,
+                occurred_at: at,
+                received_at: at,
+                region: 3,
+                store_id: "store-2",
+                target: "https://shop.example/",
+                up: 1,
+                status_code: 503,
+                response_time_ms: 120,
+                network_latency_ms: 30,
+                bandwidth_bytes_per_second: 1_000_000,
+                cpu_load: 0.25,
+                vantage_region: 1,
+                tls_handshake_ms: 12,
+                time_to_first_byte_ms: 80,
+            }),
+            "f81d4fae-7dec-41d0-a765-00a0c91e6bf6\t2026-01-15 00:00:00\t2026-01-15 00:00:00\tasia\t\
+             store-2\thttps://shop.example/\t1\t503\t120\t30\t1000000\t0.25\teurope\t12\t80",
+        ),
+        (
+            "rejected_events",
+            block(&RejectedRow {
+                event_id: "not-a-uuid",
+                occurred_at: 0,
+                received_at: at,
+                region: 0,
+                store_id: "store-3",
+                source: 2,
+                reason: "bad",
+                raw: b"raw\x01",
+                delivery_count: 3,
+                stream_entry_id: "1768435200000-0",
+            }),
+            "not-a-uuid\t1970-01-01 00:00:00\t2026-01-15 00:00:00\tunspecified\tstore-3\tconsumer\t\
+             bad\traw\u{1}\t3\t1768435200000-0",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut statements: Vec<serde_json::Value> = crate::helpers::migration_statements()
+        .into_iter()
+        .map(|(name, sql)| serde_json::json!({ "name": name, "sql": sql }))
+        .collect();
+    for (table, bytes, _) in &blocks {
+        let path = dir.path().join(format!("{table}.native"));
+        std::fs::write(&path, bytes).unwrap();
+        statements.push(serde_json::json!({
+            "name": format!("insert {table}"),
+            "sql": format!("INSERT INTO {table} SELECT * FROM file('{}', Native)", path.display()),
+        }));
+        statements.push(serde_json::json!({
+            "name": format!("read {table}"),
+            "sql": format!("SELECT * FROM {table}"),
+        }));
+    }
+    let (version, results) = crate::helpers::run_on_chdb(&statements);
+    let failed: Vec<_> = results.iter().filter(|r| r["ok"] != true).collect();
+    assert!(
+        failed.is_empty(),
+        "failing on ClickHouse {version}: {failed:#?}"
+    );
+    for (table, _, expected) in blocks {
+        let read = results
+            .iter()
+            .find(|r| r["name"] == format!("read {table}"))
+            .unwrap();
+        assert_eq!(
+            read["output"].as_str().unwrap().trim_end(),
+            expected,
+            "{table}"
+        );
+    }
+}
