@@ -58,9 +58,10 @@
 //!
 //! ## Retries
 //!
-//! UNAVAILABLE, RESOURCE_EXHAUSTED with a `google.rpc.RetryInfo`, and DEADLINE_EXCEEDED
+//! UNAVAILABLE, RESOURCE_EXHAUSTED with a `google.rpc.RetryInfo`, DEADLINE_EXCEEDED, and a
+//! connection that broke under the call (tonic's own status, [`retry::is_transport_failure`])
 //! are retried with exponential backoff and full jitter, never sooner than RetryInfo says;
-//! everything else is final ([`retry::classify`]). A retry sends the identical bytes: the
+//! everything else the gateway answers is final ([`retry::classify`]). A retry sends the identical bytes: the
 //! same events with the same ids, so a batch queued twice counts once downstream.
 //!
 //! ```
