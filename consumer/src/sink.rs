@@ -15,7 +15,7 @@ use std::{
 use clickhouse::Client;
 use pipeline::{
     entry::BatchView,
-    native::NativeInsert,
+    native::{NativeInsert, Spare},
     proto::{ingest::Event, queue::QueuedBatch},
     region::Region,
     rows::{
@@ -149,6 +149,8 @@ pub struct Sink {
     limits: Limits,
     /// How long ClickHouse may take to confirm an insert ([`Sink::with_insert_timeout`]).
     insert_timeout: Duration,
+    /// Each table's column block, kept from one flush to the next (#19).
+    spare: Spare,
 }
 
 impl Sink {
@@ -163,6 +165,7 @@ impl Sink {
             current: 0,
             limits: Limits::unbounded(),
             insert_timeout: DEFAULT_INSERT_TIMEOUT,
+            spare: Spare::default(),
         }
     }
 
@@ -181,6 +184,7 @@ impl Sink {
     fn insert<R: pipeline::native::NativeRow>(&self, table: &str) -> NativeInsert {
         let send = self.insert_timeout.min(INSERT_SEND_TIMEOUT);
         NativeInsert::new::<R>(self.client(), table)
+            .with_block(self.spare.take::<R>())
             .with_timeouts(Some(send), Some(self.insert_timeout))
     }
 
@@ -278,21 +282,24 @@ impl Sink {
         }
         // Each insert's CLIENT span covers sending its last block and the wait for
         // ClickHouse's confirmation, the part of a flush that depends on the server.
-        pipeline::trace::traced(
+        let block = pipeline::trace::traced(
             pipeline::trace::insert_span(COMMERCE_TABLE),
-            inserts.commerce.end(),
+            inserts.commerce.finish(),
         )
         .await?;
-        pipeline::trace::traced(
+        self.spare.put(block);
+        let block = pipeline::trace::traced(
             pipeline::trace::insert_span(PROBE_TABLE),
-            inserts.probes.end(),
+            inserts.probes.finish(),
         )
         .await?;
-        pipeline::trace::traced(
+        self.spare.put(block);
+        let block = pipeline::trace::traced(
             pipeline::trace::insert_span(REJECTED_TABLE),
-            inserts.rejected.end(),
+            inserts.rejected.finish(),
         )
         .await?;
+        self.spare.put(block);
         Ok(load)
     }
 

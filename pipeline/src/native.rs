@@ -10,7 +10,10 @@
 //! exactly, so each row type lists its table's columns here; a test inserts both formats
 //! into the real server and compares.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use bytes::{BufMut as _, Bytes, BytesMut};
 use clickhouse::insert_formatted::InsertFormatted;
@@ -146,12 +149,29 @@ impl NativeInsert {
         Ok(())
     }
 
+    /// Fills `block` (empty, of the same table: [`Spare::take`]) instead of a new one, so
+    /// that its buffers, grown by an earlier insert, need not grow again.
+    pub fn with_block(mut self, block: Block) -> NativeInsert {
+        assert!(
+            std::ptr::eq(block.columns, self.block.columns) && block.rows() == 0,
+            "an empty block of the same table"
+        );
+        self.block = block;
+        self
+    }
+
     /// Sends what is left and waits until the server confirms the whole insert.
-    pub async fn end(mut self) -> clickhouse::error::Result<()> {
+    pub async fn end(self) -> clickhouse::error::Result<()> {
+        self.finish().await.map(drop)
+    }
+
+    /// As [`NativeInsert::end`], and hands back the emptied block for the next insert.
+    pub async fn finish(mut self) -> clickhouse::error::Result<Block> {
         if self.block.rows() > 0 {
             self.send().await?;
         }
-        self.insert.end().await
+        self.insert.end().await?;
+        Ok(self.block)
     }
 
     async fn send(&mut self) -> clickhouse::error::Result<()> {
@@ -161,6 +181,39 @@ impl NativeInsert {
             self.insert.send(block.slice(start..end)).await?;
         }
         Ok(())
+    }
+}
+
+/// Emptied blocks kept between inserts, at most one per table, shared by clones: a writer
+/// that inserts every second would otherwise grow a block's columns from nothing, and fault
+/// in their pages afresh, at every insert (at 100k-row inserts that cost the client more
+/// than the format saves it; docs/BENCHMARKS.md).
+#[derive(Clone, Default)]
+pub struct Spare(Arc<Mutex<Vec<Block>>>);
+
+impl Spare {
+    /// A block of `R`'s table: the one kept, or a new one.
+    pub fn take<R: NativeRow>(&self) -> Block {
+        let mut blocks = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match blocks
+            .iter()
+            .position(|b| std::ptr::eq(b.columns, R::COLUMNS))
+        {
+            Some(i) => blocks.swap_remove(i),
+            None => Block::new::<R>(),
+        }
+    }
+
+    /// Keeps an emptied block for the next [`Spare::take`] of its table.
+    pub fn put(&self, block: Block) {
+        debug_assert_eq!(block.rows(), 0, "a block with rows left");
+        let mut blocks = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if !blocks
+            .iter()
+            .any(|b| std::ptr::eq(b.columns, block.columns))
+        {
+            blocks.push(block);
+        }
     }
 }
 
@@ -331,9 +384,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_block_is_counts_then_named_typed_columns() {
-        let row = RejectedRow {
+    fn rejected_row() -> RejectedRow<'static> {
+        RejectedRow {
             event_id: "e",
             occurred_at: 1,
             received_at: 2,
@@ -344,7 +396,29 @@ mod tests {
             raw: b"\x00\x01",
             delivery_count: 4,
             stream_entry_id: "1-0",
-        };
+        }
+    }
+
+    #[test]
+    fn spare_blocks_keep_their_buffers_one_per_table() {
+        let spare = Spare::default();
+        let mut block = spare.take::<RejectedRow<'_>>();
+        block.push(&rejected_row());
+        block.take();
+        let grown = block.data[0].capacity();
+        assert!(grown > 0);
+        spare.put(block);
+        // a second block of the same table is not kept
+        spare.put(Block::new::<RejectedRow<'_>>());
+        assert_eq!(spare.take::<RejectedRow<'_>>().data[0].capacity(), grown);
+        assert_eq!(spare.take::<RejectedRow<'_>>().data[0].capacity(), 0);
+        // another table's block is another block
+        assert_eq!(spare.take::<CommerceRow<'_>>().data.len(), 16);
+    }
+
+    #[test]
+    fn a_block_is_counts_then_named_typed_columns() {
+        let row = rejected_row();
         let mut block = Block::new::<RejectedRow<'_>>();
         block.push(&row);
         block.push(&row);

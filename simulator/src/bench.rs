@@ -15,7 +15,7 @@ use fred::interfaces::{ClientLike, KeysInterface, StreamsInterface};
 use futures::StreamExt;
 use pipeline::{
     entry::{Fields, encode_batch},
-    native::NativeInsert,
+    native::{NativeInsert, Spare},
     proto::{
         ingest::{
             Event, PublishRequest, event::Payload, ingest_service_client::IngestServiceClient,
@@ -152,7 +152,8 @@ fn random_id(rng: &mut ChaCha8Rng) -> uuid::Uuid {
 }
 
 /// A bulk insert of `rows` commerce rows (RowBinary, or Native blocks as the consumer sends
-/// them, by `args.format`), then `single_inserts` one-row RowBinary inserts
+/// them, by `args.format`; one insert, or one per `args.insert_rows` as the consumer's
+/// flushes), then `single_inserts` one-row RowBinary inserts
 /// (one HTTP request each, the seed's one-INSERT-per-event approach), into a scratch
 /// database with the pipeline's schema. The rows' ids are `args.ids`: sequential ids come
 /// sorted by the key, random ones (seeded, so runs compare) must be sorted by ClickHouse as
@@ -191,21 +192,28 @@ pub async fn clickhouse(args: &BenchClickhouseArgs) -> anyhow::Result<String> {
     let server_before = query_thread_micros(&server).await?;
     let client_before = own_cpu_seconds();
     let started = Instant::now();
-    match args.format {
-        BenchFormat::Rowbinary => {
-            let mut insert = client.insert::<CommerceRow<'_>>(COMMERCE_TABLE).await?;
-            for i in 0..args.rows {
-                insert.write(&row(i)).await?;
+    // the consumer's way: one insert per flush, the blocks' buffers kept between them
+    let spare = Spare::default();
+    let per_insert = args.insert_rows.unwrap_or(args.rows).max(1);
+    for first in (0..args.rows).step_by(per_insert) {
+        let rows = first..args.rows.min(first + per_insert);
+        match args.format {
+            BenchFormat::Rowbinary => {
+                let mut insert = client.insert::<CommerceRow<'_>>(COMMERCE_TABLE).await?;
+                for i in rows {
+                    insert.write(&row(i)).await?;
+                }
+                insert.end().await?;
             }
-            insert.end().await?;
-        }
-        BenchFormat::Native => {
-            let mut insert = NativeInsert::new::<CommerceRow<'_>>(&client, COMMERCE_TABLE)
-                .with_block_rows(args.block_rows);
-            for i in 0..args.rows {
-                insert.write(&row(i)).await?;
+            BenchFormat::Native => {
+                let mut insert = NativeInsert::new::<CommerceRow<'_>>(&client, COMMERCE_TABLE)
+                    .with_block(spare.take::<CommerceRow<'_>>())
+                    .with_block_rows(args.block_rows);
+                for i in rows {
+                    insert.write(&row(i)).await?;
+                }
+                spare.put(insert.finish().await?);
             }
-            insert.end().await?;
         }
     }
     let bulk_seconds = started.elapsed().as_secs_f64();

@@ -195,6 +195,10 @@ pub struct BenchClickhouseArgs {
     /// consumer sends them
     #[arg(long, default_value_t = pipeline::native::BLOCK_ROWS)]
     pub block_rows: usize,
+    /// Rows per insert, the bulk split into inserts as the consumer flushes (default: one
+    /// insert of all `--rows`)
+    #[arg(long)]
+    pub insert_rows: Option<usize>,
 }
 
 /// The insert format of `simulator bench-clickhouse`.
