@@ -308,8 +308,9 @@ impl Sink {
         &self,
         dead: &[(&RawEntry, &str)],
     ) -> Result<(), clickhouse::error::Error> {
-        // without the insert timeouts, as before Native (#19)
-        let mut rejected = NativeInsert::new::<RejectedRow<'_>>(self.client(), REJECTED_TABLE);
+        // with the insert timeouts: a frozen server fails the load, whose entries stay
+        // pending and are read again, instead of holding it for ever
+        let mut rejected = self.insert::<RejectedRow<'_>>(REJECTED_TABLE);
         for (entry, reason) in dead {
             rejected
                 .write(&Rejecting::undecoded(entry).whole_entry(reason))
