@@ -46,7 +46,10 @@ stack_wait_healthy() {
     while :; do
         unhealthy=()
         for id in $(compose ps -q); do
-            state="$(docker inspect -f '{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}-{{end}} {{.State.ExitCode}}' "$id")"
+            # a container gone since the listing (a `run --rm` one-shot that just ended,
+            # such as a simulator run) is skipped
+            state="$(docker inspect -f '{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}-{{end}} {{.State.ExitCode}}' "$id" 2>/dev/null)" ||
+                continue
             read -r name status health code <<<"$state"
             case "$status/$health" in
                 running/healthy) ;;
