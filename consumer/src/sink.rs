@@ -316,7 +316,8 @@ impl Sink {
                 .write(&Rejecting::undecoded(entry).whole_entry(reason))
                 .await?;
         }
-        rejected.end().await
+        self.spare.put(rejected.finish().await?);
+        Ok(())
     }
 
     /// Which events of `batch` are already in `commerce_events` or `probe_results`, by
