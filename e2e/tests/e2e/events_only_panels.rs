@@ -1,5 +1,6 @@
 //! The dashboards' panels as they read the events alone, before they read the hourly rollups
-//! (migration 7) or the daily commerce rollup (migration 4): the oracle of
+//! (migrations 7 and 8) or the daily commerce rollup (migration 4), or the events without
+//! `FINAL` (`dashboards::BLIND_TO_COPIES`): the oracle of
 //! `panels_over_built_rollups_and_the_events_equal_the_events_alone`. Each is the panel's query
 //! as it was, with `FINAL`, except that the incident windows' targets are sorted
 //! (`arraySort`), and the product, category and seller tables order ties of revenue by
@@ -336,5 +337,55 @@ WHERE $__timeFilter(occurred_at) AND type = 'purchase'
   AND $__conditionalAll(toString(seller_id) IN (${seller:singlequote}), $seller)
 GROUP BY time, category
 ORDER BY time, category",
+    ),
+    (
+        "pipeline-health.json: Freshness by region (received → queryable)",
+        r"SELECT
+    region,
+    toInt64(toUInt32(now())) - toInt64(toUInt32(max(received_at))) AS seconds_since_last_row,
+    max(received_at) AS last_received_at
+FROM
+(
+    SELECT toString(region) AS region, received_at
+    FROM commerce_events FINAL
+    WHERE received_at >= now() - 3600 AND $__conditionalAll(toString(region) IN (${region:singlequote}), $region) AND $__conditionalAll(store_id IN (${store:singlequote}), $store)
+    UNION ALL
+    SELECT toString(region) AS region, received_at
+    FROM probe_results FINAL
+    WHERE received_at >= now() - 3600 AND $__conditionalAll(toString(region) IN (${region:singlequote}), $region) AND $__conditionalAll(store_id IN (${store:singlequote}), $store)
+)
+GROUP BY region
+ORDER BY region",
+    ),
+    (
+        "pipeline-health.json: Delivery delay by region (occurred → received)",
+        r"SELECT
+    toDateTime(intDiv(toUInt32(received_at), $__interval_s) * $__interval_s) AS time,
+    toString(region) AS region,
+    avg(toInt64(toUInt32(received_at)) - toInt64(toUInt32(occurred_at))) AS average,
+    quantileExact(0.95)(toInt64(toUInt32(received_at)) - toInt64(toUInt32(occurred_at))) AS p95
+FROM commerce_events FINAL
+WHERE $__timeFilter(received_at)
+  AND $__conditionalAll(toString(region) IN (${region:singlequote}), $region)
+  AND $__conditionalAll(store_id IN (${store:singlequote}), $store)
+GROUP BY time, region
+ORDER BY time, region",
+    ),
+    (
+        "pipeline-health.json: Rows loaded per minute by table",
+        r"SELECT time, table, rows
+FROM
+(
+    SELECT toDateTime(intDiv(toUInt32(received_at), $__interval_s) * $__interval_s) AS time, 'commerce_events' AS table, count() * 60 / $__interval_s AS rows
+    FROM commerce_events FINAL
+    WHERE $__timeFilter(received_at) AND $__conditionalAll(toString(region) IN (${region:singlequote}), $region) AND $__conditionalAll(store_id IN (${store:singlequote}), $store)
+    GROUP BY time
+    UNION ALL
+    SELECT toDateTime(intDiv(toUInt32(received_at), $__interval_s) * $__interval_s) AS time, 'probe_results' AS table, count() * 60 / $__interval_s AS rows
+    FROM probe_results FINAL
+    WHERE $__timeFilter(received_at) AND $__conditionalAll(toString(region) IN (${region:singlequote}), $region) AND $__conditionalAll(store_id IN (${store:singlequote}), $store)
+    GROUP BY time
+)
+ORDER BY time, table",
     ),
 ];
