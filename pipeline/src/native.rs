@@ -29,19 +29,18 @@ pub trait NativeRow {
     const COLUMNS: &'static [Column];
 
     /// Appends this row's value of each column to that column's buffer.
-    fn append(&self, columns: &mut [Vec<u8>]);
+    fn append(&self, columns: &mut [BytesMut]);
 }
 
-/// Rows of one table as Native columns, until [`Block::take`] makes them a block. The
-/// buffers keep their capacity, so a block of the same size as the last one allocates
-/// nothing.
+/// Rows of one table as Native columns, until [`Block::pieces`] hands them out as a block.
+/// Each column's buffer holds the column's header (name and type) and then its values, so
+/// a block goes out as its counts and then each column's bytes as they are, not copied
+/// into one buffer first (#19). The buffers keep their capacity: once a block's pieces
+/// are dropped, the next block of the same size allocates nothing.
 pub struct Block {
     columns: &'static [Column],
-    data: Vec<Vec<u8>>,
+    data: Vec<BytesMut>,
     rows: usize,
-    /// The last block's bytes: reclaimed by the next [`Block::take`] once they were sent,
-    /// so that a block of megabytes does not map and fault in fresh pages every time.
-    out: BytesMut,
 }
 
 impl Block {
@@ -49,9 +48,18 @@ impl Block {
     pub fn new<R: NativeRow>() -> Block {
         Block {
             columns: R::COLUMNS,
-            data: vec![Vec::new(); R::COLUMNS.len()],
+            data: vec![BytesMut::new(); R::COLUMNS.len()],
             rows: 0,
-            out: BytesMut::new(),
+        }
+    }
+
+    /// Starts each column with its header. At the first row rather than when the last
+    /// block went out: by then its pieces are usually dropped, so that the header goes at
+    /// the start of the buffer the last block grew, not into a new one.
+    fn start(&mut self) {
+        for ((name, ty), data) in self.columns.iter().zip(&mut self.data) {
+            put_str(data, name.as_bytes());
+            put_str(data, ty.as_bytes());
         }
     }
 
@@ -61,38 +69,44 @@ impl Block {
             std::ptr::eq(self.columns, R::COLUMNS),
             "a row of another table"
         );
+        if self.rows == 0 {
+            self.start();
+        }
         row.append(&mut self.data);
         self.rows += 1;
     }
 
-    /// Rows appended since the last [`Block::take`].
+    /// Rows appended since the last [`Block::pieces`].
     pub fn rows(&self) -> usize {
         self.rows
     }
 
-    /// The rows appended so far as one Native block, and an empty block again. Drop the
-    /// bytes (or all slices of them) before the next `take`, so that it reuses them.
-    pub fn take(&mut self) -> Bytes {
-        let size: usize = self.data.iter().map(Vec::len).sum::<usize>()
-            + self
-                .columns
-                .iter()
-                .map(|(name, ty)| name.len() + ty.len() + 4)
-                .sum::<usize>()
-            + 20;
-        let out = &mut self.out;
-        out.clear();
-        out.reserve(size);
-        put_varuint(out, self.columns.len() as u64);
-        put_varuint(out, self.rows as u64);
-        for ((name, ty), data) in self.columns.iter().zip(&mut self.data) {
-            put_str(out, name.as_bytes());
-            put_str(out, ty.as_bytes());
-            out.put_slice(data);
-            data.clear();
+    /// The rows appended so far as one Native block, in pieces to send one after the other
+    /// (the counts, then each column), and an empty block again. Drop the pieces (or all
+    /// slices of them) before the next block outgrows what is left of the buffers, so
+    /// that they are reused rather than allocated afresh.
+    pub fn pieces(&mut self) -> Vec<Bytes> {
+        if self.rows == 0 {
+            self.start();
         }
+        let mut pieces = Vec::with_capacity(self.columns.len() + 1);
+        let mut counts = BytesMut::with_capacity(20);
+        put_varuint(&mut counts, self.columns.len() as u64);
+        put_varuint(&mut counts, self.rows as u64);
+        pieces.push(counts.freeze());
+        pieces.extend(self.data.iter_mut().map(|data| data.split().freeze()));
         self.rows = 0;
-        out.split().freeze()
+        pieces
+    }
+
+    /// [`Block::pieces`] as one buffer (a copy): a block to look at or send whole.
+    pub fn take(&mut self) -> Bytes {
+        let pieces = self.pieces();
+        let mut out = BytesMut::with_capacity(pieces.iter().map(Bytes::len).sum());
+        for piece in pieces {
+            out.put_slice(&piece);
+        }
+        out.freeze()
     }
 }
 
@@ -175,10 +189,11 @@ impl NativeInsert {
     }
 
     async fn send(&mut self) -> clickhouse::error::Result<()> {
-        let block = self.block.take();
-        for start in (0..block.len()).step_by(CHUNK_BYTES) {
-            let end = block.len().min(start + CHUNK_BYTES);
-            self.insert.send(block.slice(start..end)).await?;
+        for piece in self.block.pieces() {
+            for start in (0..piece.len()).step_by(CHUNK_BYTES) {
+                let end = piece.len().min(start + CHUNK_BYTES);
+                self.insert.send(piece.slice(start..end)).await?;
+            }
         }
         Ok(())
     }
@@ -233,7 +248,7 @@ fn put_str(out: &mut impl bytes::BufMut, s: &[u8]) {
 }
 
 /// A `UUID` value: the high 64 bits, then the low, each little-endian.
-fn put_uuid(out: &mut Vec<u8>, id: &uuid::Uuid) {
+fn put_uuid(out: &mut BytesMut, id: &uuid::Uuid) {
     let (high, low) = id.as_u64_pair();
     out.put_u64_le(high);
     out.put_u64_le(low);
@@ -260,7 +275,7 @@ macro_rules! event_columns {
 /// The first five columns of both event tables: `event_id`, `occurred_at`, `received_at`,
 /// `region`, `store_id`.
 fn put_event_head(
-    c: &mut [Vec<u8>],
+    c: &mut [BytesMut],
     event_id: &uuid::Uuid,
     (occurred_at, received_at): (u32, u32),
     region: i8,
@@ -291,7 +306,7 @@ impl NativeRow for CommerceRow<'_> {
         ("session_id", "String"),
     ];
 
-    fn append(&self, c: &mut [Vec<u8>]) {
+    fn append(&self, c: &mut [BytesMut]) {
         let times = (self.occurred_at, self.received_at);
         put_event_head(c, &self.event_id, times, self.region, self.store_id);
         c[5].put_i8(self.r#type);
@@ -322,7 +337,7 @@ impl NativeRow for ProbeRow<'_> {
         ("time_to_first_byte_ms", "UInt32"),
     ];
 
-    fn append(&self, c: &mut [Vec<u8>]) {
+    fn append(&self, c: &mut [BytesMut]) {
         let times = (self.occurred_at, self.received_at);
         put_event_head(c, &self.event_id, times, self.region, self.store_id);
         put_str(&mut c[5], self.target.as_bytes());
@@ -352,7 +367,7 @@ impl NativeRow for RejectedRow<'_> {
         ("stream_entry_id", "String"),
     ];
 
-    fn append(&self, c: &mut [Vec<u8>]) {
+    fn append(&self, c: &mut [BytesMut]) {
         put_str(&mut c[0], self.event_id.as_bytes());
         c[1].put_u32_le(self.occurred_at);
         c[2].put_u32_le(self.received_at);
@@ -405,12 +420,11 @@ mod tests {
         let mut block = spare.take::<RejectedRow<'_>>();
         block.push(&rejected_row());
         block.take();
-        let grown = block.data[0].capacity();
-        assert!(grown > 0);
+        let kept = block.data.as_ptr();
         spare.put(block);
         // a second block of the same table is not kept
         spare.put(Block::new::<RejectedRow<'_>>());
-        assert_eq!(spare.take::<RejectedRow<'_>>().data[0].capacity(), grown);
+        assert_eq!(spare.take::<RejectedRow<'_>>().data.as_ptr(), kept);
         assert_eq!(spare.take::<RejectedRow<'_>>().data[0].capacity(), 0);
         // another table's block is another block
         assert_eq!(spare.take::<CommerceRow<'_>>().data.len(), 16);
@@ -423,6 +437,7 @@ mod tests {
         block.push(&row);
         block.push(&row);
         assert_eq!(block.rows(), 2);
+        let (first, grown) = (block.data[0].as_ptr() as usize, block.data[0].capacity());
         let bytes = block.take();
         assert_eq!(block.rows(), 0);
         assert_eq!(&bytes[..2], &[10, 2]);
@@ -436,9 +451,15 @@ mod tests {
             .map(|(n, t)| 2 + n.len() + t.len())
             .sum();
         assert_eq!(bytes.len(), 2 + headers + values);
-        // the buffers are reused: a second block is the same bytes
+        // the buffers are reused once the pieces are dropped: a second block is the same
+        // bytes, in the buffer the first one grew
         block.push(&row);
         block.push(&row);
+        let at = block.data[0].as_ptr() as usize;
+        assert!(
+            (first..first + grown).contains(&at),
+            "the first block's buffer"
+        );
         assert_eq!(block.take(), bytes);
     }
 }
