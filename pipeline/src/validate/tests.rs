@@ -1138,3 +1138,35 @@ fn a_canonical_uuid_parses_to_the_bits_the_uuid_crate_reads() {
         assert_eq!(parse_canonical_uuid(bad), None, "{bad}");
     }
 }
+
+#[test]
+fn any_repeat_agrees_with_sorting_whatever_the_bits() {
+    let mut rng = testkit::mutate::Rng(23);
+    let mut found = 0;
+    for round in 0..3_000 {
+        let len = rng.below(300);
+        let mut id = || {
+            let bits = u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64());
+            match round % 3 {
+                // random ids, each bucket of about one
+                0 => bits,
+                // ids that share their low bits: one bucket, sorted whole
+                1 => bits << 16,
+                // few distinct ids: repeats in most rounds
+                _ => bits % 8,
+            }
+        };
+        let mut ids: Vec<u128> = (0..len).map(|_| id()).collect();
+        if round % 5 == 0 && len > 1 {
+            // one repeat placed anywhere
+            let (from, to) = (rng.below(len), rng.below(len));
+            ids[to] = ids[from];
+        }
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        let expected = sorted.windows(2).any(|pair| pair[0] == pair[1]);
+        found += usize::from(expected);
+        assert_eq!(any_repeat(&ids), expected, "{ids:?}");
+    }
+    assert!(found > 1_000, "{found}");
+}
