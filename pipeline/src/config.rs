@@ -255,6 +255,40 @@ pub struct ClickHouseArgs {
         requires = "clickhouse_cluster"
     )]
     pub clickhouse_shard_urls: Vec<String>,
+    /// How requests to ClickHouse carry their data: `none`, or `lz4` in ClickHouse's compressed blocks
+    ///
+    /// LZ4 saves bandwidth and costs CPU at both ends: the loader compresses every insert and
+    /// the server decompresses it. Measured, inserts uncompressed cost the server and the
+    /// loader less CPU per row (docs/BENCHMARKS.md, "Inserts without LZ4, Native"), so `none`
+    /// suits a loader on ClickHouse's host or private network, as in compose.yaml and
+    /// terraform/; `lz4` a loader that reaches ClickHouse over a slow or metered link.
+    #[arg(
+        long,
+        global = true,
+        env = "CLICKHOUSE_COMPRESSION",
+        value_enum,
+        default_value_t = Compression::None
+    )]
+    pub clickhouse_compression: Compression,
+}
+
+/// The compression of requests to ClickHouse (`--clickhouse-compression`).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// LZ4, in ClickHouse's compressed blocks
+    Lz4,
+    /// Uncompressed
+    None,
+}
+
+impl Compression {
+    /// As the clickhouse crate names it.
+    pub fn client(self) -> clickhouse::Compression {
+        match self {
+            Compression::Lz4 => clickhouse::Compression::Lz4,
+            Compression::None => clickhouse::Compression::None,
+        }
+    }
 }
 
 /// How long an insert waits for `--clickhouse-insert-quorum` replicas, in milliseconds.
@@ -300,6 +334,7 @@ impl fmt::Debug for ClickHouseArgs {
             .field("clickhouse_insert_quorum", &self.clickhouse_insert_quorum)
             .field("clickhouse_cluster", &self.clickhouse_cluster)
             .field("clickhouse_shard_urls", &self.clickhouse_shard_urls)
+            .field("clickhouse_compression", &self.clickhouse_compression)
             .finish()
     }
 }
@@ -334,7 +369,7 @@ impl ClickHouseArgs {
             .with_url(url)
             .with_user(&self.clickhouse_user)
             .with_password(&self.clickhouse_password)
-            .with_compression(clickhouse::Compression::Lz4)
+            .with_compression(self.clickhouse_compression.client())
             .with_validation(false)
     }
 

@@ -1,7 +1,8 @@
 //! `pipeline::native` against the real ClickHouse 18.16: the same rows of every event
 //! table, inserted as Native blocks into one database and as RowBinary (serde rows through
 //! `clickhouse::insert::Insert`, as the consumer sent them before #19) into another, read
-//! back identical. Values at the edges of their types, text longer than one length byte
+//! back identical, the Native blocks sent compressed with LZ4 and uncompressed
+//! (`CLICKHOUSE_COMPRESSION`). Values at the edges of their types, text longer than one length byte
 //! and a row larger than one sent piece included.
 
 use pipeline::{
@@ -10,43 +11,47 @@ use pipeline::{
     schema,
 };
 
-/// A migrated database of its own on the shared server.
-async fn database(prefix: &str) -> clickhouse::Client {
+/// A migrated database of its own on the shared server, reached with `compression`.
+async fn database(prefix: &str, compression: clickhouse::Compression) -> clickhouse::Client {
     let server = clickhouse::Client::default()
         .with_url(testkit::shared_clickhouse().url())
-        .with_compression(clickhouse::Compression::Lz4)
+        .with_compression(compression)
         .with_validation(false);
     let db = testkit::unique_name(prefix);
     schema::migrate(&server, &db).await.unwrap();
     server.with_database(&db)
 }
 
-/// `$rows` (of type `$row`) into `$table` both ways; the two tables' contents, as text, in
-/// one order. A macro: the crate's `Insert<T>` takes rows of `T::Value<'_>`, which a
-/// function generic over the borrowed row types cannot name.
+/// `$rows` (of type `$row`) into `$table` both ways, Native compressed with LZ4 and not
+/// (`CLICKHOUSE_COMPRESSION`); the tables' contents, as text, in one order: the Native
+/// ones, then the RowBinary one. A macro: the crate's `Insert<T>` takes rows of
+/// `T::Value<'_>`, which a function generic over the borrowed row types cannot name.
 macro_rules! both_ways {
     ($table:expr, $rows:expr, $row:ty) => {{
-        let native = database("native").await;
-        // blocks of 7 rows: several blocks, and the last one short
-        let mut insert = NativeInsert::new::<$row>(&native, $table).with_block_rows(7);
-        for row in $rows {
-            insert.write(row).await.unwrap();
-        }
-        insert.end().await.unwrap();
-
-        let rowbinary = database("rowbinary").await;
-        let mut insert = rowbinary.insert::<$row>($table).await.unwrap();
-        for row in $rows {
-            insert.write(row).await.unwrap();
-        }
-        insert.end().await.unwrap();
-
         let columns: Vec<&str> = <$row as NativeRow>::COLUMNS
             .iter()
             .map(|(name, _)| *name)
             .collect();
         let sql = format!("SELECT * FROM {} ORDER BY {}", $table, columns.join(", "));
-        (read(&native, &sql).await, read(&rowbinary, &sql).await)
+        let mut native = Vec::new();
+        for compression in [clickhouse::Compression::Lz4, clickhouse::Compression::None] {
+            let client = database("native", compression).await;
+            // blocks of 7 rows: several blocks, and the last one short
+            let mut insert = NativeInsert::new::<$row>(&client, $table).with_block_rows(7);
+            for row in $rows {
+                insert.write(row).await.unwrap();
+            }
+            insert.end().await.unwrap();
+            native.push(read(&client, &sql).await);
+        }
+
+        let rowbinary = database("rowbinary", clickhouse::Compression::Lz4).await;
+        let mut insert = rowbinary.insert::<$row>($table).await.unwrap();
+        for row in $rows {
+            insert.write(row).await.unwrap();
+        }
+        insert.end().await.unwrap();
+        (native, read(&rowbinary, &sql).await)
     }};
 }
 
@@ -97,8 +102,10 @@ async fn native_and_rowbinary_inserts_of_the_same_rows_read_back_the_same() {
         })
         .collect();
     let (native, rowbinary) = both_ways!(COMMERCE_TABLE, &commerce, CommerceRow<'_>);
-    assert_eq!(native.lines().count(), commerce.len());
-    assert!(native == rowbinary, "commerce_events differ");
+    for native in &native {
+        assert_eq!(native.lines().count(), commerce.len());
+        assert!(*native == rowbinary, "commerce_events differ");
+    }
 
     let probes: Vec<ProbeRow<'_>> = (0..20)
         .map(|i| ProbeRow {
@@ -120,8 +127,10 @@ async fn native_and_rowbinary_inserts_of_the_same_rows_read_back_the_same() {
         })
         .collect();
     let (native, rowbinary) = both_ways!(PROBE_TABLE, &probes, ProbeRow<'_>);
-    assert_eq!(native.lines().count(), probes.len());
-    assert_eq!(native, rowbinary, "probe_results differ");
+    for native in &native {
+        assert_eq!(native.lines().count(), probes.len());
+        assert_eq!(*native, rowbinary, "probe_results differ");
+    }
 
     let raw: &[&[u8]] = &[b"", b"\x00\xff\xfe\t\n", long.as_bytes()];
     let rejected: Vec<RejectedRow<'_>> = (0..12)
@@ -139,8 +148,10 @@ async fn native_and_rowbinary_inserts_of_the_same_rows_read_back_the_same() {
         })
         .collect();
     let (native, rowbinary) = both_ways!(REJECTED_TABLE, &rejected, RejectedRow<'_>);
-    assert_eq!(native.lines().count(), rejected.len());
-    assert_eq!(native, rowbinary, "rejected_events differ");
+    for native in &native {
+        assert_eq!(native.lines().count(), rejected.len());
+        assert_eq!(*native, rowbinary, "rejected_events differ");
+    }
 }
 
 #[tokio::test]

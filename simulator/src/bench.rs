@@ -30,10 +30,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
 use crate::{
-    config::{
-        BenchClickhouseArgs, BenchCompression, BenchFormat, BenchIds, BenchLatencyArgs,
-        BenchRedisArgs,
-    },
+    config::{BenchClickhouseArgs, BenchFormat, BenchIds, BenchLatencyArgs, BenchRedisArgs},
     fleet::{fleet, scenario_fleet},
     generate::Generator,
     scenario::Scenario,
@@ -159,13 +156,9 @@ fn random_id(rng: &mut ChaCha8Rng) -> uuid::Uuid {
 /// sorted by the key, random ones (seeded, so runs compare) must be sorted by ClickHouse as
 /// the pipeline's are.
 pub async fn clickhouse(args: &BenchClickhouseArgs) -> anyhow::Result<String> {
-    let compression = match args.compression {
-        BenchCompression::Lz4 => clickhouse::Compression::Lz4,
-        BenchCompression::None => clickhouse::Compression::None,
-    };
     let server = clickhouse::Client::default()
         .with_url(&args.clickhouse_url)
-        .with_compression(compression)
+        .with_compression(args.compression.client())
         .with_validation(false);
     server
         .query(&format!("DROP DATABASE IF EXISTS `{}`", args.database))

@@ -187,10 +187,10 @@ pub struct BenchClickhouseArgs {
     /// `native` as Native columns in blocks of `--block-rows`
     #[arg(long, value_enum, default_value_t = BenchFormat::Rowbinary)]
     pub format: BenchFormat,
-    /// Compression of the request body: `lz4` in ClickHouse's compressed blocks
-    /// (`decompress=1`), or `none`
-    #[arg(long, value_enum, default_value_t = BenchCompression::Lz4)]
-    pub compression: BenchCompression,
+    /// Compression of the request body: `none`, as the consumer sends by default
+    /// (`CLICKHOUSE_COMPRESSION`), or `lz4` in ClickHouse's compressed blocks (`decompress=1`)
+    #[arg(long, value_enum, default_value_t = pipeline::config::Compression::None)]
+    pub compression: pipeline::config::Compression,
     /// Rows per Native block (`--format native`), `pipeline::native::BLOCK_ROWS` as the
     /// consumer sends them
     #[arg(long, default_value_t = pipeline::native::BLOCK_ROWS)]
@@ -206,13 +206,6 @@ pub struct BenchClickhouseArgs {
 pub enum BenchFormat {
     Rowbinary,
     Native,
-}
-
-/// The request body compression of `simulator bench-clickhouse`.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BenchCompression {
-    Lz4,
-    None,
 }
 
 /// The event ids of `simulator bench-clickhouse`'s rows.
