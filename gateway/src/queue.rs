@@ -64,6 +64,51 @@ impl From<fred::error::Error> for QueueError {
     }
 }
 
+/// Health checks in a row that may time out before Redis counts as down. One slow PING is
+/// not an outage (Redis forking for an AOF rewrite, or answering behind large `XADD`s at a
+/// peak), and counting it as one would answer every store UNAVAILABLE for the next second;
+/// two in a row (about 2 s without an answer) are, as a frozen or cut-off Redis.
+const SLOW_PINGS_TOLERATED: u32 = 1;
+
+/// What one health check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ping {
+    Answered,
+    /// An error at once: the connection was refused, reset or closed.
+    Failed,
+    TimedOut,
+}
+
+/// Whether Redis is up, from its health checks: up at the first answer; down at once when a
+/// PING fails, and when more than [`SLOW_PINGS_TOLERATED`] in a row time out.
+#[derive(Debug)]
+struct Health {
+    up: bool,
+    timeouts: u32,
+}
+
+impl Health {
+    fn after(&mut self, ping: Ping) -> bool {
+        match ping {
+            Ping::Answered => {
+                self.up = true;
+                self.timeouts = 0;
+            }
+            Ping::Failed => {
+                self.up = false;
+                self.timeouts = 0;
+            }
+            Ping::TimedOut => {
+                self.timeouts += 1;
+                if self.timeouts > SLOW_PINGS_TOLERATED {
+                    self.up = false;
+                }
+            }
+        }
+        self.up
+    }
+}
+
 /// Writes stream entries and knows whether Redis is up.
 #[derive(Clone)]
 pub struct Queue {
@@ -196,28 +241,40 @@ impl Queue {
         Ok(id)
     }
 
-    /// Checks Redis once: PING within `timeout`.
-    pub async fn check(&self, timeout: Duration) -> bool {
-        let ok = matches!(
-            tokio::time::timeout(timeout, self.client.ping::<String>(None)).await,
-            Ok(Ok(_))
-        );
-        self.healthy.store(ok, Ordering::Relaxed);
-        ok
+    /// PINGs Redis once, within `timeout`.
+    async fn ping(&self, timeout: Duration) -> Ping {
+        match tokio::time::timeout(timeout, self.client.ping::<String>(None)).await {
+            Ok(Ok(_)) => Ping::Answered,
+            Ok(Err(_)) => Ping::Failed,
+            Err(_) => Ping::TimedOut,
+        }
     }
 
-    /// Checks Redis every `every` and calls `on_change` when health flips. Runs forever.
+    /// Checks Redis every `every` (a PING within `every`, at least 500 ms) and calls
+    /// `on_change` when health flips ([`Health`] says when). Runs forever.
     pub async fn watch<F, Fut>(self, every: Duration, mut on_change: F)
     where
         F: FnMut(bool) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
         let mut last = None;
+        let mut health = Health {
+            up: self.is_healthy(),
+            timeouts: 0,
+        };
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            let ok = self.check(every.max(Duration::from_millis(500))).await;
+            let ping = self.ping(every.max(Duration::from_millis(500))).await;
+            if ping == Ping::TimedOut {
+                tracing::debug!(
+                    timeouts = health.timeouts + 1,
+                    "redis answered no health check in time"
+                );
+            }
+            let ok = health.after(ping);
+            self.healthy.store(ok, Ordering::Relaxed);
             if last != Some(ok) {
                 if ok {
                     tracing::info!("redis is reachable");
@@ -228,5 +285,36 @@ impl Queue {
                 last = Some(ok);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Health, Ping};
+
+    fn run(up: bool, pings: &[Ping]) -> Vec<bool> {
+        let mut health = Health { up, timeouts: 0 };
+        pings.iter().map(|&p| health.after(p)).collect()
+    }
+
+    #[test]
+    fn one_slow_ping_keeps_the_health_and_two_in_a_row_are_an_outage() {
+        use Ping::*;
+        assert_eq!(run(true, &[TimedOut, Answered]), [true, true]);
+        assert_eq!(
+            run(true, &[TimedOut, TimedOut, TimedOut]),
+            [true, false, false]
+        );
+        // an answer between two slow checks starts the count again
+        assert_eq!(
+            run(true, &[TimedOut, Answered, TimedOut]),
+            [true, true, true]
+        );
+        // a refused or broken connection is an outage at once
+        assert_eq!(run(true, &[Failed]), [false]);
+        assert_eq!(run(true, &[TimedOut, Failed]), [true, false]);
+        // a slow check never brings a down Redis back; an answer does
+        assert_eq!(run(false, &[TimedOut, Answered]), [false, true]);
+        assert_eq!(run(false, &[Failed, TimedOut]), [false, false]);
     }
 }

@@ -1,9 +1,10 @@
 //! Redis trouble: an outage answers UNAVAILABLE and flips health to NOT_SERVING until Redis is
-//! back; a full Redis answers RESOURCE_EXHAUSTED with RetryInfo.
+//! back, and so does a frozen Redis, but one slow health check does not; a full Redis answers
+//! RESOURCE_EXHAUSTED with RetryInfo.
 
 use std::time::Duration;
 
-use tonic::Code;
+use tonic::{Code, transport::Channel};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -56,6 +57,92 @@ async fn redis_outage_is_unavailable_and_not_serving_until_it_is_back() {
         .await
         .unwrap();
     assert_eq!(gateway.stream_len().await, 2);
+}
+
+/// Samples the gateway's health every 100 ms for `period`; the statuses seen, in order, once
+/// each where they repeat.
+async fn health_during(channel: Channel, period: Duration) -> Vec<ServingStatus> {
+    let mut client = HealthClient::new(channel);
+    let mut seen: Vec<ServingStatus> = Vec::new();
+    let until = tokio::time::Instant::now() + period;
+    while tokio::time::Instant::now() < until {
+        let request = HealthCheckRequest {
+            service: String::new(),
+        };
+        let status = client.check(request).await.unwrap().into_inner().status();
+        if seen.last() != Some(&status) {
+            seen.push(status);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_slow_health_check_does_not_stop_the_gateway_queueing() {
+    let redis = testkit::Redis::start().unwrap();
+    let gateway = spawn_gateway(&redis.url(), &[]).await;
+    let mut client = gateway.client().await;
+    wait_for_health(&gateway, ServingStatus::Serving, Duration::from_secs(5)).await;
+    // The gateway checks Redis when it starts and then every second, each PING answered
+    // within a second; its first check made it SERVING, within the 50 ms this test polls.
+    let first_check = tokio::time::Instant::now();
+
+    // Frozen 0.7 s after that check for 1.8 s: the next check, 0.3 s into the freeze, waits
+    // past its timeout (0.5 s to spare); the one after, a second later, is answered 0.5 s
+    // into its wait. One slow check, never two.
+    tokio::time::sleep_until(first_check + Duration::from_millis(700)).await;
+    redis.pause().unwrap();
+    let watched = tokio::spawn(health_during(
+        gateway.channel().await,
+        Duration::from_secs(4),
+    ));
+    // sent after the slow check timed out, while Redis is still frozen: queued once it
+    // answers (with one slow check counted as an outage, it was UNAVAILABLE)
+    tokio::time::sleep(Duration::from_millis(1550)).await;
+    let publish = {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            client
+                .publish(authed(EU_TOKEN, request(1, eu_events(1))))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    redis.resume().unwrap();
+
+    publish.await.unwrap().unwrap();
+    assert_eq!(watched.await.unwrap(), [ServingStatus::Serving]);
+    client
+        .publish(authed(EU_TOKEN, request(2, eu_events(1))))
+        .await
+        .unwrap();
+    assert_eq!(gateway.stream_len().await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_is_not_serving_until_it_answers_again() {
+    let redis = testkit::Redis::start().unwrap();
+    let gateway = spawn_gateway(&redis.url(), &[]).await;
+    let mut client = gateway.client().await;
+    wait_for_health(&gateway, ServingStatus::Serving, Duration::from_secs(5)).await;
+
+    // a primary cut off by a partition: connections stay open, nothing is answered
+    redis.pause().unwrap();
+    wait_for_health(&gateway, ServingStatus::NotServing, Duration::from_secs(5)).await;
+    let status = client
+        .publish(authed(EU_TOKEN, request(1, eu_events(1))))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    redis.resume().unwrap();
+    wait_for_health(&gateway, ServingStatus::Serving, Duration::from_secs(10)).await;
+    client
+        .publish(authed(EU_TOKEN, request(2, eu_events(1))))
+        .await
+        .unwrap();
+    assert_eq!(gateway.stream_len().await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
