@@ -19,10 +19,7 @@ use pipeline::{
     proto::ingest::PublishRequest,
     view::{self, Depths, EventView, Refused},
 };
-use prost::{
-    DecodeError, Message,
-    encoding::{DecodeContext, decode_varint},
-};
+use prost::{DecodeError, Message, encoding::DecodeContext};
 
 /// The field number of `PublishRequest.events`.
 const EVENTS_FIELD: u32 = 2;
@@ -33,22 +30,28 @@ const EVENTS_FIELD: u32 = 2;
 /// decoder reports that with its own message. Groups (wire types 3 and 4, unknown fields
 /// only) are stepped into rather than skipped, so an `events`-numbered field inside one is
 /// counted too: the count may be too high for such odd input, never too low.
-pub fn count_events(mut message: &[u8]) -> usize {
+pub fn count_events(message: &[u8]) -> usize {
+    // `view::varint` accepts what prost's `decode_varint` does (its tests), the short cases
+    // inline: the edge counts every message it receives
+    count_events_reading(message, |buf| view::varint(buf).ok())
+}
+
+/// [`count_events`], its keys and lengths read by `varint` (`None`: malformed).
+#[inline(always)]
+fn count_events_reading(mut message: &[u8], varint: impl Fn(&mut &[u8]) -> Option<u64>) -> usize {
     let mut count = 0;
     while !message.is_empty() {
-        let Ok(key) = decode_varint(&mut message) else {
+        let Some(key) = varint(&mut message) else {
             break;
         };
         let skip = match key & 0b111 {
-            0 => match decode_varint(&mut message) {
-                Ok(_) => 0,
-                Err(_) => break,
+            0 => match varint(&mut message) {
+                Some(_) => 0,
+                None => break,
             },
             1 => 8,
             2 => {
-                let Some(len) = decode_varint(&mut message)
-                    .ok()
-                    .and_then(|len| usize::try_from(len).ok())
+                let Some(len) = varint(&mut message).and_then(|len| usize::try_from(len).ok())
                 else {
                     break;
                 };
@@ -420,6 +423,49 @@ mod tests {
         }
         // both outcomes were exercised, many times
         assert!(accepted > 1_000 && refused > 1_000, "{accepted} {refused}");
+    }
+
+    /// The count is the one it was with keys and lengths read by prost's `decode_varint`:
+    /// on every input of up to two bytes, on those bytes as an events field's length and
+    /// before an empty event, on long and cut-short varints, and on mutated requests.
+    #[test]
+    fn the_count_agrees_with_one_over_prost_s_varints() {
+        let mut inputs = vec![vec![]];
+        for a in 0..=255u8 {
+            inputs.push(vec![a]);
+            for b in 0..=255u8 {
+                inputs.push(vec![a, b]);
+                inputs.push(vec![0x12, a, b]);
+                inputs.push(vec![a, b, 0x12, 0x00]);
+            }
+        }
+        for len in 1..=11 {
+            for last in [0x00, 0x01, 0x02, 0x7f] {
+                for fill in [0x80, 0xff] {
+                    let mut varint = vec![fill; len - 1];
+                    varint.push(last);
+                    // as a key, as a length, as a varint field's value
+                    inputs.push([&varint[..], &[0x00, 0x12, 0x00]].concat());
+                    inputs.push([&[0x12][..], &varint, &[0x00; 3]].concat());
+                    inputs.push([&[0x08][..], &varint, &[0x12, 0x00]].concat());
+                    inputs.push([&[0x12][..], &varint[..len - 1]].concat());
+                }
+            }
+        }
+        let seeds = seed_requests();
+        let mut rng = Rng(23);
+        inputs.extend((0..30_000).map(|_| mutate(&mut rng, &seeds)));
+        inputs.extend(seeds);
+        let mut counted = 0;
+        for input in &inputs {
+            let count = count_events(input);
+            let by_prost =
+                count_events_reading(input, |buf| prost::encoding::decode_varint(buf).ok());
+            assert_eq!(count, by_prost, "{input:02x?}");
+            counted += count;
+        }
+        // not all zero: events were found, in many inputs
+        assert!(counted > 30_000, "{counted}");
     }
 
     #[test]

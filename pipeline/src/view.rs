@@ -37,7 +37,7 @@ use crate::proto::ingest::{CommerceEvent, Event, Money, ProbeResult, event::Payl
 mod read;
 
 pub(crate) use read::str as merge_str;
-pub use read::{key, length_delimited};
+pub use read::{key, length_delimited, varint};
 
 /// An `Event` whose text fields borrow from bytes or from an owned [`Event`].
 #[derive(Clone, Debug, Default, PartialEq)]
