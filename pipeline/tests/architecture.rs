@@ -543,3 +543,34 @@ fn the_gateway_makes_grpc_statuses_only_in_error_rs() {
         found.join("\n")
     );
 }
+
+/// "Unsafe code": the workspace denies `unsafe_code` and allows it in one function,
+/// `pipeline::view::read::utf8`. Anywhere else (tests and fuzz targets included) an
+/// `allow(unsafe_code)` or an `unsafe` block is a new exemption, to be argued in
+/// ARCHITECTURE.md and added here.
+#[test]
+fn unsafe_code_is_allowed_only_in_view_read_utf8() {
+    const EXEMPT: &str = "pipeline/src/view/read.rs";
+    let mut found = Vec::new();
+    for (path, text) in sources() {
+        if path.starts_with("pipeline/tests/architecture.rs") {
+            continue;
+        }
+        let lines = hits(
+            &path,
+            &text,
+            &["unsafe_code", "unsafe {", "unsafe fn", "unsafe impl"],
+        );
+        if path == EXEMPT {
+            // one allow and one block, nothing more
+            assert_eq!(lines.len(), 2, "{lines:#?}");
+        } else {
+            found.extend(lines);
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "unsafe code outside {EXEMPT} (see ARCHITECTURE.md, \"Unsafe code\"):\n{}",
+        found.join("\n")
+    );
+}

@@ -200,3 +200,84 @@ fn text_and_bytes_are_bounded_and_checked_as_prost_does() {
         }
     }
 }
+
+/// `utf8` accepts what `std::str::from_utf8` accepts, and only that, with the same text:
+/// on every input of up to two bytes; on every input of three and four bytes drawn from the
+/// bytes at the edges of UTF-8's ranges; on ASCII of every length up to 40 with any one byte
+/// replaced by every value, each at every alignment (`is_ascii` reads words once aligned);
+/// and on random bytes and random text cut anywhere.
+#[test]
+fn texts_are_accepted_as_from_utf8_accepts_them() {
+    fn agree(input: &[u8]) {
+        // at every offset from an 8-byte boundary
+        let mut buffer = vec![0u8; input.len() + 16];
+        let base = buffer.as_ptr().align_offset(8);
+        for offset in 0..8 {
+            let start = base + offset;
+            buffer[start..start + input.len()].copy_from_slice(input);
+            let bytes = &buffer[start..start + input.len()];
+            assert_eq!(
+                utf8(bytes).ok(),
+                std::str::from_utf8(bytes).ok(),
+                "{input:02x?}"
+            );
+        }
+    }
+    agree(&[]);
+    for a in 0..=255u8 {
+        agree(&[a]);
+        for b in 0..=255u8 {
+            agree(&[a, b]);
+        }
+    }
+    let edges = [
+        0x00, 0x41, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xc1, 0xc2, 0xdf, 0xe0, 0xe1,
+        0xed, 0xee, 0xef, 0xf0, 0xf1, 0xf4, 0xf5, 0xff,
+    ];
+    for a in edges {
+        for b in edges {
+            for c in edges {
+                agree(&[a, b, c]);
+                for d in edges {
+                    agree(&[a, b, c, d]);
+                }
+            }
+        }
+    }
+    let ascii = b"0b7f2b8e-6a47-4d3a-9d51-4c3f0a3f5a10 eu-1";
+    for len in 0..=40 {
+        agree(&ascii[..len]);
+        for at in 0..len {
+            for byte in 0..=255u8 {
+                let mut text = ascii[..len].to_vec();
+                text[at] = byte;
+                agree(&text);
+            }
+        }
+    }
+    let mut rng = Rng(11);
+    let chars = [
+        'a',
+        '\u{7f}',
+        '\u{80}',
+        '\u{e9}',
+        '\u{7ff}',
+        '\u{800}',
+        '\u{20ac}',
+        '\u{fffd}',
+        '\u{10000}',
+        '\u{1f600}',
+        '\u{10ffff}',
+    ];
+    for _ in 0..20_000 {
+        let len = rng.below(48);
+        agree(&(0..len).map(|_| rng.next_u64() as u8).collect::<Vec<u8>>());
+        let text: String = (0..rng.below(20))
+            .map(|_| chars[rng.below(chars.len())])
+            .collect();
+        let cut = rng.below(text.len() + 1);
+        agree(text.as_bytes());
+        agree(&text.as_bytes()[..cut]);
+        agree(&text.as_bytes()[cut..]);
+    }
+}
