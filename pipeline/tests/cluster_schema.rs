@@ -89,7 +89,7 @@ async fn migrating_a_cluster_twice_creates_local_and_distributed_tables_on_every
 
     assert_eq!(
         schema::migrate_configured(&args).await.unwrap(),
-        [1, 2, 3, 4, 5, 6, 7]
+        [1, 2, 3, 4, 5, 6, 7, 8]
     );
     assert_eq!(
         schema::migrate_configured(&args).await.unwrap(),
@@ -117,6 +117,8 @@ async fn migrating_a_cluster_twice_creates_local_and_distributed_tables_on_every
         assert_eq!(
             tables,
             [
+                "arrivals_minutes\tDistributed",
+                "arrivals_minutes_local\tReplacingMergeTree",
                 "audience_daily\tDistributed",
                 "audience_daily_local\tReplacingMergeTree",
                 "commerce_daily\tDistributed",
@@ -160,7 +162,8 @@ async fn migrating_a_cluster_twice_creates_local_and_distributed_tables_on_every
                 "4\trollups",
                 "5\tprobe_rollups",
                 "6\tconflict_rollup",
-                "7\thourly_rollups"
+                "7\thourly_rollups",
+                "8\tarrival_rollup"
             ],
             "shard {}",
             shard + 1

@@ -1,7 +1,7 @@
 //! The rollups the report and the dashboards are read from: per day (migrations 4 and 5:
 //! `commerce_daily`, `audience_daily`, `probe_daily`, `probe_minutes`, and `rollup_builds`)
 //! for the report, per hour (migration 7: `commerce_hourly`, `probe_hourly`, and
-//! `rollup_hour_builds`) for the dashboards; each built from one deduplicated read of its day
+//! `rollup_hour_builds`; migration 8: `arrivals_minutes`) for the dashboards; each built from one deduplicated read of its day
 //! or hour, and rebuilt whenever the day's or hour's rows changed since.
 //!
 //! A build reads the day of `commerce_events` once with `FINAL` (every event once, however
@@ -26,8 +26,11 @@
 //!
 //! An hour is built and recorded the same way ([`ensure_hours`], the same record and
 //! side-by-side statements), grouped by what the dashboards' panels filter and group by
-//! (region, store, seller, currency; region, store, target, vantage), and its hour chosen
-//! before `FINAL` collapses copies (`PREWHERE`), so that a build merges one hour's rows.
+//! (region, store, seller, currency; region, store, target, vantage; the minute received,
+//! region and store), and its hour chosen before `FINAL` collapses copies (`PREWHERE`), so
+//! that a build merges one hour's rows. The minute an event was received is the only
+//! dimension a later copy changes, so the arrivals' build writes the groups of earlier builds
+//! again (empty ones with zero rows), and no stale group survives there either.
 //!
 //! On a cluster the rollup tables are Distributed, sharded by day or hour, and the build's
 //! inserts wait for every shard (`insert_distributed_sync`), so the report that follows reads
@@ -279,9 +282,10 @@ pub async fn build(client: &Client, date: Date) -> Result<BaseState, QueryError>
     Ok(state)
 }
 
-/// Runs the statements of one build of `at` (a date or an hour, their second parameter)
-/// with `version` (their first) side by side: a FINAL read runs in one thread on 18.16, so
-/// the statements share the cores rather than wait for each other (docs/BENCHMARKS.md).
+/// Runs the statements of one build of `at` (a date or an hour, every parameter after the
+/// first) with `version` (their first) side by side: a FINAL read runs in one thread on
+/// 18.16, so the statements share the cores rather than wait for each other
+/// (docs/BENCHMARKS.md).
 async fn run_side_by_side(
     client: &Client,
     statements: &[(&'static str, &'static str)],
@@ -293,10 +297,11 @@ async fn run_side_by_side(
         let client = client.clone();
         let at = at.to_owned();
         running.spawn(async move {
-            client
-                .query(sql)
-                .bind(version)
-                .bind(&at)
+            let mut query = client.query(sql).bind(version);
+            for _ in 1..sql.matches('?').count() {
+                query = query.bind(&at);
+            }
+            query
                 .with_setting("insert_distributed_sync", "1")
                 .execute()
                 .await
@@ -420,10 +425,65 @@ PREWHERE toStartOfHour(occurred_at) = toDateTime(?, 'UTC')
 GROUP BY hour, region, store_id, target, vantage_region"
 );
 
+/// The hour's events of one event table (`$table`) per minute received, region and store,
+/// every event once as the copy received last (`FINAL`, the hour taken before it as in
+/// [`BUILD_COMMERCE_HOUR`]): rows, and the delay from occurred to received as a sum and a
+/// value histogram. A copy received later moves its event to a later minute, so a group of an
+/// earlier build can be empty now: every group the table holds for the hour is written again
+/// (with zero rows if nothing is left in it), and the latest build replaces all of them.
+/// Params: version, hour, hour.
+macro_rules! build_arrivals_hour {
+    ($table:literal) => {
+        concat!(
+            "INSERT INTO arrivals_minutes
+SELECT hour, received, event_table, region, store_id, sum(n) AS rows, sum(delay) AS delay_sum,
+    sumMap(delay_v, delay_c) AS delay_s, toUInt64(?) AS version
+FROM (
+    SELECT
+        toStartOfHour(occurred_at) AS hour,
+        toStartOfMinute(received_at) AS received,
+        '",
+            $table,
+            "' AS event_table,
+        region,
+        store_id,
+        toUInt64(1) AS n,
+        toInt64(toUInt32(received_at)) - toInt64(toUInt32(occurred_at)) AS delay,
+        [delay] AS delay_v,
+        [toUInt64(1)] AS delay_c
+    FROM ",
+            $table,
+            " FINAL
+    PREWHERE toStartOfHour(occurred_at) = toDateTime(?, 'UTC')
+    UNION ALL
+    SELECT hour, received, '",
+            $table,
+            "' AS event_table, region, store_id, toUInt64(0) AS n,
+        toInt64(0) AS delay, emptyArrayInt64() AS delay_v, emptyArrayUInt64() AS delay_c
+    FROM arrivals_minutes
+    WHERE hour = toDateTime(?, 'UTC') AND event_table = '",
+            $table,
+            "'
+)
+GROUP BY hour, received, event_table, region, store_id"
+        )
+    };
+}
+
+/// The hour's commerce events by the minute they were received ([`build_arrivals_hour`]).
+/// Params: version, hour, hour.
+pub const BUILD_COMMERCE_ARRIVALS_HOUR: &str = build_arrivals_hour!("commerce_events");
+
+/// The hour's probes by the minute they were received ([`build_arrivals_hour`]). Params:
+/// version, hour, hour.
+pub const BUILD_PROBE_ARRIVALS_HOUR: &str = build_arrivals_hour!("probe_results");
+
 /// The statements of one build of an hour, with their names.
 pub const BUILD_HOUR: &[(&str, &str)] = &[
     ("build_commerce_hour", BUILD_COMMERCE_HOUR),
     ("build_probe_hour", BUILD_PROBE_HOUR),
+    ("build_commerce_arrivals_hour", BUILD_COMMERCE_ARRIVALS_HOUR),
+    ("build_probe_arrivals_hour", BUILD_PROBE_ARRIVALS_HOUR),
 ];
 
 /// The statement that records builds of hours (`'YYYY-MM-DD hh:mm:ss'`, UTC), each with
@@ -751,10 +811,20 @@ mod tests {
                 .into_iter()
                 .find(|t| sql.contains(&format!("FROM {t} FINAL")))
                 .unwrap_or_else(|| panic!("{name} reads an event table with FINAL"));
-            assert_eq!(sql.matches("FROM ").count(), 1, "{name} reads {table} once");
-            assert!(sql.contains(
-                "PREWHERE toStartOfHour(occurred_at) = toDateTime(?, 'UTC')\nGROUP BY hour,"
-            ));
+            // the arrivals also read the groups of earlier builds, to write them again
+            let carried = sql.matches("FROM arrivals_minutes\n").count();
+            assert_eq!(
+                carried,
+                usize::from(sql.starts_with("INSERT INTO arrivals_minutes")),
+                "{name}"
+            );
+            assert!(carried == 0 || sql.contains("toUInt64(0) AS n"), "{name}");
+            assert_eq!(
+                sql.matches("FROM ").count() - sql.matches("FROM (").count() - carried,
+                1,
+                "{name} reads {table} once"
+            );
+            assert!(sql.contains("PREWHERE toStartOfHour(occurred_at) = toDateTime(?, 'UTC')\n"));
             assert!(sql.contains("toUInt64(?) AS version"), "{name}");
         }
         assert!(HOURS_BUILT.contains("FROM rollup_hour_builds FINAL"));

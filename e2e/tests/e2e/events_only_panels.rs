@@ -388,4 +388,20 @@ FROM
 )
 ORDER BY time, table",
     ),
+    (
+        "products-categories.json: Conversion funnel by region",
+        r"SELECT
+    toString(region) AS region,
+    uniqExactIf(session_id, type = 'view') AS viewing_sessions,
+    uniqExactIf(session_id, type = 'cart') AS carting_sessions,
+    uniqExactIf(session_id, type = 'purchase') AS purchasing_sessions,
+    round(100 * purchasing_sessions / greatest(viewing_sessions, 1), 2) AS conversion_pct
+FROM commerce_events FINAL
+WHERE $__timeFilter(occurred_at)
+  AND $__conditionalAll(toString(region) IN (${region:singlequote}), $region)
+  AND $__conditionalAll(store_id IN (${store:singlequote}), $store)
+  AND $__conditionalAll(toString(seller_id) IN (${seller:singlequote}), $seller)
+GROUP BY region
+ORDER BY region",
+    ),
 ];
