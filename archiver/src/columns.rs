@@ -217,9 +217,10 @@ pub struct CommerceColumns {
 
 impl CommerceColumns {
     pub fn push(&mut self, r: &CommerceRow<'_>) {
-        let id = r.event_id.to_string();
+        let mut id = Uuid::encode_buffer();
+        let id = r.event_id.hyphenated().encode_lower(&mut id);
         self.head
-            .push(&id, r.occurred_at, r.received_at, r.region, r.store_id);
+            .push(id, r.occurred_at, r.received_at, r.region, r.store_id);
         self.r#type.append_value(enum_name(&TYPES, r.r#type));
         self.product_id.append_value(r.product_id);
         self.category_id.append_value(r.category_id);
@@ -272,9 +273,10 @@ pub struct ProbeColumns {
 
 impl ProbeColumns {
     pub fn push(&mut self, r: &ProbeRow<'_>) {
-        let id = r.event_id.to_string();
+        let mut id = Uuid::encode_buffer();
+        let id = r.event_id.hyphenated().encode_lower(&mut id);
         self.head
-            .push(&id, r.occurred_at, r.received_at, r.region, r.store_id);
+            .push(id, r.occurred_at, r.received_at, r.region, r.store_id);
         self.target.append_value(r.target);
         self.up.append_value(r.up);
         self.status_code.append_value(r.status_code);

@@ -24,10 +24,12 @@ use parquet::{
     schema::types::ColumnPath,
 };
 use pipeline::{
+    proto::ingest::Event,
     region::Region,
     rows::{CommerceRow, EventRow, ProbeRow, RejectSource, RejectedRow, datetime, event_row},
     validate::Limits,
 };
+use prost::Message as _;
 use sha2::{Digest, Sha256};
 
 use crate::{
@@ -370,9 +372,11 @@ fn properties(object_bytes: usize) -> WriterProperties {
         .build()
 }
 
-/// One entry's rows, as the consumer would load them.
+/// One entry's rows, as the consumer would load them: decoded as views borrowing the
+/// entry's bytes (`Fields::decode_view`, the consumer's decoder), so no event is copied into
+/// owned strings on the way to the columns.
 fn add_entry(entry: &RawEntry, limits: &Limits, parts: &mut Open) -> Result<(), EncodeError> {
-    let batch = match entry.fields.decode() {
+    let batch = match entry.fields.decode_view() {
         Ok(batch) => batch,
         Err(err) => {
             let reason = format!("undecodable stream entry: {err}");
@@ -382,9 +386,10 @@ fn add_entry(entry: &RawEntry, limits: &Limits, parts: &mut Open) -> Result<(), 
     let received = batch.received_at.as_ref().map_or(0, |t| t.seconds);
     let received_at = datetime(received);
     let region = Region::from_proto(batch.region);
+    let store_id = batch.store_id;
     let checked = check_entry(
         limits,
-        &batch.store_id,
+        store_id,
         region,
         received,
         batch.from_prober,
@@ -394,18 +399,20 @@ fn add_entry(entry: &RawEntry, limits: &Limits, parts: &mut Open) -> Result<(), 
         entry,
         received_at,
         region: region.map_or(0, Region::ch_code),
-        store_id: &batch.store_id,
+        store_id,
     };
     for accepted in &checked.accepted {
         parts.event(&event_row(accepted, received_at))?;
     }
     for r in &checked.rejected {
         let reason = r.reason();
-        let raw = prost::Message::encode_to_vec(&r.event);
-        let occurred_at = datetime(r.event.occurred_at.as_ref().map_or(0, |t| t.seconds));
+        // the event as prost re-encodes it, as the consumer's row holds it
+        let encoded = batch.encoded_events[r.index];
+        let raw = Event::decode(encoded).map_or_else(|_| encoded.to_vec(), |e| e.encode_to_vec());
+        let occurred_at = datetime(r.event.occurred_at.map_or(0, |t| t.seconds));
         parts.rejected(&rejecting.row(
             RejectSource::Consumer,
-            &r.event.event_id,
+            r.event.event_id,
             occurred_at,
             &reason,
             &raw,
