@@ -24,12 +24,10 @@ use parquet::{
     schema::types::ColumnPath,
 };
 use pipeline::{
-    proto::ingest::Event,
     region::Region,
     rows::{CommerceRow, EventRow, ProbeRow, RejectSource, RejectedRow, datetime, event_row},
     validate::Limits,
 };
-use prost::Message as _;
 use sha2::{Digest, Sha256};
 
 use crate::{
@@ -406,9 +404,7 @@ fn add_entry(entry: &RawEntry, limits: &Limits, parts: &mut Open) -> Result<(), 
     }
     for r in &checked.rejected {
         let reason = r.reason();
-        // the event as prost re-encodes it, as the consumer's row holds it
-        let encoded = batch.encoded_events[r.index];
-        let raw = Event::decode(encoded).map_or_else(|_| encoded.to_vec(), |e| e.encode_to_vec());
+        let raw = Rejecting::refused_event_raw(batch.encoded_events[r.index]);
         let occurred_at = datetime(r.event.occurred_at.map_or(0, |t| t.seconds));
         parts.rejected(&rejecting.row(
             RejectSource::Consumer,

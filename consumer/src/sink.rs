@@ -91,6 +91,14 @@ impl<'a> Rejecting<'a> {
         }
     }
 
+    /// The `raw` of an event the consumer rejects, from the bytes it was decoded from: the
+    /// event as prost encodes it once decoded, as the owned path kept it (a view is decoded
+    /// from bytes prost decodes too; if not, the bytes themselves). The consumer's rows and
+    /// the archiver's both take it from here, so the archive holds what ClickHouse holds.
+    pub fn refused_event_raw(encoded: &[u8]) -> Vec<u8> {
+        Event::decode(encoded).map_or_else(|_| encoded.to_vec(), |e| e.encode_to_vec())
+    }
+
     /// The row for one rejected thing of the entry: an event (with its id and time) or,
     /// with an empty id, the whole entry or the gateway's count of rejected events it did
     /// not keep.
@@ -426,11 +434,7 @@ impl Sink {
         };
         for r in &checked.rejected {
             let reason = r.reason();
-            // the event as prost encodes it decoded, as the owned path kept it; the view was
-            // decoded from these bytes, so prost decodes them too
-            let encoded = encoded_events[r.index];
-            let raw =
-                Event::decode(encoded).map_or_else(|_| encoded.to_vec(), |e| e.encode_to_vec());
+            let raw = Rejecting::refused_event_raw(encoded_events[r.index]);
             let occurred_at = datetime(r.event.occurred_at.map_or(0, |t| t.seconds));
             let row = rejecting.row(
                 RejectSource::Consumer,
