@@ -195,6 +195,17 @@ pub fn classify_redis(err: &fred::error::Error) -> Class {
     {
         return Class::Retriable;
     }
+    // fred reports some of its own connection trouble as `Unknown` as well, in a sentence of
+    // its own: "Failed to route command." (no connection to the node of the key's slot, on
+    // fred's path without replica routing: a cluster node restarting), "Too many failed
+    // write attempts." (a command that outlived its one write attempt). CI's cluster test
+    // once saw a batch refused for good while a master restarted, and these are the errors
+    // of that path the rules took for a refusal. A server's error reply always begins with
+    // its code in capitals (`ERR`, `NOPERM`, `MISCONF`): what does not was never refused by
+    // Redis, and is gone after a reconnect.
+    if err.kind() == &K::Unknown && !is_redis_error_reply(err.details()) {
+        return Class::Retriable;
+    }
     match err.kind() {
         // The connection broke, the answer was late, the request was dropped with its
         // connection, the cluster moved a slot, the client found no connection to the node
@@ -210,6 +221,13 @@ pub fn classify_redis(err: &fred::error::Error) -> Class {
         // setup or the code.
         _ => Class::NeedsOperator,
     }
+}
+
+/// Whether `details` is an error reply of a Redis server: its first word is the error's
+/// code, in capitals (`ERR syntax error`, `NOPERM ...`), as the RESP specification has it.
+fn is_redis_error_reply(details: &str) -> bool {
+    let code = details.split(' ').next().unwrap_or("");
+    !code.is_empty() && code.bytes().all(|b| b.is_ascii_uppercase())
 }
 
 /// Whether Redis refused a write because it reached `maxmemory` with `noeviction`.
@@ -372,8 +390,16 @@ mod tests {
             "LOADING Redis is loading the dataset in memory",
         );
         assert_eq!(classify_redis(&loading), Class::Retriable);
-        let routing = Error::new(ErrorKind::Routing, "Failed to route command.");
-        assert_eq!(classify_redis(&routing), Class::Retriable);
+        // fred's own words for connection trouble, under both kinds it uses for them
+        for (kind, words) in [
+            (ErrorKind::Routing, "Failed to route command."),
+            (ErrorKind::Unknown, "Failed to route command."),
+            (ErrorKind::Unknown, "Too many failed write attempts."),
+            (ErrorKind::Unknown, "Missing expected connection."),
+        ] {
+            let err = Error::new(kind.clone(), words);
+            assert_eq!(classify_redis(&err), Class::Retriable, "{kind:?} {words}");
+        }
         for reply in [
             "TRYAGAIN Multiple keys request during rehashing of slot",
             "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
@@ -390,8 +416,15 @@ mod tests {
         assert_eq!(classify_redis(&syntax), Class::NeedsOperator);
         let auth = Error::new(ErrorKind::Auth, "WRONGPASS invalid username-password pair");
         assert_eq!(classify_redis(&auth), Class::NeedsOperator);
-        let acl = Error::new(ErrorKind::Unknown, "NOPERM this user has no permissions");
-        assert_eq!(classify_redis(&acl), Class::NeedsOperator);
+        for reply in [
+            "NOPERM this user has no permissions",
+            "ERR unknown command 'XADD'",
+            "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk",
+            "ERR",
+        ] {
+            let err = Error::new(ErrorKind::Unknown, reply);
+            assert_eq!(classify_redis(&err), Class::NeedsOperator, "{reply}");
+        }
     }
 
     #[test]

@@ -120,6 +120,76 @@ async fn one_slow_health_check_does_not_stop_the_gateway_queueing() {
     assert_eq!(gateway.stream_len().await, 2);
 }
 
+/// A cluster master restarting under load is an outage like any other: every write that
+/// fails is answered UNAVAILABLE, which stores retry, and never a final refusal. (CI's
+/// cluster test once saw a batch refused for good during such a restart; see
+/// `pipeline::retry::classify_redis` on fred's own `Unknown` errors.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_master_restart_is_unavailable_never_refused() {
+    let mut cluster = testkit::RedisCluster::start().unwrap();
+    let gateway = spawn_gateway(&cluster.url(), &[]).await;
+    let client = gateway.client().await;
+    wait_for_health(&gateway, ServingStatus::Serving, Duration::from_secs(10)).await;
+    client
+        .clone()
+        .publish(authed(EU_TOKEN, request(1, eu_events(1))))
+        .await
+        .unwrap();
+    // the master that holds the stream's slot
+    let slot = cluster
+        .cli(0, &["CLUSTER", "KEYSLOT", &gateway.stream_key])
+        .unwrap();
+    let owner = (0..3)
+        .find(|&i| {
+            cluster
+                .node(i)
+                .cli(&["CLUSTER", "COUNTKEYSINSLOT", &slot])
+                .is_ok_and(|n| n == "1")
+        })
+        .expect("a node holds the stream");
+
+    // stores writing without pause while the master restarts
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let writers: Vec<_> = (0..4u64)
+        .map(|w| {
+            let mut client = client.clone();
+            let stopped = stopped.clone();
+            tokio::spawn(async move {
+                let mut answers = std::collections::BTreeMap::<String, u32>::new();
+                let mut sequence = 10 + w * 1_000_000;
+                while !*stopped.borrow() {
+                    sequence += 1;
+                    let answer = match client
+                        .publish(authed(EU_TOKEN, request(sequence, eu_events(1))))
+                        .await
+                    {
+                        Ok(_) => "OK".to_owned(),
+                        Err(status) => format!("{:?}: {}", status.code(), status.message()),
+                    };
+                    *answers.entry(answer).or_default() += 1;
+                }
+                answers
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::task::block_in_place(|| cluster.restart_node(owner)).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.send_replace(true);
+    let mut answers = std::collections::BTreeMap::<String, u32>::new();
+    for writer in writers {
+        for (answer, n) in writer.await.unwrap() {
+            *answers.entry(answer).or_default() += n;
+        }
+    }
+    assert!(
+        answers
+            .keys()
+            .all(|answer| answer == "OK" || answer.starts_with("Unavailable")),
+        "every write during the restart is queued or UNAVAILABLE: {answers:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_redis_is_not_serving_until_it_answers_again() {
     let redis = testkit::Redis::start().unwrap();
