@@ -52,5 +52,8 @@ fn finish(truth: &Truth, truth_out: Option<&std::path::Path>) -> anyhow::Result<
         "sent {} events: {} accepted, {} rejected, {} failed, {} requests retried",
         truth.sent, truth.accepted, truth.rejected, truth.failed, truth.retried_requests
     );
+    for (answer, events) in &truth.failures {
+        println!("failed: {events} events after {answer}");
+    }
     Ok(())
 }

@@ -266,7 +266,10 @@ impl Sender {
             }
             Err(err) => {
                 tracing::warn!(code = ?err.code(), error = %err, "request failed");
-                t.failed += n;
+                if let client::SendError::GaveUp { attempts, .. } = &err {
+                    t.retried_requests += u64::from(attempts.saturating_sub(1));
+                }
+                t.fail(n, &err);
             }
         }
         let msg = progress_message(&t);

@@ -216,6 +216,10 @@ pub struct Truth {
     pub rejected: u64,
     pub retried_requests: u64,
     pub failed: u64,
+    /// Failed events per reason the client gave up, as its error reads (at most
+    /// [`Truth::FAILURE_KINDS`] keys, then `other`): why the store gave up, for the
+    /// summary line and for a failing test's message.
+    pub failures: BTreeMap<String, u64>,
     pub total: Funnel,
     pub by_product: BTreeMap<u64, Funnel>,
     /// By category id: products without a code are not one category.
@@ -270,6 +274,26 @@ impl Funnel {
 }
 
 impl Truth {
+    /// How many distinct answers [`Truth::failures`] keeps apart.
+    pub const FAILURE_KINDS: usize = 16;
+
+    /// Records `events` events the store gave up on, and why.
+    pub fn fail(&mut self, events: u64, why: &impl std::fmt::Display) {
+        self.failed += events;
+        let mut key = why.to_string();
+        if key.len() > 200 {
+            let mut end = 200;
+            while !key.is_char_boundary(end) {
+                end -= 1;
+            }
+            key.truncate(end);
+        }
+        if self.failures.len() >= Self::FAILURE_KINDS && !self.failures.contains_key(&key) {
+            key = "other".to_owned();
+        }
+        *self.failures.entry(key).or_default() += events;
+    }
+
     /// Records one acknowledged event.
     pub fn accept(&mut self, event: &Event) {
         self.accepted += 1;
@@ -504,6 +528,35 @@ pub fn decimal_text(nanos: i128) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_are_counted_per_reason_and_their_kinds_are_bounded() {
+        let mut truth = Truth::default();
+        truth.fail(200, &"refused with Internal: redis refused the write");
+        truth.fail(100, &"refused with Internal: redis refused the write");
+        assert_eq!(truth.failed, 300);
+        assert_eq!(
+            truth.failures["refused with Internal: redis refused the write"],
+            300
+        );
+        for i in 0..40 {
+            truth.fail(
+                1,
+                &format!(
+                    "gave up after {i} attempts, the last with Unavailable: é{}",
+                    "x".repeat(300)
+                ),
+            );
+        }
+        assert_eq!(truth.failed, 340);
+        assert_eq!(truth.failures.len(), Truth::FAILURE_KINDS + 1);
+        assert!(truth.failures.keys().all(|k| k.len() <= 200));
+        assert_eq!(truth.failures.values().sum::<u64>(), 340);
+        assert_eq!(
+            truth.failures["other"],
+            40 - (Truth::FAILURE_KINDS as u64 - 1)
+        );
+    }
 
     #[test]
     fn decimals_print_like_clickhouse() {
