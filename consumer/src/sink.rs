@@ -14,13 +14,14 @@ use std::{
 
 use clickhouse::Client;
 use pipeline::{
+    config::Compression,
     entry::BatchView,
     native::{NativeInsert, Spare},
     proto::{ingest::Event, queue::QueuedBatch},
     region::Region,
     rows::{
         COMMERCE_TABLE, CommerceRow, EventRow, PROBE_TABLE, ProbeRow, REJECTED_TABLE, RejectSource,
-        RejectedRow, datetime, event_row,
+        RejectedRow, datetime, event_row_with_id,
     },
     validate::{self, AsView, Context, Limits, Sender},
 };
@@ -159,14 +160,18 @@ pub struct Sink {
     insert_timeout: Duration,
     /// Each table's column block, kept from one flush to the next (#19).
     spare: Spare,
+    /// How inserts are compressed (`CLICKHOUSE_COMPRESSION`), done by
+    /// `NativeInsert::with_compression` whatever the clients' own setting.
+    compression: Compression,
 }
 
 impl Sink {
-    /// A sink over `clients`: one server, or its replicas in the order to try them.
+    /// A sink over `clients`: one server, or its replicas in the order to try them; its
+    /// inserts compressed as `compression` says.
     ///
     /// # Panics
     /// If `clients` is empty.
-    pub fn new(clients: Vec<Client>) -> Sink {
+    pub fn new(clients: Vec<Client>, compression: Compression) -> Sink {
         assert!(!clients.is_empty(), "a sink needs a clickhouse client");
         Sink {
             clients,
@@ -174,6 +179,7 @@ impl Sink {
             limits: Limits::unbounded(),
             insert_timeout: DEFAULT_INSERT_TIMEOUT,
             spare: Spare::default(),
+            compression,
         }
     }
 
@@ -191,7 +197,7 @@ impl Sink {
     /// A Native insert of `R` rows into `table` on the current replica, with the timeouts.
     fn insert<R: pipeline::native::NativeRow>(&self, table: &str) -> NativeInsert {
         let send = self.insert_timeout.min(INSERT_SEND_TIMEOUT);
-        NativeInsert::new::<R>(self.client(), table)
+        NativeInsert::with_compression::<R>(self.client(), table, self.compression)
             .with_block(self.spare.take::<R>())
             .with_timeouts(Some(send), Some(self.insert_timeout))
     }
@@ -446,16 +452,14 @@ impl Sink {
             inserts.rejected.write(&row).await?;
             written.rejected += 1;
         }
-        for accepted in &checked.accepted {
-            let loaded = !present.is_empty()
-                && present
-                    .get(store_id)
-                    .is_some_and(|ids| ids.contains(&accepted.event_id()));
+        for (accepted, id) in checked.with_ids() {
+            let loaded =
+                !present.is_empty() && present.get(store_id).is_some_and(|ids| ids.contains(&id));
             if loaded {
                 written.skipped += 1;
                 continue;
             }
-            match event_row(accepted, received_at) {
+            match event_row_with_id(accepted, id, received_at) {
                 EventRow::Commerce(row) => {
                     inserts.commerce.write(&row).await?;
                     written.commerce += 1;

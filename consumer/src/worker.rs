@@ -140,7 +140,8 @@ impl Worker {
             .map_err(Error::Connect)?;
         // Each shard's worker holds a batch: the byte limit is the process's, shared out.
         let shards = settings.redis.shards().len();
-        let sink = Sink::new(ch.clients()).with_insert_timeout(settings.recovery.insert_timeout);
+        let sink = Sink::new(ch.clients(), ch.clickhouse_compression)
+            .with_insert_timeout(settings.recovery.insert_timeout);
         Ok(Worker {
             source,
             sink,

@@ -18,7 +18,10 @@ use std::{
 use bytes::{BufMut as _, Bytes, BytesMut};
 use clickhouse::insert_formatted::InsertFormatted;
 
-use crate::rows::{CommerceRow, ProbeRow, RejectedRow};
+use crate::{
+    config::Compression,
+    rows::{CommerceRow, ProbeRow, RejectedRow},
+};
 
 /// A column: its name and its ClickHouse type, as the migrations create it.
 pub type Column = (&'static str, &'static str);
@@ -129,6 +132,9 @@ pub struct NativeInsert {
     insert: InsertFormatted,
     block: Block,
     block_rows: usize,
+    /// LZ4 frames made here ([`NativeInsert::with_compression`]), or `None`: the client's
+    /// own setting applies.
+    frames: Option<Frames>,
 }
 
 impl NativeInsert {
@@ -138,6 +144,28 @@ impl NativeInsert {
             insert: client.insert_formatted_with(format!("INSERT INTO {table} FORMAT Native")),
             block: Block::new::<R>(),
             block_rows: BLOCK_ROWS,
+            frames: None,
+        }
+    }
+
+    /// An insert of `R` rows into `table` compressed as `compression` says, whatever the
+    /// client's own setting: with LZ4 the frames are made here ([`Frames`]), the same bytes
+    /// the client sends, in a buffer kept from one frame to the next (#19).
+    pub fn with_compression<R: NativeRow>(
+        client: &clickhouse::Client,
+        table: &str,
+        compression: Compression,
+    ) -> NativeInsert {
+        let client = client
+            .clone()
+            .with_compression(clickhouse::Compression::None);
+        match compression {
+            Compression::None => NativeInsert::new::<R>(&client, table),
+            Compression::Lz4 => NativeInsert {
+                frames: Some(Frames::default()),
+                // the body is compressed frames: what the client asks for when it compresses
+                ..NativeInsert::new::<R>(&client.with_setting("decompress", "1"), table)
+            },
         }
     }
 
@@ -192,10 +220,66 @@ impl NativeInsert {
         for piece in self.block.pieces() {
             for start in (0..piece.len()).step_by(CHUNK_BYTES) {
                 let end = piece.len().min(start + CHUNK_BYTES);
-                self.insert.send(piece.slice(start..end)).await?;
+                let chunk = match &mut self.frames {
+                    Some(frames) => frames.lz4(&piece[start..end])?,
+                    None => piece.slice(start..end),
+                };
+                self.insert.send(chunk).await?;
             }
         }
         Ok(())
+    }
+}
+
+/// ClickHouse's compressed frames, as a body sent with `decompress=1` holds them: a
+/// CityHash128 (v1.0.2) of the rest of the frame (16 bytes, its halves swapped), the method
+/// (0x82, LZ4), the frame's size from the method on and the data's size (each `u32`
+/// little-endian), then the data as one LZ4 block. What `clickhouse::Client` sends with
+/// `Compression::Lz4`, but compressed into a buffer and with a hash table both kept from
+/// one frame to the next, where the client zeroes a new buffer of the largest output size
+/// for every frame (about a third of its LZ4 instructions, docs/BENCHMARKS.md).
+#[derive(Default)]
+struct Frames {
+    out: Vec<u8>,
+    /// The hash tables LZ4 finds matches with, 16-bit entries for pieces under 64 KiB and
+    /// 32-bit for longer ones: the one `lz4_flex::block::compress_into` makes anew for
+    /// each piece, so that a frame is the client's, byte for byte.
+    small: Option<lz4_flex::block::CompressTable>,
+    large: Option<lz4_flex::block::CompressTable>,
+}
+
+/// Checksum, method, compressed size, data size.
+const FRAME_HEAD: usize = 16 + 1 + 4 + 4;
+
+impl Frames {
+    /// `data` as one LZ4 frame.
+    fn lz4(&mut self, data: &[u8]) -> clickhouse::error::Result<Bytes> {
+        let error = |e: String| clickhouse::error::Error::Compression(e.into());
+        let largest = FRAME_HEAD + lz4_flex::block::get_maximum_output_size(data.len());
+        if self.out.len() < largest {
+            self.out.resize(largest, 0);
+        }
+        let table = if data.len() < usize::from(u16::MAX) {
+            self.small
+                .get_or_insert_with(lz4_flex::block::CompressTable::small)
+        } else {
+            self.large
+                .get_or_insert_with(lz4_flex::block::CompressTable::large)
+        };
+        let size =
+            lz4_flex::block::compress_into_with_table(data, &mut self.out[FRAME_HEAD..], table)
+                .map_err(|e| error(e.to_string()))?;
+        let frame = &mut self.out[..FRAME_HEAD + size];
+        let sizes = u32::try_from(FRAME_HEAD - 16 + size)
+            .ok()
+            .zip(u32::try_from(data.len()).ok())
+            .ok_or_else(|| error(format!("a frame of {} bytes", data.len())))?;
+        frame[16] = 0x82;
+        frame[17..21].copy_from_slice(&sizes.0.to_le_bytes());
+        frame[21..25].copy_from_slice(&sizes.1.to_le_bytes());
+        let checksum = cityhash_rs::cityhash_102_128(&frame[16..]).rotate_right(64);
+        frame[..16].copy_from_slice(&checksum.to_le_bytes());
+        Ok(Bytes::copy_from_slice(frame))
     }
 }
 
@@ -411,6 +495,35 @@ mod tests {
             raw: b"\x00\x01",
             delivery_count: 4,
             stream_entry_id: "1-0",
+        }
+    }
+
+    #[test]
+    fn frames_are_the_bytes_the_client_compresses_to() {
+        let mut frames = Frames::default();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut random = |len: usize| -> Vec<u8> {
+            (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    // few distinct bytes: matches for LZ4 to find, and some runs
+                    (state % 7) as u8
+                })
+                .collect()
+        };
+        // a piece at most CHUNK_BYTES, then smaller ones after the table and buffer grew
+        for data in [
+            random(CHUNK_BYTES),
+            b"\x10\x03".to_vec(),
+            random(100_000),
+            vec![7; 70_000],
+            random(1000),
+            b"abc".to_vec(),
+        ] {
+            let expected = clickhouse::_priv::lz4_compress(&data).unwrap();
+            assert_eq!(frames.lz4(&data).unwrap(), expected, "{} bytes", data.len());
         }
     }
 

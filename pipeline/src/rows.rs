@@ -130,8 +130,18 @@ pub fn decimal9(units: i64, nanos: i32) -> i64 {
 /// region is the event's: the sending store's, or for a prober's batch the probed store's
 /// (both checked by the rules).
 pub fn event_row<E: AsView>(accepted: &Accepted<E>, received_at: u32) -> EventRow<'_> {
+    event_row_with_id(accepted, accepted.event_id(), received_at)
+}
+
+/// [`event_row`] of an event whose id is known already (`validate::Checked::with_ids`):
+/// the id is not parsed again (#19).
+pub fn event_row_with_id<E: AsView>(
+    accepted: &Accepted<E>,
+    id: Uuid,
+    received_at: u32,
+) -> EventRow<'_> {
+    debug_assert_eq!(id, accepted.event_id());
     let event = accepted.event().view();
-    let id = accepted.event_id();
     let region = accepted.region().ch_code();
     let occurred_at = datetime(accepted.occurred_at());
     match &event.payload {

@@ -337,6 +337,10 @@ pub struct Checked<E = Event> {
     pub accepted: Vec<Accepted<E>>,
     /// Rejected events, in batch order.
     pub rejected: Vec<Rejected<E>>,
+    /// The id of each accepted event, in the same order, as the rules parsed it: the rows
+    /// take it from here instead of parsing the text again (#19). Private, so that it
+    /// always matches `accepted` ([`Checked::with_ids`]).
+    ids: Vec<u128>,
 }
 
 impl<E> Default for Checked<E> {
@@ -344,6 +348,7 @@ impl<E> Default for Checked<E> {
         Checked {
             accepted: Vec::new(),
             rejected: Vec::new(),
+            ids: Vec::new(),
         }
     }
 }
@@ -352,29 +357,49 @@ impl<E> Checked<E> {
     pub fn is_clean(&self) -> bool {
         self.rejected.is_empty()
     }
+
+    /// Each accepted event with its id, in batch order: [`Accepted::event_id`] without
+    /// parsing the id again.
+    pub fn with_ids(&self) -> impl Iterator<Item = (&Accepted<E>, uuid::Uuid)> {
+        debug_assert_eq!(self.accepted.len(), self.ids.len());
+        self.accepted
+            .iter()
+            .zip(self.ids.iter().map(|&bits| uuid::Uuid::from_u128(bits)))
+    }
 }
 
 /// Checks every event of a batch, plus the batch-wide rule that event ids are unique, and
 /// splits the batch by the verdict. Events are moved, not copied.
 pub fn check_batch<E: AsView>(ctx: &Context<'_>, events: Vec<E>) -> Checked<E> {
-    let bad = violations(ctx, &events);
+    let (bad, canonical) = violations(ctx, &events);
     if bad.is_empty() {
         // The common case, every event valid: `Accepted` is `Event` underneath
         // (`repr(transparent)`), so this collect reuses the request's allocation in place
         // instead of copying every event into a new one (gateway/benches/hot_path.rs).
+        // Every id is then canonical, one per event: the ids the rules parsed, moved.
         return Checked {
             accepted: events.into_iter().map(Accepted).collect(),
             rejected: Vec::new(),
+            ids: canonical,
         };
     }
     let mut bad = bad.into_iter().peekable();
     let mut checked = Checked {
         accepted: Vec::with_capacity(events.len()),
         rejected: Vec::new(),
+        ids: Vec::with_capacity(events.len()),
     };
     for (index, event) in events.into_iter().enumerate() {
         match bad.next_if(|(i, _)| *i == index) {
-            None => checked.accepted.push(Accepted(event)),
+            None => {
+                // `canonical` holds the ids of rejected events too: the accepted ones'
+                // parsed again, in this rare case
+                match parse_canonical_uuid(event.event_id()) {
+                    Some(bits) => checked.ids.push(bits),
+                    None => unreachable!("the event_id rule accepts only canonical ids"),
+                }
+                checked.accepted.push(Accepted(event));
+            }
             Some((_, violations)) => checked.rejected.push(Rejected {
                 index,
                 event,
@@ -385,8 +410,12 @@ pub fn check_batch<E: AsView>(ctx: &Context<'_>, events: Vec<E>) -> Checked<E> {
     checked
 }
 
-/// Every rejected event's index and violations, in index order.
-fn violations<E: AsView>(ctx: &Context<'_>, events: &[E]) -> Vec<(usize, Vec<Violation>)> {
+/// Every rejected event's index and violations, in index order; and the canonical ids
+/// (one per event when none is rejected).
+fn violations<E: AsView>(
+    ctx: &Context<'_>,
+    events: &[E],
+) -> (Vec<(usize, Vec<Violation>)>, Vec<u128>) {
     let mut rejected = Vec::new();
     let mut canonical: Vec<u128> = Vec::with_capacity(events.len());
     let mut other: Vec<(&str, usize)> = Vec::new();
@@ -406,7 +435,7 @@ fn violations<E: AsView>(ctx: &Context<'_>, events: &[E]) -> Vec<(usize, Vec<Vio
     }
     // which events repeat an id only when one does, which almost never happens: the ids
     // then are parsed again, with their indexes
-    let canonical = if any_repeat(&canonical) {
+    let indexed = if any_repeat(&canonical) {
         events
             .iter()
             .enumerate()
@@ -415,9 +444,9 @@ fn violations<E: AsView>(ctx: &Context<'_>, events: &[E]) -> Vec<(usize, Vec<Vio
     } else {
         Vec::new()
     };
-    let repeats = repeats(canonical, other);
+    let repeats = repeats(indexed, other);
     if repeats.is_empty() {
-        return rejected;
+        return (rejected, canonical);
     }
     // each repeat's violation after its event's others, the events in index order
     let mut merged = Vec::with_capacity(rejected.len() + repeats.len());
@@ -441,7 +470,7 @@ fn violations<E: AsView>(ctx: &Context<'_>, events: &[E]) -> Vec<(usize, Vec<Vio
         merged.push((index, violations));
     }
     merged.extend(rejected);
-    merged
+    (merged, canonical)
 }
 
 /// Every event whose non-empty id an earlier event of the batch has, as (its index, the

@@ -2,10 +2,11 @@
 //! table, inserted as Native blocks into one database and as RowBinary (serde rows through
 //! `clickhouse::insert::Insert`, as the consumer sent them before #19) into another, read
 //! back identical, the Native blocks sent compressed with LZ4 and uncompressed
-//! (`CLICKHOUSE_COMPRESSION`). Values at the edges of their types, text longer than one length byte
+//! (`CLICKHOUSE_COMPRESSION`), by the client or by `NativeInsert::with_compression`. Values at the edges of their types, text longer than one length byte
 //! and a row larger than one sent piece included.
 
 use pipeline::{
+    config::Compression,
     native::{NativeInsert, NativeRow},
     rows::{COMMERCE_TABLE, CommerceRow, PROBE_TABLE, ProbeRow, REJECTED_TABLE, RejectedRow},
     schema,
@@ -34,10 +35,21 @@ macro_rules! both_ways {
             .collect();
         let sql = format!("SELECT * FROM {} ORDER BY {}", $table, columns.join(", "));
         let mut native = Vec::new();
-        for compression in [clickhouse::Compression::Lz4, clickhouse::Compression::None] {
+        // the client's compression, or the insert's own whatever the client's (the
+        // consumer's: LZ4 frames made by `pipeline::native`)
+        for (compression, own) in [
+            (clickhouse::Compression::Lz4, None),
+            (clickhouse::Compression::None, None),
+            (clickhouse::Compression::None, Some(Compression::Lz4)),
+            (clickhouse::Compression::Lz4, Some(Compression::None)),
+        ] {
             let client = database("native", compression).await;
+            let insert = match own {
+                None => NativeInsert::new::<$row>(&client, $table),
+                Some(own) => NativeInsert::with_compression::<$row>(&client, $table, own),
+            };
             // blocks of 7 rows: several blocks, and the last one short
-            let mut insert = NativeInsert::new::<$row>(&client, $table).with_block_rows(7);
+            let mut insert = insert.with_block_rows(7);
             for row in $rows {
                 insert.write(row).await.unwrap();
             }

@@ -883,6 +883,59 @@ fn batch_rejects_repeated_event_ids_after_the_first() {
 }
 
 #[test]
+fn accepted_events_come_with_the_ids_the_uuid_crate_reads() {
+    let limits = Limits::default();
+    let ctx = Context {
+        limits: &limits,
+        now_unix: NOW,
+        sender: None,
+    };
+    let with = |id: String| Event {
+        event_id: id,
+        ..commerce()
+    };
+    let ids = |checked: &Checked| {
+        checked
+            .with_ids()
+            .map(|(accepted, id)| {
+                assert_eq!(id, accepted.event_id());
+                id
+            })
+            .collect::<Vec<_>>()
+    };
+    // every event valid: the ids the rules parsed, one per event
+    let expected: Vec<String> = (0..16).map(nth_id).collect();
+    let clean = check_batch(&ctx, expected.iter().cloned().map(with).collect());
+    assert!(clean.is_clean());
+    let text = |ids: Vec<uuid::Uuid>| ids.iter().map(uuid::Uuid::to_string).collect::<Vec<_>>();
+    assert_eq!(text(ids(&clean)), expected);
+    // some rejected: the accepted ones' ids, in order
+    let batch: Vec<Event> = expected
+        .iter()
+        .cloned()
+        .map(with)
+        .chain([
+            // rejected with a canonical id, with another, and a repeat
+            Event {
+                region: 0,
+                ..with("11111111-2222-4333-8444-555555555555".into())
+            },
+            with("NOT-A-UUID".into()),
+            with(nth_id(3)),
+            with("22222222-2222-4333-8444-555555555555".into()),
+        ])
+        .collect();
+    let checked = check_batch(&ctx, batch);
+    assert_eq!(checked.rejected.len(), 3);
+    let accepted: Vec<String> = expected
+        .iter()
+        .cloned()
+        .chain(["22222222-2222-4333-8444-555555555555".to_string()])
+        .collect();
+    assert_eq!(text(ids(&checked)), accepted);
+}
+
+#[test]
 fn a_valid_batch_is_clean_and_several_violations_are_all_reported() {
     let limits = Limits::default();
     let ctx = Context {
@@ -1017,7 +1070,7 @@ fn duplicates(events: &[Event]) -> Vec<(usize, usize)> {
         sender: None,
     };
     let mut found = Vec::new();
-    for (index, violations) in violations(&ctx, events) {
+    for (index, violations) in violations(&ctx, events).0 {
         for (i, v) in violations.iter().enumerate() {
             let Some(rest) = v.description.strip_prefix("duplicates events[") else {
                 continue;
