@@ -106,6 +106,7 @@ impl EdgeConfig {
                 held: held.clone(),
                 buf: BytesMut::new(),
                 receiving: self.budget.charge(),
+                body: None,
                 deadline: None,
                 done: false,
             });
@@ -251,6 +252,11 @@ struct FrameBody {
     buf: BytesMut,
     /// The budget's share for `buf`.
     receiving: Charge,
+    /// The message passed on last, without its header, which went first: tonic reserves
+    /// room for the length the header announces when it reads it, so that the message
+    /// then lands in that room, instead of tonic growing (reallocating and copying) its
+    /// buffer to fit a frame it holds whole.
+    body: Option<Bytes>,
     /// When the message in progress must have arrived in full.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Set after the end or an error: nothing more is read.
@@ -346,13 +352,18 @@ impl http_body::Body for FrameBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = &mut *self;
+        if let Some(body) = this.body.take() {
+            return Poll::Ready(Some(Ok(Frame::data(body))));
+        }
         loop {
             if this.done {
                 return Poll::Ready(None);
             }
             match this.next_message() {
-                Ok(Some(message)) => {
+                Ok(Some(mut message)) => {
                     this.deadline = None;
+                    let body = message.split_off(HEADER);
+                    this.body = (!body.is_empty()).then_some(body);
                     return Poll::Ready(Some(Ok(Frame::data(message))));
                 }
                 Ok(None) => {}
