@@ -14,7 +14,8 @@ use super::*;
 
 /// Inputs: every one of up to two bytes; varints of 1 to 11 bytes whose last byte is each
 /// of the values that matter at the tenth (0, 1, 2, 0x7f), whole, cut short and followed by
-/// more bytes; ten and eleven continuation bytes; and random bytes.
+/// more bytes; ten and eleven continuation bytes; random bytes; and random varints of every
+/// length followed by random bytes.
 fn inputs() -> Vec<Vec<u8>> {
     let mut inputs = vec![vec![]];
     for a in 0..=255u8 {
@@ -42,6 +43,17 @@ fn inputs() -> Vec<Vec<u8>> {
     for _ in 0..20_000 {
         let len = rng.below(14);
         inputs.push((0..len).map(|_| rng.next_u64() as u8).collect());
+    }
+    // random varints of 1 to 11 bytes (any low bits, the high bit set on all but the
+    // last), then 0 to 9 random bytes: whole words of every shape, and words cut short
+    for _ in 0..50_000 {
+        let len = 1 + rng.below(11);
+        let mut input: Vec<u8> = (0..len)
+            .map(|i| rng.next_u64() as u8 & 0x7f | if i + 1 < len { 0x80 } else { 0 })
+            .collect();
+        let tail = rng.below(10);
+        input.extend((0..tail).map(|_| rng.next_u64() as u8));
+        inputs.push(input);
     }
     inputs
 }
