@@ -77,17 +77,22 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<Guard, Teleme
     opentelemetry::global::set_tracer_provider(tracer_provider.clone());
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry()
-        .with(filter)
-        .with(otel_layer(&tracer_provider, service));
     // Logs go to stderr: stdout is the commands' output (the reporter prints the keys it
     // wrote, the simulator its summary), which scripts read.
-    match args.log_format {
-        LogFormat::Text => registry
-            .with(fmt::layer().with_target(false).with_writer(std::io::stderr))
-            .try_init()?,
-        LogFormat::Json => registry.with(json_layer(std::io::stderr)).try_init()?,
-    }
+    let text = matches!(args.log_format, LogFormat::Text)
+        .then(|| fmt::layer().with_target(false).with_writer(std::io::stderr));
+    let json = matches!(args.log_format, LogFormat::Json).then(|| json_layer(std::io::stderr));
+    // The filter goes on last, outermost: a callsite it disables is then disabled for good
+    // (tracing caches that). Beneath the log layer, with the OpenTelemetry layer's own
+    // filter also in the stack, a callsite the filter disables stays "sometimes" and every
+    // hit asks the filter again: h2's trace events, per frame, were ~2 % of the gateway's
+    // instructions at RUST_LOG=warn (docs/BENCHMARKS.md).
+    tracing_subscriber::registry()
+        .with(otel_layer(&tracer_provider, service))
+        .with(text)
+        .with(json)
+        .with(filter)
+        .try_init()?;
     if exporting {
         tracing::info!("exporting traces over otlp");
     }
