@@ -105,6 +105,13 @@ pub static MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0008_arrival_rollup.sql"),
         done_when: None,
     },
+    Migration {
+        version: 9,
+        name: "category_rollup",
+        sql: include_str!("../migrations/0009_category_rollup.sql"),
+        // its ALTER that finds its column counts as applied (`already_applied`)
+        done_when: None,
+    },
 ];
 
 /// Migration 2 is in place when the tables services use have a `UUID` `event_id`, and no
@@ -221,7 +228,8 @@ pub struct NotShardable {
 /// - migration 6's `conflicts_daily`: `toUInt32(day)`, the same way.
 /// - migration 7's hourly rollups (`commerce_hourly`, `probe_hourly`, `rollup_hour_builds`):
 ///   `toUInt32(hour)`, every build of an hour to the hour's shard.
-/// - migration 8's `arrivals_minutes`: `toUInt32(hour)`, the same way.
+/// - migration 8's `arrivals_minutes` and migration 9's `category_hourly`: `toUInt32(hour)`,
+///   the same way.
 pub static SHARDING_KEYS: &[(&str, &str)] = &[
     (COMMERCE_TABLE, "cityHash64(toString(event_id))"),
     (PROBE_TABLE, "cityHash64(toString(event_id))"),
@@ -236,6 +244,7 @@ pub static SHARDING_KEYS: &[(&str, &str)] = &[
     ("probe_hourly", "toUInt32(hour)"),
     ("rollup_hour_builds", "toUInt32(hour)"),
     ("arrivals_minutes", "toUInt32(hour)"),
+    ("category_hourly", "toUInt32(hour)"),
 ];
 
 /// The suffix of the per-shard tables behind each Distributed table.

@@ -89,7 +89,7 @@ async fn migrating_a_cluster_twice_creates_local_and_distributed_tables_on_every
 
     assert_eq!(
         schema::migrate_configured(&args).await.unwrap(),
-        [1, 2, 3, 4, 5, 6, 7, 8]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9]
     );
     assert_eq!(
         schema::migrate_configured(&args).await.unwrap(),
@@ -121,6 +121,8 @@ async fn migrating_a_cluster_twice_creates_local_and_distributed_tables_on_every
                 "arrivals_minutes_local\tReplacingMergeTree",
                 "audience_daily\tDistributed",
                 "audience_daily_local\tReplacingMergeTree",
+                "category_hourly\tDistributed",
+                "category_hourly_local\tReplacingMergeTree",
                 "commerce_daily\tDistributed",
                 "commerce_daily_local\tReplacingMergeTree",
                 "commerce_events\tDistributed",
@@ -163,7 +165,8 @@ async fn migrating_a_cluster_twice_creates_local_and_distributed_tables_on_every
                 "5\tprobe_rollups",
                 "6\tconflict_rollup",
                 "7\thourly_rollups",
-                "8\tarrival_rollup"
+                "8\tarrival_rollup",
+                "9\tcategory_rollup"
             ],
             "shard {}",
             shard + 1

@@ -1,8 +1,9 @@
 //! The rollups the report and the dashboards are read from: per day (migrations 4 and 5:
 //! `commerce_daily`, `audience_daily`, `probe_daily`, `probe_minutes`, and `rollup_builds`)
 //! for the report, per hour (migration 7: `commerce_hourly`, `probe_hourly`, and
-//! `rollup_hour_builds`; migration 8: `arrivals_minutes`) for the dashboards; each built from one deduplicated read of its day
-//! or hour, and rebuilt whenever the day's or hour's rows changed since.
+//! `rollup_hour_builds`; migration 8: `arrivals_minutes`; migration 9: `category_hourly`) for
+//! the dashboards; each built from one deduplicated read of its day or hour, and rebuilt
+//! whenever the day's or hour's rows changed since.
 //!
 //! A build reads the day of `commerce_events` once with `FINAL` (every event once, however
 //! many copies of it were loaded) and groups it by every dimension the report needs (day,
@@ -27,14 +28,17 @@
 //! An hour is built and recorded the same way ([`ensure_hours`], the same record and
 //! side-by-side statements), grouped by what the dashboards' panels filter and group by
 //! (region, store, seller, currency; region, store, target, vantage; the minute received,
-//! region and store), and its hour chosen before `FINAL` collapses copies (`PREWHERE`), so
-//! that a build merges one hour's rows. The minute an event was received is the only
-//! dimension a later copy changes, so the arrivals' build writes the groups of earlier builds
-//! again (empty ones with zero rows), and no stale group survives there either.
+//! region and store; the purchases by region, store and category), and its hour chosen before
+//! `FINAL` collapses copies (`PREWHERE`), so that a build merges one hour's rows. The minute
+//! an event was received is the only dimension a later copy changes, so the arrivals' build
+//! writes the groups of earlier builds again (empty ones with zero rows), and no stale group
+//! survives there either.
 //!
 //! On a cluster the rollup tables are Distributed, sharded by day or hour, and the build's
 //! inserts wait for every shard (`insert_distributed_sync`), so the report that follows reads
 //! them.
+
+use std::collections::BTreeMap;
 
 use clickhouse::Client;
 use time::{Date, OffsetDateTime};
@@ -173,23 +177,35 @@ pub fn record(date: &str, state: BaseState, version: u64) -> String {
         "day",
         &[(format!("toDate('{date}')"), state)],
         version,
+        None,
     )
 }
 
 /// The statement that records builds in `table` (the days' or the hours' record): for each
-/// value `at` (an SQL expression) of its `key` column, the base state the build read.
-fn record_in(table: &str, key: &str, builds: &[(String, BaseState)], version: u64) -> String {
+/// value `at` (an SQL expression) of its `key` column, the base state the build read; and the
+/// builds' `revision` if the record keeps one (the hours').
+fn record_in(
+    table: &str,
+    key: &str,
+    builds: &[(String, BaseState)],
+    version: u64,
+    revision: Option<u8>,
+) -> String {
+    let (column, value) = match revision {
+        Some(revision) => (", revision", format!(", toUInt8({revision})")),
+        None => ("", String::new()),
+    };
     let rows: Vec<String> = builds
         .iter()
         .map(|(at, state)| {
             format!(
-                "SELECT {at}, toUInt64({}), toDateTime({}, 'UTC'), toUInt64({version}), now()",
+                "SELECT {at}, toUInt64({}), toDateTime({}, 'UTC'), toUInt64({version}), now(){value}",
                 state.rows, state.received
             )
         })
         .collect();
     format!(
-        "INSERT INTO {table} ({key}, base_rows, base_received, version, built_at) {}",
+        "INSERT INTO {table} ({key}, base_rows, base_received, version, built_at{column}) {}",
         rows.join(" UNION ALL ")
     )
 }
@@ -217,6 +233,12 @@ pub const ROLLUP_TABLES: &[&str] = &[
 pub struct BaseState {
     pub rows: u64,
     pub received: u32,
+}
+
+impl BaseState {
+    fn new(rows: u64, received: u32) -> BaseState {
+        BaseState { rows, received }
+    }
 }
 
 /// What [`ensure`] did for one day.
@@ -376,9 +398,9 @@ FROM (
 )
 GROUP BY hour";
 
-/// The base state the latest build of each hour in the same range read.
+/// The base state the latest build of each hour in the same range read, and its revision.
 pub const HOURS_BUILT: &str = "\
-SELECT toUInt32(hour) AS hour, base_rows AS rows, toUInt32(base_received) AS received
+SELECT toUInt32(hour) AS hour, base_rows AS rows, toUInt32(base_received) AS received, revision
 FROM rollup_hour_builds FINAL
 WHERE hour >= toDateTime(?, 'UTC') AND hour < toDateTime(?, 'UTC')";
 
@@ -403,6 +425,26 @@ SELECT
 FROM commerce_events FINAL
 PREWHERE toStartOfHour(occurred_at) = toDateTime(?, 'UTC')
 GROUP BY hour, region, store_id, seller_id, currency";
+
+/// The hour's purchases per region, store and category code, every purchase once (`FINAL`,
+/// the hour taken before it as in [`BUILD_COMMERCE_HOUR`], and the type too: the copies of an
+/// event share its type, so they are kept or dropped together, and `FINAL` merges only the
+/// hour's purchases): how many, and their exact revenue. "Top categories: revenue over time"
+/// reads these for built hours. Params: version, hour.
+pub const BUILD_CATEGORY_HOUR: &str = "\
+INSERT INTO category_hourly
+SELECT
+    toStartOfHour(occurred_at) AS hour,
+    region,
+    store_id,
+    category_code,
+    count() AS purchases,
+    sum(toDecimal128(price, 9) * quantity) AS revenue,
+    toUInt64(?) AS version
+FROM commerce_events FINAL
+PREWHERE toStartOfHour(occurred_at) = toDateTime(?, 'UTC')
+    AND type = 'purchase'
+GROUP BY hour, region, store_id, category_code";
 
 /// The hour's probes per region, store, target and vantage, every probe once (`FINAL`, the
 /// hour taken before it as in [`BUILD_COMMERCE_HOUR`]), with the value histograms of the
@@ -478,10 +520,16 @@ pub const BUILD_COMMERCE_ARRIVALS_HOUR: &str = build_arrivals_hour!("commerce_ev
 /// version, hour, hour.
 pub const BUILD_PROBE_ARRIVALS_HOUR: &str = build_arrivals_hour!("probe_results");
 
+/// What a build of an hour writes, recorded with it (`rollup_hour_builds.revision`): 1, the
+/// statements of [`BUILD_HOUR`] since migration 9 (`category_hourly` too); 0, a build from
+/// before, which [`ensure_hours`] builds again and the category panel does not read.
+pub const HOUR_REVISION: u8 = 1;
+
 /// The statements of one build of an hour, with their names.
 pub const BUILD_HOUR: &[(&str, &str)] = &[
     ("build_commerce_hour", BUILD_COMMERCE_HOUR),
     ("build_probe_hour", BUILD_PROBE_HOUR),
+    ("build_category_hour", BUILD_CATEGORY_HOUR),
     ("build_commerce_arrivals_hour", BUILD_COMMERCE_ARRIVALS_HOUR),
     ("build_probe_arrivals_hour", BUILD_PROBE_ARRIVALS_HOUR),
 ];
@@ -493,7 +541,13 @@ pub fn record_hours(hours: &[(String, BaseState)], version: u64) -> String {
         .iter()
         .map(|(hour, state)| (format!("toDateTime('{hour}', 'UTC')"), *state))
         .collect();
-    record_in("rollup_hour_builds", "hour", &builds, version)
+    record_in(
+        "rollup_hour_builds",
+        "hour",
+        &builds,
+        version,
+        Some(HOUR_REVISION),
+    )
 }
 
 /// An hour as the hourly statements take it: `'YYYY-MM-DD hh:00:00'` of its start, UTC.
@@ -528,7 +582,7 @@ pub async fn build_hour(
     Ok(())
 }
 
-/// One hour's base state, as [`HOURS_STATE`] and [`HOURS_BUILT`] read it.
+/// One hour's base state now, as [`HOURS_STATE`] reads it.
 #[derive(Clone, Copy, Debug, clickhouse::Row, serde::Deserialize)]
 struct HourState {
     hour: u32,
@@ -536,10 +590,21 @@ struct HourState {
     received: u32,
 }
 
+/// The base state the latest build of an hour read, and its revision, as [`HOURS_BUILT`]
+/// reads them.
+#[derive(Clone, Copy, Debug, clickhouse::Row, serde::Deserialize)]
+struct HourBuilt {
+    hour: u32,
+    rows: u64,
+    received: u32,
+    revision: u8,
+}
+
 /// Brings the hourly rollups of every hour from `first` to `end` (hour starts; `end`
 /// excluded, so the caller passes the open hour) up to date: two cheap reads (every hour's
 /// base state now, without `FINAL`, and the state its latest build read), then a build of
-/// each hour whose state differs, oldest first. Unlike a day, an hour without rows is recorded
+/// each hour whose state differs or whose build is of an older [`HOUR_REVISION`] (it lacks a
+/// table), oldest first. Unlike a day, an hour without rows is recorded
 /// too, since the dashboards read the rollups only for recorded hours; it has no groups to
 /// build, so the empty hours are recorded together, in one statement. Returns how many hours
 /// were built or recorded.
@@ -550,8 +615,20 @@ pub async fn ensure_hours(
 ) -> Result<usize, QueryError> {
     let (first, end) = (hour_start(first), hour_start(end));
     let (from, to) = (hour_text(first), hour_text(end));
-    let now = hour_states(client, HOURS_STATE, "hours_state", &from, &to).await?;
-    let built = hour_states(client, HOURS_BUILT, "hours_built", &from, &to).await?;
+    let now: BTreeMap<i64, BaseState> = hour_rows(client, HOURS_STATE, "hours_state", &from, &to)
+        .await?
+        .into_iter()
+        .map(|h: HourState| (i64::from(h.hour), BaseState::new(h.rows, h.received)))
+        .collect();
+    let built: BTreeMap<i64, (BaseState, u8)> =
+        hour_rows(client, HOURS_BUILT, "hours_built", &from, &to)
+            .await?
+            .into_iter()
+            .map(|h: HourBuilt| {
+                let state = BaseState::new(h.rows, h.received);
+                (i64::from(h.hour), (state, h.revision))
+            })
+            .collect();
     let mut empty = Vec::new();
     let mut count = 0;
     let mut hour = first;
@@ -559,7 +636,7 @@ pub async fn ensure_hours(
         let at = hour.unix_timestamp();
         let state = now.get(&at).copied().unwrap_or_default();
         match built.get(&at) {
-            Some(read) if *read == state => {}
+            Some(&(read, revision)) if read == state && revision == HOUR_REVISION => {}
             // never built and still empty: nothing to group
             None if state.rows == 0 => empty.push((hour_text(hour), state)),
             _ => {
@@ -580,34 +657,20 @@ pub async fn ensure_hours(
     Ok(count)
 }
 
-/// The hours' states that `sql` ([`HOURS_STATE`] or [`HOURS_BUILT`]) reads from `from` to
-/// `to`, by the hour's Unix time.
-async fn hour_states(
+/// The rows `sql` ([`HOURS_STATE`] or [`HOURS_BUILT`]) reads for the hours from `from` to `to`.
+async fn hour_rows<R: clickhouse::RowOwned + clickhouse::RowRead>(
     client: &Client,
     sql: &str,
     name: &'static str,
     from: &str,
     to: &str,
-) -> Result<std::collections::BTreeMap<i64, BaseState>, QueryError> {
+) -> Result<Vec<R>, QueryError> {
     let mut query = client.query(sql);
     // HOURS_STATE reads both event tables over the range, HOURS_BUILT one record
     for _ in 0..sql.matches('?').count() / 2 {
         query = query.bind(from).bind(to);
     }
-    let rows = query
-        .fetch_all::<HourState>()
-        .await
-        .map_err(failed(name, from))?;
-    Ok(rows
-        .into_iter()
-        .map(|h| {
-            let state = BaseState {
-                rows: h.rows,
-                received: h.received,
-            };
-            (i64::from(h.hour), state)
-        })
-        .collect())
+    query.fetch_all::<R>().await.map_err(failed(name, from))
 }
 
 /// The identities of one event table's rows on the day that also have a row on one of the 7
@@ -839,10 +902,14 @@ mod tests {
             ],
             7,
         );
+        assert!(two.starts_with(
+            "INSERT INTO rollup_hour_builds (hour, base_rows, base_received, version, built_at, \
+             revision) SELECT"
+        ));
         assert!(two.contains(
             "SELECT toDateTime('2026-01-15 05:00:00', 'UTC'), toUInt64(3), toDateTime(9, 'UTC'), \
-             toUInt64(7), now() UNION ALL SELECT toDateTime('2026-01-15 06:00:00', 'UTC'), \
-             toUInt64(0), toDateTime(0, 'UTC'), toUInt64(7), now()"
+             toUInt64(7), now(), toUInt8(1) UNION ALL SELECT toDateTime('2026-01-15 06:00:00', \
+             'UTC'), toUInt64(0), toDateTime(0, 'UTC'), toUInt64(7), now(), toUInt8(1)"
         ));
         let at = time::macros::datetime!(2026-01-15 05:59:59 UTC);
         assert_eq!(

@@ -593,6 +593,7 @@ const REPLACING_TABLES: &[&str] = &[
     "probe_hourly",
     "rollup_hour_builds",
     "arrivals_minutes",
+    "category_hourly",
     "commerce_daily",
     "rollup_builds",
     "conflicts_daily",
@@ -1043,20 +1044,32 @@ fn every_clickhouse_panel_runs_on_a_current_clickhouse() {
         "name": "daily rollup record",
         "sql": reporter::rollup::record("2026-01-01", Default::default(), 1),
     }));
+    // the hour of those purchases built and recorded too: the panels that read built hours
+    // read the hourly rollups with whole-hour buckets
+    let hour = "2026-01-01 12:00:00";
+    for (name, sql) in reporter::rollup::BUILD_HOUR {
+        statements.push(serde_json::json!({
+            "name": name,
+            "sql": reporter::rollup::render(sql, 1, hour),
+        }));
+    }
+    statements.push(serde_json::json!({
+        "name": "hourly rollup record",
+        "sql": reporter::rollup::record_hours(&[(hour.to_owned(), Default::default())], 1),
+    }));
     let migrations = statements.len();
     let concrete = Variables::all()
         .with("region", &["asia"])
         .with("store", &["asia-1"])
         .with("seller", &["1"]);
     for (selection, vars) in [("All", Variables::all()), ("asia-1", concrete)] {
-        // minute buckets, and whole days (the daily rollup read)
-        for range in [
-            range,
-            Range {
-                interval_s: 86_400,
+        // minute buckets, whole hours (the hourly rollups read) and whole days (the daily
+        // rollup read)
+        for interval_s in [60, 3600, 86_400] {
+            let range = Range {
+                interval_s,
                 ..range
-            },
-        ] {
+            };
             for q in expanded_queries(range, &vars) {
                 let name = format!("{} ({selection}, {} s)", q.name, range.interval_s);
                 statements.push(serde_json::json!({ "name": name, "sql": q.text }));
@@ -1142,15 +1155,16 @@ async fn ensure_days(
     first
 }
 
-/// Issue #19: the panels that read the hourly rollups (migration 7) for the hours the
+/// Issue #19: the panels that read the hourly rollups (migrations 7 to 9) for the hours the
 /// reporter built, and those that read the daily rollup (`commerce_daily`, migration 4) for
 /// the whole days it built when every store is selected, and the events for the rest of their
 /// range (the open hour, the range's partial first hour and day, hours and days not built, any
-/// store picked), answer as they did reading the events alone (`events_only_panels`), every
-/// row loaded twice; again after late rows and copies reached built hours and a built day and
-/// these were rebuilt. With whole-day buckets (the daily rollup read), whole-hour buckets (the
-/// hourly ones read) and minute buckets (the events read), at All and at one concrete value of
-/// each variable. Freshness and the conversion funnel, read without `FINAL`
+/// store picked; any seller picked for the category rollup), answer as they did reading the
+/// events alone (`events_only_panels`), every row loaded twice; again after late rows and
+/// copies reached built hours and a built day and these were rebuilt. With whole-day buckets
+/// (the daily rollup read, and the hourly ones for the built hours of days not built),
+/// whole-hour buckets (the hourly ones read) and minute buckets (the events read), at All, at
+/// one concrete value of each variable, and at one store with every seller. Freshness and the conversion funnel, read without `FINAL`
 /// (`BLIND_TO_COPIES`), equal their `FINAL` queries the same way, retried copies received
 /// later included.
 #[tokio::test]
@@ -1189,7 +1203,7 @@ async fn panels_over_built_rollups_and_the_events_equal_the_events_alone() {
         built >= 48,
         "every closed hour since {first} is recorded: {built}"
     );
-    for table in ["commerce_hourly", "probe_hourly"] {
+    for table in ["commerce_hourly", "probe_hourly", "category_hourly"] {
         let rows: u64 = client
             .query(&format!("SELECT count() FROM {table} FINAL"))
             .fetch_one()
@@ -1225,7 +1239,10 @@ async fn panels_over_built_rollups_and_the_events_equal_the_events_alone() {
             };
             let wide = (from, to) == (wide_from, wide_to) && interval_s % 60 == 0;
             let concrete = concrete_selection(&db, range, &loaded);
-            for vars in [Variables::all(), concrete] {
+            // one store at every seller: the category rollup is read (it has no seller), the
+            // daily rollup is not (it has no store)
+            let one_store = Variables::all().with("store", &[loaded.outage_store.as_str()]);
+            for vars in [Variables::all(), concrete, one_store] {
                 let panels = expanded_queries(range, &vars);
                 for (name, events_only) in crate::events_only_panels::EVENTS_ONLY {
                     if !wide && !name.starts_with("pipeline-health.json") {
@@ -1258,6 +1275,19 @@ async fn panels_over_built_rollups_and_the_events_equal_the_events_alone() {
         }
     };
     compare("built");
+
+    // as hours built before migration 9 are: recorded (revision 0) without category rows; the
+    // category panel reads them from the events, the others from their rollups still
+    for sql in [
+        "INSERT INTO rollup_hour_builds \
+         (hour, base_rows, base_received, version, built_at, revision) \
+         SELECT hour, base_rows, base_received, version + 1, built_at, 0 \
+         FROM rollup_hour_builds FINAL",
+        "TRUNCATE TABLE category_hourly",
+    ] {
+        client.query(sql).execute().await.unwrap();
+    }
+    compare("built before migration 9");
 
     // late rows in a built hour and a built day, copies of rows of another hour, and retried
     // copies received later (some after the range's end): the hours and the days are rebuilt

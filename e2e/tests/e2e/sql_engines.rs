@@ -183,8 +183,9 @@ fn replicated_migrations_parse_on_a_current_clickhouse() {
         }
     }
     // migration 1's three tables, migration 2's two, migration 4's three and migration 5's
-    // two, migration 6's one, migration 7's three, migration 8's one, in both layouts
-    assert_eq!(replicated, 30);
+    // two, migration 6's one, migration 7's three, migrations 8's and 9's one each, in both
+    // layouts
+    assert_eq!(replicated, 32);
 }
 
 /// The cluster form of the migrations (`schema::cluster_statements`: `<table>_local` tables and

@@ -462,3 +462,83 @@ async fn late_events_and_copies_after_a_build_change_the_report_as_the_truth_say
     assert_eq!(copied.commerce, after.commerce);
     assert_eq!(copied.funnel, after.funnel);
 }
+
+/// One row of purchases per hour, region, store and category: how many, and their revenue.
+#[derive(Debug, PartialEq, clickhouse::Row, serde::Deserialize)]
+struct CategoryHour {
+    hour: u32,
+    region: String,
+    store_id: String,
+    category_code: String,
+    purchases: u64,
+    revenue: String,
+}
+
+/// `category_hourly` (migration 9) as a panel reads it, and the same figures from the events
+/// with `FINAL`.
+const CATEGORY_HOURS: [&str; 2] = [
+    "SELECT toUInt32(hour) AS hour, toString(region) AS region, store_id, category_code, \
+     purchases, toString(revenue) AS revenue \
+     FROM category_hourly FINAL ORDER BY hour, region, store_id, category_code",
+    "SELECT toUInt32(toStartOfHour(occurred_at)) AS hour, toString(region) AS region, store_id, \
+     category_code, count() AS purchases, \
+     toString(sum(toDecimal128(price, 9) * quantity)) AS revenue \
+     FROM commerce_events FINAL WHERE type = 'purchase' \
+     GROUP BY hour, region, store_id, category_code ORDER BY hour, region, store_id, category_code",
+];
+
+/// The hourly builds write each hour's purchases per region, store and category once, copies
+/// and all; an hour recorded by a build from before migration 9 (revision 0, which wrote no
+/// `category_hourly` rows) is built again although its rows did not change, and then holds
+/// them too; after that the hours are current.
+#[tokio::test]
+async fn hours_hold_each_purchase_once_per_category_and_older_builds_are_built_again() {
+    let client = fixture::database().await;
+    random_day(&client, DAY, 20_000).await;
+    let midnight = DAY.midnight().assume_utc();
+    let day = (midnight, midnight + Duration::DAY);
+    assert_eq!(
+        rollup::ensure_hours(&client, day.0, day.1).await.unwrap(),
+        24
+    );
+    let [rollup_sql, events_sql] = CATEGORY_HOURS;
+    let want: Vec<CategoryHour> = rows(&client, events_sql, &[]).await;
+    assert!(want.len() > 24, "purchases in every hour: {}", want.len());
+    let got: Vec<CategoryHour> = rows(&client, rollup_sql, &[]).await;
+    assert_eq!(got, want);
+
+    // as a build before migration 9 left hours 05:00 and 06:00: no category rows, a record
+    // of revision 0 of the same base state
+    let (from, to) = (midnight + Duration::hours(5), midnight + Duration::hours(7));
+    let (from_s, to_s) = (from.unix_timestamp(), to.unix_timestamp());
+    for sql in [
+        format!(
+            "INSERT INTO rollup_hour_builds (hour, base_rows, base_received, version, built_at, revision) \
+             SELECT hour, base_rows, base_received, version + 1, built_at, 0 \
+             FROM rollup_hour_builds FINAL \
+             WHERE hour >= toDateTime({from_s}) AND hour < toDateTime({to_s})"
+        ),
+        "TRUNCATE TABLE category_hourly".to_owned(),
+    ] {
+        client.query(&sql).execute().await.unwrap();
+    }
+    let old: u64 = client
+        .query("SELECT count() FROM rollup_hour_builds FINAL WHERE revision = 0")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(old, 2);
+    assert_eq!(
+        rollup::ensure_hours(&client, day.0, day.1).await.unwrap(),
+        2,
+        "the two hours of revision 0 are built again, the others are current"
+    );
+    let got: Vec<CategoryHour> = rows(&client, rollup_sql, &[]).await;
+    let within = |r: &&CategoryHour| (from_s..to_s).contains(&i64::from(r.hour));
+    let want_two: Vec<&CategoryHour> = want.iter().filter(within).collect();
+    assert_eq!(got.iter().collect::<Vec<_>>(), want_two);
+    assert_eq!(
+        rollup::ensure_hours(&client, day.0, day.1).await.unwrap(),
+        0
+    );
+}
