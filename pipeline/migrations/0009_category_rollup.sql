@@ -16,8 +16,9 @@
 -- The hours built before this migration have no rows here, yet they are recorded in
 -- rollup_hour_builds. So the record of an hour gains its build's revision: 0 for the builds
 -- before this migration (the column's default), 1 for a build that also wrote this table. The
--- panel reads this table only for hours recorded with revision 1, and the reporter rebuilds
--- a recorded hour of an older revision as it rebuilds an hour whose rows changed. (A column
+-- panel reads this table only for hours recorded with revision 1 (and so do the panels over
+-- migration 8's arrivals_minutes, which hours built before migration 8 lack), and the reporter
+-- rebuilds a recorded hour of an older revision as it rebuilds an hour whose rows changed. (A column
 -- per ALTER, as in migration 3: 18.16 has no ADD COLUMN IF NOT EXISTS, and the runner counts
 -- an ADD COLUMN that finds its column as applied.)
 --

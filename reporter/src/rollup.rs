@@ -522,7 +522,8 @@ pub const BUILD_PROBE_ARRIVALS_HOUR: &str = build_arrivals_hour!("probe_results"
 
 /// What a build of an hour writes, recorded with it (`rollup_hour_builds.revision`): 1, the
 /// statements of [`BUILD_HOUR`] since migration 9 (`category_hourly` too); 0, a build from
-/// before, which [`ensure_hours`] builds again and the category panel does not read.
+/// before (before migration 8, without `arrivals_minutes` either), which [`ensure_hours`]
+/// builds again and the category and arrival panels do not read.
 pub const HOUR_REVISION: u8 = 1;
 
 /// The statements of one build of an hour, with their names.
