@@ -360,8 +360,16 @@ impl<E> Checked<E> {
 
     /// Each accepted event with its id, in batch order: [`Accepted::event_id`] without
     /// parsing the id again.
+    ///
+    /// # Panics
+    /// If `accepted` was changed since the check (it is public): a zip of unequal lists
+    /// would pair events with the wrong ids, or drop some, without a word.
     pub fn with_ids(&self) -> impl Iterator<Item = (&Accepted<E>, uuid::Uuid)> {
-        debug_assert_eq!(self.accepted.len(), self.ids.len());
+        assert_eq!(
+            self.accepted.len(),
+            self.ids.len(),
+            "Checked::accepted changed after the check"
+        );
         self.accepted
             .iter()
             .zip(self.ids.iter().map(|&bits| uuid::Uuid::from_u128(bits)))
