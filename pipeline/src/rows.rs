@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::{
     region::Region,
     validate::{Accepted, AsView},
-    view::{CommerceView, PayloadView, ProbeView},
+    view::{CommerceView, EventView, PayloadView, ProbeView},
 };
 
 pub const COMMERCE_TABLE: &str = "commerce_events";
@@ -173,10 +173,6 @@ fn commerce_row<'a>(
     received_at: u32,
     region: i8,
 ) -> CommerceRow<'a> {
-    let (currency, price) = c
-        .price
-        .as_ref()
-        .map_or(("", 0), |m| (m.currency_code, decimal9(m.units, m.nanos)));
     CommerceRow {
         event_id,
         occurred_at,
@@ -189,11 +185,55 @@ fn commerce_row<'a>(
         category_code: c.category_code,
         brand: c.brand,
         seller_id: c.seller_id,
-        currency,
-        price,
+        currency: currency(c),
+        price: price(c),
         quantity: c.quantity,
         user_id: c.user_id,
         session_id: c.session_id,
+    }
+}
+
+/// The `currency` of a commerce event's row (the `commerce` rule requires a price).
+pub fn currency<'a>(c: &CommerceView<'a>) -> &'a str {
+    c.price.as_ref().map_or("", |m| m.currency_code)
+}
+
+/// The `price` of a commerce event's row, `Decimal(18, 9)`.
+pub fn price(c: &CommerceView<'_>) -> i64 {
+    c.price.as_ref().map_or(0, |m| decimal9(m.units, m.nanos))
+}
+
+/// An accepted commerce event of an entry as the values of its `commerce_events` row, read
+/// from its view when they are written: `native::Block::push_commerce` writes them straight
+/// into the Native columns, a column at a time, without a [`CommerceRow`] per event (#19).
+/// Each value is the one [`event_row`] gives (test
+/// `native::tests::commerce_straight_from_views_is_the_rows_block`).
+#[derive(Clone, Copy, Debug)]
+pub struct CommerceSource<'v, 'a> {
+    pub event_id: Uuid,
+    /// `occurred_at` as [`datetime`].
+    pub occurred_at: u32,
+    /// The event's region as its `Enum8` code.
+    pub region: i8,
+    pub store_id: &'a str,
+    pub commerce: &'v CommerceView<'a>,
+}
+
+impl<'v, 'a> CommerceSource<'v, 'a> {
+    /// The row of `accepted`, whose id is `id` (`validate::Checked::with_ids`), or `None`
+    /// for a probe.
+    pub fn new(accepted: &'v Accepted<EventView<'a>>, id: Uuid) -> Option<Self> {
+        debug_assert_eq!(id, accepted.event_id());
+        match accepted.payload() {
+            PayloadView::Commerce(commerce) => Some(CommerceSource {
+                event_id: id,
+                occurred_at: datetime(accepted.occurred_at()),
+                region: accepted.region().ch_code(),
+                store_id: accepted.event().store_id,
+                commerce,
+            }),
+            PayloadView::Probe(_) => None,
+        }
     }
 }
 

@@ -8,8 +8,12 @@
 use pipeline::{
     config::Compression,
     native::{NativeInsert, NativeRow},
-    rows::{COMMERCE_TABLE, CommerceRow, PROBE_TABLE, ProbeRow, REJECTED_TABLE, RejectedRow},
+    rows::{
+        COMMERCE_TABLE, CommerceRow, CommerceSource, PROBE_TABLE, ProbeRow, REJECTED_TABLE,
+        RejectedRow,
+    },
     schema,
+    view::{CommerceView, MoneyView},
 };
 
 /// A migrated database of its own on the shared server, reached with `compression`.
@@ -97,7 +101,8 @@ async fn native_and_rowbinary_inserts_of_the_same_rows_read_back_the_same() {
         .map(|i| CommerceRow {
             event_id: id(i),
             occurred_at: [0, 1_768_435_200, u32::MAX - 1][i % 3] + (i as u32 % 2),
-            received_at: 1_768_435_300 + i as u32,
+            // runs of ten rows received at once, written straight from views below
+            received_at: 1_768_435_300 + (i / 10) as u32,
             region: 1 + (i % 3) as i8,
             store_id: ["", "store-1", &long][i % 3],
             r#type: 1 + (i % 4) as i8,
@@ -118,6 +123,64 @@ async fn native_and_rowbinary_inserts_of_the_same_rows_read_back_the_same() {
         assert_eq!(native.lines().count(), commerce.len());
         assert!(*native == rowbinary, "commerce_events differ");
     }
+    // the same rows written straight from views, a column at a time (the consumer's
+    // `NativeInsert::write_commerce`), each run of ten across blocks of seven
+    let views: Vec<CommerceView<'_>> = commerce
+        .iter()
+        .map(|r| CommerceView {
+            r#type: r.r#type.into(),
+            product_id: r.product_id,
+            category_id: r.category_id,
+            category_code: r.category_code,
+            brand: r.brand,
+            seller_id: r.seller_id,
+            price: Some(MoneyView {
+                currency_code: r.currency,
+                units: r.price / 1_000_000_000,
+                nanos: (r.price % 1_000_000_000) as i32,
+            }),
+            quantity: r.quantity,
+            user_id: r.user_id,
+            session_id: r.session_id,
+        })
+        .collect();
+    let sources: Vec<CommerceSource<'_, '_>> = commerce
+        .iter()
+        .zip(&views)
+        .map(|(r, c)| CommerceSource {
+            event_id: r.event_id,
+            occurred_at: r.occurred_at,
+            region: r.region,
+            store_id: r.store_id,
+            commerce: c,
+        })
+        .collect();
+    let client = database("straight", clickhouse::Compression::None).await;
+    let mut insert = NativeInsert::with_compression::<CommerceRow<'_>>(
+        &client,
+        COMMERCE_TABLE,
+        Compression::Lz4,
+    )
+    .with_block_rows(7);
+    for (run, rows) in sources.chunks(10).zip(commerce.chunks(10)) {
+        insert
+            .write_commerce(run, rows[0].received_at)
+            .await
+            .unwrap();
+    }
+    insert.end().await.unwrap();
+    let sql = format!(
+        "SELECT * FROM {COMMERCE_TABLE} ORDER BY {}",
+        CommerceRow::COLUMNS
+            .iter()
+            .map(|(name, _)| *name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    assert!(
+        read(&client, &sql).await == rowbinary,
+        "straight from views differs"
+    );
 
     let probes: Vec<ProbeRow<'_>> = (0..20)
         .map(|i| ProbeRow {
