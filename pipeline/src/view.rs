@@ -165,22 +165,62 @@ impl Depths {
     }
 }
 
-/// prost's `message::merge` for a view: the message's fields merged into `value`. prost
-/// checks its recursion limit before entering; the deepest view (`price`) is three
-/// messages below the decoded one, far from prost's limit of 100, so it cannot be reached
-/// here (only by unknown groups, which `skip_field` checks).
-fn merge_message<'a, T>(
-    wire_type: WireType,
-    value: &mut T,
-    buf: &mut &'a [u8],
-    mut field: impl FnMut(&mut T, u32, WireType, &mut &'a [u8]) -> Result<(), Refused>,
-) -> Result<(), Refused> {
-    let mut message = length_delimited(wire_type, buf)?;
-    while !message.is_empty() {
-        let (tag, wire_type) = key(&mut message)?;
-        field(value, tag, wire_type, &mut message)?;
+/// The one-byte key of field `tag` (1-15) with `wire_type`, as prost writes it.
+const fn key_byte(tag: u32, wire_type: WireType) -> u8 {
+    assert!(tag >= 1 && tag <= 15, "a key of one byte");
+    (tag << 3) as u8 | wire_type as u8
+}
+
+/// Whether the next field's key is the byte `key`; if so, the key is consumed.
+#[inline(always)]
+fn next_is(buf: &mut &[u8], key: u8) -> bool {
+    let bytes = *buf;
+    if let [first, rest @ ..] = bytes
+        && *first == key
+    {
+        *buf = rest;
+        true
+    } else {
+        false
     }
-    Ok(())
+}
+
+const VARINT: WireType = WireType::Varint;
+const LEN: WireType = WireType::LengthDelimited;
+const FIXED64: WireType = WireType::SixtyFourBit;
+
+/// A message's fields, each merged by `$field` (a `merge_field`) as prost's generated
+/// `merge` does: first those of `$order` in that order (prost's: by tag, each at most once,
+/// one-byte keys), each only if its key is next, with its tag and wire type as constants,
+/// so the `merge_field` inlined there is that field's arm alone and no key is looked up;
+/// then, from the first key that is not the next of `$order`, the general loop: any key,
+/// any field, any order, as often as it comes. Each field is read by the same `merge_field`
+/// arm either way, in the order of the bytes, so the fast path accepts, refuses and merges
+/// exactly as the general loop would (tests `views_decode_what_prost_decodes_on_odd_but_valid_events`,
+/// `fields_out_of_prost_order_decode_as_prost_decodes_them`).
+macro_rules! merge_fields {
+    ($buf:ident, [$(($t:literal, $w:expr)),* $(,)?], |$tag:ident, $wire_type:ident| $field:expr) => {{
+        $(
+            if next_is($buf, const { key_byte($t, $w) }) {
+                let ($tag, $wire_type) = ($t, $w);
+                $field?;
+            }
+        )*
+        while !$buf.is_empty() {
+            let ($tag, $wire_type) = key($buf)?;
+            $field?;
+        }
+        Ok(())
+    }};
+}
+
+/// The bytes of a message field whose key was read: prost's `message::merge` up to the
+/// merge. prost checks its recursion limit before entering; the deepest view (`price`) is
+/// three messages below the decoded one, far from prost's limit of 100, so it cannot be
+/// reached here (only by unknown groups, which `skip_field` checks).
+#[inline(always)]
+fn message<'a>(wire_type: WireType, buf: &mut &'a [u8]) -> Result<&'a [u8], Refused> {
+    length_delimited(wire_type, buf)
 }
 
 impl<'a> EventView<'a> {
@@ -194,16 +234,25 @@ impl<'a> EventView<'a> {
 
     /// Merges `bytes`, an `Event` message's fields, into this view, as `Event::merge` does:
     /// decoding in place, where the view is to stay (a vector's slot), saves moving it.
-    pub fn merge(&mut self, bytes: &'a [u8], depths: &Depths) -> Result<(), Refused> {
-        let mut buf = bytes;
-        while !buf.is_empty() {
-            let (tag, wire_type) = key(&mut buf)?;
-            self.merge_field(tag, wire_type, &mut buf, depths)?;
-        }
-        Ok(())
+    pub fn merge(&mut self, mut bytes: &'a [u8], depths: &Depths) -> Result<(), Refused> {
+        let buf = &mut bytes;
+        // `commerce` and `probe` are a oneof: one of them in prost's encoding
+        merge_fields!(
+            buf,
+            [
+                (1, LEN),
+                (2, LEN),
+                (3, LEN),
+                (4, VARINT),
+                (10, LEN),
+                (11, LEN)
+            ],
+            |tag, wire_type| self.merge_field(tag, wire_type, buf, depths)
+        )
     }
 
     /// One field, as prost's generated `Event::merge_field`.
+    #[inline(always)]
     fn merge_field(
         &mut self,
         tag: u32,
@@ -213,17 +262,17 @@ impl<'a> EventView<'a> {
     ) -> Result<(), Refused> {
         match tag {
             1 => merge_str(wire_type, &mut self.event_id, buf),
-            2 => merge_message(
-                wire_type,
+            2 => merge_timestamp(
                 self.occurred_at.get_or_insert_with(Timestamp::default),
-                buf,
-                |t, tag, wt, buf| merge_timestamp_field(t, tag, wt, buf, &depths.payload),
+                message(wire_type, buf)?,
+                &depths.payload,
             ),
             3 => merge_str(wire_type, &mut self.store_id, buf),
-            4 => Ok(read::int32(wire_type, &mut self.region, buf)?),
+            4 => read::int32(wire_type, &mut self.region, buf),
             // a oneof: merged into the same variant, else a new one replaces it (prost
             // replaces it only once the new one decoded, but a failure fails the event)
             10 => {
+                let bytes = message(wire_type, buf)?;
                 let commerce = match &mut self.payload {
                     Some(PayloadView::Commerce(c)) => c,
                     other => match other.insert(PayloadView::Commerce(CommerceView::default())) {
@@ -231,11 +280,10 @@ impl<'a> EventView<'a> {
                         PayloadView::Probe(_) => unreachable!("just inserted"),
                     },
                 };
-                merge_message(wire_type, commerce, buf, |c, tag, wt, buf| {
-                    c.merge_field(tag, wt, buf, depths)
-                })
+                commerce.merge(bytes, depths)
             }
             11 => {
+                let bytes = message(wire_type, buf)?;
                 let probe = match &mut self.payload {
                     Some(PayloadView::Probe(p)) => p,
                     other => match other.insert(PayloadView::Probe(ProbeView::default())) {
@@ -243,35 +291,58 @@ impl<'a> EventView<'a> {
                         PayloadView::Commerce(_) => unreachable!("just inserted"),
                     },
                 };
-                merge_message(wire_type, probe, buf, |p, tag, wt, buf| {
-                    p.merge_field(tag, wt, buf, &depths.payload)
-                })
+                probe.merge(bytes, &depths.payload)
             }
             _ => Ok(skip_field(wire_type, tag, buf, depths.event.clone())?),
         }
     }
 }
 
-/// One field of a `Timestamp`, as prost-types' generated `Timestamp::merge_field`: decoded
-/// here rather than through prost's `message::merge`, which is generic over any `Buf` and
-/// costs more than the two varints it decodes.
-fn merge_timestamp_field(
+/// A `Timestamp`'s fields merged into `timestamp`, as prost-types' generated
+/// `Timestamp::merge`: decoded here rather than through prost's `message::merge`, which is
+/// generic over any `Buf` and costs more than the two varints it decodes.
+#[inline(always)]
+fn merge_timestamp(
     timestamp: &mut Timestamp,
-    tag: u32,
-    wire_type: WireType,
-    buf: &mut &[u8],
+    mut bytes: &[u8],
     ctx: &DecodeContext,
 ) -> Result<(), Refused> {
-    match tag {
-        1 => read::int64(wire_type, &mut timestamp.seconds, buf)?,
-        2 => read::int32(wire_type, &mut timestamp.nanos, buf)?,
-        _ => skip_field(wire_type, tag, buf, ctx.clone())?,
-    }
-    Ok(())
+    let buf = &mut bytes;
+    merge_fields!(buf, [(1, VARINT), (2, VARINT)], |tag, wire_type| {
+        match tag {
+            1 => read::int64(wire_type, &mut timestamp.seconds, buf),
+            2 => read::int32(wire_type, &mut timestamp.nanos, buf),
+            _ => Ok(skip_field(wire_type, tag, buf, ctx.clone())?),
+        }
+    })
 }
 
 impl<'a> CommerceView<'a> {
+    /// A `CommerceEvent`'s fields merged into this view, as prost's generated
+    /// `CommerceEvent::merge`.
+    #[inline(always)]
+    fn merge(&mut self, mut bytes: &'a [u8], depths: &Depths) -> Result<(), Refused> {
+        let buf = &mut bytes;
+        merge_fields!(
+            buf,
+            [
+                (1, VARINT),
+                (2, VARINT),
+                (3, VARINT),
+                (4, LEN),
+                (5, LEN),
+                (6, VARINT),
+                (7, LEN),
+                (8, VARINT),
+                (9, VARINT),
+                (10, LEN),
+            ],
+            |tag, wire_type| self.merge_field(tag, wire_type, buf, depths)
+        )
+    }
+
     /// One field, as prost's generated `CommerceEvent::merge_field`.
+    #[inline(always)]
     fn merge_field(
         &mut self,
         tag: u32,
@@ -280,48 +351,70 @@ impl<'a> CommerceView<'a> {
         depths: &Depths,
     ) -> Result<(), Refused> {
         match tag {
-            1 => read::int32(wire_type, &mut self.r#type, buf)?,
-            2 => read::uint64(wire_type, &mut self.product_id, buf)?,
-            3 => read::uint64(wire_type, &mut self.category_id, buf)?,
-            4 => merge_str(wire_type, &mut self.category_code, buf)?,
-            5 => merge_str(wire_type, &mut self.brand, buf)?,
-            6 => read::uint64(wire_type, &mut self.seller_id, buf)?,
-            7 => merge_message(
-                wire_type,
-                self.price.get_or_insert_with(MoneyView::default),
-                buf,
-                |m, tag, wt, buf| m.merge_field(tag, wt, buf, &depths.price),
-            )?,
-            8 => read::uint32(wire_type, &mut self.quantity, buf)?,
-            9 => read::uint64(wire_type, &mut self.user_id, buf)?,
-            10 => merge_str(wire_type, &mut self.session_id, buf)?,
-            _ => skip_field(wire_type, tag, buf, depths.payload.clone())?,
+            1 => read::int32(wire_type, &mut self.r#type, buf),
+            2 => read::uint64(wire_type, &mut self.product_id, buf),
+            3 => read::uint64(wire_type, &mut self.category_id, buf),
+            4 => merge_str(wire_type, &mut self.category_code, buf),
+            5 => merge_str(wire_type, &mut self.brand, buf),
+            6 => read::uint64(wire_type, &mut self.seller_id, buf),
+            7 => self
+                .price
+                .get_or_insert_with(MoneyView::default)
+                .merge(message(wire_type, buf)?, &depths.price),
+            8 => read::uint32(wire_type, &mut self.quantity, buf),
+            9 => read::uint64(wire_type, &mut self.user_id, buf),
+            10 => merge_str(wire_type, &mut self.session_id, buf),
+            _ => Ok(skip_field(wire_type, tag, buf, depths.payload.clone())?),
         }
-        Ok(())
     }
 }
 
 impl<'a> MoneyView<'a> {
-    /// One field, as prost's generated `Money::merge_field`.
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut &'a [u8],
-        ctx: &DecodeContext,
-    ) -> Result<(), Refused> {
-        match tag {
-            1 => merge_str(wire_type, &mut self.currency_code, buf)?,
-            2 => read::int64(wire_type, &mut self.units, buf)?,
-            3 => read::int32(wire_type, &mut self.nanos, buf)?,
-            _ => skip_field(wire_type, tag, buf, ctx.clone())?,
-        }
-        Ok(())
+    /// A `Money`'s fields merged into this view, as prost's generated `Money::merge`.
+    #[inline(always)]
+    fn merge(&mut self, mut bytes: &'a [u8], ctx: &DecodeContext) -> Result<(), Refused> {
+        let buf = &mut bytes;
+        merge_fields!(
+            buf,
+            [(1, LEN), (2, VARINT), (3, VARINT)],
+            |tag, wire_type| {
+                match tag {
+                    1 => merge_str(wire_type, &mut self.currency_code, buf),
+                    2 => read::int64(wire_type, &mut self.units, buf),
+                    3 => read::int32(wire_type, &mut self.nanos, buf),
+                    _ => Ok(skip_field(wire_type, tag, buf, ctx.clone())?),
+                }
+            }
+        )
     }
 }
 
 impl<'a> ProbeView<'a> {
+    /// A `ProbeResult`'s fields merged into this view, as prost's generated
+    /// `ProbeResult::merge`.
+    #[inline(always)]
+    fn merge(&mut self, mut bytes: &'a [u8], ctx: &DecodeContext) -> Result<(), Refused> {
+        let buf = &mut bytes;
+        merge_fields!(
+            buf,
+            [
+                (1, LEN),
+                (2, VARINT),
+                (3, VARINT),
+                (4, VARINT),
+                (5, VARINT),
+                (6, VARINT),
+                (7, FIXED64),
+                (8, VARINT),
+                (9, VARINT),
+                (10, VARINT),
+            ],
+            |tag, wire_type| self.merge_field(tag, wire_type, buf, ctx)
+        )
+    }
+
     /// One field, as prost's generated `ProbeResult::merge_field`.
+    #[inline(always)]
     fn merge_field(
         &mut self,
         tag: u32,
@@ -330,19 +423,18 @@ impl<'a> ProbeView<'a> {
         ctx: &DecodeContext,
     ) -> Result<(), Refused> {
         match tag {
-            1 => merge_str(wire_type, &mut self.target, buf)?,
-            2 => read::bool(wire_type, &mut self.up, buf)?,
-            3 => read::uint32(wire_type, &mut self.status_code, buf)?,
-            4 => read::uint32(wire_type, &mut self.response_time_ms, buf)?,
-            5 => read::uint32(wire_type, &mut self.network_latency_ms, buf)?,
-            6 => read::uint64(wire_type, &mut self.bandwidth_bytes_per_second, buf)?,
-            7 => read::double(wire_type, &mut self.cpu_load, buf)?,
-            8 => read::int32(wire_type, &mut self.vantage_region, buf)?,
-            9 => read::uint32(wire_type, &mut self.tls_handshake_ms, buf)?,
-            10 => read::uint32(wire_type, &mut self.time_to_first_byte_ms, buf)?,
-            _ => skip_field(wire_type, tag, buf, ctx.clone())?,
+            1 => merge_str(wire_type, &mut self.target, buf),
+            2 => read::bool(wire_type, &mut self.up, buf),
+            3 => read::uint32(wire_type, &mut self.status_code, buf),
+            4 => read::uint32(wire_type, &mut self.response_time_ms, buf),
+            5 => read::uint32(wire_type, &mut self.network_latency_ms, buf),
+            6 => read::uint64(wire_type, &mut self.bandwidth_bytes_per_second, buf),
+            7 => read::double(wire_type, &mut self.cpu_load, buf),
+            8 => read::int32(wire_type, &mut self.vantage_region, buf),
+            9 => read::uint32(wire_type, &mut self.tls_handshake_ms, buf),
+            10 => read::uint32(wire_type, &mut self.time_to_first_byte_ms, buf),
+            _ => Ok(skip_field(wire_type, tag, buf, ctx.clone())?),
         }
-        Ok(())
     }
 }
 

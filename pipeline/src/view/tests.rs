@@ -415,3 +415,115 @@ fn text_fields_hold_what_prost_holds_in_any_script_and_refuse_what_it_refuses() 
         }
     }
 }
+
+/// Each message's fields one by one, as prost writes them (in tag order), every field
+/// present (the nanos and `vantage_region` too).
+struct InProstOrder {
+    /// A commerce event's own fields, `commerce` the fifth.
+    event: Vec<Vec<u8>>,
+    commerce: Vec<Vec<u8>>,
+    price: Vec<Vec<u8>>,
+    probe: Vec<Vec<u8>>,
+}
+
+fn fields_in_prost_order() -> InProstOrder {
+    let price = vec![ld(1, b"EUR"), vi(2, 19), vi(3, 990_000_000)];
+    let commerce = vec![
+        vi(1, 2),
+        vi(2, 11),
+        vi(3, 1 << 40),
+        ld(4, b"kids.toys"),
+        ld(5, b"acme"),
+        vi(6, 13),
+        ld(7, &price.concat()),
+        vi(8, 2),
+        vi(9, 300),
+        ld(10, b"s-1"),
+    ];
+    let probe = vec![
+        ld(1, b"checkout"),
+        vi(2, 1),
+        vi(3, 200),
+        vi(4, 300),
+        vi(5, 20),
+        vi(6, 1 << 40),
+        [vec![0x39], 0.5f64.to_le_bytes().to_vec()].concat(),
+        vi(8, 2),
+        vi(9, 30),
+        vi(10, 100),
+    ];
+    InProstOrder {
+        event: vec![
+            ld(1, b"0b7f2b8e-6a47-4d3a-9d51-4c3f0a3f5a10"),
+            ld(2, &[vi(1, 1_700_000_000), vi(2, 7)].concat()),
+            ld(3, b"eu-1"),
+            vi(4, 1),
+            ld(10, &commerce.concat()),
+        ],
+        commerce,
+        price,
+        probe,
+    }
+}
+
+#[test]
+fn fields_out_of_prost_order_decode_as_prost_decodes_them() {
+    // `merge` reads fields in prost's order without looking their keys up, then any others
+    // by the general loop: shuffled, dropped, repeated and out-of-place fields, at every
+    // level, must decode as prost decodes them
+    let mut rng = Rng(23);
+    let shuffle = |fields: &[Vec<u8>], rng: &mut Rng| -> Vec<u8> {
+        let mut fields = fields.to_vec();
+        match rng.below(4) {
+            0 => {
+                for i in (1..fields.len()).rev() {
+                    fields.swap(i, rng.below(i + 1));
+                }
+            }
+            1 => {
+                fields.remove(rng.below(fields.len()));
+            }
+            2 => {
+                let repeated = fields[rng.below(fields.len())].clone();
+                fields.insert(rng.below(fields.len() + 1), repeated);
+            }
+            _ => {
+                // adjacent fields swapped: the fast path stops there and the loop goes on
+                let i = rng.below(fields.len() - 1);
+                fields.swap(i, i + 1);
+            }
+        }
+        fields.concat()
+    };
+    let InProstOrder {
+        event,
+        commerce,
+        price,
+        probe,
+    } = fields_in_prost_order();
+    // prost's own order decodes in full
+    let decoded = agree(&event.concat()).expect("prost decodes it");
+    assert!(decoded.payload.is_some() && decoded.occurred_at.is_some());
+    let mut probe_event = event.clone();
+    probe_event[4] = ld(11, &probe.concat());
+    agree(&probe_event.concat()).expect("prost decodes it");
+    for _ in 0..20_000 {
+        let price = shuffle(&price, &mut rng);
+        let mut payload = commerce.clone();
+        payload[6] = ld(7, &price);
+        let payload = shuffle(&payload, &mut rng);
+        let probe = shuffle(&probe, &mut rng);
+        let timestamp = shuffle(&[vi(1, 1_700_000_000), vi(2, 7)], &mut rng);
+        let mut fields = event.clone();
+        fields[1] = ld(2, &timestamp);
+        fields[4] = match rng.below(3) {
+            0 => ld(10, &payload),
+            1 => ld(11, &probe),
+            // both variants of the oneof, the last one winning
+            _ => [ld(10, &payload), ld(11, &probe)].concat(),
+        };
+        let bytes = shuffle(&fields, &mut rng);
+        // every such event is valid
+        assert!(agree(&bytes).is_some(), "prost refuses {bytes:02x?}");
+    }
+}
