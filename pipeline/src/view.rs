@@ -24,6 +24,13 @@
 //! `views_refuse_what_prost_refuses`, `views_agree_with_prost_on_mutated_bytes`, and
 //! `read`'s own against prost's functions). A refusal carries no words of its own: callers
 //! ask prost for its error message (the rare path).
+//!
+//! **In prost's order first.** Each message's fields are read first in the order prost
+//! writes them, each only if its one-byte key is next, by the same `merge_field` arm with
+//! the tag and wire type as constants (no key decoded, no dispatch); from the first key that
+//! is not the next expected, the general loop reads the rest, any field in any order. Either
+//! way a field is read by the same arm, in the order of the bytes, so this changes the cost,
+//! not the result (test `fields_out_of_prost_order_decode_as_prost_decodes_them`).
 
 use prost::{
     Message,
@@ -206,6 +213,10 @@ macro_rules! merge_fields {
                 $field?;
             }
         )*
+        // the rest through a copy of the cursor: `key` and `skip_field` take theirs by
+        // reference into prost, and the fast path's stays in registers only if none does
+        let mut rest = *$buf;
+        let $buf = &mut rest;
         while !$buf.is_empty() {
             let ($tag, $wire_type) = key($buf)?;
             $field?;

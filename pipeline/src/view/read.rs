@@ -58,7 +58,13 @@ pub fn varint(buf: &mut &[u8]) -> Result<u64, Refused> {
             *buf = rest;
             Ok(u64::from(*low & 0x7f) | u64::from(*high) << 7)
         }
-        _ => long_varint(buf),
+        _ => {
+            // the slice goes by value and comes back as a length: a caller's cursor that
+            // no function call takes by reference can stay in registers
+            let (value, len) = long_varint(bytes)?;
+            *buf = bytes.get(len..).ok_or(Refused)?;
+            Ok(value)
+        }
     }
 }
 
@@ -69,16 +75,16 @@ pub fn varint(buf: &mut &[u8]) -> Result<u64, Refused> {
 /// past `u64::MAX`. Up to eight bytes there are only two rules: the value is the low seven
 /// bits of each byte up to the first without its high bit, at most 56 bits, whatever those
 /// bytes (prost accepts a varint longer than it needs to be, and so does this); and a
-/// varint cut short by the end of the bytes is refused.
+/// varint cut short by the end of the bytes is refused. Returns the value and the bytes it
+/// took.
 #[inline(never)]
-fn long_varint(buf: &mut &[u8]) -> Result<u64, Refused> {
-    let Some(word) = buf.first_chunk::<8>() else {
+fn long_varint(bytes: &[u8]) -> Result<(u64, usize), Refused> {
+    let Some(word) = bytes.first_chunk::<8>() else {
         let mut value = 0;
-        for (i, byte) in buf.iter().enumerate() {
+        for (i, byte) in bytes.iter().enumerate() {
             value |= u64::from(byte & 0x7f) << (7 * i);
             if *byte < 0x80 {
-                *buf = &buf[i + 1..];
-                return Ok(value);
+                return Ok((value, i + 1));
             }
         }
         return Err(Refused);
@@ -87,11 +93,15 @@ fn long_varint(buf: &mut &[u8]) -> Result<u64, Refused> {
     // the high bit of each byte that ends a varint, the first one lowest
     let ends = !word & 0x8080_8080_8080_8080;
     if ends == 0 {
-        return Ok(decode_varint(buf)?);
+        let mut rest = bytes;
+        let value = decode_varint(&mut rest)?;
+        return Ok((value, bytes.len() - rest.len()));
     }
-    *buf = &buf[(ends.trailing_zeros() / 8 + 1) as usize..];
     // the varint's bytes: every bit up to its last byte's high bit, which is clear
-    Ok(seven_bit_groups(word & (ends ^ (ends - 1))))
+    Ok((
+        seven_bit_groups(word & (ends ^ (ends - 1))),
+        (ends.trailing_zeros() / 8 + 1) as usize,
+    ))
 }
 
 /// The low seven bits of each byte of `word`, little endian, packed together: the value of
