@@ -69,7 +69,7 @@ impl Block {
     /// Appends one row.
     pub fn push<R: NativeRow>(&mut self, row: &R) {
         debug_assert!(
-            std::ptr::eq(self.columns, R::COLUMNS),
+            same_table(self.columns, R::COLUMNS),
             "a row of another table"
         );
         if self.rows == 0 {
@@ -85,9 +85,8 @@ impl Block {
     /// per event puts each value with its own capacity check (#19). The same bytes as
     /// pushing each event's [`CommerceRow`].
     pub fn push_commerce(&mut self, rows: &[CommerceSource<'_, '_>], received_at: u32) {
-        // by value: a constant's address may differ from one use to the next
         debug_assert!(
-            self.columns == CommerceRow::COLUMNS,
+            same_table(self.columns, CommerceRow::COLUMNS),
             "a block of another table"
         );
         if rows.is_empty() {
@@ -255,7 +254,7 @@ impl NativeInsert {
     /// that its buffers, grown by an earlier insert, need not grow again.
     pub fn with_block(mut self, block: Block) -> NativeInsert {
         assert!(
-            std::ptr::eq(block.columns, self.block.columns) && block.rows() == 0,
+            same_table(block.columns, self.block.columns) && block.rows() == 0,
             "an empty block of the same table"
         );
         self.block = block;
@@ -356,7 +355,7 @@ impl Spare {
         let mut blocks = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         match blocks
             .iter()
-            .position(|b| std::ptr::eq(b.columns, R::COLUMNS))
+            .position(|b| same_table(b.columns, R::COLUMNS))
         {
             Some(i) => blocks.swap_remove(i),
             None => Block::new::<R>(),
@@ -367,13 +366,17 @@ impl Spare {
     pub fn put(&self, block: Block) {
         debug_assert_eq!(block.rows(), 0, "a block with rows left");
         let mut blocks = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if !blocks
-            .iter()
-            .any(|b| std::ptr::eq(b.columns, block.columns))
-        {
+        if !blocks.iter().any(|b| same_table(b.columns, block.columns)) {
             blocks.push(block);
         }
     }
+}
+
+/// Whether two lists of columns are one table's: by value, as a constant's address may
+/// differ between two uses of it (each crate or codegen unit can hold its own copy); the
+/// address is only the quick answer.
+fn same_table(a: &'static [Column], b: &'static [Column]) -> bool {
+    std::ptr::eq(a, b) || a == b
 }
 
 /// Unsigned LEB128, as ClickHouse writes lengths and counts.
