@@ -207,6 +207,11 @@ impl Worker {
             }
         };
         if entries.is_empty() {
+            // Idle, so no flush trims: trim here, so that entries another group acknowledged
+            // after the last flush are freed. Otherwise a stream that filled Redis stays full
+            // once loads stop (the gateway refuses writes above its memory limit, so none
+            // come), though every group has read it.
+            self.trim_if_due().await;
             return Ok(Outcome::Idle);
         }
         let n = entries.len();
@@ -439,7 +444,9 @@ impl Worker {
         }
     }
 
-    /// Trims the stream at most once per [`TRIM_EVERY`]. A failure only delays trimming.
+    /// Trims the stream at most once per [`TRIM_EVERY`], after a flush and on an idle read
+    /// (test `an_idle_consumer_trims_what_a_slower_group_read_after_its_last_load`). A
+    /// failure only delays trimming.
     async fn trim_if_due(&mut self) {
         let now = Instant::now();
         if now < self.next_trim {

@@ -90,16 +90,7 @@ async fn a_slow_second_group_never_loses_entries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retained_group_keeps_entries_before_its_reader_starts() {
     let env = Env::shared().await;
-    env.publish_many(10, 2).await;
-    // The archiver has never run: its group exists only because the consumer retains it.
-    let mut worker =
-        consumer::Worker::connect(&env.settings("c1", &["--retain-groups", "archiver"]))
-            .await
-            .unwrap();
-    drive(&mut worker, Duration::from_secs(30), || async {
-        env.pending("loader").await == 0 && env.rows().await == 20
-    })
-    .await;
+    let mut worker = loaded_with_archiver_retained(&env).await;
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(1100)).await;
         env.publish(&event_ids(1)).await;
@@ -123,4 +114,43 @@ async fn a_retained_group_keeps_entries_before_its_reader_starts() {
         12,
         "its group starts at the beginning"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_consumer_trims_what_a_slower_group_read_after_its_last_load() {
+    let env = Env::shared().await;
+    let mut worker = loaded_with_archiver_retained(&env).await;
+    assert_eq!(env.xlen().await, 10, "the archiver has read nothing yet");
+    // The archiver reads and acknowledges everything after the consumer's last load; nothing
+    // is published after it (as when a full Redis has the gateway refuse every write), so
+    // only idle steps can trim.
+    let read: Read = env
+        .redis
+        .xreadgroup_map("archiver", "a1", None, None, false, &env.stream, ">")
+        .await
+        .unwrap();
+    let read: Vec<String> = read.into_values().flatten().map(|(id, _)| id).collect();
+    assert_eq!(read.len(), 10);
+    let _: u64 = env.redis.xack(&env.stream, "archiver", read).await.unwrap();
+    drive(&mut worker, Duration::from_secs(10), || async {
+        env.xlen().await == 1
+    })
+    .await;
+    // `XTRIM MINID` keeps the bound itself: the last entry both groups delivered
+    assert_eq!(env.rows().await, 20, "idle steps load nothing");
+}
+
+/// A consumer that retains the archiver's group and has loaded 10 entries of 2 events each;
+/// the archiver has never run: its group exists only because the consumer retains it.
+async fn loaded_with_archiver_retained(env: &Env) -> consumer::Worker {
+    env.publish_many(10, 2).await;
+    let mut worker =
+        consumer::Worker::connect(&env.settings("c1", &["--retain-groups", "archiver"]))
+            .await
+            .unwrap();
+    drive(&mut worker, Duration::from_secs(30), || async {
+        env.pending("loader").await == 0 && env.rows().await == 20
+    })
+    .await;
+    worker
 }
