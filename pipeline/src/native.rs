@@ -171,8 +171,8 @@ pub struct NativeInsert {
     insert: InsertFormatted,
     block: Block,
     block_rows: usize,
-    /// LZ4 frames made here ([`NativeInsert::with_compression`]), or `None`: the client's
-    /// own setting applies.
+    /// Frames made here ([`NativeInsert::with_compression`]), or `None`: the client's own
+    /// setting applies.
     frames: Option<Frames>,
 }
 
@@ -187,24 +187,22 @@ impl NativeInsert {
         }
     }
 
-    /// An insert of `R` rows into `table` compressed as `compression` says, whatever the
-    /// client's own setting: with LZ4 the frames are made here ([`Frames`]), the same bytes
-    /// the client sends, in a buffer kept from one frame to the next (#19).
+    /// An insert of `R` rows into `table` in frames compressed as `compression` says
+    /// ([`Frames`]: LZ4, or stored as they are), whatever the client's own setting, made
+    /// here in a buffer kept from one frame to the next (#19).
     pub fn with_compression<R: NativeRow>(
         client: &clickhouse::Client,
         table: &str,
         compression: Compression,
     ) -> NativeInsert {
+        // the body is frames: what the client asks for when it compresses
         let client = client
             .clone()
-            .with_compression(clickhouse::Compression::None);
-        match compression {
-            Compression::None => NativeInsert::new::<R>(&client, table),
-            Compression::Lz4 => NativeInsert {
-                frames: Some(Frames::default()),
-                // the body is compressed frames: what the client asks for when it compresses
-                ..NativeInsert::new::<R>(&client.with_setting("decompress", "1"), table)
-            },
+            .with_compression(clickhouse::Compression::None)
+            .with_setting("decompress", "1");
+        NativeInsert {
+            frames: Some(Frames::new(compression)),
+            ..NativeInsert::new::<R>(&client, table)
         }
     }
 
@@ -280,7 +278,7 @@ impl NativeInsert {
             for start in (0..piece.len()).step_by(CHUNK_BYTES) {
                 let end = piece.len().min(start + CHUNK_BYTES);
                 let chunk = match &mut self.frames {
-                    Some(frames) => frames.lz4(&piece[start..end])?,
+                    Some(frames) => frames.frame(&piece[start..end])?,
                     None => piece.slice(start..end),
                 };
                 self.insert.send(chunk).await?;
@@ -291,14 +289,22 @@ impl NativeInsert {
 }
 
 /// ClickHouse's compressed frames, as a body sent with `decompress=1` holds them: a
-/// CityHash128 (v1.0.2) of the rest of the frame (16 bytes, its halves swapped), the method
-/// (0x82, LZ4), the frame's size from the method on and the data's size (each `u32`
-/// little-endian), then the data as one LZ4 block. What `clickhouse::Client` sends with
-/// `Compression::Lz4`, but compressed into a buffer and with a hash table both kept from
-/// one frame to the next, where the client zeroes a new buffer of the largest output size
-/// for every frame (about a third of its LZ4 instructions, docs/BENCHMARKS.md).
+/// CityHash128 (v1.0.2) of the rest of the frame (16 bytes, its halves swapped), the method,
+/// the frame's size from the method on and the data's size (each `u32` little-endian), then
+/// the data: one LZ4 block (method 0x82), or the data as it is (0x02, ClickHouse's `NONE`
+/// codec).
+///
+/// LZ4 frames are what `clickhouse::Client` sends with `Compression::Lz4`, but compressed
+/// into a buffer and with a hash table both kept from one frame to the next, where the client
+/// zeroes a new buffer of the largest output size for every frame (about a third of its LZ4
+/// instructions, docs/BENCHMARKS.md). Stored frames are `CLICKHOUSE_COMPRESSION=none`: the
+/// server reads them through the same checksummed frame reader as LZ4 frames and copies the
+/// data out, where LZ4 cost the consumer about 0.1 µs per event (docs/BENCHMARKS.md, "Stored
+/// frames").
 #[derive(Default)]
 struct Frames {
+    /// Stored frames instead of LZ4.
+    stored: bool,
     out: Vec<u8>,
     /// The hash tables LZ4 finds matches with, 16-bit entries for pieces under 64 KiB and
     /// 32-bit for longer ones: the one `lz4_flex::block::compress_into` makes anew for
@@ -309,11 +315,31 @@ struct Frames {
 
 /// Checksum, method, compressed size, data size.
 const FRAME_HEAD: usize = 16 + 1 + 4 + 4;
+/// The method byte of an LZ4 frame.
+const LZ4: u8 = 0x82;
+/// The method byte of a stored frame.
+const STORED: u8 = 0x02;
 
 impl Frames {
+    /// Frames as `compression` says.
+    fn new(compression: Compression) -> Frames {
+        Frames {
+            stored: compression == Compression::None,
+            ..Frames::default()
+        }
+    }
+
+    /// `data` as one frame.
+    fn frame(&mut self, data: &[u8]) -> clickhouse::error::Result<Bytes> {
+        if self.stored {
+            stored(data)
+        } else {
+            self.lz4(data)
+        }
+    }
+
     /// `data` as one LZ4 frame.
     fn lz4(&mut self, data: &[u8]) -> clickhouse::error::Result<Bytes> {
-        let error = |e: String| clickhouse::error::Error::Compression(e.into());
         let largest = FRAME_HEAD + lz4_flex::block::get_maximum_output_size(data.len());
         if self.out.len() < largest {
             self.out.resize(largest, 0);
@@ -327,19 +353,39 @@ impl Frames {
         };
         let size =
             lz4_flex::block::compress_into_with_table(data, &mut self.out[FRAME_HEAD..], table)
-                .map_err(|e| error(e.to_string()))?;
+                .map_err(|e| frame_error(e.to_string()))?;
         let frame = &mut self.out[..FRAME_HEAD + size];
-        let sizes = u32::try_from(FRAME_HEAD - 16 + size)
-            .ok()
-            .zip(u32::try_from(data.len()).ok())
-            .ok_or_else(|| error(format!("a frame of {} bytes", data.len())))?;
-        frame[16] = 0x82;
-        frame[17..21].copy_from_slice(&sizes.0.to_le_bytes());
-        frame[21..25].copy_from_slice(&sizes.1.to_le_bytes());
-        let checksum = cityhash_rs::cityhash_102_128(&frame[16..]).rotate_right(64);
-        frame[..16].copy_from_slice(&checksum.to_le_bytes());
+        seal(frame, LZ4, data.len())?;
         Ok(Bytes::copy_from_slice(frame))
     }
+}
+
+/// `data` as one stored frame: copied once, behind its head.
+fn stored(data: &[u8]) -> clickhouse::error::Result<Bytes> {
+    let mut frame = BytesMut::with_capacity(FRAME_HEAD + data.len());
+    frame.put_bytes(0, FRAME_HEAD);
+    frame.put_slice(data);
+    seal(&mut frame, STORED, data.len())?;
+    Ok(frame.freeze())
+}
+
+/// Writes the head of `frame`, whose data of `data_len` bytes before `method` follows the
+/// head's room: the method, both sizes, and the checksum of all that follows it.
+fn seal(frame: &mut [u8], method: u8, data_len: usize) -> clickhouse::error::Result<()> {
+    let sizes = u32::try_from(frame.len() - 16)
+        .ok()
+        .zip(u32::try_from(data_len).ok())
+        .ok_or_else(|| frame_error(format!("a frame of {data_len} bytes")))?;
+    frame[16] = method;
+    frame[17..21].copy_from_slice(&sizes.0.to_le_bytes());
+    frame[21..25].copy_from_slice(&sizes.1.to_le_bytes());
+    let checksum = cityhash_rs::cityhash_102_128(&frame[16..]).rotate_right(64);
+    frame[..16].copy_from_slice(&checksum.to_le_bytes());
+    Ok(())
+}
+
+fn frame_error(message: String) -> clickhouse::error::Error {
+    clickhouse::error::Error::Compression(message.into())
 }
 
 /// Emptied blocks kept between inserts, at most one per table, shared by clones: a writer
@@ -614,6 +660,25 @@ mod tests {
             let expected = clickhouse::_priv::lz4_compress(&data).unwrap();
             assert_eq!(frames.lz4(&data).unwrap(), expected, "{} bytes", data.len());
         }
+    }
+
+    #[test]
+    fn stored_frames_hold_the_data_as_it_is_behind_a_checksummed_head() {
+        let mut frames = Frames::new(Compression::None);
+        for data in [vec![], b"abc".to_vec(), vec![7; CHUNK_BYTES]] {
+            let frame = frames.frame(&data).unwrap();
+            assert_eq!(frame.len(), FRAME_HEAD + data.len());
+            assert_eq!(frame[16], 0x02, "ClickHouse's NONE method");
+            let size = |at: usize| u32::from_le_bytes(frame[at..at + 4].try_into().unwrap());
+            assert_eq!(size(17) as usize, 9 + data.len(), "method, sizes and data");
+            assert_eq!(size(21) as usize, data.len());
+            assert_eq!(&frame[FRAME_HEAD..], &data[..]);
+            let checksum = cityhash_rs::cityhash_102_128(&frame[16..]).rotate_right(64);
+            assert_eq!(frame[..16], checksum.to_le_bytes());
+        }
+        // the LZ4 ones have the same head, with their method
+        let lz4 = Frames::new(Compression::Lz4).frame(b"abc").unwrap();
+        assert_eq!(lz4[16], 0x82);
     }
 
     #[test]

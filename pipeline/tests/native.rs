@@ -2,8 +2,9 @@
 //! table, inserted as Native blocks into one database and as RowBinary (serde rows through
 //! `clickhouse::insert::Insert`, as the consumer sent them before #19) into another, read
 //! back identical, the Native blocks sent compressed with LZ4 and uncompressed
-//! (`CLICKHOUSE_COMPRESSION`), by the client or by `NativeInsert::with_compression`. Values at the edges of their types, text longer than one length byte
-//! and a row larger than one sent piece included.
+//! (`CLICKHOUSE_COMPRESSION`), by the client, or by `NativeInsert::with_compression` in
+//! frames of its own (LZ4, or stored as they are). Values at the edges of their types, text
+//! longer than one length byte and a row larger than one sent piece included.
 
 use pipeline::{
     config::Compression,
@@ -237,4 +238,46 @@ async fn an_insert_without_rows_sends_nothing() {
         .end()
         .await
         .unwrap();
+}
+
+/// A stored frame (`CLICKHOUSE_COMPRESSION=none`, method 0x02) as `pipeline::native` makes
+/// it, around `data`.
+fn stored_frame(data: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0; 16];
+    frame.push(0x02);
+    frame.extend_from_slice(&(9 + data.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    frame.extend_from_slice(data);
+    let checksum = cityhash_rs::cityhash_102_128(&frame[16..]).rotate_right(64);
+    frame[..16].copy_from_slice(&checksum.to_le_bytes());
+    frame
+}
+
+#[tokio::test]
+async fn the_server_checks_each_stored_frame_against_its_checksum() {
+    let plain = database("stored", clickhouse::Compression::None).await;
+    plain
+        .query("CREATE TABLE one (x UInt8) ENGINE = Memory")
+        .execute()
+        .await
+        .unwrap();
+    // an insert's body is frames; a query's body is its text
+    let client = plain.clone().with_setting("decompress", "1");
+    // one column `x UInt8`, one row: 42
+    let block = b"\x01\x01\x01x\x05UInt8\x2a";
+    let send = |body: Vec<u8>| {
+        let client = client.clone();
+        async move {
+            let mut insert = client.insert_formatted_with("INSERT INTO one FORMAT Native");
+            insert.send(body.into()).await?;
+            insert.end().await
+        }
+    };
+    send(stored_frame(block)).await.unwrap();
+    let mut corrupted = stored_frame(block);
+    *corrupted.last_mut().unwrap() = 43;
+    let refused = send(corrupted).await.unwrap_err().to_string();
+    assert!(refused.contains("Checksum doesn't match"), "{refused}");
+    let rows: Vec<u8> = plain.query("SELECT x FROM one").fetch_all().await.unwrap();
+    assert_eq!(rows, [42], "only the intact frame's row");
 }
