@@ -299,8 +299,9 @@ impl NativeInsert {
 /// zeroes a new buffer of the largest output size for every frame (about a third of its LZ4
 /// instructions, docs/BENCHMARKS.md). Stored frames are `CLICKHOUSE_COMPRESSION=none`: the
 /// server reads them through the same checksummed frame reader as LZ4 frames and copies the
-/// data out, where LZ4 cost the consumer about 0.1 µs per event (docs/BENCHMARKS.md, "Stored
-/// frames").
+/// data out, where LZ4 cost the consumer about 0.06 µs per event (docs/BENCHMARKS.md, "Stored
+/// frames"). Every frame of an insert has its one method: servers may refuse a body whose
+/// frames mix methods.
 #[derive(Default)]
 struct Frames {
     /// Stored frames instead of LZ4.

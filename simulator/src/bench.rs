@@ -199,9 +199,13 @@ pub async fn clickhouse(args: &BenchClickhouseArgs) -> anyhow::Result<String> {
                 insert.end().await?;
             }
             BenchFormat::Native => {
-                let mut insert = NativeInsert::new::<CommerceRow<'_>>(&client, COMMERCE_TABLE)
-                    .with_block(spare.take::<CommerceRow<'_>>())
-                    .with_block_rows(args.block_rows);
+                let mut insert = NativeInsert::with_compression::<CommerceRow<'_>>(
+                    &client,
+                    COMMERCE_TABLE,
+                    args.compression,
+                )
+                .with_block(spare.take::<CommerceRow<'_>>())
+                .with_block_rows(args.block_rows);
                 for i in rows {
                     insert.write(&row(i)).await?;
                 }

@@ -187,8 +187,9 @@ pub struct BenchClickhouseArgs {
     /// `native` as Native columns in blocks of `--block-rows`
     #[arg(long, value_enum, default_value_t = BenchFormat::Rowbinary)]
     pub format: BenchFormat,
-    /// Compression of the request body: `lz4` in ClickHouse's compressed blocks
-    /// (`decompress=1`), as the consumer sends by default (`CLICKHOUSE_COMPRESSION`), or `none`
+    /// Compression of the request body, as the consumer's `CLICKHOUSE_COMPRESSION`: `lz4` in
+    /// ClickHouse's compressed blocks (`decompress=1`), or `none`; with `--format native` the
+    /// frames are the consumer's own (`NativeInsert::with_compression`), LZ4 or stored
     #[arg(long, value_enum, default_value_t = pipeline::config::Compression::Lz4)]
     pub compression: pipeline::config::Compression,
     /// Rows per Native block (`--format native`), `pipeline::native::BLOCK_ROWS` as the
