@@ -41,18 +41,32 @@ use crate::{
 /// Pipelined XADDs of one gateway entry's bytes (a `QueuedBatch` of `batch_size`
 /// generated events), as many as `events` needs, `in_flight` at a time on one connection.
 pub async fn redis(args: &BenchRedisArgs) -> anyhow::Result<String> {
+    let batch_size = args.batch_size.max(1);
+    let entries = args.events.div_ceil(batch_size as u64);
     let stores = fleet(1, "bench");
-    let events = Generator::new(1, now_unix()).batch(&stores[0], args.batch_size.max(1));
-    let entry = encode_batch(&QueuedBatch {
-        store_id: stores[0].id.clone(),
-        region: stores[0].region.to_proto() as i32,
-        received_at: Some(prost_types::Timestamp {
-            seconds: now_unix(),
-            nanos: 0,
-        }),
-        events,
-        ..QueuedBatch::default()
-    });
+    let mut generator = Generator::new(1, now_unix());
+    let mut entry = |n: usize| {
+        let store = &stores[n % stores.len()];
+        Fields::new(
+            encode_batch(&QueuedBatch {
+                store_id: store.id.clone(),
+                region: store.region.to_proto() as i32,
+                received_at: Some(prost_types::Timestamp {
+                    seconds: now_unix(),
+                    nanos: 0,
+                }),
+                events: generator.batch(store, batch_size),
+                ..QueuedBatch::default()
+            }),
+            None,
+        )
+    };
+    // one entry written `entries` times, or `entries` entries of their own
+    let written: Vec<Fields> = if args.distinct {
+        (0..entries as usize).map(&mut entry).collect()
+    } else {
+        vec![entry(0)]
+    };
     let client = fred::clients::Client::new(
         fred::types::config::Config::from_url(&args.redis_url)?,
         None,
@@ -61,11 +75,12 @@ pub async fn redis(args: &BenchRedisArgs) -> anyhow::Result<String> {
     );
     client.init().await.context("connecting to redis")?;
     let _: i64 = client.del(&args.stream_key).await?;
-    let entries = args.events.div_ceil(args.batch_size.max(1) as u64);
-    let fields = Fields::new(entry.clone(), None);
     let started = Instant::now();
     let results: Vec<Result<String, fred::error::Error>> = futures::stream::iter(0..entries)
-        .map(|_| client.xadd(&*args.stream_key, false, None, "*", fields.pairs()))
+        .map(|n| {
+            let fields = &written[n as usize % written.len()];
+            client.xadd(&*args.stream_key, false, None, "*", fields.pairs())
+        })
         .buffer_unordered(args.in_flight.max(1))
         .collect()
         .await;
@@ -76,15 +91,21 @@ pub async fn redis(args: &BenchRedisArgs) -> anyhow::Result<String> {
     if let Some(err) = results.into_iter().find_map(Result::err) {
         anyhow::bail!("xadd failed: {err}");
     }
-    let events = entries * args.batch_size as u64;
+    let events = entries * batch_size as u64;
+    let bytes: u64 = (0..entries)
+        .map(|n| {
+            let fields = &written[n as usize % written.len()];
+            fields.batch.as_ref().map_or(0, |b| b.len() as u64)
+        })
+        .sum();
     Ok(json!({
         "entries": entries,
         "events": events,
-        "entry_bytes": entry.len(),
+        "entry_bytes": bytes / entries.max(1),
         "seconds": seconds,
         "entries_per_second": entries as f64 / seconds,
         "events_per_second": events as f64 / seconds,
-        "bytes_per_second": (entries * entry.len() as u64) as f64 / seconds,
+        "bytes_per_second": bytes as f64 / seconds,
     })
     .to_string())
 }

@@ -162,6 +162,12 @@ pub struct BenchRedisArgs {
     /// (`scripts/bench-drain`)
     #[arg(long)]
     pub keep: bool,
+    /// Every entry its own events, of the fleet's stores in turn, generated before the clock
+    /// starts; without it one entry is written again and again. A consumer that drains them
+    /// then loads distinct rows, which compress as the pipeline's do
+    /// (`scripts/bench-consumer-callgrind`); memory holds every entry
+    #[arg(long)]
+    pub distinct: bool,
 }
 
 #[derive(Args, Clone, Debug)]
