@@ -370,8 +370,9 @@ fn stored(data: &[u8]) -> clickhouse::error::Result<Bytes> {
     Ok(frame.freeze())
 }
 
-/// Writes the head of `frame`, whose data of `data_len` bytes before `method` follows the
-/// head's room: the method, both sizes, and the checksum of all that follows it.
+/// Fills in the head of `frame`, its first [`FRAME_HEAD`] bytes, before the frame's data (of
+/// `data_len` bytes before `method` applied): the method, both sizes, and the checksum of
+/// everything after the checksum.
 fn seal(frame: &mut [u8], method: u8, data_len: usize) -> clickhouse::error::Result<()> {
     let sizes = u32::try_from(frame.len() - 16)
         .ok()

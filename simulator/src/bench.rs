@@ -38,8 +38,9 @@ use crate::{
     truth::quantile_exact,
 };
 
-/// Pipelined XADDs of one gateway entry's bytes (a `QueuedBatch` of `batch_size`
-/// generated events), as many as `events` needs, `in_flight` at a time on one connection.
+/// Pipelined XADDs of gateway entries' bytes (each a `QueuedBatch` of `batch_size` generated
+/// events), as many as `events` needs, `in_flight` at a time on one connection: one entry
+/// written again and again, or with `--distinct` every entry its own, generated first.
 pub async fn redis(args: &BenchRedisArgs) -> anyhow::Result<String> {
     let batch_size = args.batch_size.max(1);
     let entries = args.events.div_ceil(batch_size as u64);
