@@ -73,7 +73,8 @@ pub struct GroupArgs {
 /// When a batch is flushed to ClickHouse: whichever limit is reached first.
 #[derive(Args, Clone, Debug)]
 pub struct BatchArgs {
-    /// Rows per flush
+    /// Rows per flush, estimated from entry sizes; checked after each read, so a read made
+    /// below it may bring more (up to what is left of CONSUMER_BATCH_BYTES)
     #[arg(
         long,
         global = true,
@@ -81,7 +82,9 @@ pub struct BatchArgs {
         default_value_t = 100_000
     )]
     pub batch_rows: usize,
-    /// Encoded entry bytes per flush
+    /// Encoded entry bytes per flush: reads ask for no more than what is left of it, so it
+    /// sets the insert size at a backlog and bounds the consumer's memory (about 2.4 times it
+    /// at peak, docs/BENCHMARKS.md)
     #[arg(long, global = true, env = "CONSUMER_BATCH_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub batch_bytes: usize,
     /// Age of the oldest entry of a batch before it is flushed
