@@ -106,13 +106,17 @@ require_free() {
 }
 
 # Waits until $2 (a command) succeeds, for at most $3 seconds; on failure shows the tails of the
-# logs named after that.
+# logs named after that. Whether the server is still there is asked of the pid just started, not
+# of its command line (`running_pid`): until the subshell that starts it has exec'd the server,
+# the pid's command line is this script's, and a loaded machine (a build beside it) made that
+# window long enough to call a starting SeaweedFS "exited", with nothing in its log.
 wait_ready() {
-    local service="$1" probe="$2" timeout="$3" start="$EPOCHREALTIME"
+    local service="$1" probe="$2" timeout="$3" start="$EPOCHREALTIME" pid
     shift 3
+    pid="$(cat "$(pidfile "$service")" 2>/dev/null || true)"
     local deadline=$((SECONDS + timeout)) problem=""
     until $probe; do
-        if ! running_pid "$service" >/dev/null; then
+        if ! kill -0 "$pid" 2>/dev/null; then
             problem="exited during start-up"
         elif [ "$SECONDS" -ge "$deadline" ]; then
             problem="not ready after ${timeout}s"
