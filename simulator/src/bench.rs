@@ -141,9 +141,7 @@ impl IdSource {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let sorted = if ids == BenchIds::RandomSorted {
             let mut sorted: Vec<_> = (0..rows).map(|_| random_id(&mut rng)).collect();
-            // ClickHouse orders UUIDs by their first 8 bytes, then the last 8, each read as a
-            // big-endian number: the order of the 16 bytes, as `Uuid`'s `Ord` has it
-            sorted.sort_unstable();
+            sorted.sort_unstable_by_key(clickhouse_uuid_order);
             sorted
         } else {
             Vec::new()
@@ -151,9 +149,9 @@ impl IdSource {
         IdSource { ids, rng, sorted }
     }
 
-    /// The id of the `i`-th row: ascending with `i` (in ClickHouse's UUID order too, whose
-    /// high half is the same for all), a random version-4 UUID, or the `i`-th of the sorted
-    /// random ones.
+    /// The id of the `i`-th row: ascending with `i` (in ClickHouse's UUID order too: only
+    /// the last 8 bytes differ), a random version-4 UUID, or the `i`-th of the random ones
+    /// in ClickHouse's order ([`clickhouse_uuid_order`]).
     pub fn id(&mut self, i: usize) -> uuid::Uuid {
         match self.ids {
             BenchIds::Sequential => {
@@ -163,6 +161,15 @@ impl IdSource {
             BenchIds::RandomSorted => self.sorted[i % self.sorted.len().max(1)],
         }
     }
+}
+
+/// The key ClickHouse sorts a `UUID` by (18.16 and current servers alike): its last 8 bytes,
+/// then its first 8, each read as a big-endian number. Not the order of the 16 bytes that
+/// `Uuid`'s `Ord` has: ids sorted by that arrive unsorted to the server, which then sorts
+/// them as it sorts random ones (`MergeTreeDataWriterBlocksAlreadySorted` stays 0).
+pub fn clickhouse_uuid_order(id: &uuid::Uuid) -> (u64, u64) {
+    let (first, last) = id.as_u64_pair();
+    (last, first)
 }
 
 /// A version-4 UUID drawn from `rng`.

@@ -5,7 +5,10 @@
 use std::collections::HashSet;
 
 use clap::Parser;
-use simulator::{bench::IdSource, config::BenchIds};
+use simulator::{
+    bench::{IdSource, clickhouse_uuid_order},
+    config::BenchIds,
+};
 
 async fn run(
     ch_url: &str,
@@ -91,8 +94,8 @@ fn sequential_ids_ascend_and_random_ids_are_distinct_version_4_uuids() {
     let mut sequential = IdSource::new(BenchIds::Sequential, 1_000);
     let ids: Vec<_> = (0..1_000).map(|i| sequential.id(i)).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
-    // ClickHouse 18.16 orders UUIDs by their high 64 bits, then the low: the same high half
-    // for all, so the low half, which counts, orders them
+    // ClickHouse orders UUIDs by their last 8 bytes, then the first 8: the same first half
+    // for all, so the last half orders them in both orders
     assert!(
         ids.iter()
             .all(|id| id.as_u64_pair().0 == ids[0].as_u64_pair().0)
@@ -110,12 +113,48 @@ fn sequential_ids_ascend_and_random_ids_are_distinct_version_4_uuids() {
     let mut again = IdSource::new(BenchIds::Random, 1_000);
     assert_eq!(again.id(0), ids[0]);
 
-    // the same random ids, in the key's order
+    // the same random ids, in ClickHouse's order of UUIDs (the server's own word on it:
+    // `random_sorted_ids_come_in_the_servers_order`)
     let mut sorted = IdSource::new(BenchIds::RandomSorted, 1_000);
     let sorted: Vec<_> = (0..1_000).map(|i| sorted.id(i)).collect();
-    assert!(sorted.windows(2).all(|w| w[0] < w[1]));
+    assert!(
+        sorted
+            .windows(2)
+            .all(|w| clickhouse_uuid_order(&w[0]) < clickhouse_uuid_order(&w[1]))
+    );
     assert_eq!(
         sorted.iter().collect::<HashSet<_>>(),
         ids.iter().collect::<HashSet<_>>()
     );
+}
+
+/// `--ids random-sorted` must send its ids in the order the server sorts them, or the server
+/// sorts them as it sorts random ones and the reference measures nothing of what sorting
+/// saves: until 2026-12-04 they went in the order of their 16 bytes, and a real 18.16 counted
+/// none of their parts as already sorted. Here the server orders the same ids itself.
+#[tokio::test]
+async fn random_sorted_ids_come_in_the_servers_order() {
+    let ch = testkit::shared_clickhouse();
+    let client = clickhouse::Client::default()
+        .with_url(ch.url())
+        .with_validation(false);
+    let mut source = IdSource::new(BenchIds::RandomSorted, 2_000);
+    let ours: Vec<String> = (0..2_000).map(|i| source.id(i).to_string()).collect();
+    // the ids in the order the generator drew them, for the server to sort
+    let mut random = IdSource::new(BenchIds::Random, 2_000);
+    let drawn: Vec<String> = (0..2_000).map(|i| random.id(i).to_string()).collect();
+    assert_ne!(drawn, ours, "the drawn ids came sorted already");
+    let list = drawn
+        .iter()
+        .map(|id| format!("toUUID('{id}')"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let servers: Vec<String> = client
+        .query(&format!(
+            "SELECT toString(id) FROM (SELECT arrayJoin([{list}]) AS id) ORDER BY id"
+        ))
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(servers, ours);
 }
