@@ -43,12 +43,17 @@ async fn run(
     serde_json::from_str(&simulator::bench::clickhouse(&args).await.unwrap()).unwrap()
 }
 
+/// A client of the server at `url`, for the tests' own queries.
+fn client_of(url: &str) -> clickhouse::Client {
+    clickhouse::Client::default()
+        .with_url(url)
+        .with_validation(false)
+}
+
 #[tokio::test]
 async fn the_clickhouse_reference_loads_its_rows_and_drops_its_database() {
     let ch = testkit::shared_clickhouse();
-    let client = clickhouse::Client::default()
-        .with_url(ch.url())
-        .with_validation(false);
+    let client = client_of(&ch.url());
     for (ids, format, singles) in [
         ("random", "native", 0),
         ("random", "rowbinary", 0),
@@ -135,9 +140,7 @@ fn sequential_ids_ascend_and_random_ids_are_distinct_version_4_uuids() {
 #[tokio::test]
 async fn random_sorted_ids_come_in_the_servers_order() {
     let ch = testkit::shared_clickhouse();
-    let client = clickhouse::Client::default()
-        .with_url(ch.url())
-        .with_validation(false);
+    let client = client_of(&ch.url());
     let mut source = IdSource::new(BenchIds::RandomSorted, 2_000);
     let ours: Vec<String> = (0..2_000).map(|i| source.id(i).to_string()).collect();
     // the ids in the order the generator drew them, for the server to sort
