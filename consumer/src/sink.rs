@@ -2,9 +2,13 @@
 //! them with one Native insert per table (`pipeline::native`: columns the server copies
 //! instead of parsing RowBinary row by row; docs/BENCHMARKS.md, #19).
 //!
-//! Entries are decoded one at a time while rows go into the inserts' column blocks, sent
-//! every `pipeline::native::BLOCK_ROWS` rows, so memory holds the raw batch, one decoded
-//! entry and at most one block per table, not every decoded event.
+//! Entries are decoded one at a time while rows go into the inserts' blocks. The event
+//! tables' rows are held as compact records until the flush's last entry, then sorted by
+//! the tables' key and sent in blocks of `pipeline::native::BLOCK_ROWS` rows, so that
+//! ClickHouse need not sort them (`pipeline::native::Block`); `rejected_events` rows go
+//! every block. Memory holds the raw batch, one decoded entry, the flush's rows once as
+//! records (about the size of their entries) and one block per table, not every decoded
+//! event.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},

@@ -10,7 +10,10 @@
 //! exactly, so each row type lists its table's columns here; a test inserts both formats
 //! into the real server and compares.
 
+mod order;
+
 use std::{
+    ops::Range,
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
@@ -23,6 +26,8 @@ use crate::{
     rows::{CommerceRow, CommerceSource, ProbeRow, RejectedRow, currency, price},
 };
 
+pub use order::EventKey;
+
 /// A column: its name and its ClickHouse type, as the migrations create it.
 pub type Column = (&'static str, &'static str);
 
@@ -31,19 +36,73 @@ pub trait NativeRow {
     /// The table's columns, in the order [`NativeRow::append`] fills them.
     const COLUMNS: &'static [Column];
 
-    /// Appends this row's value of each column to that column's buffer.
-    fn append(&self, columns: &mut [BytesMut]);
+    /// Whether the table is ordered by [`EventKey`] and then its `store_id` column, so
+    /// that its inserts go out in that order ([`Block`]).
+    const KEYED: bool = false;
+
+    /// Appends this row's value of each column to that column's buffer, the columns in
+    /// their order.
+    fn append(&self, columns: &mut (impl Columns + ?Sized));
+
+    /// The row's [`EventKey`], for a [`NativeRow::KEYED`] table.
+    fn key(&self) -> EventKey {
+        EventKey::default()
+    }
 }
+
+/// Where [`NativeRow::append`] writes each column's value: a buffer per column, or one
+/// buffer for all (a row's record, [`Block`]).
+pub trait Columns {
+    /// The buffer of column `index`.
+    fn at(&mut self, index: usize) -> &mut BytesMut;
+}
+
+impl Columns for [BytesMut] {
+    fn at(&mut self, index: usize) -> &mut BytesMut {
+        &mut self[index]
+    }
+}
+
+/// One buffer every column's value goes into, one after the other: a row's record.
+struct Record<'a>(&'a mut BytesMut);
+
+impl Columns for Record<'_> {
+    fn at(&mut self, _: usize) -> &mut BytesMut {
+        self.0
+    }
+}
+
+/// The name of the column that orders rows of equal [`EventKey`]s.
+const KEY_STORE_COLUMN: &str = "store_id";
 
 /// Rows of one table as Native columns, until [`Block::pieces`] hands them out as a block.
 /// Each column's buffer holds the column's header (name and type) and then its values, so
 /// a block goes out as its counts and then each column's bytes as they are, not copied
 /// into one buffer first (#19). The buffers keep their capacity: once a block's pieces
 /// are dropped, the next block of the same size allocates nothing.
+///
+/// A block of a [`NativeRow::KEYED`] table (the event tables) goes out in the table's key
+/// order, so that ClickHouse need not sort it (`native::order`). Its rows are kept as
+/// records, each row's values one after the other in one buffer, with each row's
+/// [`EventKey`]; [`Block::sort`] orders the keys, and [`Block::sorted_pieces`] writes the
+/// records of a chunk of rows, in that order, into the columns. A record is read whole, in
+/// one place, where gathering each column's value from columns in the appended order would
+/// read a place of its own per column, each a miss of the caches at an insert's size
+/// (docs/BENCHMARKS.md, "Inserts sent in the key's order"). ClickHouse sorts what it
+/// gathers of one insert (up to about a million rows, `min_insert_block_size_rows`) as one,
+/// so every row of an insert is appended before its first chunk goes ([`NativeInsert`]).
 pub struct Block {
     columns: &'static [Column],
     data: Vec<BytesMut>,
     rows: usize,
+    /// For a keyed table, each row's key and where its record starts; `None` for any
+    /// other, or rows sent as appended ([`Block::in_appended_order`]).
+    order: Option<order::Order>,
+    /// A keyed table's rows as records.
+    records: BytesMut,
+    /// Each column's bytes per value for a keyed table, 0 for a `String` (its length, then
+    /// its bytes).
+    widths: Vec<u8>,
 }
 
 impl Block {
@@ -53,7 +112,31 @@ impl Block {
             columns: R::COLUMNS,
             data: vec![BytesMut::new(); R::COLUMNS.len()],
             rows: 0,
+            order: R::KEYED.then(order::Order::default),
+            records: BytesMut::new(),
+            widths: if R::KEYED {
+                R::COLUMNS
+                    .iter()
+                    .map(|(_, ty)| width(ty).unwrap_or(0) as u8)
+                    .collect()
+            } else {
+                Vec::new()
+            },
         }
+    }
+
+    /// Whether this block's rows go out in the table's key order.
+    pub fn keyed(&self) -> bool {
+        self.order.is_some()
+    }
+
+    /// Sends the rows in the order they were appended even if the table is keyed: what
+    /// ClickHouse then sorts itself (the bench's reference of unsorted inserts).
+    pub fn in_appended_order(mut self) -> Block {
+        assert_eq!(self.rows, 0, "an empty block");
+        self.order = None;
+        self.records = BytesMut::new();
+        self
     }
 
     /// Starts each column with its header. At the first row rather than when the last
@@ -72,10 +155,15 @@ impl Block {
             same_table(self.columns, R::COLUMNS),
             "a row of another table"
         );
-        if self.rows == 0 {
-            self.start();
+        if let Some(order) = &mut self.order {
+            order.push(row.key(), record_start(&self.records));
+            row.append(&mut Record(&mut self.records));
+        } else {
+            if self.rows == 0 {
+                self.start();
+            }
+            row.append(&mut self.data[..]);
         }
-        row.append(&mut self.data);
         self.rows += 1;
     }
 
@@ -83,12 +171,18 @@ impl Block {
     /// straight from the events' views a column at a time: each fixed-width column grows
     /// once and takes its values into place, where [`Block::push`] of a [`CommerceRow`]
     /// per event puts each value with its own capacity check (#19). The same bytes as
-    /// pushing each event's [`CommerceRow`].
+    /// pushing each event's [`CommerceRow`]; for a keyed block, that is what it does.
     pub fn push_commerce(&mut self, rows: &[CommerceSource<'_, '_>], received_at: u32) {
         debug_assert!(
             same_table(self.columns, CommerceRow::COLUMNS),
             "a block of another table"
         );
+        if self.keyed() {
+            for r in rows {
+                self.push(&r.row(received_at));
+            }
+            return;
+        }
         if rows.is_empty() {
             return;
         }
@@ -127,17 +221,89 @@ impl Block {
     /// (the counts, then each column), and an empty block again. Drop the pieces (or all
     /// slices of them) before the next block outgrows what is left of the buffers, so
     /// that they are reused rather than allocated afresh.
+    ///
+    /// A keyed block's rows go in the key's order: [`Block::sort`], then all of them as one
+    /// chunk ([`Block::sorted_pieces`]).
     pub fn pieces(&mut self) -> Vec<Bytes> {
+        if self.keyed() && self.rows > 0 {
+            self.sort();
+            let pieces = self.sorted_pieces(0..self.rows);
+            self.clear();
+            return pieces;
+        }
         if self.rows == 0 {
             self.start();
         }
         let mut pieces = Vec::with_capacity(self.columns.len() + 1);
-        let mut counts = BytesMut::with_capacity(20);
-        put_varuint(&mut counts, self.columns.len() as u64);
-        put_varuint(&mut counts, self.rows as u64);
-        pieces.push(counts.freeze());
+        pieces.push(counts(self.columns.len(), self.rows));
         pieces.extend(self.data.iter_mut().map(|data| data.split().freeze()));
         self.rows = 0;
+        pieces
+    }
+
+    /// For a keyed block: puts its rows in the key's order, for [`Block::sorted_pieces`],
+    /// which sends them, and [`Block::clear`], which empties the block after.
+    pub fn sort(&mut self) {
+        let Some(order) = &mut self.order else {
+            return;
+        };
+        debug_assert_eq!(order.len(), self.rows);
+        let store = self
+            .columns
+            .iter()
+            .position(|(name, _)| *name == KEY_STORE_COLUMN)
+            .expect("a keyed table has a store_id column");
+        let (records, widths) = (&self.records[..], &self.widths[..]);
+        // the store's bytes, without their length: ClickHouse compares strings as memcmp,
+        // then by length, which is the order of byte slices
+        let store_of = |start: u32| {
+            let value = field(records, widths, start as usize, store);
+            let prefix = value.iter().position(|b| *b < 0x80).map_or(0, |p| p + 1);
+            &value[prefix..]
+        };
+        order.sort(|a, b| store_of(a).cmp(store_of(b)));
+    }
+
+    /// The sorted rows `range` ([`Block::sort`]) as one Native block, in pieces as
+    /// [`Block::pieces`] gives them: the rows' records, in the key's order, written into
+    /// the columns.
+    pub fn sorted_pieces(&mut self, range: Range<usize>) -> Vec<Bytes> {
+        let sorted = &self.order.as_ref().expect("a keyed block").sorted()[range];
+        for ((name, ty), data) in self.columns.iter().zip(&mut self.data) {
+            put_str(data, name.as_bytes());
+            put_str(data, ty.as_bytes());
+        }
+        for (data, &width) in self.data.iter_mut().zip(&self.widths) {
+            // a String's length byte and a few bytes: it grows if they are longer
+            let width = if width == 0 { 16 } else { usize::from(width) };
+            data.reserve(width * sorted.len());
+        }
+        let records = &self.records[..];
+        for (i, slot) in sorted.iter().enumerate() {
+            // the record a few rows on, so that it is in the cache when its turn comes: the
+            // records are read in no order the processor could foresee
+            if let Some(ahead) = sorted.get(i + PREFETCH_ROWS) {
+                prefetch(records, ahead.record() as usize);
+            }
+            let mut at = slot.record() as usize;
+            for (data, &width) in self.data.iter_mut().zip(&self.widths) {
+                at = match width {
+                    1 => copy::<1>(data, records, at),
+                    2 => copy::<2>(data, records, at),
+                    4 => copy::<4>(data, records, at),
+                    8 => copy::<8>(data, records, at),
+                    16 => copy::<16>(data, records, at),
+                    _ => {
+                        let end = at + string_len(&records[at..]);
+                        data.put_slice(&records[at..end]);
+                        end
+                    }
+                };
+            }
+        }
+        let mut pieces = Vec::with_capacity(self.columns.len() + 1);
+        pieces.push(counts(self.columns.len(), sorted.len()));
+        pieces.extend(self.data.iter_mut().map(|data| data.split().freeze()));
         pieces
     }
 
@@ -150,11 +316,88 @@ impl Block {
         }
         out.freeze()
     }
+
+    /// Empties a sorted block ([`Block::sort`]) for its next rows, its buffers kept.
+    pub fn clear(&mut self) {
+        self.records.clear();
+        if let Some(order) = &mut self.order {
+            order.clear();
+        }
+        self.rows = 0;
+    }
+}
+
+/// Rows ahead that [`Block::sorted_pieces`] asks the processor to fetch: enough to cover a
+/// miss of the caches, at a few tens of nanoseconds a row.
+const PREFETCH_ROWS: usize = 8;
+
+/// Asks the processor to fetch the two cache lines at `records[at..]` (a record is about
+/// 150 bytes); nothing where it cannot be asked.
+///
+/// The workspace's second `unsafe` (ARCHITECTURE.md, "Unsafe code"): `_mm_prefetch` is
+/// unsafe only as an intrinsic of a target feature, SSE, which every x86-64 processor has
+/// (it is on in every x86-64 build). A prefetch reads nothing into the program and cannot
+/// fault, whatever the address.
+#[inline]
+#[allow(unsafe_code)]
+fn prefetch(records: &[u8], at: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let p = records.as_ptr().wrapping_add(at).cast::<i8>();
+        // SAFETY: SSE is part of x86-64; a prefetch of any address is harmless
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(p);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (records, at);
+}
+
+/// Where the next record starts: its offset in the records, which stay under 4 GiB (an
+/// insert holds what one flush read, `CONSUMER_BATCH_BYTES`).
+fn record_start(records: &BytesMut) -> u32 {
+    u32::try_from(records.len()).expect("a block's records under 4 GiB")
+}
+
+/// Appends the `W` bytes of a fixed-width value at `records[at..]`; where the next starts.
+#[inline]
+fn copy<const W: usize>(data: &mut BytesMut, records: &[u8], at: usize) -> usize {
+    let value: [u8; W] = records[at..at + W].try_into().expect("W bytes");
+    data.put_slice(&value);
+    at + W
+}
+
+/// The bytes of the `String` value at the start of `value`: its length's, then its own.
+fn string_len(value: &[u8]) -> usize {
+    let mut len = 0usize;
+    for (i, byte) in value.iter().enumerate() {
+        len |= usize::from(byte & 0x7f) << (7 * i);
+        if *byte < 0x80 {
+            return i + 1 + len;
+        }
+    }
+    unreachable!("a record's string has its length")
+}
+
+/// The value of column `column` in the record at `records[start..]`, its length included
+/// for a `String`.
+fn field<'r>(records: &'r [u8], widths: &[u8], start: usize, column: usize) -> &'r [u8] {
+    let len = |at: usize, width: u8| match width {
+        0 => string_len(&records[at..]),
+        width => usize::from(width),
+    };
+    let at = widths[..column]
+        .iter()
+        .fold(start, |at, &width| at + len(at, width));
+    &records[at..at + len(at, widths[column])]
 }
 
 /// Rows per block of a [`NativeInsert`]: a block's columns are held until it is sent, so this
-/// bounds the memory an insert holds (about 7 MiB of commerce rows); the server gathers
-/// small blocks into parts of up to a million rows itself (`min_insert_block_size_rows`).
+/// bounds the memory of its columns (about 7 MiB of commerce rows; a keyed table's rows are
+/// held as records until the insert ends, [`Block`]); the server gathers small blocks into
+/// parts of up to a million rows itself (`min_insert_block_size_rows`).
 pub const BLOCK_ROWS: usize = 65_536;
 
 /// The largest piece a block is sent in, what `clickhouse::insert::Insert` sends RowBinary
@@ -164,7 +407,8 @@ pub const BLOCK_ROWS: usize = 65_536;
 const CHUNK_BYTES: usize = 256 * 1024;
 
 /// One `INSERT INTO <table> FORMAT Native`: rows go into a [`Block`], sent every
-/// [`BLOCK_ROWS`] rows and at the end. Like `clickhouse::insert::Insert`, nothing is sent
+/// [`BLOCK_ROWS`] rows and at the end; a keyed table's rows all at the end, in the key's
+/// order, in blocks of [`BLOCK_ROWS`]. Like `clickhouse::insert::Insert`, nothing is sent
 /// before the first block, so an insert without rows sends no request; the client's
 /// compression applies.
 pub struct NativeInsert {
@@ -219,10 +463,11 @@ impl NativeInsert {
         self
     }
 
-    /// Adds one row; sends the block once it is full.
+    /// Adds one row; sends the block once it is full, unless the table is keyed: then the
+    /// rows go at the end, in the key's order ([`Block`]).
     pub async fn write<R: NativeRow>(&mut self, row: &R) -> clickhouse::error::Result<()> {
         self.block.push(row);
-        if self.block.rows() >= self.block_rows {
+        if self.block.rows() >= self.block_rows && !self.block.keyed() {
             self.send().await?;
         }
         Ok(())
@@ -236,6 +481,10 @@ impl NativeInsert {
         mut rows: &[CommerceSource<'_, '_>],
         received_at: u32,
     ) -> clickhouse::error::Result<()> {
+        if self.block.keyed() {
+            self.block.push_commerce(rows, received_at);
+            return Ok(());
+        }
         while !rows.is_empty() {
             let room = self.block_rows.saturating_sub(self.block.rows()).max(1);
             let (now, rest) = rows.split_at(room.min(rows.len()));
@@ -255,7 +504,21 @@ impl NativeInsert {
             same_table(block.columns, self.block.columns) && block.rows() == 0,
             "an empty block of the same table"
         );
-        self.block = block;
+        // the insert's own order (`in_appended_order`)
+        self.block = if self.block.keyed() || !block.keyed() {
+            block
+        } else {
+            block.in_appended_order()
+        };
+        self
+    }
+
+    /// Sends the rows in the order they are written, even into a keyed table, in blocks of
+    /// the block size ([`Block::in_appended_order`]: the bench's reference of unsorted
+    /// inserts).
+    pub fn in_appended_order(mut self) -> NativeInsert {
+        let block = std::mem::replace(&mut self.block, Block::new::<RejectedRow<'_>>());
+        self.block = block.in_appended_order();
         self
     }
 
@@ -266,7 +529,17 @@ impl NativeInsert {
 
     /// As [`NativeInsert::end`], and hands back the emptied block for the next insert.
     pub async fn finish(mut self) -> clickhouse::error::Result<Block> {
-        if self.block.rows() > 0 {
+        let rows = self.block.rows();
+        if self.block.keyed() && rows > 0 {
+            self.block.sort();
+            for from in (0..rows).step_by(self.block_rows) {
+                let pieces = self
+                    .block
+                    .sorted_pieces(from..rows.min(from + self.block_rows));
+                self.send_pieces(pieces).await?;
+            }
+            self.block.clear();
+        } else if rows > 0 {
             self.send().await?;
         }
         self.insert.end().await?;
@@ -274,7 +547,12 @@ impl NativeInsert {
     }
 
     async fn send(&mut self) -> clickhouse::error::Result<()> {
-        for piece in self.block.pieces() {
+        let pieces = self.block.pieces();
+        self.send_pieces(pieces).await
+    }
+
+    async fn send_pieces(&mut self, pieces: Vec<Bytes>) -> clickhouse::error::Result<()> {
+        for piece in pieces {
             for start in (0..piece.len()).step_by(CHUNK_BYTES) {
                 let end = piece.len().min(start + CHUNK_BYTES);
                 let chunk = match &mut self.frames {
@@ -427,6 +705,29 @@ fn same_table(a: &'static [Column], b: &'static [Column]) -> bool {
     std::ptr::eq(a, b) || a == b
 }
 
+/// A block's first piece: its column count and row count.
+fn counts(columns: usize, rows: usize) -> Bytes {
+    let mut counts = BytesMut::with_capacity(20);
+    put_varuint(&mut counts, columns as u64);
+    put_varuint(&mut counts, rows as u64);
+    counts.freeze()
+}
+
+/// The bytes of a value of type `ty` if fixed (every type of the keyed tables), `None` for
+/// `String`.
+fn width(ty: &str) -> Option<usize> {
+    match ty {
+        "String" => None,
+        "UInt8" => Some(1),
+        "UInt16" => Some(2),
+        "UInt32" | "DateTime('UTC')" => Some(4),
+        "UInt64" | "Float64" | "Decimal(18, 9)" => Some(8),
+        "UUID" => Some(16),
+        enum8 if enum8.starts_with("Enum8(") => Some(1),
+        other => panic!("a column type of unknown width: {other}"),
+    }
+}
+
 /// Unsigned LEB128, as ClickHouse writes lengths and counts.
 fn put_varuint(out: &mut impl bytes::BufMut, mut v: u64) {
     while v >= 0x80 {
@@ -496,17 +797,17 @@ macro_rules! event_columns {
 /// The first five columns of both event tables: `event_id`, `occurred_at`, `received_at`,
 /// `region`, `store_id`.
 fn put_event_head(
-    c: &mut [BytesMut],
+    c: &mut (impl Columns + ?Sized),
     event_id: &uuid::Uuid,
     (occurred_at, received_at): (u32, u32),
     region: i8,
     store_id: &str,
 ) {
-    put_uuid(&mut c[0], event_id);
-    c[1].put_u32_le(occurred_at);
-    c[2].put_u32_le(received_at);
-    c[3].put_i8(region);
-    put_str(&mut c[4], store_id.as_bytes());
+    put_uuid(c.at(0), event_id);
+    c.at(1).put_u32_le(occurred_at);
+    c.at(2).put_u32_le(received_at);
+    c.at(3).put_i8(region);
+    put_str(c.at(4), store_id.as_bytes());
 }
 
 impl NativeRow for CommerceRow<'_> {
@@ -526,21 +827,26 @@ impl NativeRow for CommerceRow<'_> {
         ("user_id", "UInt64"),
         ("session_id", "String"),
     ];
+    const KEYED: bool = true;
 
-    fn append(&self, c: &mut [BytesMut]) {
+    fn key(&self) -> EventKey {
+        EventKey::new(self.occurred_at, &self.event_id)
+    }
+
+    fn append(&self, c: &mut (impl Columns + ?Sized)) {
         let times = (self.occurred_at, self.received_at);
         put_event_head(c, &self.event_id, times, self.region, self.store_id);
-        c[5].put_i8(self.r#type);
-        c[6].put_u64_le(self.product_id);
-        c[7].put_u64_le(self.category_id);
-        put_str(&mut c[8], self.category_code.as_bytes());
-        put_str(&mut c[9], self.brand.as_bytes());
-        c[10].put_u64_le(self.seller_id);
-        put_str(&mut c[11], self.currency.as_bytes());
-        c[12].put_i64_le(self.price);
-        c[13].put_u32_le(self.quantity);
-        c[14].put_u64_le(self.user_id);
-        put_str(&mut c[15], self.session_id.as_bytes());
+        c.at(5).put_i8(self.r#type);
+        c.at(6).put_u64_le(self.product_id);
+        c.at(7).put_u64_le(self.category_id);
+        put_str(c.at(8), self.category_code.as_bytes());
+        put_str(c.at(9), self.brand.as_bytes());
+        c.at(10).put_u64_le(self.seller_id);
+        put_str(c.at(11), self.currency.as_bytes());
+        c.at(12).put_i64_le(self.price);
+        c.at(13).put_u32_le(self.quantity);
+        c.at(14).put_u64_le(self.user_id);
+        put_str(c.at(15), self.session_id.as_bytes());
     }
 }
 
@@ -557,20 +863,25 @@ impl NativeRow for ProbeRow<'_> {
         ("tls_handshake_ms", "UInt32"),
         ("time_to_first_byte_ms", "UInt32"),
     ];
+    const KEYED: bool = true;
 
-    fn append(&self, c: &mut [BytesMut]) {
+    fn key(&self) -> EventKey {
+        EventKey::new(self.occurred_at, &self.event_id)
+    }
+
+    fn append(&self, c: &mut (impl Columns + ?Sized)) {
         let times = (self.occurred_at, self.received_at);
         put_event_head(c, &self.event_id, times, self.region, self.store_id);
-        put_str(&mut c[5], self.target.as_bytes());
-        c[6].put_u8(self.up);
-        c[7].put_u16_le(self.status_code);
-        c[8].put_u32_le(self.response_time_ms);
-        c[9].put_u32_le(self.network_latency_ms);
-        c[10].put_u64_le(self.bandwidth_bytes_per_second);
-        c[11].put_f64_le(self.cpu_load);
-        c[12].put_i8(self.vantage_region);
-        c[13].put_u32_le(self.tls_handshake_ms);
-        c[14].put_u32_le(self.time_to_first_byte_ms);
+        put_str(c.at(5), self.target.as_bytes());
+        c.at(6).put_u8(self.up);
+        c.at(7).put_u16_le(self.status_code);
+        c.at(8).put_u32_le(self.response_time_ms);
+        c.at(9).put_u32_le(self.network_latency_ms);
+        c.at(10).put_u64_le(self.bandwidth_bytes_per_second);
+        c.at(11).put_f64_le(self.cpu_load);
+        c.at(12).put_i8(self.vantage_region);
+        c.at(13).put_u32_le(self.tls_handshake_ms);
+        c.at(14).put_u32_le(self.time_to_first_byte_ms);
     }
 }
 
@@ -588,17 +899,17 @@ impl NativeRow for RejectedRow<'_> {
         ("stream_entry_id", "String"),
     ];
 
-    fn append(&self, c: &mut [BytesMut]) {
-        put_str(&mut c[0], self.event_id.as_bytes());
-        c[1].put_u32_le(self.occurred_at);
-        c[2].put_u32_le(self.received_at);
-        c[3].put_i8(self.region);
-        put_str(&mut c[4], self.store_id.as_bytes());
-        c[5].put_i8(self.source);
-        put_str(&mut c[6], self.reason.as_bytes());
-        put_str(&mut c[7], self.raw);
-        c[8].put_u32_le(self.delivery_count);
-        put_str(&mut c[9], self.stream_entry_id.as_bytes());
+    fn append(&self, c: &mut (impl Columns + ?Sized)) {
+        put_str(c.at(0), self.event_id.as_bytes());
+        c.at(1).put_u32_le(self.occurred_at);
+        c.at(2).put_u32_le(self.received_at);
+        c.at(3).put_i8(self.region);
+        put_str(c.at(4), self.store_id.as_bytes());
+        c.at(5).put_i8(self.source);
+        put_str(c.at(6), self.reason.as_bytes());
+        put_str(c.at(7), self.raw);
+        c.at(8).put_u32_le(self.delivery_count);
+        put_str(c.at(9), self.stream_entry_id.as_bytes());
     }
 }
 
@@ -735,6 +1046,128 @@ mod tests {
     /// Commerce rows written straight from accepted views, a column at a time and in
     /// uneven runs, are the bytes of each event's `CommerceRow` pushed one by one; a probe
     /// has no `CommerceSource`.
+    /// A commerce row whose texts have lengths from `i`, some past one length byte.
+    fn commerce_row(i: u32, id: uuid::Uuid, day: u32, store: &'static str) -> CommerceRow<'static> {
+        const TEXT: &str = concat!(
+            "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz",
+            "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz"
+        );
+        let text = |n: u32| &TEXT[..(n as usize % TEXT.len())];
+        CommerceRow {
+            event_id: id,
+            occurred_at: day * 86_400 + i % 86_400,
+            received_at: i,
+            region: (i % 3) as i8 + 1,
+            store_id: store,
+            r#type: (i % 4) as i8 + 1,
+            product_id: u64::from(i) * 7,
+            category_id: u64::from(i) * 11,
+            category_code: text(i * 13),
+            brand: text(i),
+            seller_id: u64::from(i) << 40,
+            currency: "EUR",
+            price: i64::from(i) * 1_000_000_007,
+            quantity: i,
+            user_id: u64::MAX - u64::from(i),
+            session_id: text(i * 31 + 130),
+        }
+    }
+
+    /// Rows over three days with random ids, ids shared by two stores and copies of rows,
+    /// in no order; and the same rows in ClickHouse's order of the key, found independently
+    /// of [`EventKey`]: the day, the id's last eight bytes then its first eight, the store.
+    fn rows_and_their_order() -> (Vec<CommerceRow<'static>>, Vec<CommerceRow<'static>>) {
+        // a multiplicative hash: ids spread over both halves, in no order
+        let hash =
+            |i: u32| u128::from(i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+        let stores = ["store-b", "store-a", "", "store-a0"];
+        let mut rows = Vec::new();
+        for i in 0..1000u32 {
+            let id = uuid::Uuid::from_u128(hash(i));
+            let day = 20_000 + (hash(i) >> 100) as u32 % 3;
+            rows.push((i, id, day, stores[i as usize % 3]));
+            if i % 50 == 0 {
+                rows.push((i, id, day, stores[3]));
+                rows.push((i, id, day, stores[i as usize % 3]));
+            }
+        }
+        let mut sorted = rows.clone();
+        sorted.sort_by_key(|&(_, id, day, store)| {
+            let bytes = *id.as_bytes();
+            (day, bytes[8..].to_vec(), bytes[..8].to_vec(), store)
+        });
+        let rows_of = |params: Vec<(u32, uuid::Uuid, u32, &'static str)>| {
+            params
+                .into_iter()
+                .map(|(i, id, day, store)| commerce_row(i, id, day, store))
+                .collect()
+        };
+        let (rows, sorted) = (rows_of(rows), rows_of(sorted));
+        (rows, sorted)
+    }
+
+    #[test]
+    fn keyed_blocks_go_out_in_the_tables_order() {
+        let (rows, sorted) = rows_and_their_order();
+        assert_ne!(
+            rows.iter().map(|r| r.event_id).collect::<Vec<_>>(),
+            sorted.iter().map(|r| r.event_id).collect::<Vec<_>>(),
+            "the rows start out of order"
+        );
+        let mut appended = Block::new::<CommerceRow<'_>>().in_appended_order();
+        assert!(!appended.keyed());
+        for row in &sorted {
+            appended.push(row);
+        }
+        let expected = appended.take();
+        let mut keyed = Block::new::<CommerceRow<'_>>();
+        assert!(keyed.keyed());
+        for row in &rows {
+            keyed.push(row);
+        }
+        assert_eq!(keyed.take(), expected);
+        // again from the kept buffers, and from rows already in order
+        for row in rows.iter().rev() {
+            keyed.push(row);
+        }
+        assert_eq!(keyed.take(), expected);
+        for row in &sorted {
+            keyed.push(row);
+        }
+        assert_eq!(keyed.take(), expected);
+
+        // in chunks, as an insert sends them: each chunk is the next rows in order
+        for row in &rows {
+            keyed.push(row);
+        }
+        keyed.sort();
+        let mut from = 0;
+        while from < rows.len() {
+            let to = rows.len().min(from + 333);
+            let mut chunk = Block::new::<CommerceRow<'_>>().in_appended_order();
+            for row in &sorted[from..to] {
+                chunk.push(row);
+            }
+            let pieces = keyed.sorted_pieces(from..to);
+            assert_eq!(pieces.concat(), chunk.take(), "rows {from}..{to}");
+            from = to;
+        }
+        keyed.clear();
+        assert_eq!(keyed.rows(), 0);
+        for row in &sorted[..3] {
+            keyed.push(row);
+        }
+        let mut three = Block::new::<CommerceRow<'_>>().in_appended_order();
+        for row in &sorted[..3] {
+            three.push(row);
+        }
+        assert_eq!(
+            keyed.take(),
+            three.take(),
+            "nothing of the last block is left"
+        );
+    }
+
     #[test]
     fn commerce_straight_from_views_is_the_rows_block() {
         use crate::{

@@ -235,6 +235,18 @@ impl<'v, 'a> CommerceSource<'v, 'a> {
             PayloadView::Probe(_) => None,
         }
     }
+
+    /// The row, received at `received_at`.
+    pub fn row(&self, received_at: u32) -> CommerceRow<'a> {
+        commerce_row(
+            self.store_id,
+            self.event_id,
+            self.commerce,
+            self.occurred_at,
+            received_at,
+            self.region,
+        )
+    }
 }
 
 fn probe_row<'a>(

@@ -544,13 +544,13 @@ fn the_gateway_makes_grpc_statuses_only_in_error_rs() {
     );
 }
 
-/// "Unsafe code": the workspace denies `unsafe_code` and allows it in one function,
-/// `pipeline::view::read::utf8`. Anywhere else (tests and fuzz targets included) an
-/// `allow(unsafe_code)` or an `unsafe` block is a new exemption, to be argued in
-/// ARCHITECTURE.md and added here.
+/// "Unsafe code": the workspace denies `unsafe_code` and allows it in two functions,
+/// `pipeline::view::read::utf8` and `pipeline::native::prefetch`. Anywhere else (tests and
+/// fuzz targets included) an `allow(unsafe_code)` or an `unsafe` block is a new exemption,
+/// to be argued in ARCHITECTURE.md and added here.
 #[test]
-fn unsafe_code_is_allowed_only_in_view_read_utf8() {
-    const EXEMPT: &str = "pipeline/src/view/read.rs";
+fn unsafe_code_is_allowed_only_where_argued() {
+    const EXEMPT: [&str; 2] = ["pipeline/src/view/read.rs", "pipeline/src/native.rs"];
     let mut found = Vec::new();
     for (path, text) in sources() {
         if path.starts_with("pipeline/tests/architecture.rs") {
@@ -561,8 +561,8 @@ fn unsafe_code_is_allowed_only_in_view_read_utf8() {
             &text,
             &["unsafe_code", "unsafe {", "unsafe fn", "unsafe impl"],
         );
-        if path == EXEMPT {
-            // one allow and one block, nothing more
+        if EXEMPT.contains(&path.as_str()) {
+            // one allow and one block each, nothing more
             assert_eq!(lines.len(), 2, "{lines:#?}");
         } else {
             found.extend(lines);
@@ -570,7 +570,7 @@ fn unsafe_code_is_allowed_only_in_view_read_utf8() {
     }
     assert!(
         found.is_empty(),
-        "unsafe code outside {EXEMPT} (see ARCHITECTURE.md, \"Unsafe code\"):\n{}",
+        "unsafe code outside {EXEMPT:?} (see ARCHITECTURE.md, \"Unsafe code\"):\n{}",
         found.join("\n")
     );
 }

@@ -281,3 +281,128 @@ async fn the_server_checks_each_stored_frame_against_its_checksum() {
     let rows: Vec<u8> = plain.query("SELECT x FROM one").fetch_all().await.unwrap();
     assert_eq!(rows, [42], "only the intact frame's row");
 }
+
+/// What ClickHouse counted for the query `query_id`: the parts its inserts wrote
+/// (`MergeTreeDataWriterBlocks`) and how many of them came already sorted by the table's
+/// key, so that it did not sort them (`MergeTreeDataWriterBlocksAlreadySorted`).
+async fn blocks_written(client: &clickhouse::Client, query_id: &str) -> (u64, u64) {
+    client.query("SYSTEM FLUSH LOGS").execute().await.unwrap();
+    client
+        .query(
+            "SELECT ProfileEvents.Values[indexOf(ProfileEvents.Names, 'MergeTreeDataWriterBlocks')], \
+             ProfileEvents.Values[indexOf(ProfileEvents.Names, \
+             'MergeTreeDataWriterBlocksAlreadySorted')] \
+             FROM system.query_log WHERE query_id = ? AND type = 2",
+        )
+        .bind(query_id)
+        .fetch_one()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn keyed_inserts_arrive_in_the_tables_order() {
+    // ids in no order (a multiplicative hash) on days of two months (a part each), ids
+    // shared by stores, and copies
+    let hash = |i: u32| u128::from(i + 1).wrapping_mul(0x2545_f491_4f6c_dd1d_9e37_79b9_7f4a_7c15);
+    let stores = ["store-b", "store-a", "", "store-a0"];
+    let mut commerce = Vec::new();
+    let mut probes = Vec::new();
+    for i in 0..3000u32 {
+        let id = uuid::Builder::from_random_bytes(hash(i).to_be_bytes()).into_uuid();
+        // 2026-01-30 to 2026-02-02
+        let occurred_at = 1_769_731_200 + ((hash(i) >> 70) % (4 * 86_400)) as u32;
+        let copies: &[&str] = if i % 100 == 0 {
+            &stores
+        } else {
+            &stores[i as usize % 3..][..1]
+        };
+        for store in copies {
+            commerce.push(CommerceRow {
+                event_id: id,
+                occurred_at,
+                received_at: occurred_at + 1,
+                region: 1,
+                store_id: store,
+                r#type: 1,
+                product_id: i.into(),
+                category_id: 3,
+                category_code: "electronics.phone",
+                brand: "acme",
+                seller_id: 7,
+                currency: "EUR",
+                price: 1_000_000_000,
+                quantity: 1,
+                user_id: u64::from(i % 1000),
+                session_id: "f81d4fae-7dec-41d0-a765-00a0c91e6bf6",
+            });
+        }
+        if i % 10 == 0 {
+            probes.push(ProbeRow {
+                event_id: id,
+                occurred_at,
+                received_at: occurred_at + 1,
+                region: 2,
+                store_id: copies[0],
+                target: "https://shop.example/",
+                up: 1,
+                status_code: 200,
+                response_time_ms: i,
+                network_latency_ms: 3,
+                bandwidth_bytes_per_second: 1000,
+                cpu_load: 0.5,
+                vantage_region: 0,
+                tls_handshake_ms: 1,
+                time_to_first_byte_ms: 2,
+            });
+        }
+    }
+
+    for keyed in [true, false] {
+        for (table, rows) in [
+            (COMMERCE_TABLE, commerce.len()),
+            (PROBE_TABLE, probes.len()),
+        ] {
+            let query_id = testkit::unique_name("keyed");
+            let client = database("keyed", clickhouse::Compression::None)
+                .await
+                .with_setting("log_queries", "1")
+                .with_setting("query_id", &query_id);
+            // sent in chunks of 500 rows, which ClickHouse gathers into one block a month
+            let insert = if table == COMMERCE_TABLE {
+                NativeInsert::with_compression::<CommerceRow<'_>>(&client, table, Compression::None)
+            } else {
+                NativeInsert::with_compression::<ProbeRow<'_>>(&client, table, Compression::None)
+            }
+            .with_block_rows(500);
+            let mut insert = if keyed {
+                insert
+            } else {
+                insert.in_appended_order()
+            };
+            if table == COMMERCE_TABLE {
+                for row in &commerce {
+                    insert.write(row).await.unwrap();
+                }
+            } else {
+                for row in &probes {
+                    insert.write(row).await.unwrap();
+                }
+            }
+            insert.end().await.unwrap();
+            let (blocks, already_sorted) = blocks_written(&client, &query_id).await;
+            if keyed {
+                assert_eq!(blocks, 2, "{table}: one part per month");
+                assert_eq!(already_sorted, 2, "{table}: ClickHouse sorted none of them");
+            } else {
+                assert_eq!((blocks, already_sorted), (2, 0), "{table}: it sorted both");
+            }
+            let count: u64 = client
+                .query(&format!("SELECT count() FROM {table}"))
+                .fetch_one()
+                .await
+                .unwrap();
+            assert_eq!(count, rows as u64, "{table}");
+        }
+    }
+}

@@ -235,6 +235,11 @@ pub async fn clickhouse(args: &BenchClickhouseArgs) -> anyhow::Result<String> {
                 )
                 .with_block(spare.take::<CommerceRow<'_>>())
                 .with_block_rows(args.block_rows);
+                // random ids as they come, for the server to sort: the reference of an
+                // insert's cost before the consumer sorted its inserts (#19)
+                if args.ids == BenchIds::Random {
+                    insert = insert.in_appended_order();
+                }
                 for i in rows {
                     insert.write(&row(i)).await?;
                 }

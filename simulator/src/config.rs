@@ -185,9 +185,11 @@ pub struct BenchClickhouseArgs {
     pub single_inserts: usize,
     /// How the rows' event ids run: `sequential` ids arrive sorted by the tables' key (the
     /// best case, ClickHouse skips the sort), `random` ids are version-4 UUIDs as stores send
-    /// them, the rows the pipeline loads; `random-sorted` the same ids in ClickHouse's order of
-    /// a UUID, across all the rows (one insert: what a loader that sorted its insert would
-    /// send; with `--insert-rows`, inserts whose ids do not overlap, a bound)
+    /// them, sent as they come for the server to sort (with `--format native` too, where the
+    /// consumer sorts each insert: the reference of an unsorted insert); `random-sorted` the
+    /// same ids in ClickHouse's order of a UUID, across all the rows (one insert: what a loader
+    /// that sorted its insert sends; with `--insert-rows`, inserts whose ids do not overlap, a
+    /// bound)
     #[arg(long, value_enum, default_value_t = BenchIds::Sequential)]
     pub ids: BenchIds,
     /// How the rows travel: `rowbinary` row by row (the serde rows of `clickhouse::Insert`),
