@@ -83,9 +83,10 @@ pub struct BatchArgs {
     )]
     pub batch_rows: usize,
     /// Encoded entry bytes per flush: reads ask for no more than what is left of it, so it
-    /// sets the insert size at a backlog and bounds the consumer's memory (about 2.4 times it
-    /// at peak, docs/BENCHMARKS.md)
-    #[arg(long, global = true, env = "CONSUMER_BATCH_BYTES", default_value_t = 64 * 1024 * 1024)]
+    /// sets the insert size at a backlog (about 240k events of 137 bytes) and bounds the
+    /// consumer's memory: the read's reply and the flush's rows, held as records until they go
+    /// in the key's order (about 4 times it at peak with the process's own, docs/BENCHMARKS.md)
+    #[arg(long, global = true, env = "CONSUMER_BATCH_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub batch_bytes: usize,
     /// Age of the oldest entry of a batch before it is flushed
     #[arg(long, global = true, env = "CONSUMER_BATCH_AGE", default_value = "1s", value_parser = parse_duration)]

@@ -137,13 +137,15 @@ impl Order {
         };
         let mut days = [first.day; BUCKETED_DAYS];
         let mut distinct = 1;
-        let (mut low, mut high) = (u64::MAX, 0);
+        let (mut low, mut high) = (first.last, first.last);
         let mut ascending = true;
         let mut last_day = first.day;
         for pair in self.appended.windows(2) {
             let (a, b) = (pair[0], pair[1]);
             // strictly: equal keys are ordered by store below
             ascending &= (a.day, a.last, a.first) < (b.day, b.last, b.first);
+            low = low.min(b.last);
+            high = high.max(b.last);
             if b.day != last_day {
                 last_day = b.day;
                 if !days[..distinct.min(BUCKETED_DAYS)].contains(&b.day) {
@@ -157,10 +159,6 @@ impl Order {
         if ascending {
             self.in_place = true;
             return;
-        }
-        for slot in &self.appended {
-            low = low.min(slot.last);
-            high = high.max(slot.last);
         }
         if distinct > BUCKETED_DAYS {
             self.sorted.extend_from_slice(&self.appended);
