@@ -2,13 +2,13 @@
 //! them with one Native insert per table (`pipeline::native`: columns the server copies
 //! instead of parsing RowBinary row by row; docs/BENCHMARKS.md, #19).
 //!
-//! Entries are decoded one at a time while rows go into the inserts' blocks. The event
-//! tables' rows are held as compact records until the flush's last entry, then sorted by
-//! the tables' key and sent in blocks of `pipeline::native::BLOCK_ROWS` rows, so that
-//! ClickHouse need not sort them (`pipeline::native::Block`); `rejected_events` rows go
-//! every block. Memory holds the raw batch, one decoded entry, the flush's rows once as
-//! records (about the size of their entries) and one block per table, not every decoded
-//! event.
+//! Entries are decoded one at a time while rows go into the inserts' column blocks, sent
+//! every `pipeline::native::BLOCK_ROWS` rows, so memory holds the raw batch, one decoded
+//! entry and at most one block per table, not every decoded event. With sorted inserts
+//! ([`Sink::with_sorted_inserts`], `CONSUMER_SORTED_INSERTS`) the event tables' rows are
+//! held as records until the flush's last entry, then sent in the tables' key order, so
+//! that ClickHouse need not sort them (`pipeline::native::Block`): memory then holds the
+//! flush's rows once more, about the size of their entries.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -167,6 +167,8 @@ pub struct Sink {
     /// How inserts are compressed (`CLICKHOUSE_COMPRESSION`), done by
     /// `NativeInsert::with_compression` whatever the clients' own setting.
     compression: Compression,
+    /// Whether the event tables' rows go in their key's order ([`Sink::with_sorted_inserts`]).
+    sorted: bool,
 }
 
 impl Sink {
@@ -184,7 +186,17 @@ impl Sink {
             insert_timeout: DEFAULT_INSERT_TIMEOUT,
             spare: Spare::default(),
             compression,
+            sorted: false,
         }
+    }
+
+    /// Sends the event tables' rows of each write in the tables' key order
+    /// (`CONSUMER_SORTED_INSERTS`), so that ClickHouse writes them without sorting them; the
+    /// rows are then held until the write's last entry (`pipeline::native::Block`). Without
+    /// it they go in the order they come, every `pipeline::native::BLOCK_ROWS` rows.
+    pub fn with_sorted_inserts(mut self, sorted: bool) -> Sink {
+        self.sorted = sorted;
+        self
     }
 
     /// How long sending a chunk of an insert (at most 30 s) and waiting for ClickHouse to
@@ -201,9 +213,14 @@ impl Sink {
     /// A Native insert of `R` rows into `table` on the current replica, with the timeouts.
     fn insert<R: pipeline::native::NativeRow>(&self, table: &str) -> NativeInsert {
         let send = self.insert_timeout.min(INSERT_SEND_TIMEOUT);
-        NativeInsert::with_compression::<R>(self.client(), table, self.compression)
+        let insert = NativeInsert::with_compression::<R>(self.client(), table, self.compression)
             .with_block(self.spare.take::<R>())
-            .with_timeouts(Some(send), Some(self.insert_timeout))
+            .with_timeouts(Some(send), Some(self.insert_timeout));
+        if self.sorted {
+            insert
+        } else {
+            insert.in_appended_order()
+        }
     }
 
     /// The client of the replica loads go to now.

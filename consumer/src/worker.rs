@@ -141,7 +141,8 @@ impl Worker {
         // Each shard's worker holds a batch: the byte limit is the process's, shared out.
         let shards = settings.redis.shards().len();
         let sink = Sink::new(ch.clients(), ch.clickhouse_compression)
-            .with_insert_timeout(settings.recovery.insert_timeout);
+            .with_insert_timeout(settings.recovery.insert_timeout)
+            .with_sorted_inserts(settings.batch.sorted_inserts);
         Ok(Worker {
             source,
             sink,

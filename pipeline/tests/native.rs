@@ -282,24 +282,6 @@ async fn the_server_checks_each_stored_frame_against_its_checksum() {
     assert_eq!(rows, [42], "only the intact frame's row");
 }
 
-/// What ClickHouse counted for the query `query_id`: the parts its inserts wrote
-/// (`MergeTreeDataWriterBlocks`) and how many of them came already sorted by the table's
-/// key, so that it did not sort them (`MergeTreeDataWriterBlocksAlreadySorted`).
-async fn blocks_written(client: &clickhouse::Client, query_id: &str) -> (u64, u64) {
-    client.query("SYSTEM FLUSH LOGS").execute().await.unwrap();
-    client
-        .query(
-            "SELECT ProfileEvents.Values[indexOf(ProfileEvents.Names, 'MergeTreeDataWriterBlocks')], \
-             ProfileEvents.Values[indexOf(ProfileEvents.Names, \
-             'MergeTreeDataWriterBlocksAlreadySorted')] \
-             FROM system.query_log WHERE query_id = ? AND type = 2",
-        )
-        .bind(query_id)
-        .fetch_one()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn keyed_inserts_arrive_in_the_tables_order() {
     // ids in no order (a multiplicative hash) on days of two months (a part each), ids
@@ -390,7 +372,9 @@ async fn keyed_inserts_arrive_in_the_tables_order() {
                 }
             }
             insert.end().await.unwrap();
-            let (blocks, already_sorted) = blocks_written(&client, &query_id).await;
+            let (blocks, already_sorted) = testkit::shared_clickhouse()
+                .parts_written(&query_id, "INSERT")
+                .unwrap();
             if keyed {
                 assert_eq!(blocks, 2, "{table}: one part per month");
                 assert_eq!(already_sorted, 2, "{table}: ClickHouse sorted none of them");

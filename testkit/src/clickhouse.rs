@@ -160,6 +160,27 @@ impl ClickHouse {
         self.query_with_settings(sql, &[])
     }
 
+    /// What the server counted for the statements of query id `query_id` (run with
+    /// `log_queries=1`) whose text starts with `start`: the parts they wrote
+    /// (`MergeTreeDataWriterBlocks`) and how many of those came already sorted by the table's
+    /// key, so that the server did not sort them (`MergeTreeDataWriterBlocksAlreadySorted`).
+    pub fn parts_written(&self, query_id: &str, start: &str) -> Result<(u64, u64)> {
+        self.query("SYSTEM FLUSH LOGS")?;
+        let counted = |event: &str| {
+            format!("sum(ProfileEvents.Values[indexOf(ProfileEvents.Names, '{event}')])")
+        };
+        let text = self.query(&format!(
+            "SELECT {}, {} FROM system.query_log \
+             WHERE query_id = '{query_id}' AND type = 2 AND query LIKE '{start}%'",
+            counted("MergeTreeDataWriterBlocks"),
+            counted("MergeTreeDataWriterBlocksAlreadySorted"),
+        ))?;
+        let (parts, sorted) = text
+            .split_once('\t')
+            .ok_or_else(|| anyhow!("unexpected answer: {text}"))?;
+        Ok((parts.parse()?, sorted.parse()?))
+    }
+
     /// Like [`query`](Self::query), with ClickHouse settings for this statement only, sent as
     /// URL parameters, e.g. `&[("insert_distributed_sync", "1")]`. Names and values must be
     /// URL-safe as they are (settings are identifiers and numbers).

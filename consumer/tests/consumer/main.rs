@@ -14,6 +14,7 @@ mod recovery;
 mod rejected;
 mod replicas;
 mod scale;
+mod sorted;
 mod source;
 mod store;
 mod supervise;
