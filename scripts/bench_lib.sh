@@ -1,0 +1,22 @@
+# shellcheck shell=bash
+# Shared by the bench scripts (sourced, not run): a process's CPU and ClickHouse's counters,
+# measured the same way in every bench.
+
+# utime + stime of process $1 and of its reaped children, in clock ticks (fields 14 to 17 of
+# /proc/<pid>/stat; the command name in field 2 may hold spaces, so count from the closing
+# parenthesis); 0 when there is no such process. The children are Redis's: its AOF rewrites
+# run in a forked process.
+cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# ClickHouse's counters so far (system.events) at the HTTP endpoint $1, on one line: its query
+# threads' CPU in µs (the inserts, parsing, sorting and writing the parts; not the background
+# merges, which are not queries), the rows inserted, the rows merged, the parts the inserts
+# wrote, and how many of those came sorted by the table's key, so that it did not sort them.
+clickhouse_counters() {
+    curl -sf "$1/" --data-binary "SELECT
+        sumIf(value, event IN ('UserTimeMicroseconds', 'SystemTimeMicroseconds')),
+        sumIf(value, event = 'InsertedRows'), sumIf(value, event = 'MergedRows'),
+        sumIf(value, event = 'MergeTreeDataWriterBlocks'),
+        sumIf(value, event = 'MergeTreeDataWriterBlocksAlreadySorted')
+        FROM system.events FORMAT TSV" | tr '\t' ' '
+}
