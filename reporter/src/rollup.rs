@@ -473,7 +473,11 @@ GROUP BY hour, region, store_id, target, vantage_region"
 /// value histogram. A copy received later moves its event to a later minute, so a group of an
 /// earlier build can be empty now: every group the table holds for the hour is written again
 /// (with zero rows if nothing is left in it), and the latest build replaces all of them.
-/// Params: version, hour, hour.
+/// The table's name is `materialize`d in both branches: as a constant, 18.16 refused the
+/// statement over a cluster's Distributed tables once the hour held rows ("Cannot convert
+/// column event_table because it is non constant in source stream", code 171; e2e test
+/// `every_clickhouse_panel_gives_the_same_answer_on_the_cluster`). Params: version, hour,
+/// hour.
 macro_rules! build_arrivals_hour {
     ($table:literal) => {
         concat!(
@@ -484,9 +488,9 @@ FROM (
     SELECT
         toStartOfHour(occurred_at) AS hour,
         toStartOfMinute(received_at) AS received,
-        '",
+        materialize('",
             $table,
-            "' AS event_table,
+            "') AS event_table,
         region,
         store_id,
         toUInt64(1) AS n,
@@ -498,9 +502,9 @@ FROM (
             " FINAL
     PREWHERE toStartOfHour(occurred_at) = toDateTime(?, 'UTC')
     UNION ALL
-    SELECT hour, received, '",
+    SELECT hour, received, materialize('",
             $table,
-            "' AS event_table, region, store_id, toUInt64(0) AS n,
+            "') AS event_table, region, store_id, toUInt64(0) AS n,
         toInt64(0) AS delay, emptyArrayInt64() AS delay_v, emptyArrayUInt64() AS delay_c
     FROM arrivals_minutes
     WHERE hour = toDateTime(?, 'UTC') AND event_table = '",
