@@ -84,14 +84,15 @@ pub struct BatchArgs {
     pub batch_rows: usize,
     /// Encoded entry bytes per flush: reads ask for no more than what is left of it, so it
     /// sets the insert size at a backlog (about 486k events of 137 bytes) and bounds the
-    /// consumer's memory (about 2.4 times it at peak, docs/BENCHMARKS.md; more with
-    /// CONSUMER_SORTED_INSERTS)
+    /// consumer's memory (its peak RSS about 2.4 times it draining a backlog, up to 4.4 times
+    /// in scripts/bench's runs, docs/BENCHMARKS.md; more with CONSUMER_SORTED_INSERTS)
     #[arg(long, global = true, env = "CONSUMER_BATCH_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub batch_bytes: usize,
     /// Send the event tables' rows in the tables' key order, so that ClickHouse writes them
     /// without sorting them: measured, about 0.4 µs less of ClickHouse's CPU per event for
     /// about 0.13 µs more of the consumer's, whose flush then holds its rows until its end
-    /// (peak RSS about 300 MiB at the default CONSUMER_BATCH_BYTES against 150-240;
+    /// (peak RSS 304-361 MiB in scripts/bench at the default CONSUMER_BATCH_BYTES against
+    /// 150-283;
     /// docs/BENCHMARKS.md, "Inserts sent in the key's order"). For a ClickHouse short of CPU
     /// beside a consumer with memory to spare
     #[arg(long, global = true, env = "CONSUMER_SORTED_INSERTS")]
