@@ -92,9 +92,8 @@ pub struct BatchArgs {
     /// without sorting them: measured, about 0.4 µs less of ClickHouse's CPU per event for
     /// about 0.13 µs more of the consumer's, whose flush then holds its rows until its end
     /// (peak RSS 304-361 MiB in scripts/bench at the default CONSUMER_BATCH_BYTES against
-    /// 150-283;
-    /// docs/BENCHMARKS.md, "Inserts sent in the key's order"). For a ClickHouse short of CPU
-    /// beside a consumer with memory to spare
+    /// 150-283; docs/BENCHMARKS.md, "Inserts sent in the key's order"). For a ClickHouse short
+    /// of CPU beside a consumer with memory to spare
     #[arg(long, global = true, env = "CONSUMER_SORTED_INSERTS")]
     pub sorted_inserts: bool,
     /// Age of the oldest entry of a batch before it is flushed

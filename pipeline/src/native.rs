@@ -84,7 +84,7 @@ const KEY_STORE_COLUMN: &str = "store_id";
 /// A block of a [`NativeRow::KEYED`] table (the event tables) goes out in the table's key
 /// order, so that ClickHouse need not sort it (`native::order`). Its rows are kept as
 /// records, each row's values one after the other in one buffer, with each row's
-/// [`EventKey`]; [`Block::sort`] orders the keys, and [`Block::sorted_pieces`] writes the
+/// [`EventKey`]; `Block::sort` orders the keys, and `Block::sorted_pieces` writes the
 /// records of a chunk of rows, in that order, into the columns. A record is read whole, in
 /// one place, where gathering each column's value from columns in the appended order would
 /// read a place of its own per column, each a miss of the caches at an insert's size
@@ -96,7 +96,7 @@ pub struct Block {
     data: Vec<BytesMut>,
     rows: usize,
     /// For a keyed table, each row's key and where its record starts; `None` for any
-    /// other, or rows sent as appended ([`Block::in_appended_order`]).
+    /// other, or rows sent as appended ([`Block::unkey`]).
     order: Option<order::Order>,
     /// A keyed table's rows as records.
     records: BytesMut,
@@ -126,17 +126,16 @@ impl Block {
     }
 
     /// Whether this block's rows go out in the table's key order.
-    pub fn keyed(&self) -> bool {
+    fn keyed(&self) -> bool {
         self.order.is_some()
     }
 
-    /// Sends the rows in the order they were appended even if the table is keyed: what
-    /// ClickHouse then sorts itself (the bench's reference of unsorted inserts).
-    pub fn in_appended_order(mut self) -> Block {
+    /// Sends the rows of this empty block in the order they are appended even if the table
+    /// is keyed: what ClickHouse then sorts itself ([`NativeInsert::in_appended_order`]).
+    fn unkey(&mut self) {
         assert_eq!(self.rows, 0, "an empty block");
         self.order = None;
         self.records = BytesMut::new();
-        self
     }
 
     /// Starts each column with its header. At the first row rather than when the last
@@ -222,8 +221,8 @@ impl Block {
     /// slices of them) before the next block outgrows what is left of the buffers, so
     /// that they are reused rather than allocated afresh.
     ///
-    /// A keyed block's rows go in the key's order: [`Block::sort`], then all of them as one
-    /// chunk ([`Block::sorted_pieces`]).
+    /// A keyed block's rows go in the key's order: `Block::sort`, then all of them as one
+    /// chunk (`Block::sorted_pieces`).
     pub fn pieces(&mut self) -> Vec<Bytes> {
         if self.keyed() && self.rows > 0 {
             self.sort();
@@ -241,9 +240,9 @@ impl Block {
         pieces
     }
 
-    /// For a keyed block: puts its rows in the key's order, for [`Block::sorted_pieces`],
+    /// For a keyed block: puts its rows in the key's order, for `Block::sorted_pieces`,
     /// which sends them, and [`Block::clear`], which empties the block after.
-    pub fn sort(&mut self) {
+    fn sort(&mut self) {
         let Some(order) = &mut self.order else {
             return;
         };
@@ -264,15 +263,12 @@ impl Block {
         order.sort(|a, b| store_of(a).cmp(store_of(b)));
     }
 
-    /// The sorted rows `range` ([`Block::sort`]) as one Native block, in pieces as
+    /// The sorted rows `range` (`Block::sort`) as one Native block, in pieces as
     /// [`Block::pieces`] gives them: the rows' records, in the key's order, written into
     /// the columns.
-    pub fn sorted_pieces(&mut self, range: Range<usize>) -> Vec<Bytes> {
+    fn sorted_pieces(&mut self, range: Range<usize>) -> Vec<Bytes> {
+        self.start();
         let sorted = &self.order.as_ref().expect("a keyed block").sorted()[range];
-        for ((name, ty), data) in self.columns.iter().zip(&mut self.data) {
-            put_str(data, name.as_bytes());
-            put_str(data, ty.as_bytes());
-        }
         for (data, &width) in self.data.iter_mut().zip(&self.widths) {
             // a String's length byte and a few bytes: it grows if they are longer
             let width = if width == 0 { 16 } else { usize::from(width) };
@@ -317,8 +313,8 @@ impl Block {
         out.freeze()
     }
 
-    /// Empties a sorted block ([`Block::sort`]) for its next rows, its buffers kept.
-    pub fn clear(&mut self) {
+    /// Empties a sorted block (`Block::sort`) for its next rows, its buffers kept.
+    fn clear(&mut self) {
         self.records.clear();
         if let Some(order) = &mut self.order {
             order.clear();
@@ -327,7 +323,7 @@ impl Block {
     }
 }
 
-/// Rows ahead that [`Block::sorted_pieces`] asks the processor to fetch: enough to cover a
+/// Rows ahead that `Block::sorted_pieces` asks the processor to fetch: enough to cover a
 /// miss of the caches, at a few tens of nanoseconds a row.
 const PREFETCH_ROWS: usize = 8;
 
@@ -504,21 +500,19 @@ impl NativeInsert {
             same_table(block.columns, self.block.columns) && block.rows() == 0,
             "an empty block of the same table"
         );
-        // the insert's own order (`in_appended_order`)
-        self.block = if self.block.keyed() || !block.keyed() {
-            block
-        } else {
-            block.in_appended_order()
-        };
+        // an insert in the appended order (`in_appended_order`) sends a kept block so too
+        let mut block = block;
+        if !self.block.keyed() {
+            block.unkey();
+        }
+        self.block = block;
         self
     }
 
     /// Sends the rows in the order they are written, even into a keyed table, in blocks of
-    /// the block size ([`Block::in_appended_order`]: the bench's reference of unsorted
-    /// inserts).
+    /// the block size (`Block::unkey`: the bench's reference of unsorted inserts).
     pub fn in_appended_order(mut self) -> NativeInsert {
-        let block = std::mem::replace(&mut self.block, Block::new::<RejectedRow<'_>>());
-        self.block = block.in_appended_order();
+        self.block.unkey();
         self
     }
 
@@ -1106,6 +1100,13 @@ mod tests {
         (rows, sorted)
     }
 
+    /// A block of commerce rows sent in the order they are appended.
+    fn unkeyed_commerce_block() -> Block {
+        let mut block = Block::new::<CommerceRow<'_>>();
+        block.unkey();
+        block
+    }
+
     #[test]
     fn keyed_blocks_go_out_in_the_tables_order() {
         let (rows, sorted) = rows_and_their_order();
@@ -1114,7 +1115,7 @@ mod tests {
             sorted.iter().map(|r| r.event_id).collect::<Vec<_>>(),
             "the rows start out of order"
         );
-        let mut appended = Block::new::<CommerceRow<'_>>().in_appended_order();
+        let mut appended = unkeyed_commerce_block();
         assert!(!appended.keyed());
         for row in &sorted {
             appended.push(row);
@@ -1144,7 +1145,7 @@ mod tests {
         let mut from = 0;
         while from < rows.len() {
             let to = rows.len().min(from + 333);
-            let mut chunk = Block::new::<CommerceRow<'_>>().in_appended_order();
+            let mut chunk = unkeyed_commerce_block();
             for row in &sorted[from..to] {
                 chunk.push(row);
             }
@@ -1157,7 +1158,7 @@ mod tests {
         for row in &sorted[..3] {
             keyed.push(row);
         }
-        let mut three = Block::new::<CommerceRow<'_>>().in_appended_order();
+        let mut three = unkeyed_commerce_block();
         for row in &sorted[..3] {
             three.push(row);
         }

@@ -15,7 +15,7 @@ use fred::interfaces::{ClientLike, KeysInterface, StreamsInterface};
 use futures::StreamExt;
 use pipeline::{
     entry::{Fields, encode_batch},
-    native::{NativeInsert, Spare},
+    native::{EventKey, NativeInsert, Spare},
     proto::{
         ingest::{
             Event, PublishRequest, event::Payload, ingest_service_client::IngestServiceClient,
@@ -141,7 +141,7 @@ impl IdSource {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let sorted = if ids == BenchIds::RandomSorted {
             let mut sorted: Vec<_> = (0..rows).map(|_| random_id(&mut rng)).collect();
-            sorted.sort_unstable_by_key(clickhouse_uuid_order);
+            sorted.sort_unstable_by_key(|id| EventKey::new(0, id));
             sorted
         } else {
             Vec::new()
@@ -151,7 +151,7 @@ impl IdSource {
 
     /// The id of the `i`-th row: ascending with `i` (in ClickHouse's UUID order too: only
     /// the last 8 bytes differ), a random version-4 UUID, or the `i`-th of the random ones
-    /// in ClickHouse's order ([`clickhouse_uuid_order`]).
+    /// in ClickHouse's order of a UUID (`pipeline::native::EventKey`, on one day).
     pub fn id(&mut self, i: usize) -> uuid::Uuid {
         match self.ids {
             BenchIds::Sequential => {
@@ -161,15 +161,6 @@ impl IdSource {
             BenchIds::RandomSorted => self.sorted[i % self.sorted.len().max(1)],
         }
     }
-}
-
-/// The key ClickHouse sorts a `UUID` by (18.16 and current servers alike): its last 8 bytes,
-/// then its first 8, each read as a big-endian number. Not the order of the 16 bytes that
-/// `Uuid`'s `Ord` has: ids sorted by that arrive unsorted to the server, which then sorts
-/// them as it sorts random ones (`MergeTreeDataWriterBlocksAlreadySorted` stays 0).
-pub fn clickhouse_uuid_order(id: &uuid::Uuid) -> (u64, u64) {
-    let (first, last) = id.as_u64_pair();
-    (last, first)
 }
 
 /// A version-4 UUID drawn from `rng`.

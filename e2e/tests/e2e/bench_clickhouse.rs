@@ -5,10 +5,8 @@
 use std::collections::HashSet;
 
 use clap::Parser;
-use simulator::{
-    bench::{IdSource, clickhouse_uuid_order},
-    config::BenchIds,
-};
+use pipeline::native::EventKey;
+use simulator::{bench::IdSource, config::BenchIds};
 
 async fn run(
     ch_url: &str,
@@ -125,7 +123,7 @@ fn sequential_ids_ascend_and_random_ids_are_distinct_version_4_uuids() {
     assert!(
         sorted
             .windows(2)
-            .all(|w| clickhouse_uuid_order(&w[0]) < clickhouse_uuid_order(&w[1]))
+            .all(|w| EventKey::new(0, &w[0]) < EventKey::new(0, &w[1]))
     );
     assert_eq!(
         sorted.iter().collect::<HashSet<_>>(),

@@ -14,7 +14,7 @@ use std::cmp::Ordering;
 /// compares a `UUID`, by its last eight bytes, then its first eight, each as a big-endian
 /// number (on 18.16 and on current servers alike, and tested against the server), not in
 /// the order of its text or of its 16 bytes. Two rows of one key (copies of an event, or
-/// two stores' events of one id) are put in order by their store ([`Order::sort`]).
+/// two stores' events of one id) are put in order by their store (`Order::sort`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EventKey {
     day: u16,
@@ -53,13 +53,18 @@ impl Slot {
         (self.day, self.last, self.first, self.row)
     }
 
+    /// The row's key, as [`EventKey`] orders it.
+    fn key(&self) -> (u16, u64, u64) {
+        (self.day, self.last, self.first)
+    }
+
     /// Where the row's record starts ([`Order::push`]).
     pub(super) fn record(&self) -> u32 {
         self.row
     }
 
     fn same_key(&self, other: &Slot) -> bool {
-        (self.day, self.last, self.first) == (other.day, other.last, other.first)
+        self.key() == other.key()
     }
 }
 
@@ -88,12 +93,11 @@ impl Order {
     /// before.
     pub(super) fn push(&mut self, key: EventKey, record: u32) {
         debug_assert!(self.appended.last().is_none_or(|s| s.row < record));
-        let row = record;
         self.appended.push(Slot {
             last: key.last,
             first: key.first,
             day: key.day,
-            row,
+            row: record,
         });
     }
 
@@ -143,7 +147,7 @@ impl Order {
         for pair in self.appended.windows(2) {
             let (a, b) = (pair[0], pair[1]);
             // strictly: equal keys are ordered by store below
-            ascending &= (a.day, a.last, a.first) < (b.day, b.last, b.first);
+            ascending &= a.key() < b.key();
             low = low.min(b.last);
             high = high.max(b.last);
             if b.day != last_day {
