@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use pipeline::entry::Fields;
 
 /// One stream entry as read, kept raw until the flush so a retried flush re-decodes it.
@@ -52,8 +52,33 @@ pub struct Batch {
     oldest: Option<Instant>,
     /// Set by [`Batch::flush_soon`]: due now, whatever the limits say.
     urgent: bool,
+    /// The last read brought all it asked for, so more is waiting: the row limit waits
+    /// for the byte limit (see [`Batch::is_due`]).
+    backlog: bool,
     /// Size of the largest entry seen, to size reads (see [`Batch::read_budget`]).
     largest_entry: usize,
+    /// The entries' bytes, copied out of the Redis client's read buffer as they are
+    /// pushed (see [`Batch::push`]): one allocation of about `max_bytes`, taken back
+    /// whole for the next batch once every entry of this one is dropped.
+    arena: BytesMut,
+}
+
+/// The most entry bytes one read asks for: the Redis client reads a reply into a buffer
+/// that doubles as it fills and that it keeps for the next reply, so a reply's size,
+/// not the batch's, sets that buffer's memory. Eight round trips per 64 MiB batch cost
+/// nothing measurable (docs/BENCHMARKS.md, "The consumer's memory").
+pub const MAX_READ_BYTES: usize = 8 << 20;
+
+/// Every value of an entry's fields.
+fn values(fields: &mut Fields) -> impl Iterator<Item = &mut Bytes> {
+    [
+        &mut fields.format,
+        &mut fields.batch,
+        &mut fields.traceparent,
+    ]
+    .into_iter()
+    .flatten()
+    .chain(fields.other.iter_mut().map(|(_, value)| value))
 }
 
 /// Average encoded size of one event, to estimate rows without decoding.
@@ -68,19 +93,26 @@ impl Batch {
             approx_rows: 0,
             oldest: None,
             urgent: false,
+            backlog: false,
             largest_entry: 0,
+            arena: BytesMut::new(),
         }
     }
 
     /// How many entries the next read may ask for, at most `count`: as many as fit in what
-    /// is left of the byte limit at the size of the largest entry seen so far (at least
-    /// one). A reply of `CONSUMER_READ_COUNT` entries of 2,000 events each would be
-    /// hundreds of MiB, read into memory before the byte limit could say no.
+    /// is left of the byte limit, and in [`MAX_READ_BYTES`], at the size of the largest
+    /// entry seen so far (at least one). A reply of `CONSUMER_READ_COUNT` entries of 2,000
+    /// events each would be hundreds of MiB, read into memory before the byte limit could
+    /// say no.
     pub fn read_budget(&self, count: u64) -> u64 {
         if self.largest_entry == 0 {
             return count.clamp(1, 16);
         }
-        let left = self.limits.max_bytes.saturating_sub(self.bytes);
+        let left = self
+            .limits
+            .max_bytes
+            .saturating_sub(self.bytes)
+            .min(MAX_READ_BYTES);
         ((left / self.largest_entry) as u64).clamp(1, count.max(1))
     }
 
@@ -90,9 +122,30 @@ impl Batch {
         self.urgent = !self.entries.is_empty();
     }
 
-    pub fn push(&mut self, entry: RawEntry) {
+    /// Adds an entry, its fields copied into the batch's own memory, so that the entry no
+    /// longer holds the reply it was read from: a reply's buffer is the Redis client's,
+    /// which reuses it for the next reply only once nothing points into it. Without the
+    /// copy a batch of many reads held every read's buffer, each up to twice its reply,
+    /// and the consumer's peak RSS varied from run to run (docs/BENCHMARKS.md, "The
+    /// consumer's memory").
+    pub fn push(&mut self, mut entry: RawEntry) {
         self.oldest.get_or_insert_with(Instant::now);
         let size = entry.size();
+        let needed = values(&mut entry.fields)
+            .map(|value| value.len())
+            .sum::<usize>();
+        if self.entries.is_empty() || self.arena.capacity() < needed {
+            // A batch's worth, and room for the read that passes it. At a batch's start
+            // this takes the last batch's allocation back whole, its entries being gone;
+            // only a batch that outgrows it allocates anew.
+            self.arena.reserve(
+                self.limits.max_bytes.max(needed) + MAX_READ_BYTES.min(self.limits.max_bytes),
+            );
+        }
+        for value in values(&mut entry.fields) {
+            self.arena.extend_from_slice(value);
+            *value = self.arena.split().freeze();
+        }
         self.largest_entry = self.largest_entry.max(size);
         self.bytes += size;
         self.approx_rows += (size / APPROX_EVENT_BYTES).max(1);
@@ -111,11 +164,23 @@ impl Batch {
         &self.entries
     }
 
-    /// Whether a limit is reached at `now`.
+    /// Adds the entries of one read that asked for `asked`: a full reply means a backlog.
+    pub fn push_read(&mut self, entries: Vec<RawEntry>, asked: u64) {
+        self.backlog = entries.len() as u64 >= asked;
+        for entry in entries {
+            self.push(entry);
+        }
+    }
+
+    /// Whether a limit is reached at `now`. While reads come back full (a backlog), only
+    /// the byte limit, the age and [`Batch::flush_soon`] count: a read asks for at most
+    /// [`MAX_READ_BYTES`], so the row limit alone would make a backlog's inserts as small
+    /// as a quiet stream's, and ClickHouse merges small parts again and again
+    /// (docs/BENCHMARKS.md, "Bounding a flush by rows").
     pub fn is_due(&self, now: Instant) -> bool {
         !self.is_empty()
             && (self.urgent
-                || self.approx_rows >= self.limits.max_rows
+                || (!self.backlog && self.approx_rows >= self.limits.max_rows)
                 || self.bytes >= self.limits.max_bytes
                 || self
                     .oldest
@@ -149,6 +214,7 @@ impl Batch {
         if self.entries.is_empty() {
             self.oldest = None;
             self.urgent = false;
+            self.backlog = false;
         }
     }
 
@@ -158,12 +224,15 @@ impl Batch {
         self.approx_rows = 0;
         self.oldest = None;
         self.urgent = false;
+        self.backlog = false;
         std::mem::take(&mut self.entries)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::ops::Range;
+
     use super::*;
 
     fn entry(n: usize) -> RawEntry {
@@ -221,6 +290,104 @@ mod tests {
             b.push(entry(98));
         }
         assert_eq!(b.read_budget(1_000), 1, "full, yet a read takes one");
+    }
+
+    #[test]
+    fn reads_ask_for_no_more_than_max_read_bytes() {
+        let mut b = Batch::new(Limits {
+            max_rows: usize::MAX,
+            max_bytes: 64 << 20,
+            max_age: Duration::from_secs(1),
+        });
+        b.push(entry((1 << 20) - 3)); // 1 MiB with the id
+        assert_eq!(b.read_budget(1_000), (MAX_READ_BYTES >> 20) as u64);
+    }
+
+    #[test]
+    fn the_row_limit_waits_for_the_byte_limit_while_reads_come_back_full() {
+        let limits = Limits {
+            max_rows: 10,
+            max_bytes: 1_000 * APPROX_EVENT_BYTES,
+            max_age: Duration::from_secs(60),
+        };
+        let mut b = Batch::new(limits);
+        b.push_read(vec![entry(20 * APPROX_EVENT_BYTES); 2], 2);
+        assert!(!b.is_due(Instant::now()), "a full read: more is waiting");
+        b.push_read(vec![entry(20 * APPROX_EVENT_BYTES)], 2);
+        assert!(b.is_due(Instant::now()), "a short read: caught up");
+        b.take();
+        b.push_read(vec![entry(20 * APPROX_EVENT_BYTES); 3], 3);
+        assert!(!b.is_due(Instant::now()));
+        b.push_read(vec![entry(1_000 * APPROX_EVENT_BYTES)], 1);
+        assert!(b.is_due(Instant::now()), "the byte limit still holds");
+        b.take();
+        b.push(entry(20 * APPROX_EVENT_BYTES));
+        assert!(
+            b.is_due(Instant::now()),
+            "a new batch starts without a backlog"
+        );
+    }
+
+    #[test]
+    fn entries_are_copied_out_of_the_reply_into_memory_the_next_batch_takes_back() {
+        let mut b = Batch::new(Limits {
+            max_rows: usize::MAX,
+            max_bytes: 1_000,
+            max_age: Duration::from_secs(1),
+        });
+        let reply = Bytes::from(b"v1payload-1payload-2trace".to_vec());
+        let read = |b: &mut Batch| {
+            let entry = |batch: Range<usize>| RawEntry {
+                id: "1-0".into(),
+                fields: Fields {
+                    format: Some(reply.slice(0..2)),
+                    batch: Some(reply.slice(batch)),
+                    traceparent: Some(reply.slice(20..25)),
+                    other: vec![("x".into(), reply.slice(2..4))],
+                },
+                deliveries: 1,
+                attempts: 0,
+            };
+            b.push_read(vec![entry(2..11), entry(11..20)], 2);
+        };
+        read(&mut b);
+        let first = b.entries()[0].fields.batch.clone().unwrap();
+        assert_eq!(&first[..], b"payload-1");
+        let second = &b.entries()[1].fields;
+        assert_eq!(second.batch.as_deref(), Some(&b"payload-2"[..]));
+        assert_eq!(second.format.as_deref(), Some(&b"v1"[..]));
+        assert_eq!(second.traceparent.as_deref(), Some(&b"trace"[..]));
+        assert_eq!(&second.other[0].1[..], b"pa");
+        let in_reply = |bytes: &Bytes| reply.as_ptr_range().contains(&bytes.as_ptr());
+        for entry in b.entries() {
+            let f = &entry.fields;
+            assert!(
+                ![&f.format, &f.batch, &f.traceparent]
+                    .into_iter()
+                    .flatten()
+                    .chain(f.other.iter().map(|(_, v)| v))
+                    .any(in_reply),
+                "no field points into the reply"
+            );
+        }
+        let at = first.as_ptr();
+        drop(first);
+        drop(b.take());
+        read(&mut b);
+        assert_eq!(
+            b.entries()[0].fields.batch.as_ref().unwrap().as_ptr(),
+            at,
+            "the next batch writes where the last one did"
+        );
+        let kept = b.entries()[0].fields.batch.clone();
+        drop(b.take());
+        read(&mut b);
+        assert_ne!(
+            b.entries()[0].fields.batch.as_ref().unwrap().as_ptr(),
+            at,
+            "an entry still held elsewhere keeps its bytes"
+        );
+        assert_eq!(kept.as_deref(), Some(&b"payload-1"[..]));
     }
 
     #[test]

@@ -177,7 +177,8 @@ impl Worker {
         // Only with an empty batch: this consumer's own unflushed entries are idle too.
         if self.batch.is_empty() && now >= self.next_claim {
             self.next_claim = now + self.claim_every;
-            match self.source.claim(self.read_count, self.claim_idle).await {
+            let count = self.batch.read_budget(self.read_count);
+            match self.source.claim(count, self.claim_idle).await {
                 Ok(entries) if !entries.is_empty() => {
                     let n = entries.len();
                     for entry in entries {
@@ -216,9 +217,7 @@ impl Worker {
             return Ok(Outcome::Idle);
         }
         let n = entries.len();
-        for entry in entries {
-            self.batch.push(entry);
-        }
+        self.batch.push_read(entries, count);
         self.present = None;
         Ok(Outcome::Read(n))
     }
