@@ -63,11 +63,12 @@ pub struct Batch {
     arena: BytesMut,
 }
 
-/// The most entry bytes one read asks for: the Redis client reads a reply into a buffer
-/// that doubles as it fills and that it keeps for the next reply, so a reply's size,
-/// not the batch's, sets that buffer's memory. Eight round trips per 64 MiB batch cost
-/// nothing measurable (docs/BENCHMARKS.md, "The consumer's memory").
-pub const MAX_READ_BYTES: usize = 8 << 20;
+/// The least of the most entry bytes one read asks for (see [`Batch::read_bytes`]). The
+/// Redis client reads a reply into a buffer that doubles as it fills and that it keeps
+/// for the next reply, so a reply's size, not the batch's, sets that buffer's memory.
+/// Eight round trips per 64 MiB batch cost nothing measurable (docs/BENCHMARKS.md, "The
+/// consumer's memory").
+pub const MIN_READ_BYTES: usize = 8 << 20;
 
 /// Every value of an entry's fields.
 fn values(fields: &mut Fields) -> impl Iterator<Item = &mut Bytes> {
@@ -99,8 +100,18 @@ impl Batch {
         }
     }
 
+    /// The most entry bytes one read asks for: the row limit's worth, at least
+    /// [`MIN_READ_BYTES`]. So a read that comes back full found at least a flush's worth of
+    /// rows waiting, which is what [`Batch::is_due`] takes for a backlog.
+    pub fn read_bytes(&self) -> usize {
+        self.limits
+            .max_rows
+            .saturating_mul(APPROX_EVENT_BYTES)
+            .max(MIN_READ_BYTES)
+    }
+
     /// How many entries the next read may ask for, at most `count`: as many as fit in what
-    /// is left of the byte limit, and in [`MAX_READ_BYTES`], at the size of the largest
+    /// is left of the byte limit, and in [`Batch::read_bytes`], at the size of the largest
     /// entry seen so far (at least one). A reply of `CONSUMER_READ_COUNT` entries of 2,000
     /// events each would be hundreds of MiB, read into memory before the byte limit could
     /// say no.
@@ -112,7 +123,7 @@ impl Batch {
             .limits
             .max_bytes
             .saturating_sub(self.bytes)
-            .min(MAX_READ_BYTES);
+            .min(self.read_bytes());
         ((left / self.largest_entry) as u64).clamp(1, count.max(1))
     }
 
@@ -139,7 +150,7 @@ impl Batch {
             // this takes the last batch's allocation back whole, its entries being gone;
             // only a batch that outgrows it allocates anew.
             self.arena.reserve(
-                self.limits.max_bytes.max(needed) + MAX_READ_BYTES.min(self.limits.max_bytes),
+                self.limits.max_bytes.max(needed) + self.read_bytes().min(self.limits.max_bytes),
             );
         }
         for value in values(&mut entry.fields) {
@@ -172,11 +183,11 @@ impl Batch {
         }
     }
 
-    /// Whether a limit is reached at `now`. While reads come back full (a backlog), only
-    /// the byte limit, the age and [`Batch::flush_soon`] count: a read asks for at most
-    /// [`MAX_READ_BYTES`], so the row limit alone would make a backlog's inserts as small
-    /// as a quiet stream's, and ClickHouse merges small parts again and again
-    /// (docs/BENCHMARKS.md, "Bounding a flush by rows").
+    /// Whether a limit is reached at `now`. While reads come back full, a backlog of more
+    /// than a flush's rows (see [`Batch::read_bytes`]), only the byte limit, the age and
+    /// [`Batch::flush_soon`] count: with reads that small, the row limit alone would make a
+    /// backlog's inserts as small as a quiet stream's, and ClickHouse merges small parts
+    /// again and again (docs/BENCHMARKS.md, "Bounding a flush by rows").
     pub fn is_due(&self, now: Instant) -> bool {
         !self.is_empty()
             && (self.urgent
@@ -293,14 +304,22 @@ mod tests {
     }
 
     #[test]
-    fn reads_ask_for_no_more_than_max_read_bytes() {
-        let mut b = Batch::new(Limits {
-            max_rows: usize::MAX,
+    fn reads_ask_for_the_row_limits_worth_and_at_least_min_read_bytes() {
+        let limits = Limits {
+            max_rows: 1_000,
             max_bytes: 64 << 20,
             max_age: Duration::from_secs(1),
-        });
+        };
+        let mut b = Batch::new(limits);
         b.push(entry((1 << 20) - 3)); // 1 MiB with the id
-        assert_eq!(b.read_budget(1_000), (MAX_READ_BYTES >> 20) as u64);
+        assert_eq!(b.read_budget(1_000), (MIN_READ_BYTES >> 20) as u64);
+        let mut b = Batch::new(Limits {
+            max_rows: 200_000,
+            ..limits
+        });
+        b.push(entry((1 << 20) - 3));
+        assert_eq!(b.read_bytes(), 200_000 * APPROX_EVENT_BYTES);
+        assert_eq!(b.read_budget(1_000), (b.read_bytes() >> 20) as u64);
     }
 
     #[test]
