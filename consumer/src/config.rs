@@ -73,8 +73,9 @@ pub struct GroupArgs {
 /// When a batch is flushed to ClickHouse: whichever limit is reached first.
 #[derive(Args, Clone, Debug)]
 pub struct BatchArgs {
-    /// Rows per flush, estimated from entry sizes; checked after each read, so a read made
-    /// below it may bring more (up to what is left of CONSUMER_BATCH_BYTES)
+    /// Rows per flush, estimated from entry sizes, once the consumer has caught up: a read
+    /// asks for this many rows' worth of entries (at least 8 MiB), and while reads come back
+    /// full, a backlog, batches grow to CONSUMER_BATCH_BYTES instead
     #[arg(
         long,
         global = true,
@@ -82,24 +83,27 @@ pub struct BatchArgs {
         default_value_t = 100_000
     )]
     pub batch_rows: usize,
-    /// Encoded entry bytes per flush: reads ask for no more than what is left of it, so it
-    /// sets the insert size at a backlog (about 486k events of 137 bytes) and bounds the
-    /// consumer's memory (its peak RSS about 2.4 times it draining a backlog, up to 4.4 times
-    /// in scripts/bench's runs, docs/BENCHMARKS.md; more with CONSUMER_SORTED_INSERTS)
-    #[arg(long, global = true, env = "CONSUMER_BATCH_BYTES", default_value_t = 64 * 1024 * 1024)]
+    /// Encoded entry bytes per flush, at most 2 GiB: reads ask for no more than what is left
+    /// of it, so it sets the insert size at a backlog (about 486k events of 137 bytes) and
+    /// bounds the consumer's memory: a batch's entries are copied into one allocation of this
+    /// size, which the next batch reuses (peak RSS 185 MiB draining a backlog at 64 MiB, 208
+    /// in scripts/bench; 109 and 126-142 with CONSUMER_SORTED_INSERTS=false;
+    /// docs/BENCHMARKS.md, "The consumer's memory")
+    #[arg(long, global = true, env = "CONSUMER_BATCH_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = parse_batch_bytes)]
     pub batch_bytes: usize,
     /// Send the event tables' rows in the tables' key order, so that ClickHouse writes them
-    /// without sorting them: measured, about 0.4 µs less of ClickHouse's CPU per event for
-    /// about 0.13 µs more of the consumer's, whose flush then holds its rows until its end
-    /// (peak RSS 304-361 MiB in scripts/bench at the default CONSUMER_BATCH_BYTES against
-    /// 150-283; docs/BENCHMARKS.md, "Inserts sent in the key's order"). For a ClickHouse short
-    /// of CPU beside a consumer with memory to spare
-    #[arg(long, global = true, env = "CONSUMER_SORTED_INSERTS")]
+    /// without sorting them: measured in scripts/bench, ClickHouse 1.31 µs of CPU per event
+    /// against 1.73 and the pipeline 2.66 against 3.08, for 0.44 µs of the consumer's against
+    /// 0.31 and a peak RSS of 208 MiB against 142 (docs/BENCHMARKS.md, "sorted inserts on by
+    /// default"). false for a consumer short of CPU or memory beside a ClickHouse with
+    /// CPU to spare
+    #[arg(long, global = true, env = "CONSUMER_SORTED_INSERTS", default_value_t = true, action = clap::ArgAction::Set)]
     pub sorted_inserts: bool,
     /// Age of the oldest entry of a batch before it is flushed
     #[arg(long, global = true, env = "CONSUMER_BATCH_AGE", default_value = "1s", value_parser = parse_duration)]
     pub batch_age: Duration,
-    /// Stream entries per XREADGROUP
+    /// Stream entries per XREADGROUP or XAUTOCLAIM, at most: a read also asks for no more
+    /// than what is left of CONSUMER_BATCH_BYTES and CONSUMER_BATCH_ROWS' worth of bytes
     #[arg(
         long,
         global = true,
@@ -130,6 +134,24 @@ pub struct RecoveryArgs {
     /// partitioned server holds loading; far above what a batch takes
     #[arg(long, global = true, env = "CONSUMER_INSERT_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
     pub insert_timeout: Duration,
+}
+
+/// The most `CONSUMER_BATCH_BYTES` may be: a flush's rows, held as records when sorted, are
+/// addressed by 32-bit offsets (`pipeline::native`), and records take about the entries'
+/// bytes (67 MB for a 64 MiB batch, docs/BENCHMARKS.md), so 2 GiB leaves them twice the room.
+const MAX_BATCH_BYTES: usize = 2 << 30;
+
+fn parse_batch_bytes(s: &str) -> Result<usize, String> {
+    let bytes: usize = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a number of bytes: {e}"))?;
+    if bytes == 0 || bytes > MAX_BATCH_BYTES {
+        return Err(format!(
+            "{bytes} bytes is not between 1 and {MAX_BATCH_BYTES} (2 GiB): a batch is held in \
+             memory, and a sorted flush's rows are addressed by 32-bit offsets"
+        ));
+    }
+    Ok(bytes)
 }
 
 impl RecoveryArgs {
@@ -169,6 +191,28 @@ mod tests {
         assert!(matches!(s.command, Some(Command::Replay { all: true, .. })));
         assert!(Settings::try_parse_from(["consumer", "replay"]).is_err());
         assert!(Settings::try_parse_from(["consumer", "replay", "1-0", "--all"]).is_err());
+    }
+
+    #[test]
+    fn inserts_are_sorted_unless_turned_off() {
+        let s = Settings::try_parse_from(["consumer"]).unwrap();
+        assert!(s.batch.sorted_inserts);
+        let s = Settings::try_parse_from(["consumer", "--sorted-inserts", "false"]).unwrap();
+        assert!(!s.batch.sorted_inserts);
+    }
+
+    #[test]
+    fn batch_bytes_past_2_gib_or_zero_are_refused_at_startup() {
+        let s = Settings::try_parse_from(["consumer"]).unwrap();
+        assert_eq!(s.batch.batch_bytes, 64 << 20);
+        let s = Settings::try_parse_from(["consumer", "--batch-bytes", "2147483648"]).unwrap();
+        assert_eq!(s.batch.batch_bytes, 2 << 30);
+        for bad in ["2147483649", "0", "64MiB"] {
+            let e = Settings::try_parse_from(["consumer", "--batch-bytes", bad])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("bytes"), "{bad}: {e}");
+        }
     }
 
     #[test]

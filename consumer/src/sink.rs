@@ -4,11 +4,11 @@
 //!
 //! Entries are decoded one at a time while rows go into the inserts' column blocks, sent
 //! every `pipeline::native::BLOCK_ROWS` rows, so memory holds the raw batch, one decoded
-//! entry and at most one block per table, not every decoded event. With sorted inserts
-//! ([`Sink::with_sorted_inserts`], `CONSUMER_SORTED_INSERTS`) the event tables' rows are
-//! held as records until the flush's last entry, then sent in the tables' key order, so
-//! that ClickHouse need not sort them (`pipeline::native::Block`): memory then holds the
-//! flush's rows once more, about the size of their entries.
+//! entry and at most one block per table, not every decoded event. With sorted inserts,
+//! the default ([`Sink::with_sorted_inserts`], `CONSUMER_SORTED_INSERTS`), the event
+//! tables' rows are held as records until the flush's last entry, then sent in the tables'
+//! key order, so that ClickHouse need not sort them (`pipeline::native::Block`): memory then
+//! holds the flush's rows once more, about the size of their entries.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -186,14 +186,15 @@ impl Sink {
             insert_timeout: DEFAULT_INSERT_TIMEOUT,
             spare: Spare::default(),
             compression,
-            sorted: false,
+            sorted: true,
         }
     }
 
-    /// Sends the event tables' rows of each write in the tables' key order
-    /// (`CONSUMER_SORTED_INSERTS`), so that ClickHouse writes them without sorting them; the
-    /// rows are then held until the write's last entry (`pipeline::native::Block`). Without
-    /// it they go in the order they come, every `pipeline::native::BLOCK_ROWS` rows.
+    /// Whether to send the event tables' rows of each write in the tables' key order
+    /// (`CONSUMER_SORTED_INSERTS`, the default), so that ClickHouse writes them without
+    /// sorting them; the rows are then held until the write's last entry
+    /// (`pipeline::native::Block`). Without it they go in the order they come, every
+    /// `pipeline::native::BLOCK_ROWS` rows.
     pub fn with_sorted_inserts(mut self, sorted: bool) -> Sink {
         self.sorted = sorted;
         self

@@ -1,6 +1,6 @@
-//! `CONSUMER_SORTED_INSERTS`: the sink sends the event tables' rows in the tables' key order,
-//! so that ClickHouse writes them without sorting them; without it, ClickHouse sorts them.
-//! Both load the same rows.
+//! `CONSUMER_SORTED_INSERTS`, on by default: the sink sends the event tables' rows in the
+//! tables' key order, so that ClickHouse writes them without sorting them; turned off,
+//! ClickHouse sorts them. Both load the same rows.
 
 use consumer::{batch::RawEntry, sink::Sink};
 use pipeline::{
