@@ -103,6 +103,20 @@ pub fn shared_s3() -> &'static S3 {
     })
 }
 
+/// Peak resident set of process `pid` so far (`VmHWM` of `/proc/<pid>/status`), in KiB;
+/// `None` once it is gone.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// A fresh name for a stream key or database: `prefix`, `_`, then 12 lowercase hex characters
 /// of a v4 uuid. A valid ClickHouse database name when `prefix` is a lowercase identifier.
 pub fn unique_name(prefix: &str) -> String {

@@ -8,6 +8,7 @@ mod failover;
 mod full_redis;
 mod helpers;
 mod limits;
+mod memory;
 mod outage;
 mod poison;
 mod recovery;

@@ -58,6 +58,11 @@ impl Running {
     pub fn exited(&mut self) -> bool {
         self.0.try_wait().unwrap().is_some()
     }
+
+    /// Peak resident set of the process so far (`VmHWM`), in KiB; `None` once it is gone.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        testkit::peak_rss_kib(self.0.id())
+    }
 }
 
 impl Drop for Running {

@@ -374,11 +374,7 @@ impl GatewayProcess {
 
     /// Peak resident set of the process so far (`VmHWM`), in KiB; `None` once it is gone.
     pub fn peak_rss_kib(&self) -> Option<u64> {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()?
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        testkit::peak_rss_kib(self.child.id())
     }
 
     /// Whether the process is still running.
