@@ -66,7 +66,7 @@ pub struct Batch {
 /// The least of the most entry bytes one read asks for (see [`Batch::read_bytes`]). The
 /// Redis client reads a reply into a buffer that doubles as it fills and that it keeps
 /// for the next reply, so a reply's size, not the batch's, sets that buffer's memory.
-/// Eight round trips per 64 MiB batch cost nothing measurable (docs/BENCHMARKS.md, "The
+/// A few round trips per 64 MiB batch cost nothing measurable (docs/BENCHMARKS.md, "The
 /// consumer's memory").
 pub const MIN_READ_BYTES: usize = 8 << 20;
 
@@ -175,7 +175,8 @@ impl Batch {
         &self.entries
     }
 
-    /// Adds the entries of one read that asked for `asked`: a full reply means a backlog.
+    /// Adds the entries of one read that asked for `asked`: a full reply means a backlog,
+    /// a short or empty one that it is gone.
     pub fn push_read(&mut self, entries: Vec<RawEntry>, asked: u64) {
         self.backlog = entries.len() as u64 >= asked;
         for entry in entries {
@@ -196,6 +197,18 @@ impl Batch {
                 || self
                     .oldest
                     .is_some_and(|t| now.duration_since(t) >= self.limits.max_age))
+    }
+
+    /// How long the next read may wait for entries: until the age limit makes a flush due,
+    /// or not at all once the rows are reached in a backlog, where only an empty read tells
+    /// that the backlog is gone (see [`Batch::push_read`]) and waiting would only delay the
+    /// flush.
+    pub fn read_wait(&self, now: Instant) -> Duration {
+        if self.backlog && self.approx_rows >= self.limits.max_rows {
+            Duration::ZERO
+        } else {
+            self.time_left(now)
+        }
     }
 
     /// How long until the age limit makes a flush due; the full age when empty.
@@ -340,6 +353,26 @@ mod tests {
         b.push_read(vec![entry(1_000 * APPROX_EVENT_BYTES)], 1);
         assert!(b.is_due(Instant::now()), "the byte limit still holds");
         b.take();
+        let mut b = Batch::new(Limits {
+            max_rows: 30,
+            ..limits
+        });
+        let now = Instant::now();
+        b.push_read(vec![entry(20 * APPROX_EVENT_BYTES)], 1);
+        assert!(!b.is_due(now));
+        assert!(b.read_wait(now) > Duration::ZERO, "below the rows: wait");
+        b.push_read(vec![entry(20 * APPROX_EVENT_BYTES)], 1);
+        assert!(!b.is_due(now), "a full read");
+        assert_eq!(
+            b.read_wait(now),
+            Duration::ZERO,
+            "the rows reached: no wait"
+        );
+        b.push_read(Vec::new(), 1);
+        assert!(b.is_due(now), "an empty read: caught up");
+        b.push_read(vec![entry(20 * APPROX_EVENT_BYTES); 2], 2);
+        b.take();
+        b.push(entry(20 * APPROX_EVENT_BYTES));
         b.push(entry(20 * APPROX_EVENT_BYTES));
         assert!(
             b.is_due(Instant::now()),

@@ -198,7 +198,7 @@ impl Worker {
                 Err(e) => tracing::warn!(error = %e, "claiming idle entries failed"),
             }
         }
-        let wait = self.batch.time_left(now);
+        let wait = self.batch.read_wait(now);
         let count = self.batch.read_budget(self.read_count);
         let entries = match self.source.read(count, wait).await {
             Ok(entries) => entries,
@@ -209,6 +209,8 @@ impl Worker {
             }
         };
         if entries.is_empty() {
+            // caught up: a backlog's batch is due by its rows again
+            self.batch.push_read(entries, count);
             // Idle, so no flush trims: trim here, so that entries another group acknowledged
             // after the last flush are freed. Otherwise a stream that filled Redis stays full
             // once loads stop (the gateway refuses writes above its memory limit, so none
