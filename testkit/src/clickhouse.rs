@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use tempfile::TempDir;
@@ -164,21 +164,36 @@ impl ClickHouse {
     /// `log_queries=1`) whose text starts with `start`: the parts they wrote
     /// (`MergeTreeDataWriterBlocks`) and how many of those came already sorted by the table's
     /// key, so that the server did not sort them (`MergeTreeDataWriterBlocksAlreadySorted`).
+    ///
+    /// The server logs a statement's end only after its client has the answer, so a statement
+    /// just finished may not be in the log yet, even after `SYSTEM FLUSH LOGS`: this asks
+    /// again for up to 10 s until it is.
     pub fn parts_written(&self, query_id: &str, start: &str) -> Result<(u64, u64)> {
-        self.query("SYSTEM FLUSH LOGS")?;
         let counted = |event: &str| {
             format!("sum(ProfileEvents.Values[indexOf(ProfileEvents.Names, '{event}')])")
         };
-        let text = self.query(&format!(
-            "SELECT {}, {} FROM system.query_log \
+        let sql = format!(
+            "SELECT count(), {}, {} FROM system.query_log \
              WHERE query_id = '{query_id}' AND type = 2 AND query LIKE '{start}%'",
             counted("MergeTreeDataWriterBlocks"),
             counted("MergeTreeDataWriterBlocksAlreadySorted"),
-        ))?;
-        let (parts, sorted) = text
-            .split_once('\t')
-            .ok_or_else(|| anyhow!("unexpected answer: {text}"))?;
-        Ok((parts.parse()?, sorted.parse()?))
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            self.query("SYSTEM FLUSH LOGS")?;
+            let text = self.query(&sql)?;
+            let fields: Vec<&str> = text.split('\t').collect();
+            let [logged, parts, sorted] = fields[..] else {
+                bail!("unexpected answer: {text}");
+            };
+            if logged != "0" {
+                return Ok((parts.parse()?, sorted.parse()?));
+            }
+            if Instant::now() >= deadline {
+                bail!("query {query_id} is not in system.query_log after 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Like [`query`](Self::query), with ClickHouse settings for this statement only, sent as
