@@ -165,8 +165,8 @@ impl ClickHouse {
     /// (`MergeTreeDataWriterBlocks`) and how many of those came already sorted by the table's
     /// key, so that the server did not sort them (`MergeTreeDataWriterBlocksAlreadySorted`).
     ///
-    /// The server logs a statement's end only after its client has the answer, so a statement
-    /// just finished may not be in the log yet, even after `SYSTEM FLUSH LOGS`: this asks
+    /// A statement whose client already has the answer was once not in the log yet, even
+    /// after `SYSTEM FLUSH LOGS` (the server may log its end after answering): this asks
     /// again for up to 10 s until it is.
     pub fn parts_written(&self, query_id: &str, start: &str) -> Result<(u64, u64)> {
         let counted = |event: &str| {
