@@ -113,6 +113,10 @@ pub struct Worker {
     read_count: u64,
     backoff: Backoff,
     attempt: u32,
+    /// Consecutive failed reads: the backoff's attempt before the next one, so that a Redis
+    /// that refuses writes (a read records the delivery) or cannot be reached is asked
+    /// ever more slowly, up to every 10 s.
+    read_failures: u32,
     /// Held while a day's manifest is rebuilt, so this process's shards never write a day's
     /// manifest from two listings at once.
     manifests: Arc<Mutex<()>>,
@@ -168,6 +172,7 @@ impl Worker {
             roll_every: settings.segment.roll_every.max(Duration::from_secs(1)),
             read_count: settings.segment.read_count,
             backoff: Backoff::default(),
+            read_failures: 0,
             attempt: 0,
             manifests,
         };
@@ -260,10 +265,15 @@ impl Worker {
             let left = self.roll_every.as_secs() - now_secs() % self.roll_every.as_secs();
             let wait = Duration::from_secs(left).min(Duration::from_secs(5));
             match self.source.read(self.read_count, wait).await {
-                Ok(entries) => self.pending.extend(entries),
+                Ok(entries) => {
+                    self.read_failures = 0;
+                    self.pending.extend(entries);
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "reading the stream failed; retrying");
-                    tokio::time::sleep(self.backoff.delay(0, rand::random())).await;
+                    let failures = self.read_failures;
+                    self.read_failures = failures.saturating_add(1);
+                    tracing::warn!(error = %e, failures, "reading the stream failed; retrying");
+                    tokio::time::sleep(self.backoff.delay(failures, rand::random())).await;
                     return Ok(Outcome::Idle);
                 }
             }

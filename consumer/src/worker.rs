@@ -106,6 +106,9 @@ pub struct Worker {
     backoff: Backoff,
     /// Consecutive failed flushes of the current batch.
     attempt: u32,
+    /// Consecutive failed Redis commands (reads, load records, steps): the backoff's attempt
+    /// before the next one ([`Worker::redis_failed`]).
+    redis_failures: u32,
     /// The current batch's already loaded events, looked up once before its first attempt
     /// so that every attempt sends the same rows ([`Sink::present_in`]); `None` until then.
     present: Option<Present>,
@@ -154,6 +157,7 @@ impl Worker {
             read_count: settings.batch.read_count,
             backoff: Backoff::default(),
             attempt: 0,
+            redis_failures: 0,
             present: None,
             max_deliveries: settings.recovery.max_deliveries,
             claim_idle: settings.recovery.claim_idle,
@@ -203,11 +207,12 @@ impl Worker {
         let entries = match self.source.read(count, wait).await {
             Ok(entries) => entries,
             Err(e) => {
-                tracing::warn!(error = %e, "reading the stream failed; retrying");
-                tokio::time::sleep(self.backoff.delay(0, rand::random())).await;
+                tracing::warn!(error = %e, failures = self.redis_failures, "reading the stream failed; retrying");
+                self.redis_failed().await;
                 return Ok(Outcome::Idle);
             }
         };
+        self.redis_failures = 0;
         if entries.is_empty() {
             // caught up: a backlog's batch is due by its rows again
             self.batch.push_read(entries, count);
@@ -272,14 +277,17 @@ impl Worker {
                         .increment(1);
                 } else {
                     // Nothing was loaded: the part stays in the batch for the next attempt.
-                    tracing::warn!(error = %e, "recording the load failed; retrying");
+                    tracing::warn!(error = %e, failures = self.redis_failures, "recording the load failed; retrying");
                     self.batch.remove_first(done);
-                    tokio::time::sleep(self.backoff.delay(0, rand::random())).await;
+                    let attempt = self.redis_failures;
+                    self.redis_failed().await;
                     return Ok(Outcome::Retrying {
-                        attempt: 0,
+                        attempt,
                         error: e.to_string(),
                     });
                 }
+            } else {
+                self.redis_failures = 0;
             }
             match self.load(part.clone()).await {
                 Ok(Loaded::Acknowledged(w)) => {
@@ -446,6 +454,17 @@ impl Worker {
         }
     }
 
+    /// Waits after a failed Redis command, longer after each consecutive failure (the
+    /// backoff's cap doubles up to 10 s), until a read or a load record succeeds again. A
+    /// Redis that refuses writes for a while (`MISCONF` once its disk is full, `OOM`,
+    /// `NOREPLICAS`) or cannot be reached then costs a retry and a warning every few
+    /// seconds, not twenty a second (test `a_redis_that_refuses_writes_is_retried_ever_more_slowly`).
+    async fn redis_failed(&mut self) {
+        let attempt = self.redis_failures;
+        self.redis_failures = self.redis_failures.saturating_add(1);
+        tokio::time::sleep(self.backoff.delay(attempt, rand::random())).await;
+    }
+
     /// Trims the stream at most once per [`TRIM_EVERY`], after a flush and on an idle read
     /// (test `an_idle_consumer_trims_what_a_slower_group_read_after_its_last_load`). A
     /// failure only delays trimming.
@@ -476,8 +495,8 @@ impl Worker {
                     Ok(_) => {}
                     Err(e) if e.ends_worker() => return Err(e),
                     Err(e) => {
-                        tracing::warn!(error = %e, "step failed; retrying");
-                        tokio::time::sleep(self.backoff.delay(0, rand::random())).await;
+                        tracing::warn!(error = %e, failures = self.redis_failures, "step failed; retrying");
+                        self.redis_failed().await;
                     }
                 },
             }

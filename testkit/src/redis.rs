@@ -219,6 +219,45 @@ impl Redis {
         self.spawn()
     }
 
+    /// Makes the server refuse every write with `MISCONF`, as it does once a save failed
+    /// because its disk is full: a save rule is set, and a save fails (a directory stands
+    /// where `dump.rdb` goes, which stops root too). Reads that write nothing still work;
+    /// [`Redis::write_again`] undoes it.
+    pub fn refuse_writes(&self) -> Result<()> {
+        std::fs::create_dir_all(self.dir().join("dump.rdb").join("in-the-way"))?;
+        self.cli(&["CONFIG", "SET", "save", "3600 1"])?;
+        self.save_ending("err")?;
+        match self.cli(&["SET", "testkit:probe", "v"]) {
+            Err(e) if format!("{e:#}").contains("MISCONF") => Ok(()),
+            other => bail!("redis did not refuse a write: {other:?}"),
+        }
+    }
+
+    /// Undoes [`Redis::refuse_writes`]: a save succeeds, and the server writes again.
+    pub fn write_again(&self) -> Result<()> {
+        std::fs::remove_dir_all(self.dir().join("dump.rdb"))?;
+        self.save_ending("ok")?;
+        self.cli(&["CONFIG", "SET", "save", ""])?;
+        self.cli(&["SET", "testkit:probe", "v"])?;
+        Ok(())
+    }
+
+    /// Starts a save (`BGSAVE`) and waits until it ended with `status`, `ok` or `err`.
+    fn save_ending(&self, status: &str) -> Result<()> {
+        let ended = format!("rdb_last_bgsave_status:{status}");
+        let mut started = false;
+        for _ in 0..100 {
+            // refused while another save runs
+            started = started || self.cli(&["BGSAVE"]).is_ok();
+            let info = self.cli(&["INFO", "persistence"])?;
+            if started && info.contains("rdb_bgsave_in_progress:0") && info.contains(&ended) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("no save ended with {status} within 10 s")
+    }
+
     /// Runs `redis-cli -p PORT args...` and returns its stdout, trimmed. An error reply from the
     /// server is an `Err` carrying the reply text.
     pub fn cli(&self, args: &[&str]) -> Result<String> {

@@ -187,3 +187,36 @@ async fn a_crash_after_upload_rewrites_the_same_objects() {
     let m = manifest::read(&store, date).await.unwrap().unwrap();
     assert_eq!(m.rows.values().sum::<u64>(), 500);
 }
+
+/// A Redis that refuses every write (`MISCONF`: its last save failed, as when its disk
+/// fills) is read ever more slowly: a read records the delivery, so it fails, and each
+/// failure waits longer than the last, up to 10 s, where a fixed wait of at most 100 ms
+/// asked at least 50 times in 5 s. Once Redis writes again, the next read goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_refuses_writes_is_read_ever_more_slowly() {
+    let redis = testkit::Redis::start().unwrap();
+    let mut env = Env::shared();
+    env.redis_url = redis.url();
+    let mut worker = env.worker(&[]).await;
+    redis.refuse_writes().unwrap();
+    let started = std::time::Instant::now();
+    let mut reads = 0;
+    while started.elapsed() < std::time::Duration::from_secs(5) {
+        let outcome = worker.step().await.unwrap();
+        assert!(matches!(outcome, Outcome::Idle), "{outcome:?}");
+        reads += 1;
+    }
+    // the cap doubles from 100 ms and each wait is at least a tenth of it: 9 fit in 5 s
+    assert!((1..=10).contains(&reads), "{reads} reads in 5 s");
+
+    redis.write_again().unwrap();
+    let (truth, _) = env.publish(100, 0, 8).await;
+    let mut read = 0;
+    for _ in 0..20 {
+        if let Outcome::Read(n) = worker.step().await.unwrap() {
+            read += n;
+            break;
+        }
+    }
+    assert!(read > 0, "nothing read after Redis wrote again ({truth:?})");
+}

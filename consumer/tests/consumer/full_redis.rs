@@ -1,7 +1,8 @@
 //! A full Redis heals itself. With Redis past `maxmemory` (`noeviction`), HSET (attempt
 //! counts) and XADD (dead letters, new events) are refused while XREADGROUP, XACK and XTRIM
 //! still work: the real consumer binary keeps loading, acknowledging and trimming, memory
-//! falls, and the gateway accepts again, with nobody acting.
+//! falls, and the gateway accepts again, with nobody acting. A Redis that refuses every
+//! write is retried ever more slowly, and loading resumes when it writes again.
 
 use std::time::Duration;
 
@@ -134,4 +135,62 @@ async fn a_full_redis_empties_and_the_gateway_accepts_again_without_an_operator(
     .unwrap();
     redis.cli(&["HSET", "probe-key", "f", "v"]).unwrap();
     gateway.shutdown().await.unwrap();
+}
+
+/// Lines of the consumer's log that announce a retry after a failed Redis command.
+fn redis_retries(log: &std::path::Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("failed; retrying"))
+        .count()
+}
+
+/// A Redis that refuses every write (`MISCONF`: its last save failed, as when its disk fills)
+/// is retried ever more slowly, not twenty times a second, and loading resumes by itself
+/// once Redis writes again. XREADGROUP is a write (it records the delivery), so the
+/// consumer's reads are what fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_refuses_writes_is_retried_ever_more_slowly() {
+    let redis = Redis::start().unwrap();
+    let env = Env::on(&redis.url(), &testkit::shared_clickhouse().url()).await;
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let _consumer = Running::spawn_with(&env, "refused", &[], Some(log.as_file()));
+    let first = env.publish_many(2, 50).await.len() as u64;
+    testkit::eventually(
+        Duration::from_secs(60),
+        "the first events loaded",
+        || async { Ok((loaded(&env).await.unwrap_or(0) == first).then_some(())) },
+    )
+    .await
+    .unwrap();
+
+    redis.refuse_writes().unwrap();
+
+    let before = redis_retries(log.path());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let retries = redis_retries(log.path()) - before;
+    // With a fixed wait of at most 100 ms this was at least 50. The backoff's cap doubles
+    // from 100 ms, and each wait is at least a tenth of it: at most 9 waits fit in 5 s.
+    assert!(
+        (1..=10).contains(&retries),
+        "{retries} retries in 5 s; log:\n{}",
+        std::fs::read_to_string(log.path()).unwrap()
+    );
+
+    // Redis writes again, and what comes next is loaded.
+    redis.write_again().unwrap();
+    let second = env.publish_many(2, 50).await.len() as u64;
+    // the backoff waits at most 10 s
+    testkit::eventually(Duration::from_secs(60), "every event loaded", || async {
+        Ok((loaded(&env).await.unwrap_or(0) == first + second).then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e:#}; log:\n{}",
+            std::fs::read_to_string(log.path()).unwrap()
+        )
+    });
+    assert_eq!(env.pending("loader").await, 0);
 }
