@@ -150,14 +150,15 @@ impl IdSource {
     }
 
     /// The id of the `i`-th row: ascending with `i` (in ClickHouse's UUID order too: only
-    /// the last 8 bytes differ), a random version-4 UUID, or the `i`-th of the random ones
-    /// in ClickHouse's order of a UUID (`pipeline::native::EventKey`, on one day).
+    /// the last 8 bytes differ), a random version-4 UUID (`Random`, `RandomEachSorted`), or
+    /// the `i`-th of the random ones in ClickHouse's order of a UUID
+    /// (`pipeline::native::EventKey`, on one day).
     pub fn id(&mut self, i: usize) -> uuid::Uuid {
         match self.ids {
             BenchIds::Sequential => {
                 uuid::Uuid::from_u128(0xbe9c_0000_0000_4000_8000_0000_0000_0000 | i as u128)
             }
-            BenchIds::Random => random_id(&mut self.rng),
+            BenchIds::Random | BenchIds::RandomEachSorted => random_id(&mut self.rng),
             BenchIds::RandomSorted => self.sorted[i % self.sorted.len().max(1)],
         }
     }

@@ -221,9 +221,15 @@ pub enum BenchFormat {
 /// The event ids of `simulator bench-clickhouse`'s rows.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BenchIds {
+    /// Ascending with the row: every insert in the key's order, and no two overlap
     Sequential,
+    /// Random version-4 ids, sent as they come, for the server to sort
     Random,
+    /// Random ids, all rows in the key's order: inserts that do not overlap
     RandomSorted,
+    /// Random ids, each insert in the key's order, as the consumer sends them: inserts
+    /// that overlap, so that merges interleave them
+    RandomEachSorted,
 }
 
 #[derive(Args, Clone, Debug)]

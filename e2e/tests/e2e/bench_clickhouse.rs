@@ -56,6 +56,7 @@ async fn the_clickhouse_reference_loads_its_rows_and_drops_its_database() {
         ("random", "native", 0),
         ("random", "rowbinary", 0),
         ("random-sorted", "native", 0),
+        ("random-each-sorted", "native", 0),
         ("sequential", "rowbinary", 20),
     ] {
         let database = testkit::unique_name("bench_raw");
