@@ -8,6 +8,10 @@
 # run in a forked process.
 cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
+# Of those, the reaped children's alone (fields 16 and 17): Redis's AOF rewrites. A child is
+# counted once it has exited, so a rewrite still running is counted by the next reading.
+children_ticks() { awk '{ sub(/^.*\) /, ""); print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
 # ClickHouse's counters so far (system.events) at the HTTP endpoint $1, on one line: its query
 # threads' CPU in µs (the inserts, parsing, sorting and writing the parts; not the background
 # merges, which are not queries), the rows inserted, the rows merged, the parts the inserts
