@@ -147,6 +147,7 @@ start_redis() {
     redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$dir" \
         --appendonly yes --appendfsync everysec \
         --maxmemory 1gb --maxmemory-policy noeviction --rdbcompression no \
+        --auto-aof-rewrite-percentage 400 \
         --daemonize yes --pidfile "$(pidfile redis)" --logfile "$dir/redis.log" ||
         die "redis-server refused to start; see $dir/redis.log"
     # --daemonize writes the pidfile a moment after the command returns
