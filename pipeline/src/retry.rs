@@ -187,9 +187,22 @@ pub fn classify_redis(err: &fred::error::Error) -> Class {
     }
     // `LOADING Redis is loading the dataset in memory`: a restarted server answers as
     // soon as its AOF is read back. `TRYAGAIN`: a cluster slot is being migrated.
-    // `MASTERDOWN`: a replica lost its primary for a moment. fred reports all three as
-    // `Unknown`, with the server's words.
-    if ["LOADING", "TRYAGAIN", "MASTERDOWN"]
+    // `MASTERDOWN`: a replica lost its primary for a moment. `READONLY`: a primary demoted
+    // by a failover, which the client leaves for the new one. `NOREPLICAS`: fewer replicas
+    // than `min-replicas-to-write` are in touch. `MISCONF`: the server's last save failed
+    // (its disk is full, say), and it refuses writes until one succeeds. Each is the server's
+    // state, not the request's: the same write succeeds once an operator or a failover has
+    // mended it, so a store keeps its events and retries (UNAVAILABLE), and is never told
+    // to give them up. fred reports them all as `Unknown`, with the server's words.
+    const SERVER_STATES: [&str; 6] = [
+        "LOADING",
+        "TRYAGAIN",
+        "MASTERDOWN",
+        "READONLY",
+        "NOREPLICAS",
+        "MISCONF",
+    ];
+    if SERVER_STATES
         .iter()
         .any(|prefix| err.details().starts_with(prefix))
     {
@@ -403,6 +416,9 @@ mod tests {
         for reply in [
             "TRYAGAIN Multiple keys request during rehashing of slot",
             "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+            "READONLY You can't write against a read only replica.",
+            "NOREPLICAS Not enough good replicas to write.",
+            "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk",
         ] {
             let err = Error::new(ErrorKind::Unknown, reply);
             assert_eq!(classify_redis(&err), Class::Retriable, "{reply}");
@@ -419,7 +435,6 @@ mod tests {
         for reply in [
             "NOPERM this user has no permissions",
             "ERR unknown command 'XADD'",
-            "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk",
             "ERR",
         ] {
             let err = Error::new(ErrorKind::Unknown, reply);

@@ -247,3 +247,42 @@ async fn redis_out_of_memory_is_resource_exhausted_with_retry_info() {
         .unwrap();
     assert_eq!(gateway.stream_len().await, 2);
 }
+
+/// A Redis that refuses writes because its last save failed (`MISCONF`: its disk is full,
+/// say) is the server's state, not the store's fault: the store is answered UNAVAILABLE with
+/// RetryInfo, keeps its events and retries, and once a save succeeds the same events are
+/// queued. (It was INTERNAL with `REDIS_REFUSED`, which tells a store to give them up.)
+/// Health follows, as for an outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_refuses_writes_is_unavailable_until_it_saves_again() {
+    let redis = testkit::Redis::start().unwrap();
+    let gateway = spawn_gateway(&redis.url(), &[]).await;
+    let mut client = gateway.client().await;
+    client
+        .publish(authed(EU_TOKEN, request(1, eu_events(1))))
+        .await
+        .unwrap();
+
+    redis.refuse_writes().unwrap();
+    let status = client
+        .publish(authed(EU_TOKEN, request(2, eu_events(1))))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let details = status.get_error_details();
+    assert_eq!(details.error_info().unwrap().reason, "REDIS_UNAVAILABLE");
+    assert!(details.retry_info().is_some());
+    assert!(status.message().contains("MISCONF"), "{status:?}");
+    // by redis-cli: a new fred client's handshake is refused with MISCONF too
+    assert_eq!(redis.cli(&["XLEN", &gateway.stream_key]).unwrap(), "1");
+    // Redis refuses PING too in this state, so the health checks see an outage
+    wait_for_health(&gateway, ServingStatus::NotServing, Duration::from_secs(5)).await;
+
+    redis.write_again().unwrap();
+    wait_for_health(&gateway, ServingStatus::Serving, Duration::from_secs(10)).await;
+    client
+        .publish(authed(EU_TOKEN, request(2, eu_events(1))))
+        .await
+        .unwrap();
+    assert_eq!(gateway.stream_len().await, 2);
+}
