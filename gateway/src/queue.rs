@@ -123,12 +123,15 @@ pub struct Queue {
 
 impl Queue {
     /// Creates the client and starts connecting in the background. Never fails on an
-    /// unreachable Redis: the gateway starts, reports NOT_SERVING and answers UNAVAILABLE.
+    /// unreachable Redis: the gateway starts, reports NOT_SERVING and answers UNAVAILABLE,
+    /// and keeps connecting until Redis answers (with fred's default, a first connection
+    /// that failed was never tried again: a gateway started before its Redis, or while
+    /// Redis refused writes, stayed NOT_SERVING until restarted).
     pub fn connect(
         args: &RedisArgs,
         replication: Option<Replication>,
     ) -> Result<Queue, fred::error::Error> {
-        let client = args.client()?;
+        let client = args.client_retrying_first_connect()?;
         let _handle = client.connect();
         Ok(Queue {
             client,

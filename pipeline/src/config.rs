@@ -105,10 +105,27 @@ impl RedisArgs {
     }
 
     /// A fred client for this URL, with timeouts that turn an outage into errors within
-    /// seconds instead of requests queued forever. Not yet connected.
+    /// seconds instead of requests queued forever. Not yet connected; its first connection
+    /// fails at once if it cannot be made (fred's `fail_fast`), so that a worker started
+    /// against a wrong or dead Redis says so and exits.
     pub fn client(&self) -> Result<fred::clients::Client, fred::error::Error> {
+        self.build(true)
+    }
+
+    /// The same client, but its first connection retries as a lost one does (the reconnect
+    /// policy, without end) instead of failing once: for the gateway, which starts and answers
+    /// UNAVAILABLE while its Redis is down or refusing (`MISCONF` refuses the handshake's
+    /// PING), and must serve once Redis is back without being restarted.
+    pub fn client_retrying_first_connect(
+        &self,
+    ) -> Result<fred::clients::Client, fred::error::Error> {
+        self.build(false)
+    }
+
+    fn build(&self, fail_fast: bool) -> Result<fred::clients::Client, fred::error::Error> {
         use fred::prelude::*;
-        let config = self.config()?;
+        let mut config = self.config()?;
+        config.fail_fast = fail_fast;
         Builder::from_config(config)
             .with_connection_config(|c| {
                 c.connection_timeout = Duration::from_secs(2);

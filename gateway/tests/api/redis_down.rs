@@ -30,6 +30,27 @@ async fn wait_for_health(gateway: &TestGateway, want: ServingStatus, within: Dur
     .unwrap();
 }
 
+/// While Redis is in trouble: health turns NOT_SERVING and a publish is answered UNAVAILABLE.
+/// After `mend`, health turns SERVING, a publish is queued, and the stream holds `queued`
+/// entries.
+async fn unavailable_until_mended(gateway: &TestGateway, mend: impl FnOnce(), queued: u64) {
+    let mut client = gateway.client().await;
+    wait_for_health(gateway, ServingStatus::NotServing, Duration::from_secs(5)).await;
+    let status = client
+        .publish(authed(EU_TOKEN, request(1, eu_events(1))))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    mend();
+    wait_for_health(gateway, ServingStatus::Serving, Duration::from_secs(10)).await;
+    client
+        .publish(authed(EU_TOKEN, request(2, eu_events(1))))
+        .await
+        .unwrap();
+    assert_eq!(gateway.stream_len().await, queued);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_is_unavailable_and_not_serving_until_it_is_back() {
     let mut redis = testkit::Redis::start().unwrap();
@@ -194,25 +215,11 @@ async fn a_cluster_master_restart_is_unavailable_never_refused() {
 async fn a_frozen_redis_is_not_serving_until_it_answers_again() {
     let redis = testkit::Redis::start().unwrap();
     let gateway = spawn_gateway(&redis.url(), &[]).await;
-    let mut client = gateway.client().await;
     wait_for_health(&gateway, ServingStatus::Serving, Duration::from_secs(5)).await;
 
     // a primary cut off by a partition: connections stay open, nothing is answered
     redis.pause().unwrap();
-    wait_for_health(&gateway, ServingStatus::NotServing, Duration::from_secs(5)).await;
-    let status = client
-        .publish(authed(EU_TOKEN, request(1, eu_events(1))))
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-
-    redis.resume().unwrap();
-    wait_for_health(&gateway, ServingStatus::Serving, Duration::from_secs(10)).await;
-    client
-        .publish(authed(EU_TOKEN, request(2, eu_events(1))))
-        .await
-        .unwrap();
-    assert_eq!(gateway.stream_len().await, 1);
+    unavailable_until_mended(&gateway, || redis.resume().unwrap(), 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,4 +292,23 @@ async fn a_redis_that_refuses_writes_is_unavailable_until_it_saves_again() {
         .await
         .unwrap();
     assert_eq!(gateway.stream_len().await, 2);
+}
+
+/// A gateway started while its Redis is down serves once Redis is up, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_started_before_its_redis_serves_once_redis_is_up() {
+    let mut redis = testkit::Redis::start().unwrap();
+    redis.stop().unwrap();
+    let gateway = spawn_gateway(&redis.url(), &[]).await;
+    unavailable_until_mended(&gateway, || redis.restart().unwrap(), 1).await;
+}
+
+/// A gateway started while its Redis refuses writes (`MISCONF`, which refuses the
+/// connection's first PING too) serves once a save succeeds, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_started_while_redis_refuses_writes_serves_once_it_saves_again() {
+    let redis = testkit::Redis::start().unwrap();
+    redis.refuse_writes().unwrap();
+    let gateway = spawn_gateway(&redis.url(), &[]).await;
+    unavailable_until_mended(&gateway, || redis.write_again().unwrap(), 1).await;
 }
