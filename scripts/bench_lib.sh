@@ -12,6 +12,11 @@ cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$1
 # counted once it has exited, so a rewrite still running is counted by the next reading.
 children_ticks() { awk '{ sub(/^.*\) /, ""); print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
+# Field $3 of section $2 of `INFO` from the Redis on 127.0.0.1 port $1, without the reply's \r.
+redis_info() {
+    redis-cli -h 127.0.0.1 -p "$1" INFO "$2" | tr -d '\r' | awk -F: -v k="$3" '$1 == k { print $2 }'
+}
+
 # ClickHouse's counters so far (system.events) at the HTTP endpoint $1, on one line: its query
 # threads' CPU in µs (the inserts, parsing, sorting and writing the parts; not the background
 # merges, which are not queries), the rows inserted, the rows merged, the parts the inserts
