@@ -112,6 +112,13 @@ pub static MIGRATIONS: &[Migration] = &[
         // its ALTER that finds its column counts as applied (`already_applied`)
         done_when: None,
     },
+    Migration {
+        version: 10,
+        name: "build_rows",
+        sql: include_str!("../migrations/0010_build_rows.sql"),
+        // its ALTER that finds its column counts as applied (`already_applied`)
+        done_when: None,
+    },
 ];
 
 /// Migration 2 is in place when the tables services use have a `UUID` `event_id`, and no

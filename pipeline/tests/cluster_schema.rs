@@ -89,7 +89,7 @@ async fn migrating_a_cluster_twice_creates_local_and_distributed_tables_on_every
 
     assert_eq!(
         schema::migrate_configured(&args).await.unwrap(),
-        [1, 2, 3, 4, 5, 6, 7, 8, 9]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     );
     assert_eq!(
         schema::migrate_configured(&args).await.unwrap(),
@@ -166,7 +166,8 @@ async fn migrating_a_cluster_twice_creates_local_and_distributed_tables_on_every
                 "6\tconflict_rollup",
                 "7\thourly_rollups",
                 "8\tarrival_rollup",
-                "9\tcategory_rollup"
+                "9\tcategory_rollup",
+                "10\tbuild_rows"
             ],
             "shard {}",
             shard + 1

@@ -55,11 +55,28 @@ FROM (
     SELECT received_at FROM probe_results WHERE toDate(occurred_at) = toDate(?)
 )";
 
-/// The base state the latest build of a day read. Params: date.
+/// The latest build of a day: the base state it read, its version, and the rows it wrote
+/// into the day's rollups (migration 10; 0 for a build recorded before it). Params: date.
 pub const BUILT_STATE: &str = "\
-SELECT base_rows AS rows, toUInt32(base_received) AS received
+SELECT base_rows AS rows, toUInt32(base_received) AS received, version, built_rows
 FROM rollup_builds FINAL
 WHERE day = toDate(?)";
+
+/// The rows of the build `version` of a day that this server holds in the day's rollups
+/// (every table [`BUILD`] writes), counted without `FINAL`: a build writes each group once,
+/// so its rows are its groups, and a later build that replaced some of them in a merge makes
+/// the count smaller, never larger. Params: version, then the date four times.
+pub const BUILD_ROWS: &str = "\
+SELECT toUInt64(countIf(version = ?)) AS rows
+FROM (
+    SELECT version FROM commerce_daily WHERE day = toDate(?)
+    UNION ALL
+    SELECT version FROM audience_daily WHERE day = toDate(?)
+    UNION ALL
+    SELECT version FROM probe_daily WHERE day = toDate(?)
+    UNION ALL
+    SELECT version FROM probe_minutes WHERE day = toDate(?)
+)";
 
 /// The day's commerce groups, every event once (`FINAL`). Params: version, date.
 pub const BUILD_COMMERCE: &str = "\
@@ -169,43 +186,41 @@ WHERE toDate(occurred_at) = toDate(?)
     AND (vantage_region = 'unspecified' OR toString(vantage_region) = toString(region))
 GROUP BY day, region, store_id, target, minute";
 
-/// The statement that records a build of `date`: the base state it read and its version.
-/// Written out rather than bound: every value is a number or a date.
-pub fn record(date: &str, state: BaseState, version: u64) -> String {
+/// The statement that records a build of `date`: the base state it read, its version, and
+/// the rows it wrote ([`BUILD_ROWS`]). Written out rather than bound: every value is a
+/// number or a date.
+pub fn record(date: &str, state: BaseState, version: u64, built_rows: u64) -> String {
     record_in(
         "rollup_builds",
         "day",
         &[(format!("toDate('{date}')"), state)],
         version,
-        None,
+        ("built_rows", format!("toUInt64({built_rows})")),
     )
 }
 
 /// The statement that records builds in `table` (the days' or the hours' record): for each
-/// value `at` (an SQL expression) of its `key` column, the base state the build read; and the
-/// builds' `revision` if the record keeps one (the hours').
+/// value `at` (an SQL expression) of its `key` column, the base state the build read; and
+/// one more column of the record, with its value (an SQL expression): the days' rows built,
+/// the hours' revision.
 fn record_in(
     table: &str,
     key: &str,
     builds: &[(String, BaseState)],
     version: u64,
-    revision: Option<u8>,
+    (column, value): (&str, String),
 ) -> String {
-    let (column, value) = match revision {
-        Some(revision) => (", revision", format!(", toUInt8({revision})")),
-        None => ("", String::new()),
-    };
     let rows: Vec<String> = builds
         .iter()
         .map(|(at, state)| {
             format!(
-                "SELECT {at}, toUInt64({}), toDateTime({}, 'UTC'), toUInt64({version}), now(){value}",
+                "SELECT {at}, toUInt64({}), toDateTime({}, 'UTC'), toUInt64({version}), now(), {value}",
                 state.rows, state.received
             )
         })
         .collect();
     format!(
-        "INSERT INTO {table} ({key}, base_rows, base_received, version, built_at{column}) {}",
+        "INSERT INTO {table} ({key}, base_rows, base_received, version, built_at, {column}) {}",
         rows.join(" UNION ALL ")
     )
 }
@@ -274,14 +289,44 @@ pub async fn base_state(client: &Client, date: Date) -> Result<BaseState, QueryE
         .map_err(failed("base_state", date))
 }
 
-/// The base state the latest build of `date` read, if any.
-pub async fn built_state(client: &Client, date: Date) -> Result<Option<BaseState>, QueryError> {
+/// The latest build of a day, as [`BUILT_STATE`] reads it.
+#[derive(Clone, Copy, Debug, clickhouse::Row, serde::Deserialize)]
+struct Built {
+    rows: u64,
+    received: u32,
+    version: u64,
+    built_rows: u64,
+}
+
+impl Built {
+    fn state(&self) -> BaseState {
+        BaseState::new(self.rows, self.received)
+    }
+}
+
+/// The latest build of `date`, if any.
+async fn latest_build(client: &Client, date: Date) -> Result<Option<Built>, QueryError> {
     client
         .query(BUILT_STATE)
         .bind(date.to_string())
         .fetch_optional()
         .await
         .map_err(failed("built_state", date))
+}
+
+/// The base state the latest build of `date` read, if any.
+pub async fn built_state(client: &Client, date: Date) -> Result<Option<BaseState>, QueryError> {
+    Ok(latest_build(client, date).await?.map(|b| b.state()))
+}
+
+/// The rows of the build `version` of `date` this server holds ([`BUILD_ROWS`]).
+pub async fn build_rows(client: &Client, date: Date, version: u64) -> Result<u64, QueryError> {
+    let day = date.to_string();
+    let mut query = client.query(BUILD_ROWS).bind(version);
+    for _ in 1..BUILD_ROWS.matches('?').count() {
+        query = query.bind(&day);
+    }
+    query.fetch_one().await.map_err(failed("build_rows", date))
 }
 
 /// The version of a build starting now: Unix nanoseconds.
@@ -298,7 +343,10 @@ pub async fn build(client: &Client, date: Date) -> Result<BaseState, QueryError>
     let state = base_state(client, date).await?;
     let day = date.to_string();
     run_side_by_side(client, BUILD, version, &day).await?;
-    execute(client, &record(&day, state, version), "record_build", &day).await?;
+    // on this server, whose inserts the statements were: every row of the build
+    let built_rows = build_rows(client, date, version).await?;
+    let record = record(&day, state, version, built_rows);
+    execute(client, &record, "record_build", &day).await?;
     metrics::histogram!("reporter_rollup_build_seconds").record(started.elapsed().as_secs_f64());
     tracing::info!(date = %date, rows = state.rows, "rollup built");
     Ok(state)
@@ -361,12 +409,29 @@ fn is_current(built: Option<BaseState>, now: BaseState) -> bool {
 }
 
 /// Brings the rollups of `date` up to date: builds them when the base rows changed since
-/// the latest build (or there is none and the day has rows).
+/// the latest build (or there is none and the day has rows), or when this server does not
+/// hold every row that build wrote. Each replicated table replicates on its own, so a
+/// replica can hold a build's record before its rows; a report read there would lack groups
+/// and never be rewritten (its data did not change). A build here is exact, and its rows
+/// replace the late ones when they arrive (a higher version).
 pub async fn ensure(client: &Client, date: Date) -> Result<Outcome, QueryError> {
     let now = base_state(client, date).await?;
-    let built = built_state(client, date).await?;
-    if is_current(built, now) {
-        return Ok(Outcome::Current);
+    let built = latest_build(client, date).await?;
+    if is_current(built.map(|b| b.state()), now) {
+        let Some(built) = built else {
+            return Ok(Outcome::Current);
+        };
+        let held = build_rows(client, date, built.version).await?;
+        if held == built.built_rows {
+            return Ok(Outcome::Current);
+        }
+        metrics::counter!("reporter_rollup_incomplete_builds_total").increment(1);
+        tracing::info!(
+            date = %date,
+            held,
+            built_rows = built.built_rows,
+            "this server holds a part of the day's latest rollup build: rebuilding"
+        );
     }
     build(client, date).await.map(Outcome::Built)
 }
@@ -551,7 +616,7 @@ pub fn record_hours(hours: &[(String, BaseState)], version: u64) -> String {
         "hour",
         &builds,
         version,
-        Some(HOUR_REVISION),
+        ("revision", format!("toUInt8({HOUR_REVISION})")),
     )
 }
 
@@ -937,9 +1002,46 @@ mod tests {
                 received: 9,
             },
             7,
+            11,
         );
-        assert!(
-            record.contains("toDate('2026-01-15'), toUInt64(3), toDateTime(9, 'UTC'), toUInt64(7)")
+        assert_eq!(
+            record,
+            "INSERT INTO rollup_builds (day, base_rows, base_received, version, built_at, \
+             built_rows) SELECT toDate('2026-01-15'), toUInt64(3), toDateTime(9, 'UTC'), \
+             toUInt64(7), now(), toUInt64(11)"
+        );
+    }
+
+    /// The count that decides whether this server holds a whole build reads every table a
+    /// build writes, once, by the day alone; and it is the one read of a rollup table without
+    /// `FINAL`, which would drop rows a later build replaced rather than count them.
+    #[test]
+    fn build_rows_reads_every_table_a_build_writes() {
+        let written: std::collections::BTreeSet<&str> = BUILD
+            .iter()
+            .map(|(name, sql)| {
+                let first = sql.lines().next().unwrap_or_default();
+                first
+                    .strip_prefix("INSERT INTO ")
+                    .unwrap_or_else(|| panic!("{name} starts with its INSERT: {first}"))
+            })
+            .collect();
+        assert_eq!(written.len(), 4, "{written:?}");
+        for table in &written {
+            let read = format!("SELECT version FROM {table} WHERE day = toDate(?)\n");
+            assert_eq!(BUILD_ROWS.matches(&read).count(), 1, "{table}");
+        }
+        assert_eq!(
+            BUILD_ROWS.matches("FROM ").count() - BUILD_ROWS.matches("FROM (").count(),
+            written.len()
+        );
+        assert!(!BUILD_ROWS.contains("FINAL"));
+        assert!(BUILD_ROWS.starts_with("SELECT toUInt64(countIf(version = ?)) AS rows\n"));
+        assert_eq!(
+            render(BUILD_ROWS, 7, "2026-01-15")
+                .matches("toDate('2026-01-15')")
+                .count(),
+            written.len()
         );
     }
 }

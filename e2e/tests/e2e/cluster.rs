@@ -559,20 +559,75 @@ async fn reports_through_either_replica_equal_the_truth_after_a_replica_kill() {
     consumer.await.unwrap();
     gateway.shutdown().await.unwrap();
 
+    // Each replicated table replicates on its own, so a replica can fetch the record of a
+    // build before the build's rows. Here the second replica fetches the records of the
+    // first's builds but not their rows (fetches of the rollups stopped), as a slow fetch
+    // would have it: its report must not read the day as built (it rebuilds it).
+    let (first, second) = (
+        clickhouse(&replicas.nodes()[0].url(), &database),
+        clickhouse(&replicas.nodes()[1].url(), &database),
+    );
+    const ROLLUPS: [&str; 4] = [
+        "commerce_daily",
+        "audience_daily",
+        "probe_daily",
+        "probe_minutes",
+    ];
+    let fetches = |verb: &'static str| {
+        let second = second.clone();
+        let database = database.clone();
+        async move {
+            for table in ROLLUPS {
+                second
+                    .query(&format!("SYSTEM {verb} FETCHES {database}.{table}"))
+                    .execute()
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    fetches("STOP").await;
     let s3 = testkit::shared_s3();
     let mut reports = Vec::new();
-    for node in replicas.nodes() {
+    for (i, reader) in [&first, &second].into_iter().enumerate() {
+        if i == 1 {
+            let records = "SELECT count() FROM rollup_builds";
+            let built: u64 = first.query(records).fetch_one().await.unwrap();
+            assert!(built > 0, "the first replica's report built rollups");
+            testkit::eventually(
+                Duration::from_secs(60),
+                "the first replica's build records on the second",
+                || async {
+                    let fetched: u64 = second.query(records).fetch_one().await?;
+                    Ok((fetched == built).then_some(()))
+                },
+            )
+            .await
+            .unwrap();
+            let rows: u64 = second
+                .query("SELECT count() FROM commerce_daily")
+                .fetch_one()
+                .await
+                .unwrap();
+            assert_eq!(rows, 0, "the rollups' rows stayed on the first replica");
+        }
         let bucket = testkit::unique_bucket();
         s3.create_bucket(&bucket).unwrap();
         let store = report_store(&s3.endpoint(), &bucket).await;
-        let reader = clickhouse(&node.url(), &database);
-        let (report, _keys) = reporter::run::run(&reader, &store, utc_date(base))
+        let (report, _keys) = reporter::run::run(reader, &store, utc_date(base))
             .await
             .unwrap();
         crate::full_path::oracle(&report, &truth);
         reports.push(report);
     }
-    assert!(reports[0] == reports[1], "the replicas' reports differ");
+    fetches("START").await;
+    let json = |r: &reporter::report::MarketplaceReport| serde_json::to_string_pretty(r).unwrap();
+    let (one, two) = (json(&reports[0]), json(&reports[1]));
+    assert!(
+        one == two,
+        "the replicas' reports differ, first at:\n{}",
+        first_difference(&one, &two)
+    );
 
     // The first replica dies again: the reporter, given both URLs as CLICKHOUSE_URL lists
     // them, writes the same report through the second.
@@ -593,8 +648,27 @@ async fn reports_through_either_replica_equal_the_truth_after_a_replica_kill() {
     )
     .await
     .unwrap();
+    let through = json(&written.report);
     assert!(
-        written.report == reports[0],
-        "the report through the surviving replica differs"
+        through == one,
+        "the report through the surviving replica differs, first at:\n{}",
+        first_difference(&one, &through)
     );
+}
+
+/// The first line where `a` and `b` differ, with the two lines before it, as `a` then `b`.
+fn first_difference(a: &str, b: &str) -> String {
+    let (a, b): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    let at = (0..a.len().max(b.len()))
+        .find(|&i| a.get(i) != b.get(i))
+        .unwrap_or(0);
+    let context = |lines: &[&str]| {
+        lines[at.saturating_sub(2).min(lines.len())..(at + 1).min(lines.len())].join("\n")
+    };
+    format!(
+        "line {}:\n{}\n-- against --\n{}",
+        at + 1,
+        context(&a),
+        context(&b)
+    )
 }

@@ -1042,7 +1042,7 @@ fn every_clickhouse_panel_runs_on_a_current_clickhouse() {
     }));
     statements.push(serde_json::json!({
         "name": "daily rollup record",
-        "sql": reporter::rollup::record("2026-01-01", Default::default(), 1),
+        "sql": reporter::rollup::record("2026-01-01", Default::default(), 1, 0),
     }));
     // the hour of those purchases built and recorded too: the panels that read built hours
     // read the hourly rollups with whole-hour buckets

@@ -46,8 +46,12 @@ fn shipped_statements() -> Vec<(String, String)> {
         ));
     }
     out.push((
+        "rollup build_rows".to_owned(),
+        reporter::rollup::render(reporter::rollup::BUILD_ROWS, 1, DAY),
+    ));
+    out.push((
         "rollup record".to_owned(),
-        reporter::rollup::record(DAY, Default::default(), 1),
+        reporter::rollup::record(DAY, Default::default(), 1, 0),
     ));
     // an hour's rollups for the dashboards (the hour of the largest lines), as `serve` builds
     // them, and the reads that decide which hours to build

@@ -463,6 +463,53 @@ async fn late_events_and_copies_after_a_build_change_the_report_as_the_truth_say
     assert_eq!(copied.funnel, after.funnel);
 }
 
+/// A server that holds the record of a day's build but not every row of it (a replica that
+/// fetched the record first; here the day's audience rows dropped) does not read the day as
+/// built: it builds it again, and the report is the one the whole build gave. The replicated
+/// case itself is e2e `reports_through_either_replica_equal_the_truth_after_a_replica_kill`.
+#[tokio::test]
+async fn a_build_whose_rows_this_server_lacks_is_built_again() {
+    let client = fixture::seeded().await;
+    let (_bucket, store) = fixture::store().await;
+    let whole = run_with(&client, &store, DAY, &fixture::options())
+        .await
+        .unwrap()
+        .report;
+    assert_eq!(
+        rollup::ensure(&client, DAY).await.unwrap(),
+        Outcome::Current
+    );
+    let built = rollup::built_state(&client, DAY).await.unwrap();
+    assert!(built.is_some());
+
+    // the day's month of audience rows gone: the record stays, a part of its rows does not
+    let month = format!("{}{:02}", DAY.year(), u8::from(DAY.month()));
+    client
+        .query(&format!(
+            "ALTER TABLE audience_daily DROP PARTITION {month}"
+        ))
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(rollup::built_state(&client, DAY).await.unwrap(), built);
+    assert!(matches!(
+        rollup::ensure(&client, DAY).await.unwrap(),
+        Outcome::Built(_)
+    ));
+    let again = run_with(&client, &store, DAY, &fixture::options())
+        .await
+        .unwrap()
+        .report;
+    assert!(whole.commerce.totals.users > 0);
+    assert_eq!(again.commerce, whole.commerce);
+    assert_eq!(again.funnel, whole.funnel);
+    assert_eq!(
+        rollup::ensure(&client, DAY).await.unwrap(),
+        Outcome::Current,
+        "the new build is whole"
+    );
+}
+
 /// One row of purchases per hour, region, store and category: how many, and their revenue.
 #[derive(Debug, PartialEq, clickhouse::Row, serde::Deserialize)]
 struct CategoryHour {
