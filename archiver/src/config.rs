@@ -106,7 +106,8 @@ pub struct SegmentArgs {
     /// ends them on the hour)
     #[arg(long, global = true, env = "ARCHIVER_ROLL_EVERY", default_value = "1h", value_parser = parse_positive_duration)]
     pub roll_every: Duration,
-    /// Stream entries per XREADGROUP
+    /// Stream entries per XREADGROUP, at most: a read also asks for no more than
+    /// ARCHIVER_READ_BYTES' worth of entries
     #[arg(
         long,
         global = true,
@@ -114,6 +115,17 @@ pub struct SegmentArgs {
         default_value_t = 100
     )]
     pub read_count: u64,
+    /// About the most entry bytes one XREADGROUP asks for: as many entries of the largest
+    /// size read so far as fit, at least one. Redis holds a reply whole in its memory,
+    /// which counts against its maxmemory, and the archiver reads it whole
+    #[arg(
+        long,
+        global = true,
+        env = "ARCHIVER_READ_BYTES",
+        default_value_t = consumer::batch::MIN_READ_BYTES as u64,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub read_bytes: u64,
 }
 
 /// The smallest object bound: room for the footer and a few pages.

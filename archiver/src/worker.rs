@@ -111,6 +111,10 @@ pub struct Worker {
     object_bytes: usize,
     roll_every: Duration,
     read_count: u64,
+    /// A read's reply, at most about: see `consumer::source::entries_within`.
+    read_bytes: usize,
+    /// The largest entry read so far, in bytes, which sizes the next reads.
+    largest_entry: usize,
     backoff: Backoff,
     attempt: u32,
     /// Consecutive failed reads: the backoff's attempt before the next one, so that a Redis
@@ -171,6 +175,8 @@ impl Worker {
             object_bytes: settings.segment.object_bytes,
             roll_every: settings.segment.roll_every.max(Duration::from_secs(1)),
             read_count: settings.segment.read_count,
+            read_bytes: usize::try_from(settings.segment.read_bytes).unwrap_or(usize::MAX),
+            largest_entry: 0,
             backoff: Backoff::default(),
             read_failures: 0,
             attempt: 0,
@@ -198,10 +204,7 @@ impl Worker {
         let last = consumer::source::parse_id(&marker.last);
         let mut held = Vec::new();
         loop {
-            let entries = self
-                .source
-                .read(self.read_count, Duration::from_millis(1))
-                .await?;
+            let entries = self.read(Duration::from_millis(1)).await?;
             if entries.is_empty() {
                 break;
             }
@@ -245,6 +248,17 @@ impl Worker {
         &self.source
     }
 
+    /// Reads the next entries, blocking up to `block` for new ones: at most `read_count`,
+    /// and about `read_bytes` at the size of the largest entry read so far.
+    async fn read(&mut self, block: Duration) -> Result<Vec<RawEntry>, fred::error::Error> {
+        let count =
+            consumer::source::entries_within(self.read_bytes, self.largest_entry, self.read_count);
+        let entries = self.source.read(count, block).await?;
+        let largest = entries.iter().map(RawEntry::size).max().unwrap_or(0);
+        self.largest_entry = self.largest_entry.max(largest);
+        Ok(entries)
+    }
+
     /// The wall clock's roll period now.
     fn period(&self) -> u64 {
         now_secs() / self.roll_every.as_secs()
@@ -264,7 +278,7 @@ impl Worker {
             // Wake up when the period ends, to seal what was read during it.
             let left = self.roll_every.as_secs() - now_secs() % self.roll_every.as_secs();
             let wait = Duration::from_secs(left).min(Duration::from_secs(5));
-            match self.source.read(self.read_count, wait).await {
+            match self.read(wait).await {
                 Ok(entries) => {
                     self.read_failures = 0;
                     self.pending.extend(entries);

@@ -28,7 +28,8 @@ impl RawEntry {
         crate::source::parse_id(&self.id).map(|(ms, _)| ms)
     }
 
-    fn size(&self) -> usize {
+    /// The entry's size as batches and reads count it: its events' bytes and its id.
+    pub fn size(&self) -> usize {
         self.fields.batch.as_ref().map_or(0, Bytes::len) + self.id.len()
     }
 }
@@ -116,15 +117,12 @@ impl Batch {
     /// events each would be hundreds of MiB, read into memory before the byte limit could
     /// say no.
     pub fn read_budget(&self, count: u64) -> u64 {
-        if self.largest_entry == 0 {
-            return count.clamp(1, 16);
-        }
         let left = self
             .limits
             .max_bytes
             .saturating_sub(self.bytes)
             .min(self.read_bytes());
-        ((left / self.largest_entry) as u64).clamp(1, count.max(1))
+        crate::source::entries_within(left, self.largest_entry, count)
     }
 
     /// Makes the batch due at once: for entries that already waited (taken over from a dead

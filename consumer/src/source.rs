@@ -17,6 +17,19 @@ use crate::{batch::RawEntry, config::GroupArgs, dead_letter};
 /// How much longer than its block a blocking read may take to answer.
 const READ_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 
+/// How many entries one read may ask for so that its reply stays within about `bytes`: as
+/// many entries of the largest size seen so far (`largest_entry`; 16 while none has been
+/// seen) as fit, at least one, at most `count`. Redis builds a reply whole in its own memory
+/// before sending it, which counts against its `maxmemory` (a full Redis refuses the
+/// gateway's writes), and the client reads it whole into a buffer that doubles as it fills:
+/// a count of entries alone lets entries of a few MiB each make both hundreds of MiB.
+pub fn entries_within(bytes: usize, largest_entry: usize, count: u64) -> u64 {
+    if largest_entry == 0 {
+        return count.clamp(1, 16);
+    }
+    ((bytes / largest_entry) as u64).clamp(1, count.max(1))
+}
+
 /// Reads and acknowledges one stream as one consumer of one group.
 pub struct Source {
     /// Used only for blocking `XREADGROUP`: a blocked connection would delay every other
@@ -556,6 +569,21 @@ fn raw_entry(id: String, fields: HashMap<String, Value>) -> RawEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_asks_for_the_entries_that_fit_its_bytes_at_least_one_at_most_count() {
+        // nothing seen yet: a few, whatever their size
+        assert_eq!(entries_within(8 << 20, 0, 100), 16);
+        assert_eq!(entries_within(8 << 20, 0, 5), 5);
+        // entries of 2,000 events (~274 KB): 30 in 8 MiB, not the 100 asked for
+        assert_eq!(entries_within(8 << 20, 274_000, 100), 30);
+        // entries of the gateway's largest request (4 MiB): two, then one past the budget
+        assert_eq!(entries_within(8 << 20, 4 << 20, 100), 2);
+        assert_eq!(entries_within(8 << 20, 5 << 20, 100), 1);
+        // small entries: the count binds
+        assert_eq!(entries_within(8 << 20, 1_000, 100), 100);
+        assert_eq!(entries_within(8 << 20, 1_000, 0), 1);
+    }
 
     #[test]
     fn ids_order_numerically() {

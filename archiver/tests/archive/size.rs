@@ -89,3 +89,40 @@ async fn a_small_object_bound_rolls_objects_at_the_bound() {
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(archived.len(), 20_000, "every event archived, once");
 }
+
+/// A read asks for about `--read-bytes` of entries at the size of the largest read so far,
+/// not for `--read-count` entries whatever their size: Redis holds a reply whole in its
+/// memory, counted against its `maxmemory`, and the archiver reads it whole. With a budget
+/// smaller than one entry, every read after the first (16 entries, before any size is
+/// known) takes one entry, where one read of 100 would take all of them; every event is
+/// still archived once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_ask_for_read_bytes_worth_of_entries() {
+    let env = Env::shared();
+    let base = e2e::event_time_base();
+    let truth = env.publish_at(40_000, 0, 37, base, 1_000, &[]).await;
+    assert_eq!(truth.accepted, 40_000);
+    let mut worker = env
+        .worker(&["--read-count", "100", "--read-bytes", "1000"])
+        .await;
+    let entries = env.archiver_backlog() as usize;
+    assert!(entries >= 40, "{entries} entries");
+    let mut reads = Vec::new();
+    loop {
+        match worker.step().await.unwrap() {
+            archiver::worker::Outcome::Read(n) => reads.push(n),
+            archiver::worker::Outcome::Idle => break,
+            other => panic!("only reads until the stream is read: {other:?}"),
+        }
+    }
+    assert_eq!(reads.iter().sum::<usize>(), entries, "{reads:?}");
+    assert_eq!(reads[0], 16, "{reads:?}");
+    assert!(reads[1..].iter().all(|&n| n == 1), "{reads:?}");
+    let segments = drain(&mut worker).await;
+    assert_eq!(
+        segments.iter().map(|s| s.rows).sum::<u64>(),
+        40_000,
+        "{segments:?}"
+    );
+    assert_eq!(env.archiver_backlog(), 0);
+}
