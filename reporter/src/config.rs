@@ -49,7 +49,7 @@ pub enum Command {
         #[arg(long, env = "REPORTER_AT", value_parser = parse_time, default_value = "01:00")]
         at: Time,
         /// Days before today checked on every pass: missing reports are written, reports
-        /// whose data grew after their watermark rewritten (events arrive up to 7 days late)
+        /// whose data grew since they were written rewritten (events arrive up to 7 days late)
         #[arg(long, env = "REPORTER_LOOKBACK_DAYS", default_value_t = 8,
               value_parser = clap::value_parser!(u32).range(1..=366))]
         lookback_days: u32,

@@ -55,7 +55,8 @@ pub struct Fetched {
     pub today: DayRows,
     pub previous: DayRows,
     pub unsold: Vec<UnsoldRow>,
-    pub watermark: u32,
+    /// The state of the data read, taken before anything else was.
+    pub data: DataState,
     /// Identities of the day also seen on another day (query `CONFLICTS`).
     pub conflicts: u64,
 }
@@ -109,30 +110,48 @@ fn unsold_from(date: Date, unsold_days: u32) -> Date {
     date - Duration::days(i64::from(unsold_days.max(1)) - 1)
 }
 
-/// The watermark of the data `date`'s reports read (the day, the day before, the unsold
-/// window, and the 7 days before the day that its conflict figure in `conflicts_daily`
-/// reads): the latest `received_at` in it, 0 when there is none.
-pub async fn watermark(client: &Client, date: Date, unsold_days: u32) -> Result<u32, QueryError> {
+/// The state of the data a day's reports read (the day, the day before, the unsold window,
+/// and the 7 days before the day that its conflict figure in `conflicts_daily` reads), as
+/// [`queries::WATERMARK`] reads it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clickhouse::Row, serde::Deserialize)]
+pub struct DataState {
+    /// The latest `received_at` in it (Unix seconds), 0 when there is none.
+    pub watermark: u32,
+    /// Its rows in both event tables, copies included.
+    pub rows: u64,
+}
+
+/// The state of the data `date`'s reports read now.
+pub async fn data_state(
+    client: &Client,
+    date: Date,
+    unsold_days: u32,
+) -> Result<DataState, QueryError> {
     let first = unsold_from(date, unsold_days).min(date - Duration::days(7));
-    let watermark: Vec<u32> = rows(
+    let state: Vec<DataState> = rows(
         client,
         "watermark",
         queries::WATERMARK,
         &[first, date, first, date],
     )
     .await?;
-    Ok(watermark.into_iter().next().unwrap_or(0))
+    Ok(state.into_iter().next().unwrap_or_default())
 }
 
 /// Queries `date`, the day before it, and the `unsold_days` ending on `date`, after bringing
 /// their rollups up to date ([`crate::rollup::ensure_days`]) and the day's conflict figure
 /// ([`crate::rollup::ensure_conflicts`]).
+///
+/// The state of the data comes first: every row it counts is in what the rollups then read,
+/// and a row that arrives while they are built or read makes a later state differ, so
+/// `serve` writes the day again (`schedule::due_days`). Taken after the builds, it counted
+/// rows they had missed, and a day whose last late row came then was never rewritten.
 pub async fn fetch(client: &Client, date: Date, unsold_days: u32) -> Result<Fetched, QueryError> {
     let previous_date = date - Duration::days(1);
     let unsold_from = unsold_from(date, unsold_days);
+    let data = data_state(client, date, unsold_days).await?;
     crate::rollup::ensure_days(client, unsold_from.min(previous_date), date).await?;
     crate::rollup::ensure_conflicts(client, date).await?;
-    let watermark = watermark(client, date, unsold_days).await?;
     // the two days are independent; ClickHouse runs them on separate cores
     let (today, previous) =
         tokio::try_join!(day_rows(client, date), day_rows(client, previous_date))?;
@@ -164,7 +183,7 @@ pub async fn fetch(client: &Client, date: Date, unsold_days: u32) -> Result<Fetc
         today,
         previous,
         unsold: rows(client, "unsold", queries::UNSOLD, &[unsold_from, date]).await?,
-        watermark,
+        data,
         conflicts: rows(client, "conflicts", queries::CONFLICTS, &[date])
             .await?
             .into_iter()

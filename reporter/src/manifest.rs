@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
-use crate::{objects::Object, tables::utc};
+use crate::{fetch::DataState, objects::Object, tables::utc};
 
 /// One object listed in the manifest.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -22,6 +22,8 @@ pub struct Entry {
 pub struct Superseded {
     pub generated_at: String,
     pub watermark: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
 }
 
 /// `reports/<date>/manifest.json`.
@@ -34,6 +36,10 @@ pub struct Manifest {
     /// Latest `received_at` of the data included (Unix seconds and RFC 3339).
     pub watermark: u32,
     pub watermark_utc: String,
+    /// Rows of the event tables in the days the reports read, copies included, counted
+    /// before they were read (none in manifests written before this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
     /// Every object, sorted by key.
     pub objects: Vec<Entry>,
     /// The run this one rewrote, when the day had reports already (late data, a rerun).
@@ -44,7 +50,7 @@ pub struct Manifest {
 impl Manifest {
     pub fn new(
         date: &str,
-        watermark: u32,
+        data: DataState,
         generated_at: OffsetDateTime,
         objects: &[Object],
     ) -> Manifest {
@@ -66,8 +72,9 @@ impl Manifest {
                 .expect("0 is a valid nanosecond")
                 .format(&Rfc3339)
                 .expect("rfc 3339 formats every time"),
-            watermark,
-            watermark_utc: utc(watermark),
+            watermark: data.watermark,
+            watermark_utc: utc(data.watermark),
+            rows: Some(data.rows),
             objects: entries,
             supersedes: None,
         }
@@ -78,7 +85,22 @@ impl Manifest {
         Superseded {
             generated_at: self.generated_at.clone(),
             watermark: self.watermark,
+            rows: self.rows,
         }
+    }
+
+    /// Whether the data of the day's reports changed since this run read it (`now`): rows
+    /// received after its watermark, or, at the same watermark, another number of rows than
+    /// it counted. Rows can arrive with an earlier `received_at` than some already loaded:
+    /// several consumers or stream shards load out of that order, a consumer takes over a
+    /// dead one's entries, a replica fetches an older part after a newer one; the watermark
+    /// alone missed them for good. A merge of copies also changes the count (the rewrite has
+    /// the same figures), and it could hide as many rows arriving, which the next change of
+    /// either then catches. An earlier watermark is a server behind this run's (a replica
+    /// still fetching): never a reason to rewrite.
+    pub fn is_older_than(&self, now: DataState) -> bool {
+        now.watermark > self.watermark
+            || (now.watermark == self.watermark && self.rows.is_some_and(|rows| now.rows != rows))
     }
 
     /// The manifest as an object to upload.
@@ -109,7 +131,12 @@ mod tests {
                 content_type: "text/csv",
             },
         ];
-        let m = Manifest::new("2026-01-15", 0, OffsetDateTime::UNIX_EPOCH, &objects);
+        let m = Manifest::new(
+            "2026-01-15",
+            DataState::default(),
+            OffsetDateTime::UNIX_EPOCH,
+            &objects,
+        );
         assert_eq!(m.objects[0].key, "a");
         assert_eq!(
             m.objects[1].sha256,
@@ -117,5 +144,48 @@ mod tests {
         );
         assert_eq!(m.generated_at, "1970-01-01T00:00:00Z");
         assert_eq!(m.object().key, "reports/2026-01-15/manifest.json");
+    }
+
+    #[test]
+    fn a_day_is_older_than_its_data_when_rows_were_received_later_or_grew() {
+        let read = DataState {
+            watermark: 100,
+            rows: 10,
+        };
+        let m = Manifest::new("2026-01-15", read, OffsetDateTime::UNIX_EPOCH, &[]);
+        assert!(!m.is_older_than(read));
+        let later = DataState {
+            watermark: 101,
+            ..read
+        };
+        assert!(m.is_older_than(later), "received after the watermark");
+        let loaded_late = DataState { rows: 11, ..read };
+        assert!(
+            m.is_older_than(loaded_late),
+            "received before it, loaded after"
+        );
+        let merged = DataState { rows: 9, ..read };
+        assert!(
+            m.is_older_than(merged),
+            "a merge of copies: the same figures again"
+        );
+        let behind = DataState {
+            watermark: 99,
+            rows: 11,
+        };
+        assert!(
+            !m.is_older_than(behind),
+            "a replica behind this run's server"
+        );
+        // a manifest written before it counted rows: the watermark alone
+        let old: Manifest = serde_json::from_str(
+            &serde_json::to_string(&m)
+                .unwrap()
+                .replace("\"rows\":10,", ""),
+        )
+        .unwrap();
+        assert_eq!(old.rows, None);
+        assert!(!old.is_older_than(loaded_late));
+        assert!(old.is_older_than(later));
     }
 }

@@ -298,10 +298,12 @@ GROUP BY seller_id, product_id
 HAVING sumIf(events, type = 'purchase') = 0 AND sumIf(events, type = 'view') > 0
 ORDER BY seller_id, product_id";
 
-/// The latest `received_at` of the data a report reads (Unix seconds): its watermark.
+/// The state of the data a report reads: the latest `received_at` (Unix seconds), its
+/// watermark, and the rows, copies included (`count()` without `FINAL`: not a figure of any
+/// report, but what tells that rows arrived since, whatever their `received_at`).
 /// Params: first date, last date, first date, last date.
 pub const WATERMARK: &str = "\
-SELECT toUInt32(max(received_at)) AS watermark
+SELECT toUInt32(max(received_at)) AS watermark, count() AS rows
 FROM (
     SELECT received_at FROM commerce_events
     WHERE toDate(occurred_at) >= toDate(?) AND toDate(occurred_at) <= toDate(?)

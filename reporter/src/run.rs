@@ -8,7 +8,7 @@ use time::{Date, OffsetDateTime};
 use crate::{
     build::{self, Options},
     error::Error,
-    fetch,
+    fetch::{self, DataState},
     manifest::{Manifest, Superseded},
     objects::{self, Object},
     report::MarketplaceReport,
@@ -51,12 +51,13 @@ pub struct Written {
 }
 
 /// Queries the day and renders every object of its reports; no upload. The same data
-/// gives the same objects, byte for byte.
+/// gives the same objects, byte for byte. Also returns the sellers reported and the state
+/// of the data read, which the manifest records.
 pub async fn render(
     client: &Client,
     date: Date,
     options: &RunOptions,
-) -> Result<(MarketplaceReport, Vec<u64>, Vec<Object>), Error> {
+) -> Result<(MarketplaceReport, Vec<u64>, Vec<Object>, DataState), Error> {
     let fetched = fetch::fetch(client, date, options.build.plan.unsold_days).await?;
     let report = build::marketplace(&fetched, &options.build)?;
     let seller_ids = match &options.sellers {
@@ -71,7 +72,7 @@ pub async fn render(
             *id,
         )?));
     }
-    Ok((report, seller_ids, out))
+    Ok((report, seller_ids, out, fetched.data))
 }
 
 /// Builds and uploads the reports of `date` with `options`; the manifest goes last, so
@@ -142,13 +143,8 @@ async fn write_reports(
     options: &RunOptions,
     supersedes: Option<Superseded>,
 ) -> Result<Written, Error> {
-    let (report, seller_ids, objects) = render(client, date, options).await?;
-    let mut manifest = Manifest::new(
-        &report.date,
-        report.watermark,
-        OffsetDateTime::now_utc(),
-        &objects,
-    );
+    let (report, seller_ids, objects, data) = render(client, date, options).await?;
+    let mut manifest = Manifest::new(&report.date, data, OffsetDateTime::now_utc(), &objects);
     manifest.supersedes = supersedes;
     let mut keys = Vec::with_capacity(objects.len() + 1);
     for o in objects.into_iter().chain([manifest.object()]) {

@@ -53,7 +53,7 @@ impl Default for CatchUp {
 pub enum Due {
     /// The day has data but no manifest: missed while the service was down, or failed.
     Missing,
-    /// Data arrived after the manifest's watermark: late events.
+    /// Data arrived since the manifest's run read it: late events (`Manifest::is_older_than`).
     Late(Superseded),
 }
 
@@ -79,7 +79,7 @@ pub async fn due_days(
     let mut due = Vec::new();
     for back in (1..=i64::from(lookback_days.max(1))).rev() {
         let day = today - Duration::days(back);
-        let watermark = fetch::watermark(client, day, options.build.plan.unsold_days).await?;
+        let now = fetch::data_state(client, day, options.build.plan.unsold_days).await?;
         let manifest = match store.get_if_exists(&manifest_key(&day.to_string())).await? {
             Some(bytes) => Some(
                 serde_json::from_slice::<Manifest>(&bytes).map_err(|source| Error::Manifest {
@@ -90,8 +90,8 @@ pub async fn due_days(
             None => None,
         };
         match manifest {
-            None if watermark > 0 => due.push((day, Due::Missing)),
-            Some(m) if watermark > m.watermark => due.push((day, Due::Late(m.superseded()))),
+            None if now.rows > 0 => due.push((day, Due::Missing)),
+            Some(m) if m.is_older_than(now) => due.push((day, Due::Late(m.superseded()))),
             _ => {}
         }
     }
