@@ -321,12 +321,20 @@ pub async fn built_state(client: &Client, date: Date) -> Result<Option<BaseState
 
 /// The rows of the build `version` of `date` this server holds ([`BUILD_ROWS`]).
 pub async fn build_rows(client: &Client, date: Date, version: u64) -> Result<u64, QueryError> {
-    let day = date.to_string();
-    let mut query = client.query(BUILD_ROWS).bind(version);
-    for _ in 1..BUILD_ROWS.matches('?').count() {
-        query = query.bind(&day);
+    versioned(client, BUILD_ROWS, version, &date.to_string())
+        .fetch_one()
+        .await
+        .map_err(failed("build_rows", date))
+}
+
+/// `sql` with its parameters bound as [`render`] writes them in: `version` first, then `at`
+/// (a date or an hour) for every `?` after it.
+fn versioned(client: &Client, sql: &str, version: u64, at: &str) -> clickhouse::query::Query {
+    let mut query = client.query(sql).bind(version);
+    for _ in 1..sql.matches('?').count() {
+        query = query.bind(at);
     }
-    query.fetch_one().await.map_err(failed("build_rows", date))
+    query
 }
 
 /// The version of a build starting now: Unix nanoseconds.
@@ -367,11 +375,7 @@ async fn run_side_by_side(
         let client = client.clone();
         let at = at.to_owned();
         running.spawn(async move {
-            let mut query = client.query(sql).bind(version);
-            for _ in 1..sql.matches('?').count() {
-                query = query.bind(&at);
-            }
-            query
+            versioned(&client, sql, version, &at)
                 .with_setting("insert_distributed_sync", "1")
                 .execute()
                 .await

@@ -369,19 +369,29 @@ async fn insert_late(client: &Client, sales: &[Sale], received: u32) {
     insert.end().await.unwrap();
 }
 
-#[tokio::test]
-async fn late_events_and_copies_after_a_build_change_the_report_as_the_truth_says() {
+/// The seeded day reported once, which built its rollups: the client, the store and the
+/// report; nothing changed since, so the day is current.
+async fn reported() -> (
+    Client,
+    reporter::store::ReportStore,
+    reporter::report::MarketplaceReport,
+) {
     let client = fixture::seeded().await;
     let (_bucket, store) = fixture::store().await;
-    let before = run_with(&client, &store, DAY, &fixture::options())
+    let report = run_with(&client, &store, DAY, &fixture::options())
         .await
         .unwrap()
         .report;
-    // the run built the day; nothing changed since
     assert_eq!(
         rollup::ensure(&client, DAY).await.unwrap(),
         Outcome::Current
     );
+    (client, store, report)
+}
+
+#[tokio::test]
+async fn late_events_and_copies_after_a_build_change_the_report_as_the_truth_says() {
+    let (client, store, before) = reported().await;
 
     // after the build: a copy of an event already counted (a redelivery), and two late
     // views of product 3 (one of them loaded twice), by a new user
@@ -469,16 +479,7 @@ async fn late_events_and_copies_after_a_build_change_the_report_as_the_truth_say
 /// case itself is e2e `reports_through_either_replica_equal_the_truth_after_a_replica_kill`.
 #[tokio::test]
 async fn a_build_whose_rows_this_server_lacks_is_built_again() {
-    let client = fixture::seeded().await;
-    let (_bucket, store) = fixture::store().await;
-    let whole = run_with(&client, &store, DAY, &fixture::options())
-        .await
-        .unwrap()
-        .report;
-    assert_eq!(
-        rollup::ensure(&client, DAY).await.unwrap(),
-        Outcome::Current
-    );
+    let (client, store, whole) = reported().await;
     let built = rollup::built_state(&client, DAY).await.unwrap();
     assert!(built.is_some());
 
