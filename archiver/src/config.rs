@@ -188,6 +188,21 @@ mod tests {
     }
 
     #[test]
+    fn reads_are_bounded_at_8_mib_unless_set_and_never_at_zero_bytes() {
+        let s = Settings::try_parse_from(["archiver"]).unwrap();
+        assert_eq!(s.segment.read_bytes, 8 * 1024 * 1024);
+        assert_eq!(s.segment.read_count, 100);
+        let s = Settings::try_parse_from(["archiver", "--read-bytes", "1"]).unwrap();
+        assert_eq!(s.segment.read_bytes, 1);
+        for bad in ["0", "-1", "8MiB", ""] {
+            assert!(
+                Settings::try_parse_from(["archiver", "--read-bytes", bad]).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn replay_rejected_takes_a_date_a_dry_run_and_the_gateway_s_window() {
         let s = Settings::try_parse_from(["archiver", "replay-rejected", "--date", "2026-12-02"])
             .unwrap();
