@@ -18,14 +18,17 @@ use crate::{batch::RawEntry, config::GroupArgs, dead_letter};
 const READ_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 
 /// How many entries one read may ask for so that its reply stays within about `bytes`: as
-/// many entries of the largest size seen so far (`largest_entry`; 16 while none has been
-/// seen) as fit, at least one, at most `count`. Redis builds a reply whole in its own memory
-/// before sending it, which counts against its `maxmemory` (a full Redis refuses the
-/// gateway's writes), and the client reads it whole into a buffer that doubles as it fills:
-/// a count of entries alone lets entries of a few MiB each make both hundreds of MiB.
+/// many entries of the largest size seen so far (`largest_entry`) as fit, at least one, at
+/// most `count`; one while none has been seen, since nothing then bounds an entry's size but
+/// the gateway's largest request, which is the gateway's setting, not the reader's. Redis
+/// builds a reply whole in its own memory before sending it, which counts against its
+/// `maxmemory` (a full Redis refuses the gateway's writes), and the client reads it whole
+/// into a buffer that doubles as it fills: a count of entries alone lets entries of a few
+/// MiB each make both hundreds of MiB. The one read of a single entry happens once per
+/// process, as the largest size seen is kept.
 pub fn entries_within(bytes: usize, largest_entry: usize, count: u64) -> u64 {
     if largest_entry == 0 {
-        return count.clamp(1, 16);
+        return 1;
     }
     ((bytes / largest_entry) as u64).clamp(1, count.max(1))
 }
@@ -572,9 +575,9 @@ mod tests {
 
     #[test]
     fn a_read_asks_for_the_entries_that_fit_its_bytes_at_least_one_at_most_count() {
-        // nothing seen yet: a few, whatever their size
-        assert_eq!(entries_within(8 << 20, 0, 100), 16);
-        assert_eq!(entries_within(8 << 20, 0, 5), 5);
+        // nothing seen yet: one, which may be of any size
+        assert_eq!(entries_within(8 << 20, 0, 100), 1);
+        assert_eq!(entries_within(8 << 20, 0, 0), 1);
         // entries of 2,000 events (~274 KB): 30 in 8 MiB, not the 100 asked for
         assert_eq!(entries_within(8 << 20, 274_000, 100), 30);
         // entries of the gateway's largest request (4 MiB): two, then one past the budget

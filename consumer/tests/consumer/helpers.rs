@@ -231,6 +231,20 @@ pub fn queued_batch(ids: &[String]) -> QueuedBatch {
     }
 }
 
+/// Steps `worker` until it has read `entries` entries into its batch, each step a read: the
+/// first read of a consumer asks for one entry (nothing bounds an entry's size before one is
+/// seen, `source::entries_within`), the next ones for what fits.
+pub async fn read_entries(worker: &mut consumer::Worker, entries: usize) {
+    let mut read = 0;
+    while read < entries {
+        match worker.step().await.unwrap() {
+            consumer::Outcome::Read(n) => read += n,
+            other => panic!("{read} of {entries} entries read, then {other:?}"),
+        }
+    }
+    assert_eq!(read, entries, "no more than asked for");
+}
+
 /// Steps `worker` (flushing whenever it read) until `done`, at most `timeout`.
 pub async fn drive<F, Fut>(worker: &mut consumer::Worker, timeout: Duration, mut done: F)
 where

@@ -12,7 +12,7 @@ async fn own_pending_entries_load_after_a_restart() {
     let settings = env.settings("c1", &[]);
 
     let mut worker = consumer::Worker::connect(&settings).await.unwrap();
-    assert_eq!(worker.step().await.unwrap(), consumer::Outcome::Read(4));
+    read_entries(&mut worker, 4).await;
     drop(worker);
     assert_eq!(env.pending("loader").await, 4, "read, not acknowledged");
 
@@ -32,7 +32,7 @@ async fn idle_entries_of_a_dead_consumer_are_taken_over() {
     let mut dead = consumer::Worker::connect(&env.settings("dead", &[]))
         .await
         .unwrap();
-    assert_eq!(dead.step().await.unwrap(), consumer::Outcome::Read(3));
+    read_entries(&mut dead, 3).await;
     drop(dead);
     // New entries keep arriving; the live consumer reads them and claims the old ones.
     env.publish_many(2, 10).await;
