@@ -60,7 +60,8 @@ pub struct GroupArgs {
     #[arg(long, global = true, env = "CONSUMER_NAME", default_value_t = pipeline::config::host_name("consumer"))]
     pub consumer_name: String,
     /// Other groups created at the start of the stream if missing (comma-separated, e.g. the
-    /// archiver's), so trimming keeps every entry for them even before their first reader starts
+    /// archiver's), so trimming keeps every entry for them even before their first reader
+    /// starts; empty names are ignored, so an empty variable names none
     #[arg(
         long,
         global = true,
@@ -68,6 +69,19 @@ pub struct GroupArgs {
         value_delimiter = ','
     )]
     pub retain_groups: Vec<String>,
+}
+
+impl GroupArgs {
+    /// The groups of `CONSUMER_RETAIN_GROUPS`, trimmed, without empty names: an empty
+    /// variable (`CONSUMER_RETAIN_GROUPS=`, as an env file leaves one) parses as one empty
+    /// name, and a group of that name, which no reader would ever acknowledge for, would keep
+    /// every entry from trimming until Redis filled and the gateway refused every write.
+    pub fn retained_groups(&self) -> impl Iterator<Item = &str> {
+        self.retain_groups
+            .iter()
+            .map(|name| name.trim())
+            .filter(|name| !name.is_empty())
+    }
 }
 
 /// When a batch is flushed to ClickHouse: whichever limit is reached first.
@@ -191,6 +205,24 @@ mod tests {
         assert!(matches!(s.command, Some(Command::Replay { all: true, .. })));
         assert!(Settings::try_parse_from(["consumer", "replay"]).is_err());
         assert!(Settings::try_parse_from(["consumer", "replay", "1-0", "--all"]).is_err());
+    }
+
+    #[test]
+    fn empty_retained_group_names_are_ignored() {
+        let groups = |args: &[&str]| {
+            let s = Settings::try_parse_from(args).unwrap();
+            s.group
+                .retained_groups()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert!(groups(&["consumer"]).is_empty());
+        // what an empty CONSUMER_RETAIN_GROUPS gives clap
+        assert!(groups(&["consumer", "--retain-groups", ""]).is_empty());
+        assert_eq!(
+            groups(&["consumer", "--retain-groups", " archiver, ,audit,"]),
+            ["archiver", "audit"]
+        );
     }
 
     #[test]

@@ -79,7 +79,7 @@ impl Source {
             claim_cursor: "0-0".to_owned(),
         };
         source.ensure_group().await?;
-        for other in &group.retain_groups {
+        for other in group.retained_groups() {
             source.ensure_other_group(other).await?;
         }
         Ok(source)

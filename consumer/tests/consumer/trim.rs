@@ -25,15 +25,7 @@ async fn a_slow_second_group_never_loses_entries() {
         env.pending("loader").await == 0 && env.rows().await == 100
     })
     .await;
-    // Trimming runs after a flush, at most once a second: give it two more chances.
-    for _ in 0..2 {
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        env.publish(&event_ids(1)).await;
-        drive(&mut worker, Duration::from_secs(30), || async {
-            env.pending("loader").await == 0
-        })
-        .await;
-    }
+    trim_twice_more(&env, &mut worker).await;
     assert_eq!(env.rows().await, 102);
     assert_eq!(
         env.xlen().await,
@@ -91,14 +83,7 @@ async fn a_slow_second_group_never_loses_entries() {
 async fn a_retained_group_keeps_entries_before_its_reader_starts() {
     let env = Env::shared().await;
     let mut worker = loaded_with_archiver_retained(&env).await;
-    for _ in 0..2 {
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        env.publish(&event_ids(1)).await;
-        drive(&mut worker, Duration::from_secs(30), || async {
-            env.pending("loader").await == 0
-        })
-        .await;
-    }
+    trim_twice_more(&env, &mut worker).await;
     assert_eq!(
         env.xlen().await,
         12,
@@ -114,6 +99,36 @@ async fn a_retained_group_keeps_entries_before_its_reader_starts() {
         12,
         "its group starts at the beginning"
     );
+}
+
+/// `CONSUMER_RETAIN_GROUPS=` (empty, as an env file leaves it) names no group: it parsed as
+/// one empty name, and the consumer created a group `""` that no reader acknowledges for,
+/// which kept every entry from trimming until Redis filled and the gateway refused writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_retain_groups_setting_retains_nothing() {
+    let env = Env::shared().await;
+    env.publish_many(10, 2).await;
+    let mut worker = consumer::Worker::connect(&env.settings("c1", &["--retain-groups", ""]))
+        .await
+        .unwrap();
+    drive(&mut worker, Duration::from_secs(30), || async {
+        env.pending("loader").await == 0 && env.rows().await == 20
+    })
+    .await;
+    let groups = testkit::shared_redis()
+        .cli(&["XINFO", "GROUPS", &env.stream])
+        .unwrap();
+    let lines: Vec<&str> = groups.lines().map(str::trim).collect();
+    let names: Vec<&str> = lines
+        .windows(2)
+        .filter(|w| w[0] == "name")
+        .map(|w| w[1])
+        .collect();
+    assert_eq!(names, ["loader"], "{groups}");
+    trim_twice_more(&env, &mut worker).await;
+    // 12 entries loaded: all trimmed but at most the last, loaded after the last trim
+    let left = env.xlen().await;
+    assert!(left <= 1, "{left} of 12 loaded entries left untrimmed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,4 +168,17 @@ async fn loaded_with_archiver_retained(env: &Env) -> consumer::Worker {
     })
     .await;
     worker
+}
+
+/// Trimming runs after a flush, at most once a second: two more chances, each a second
+/// later with one more entry (of one event) published and loaded.
+async fn trim_twice_more(env: &Env, worker: &mut consumer::Worker) {
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        env.publish(&event_ids(1)).await;
+        drive(worker, Duration::from_secs(30), || async {
+            env.pending("loader").await == 0
+        })
+        .await;
+    }
 }
