@@ -113,15 +113,30 @@ async fn publish_once_up(
 
 /// Steps a consumer until ClickHouse holds `events` rows.
 async fn load(settings: &consumer::Settings, database: &str, events: u64) {
+    load_until(settings, database, events, || async { true }).await;
+}
+
+/// Loads with a consumer until `events` rows are in and `also` holds: a consumer reads one
+/// entry before it knows their size, so the rows of the first entry can be in before a
+/// later entry is even read.
+async fn load_until<F, Fut>(settings: &consumer::Settings, database: &str, events: u64, mut also: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let mut worker = consumer::Worker::connect(settings).await.unwrap();
     let client = clickhouse(&testkit::shared_clickhouse().url(), database);
-    consume_until(&mut worker, Duration::from_secs(60), || async {
-        client
-            .query("SELECT (SELECT count() FROM commerce_events) + (SELECT count() FROM probe_results)")
-            .fetch_one::<u64>()
-            .await
-            .unwrap()
-            >= events
+    consume_until(&mut worker, Duration::from_secs(60), || {
+        let (client, also) = (&client, also());
+        async move {
+            client
+                .query("SELECT (SELECT count() FROM commerce_events) + (SELECT count() FROM probe_results)")
+                .fetch_one::<u64>()
+                .await
+                .unwrap()
+                >= events
+                && also.await
+        }
     })
     .await
     .unwrap();
@@ -174,10 +189,13 @@ async fn each_role_logs_in_as_its_acl_user_and_can_do_only_its_job() {
         &database,
         &[],
     );
-    load(&settings, &database, 50).await;
     let dead = consumer::dead_letter::DeadLetters::connect(&settings.redis)
         .await
         .unwrap();
+    load_until(&settings, &database, 50, || async {
+        !dead.list().await.unwrap().is_empty()
+    })
+    .await;
     assert_eq!(dead.list().await.unwrap().len(), 1, "dead-lettered");
     assert_eq!(dead.replay(None).await.unwrap().len(), 1, "replayed");
     // The archiver logs in as the consumer: its sealed ranges and `replay-rejected`'s hash
