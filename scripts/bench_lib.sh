@@ -4,9 +4,20 @@
 
 # utime + stime of process $1 and of its reaped children, in clock ticks (fields 14 to 17 of
 # /proc/<pid>/stat; the command name in field 2 may hold spaces, so count from the closing
-# parenthesis); 0 when there is no such process. The children are Redis's: its AOF rewrites
+# parenthesis); 0 when there is no such process, or no pid (an empty one would read
+# /proc//stat, which is the machine's /proc/stat). The children are Redis's: its AOF rewrites
 # run in a forked process.
-cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+cpu_ticks() {
+    [ -n "$1" ] || { echo 0; return; }
+    awk '{ sub(/^.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+# Peak RSS (VmHWM) of process $1 in KiB; 0 when there is no such process or no pid. A zombie
+# (exited, not yet reaped) still has a status file, without VmHWM: 0 then too.
+peak_rss_kib() {
+    [ -n "$1" ] || { echo 0; return; }
+    awk '/^VmHWM:/ { v = $2 } END { print v + 0 }' "/proc/$1/status" 2>/dev/null || echo 0
+}
 
 # Of those, the reaped children's alone (fields 16 and 17): Redis's AOF rewrites. A child is
 # counted once it has exited, so a rewrite still running is counted by the next reading.
