@@ -30,7 +30,9 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
 use crate::{
-    config::{BenchClickhouseArgs, BenchFormat, BenchIds, BenchLatencyArgs, BenchRedisArgs},
+    config::{
+        BenchClickhouseArgs, BenchFormat, BenchIds, BenchLatencyArgs, BenchRedisArgs, BenchRows,
+    },
     fleet::{fleet, scenario_fleet},
     generate::Generator,
     scenario::Scenario,
@@ -189,9 +191,7 @@ pub async fn clickhouse(args: &BenchClickhouseArgs) -> anyhow::Result<String> {
     pipeline::schema::migrate(&server, &args.database).await?;
     let client = server.clone().with_database(&args.database);
 
-    // a pool of distinct rows, reused with fresh ids, so memory stays small
-    let stores = fleet(1, "bench");
-    let pool = valid(Generator::new(2, now_unix()).commerce_batch(&stores[0], 10_000));
+    let pool = reference_pool(args);
     anyhow::ensure!(!pool.is_empty(), "no generated event passes the rules");
     let received = now_unix() as u32;
     let mut ids = IdSource::new(args.ids, args.rows);
@@ -243,8 +243,10 @@ pub async fn clickhouse(args: &BenchClickhouseArgs) -> anyhow::Result<String> {
     let client_cpu = own_cpu_seconds() - client_before;
     // the counter query itself is a query too: a few hundred µs, against the bulk's seconds
     let server_cpu = (query_thread_micros(&server).await? - server_before) as f64 / 1e6;
-    let loaded: u64 = client
-        .query(&format!("SELECT count() FROM {COMMERCE_TABLE}"))
+    let (loaded, loaded_stores): (u64, u64) = client
+        .query(&format!(
+            "SELECT count(), uniqExact(store_id) FROM {COMMERCE_TABLE}"
+        ))
         .fetch_one()
         .await?;
 
@@ -261,8 +263,12 @@ pub async fn clickhouse(args: &BenchClickhouseArgs) -> anyhow::Result<String> {
         .await?;
     Ok(json!({
         "ids": clap::ValueEnum::to_possible_value(&args.ids).map(|v| v.get_name().to_owned()),
+        "rows_from": clap::ValueEnum::to_possible_value(&args.rows_from)
+            .map(|v| v.get_name().to_owned()),
+        "pool_rows": pool.len(),
         "bulk_rows": args.rows,
         "loaded_rows": loaded,
+        "loaded_stores": loaded_stores,
         "bulk_seconds": bulk_seconds,
         "bulk_rows_per_second": args.rows as f64 / bulk_seconds,
         "format": clap::ValueEnum::to_possible_value(&args.format).map(|v| v.get_name().to_owned()),
@@ -276,6 +282,38 @@ pub async fn clickhouse(args: &BenchClickhouseArgs) -> anyhow::Result<String> {
             .then(|| args.single_inserts as f64 / single_seconds),
     })
     .to_string())
+}
+
+/// The distinct commerce events of the ClickHouse reference, by `args.rows_from`: for
+/// `fleet`, generated as `simulator run` generates its load (the default scenario at its
+/// clock, the fleet's stores in turn, `args.batch` events each, probes left out as they go
+/// to the other table).
+fn reference_pool(args: &BenchClickhouseArgs) -> Vec<Accepted> {
+    match args.rows_from {
+        BenchRows::OneStore => {
+            let stores = fleet(1, "bench");
+            valid(Generator::new(2, now_unix()).commerce_batch(&stores[0], 10_000))
+        }
+        BenchRows::Fleet => {
+            let stores = fleet(args.stores_per_region.max(1), "bench");
+            let mut generator = Generator::new(42, now_unix());
+            let rows = args.pool_rows.max(1);
+            let mut pool = Vec::with_capacity(rows);
+            for store in stores.iter().cycle() {
+                if pool.len() >= rows {
+                    break;
+                }
+                let events = generator.batch(store, args.batch.max(1));
+                pool.extend(
+                    valid(events)
+                        .into_iter()
+                        .filter(|a| matches!(a.event().payload, Some(Payload::Commerce(_)))),
+                );
+            }
+            pool.truncate(rows);
+            pool
+        }
+    }
 }
 
 /// The CPU time of the server's query threads so far (`system.events`, µs): inserts,

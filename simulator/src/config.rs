@@ -209,6 +209,32 @@ pub struct BenchClickhouseArgs {
     /// insert of all `--rows`)
     #[arg(long)]
     pub insert_rows: Option<usize>,
+    /// What the rows are: `fleet`, the load's (the commerce events `simulator run` generates
+    /// for `--stores-per-region` stores in turn, `--batch` events each), or `one-store`,
+    /// 10,000 events of one store (the reference of the rows in docs/BENCHMARKS.md up to
+    /// 2026-12-06). Either way a pool of `--pool-rows` distinct rows is reused with fresh ids,
+    /// so memory stays small
+    #[arg(long, value_enum, default_value_t = BenchRows::Fleet)]
+    pub rows_from: BenchRows,
+    /// Stores per region of `--rows-from fleet`, as `scripts/bench`'s load (BENCH_STORES)
+    #[arg(long, default_value_t = 10)]
+    pub stores_per_region: usize,
+    /// Events per store in turn of `--rows-from fleet`, as `scripts/bench`'s requests
+    /// (BENCH_BATCH)
+    #[arg(long, default_value_t = 2_000)]
+    pub batch: usize,
+    /// Distinct rows of `--rows-from fleet` (`one-store` has 10,000)
+    #[arg(long, default_value_t = 100_000)]
+    pub pool_rows: usize,
+}
+
+/// The rows of `simulator bench-clickhouse`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchRows {
+    /// The load's: the fleet's stores in turn, as `simulator run` generates them
+    Fleet,
+    /// 10,000 events of one store
+    OneStore,
 }
 
 /// The insert format of `simulator bench-clickhouse`.

@@ -15,8 +15,11 @@ async fn run(
     format: &str,
     rows: usize,
     singles: usize,
+    extra: &[&str],
 ) -> serde_json::Value {
-    let settings = simulator::Settings::try_parse_from([
+    let rows = rows.to_string();
+    let singles = singles.to_string();
+    let mut argv = vec![
         "simulator",
         "bench-clickhouse",
         "--clickhouse-url",
@@ -24,17 +27,18 @@ async fn run(
         "--database",
         database,
         "--rows",
-        &rows.to_string(),
+        &rows,
         "--single-inserts",
-        &singles.to_string(),
+        &singles,
         "--ids",
         ids,
         "--format",
         format,
         "--block-rows",
         "1000",
-    ])
-    .unwrap();
+    ];
+    argv.extend_from_slice(extra);
+    let settings = simulator::Settings::try_parse_from(argv).unwrap();
     let simulator::config::Command::BenchClickhouse(args) = settings.command else {
         unreachable!()
     };
@@ -60,7 +64,7 @@ async fn the_clickhouse_reference_loads_its_rows_and_drops_its_database() {
         ("sequential", "rowbinary", 20),
     ] {
         let database = testkit::unique_name("bench_raw");
-        let result = run(&ch.url(), &database, ids, format, 5_000, singles).await;
+        let result = run(&ch.url(), &database, ids, format, 5_000, singles, &[]).await;
         assert_eq!(result["ids"], ids, "{result}");
         assert_eq!(result["format"], format, "{result}");
         assert!(
@@ -91,6 +95,54 @@ async fn the_clickhouse_reference_loads_its_rows_and_drops_its_database() {
             .unwrap();
         assert_eq!(left, 0, "{database} was not dropped");
     }
+}
+
+/// The reference's rows are the load's: by default the commerce rows of every store of the
+/// fleet, as `scripts/bench` passes its stores and batch; `one-store` keeps the old pool of one
+/// store's 10,000 rows. The counts are the server's, of the rows it loaded.
+#[tokio::test]
+async fn the_reference_rows_come_from_the_loads_fleet_or_from_one_store() {
+    let ch = testkit::shared_clickhouse();
+    let fleet_args = [
+        "--stores-per-region",
+        "2",
+        "--batch",
+        "100",
+        "--pool-rows",
+        "3000",
+    ];
+    let fleet = run(
+        &ch.url(),
+        &testkit::unique_name("bench_raw"),
+        "random",
+        "native",
+        5_000,
+        0,
+        &fleet_args,
+    )
+    .await;
+    assert_eq!(fleet["rows_from"], "fleet", "{fleet}");
+    assert_eq!(fleet["pool_rows"], 3_000, "{fleet}");
+    assert_eq!(fleet["loaded_rows"], 5_000, "{fleet}");
+    // 2 stores in each of the 3 regions, in turn, 100 events each: 3,000 rows need them all
+    assert_eq!(fleet["loaded_stores"], 6, "{fleet}");
+
+    let one = run(
+        &ch.url(),
+        &testkit::unique_name("bench_raw"),
+        "random",
+        "native",
+        5_000,
+        0,
+        &["--rows-from", "one-store"],
+    )
+    .await;
+    assert_eq!(one["rows_from"], "one-store", "{one}");
+    assert_eq!(one["loaded_rows"], 5_000, "{one}");
+    assert_eq!(one["loaded_stores"], 1, "{one}");
+    // the 10,000 generated commerce events that pass the rules
+    let pool = one["pool_rows"].as_u64().unwrap();
+    assert!(pool > 9_000 && pool <= 10_000, "{one}");
 }
 
 #[test]
