@@ -85,13 +85,14 @@ pub struct ArchiverGroupArgs {
         long,
         global = true,
         env = "ARCHIVER_GROUP",
-        default_value = "archiver"
+        default_value = "archiver",
+        value_parser = pipeline::config::parse_name
     )]
     pub archiver_group: String,
     /// Consumer name, unique within the group and stable across restarts: a restarted
     /// archiver rewrites the segment it was writing from its own pending entries (defaults
     /// to the host name)
-    #[arg(long, global = true, env = "ARCHIVER_NAME", default_value_t = pipeline::config::host_name("archiver"))]
+    #[arg(long, global = true, env = "ARCHIVER_NAME", default_value_t = pipeline::config::host_name("archiver"), value_parser = pipeline::config::parse_name)]
     pub archiver_name: String,
 }
 
@@ -162,6 +163,28 @@ mod tests {
             })
         );
         assert!(Settings::try_parse_from(["archiver", "restore", "--date", "31.1.2026"]).is_err());
+    }
+
+    /// An env file's `ARCHIVER_GROUP=` must stop the archiver at startup: a group named ""
+    /// is not the one the consumer retains entries for, and the lake would miss what was
+    /// trimmed before it read.
+    #[test]
+    fn empty_or_padded_group_and_archiver_names_are_refused_at_startup() {
+        for (flag, value, says) in [
+            ("--archiver-group", "", "empty"),
+            ("--archiver-group", " archiver", "spaces"),
+            ("--archiver-name", "", "empty"),
+            ("--stream-key", "", "empty"),
+        ] {
+            let Err(e) = Settings::try_parse_from(["archiver", flag, value]) else {
+                panic!("{flag} {value:?} was accepted");
+            };
+            let e = e.to_string();
+            assert!(
+                e.contains(flag) && e.contains(says),
+                "{flag} {value:?}: {e}"
+            );
+        }
     }
 
     /// A zero roll interval would seal a segment at every entry: refused, with the reason.

@@ -53,11 +53,11 @@ pub enum Command {
 #[derive(Args, Clone, Debug)]
 pub struct GroupArgs {
     /// Consumer group; every group sees every entry once
-    #[arg(long, global = true, env = "CONSUMER_GROUP", default_value = "loader")]
+    #[arg(long, global = true, env = "CONSUMER_GROUP", default_value = "loader", value_parser = pipeline::config::parse_name)]
     pub consumer_group: String,
     /// Consumer name, unique within the group and stable across restarts, so a restarted
     /// consumer finds its own pending entries (defaults to the host name)
-    #[arg(long, global = true, env = "CONSUMER_NAME", default_value_t = pipeline::config::host_name("consumer"))]
+    #[arg(long, global = true, env = "CONSUMER_NAME", default_value_t = pipeline::config::host_name("consumer"), value_parser = pipeline::config::parse_name)]
     pub consumer_name: String,
     /// Other groups created at the start of the stream if missing (comma-separated, e.g. the
     /// archiver's), so trimming keeps every entry for them even before their first reader
@@ -223,6 +223,30 @@ mod tests {
             groups(&["consumer", "--retain-groups", " archiver, ,audit,"]),
             ["archiver", "audit"]
         );
+    }
+
+    /// An env file's `CONSUMER_GROUP=` must stop the consumer at startup: a group named ""
+    /// would be a group of its own, and the real one's entries would wait unread.
+    #[test]
+    fn empty_or_padded_group_and_consumer_names_are_refused_at_startup() {
+        let s = Settings::try_parse_from(["consumer"]).unwrap();
+        assert_eq!(s.group.consumer_group, "loader");
+        assert!(!s.group.consumer_name.is_empty());
+        for (flag, value, says) in [
+            ("--consumer-group", "", "empty"),
+            ("--consumer-group", "loader ", "spaces"),
+            ("--consumer-name", "", "empty"),
+            ("--stream-key", "", "empty"),
+            ("--stream-key", "a}b", "brace"),
+        ] {
+            let e = Settings::try_parse_from(["consumer", flag, value])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(flag) && e.contains(says),
+                "{flag} {value:?}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub struct RedisArgs {
     )]
     pub redis_url: String,
     /// Stream key the gateway writes and the consumer reads
-    #[arg(long, global = true, env = "STREAM_KEY", default_value = "events")]
+    #[arg(long, global = true, env = "STREAM_KEY", default_value = "events", value_parser = parse_stream_key)]
     pub stream_key: String,
     /// Shards the stream is split into (keys `{STREAM_KEY:i}`), so a Redis Cluster spreads
     /// it over its masters; gateways and consumers must agree on it
@@ -520,6 +520,34 @@ pub fn parse_date(s: &str) -> Result<time::Date, String> {
         .map_err(|e| format!("{s:?} is not a date as YYYY-MM-DD: {e}"))
 }
 
+/// Parses the name of a group, consumer or key (for clap): refuses an empty one, which an env
+/// file's `CONSUMER_GROUP=` gives as readily as an unset variable, and one with spaces at its
+/// ends, which a copied value brings along. Either would name a group or key of its own that
+/// no other process uses: a group nobody acknowledges for keeps every entry from trimming, a
+/// stream nobody reads loads nothing, and neither says so.
+pub fn parse_name(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("is empty; name it, or leave the variable unset for the default".into());
+    }
+    if s.trim() != s {
+        return Err(format!("{s:?} has spaces at its ends"));
+    }
+    Ok(s.to_owned())
+}
+
+/// [`parse_name`] for `STREAM_KEY`, which also refuses `{` and `}`: the shards' keys are
+/// `{STREAM_KEY:i}`, whose braces are a Redis Cluster hash tag, and a brace inside the name
+/// would cut the tag short and put every shard on one slot, one master.
+pub fn parse_stream_key(s: &str) -> Result<String, String> {
+    let s = parse_name(s)?;
+    if s.contains(['{', '}']) {
+        return Err(format!(
+            "{s:?} holds a brace; the shards' keys wrap it in braces as a Redis Cluster hash tag"
+        ));
+    }
+    Ok(s)
+}
+
 /// The machine's host name (`HOSTNAME`, else `/etc/hostname`), else `fallback`: the default
 /// of a consumer's name, which must be stable across restarts and unique in its group.
 pub fn host_name(fallback: &str) -> String {
@@ -584,6 +612,34 @@ pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_refuse_empty_padded_and_braced_values() {
+        assert_eq!(parse_name("loader").unwrap(), "loader");
+        assert_eq!(parse_name("eu consumer").unwrap(), "eu consumer");
+        for empty in ["", " ", "\t"] {
+            assert!(
+                parse_name(empty).unwrap_err().contains("empty"),
+                "{empty:?}"
+            );
+        }
+        for padded in ["loader ", " loader", "loader\n"] {
+            assert!(
+                parse_name(padded)
+                    .unwrap_err()
+                    .contains("spaces at its ends"),
+                "{padded:?}"
+            );
+        }
+        assert_eq!(parse_stream_key("events").unwrap(), "events");
+        assert!(parse_stream_key("").unwrap_err().contains("empty"));
+        for braced in ["ev}ents", "{events}", "events{"] {
+            assert!(
+                parse_stream_key(braced).unwrap_err().contains("brace"),
+                "{braced:?}"
+            );
+        }
+    }
 
     #[test]
     fn durations_parse() {
