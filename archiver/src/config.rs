@@ -116,9 +116,9 @@ pub struct SegmentArgs {
         default_value_t = 100
     )]
     pub read_count: u64,
-    /// The most entry bytes one read takes, and one entry more: Redis stops taking entries
-    /// once they hold these bytes, whatever their sizes. Redis holds a reply whole in its
-    /// memory, which counts against its maxmemory, and the archiver reads it whole
+    /// About the most entry bytes one XREADGROUP asks for: as many entries of the largest
+    /// size read so far as fit, at least one. Redis holds a reply whole in its memory,
+    /// which counts against its maxmemory, and the archiver reads it whole
     #[arg(
         long,
         global = true,

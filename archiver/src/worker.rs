@@ -253,7 +253,7 @@ impl Worker {
     async fn read(&mut self, block: Duration) -> Result<Vec<RawEntry>, fred::error::Error> {
         let count =
             consumer::source::entries_within(self.read_bytes, self.largest_entry, self.read_count);
-        let entries = self.source.read(count, self.read_bytes, block).await?;
+        let entries = self.source.read(count, block).await?;
         let largest = entries.iter().map(RawEntry::size).max().unwrap_or(0);
         self.largest_entry = self.largest_entry.max(largest);
         Ok(entries)

@@ -117,16 +117,12 @@ impl Batch {
     /// events each would be hundreds of MiB, read into memory before the byte limit could
     /// say no.
     pub fn read_budget(&self, count: u64) -> u64 {
-        crate::source::entries_within(self.read_bytes_left(), self.largest_entry, count)
-    }
-
-    /// The bytes the next read may bring: what is left of the byte limit, and at most
-    /// [`Batch::read_bytes`] (the bound [`crate::source::Source::read`] holds the server to).
-    pub fn read_bytes_left(&self) -> usize {
-        self.limits
+        let left = self
+            .limits
             .max_bytes
             .saturating_sub(self.bytes)
-            .min(self.read_bytes())
+            .min(self.read_bytes());
+        crate::source::entries_within(left, self.largest_entry, count)
     }
 
     /// Makes the batch due at once: for entries that already waited (taken over from a dead

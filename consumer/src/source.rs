@@ -19,13 +19,13 @@ const READ_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 
 /// How many entries one read may ask for so that its reply stays within about `bytes`: as
 /// many entries of the largest size seen so far (`largest_entry`) as fit, at least one, at
-/// most `count`; one while none has been seen. Redis builds a reply whole in its own memory
-/// before sending it, which counts against its `maxmemory` (a full Redis refuses the
-/// gateway's writes), and the client reads it whole into a buffer that doubles as it fills:
-/// a count of entries alone lets entries of a few MiB each make both hundreds of MiB. The
-/// count is the reader's guess from what it has seen; the bound is the server's:
-/// [`Source::read`] passes `bytes` too, and the read stops once its entries hold them
-/// ([`READ_SCRIPT`]), whatever their sizes.
+/// most `count`; one while none has been seen, since nothing then bounds an entry's size but
+/// the gateway's largest request, which is the gateway's setting, not the reader's. Redis
+/// builds a reply whole in its own memory before sending it, which counts against its
+/// `maxmemory` (a full Redis refuses the gateway's writes), and the client reads it whole
+/// into a buffer that doubles as it fills: a count of entries alone lets entries of a few
+/// MiB each make both hundreds of MiB. The one read of a single entry happens once per
+/// process, as the largest size seen is kept.
 pub fn entries_within(bytes: usize, largest_entry: usize, count: u64) -> u64 {
     if largest_entry == 0 {
         return 1;
@@ -165,20 +165,17 @@ impl Source {
         self.claim_cursor != "0-0"
     }
 
-    /// Reads up to `count` entries and about `bytes` of them (the server stops once the
-    /// entries it took reach `bytes`, so a reply holds at most `bytes` and one entry more),
-    /// blocking up to `block` for new ones when there are none. While recovering, it returns
-    /// this consumer's pending entries (with their delivery counts) without blocking, each
-    /// once, until there are none left.
+    /// Reads up to `count` entries, blocking up to `block` for new ones. While recovering,
+    /// it returns this consumer's pending entries (with their delivery counts) without
+    /// blocking, each once, until there are none left.
     pub async fn read(
         &mut self,
         count: u64,
-        bytes: usize,
         block: Duration,
     ) -> Result<Vec<RawEntry>, fred::error::Error> {
         if self.recovering {
             let from = self.recovered_to.clone();
-            let mut entries = self.read_within(count, bytes, &from).await?;
+            let mut entries = self.read_from(count, None, from).await?;
             if let Some(last) = entries.last() {
                 self.recovered_to = last.id.clone();
                 tracing::info!(entries = entries.len(), "re-reading own pending entries");
@@ -187,41 +184,8 @@ impl Source {
             }
             self.recovering = false;
         }
-        let entries = self.read_within(count, bytes, ">").await?;
-        if !entries.is_empty() {
-            return Ok(entries);
-        }
-        // Nothing new: wait for the next entry, and take only it, whatever its size.
         let block_ms = block.as_millis().clamp(1, 5_000) as u64;
-        self.read_from(1, Some(block_ms), XID::NewInGroup).await
-    }
-
-    /// [`READ_SCRIPT`]: up to `count` entries after `id` (`>`: new ones; an id: this
-    /// consumer's pending ones after it) until they hold `bytes`, without blocking.
-    async fn read_within(
-        &self,
-        count: u64,
-        bytes: usize,
-        id: &str,
-    ) -> Result<Vec<RawEntry>, fred::error::Error> {
-        let reply: Value = self
-            .reader
-            .eval(
-                READ_SCRIPT,
-                vec![self.key.as_str()],
-                vec![
-                    Value::from(self.group.as_str()),
-                    self.consumer.as_str().into(),
-                    (count.max(1) as i64).into(),
-                    (bytes.max(1) as i64).into(),
-                    id.into(),
-                ],
-            )
-            .await?;
-        Ok(array(reply)
-            .into_iter()
-            .filter_map(entry_from_array)
-            .collect())
+        self.read_from(count, Some(block_ms), XID::NewInGroup).await
     }
 
     async fn read_from(
@@ -500,34 +464,6 @@ end
 if not needed then return {false, 0, lag, pending} end
 local trimmed = redis.call('XTRIM', KEYS[1], 'MINID', needed_id)
 return {needed_id, trimmed, lag, pending}
-"#;
-
-/// [`Source::read_within`] as one Lua script: `KEYS[1]` the stream, `ARGV` the group, the
-/// consumer, the most entries, the bytes, and `>` for new entries or the id after which
-/// this consumer's pending ones are read. It takes entries one `XREADGROUP` at a time and
-/// stops once their ids and values hold the bytes: a reply of a count alone is as large as
-/// the count times the gateway's largest entry (4 MiB), which Redis holds whole in its
-/// memory, within `maxmemory`, and the reader reads whole into its own; sized by the largest
-/// entry seen so far ([`entries_within`]) it was still unbounded for entries larger than any
-/// seen, as after a restart whose first entry was a small one. Returns the entries as
-/// `XREADGROUP` gives them, `[id, [field, value, ...]]`; a pending entry deleted from the
-/// stream comes with nil fields.
-const READ_SCRIPT: &str = r#"
-local count, budget, id = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
-local out, bytes = {}, 0
-while #out < count and bytes < budget do
-  local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[1], id)
-  local entry = reply and reply[1][2][1]
-  if not entry then break end
-  out[#out + 1] = entry
-  bytes = bytes + #entry[1]
-  local fields = entry[2]
-  if fields then
-    for i = 2, #fields, 2 do bytes = bytes + #fields[i] end
-  end
-  if id ~= '>' then id = entry[1] end
-end
-return out
 "#;
 
 /// The key of a group's interrupted-load counts. It contains the stream key whole, so a

@@ -204,8 +204,7 @@ impl Worker {
         }
         let wait = self.batch.read_wait(now);
         let count = self.batch.read_budget(self.read_count);
-        let bytes = self.batch.read_bytes_left();
-        let entries = match self.source.read(count, bytes, wait).await {
+        let entries = match self.source.read(count, wait).await {
             Ok(entries) => entries,
             Err(e) => {
                 tracing::warn!(error = %e, failures = self.redis_failures, "reading the stream failed; retrying");
