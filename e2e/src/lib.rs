@@ -31,6 +31,24 @@ impl Gateway {
     }
 }
 
+/// Starts a gateway on a free port for the simulated fleet of `per_region` stores in each
+/// region, their tokens derived from `secret` (`simulator run --token-secret`).
+pub async fn start_fleet_gateway(
+    redis_url: &str,
+    stream_key: &str,
+    per_region: usize,
+    secret: &str,
+) -> Gateway {
+    let fleet = simulator::fleet::fleet(per_region, secret);
+    start_gateway(
+        redis_url,
+        stream_key,
+        &simulator::fleet::stores_file(&fleet),
+        &[],
+    )
+    .await
+}
+
 /// Starts a gateway on a free port, with the given stores file text and extra flags.
 pub async fn start_gateway(
     redis_url: &str,

@@ -110,6 +110,13 @@ pub struct RunArgs {
     /// clock.events_per_second when --rate is 0)
     #[arg(long)]
     pub clock_rate: Option<f64>,
+    /// Draw and encode this many requests (--batch-size events each, the fleet's stores in
+    /// turn) once, then send them in turn again and again, each time with fresh event ids:
+    /// a load generator that costs a benchmark's two cores less than the gateway it drives.
+    /// The events repeat but for their ids; the ground truth counts every send. 0 draws
+    /// every request anew
+    #[arg(long, default_value_t = 0)]
+    pub reuse_requests: usize,
 }
 
 #[derive(Args, Clone, Debug)]

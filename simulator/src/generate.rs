@@ -92,7 +92,7 @@ pub fn session_id(session: u64) -> String {
 pub struct EventId([u8; 36]);
 
 impl EventId {
-    fn from_random(bytes: [u8; 16]) -> EventId {
+    pub fn from_random(bytes: [u8; 16]) -> EventId {
         let mut text = [0u8; 36];
         uuid::Builder::from_random_bytes(bytes)
             .into_uuid()

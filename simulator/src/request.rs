@@ -11,7 +11,7 @@ use prost::encoding::encoded_len_varint;
 
 use crate::{
     fleet::Store,
-    generate::{Body, Draft, Generator, Model, Product},
+    generate::{Body, Draft, EventId, Generator, Model, Product},
 };
 
 /// One generated request: its drafts, kept for the ground truth, and its bytes, sent (and
@@ -43,6 +43,57 @@ impl Generated {
             .map(|d| self.model.event(store, d))
             .collect()
     }
+}
+
+/// A generated request kept to be sent again and again with fresh event ids (`simulator run
+/// --reuse-requests`): a load generator that costs less per event than the gateway it
+/// drives, so that a benchmark measures the pipeline. Each send copies the bytes and the
+/// drafts and overwrites every event's id in both; drawing and encoding the events is done
+/// once. The events differ from the first send's in their ids only, and the ground truth
+/// counts each send's own drafts.
+pub struct Reusable {
+    generated: Generated,
+    /// Where each event's 36-byte id sits in the bytes
+    ids_at: Vec<usize>,
+}
+
+impl Reusable {
+    pub fn new(generated: Generated) -> Reusable {
+        let ids_at = id_offsets(&generated.encoded);
+        debug_assert_eq!(ids_at.len(), generated.drafts.len());
+        Reusable { generated, ids_at }
+    }
+
+    /// The request again, with ids drawn from `rng`.
+    pub fn fresh(&self, rng: &mut impl rand::Rng) -> Generated {
+        let mut bytes = self.generated.encoded.to_vec();
+        let mut drafts = self.generated.drafts.clone();
+        for (draft, &at) in drafts.iter_mut().zip(&self.ids_at) {
+            draft.event_id = EventId::from_random(rng.random());
+            bytes[at..at + 36].copy_from_slice(draft.event_id.as_bytes());
+        }
+        Generated {
+            model: self.generated.model.clone(),
+            drafts,
+            encoded: Bytes::from(bytes),
+        }
+    }
+}
+
+/// The offsets of the event ids in a request [`encode`] wrote: every field of the request is
+/// an event (`REQUEST_EVENTS`), whose first field is its 36-byte id.
+fn id_offsets(mut bytes: &[u8]) -> Vec<usize> {
+    let total = bytes.len();
+    let mut offsets = Vec::new();
+    while !bytes.is_empty() {
+        let tag = prost::encoding::decode_varint(&mut bytes).expect("encode's own bytes");
+        debug_assert_eq!(tag, u64::from(REQUEST_EVENTS << 3 | LEN));
+        let len = prost::encoding::decode_varint(&mut bytes).expect("encode's own bytes") as usize;
+        debug_assert_eq!(bytes[..2], [(EVENT_ID << 3 | LEN) as u8, 36]);
+        offsets.push(total - bytes.len() + 2);
+        bytes = &bytes[len..];
+    }
+    offsets
 }
 
 // Field numbers of marketplace/ingest/v1/ingest.proto.
@@ -324,6 +375,39 @@ mod tests {
             assert_eq!(encode(g.model(), store, &drafts), prost, "round {round}");
         }
         assert!(probes > 0);
+    }
+
+    /// A reused request is the first one with other ids: the same events otherwise, in the
+    /// same order, each id fresh, distinct and the one its draft holds (so the truth counts
+    /// what was sent).
+    #[test]
+    fn reused_requests_differ_from_the_first_in_their_ids_only() {
+        let stores = fleet(1, "s");
+        let mut g = Generator::new(12, 1_800_000_000);
+        let first = Generated::new(&mut g, &stores[2], 700);
+        let original = PublishRequest::decode(&first.encoded[..]).unwrap();
+        let reusable = Reusable::new(first);
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(5);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..3 {
+            let again = reusable.fresh(&mut rng);
+            let sent = PublishRequest::decode(&again.encoded[..]).unwrap();
+            assert_eq!(sent.events.len(), original.events.len());
+            for ((e, o), d) in sent.events.iter().zip(&original.events).zip(&again.drafts) {
+                assert_ne!(e.event_id, o.event_id);
+                assert_eq!(e.event_id, d.event_id.as_str());
+                assert!(
+                    uuid::Uuid::parse_str(&e.event_id)
+                        .unwrap()
+                        .get_version_num()
+                        == 4
+                );
+                assert!(seen.insert(e.event_id.clone()), "an id sent twice");
+                let mut same = e.clone();
+                same.event_id = o.event_id.clone();
+                assert_eq!(&same, o);
+            }
+        }
     }
 
     #[test]

@@ -14,12 +14,14 @@ use anyhow::Context as _;
 use client::{Batch, Client, Compression, Rejected, RetryPolicy, SendOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use pipeline::proto::ingest::Event;
+use rand::SeedableRng as _;
+use rand_chacha::ChaCha8Rng;
 
 use crate::{
     config::{RunArgs, SendArgs},
     fleet::{Store, scenario_fleet},
     generate::Generator,
-    request::Generated,
+    request::{Generated, Reusable},
     scenario::Scenario,
     truth::{Tally, Truth},
 };
@@ -171,9 +173,17 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Truth> {
     let mut generator = Generator::with_scenario(scenario, args.seed, time_base, clock);
     let delivery = Delivery::start(&args.send, stores.clone(), args.total)?;
 
+    let batch = args.send.batch_size.max(1);
+    let reused: Vec<(usize, Reusable)> = (0..args.reuse_requests)
+        .map(|k| {
+            let store = k % stores.len();
+            let request = Generated::new(&mut generator, &stores[store], batch);
+            (store, Reusable::new(request))
+        })
+        .collect();
+    let mut fresh_ids = ChaCha8Rng::seed_from_u64(args.seed.wrapping_add(1));
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.duration);
-    let batch = args.send.batch_size.max(1);
     let mut produced = 0u64;
     let mut next_store = 0usize;
     loop {
@@ -187,9 +197,15 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Truth> {
             let due = started + Duration::from_secs_f64(produced as f64 / args.send.rate as f64);
             tokio::time::sleep_until(due.into()).await;
         }
-        let store = next_store % stores.len();
+        let (store, events) = match reused.get(next_store % reused.len().max(1)) {
+            Some((store, request)) if n == batch => (*store, request.fresh(&mut fresh_ids)),
+            _ => {
+                let store = next_store % stores.len();
+                (store, Generated::new(&mut generator, &stores[store], n))
+            }
+        };
         next_store += 1;
-        let events = Events::Generated(Generated::new(&mut generator, &stores[store], n));
+        let events = Events::Generated(events);
         produced += n as u64;
         if !delivery.send(Job { store, events }).await {
             break;

@@ -15,14 +15,7 @@ async fn bench_latency_times_every_marker_it_publishes() {
     let ch = testkit::shared_clickhouse();
     let stream = testkit::unique_name("latency");
     let database = testkit::unique_name("latency");
-    let fleet = simulator::fleet::fleet(1, "latency-secret");
-    let gateway = start_gateway(
-        &redis.url(),
-        &stream,
-        &simulator::fleet::stores_file(&fleet),
-        &[],
-    )
-    .await;
+    let gateway = start_fleet_gateway(&redis.url(), &stream, 1, "latency-secret").await;
     let settings = consumer_settings(&redis.url(), &stream, &ch.url(), &database, &[]);
     let worker = consumer::Worker::connect(&settings).await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

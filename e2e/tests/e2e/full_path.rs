@@ -22,14 +22,7 @@ async fn events_flow_from_publish_to_the_report_in_s3() {
     let stream = testkit::unique_name("events");
     let database = testkit::unique_name("e2e");
     let bucket = testkit::unique_bucket();
-    let fleet = simulator::fleet::fleet(2, "e2e-secret");
-    let gateway = start_gateway(
-        &redis.url(),
-        &stream,
-        &simulator::fleet::stores_file(&fleet),
-        &[],
-    )
-    .await;
+    let gateway = start_fleet_gateway(&redis.url(), &stream, 2, "e2e-secret").await;
 
     // Hop 1: the simulator publishes; the gateway acknowledges. Event time runs at 1.5
     // events a second from 01:00 UTC yesterday, so the 3,000 events span 33 minutes and

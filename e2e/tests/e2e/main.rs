@@ -14,6 +14,7 @@ mod full_path;
 mod grpcurl;
 mod redis_security;
 mod replay;
+mod reused_requests;
 mod sql_engines;
 
 // The shared helpers are the e2e crate's library, under the name every module uses.

@@ -19,14 +19,7 @@ async fn replayed_sample_lands_with_the_files_counts_per_type() {
     let ch = testkit::shared_clickhouse();
     let stream = testkit::unique_name("replay");
     let database = testkit::unique_name("replay");
-    let fleet = simulator::fleet::fleet(2, "replay-secret");
-    let gateway = start_gateway(
-        &redis.url(),
-        &stream,
-        &simulator::fleet::stores_file(&fleet),
-        &[],
-    )
-    .await;
+    let gateway = start_fleet_gateway(&redis.url(), &stream, 2, "replay-secret").await;
 
     let sample = testkit::repo_root().join("simulator/data/sample.csv");
     let text = std::fs::read_to_string(&sample).unwrap();
