@@ -60,7 +60,7 @@ pub struct Reusable {
 impl Reusable {
     pub fn new(generated: Generated) -> Reusable {
         let ids_at = id_offsets(&generated.encoded);
-        debug_assert_eq!(ids_at.len(), generated.drafts.len());
+        assert_eq!(ids_at.len(), generated.drafts.len(), "an id per draft");
         Reusable { generated, ids_at }
     }
 
@@ -86,10 +86,11 @@ fn id_offsets(mut bytes: &[u8]) -> Vec<usize> {
     let total = bytes.len();
     let mut offsets = Vec::new();
     while !bytes.is_empty() {
+        // once per reused request: a layout other than encode's would overwrite other bytes
         let tag = prost::encoding::decode_varint(&mut bytes).expect("encode's own bytes");
-        debug_assert_eq!(tag, u64::from(REQUEST_EVENTS << 3 | LEN));
+        assert_eq!(tag, u64::from(REQUEST_EVENTS << 3 | LEN), "an event");
         let len = prost::encoding::decode_varint(&mut bytes).expect("encode's own bytes") as usize;
-        debug_assert_eq!(bytes[..2], [(EVENT_ID << 3 | LEN) as u8, 36]);
+        assert_eq!(bytes[..2], [(EVENT_ID << 3 | LEN) as u8, 36], "an id first");
         offsets.push(total - bytes.len() + 2);
         bytes = &bytes[len..];
     }
