@@ -286,8 +286,9 @@ pub async fn clickhouse(args: &BenchClickhouseArgs) -> anyhow::Result<String> {
 
 /// The distinct commerce events of the ClickHouse reference, by `args.rows_from`: for
 /// `fleet`, generated as `simulator run` generates its load (the default scenario at its
-/// clock, the fleet's stores in turn, `args.batch` events each, probes left out as they go
-/// to the other table).
+/// own clock, which `scripts/bench` runs faster, so only the events' times differ; the
+/// fleet's stores in turn, `args.batch` events each; probes left out as they go to the
+/// other table).
 fn reference_pool(args: &BenchClickhouseArgs) -> Vec<Accepted> {
     match args.rows_from {
         BenchRows::OneStore => {
