@@ -219,8 +219,8 @@ pub struct BenchClickhouseArgs {
     /// What the rows are: `fleet`, the load's (the commerce events `simulator run` generates
     /// for `--stores-per-region` stores in turn, `--batch` events each), or `one-store`,
     /// 10,000 events of one store (the reference of the rows in docs/BENCHMARKS.md up to
-    /// 2026-12-06). Either way a pool of `--pool-rows` distinct rows is reused with fresh ids,
-    /// so memory stays small
+    /// 2026-12-06). Either way the pool of distinct rows (`--pool-rows` of the fleet's, the
+    /// one store's 10,000) is reused with fresh ids, so memory stays small
     #[arg(long, value_enum, default_value_t = BenchRows::Fleet)]
     pub rows_from: BenchRows,
     /// Stores per region of `--rows-from fleet`, as `scripts/bench`'s load (BENCH_STORES)
