@@ -33,7 +33,9 @@ redis_port=$((base + 379))
 
 log() { echo "bench_gateway: $*" >&2; }
 now() { date +%s.%N; }
-cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# cpu_ticks: a gateway forks no children, so the children's ticks it adds are 0
+# shellcheck source=scripts/bench_lib.sh
+. "$repo/scripts/bench_lib.sh"
 
 if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
     log "building release binaries"
