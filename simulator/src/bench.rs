@@ -191,7 +191,7 @@ pub async fn clickhouse(args: &BenchClickhouseArgs) -> anyhow::Result<String> {
     pipeline::schema::migrate(&server, &args.database).await?;
     let client = server.clone().with_database(&args.database);
 
-    let pool = reference_pool(args);
+    let pool = reference_pool(args)?;
     anyhow::ensure!(!pool.is_empty(), "no generated event passes the rules");
     let received = now_unix() as u32;
     let mut ids = IdSource::new(args.ids, args.rows);
@@ -289,30 +289,41 @@ pub async fn clickhouse(args: &BenchClickhouseArgs) -> anyhow::Result<String> {
 /// own clock, which `scripts/bench` runs faster, so only the events' times differ; the
 /// fleet's stores in turn, `args.batch` events each; probes left out as they go to the
 /// other table).
-fn reference_pool(args: &BenchClickhouseArgs) -> Vec<Accepted> {
+fn reference_pool(args: &BenchClickhouseArgs) -> anyhow::Result<Vec<Accepted>> {
     match args.rows_from {
         BenchRows::OneStore => {
             let stores = fleet(1, "bench");
-            valid(Generator::new(2, now_unix()).commerce_batch(&stores[0], 10_000))
+            Ok(valid(
+                Generator::new(2, now_unix()).commerce_batch(&stores[0], 10_000),
+            ))
         }
         BenchRows::Fleet => {
             let stores = fleet(args.stores_per_region.max(1), "bench");
             let mut generator = Generator::new(42, now_unix());
             let rows = args.pool_rows.max(1);
             let mut pool = Vec::with_capacity(rows);
-            for store in stores.iter().cycle() {
-                if pool.len() >= rows {
-                    break;
+            while pool.len() < rows {
+                // a turn of every store: one that adds nothing would add nothing for ever
+                let before = pool.len();
+                for store in &stores {
+                    if pool.len() >= rows {
+                        break;
+                    }
+                    let events = generator.batch(store, args.batch.max(1));
+                    pool.extend(
+                        valid(events)
+                            .into_iter()
+                            .filter(|a| matches!(a.event().payload, Some(Payload::Commerce(_)))),
+                    );
                 }
-                let events = generator.batch(store, args.batch.max(1));
-                pool.extend(
-                    valid(events)
-                        .into_iter()
-                        .filter(|a| matches!(a.event().payload, Some(Payload::Commerce(_)))),
+                anyhow::ensure!(
+                    pool.len() > before,
+                    "a turn of the fleet's {} stores generated no valid commerce event",
+                    stores.len()
                 );
             }
             pool.truncate(rows);
-            pool
+            Ok(pool)
         }
     }
 }

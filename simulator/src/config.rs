@@ -114,7 +114,8 @@ pub struct RunArgs {
     /// turn) once, then send them in turn again and again, each time with fresh event ids:
     /// a load generator that costs a benchmark's two cores less than the gateway it drives.
     /// The events repeat but for their ids; the ground truth counts every send. 0 draws
-    /// every request anew
+    /// every request anew. The requests are held in memory: with --batch-size, at most
+    /// 1,000,000 events (about 600 bytes each), refused at start otherwise
     #[arg(long, default_value_t = 0)]
     pub reuse_requests: usize,
 }
@@ -230,9 +231,28 @@ pub struct BenchClickhouseArgs {
     /// (BENCH_BATCH)
     #[arg(long, default_value_t = 2_000)]
     pub batch: usize,
-    /// Distinct rows of `--rows-from fleet` (`one-store` has 10,000)
-    #[arg(long, default_value_t = 100_000)]
+    /// Distinct rows of `--rows-from fleet` (`one-store` has 10,000), held in memory: from
+    /// 1 to 1,000,000
+    #[arg(long, default_value_t = 100_000, value_parser = parse_pool_rows)]
     pub pool_rows: usize,
+}
+
+/// The most events `simulator run --reuse-requests` may hold (its requests times their
+/// `--batch-size`), and the most rows of `bench-clickhouse --pool-rows`: each is generated
+/// once and kept for the whole run, a few hundred bytes apiece, so a mistyped count would
+/// otherwise end in the machine running out of memory rather than in an error.
+pub const MAX_HELD_EVENTS: usize = 1_000_000;
+
+fn parse_pool_rows(s: &str) -> Result<usize, String> {
+    let rows: usize = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a number of rows: {e}"))?;
+    if rows == 0 || rows > MAX_HELD_EVENTS {
+        return Err(format!(
+            "{rows} rows is not between 1 and {MAX_HELD_EVENTS}: the pool is held in memory"
+        ));
+    }
+    Ok(rows)
 }
 
 /// The rows of `simulator bench-clickhouse`.
@@ -281,4 +301,35 @@ pub struct BenchLatencyArgs {
     /// Milliseconds between markers
     #[arg(long, default_value_t = 100)]
     pub interval_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn pool_rows(value: &str) -> Result<usize, String> {
+        let parsed =
+            Settings::try_parse_from(["simulator", "bench-clickhouse", "--pool-rows", value])
+                .map_err(|e| e.to_string())?;
+        match parsed.command {
+            Command::BenchClickhouse(args) => Ok(args.pool_rows),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn pool_rows_are_refused_outside_what_memory_can_hold() {
+        assert_eq!(pool_rows("100000"), Ok(100_000));
+        assert_eq!(pool_rows("1000000"), Ok(MAX_HELD_EVENTS));
+        for (value, says) in [
+            ("0", "0 rows is not between 1 and 1000000"),
+            ("1000001", "1000001 rows is not between 1 and 1000000"),
+            ("many", "\"many\" is not a number of rows"),
+        ] {
+            let err = pool_rows(value).unwrap_err();
+            assert!(err.contains(says), "{value}: {err}");
+        }
+    }
 }

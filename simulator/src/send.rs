@@ -157,6 +157,15 @@ impl Delivery {
 
 /// Runs the simulation described by `args`; returns the ground truth.
 pub async fn run(args: &RunArgs) -> anyhow::Result<Truth> {
+    let batch = args.send.batch_size.max(1);
+    let held = args.reuse_requests.saturating_mul(batch);
+    anyhow::ensure!(
+        held <= crate::config::MAX_HELD_EVENTS,
+        "--reuse-requests {} of --batch-size {batch} would hold {held} events in memory; at most \
+         {} (fewer requests, or smaller ones)",
+        args.reuse_requests,
+        crate::config::MAX_HELD_EVENTS
+    );
     let scenario = Scenario::load(args.fleet.scenario.as_deref())?;
     let stores = Arc::new(scenario_fleet(
         &scenario,
@@ -173,7 +182,6 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Truth> {
     let mut generator = Generator::with_scenario(scenario, args.seed, time_base, clock);
     let delivery = Delivery::start(&args.send, stores.clone(), args.total)?;
 
-    let batch = args.send.batch_size.max(1);
     let reused: Vec<(usize, Reusable)> = (0..args.reuse_requests)
         .map(|k| {
             let store = k % stores.len();

@@ -155,3 +155,28 @@ async fn refused_requests_are_retried_with_the_same_ids() {
     let sent: BTreeSet<_> = truth.accepted_ids.iter().collect();
     assert_eq!(ids.iter().collect::<BTreeSet<_>>(), sent);
 }
+
+#[tokio::test]
+async fn reused_requests_beyond_what_memory_holds_are_refused_before_sending() {
+    let args = [
+        "simulator",
+        "run",
+        "--gateway",
+        "http://127.0.0.1:9",
+        "--reuse-requests",
+        "501",
+        "--batch-size",
+        "2000",
+        "--quiet",
+    ];
+    let simulator::config::Command::Run(args) =
+        simulator::Settings::try_parse_from(args).unwrap().command
+    else {
+        unreachable!()
+    };
+    let err = simulator::send::run(&args).await.unwrap_err().to_string();
+    assert!(
+        err.contains("--reuse-requests 501 of --batch-size 2000 would hold 1002000 events in memory; at most 1000000"),
+        "{err}"
+    );
+}
