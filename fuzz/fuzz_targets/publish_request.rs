@@ -59,7 +59,15 @@ fuzz_target!(|data: &[u8]| {
     // Every event is either queued or rejected with a reason, never lost or doubled.
     let response = &prepared.response;
     assert_eq!(response.accepted as usize + response.rejected.len(), events);
-    let batch = decode_batch(&prepared.entry).expect("the entry decodes");
+    // the request's entries, each bounded, as one batch
+    let mut batch = pipeline::proto::queue::QueuedBatch::default();
+    for entry in &prepared.entries {
+        assert!(entry.len() <= pipeline::entry::MAX_BATCH_BYTES, "a bounded entry");
+        let part = decode_batch(entry).expect("the entry decodes");
+        batch.events.extend(part.events);
+        batch.rejected.extend(part.rejected);
+        batch.rejected_not_kept += part.rejected_not_kept;
+    }
     assert_eq!(batch.events.len(), response.accepted as usize);
     // the first rejected events are kept, the rest counted
     assert_eq!(

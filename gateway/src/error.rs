@@ -29,6 +29,14 @@ pub enum ApiError {
     EmptyRequest,
     #[error("events: {count} events in one request; at most {max} are allowed")]
     TooManyEvents { count: usize, max: usize },
+    /// Events above [`pipeline::validate::MAX_EVENT_BYTES`] as their store encoded them:
+    /// the request is refused whole, as one above `GATEWAY_MAX_EVENTS` is, and nothing is
+    /// queued. `violations` names each such event.
+    #[error("{} event(s) larger than {max} bytes; nothing was queued", .violations.len())]
+    EventTooLarge {
+        max: usize,
+        violations: Vec<Violation>,
+    },
     /// A message (as sent, or once decompressed) above `GATEWAY_MAX_MESSAGE_BYTES`; `len`
     /// is `None` when decompression stopped at the limit.
     #[error("message length too large: {}the limit is {max} bytes (the size limit applies after decompression)", .len.map(|l| format!("found {l} bytes, ")).unwrap_or_default())]
@@ -70,6 +78,7 @@ pub enum Reason {
     TokenUnknown,
     EmptyRequest,
     TooManyEvents,
+    EventTooLarge,
     MessageTooLarge,
     MalformedMessage,
     MessageTimeout,
@@ -89,12 +98,13 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for the table test.
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 21] = [
         Reason::TokenMissing,
         Reason::TokenMalformed,
         Reason::TokenUnknown,
         Reason::EmptyRequest,
         Reason::TooManyEvents,
+        Reason::EventTooLarge,
         Reason::MessageTooLarge,
         Reason::MalformedMessage,
         Reason::MessageTimeout,
@@ -122,6 +132,7 @@ impl Reason {
             R::TokenUnknown => ("TOKEN_UNKNOWN", "unauthenticated"),
             R::EmptyRequest => ("EMPTY_REQUEST", "request_size"),
             R::TooManyEvents => ("TOO_MANY_EVENTS", "request_size"),
+            R::EventTooLarge => ("EVENT_TOO_LARGE", "request_size"),
             R::MessageTooLarge => ("MESSAGE_TOO_LARGE", "request_size"),
             R::MalformedMessage => ("MALFORMED_MESSAGE", "malformed"),
             R::MessageTimeout => ("MESSAGE_TIMEOUT", "timeout"),
@@ -161,6 +172,7 @@ impl ApiError {
             ApiError::Unauthenticated(AuthError::Unknown) => R::TokenUnknown,
             ApiError::EmptyRequest => R::EmptyRequest,
             ApiError::TooManyEvents { .. } => R::TooManyEvents,
+            ApiError::EventTooLarge { .. } => R::EventTooLarge,
             ApiError::MessageTooLarge { .. } => R::MessageTooLarge,
             ApiError::Undecompressable(_) | ApiError::Undecodable(_) => R::MalformedMessage,
             ApiError::MessageTimeout { .. } => R::MessageTimeout,
@@ -190,6 +202,10 @@ impl ApiError {
                 vec![("events", count.to_string()), ("limit", max.to_string())]
             }
             ApiError::MessageTooLarge { max, .. } => vec![("limit", max.to_string())],
+            ApiError::EventTooLarge { max, violations } => vec![
+                ("events", violations.len().to_string()),
+                ("limit", max.to_string()),
+            ],
             ApiError::MessageTimeout { timeout } => {
                 vec![("timeout_ms", timeout.as_millis().to_string())]
             }
@@ -246,7 +262,8 @@ impl From<ApiError> for Status {
             // choice for parse errors); undecompressable ones alike
             ApiError::Undecompressable(_) | ApiError::Undecodable(_) => Code::Internal,
             ApiError::MessageTimeout { .. } => Code::DeadlineExceeded,
-            ApiError::InvalidEvents { violations, .. } => {
+            ApiError::InvalidEvents { violations, .. }
+            | ApiError::EventTooLarge { violations, .. } => {
                 details.set_bad_request(
                     violations
                         .into_iter()
@@ -425,6 +442,36 @@ mod tests {
         );
         let status = Status::from(ApiError::Queue(QueueError::OutOfMemory("OOM".into())));
         assert!(status.get_error_details().retry_info().is_some());
+    }
+
+    #[test]
+    fn events_too_large_name_each_event_and_the_limit() {
+        let status = Status::from(ApiError::EventTooLarge {
+            max: 65_536,
+            violations: vec![Violation {
+                field: "events[3]".into(),
+                description: "takes 70000 bytes as encoded; an event may take at most 65536".into(),
+            }],
+        });
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        let info = details.error_info().unwrap();
+        assert_eq!(info.reason, "EVENT_TOO_LARGE");
+        assert_eq!(
+            (
+                info.metadata["events"].as_str(),
+                info.metadata["limit"].as_str()
+            ),
+            ("1", "65536")
+        );
+        assert_eq!(
+            details.bad_request().unwrap().field_violations[0].field,
+            "events[3]"
+        );
+        assert!(
+            details.retry_info().is_none(),
+            "final: the same request fails again"
+        );
     }
 
     #[test]

@@ -16,12 +16,12 @@ use std::{
 
 use bytes::Bytes;
 use pipeline::{
-    entry::encode_batch_with_encoded_events,
+    entry::encode_batches,
     proto::{
         ingest::{FieldViolation, PublishResponse, Rejection},
         queue::{QueuedBatch, RejectedEvent},
     },
-    validate::{self, Context, Limits, Sender},
+    validate::{self, Context, Limits, Sender, Violation},
 };
 use prost::Message;
 
@@ -31,7 +31,7 @@ use crate::{
     error::ApiError,
     queue::Queue,
     quota::Quotas,
-    wire::{DecodedRequest, RawRequest},
+    wire::{DecodedRequest, EventBytes, RawRequest},
 };
 
 /// How much one request may hold and put into the queue.
@@ -63,9 +63,10 @@ pub struct Ingest {
 /// A request ready to be queued: what [`prepare`] computed without touching Redis.
 #[derive(Debug)]
 pub struct Prepared {
-    /// The encoded `QueuedBatch`: the stream entry's batch field.
-    pub entry: Bytes,
-    /// The answer to send once `entry` is queued, and only then.
+    /// The encoded `QueuedBatch`es: the batch fields of the request's stream entries, one
+    /// unless its events take more than `pipeline::entry::MAX_BATCH_BYTES`.
+    pub entries: Vec<Bytes>,
+    /// The answer to send once `entries` are queued, and only then.
     pub response: PublishResponse,
 }
 
@@ -126,11 +127,12 @@ impl Ingest {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        let Prepared { entry, response } = prepare(store, decoded, &self.limits, self.bounds, now)?;
+        let Prepared { entries, response } =
+            prepare(store, decoded, &self.limits, self.bounds, now)?;
         // decoded, the response takes about three times its encoded size (a String and a
         // struct per violation)
-        hold(entry.len() + 3 * response.encoded_len())?;
-        self.queue.append(shard, entry, None).await?;
+        hold(entries.iter().map(Bytes::len).sum::<usize>() + 3 * response.encoded_len())?;
+        self.queue.append(shard, entries, None).await?;
         metrics::counter!("gateway_events_accepted_total", "region" => store.region.as_str())
             .increment(u64::from(response.accepted));
         metrics::counter!("gateway_events_rejected_total", "region" => store.region.as_str())
@@ -159,8 +161,31 @@ fn check_size(count: usize, max_events: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Refuses a request holding an event above [`validate::MAX_EVENT_BYTES`] as its store
+/// encoded it, naming each: every event and every kept rejected event's raw bytes then fit
+/// one stream entry (`pipeline::entry::MAX_BATCH_BYTES`).
+fn check_event_sizes(bytes: &EventBytes<'_>, count: usize) -> Result<(), ApiError> {
+    let max = validate::MAX_EVENT_BYTES;
+    let violations: Vec<Violation> = (0..count)
+        .filter_map(|index| {
+            let len = bytes.get(index).len();
+            (len > max).then(|| Violation {
+                field: format!("events[{index}]"),
+                description: format!(
+                    "takes {len} bytes as encoded; an event may take at most {max}"
+                ),
+            })
+        })
+        .collect();
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::EventTooLarge { max, violations })
+    }
+}
+
 /// The CPU part of a publish: checks the request's size and every event, and encodes the
-/// entry and the response, as of `now` (since the Unix epoch).
+/// entries and the response, as of `now` (since the Unix epoch).
 ///
 /// Whatever a rejected event echoes (its id, values in violation texts) is cut at
 /// [`validate::MAX_ECHO_BYTES`], and only the first `bounds.max_rejected_kept` rejected
@@ -189,6 +214,7 @@ pub fn prepare(
     } = req;
     check_size(events.len(), bounds.max_events)?;
     let count = events.len();
+    check_event_sizes(&bytes, count)?;
     let ctx = Context {
         limits,
         now_unix: now.as_secs() as i64,
@@ -265,7 +291,7 @@ pub fn prepare(
         from_prober: matches!(store.role, Role::Prober(_)),
     };
     Ok(Prepared {
-        entry: encode_batch_with_encoded_events(batch, &accepted),
+        entries: encode_batches(batch, &accepted),
         response: PublishResponse {
             sequence,
             accepted: accepted_count,
@@ -285,6 +311,12 @@ mod tests {
     use super::*;
 
     const NOW: Duration = Duration::from_secs(1_800_000_000);
+
+    /// The one entry of a request that fits one.
+    fn only(prepared: &Prepared) -> &Bytes {
+        assert_eq!(prepared.entries.len(), 1, "one entry");
+        &prepared.entries[0]
+    }
 
     fn store() -> Store {
         Store {
@@ -432,10 +464,10 @@ mod tests {
         let prepared = prepared(&req);
         assert_eq!(prepared.response.accepted, 4, "{:?}", prepared.response);
 
-        let batch = decode_batch(&prepared.entry).unwrap();
+        let batch = decode_batch(only(&prepared)).unwrap();
         assert_eq!(batch.events, validated);
         for event in &events {
-            assert!(contains(&prepared.entry, event), "queued as sent");
+            assert!(contains(only(&prepared), event), "queued as sent");
         }
         // none of them is what prost writes for the decoded event
         for (event, decoded) in events.iter().zip(&validated) {
@@ -458,7 +490,7 @@ mod tests {
             NOW,
         )
         .unwrap();
-        let batch = decode_batch(&prepared.entry).unwrap();
+        let batch = decode_batch(only(&prepared)).unwrap();
         assert_eq!(batch.rejected.len(), 1);
         assert_eq!(batch.rejected[0].raw_event, bad);
         assert_eq!(batch.events, [Event::decode(&good[..]).unwrap()]);
@@ -477,13 +509,13 @@ mod tests {
         )
         .unwrap();
         // what encoding the decoded events gives, as the gateway did before
-        let batch = decode_batch(&prepared.entry).unwrap();
+        let batch = decode_batch(only(&prepared)).unwrap();
         let before = QueuedBatch {
             events: vec![events[0].clone(), events[2].clone(), events[3].clone()],
             ..batch.clone()
         };
         assert_eq!(batch, before);
-        assert_eq!(prepared.entry, pipeline::entry::encode_batch(&before));
+        assert_eq!(*only(&prepared), pipeline::entry::encode_batch(&before));
     }
 
     /// An event whose only content beside a valid probe is unknown groups nested `depth`
@@ -509,7 +541,7 @@ mod tests {
             };
             let prepared = prepare(&store(), decoded, &Limits::default(), bounds(10), NOW).unwrap();
             assert_eq!(prepared.response.accepted, 1);
-            let batch = decode_batch(&prepared.entry).expect("the consumer decodes the entry");
+            let batch = decode_batch(only(&prepared)).expect("the consumer decodes the entry");
             assert_eq!(batch.events, plain.unwrap().events);
             outcomes.push(true);
         }
@@ -533,7 +565,7 @@ mod tests {
         assert_eq!(prepared.response.rejected[0].index, 1);
         assert_eq!(prepared.response.rejected[0].event_id, "not-a-uuid");
 
-        let batch = decode_batch(&prepared.entry).unwrap();
+        let batch = decode_batch(only(&prepared)).unwrap();
         assert_eq!(batch.store_id, "eu-1");
         assert_eq!(batch.received_at.unwrap().seconds, NOW.as_secs() as i64);
         assert_eq!(batch.events, vec![good]);
@@ -581,7 +613,7 @@ mod tests {
 
     #[test]
     fn prepare_keeps_the_first_rejected_events_and_counts_the_rest() {
-        let huge = "\u{1}".repeat(100_000);
+        let huge = "\u{1}".repeat(60_000);
         let events: Vec<Event> = (0..5)
             .map(|i| {
                 let mut event = probe(&format!("{i}{huge}"));
@@ -612,14 +644,86 @@ mod tests {
             assert!(r.event_id.starts_with(&i.to_string()) && r.event_id.ends_with('…'));
         }
         // two are queued with their raw bytes and bounded reasons, three only counted
-        let batch = decode_batch(&prepared.entry).unwrap();
+        let batch = decode_batch(only(&prepared)).unwrap();
         assert_eq!((batch.rejected.len(), batch.rejected_not_kept), (2, 3));
         assert_eq!(batch.rejected[1].event_id, response.rejected[1].event_id);
         assert!(batch.rejected.iter().all(|r| r.reason.len() < 1024));
         assert!(
-            prepared.entry.len() < sent / 2,
+            only(&prepared).len() < sent / 2,
             "{} of {sent}",
-            prepared.entry.len()
+            only(&prepared).len()
         );
+    }
+
+    /// A probe of id `i` whose target takes `len` bytes: valid or not, it is `len` and a
+    /// few more bytes as encoded.
+    fn probe_of(i: usize, len: usize) -> Event {
+        let mut event = probe(&format!("0b7f2b8e-6a47-4d3a-9d51-{i:012}"));
+        if let Some(Payload::Probe(p)) = &mut event.payload {
+            p.target = "t".repeat(len);
+        }
+        event
+    }
+
+    #[test]
+    fn a_request_holding_an_event_above_the_event_limit_is_refused_whole_naming_it() {
+        let max = validate::MAX_EVENT_BYTES;
+        let fits = probe_of(0, max - 200);
+        let over = probe_of(1, max);
+        assert!(fits.encoded_len() <= max && over.encoded_len() > max);
+        let req = request(vec![fits.clone(), over.clone(), fits, over.clone()], false);
+        let err = prepare(
+            &store(),
+            req.decode_events().unwrap(),
+            &Limits::default(),
+            bounds(10),
+            NOW,
+        )
+        .unwrap_err();
+        let ApiError::EventTooLarge {
+            max: limit,
+            violations,
+        } = err
+        else {
+            panic!("{err:?}");
+        };
+        assert_eq!(limit, max);
+        let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["events[1]", "events[3]"]);
+        assert_eq!(
+            violations[0].description,
+            format!(
+                "takes {} bytes as encoded; an event may take at most 65536",
+                over.encoded_len()
+            )
+        );
+        // at the limit is fine, and then the rules speak (the target is too long)
+        let at = probe_of(2, max - 200);
+        let prepared = prepared(&request(vec![at], false));
+        assert_eq!(prepared.response.rejected.len(), 1);
+    }
+
+    #[test]
+    fn a_request_larger_than_an_entry_is_queued_as_several_bounded_entries() {
+        let events: Vec<Event> = (0..10_000).map(|i| probe_of(i, 120)).collect();
+        let req = request(events.clone(), false);
+        let prepared = prepare(
+            &store(),
+            req.decode_events().unwrap(),
+            &Limits::default(),
+            bounds(10_000),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(prepared.response.accepted, 10_000);
+        assert!(prepared.entries.len() > 1, "{}", prepared.entries.len());
+        let mut queued = Vec::new();
+        for entry in &prepared.entries {
+            assert!(entry.len() <= pipeline::entry::MAX_BATCH_BYTES);
+            let batch = decode_batch(entry).unwrap();
+            assert_eq!(batch.store_id, "eu-1");
+            queued.extend(batch.events);
+        }
+        assert_eq!(queued, events, "every event once, in order");
     }
 }

@@ -1,5 +1,7 @@
 //! The Redis stream writer: one `XADD` per accepted request, to the store's shard (see
-//! [`pipeline::shard`]), and a watch on Redis health.
+//! [`pipeline::shard`]), or, for a request whose events take more than one entry may
+//! (`pipeline::entry::MAX_BATCH_BYTES`), its entries in one `MULTI`/`EXEC`; and a watch on
+//! Redis health.
 //!
 //! fred multiplexes every request's `XADD` over one connection, so concurrent requests are
 //! pipelined without waiting for each other's round trips.
@@ -16,7 +18,7 @@ use bytes::Bytes;
 use fred::{
     clients::Client,
     interfaces::{ClientLike, StreamsInterface},
-    types::{ClusterHash, CustomCommand},
+    types::{ClusterHash, CustomCommand, Value},
 };
 use pipeline::{
     config::RedisArgs,
@@ -164,16 +166,17 @@ impl Queue {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// Appends one entry holding an encoded `QueuedBatch` to shard `shard` under a
-    /// PRODUCER span, storing `traceparent` (by default the producer span's own) in the
-    /// entry; returns its stream id once Redis confirmed the write (and, under
-    /// `appendfsync always`, fsynced it).
+    /// Appends the entries of one request, each holding an encoded `QueuedBatch`, to shard
+    /// `shard` under a PRODUCER span, storing `traceparent` (by default the producer span's
+    /// own) in each; returns their stream ids once Redis confirmed the write (and, under
+    /// `appendfsync always`, fsynced it). Several entries are written all or none
+    /// (`MULTI`/`EXEC`), so that a store told of a failure finds none of its events queued.
     pub async fn append(
         &self,
         shard: usize,
-        batch: Bytes,
+        batches: Vec<Bytes>,
         traceparent: Option<String>,
-    ) -> Result<String, QueueError> {
+    ) -> Result<Vec<String>, QueueError> {
         if !self.is_healthy() {
             return Err(QueueError::Unavailable(
                 "redis did not answer the last health check".into(),
@@ -184,55 +187,110 @@ impl Queue {
         let key = self.shards.key(shard);
         let span = pipeline::trace::producer_span(key);
         let traceparent = traceparent.or_else(|| pipeline::trace::traceparent_of(&span));
-        let fields = Fields::new(batch, traceparent);
-        let id = match self.replication {
-            None => {
+        let entries: Vec<Fields> = batches
+            .into_iter()
+            .map(|batch| Fields::new(batch, traceparent.clone()))
+            .collect();
+        let ids = match (&entries[..], self.replication) {
+            ([fields], None) => vec![
                 pipeline::trace::traced(
                     span.clone(),
                     self.client.xadd(key, false, None, "*", fields.pairs()),
                 )
-                .await?
-            }
-            Some(replication) => {
+                .await?,
+            ],
+            ([], _) => Vec::new(),
+            (_, replication) => {
                 pipeline::trace::traced(
                     span.clone(),
-                    self.append_replicated(key, &fields, replication),
+                    self.append_pipelined(key, &entries, replication),
                 )
                 .await?
             }
         };
-        span.record("messaging.message.id", id.as_str());
-        Ok(id)
+        if let Some(id) = ids.first() {
+            span.record("messaging.message.id", id.as_str());
+        }
+        Ok(ids)
     }
 
-    /// `XADD` then `WAIT replicas timeout`, pipelined on one connection: `WAIT` counts the
-    /// replicas that have every write of its connection, so both must travel on the same
-    /// one. If the connection drops between them, `WAIT` fails (one attempt, no retry on a
-    /// new connection whose `WAIT` would know nothing of the `XADD`) and the store is told
-    /// UNAVAILABLE.
+    /// The `XADD`s of `entries`, in `MULTI`/`EXEC` when there are several, then, with
+    /// `replication`, `WAIT replicas timeout`, pipelined on one connection: fred writes a
+    /// pipeline's commands one after the other, with no other command between them, and
+    /// never sends a command twice (`max_command_attempts` 1, `pipeline::config`), so the
+    /// transaction holds only these `XADD`s. `WAIT` counts the replicas that have every write
+    /// of its connection, so it must travel on the same one. If the connection drops
+    /// between them, `WAIT` fails (one attempt, no retry on a new connection whose `WAIT`
+    /// would know nothing of the `XADD`s) and the store is told UNAVAILABLE.
     ///
     /// `WAIT` is sent as a non-blocking custom command so that fred keeps pipelining the
     /// other requests' commands behind it; Redis runs them once `WAIT` returns.
-    async fn append_replicated(
+    async fn append_pipelined(
         &self,
         key: &str,
-        fields: &Fields,
-        replication: Replication,
-    ) -> Result<String, QueueError> {
+        entries: &[Fields],
+        replication: Option<Replication>,
+    ) -> Result<Vec<String>, QueueError> {
         let pipeline = self.client.pipeline();
-        let _: () = pipeline.xadd(key, false, None, "*", fields.pairs()).await?;
         let slot = fred::util::redis_keyslot(key.as_bytes());
-        let wait = CustomCommand::new_static("WAIT", ClusterHash::Custom(slot), false);
-        let _: () = pipeline
-            .custom(
-                wait,
-                vec![
-                    i64::from(replication.replicas),
-                    replication.timeout.as_millis().max(1) as i64,
-                ],
-            )
-            .await?;
-        let (id, confirmed): (String, i64) = pipeline.all().await?;
+        let command =
+            |name: &'static str| CustomCommand::new_static(name, ClusterHash::Custom(slot), false);
+        let transaction = entries.len() > 1;
+        if transaction {
+            let _: () = pipeline.custom(command("MULTI"), Vec::<i64>::new()).await?;
+        }
+        for fields in entries {
+            let _: () = pipeline.xadd(key, false, None, "*", fields.pairs()).await?;
+        }
+        if transaction {
+            let _: () = pipeline.custom(command("EXEC"), Vec::<i64>::new()).await?;
+        }
+        if let Some(replication) = replication {
+            let _: () = pipeline
+                .custom(
+                    command("WAIT"),
+                    vec![
+                        i64::from(replication.replicas),
+                        replication.timeout.as_millis().max(1) as i64,
+                    ],
+                )
+                .await?;
+        }
+        // the first error is the one to answer with: an `XADD` refused as it was queued
+        // (out of memory) aborts the transaction, and `EXEC` then says only that
+        let mut replies = Vec::with_capacity(entries.len() + 3);
+        for reply in pipeline.try_all::<Value>().await {
+            replies.push(reply?);
+        }
+        let mut replies = replies.into_iter();
+        let ids: Vec<String> = if transaction {
+            // MULTI's OK and each XADD's QUEUED, then EXEC's ids
+            replies
+                .nth(entries.len() + 1)
+                .ok_or_else(|| QueueError::Refused("no reply to EXEC".into()))?
+                .convert()?
+        } else {
+            vec![
+                replies
+                    .next()
+                    .ok_or_else(|| QueueError::Refused("no reply to XADD".into()))?
+                    .convert()?,
+            ]
+        };
+        if ids.len() != entries.len() {
+            return Err(QueueError::Refused(format!(
+                "EXEC answered {} ids for {} entries",
+                ids.len(),
+                entries.len()
+            )));
+        }
+        let Some(replication) = replication else {
+            return Ok(ids);
+        };
+        let confirmed: i64 = replies
+            .next()
+            .ok_or_else(|| QueueError::Refused("no reply to WAIT".into()))?
+            .convert()?;
         let confirmed = u32::try_from(confirmed).unwrap_or(0);
         if confirmed < replication.replicas {
             metrics::counter!("gateway_redis_unreplicated_writes_total").increment(1);
@@ -241,7 +299,7 @@ impl Queue {
                 confirmed,
             });
         }
-        Ok(id)
+        Ok(ids)
     }
 
     /// PINGs Redis once, within `timeout`.

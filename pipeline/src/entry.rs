@@ -2,7 +2,9 @@
 //! writes, how the consumer reads them back, and the dead-letter entry that keeps them.
 //! No other file names a field (a test in `pipeline/tests/invariants.rs` checks it).
 //!
-//! One entry per accepted `PublishRequest`, never one per event. An entry has:
+//! One entry per accepted `PublishRequest`, never one per event, unless the request's
+//! events take more than [`MAX_BATCH_BYTES`]: then a few entries of consecutive events
+//! ([`encode_batches`]), written at once. An entry has:
 //! - `f` = `queue.v1`, the format tag, so a future format can be told apart and old
 //!   consumers dead-letter what they cannot read instead of guessing;
 //! - `b` = a protobuf `marketplace.queue.v1.QueuedBatch`;
@@ -69,6 +71,101 @@ pub fn encode_batch(batch: &QueuedBatch) -> Bytes {
 
 /// The field number of `QueuedBatch.events`.
 const BATCH_EVENTS_FIELD: u32 = 4;
+/// The field number of `QueuedBatch.rejected`.
+const BATCH_REJECTED_FIELD: u32 = 5;
+
+/// The most bytes of a batch field the gateway writes ([`encode_batches`]). So that the
+/// readers can bound a reply by a count of entries: Redis builds a reply whole, and a reader
+/// asks for a count, not for bytes, so a count sized by small entries must not bring large
+/// ones (`consumer::source::entries_within`). A request of 2,000 events of 137 bytes is one
+/// entry of 274 KB; one of the gateway's largest (10,000 events, or 4 MiB) becomes 3 to 9.
+/// Every event fits one entry, as the gateway refuses any larger than
+/// [`crate::validate::MAX_EVENT_BYTES`].
+pub const MAX_BATCH_BYTES: usize = 512 * 1024;
+
+/// The bytes of one event as a field of a batch: its key, its length and its own.
+fn event_field_len(len: usize) -> usize {
+    prost::encoding::key_len(BATCH_EVENTS_FIELD)
+        + prost::encoding::encoded_len_varint(len as u64)
+        + len
+}
+
+/// `batch` with the encoded events `encoded_events` ([`encode_batch_with_encoded_events`])
+/// as the batch fields of stream entries of at most [`MAX_BATCH_BYTES`] each: one entry,
+/// byte for byte what `encode_batch_with_encoded_events` writes, when it fits; otherwise the
+/// events in order, then the rejected events, split into consecutive entries, each with the
+/// batch's store, region, time of receipt and `from_prober`, and `rejected_not_kept` in the
+/// last. Decoded one after the other, the entries give back every event and every rejected
+/// event once, in order. An item larger than an entry on its own (an event above
+/// [`crate::validate::MAX_EVENT_BYTES`], which the gateway refuses) gets an entry to itself.
+pub fn encode_batches(batch: QueuedBatch, encoded_events: &[&[u8]]) -> Vec<Bytes> {
+    let events_len: usize = encoded_events
+        .iter()
+        .map(|event| event_field_len(event.len()))
+        .sum();
+    if batch.encoded_len() + events_len <= MAX_BATCH_BYTES {
+        return vec![encode_with_events_len(batch, encoded_events, events_len)];
+    }
+    let QueuedBatch {
+        store_id,
+        region,
+        received_at,
+        events,
+        rejected,
+        rejected_not_kept,
+        from_prober,
+    } = batch;
+    // events given decoded go first, as `encode_batch_with_encoded_events` writes them
+    let decoded: Vec<Vec<u8>> = events.iter().map(Message::encode_to_vec).collect();
+    let all_events: Vec<&[u8]> = decoded
+        .iter()
+        .map(Vec::as_slice)
+        .chain(encoded_events.iter().copied())
+        .collect();
+    let header = QueuedBatch {
+        store_id,
+        region,
+        received_at,
+        from_prober,
+        ..QueuedBatch::default()
+    };
+    // room for a `rejected_not_kept` in every entry: its key and at most five bytes
+    let room = MAX_BATCH_BYTES.saturating_sub(header.encoded_len() + 6);
+    let mut entries = Vec::new();
+    let mut chunk: Vec<&[u8]> = Vec::new();
+    let mut chunk_rejected: Vec<RejectedEvent> = Vec::new();
+    let mut used = 0;
+    let entry = |chunk: &[&[u8]], rejected: Vec<RejectedEvent>, not_kept: u32| {
+        let batch = QueuedBatch {
+            rejected,
+            rejected_not_kept: not_kept,
+            ..header.clone()
+        };
+        encode_batch_with_encoded_events(batch, chunk)
+    };
+    for event in all_events {
+        let len = event_field_len(event.len());
+        if used > 0 && used + len > room {
+            entries.push(entry(&chunk, Vec::new(), 0));
+            chunk.clear();
+            used = 0;
+        }
+        chunk.push(event);
+        used += len;
+    }
+    for r in rejected {
+        let len = prost::encoding::message::encoded_len(BATCH_REJECTED_FIELD, &r);
+        if used > 0 && used + len > room {
+            entries.push(entry(&chunk, std::mem::take(&mut chunk_rejected), 0));
+            chunk.clear();
+            used = 0;
+        }
+        chunk_rejected.push(r);
+        used += len;
+    }
+    entries.push(entry(&chunk, chunk_rejected, rejected_not_kept));
+    entries
+}
 
 /// Encodes a batch whose events are given already encoded, each an `Event` message's
 /// bytes, after those of `batch.events` (usually none). Each is copied once, behind the key
@@ -78,6 +175,20 @@ const BATCH_EVENTS_FIELD: u32 = 4;
 /// bytes alone would, whatever they hold (unknown fields, repeated fields, long varints):
 /// the gateway queues the bytes a store sent rather than encoding what it decoded from them.
 pub fn encode_batch_with_encoded_events(batch: QueuedBatch, encoded_events: &[&[u8]]) -> Bytes {
+    let events_len = encoded_events
+        .iter()
+        .map(|event| event_field_len(event.len()))
+        .sum();
+    encode_with_events_len(batch, encoded_events, events_len)
+}
+
+/// [`encode_batch_with_encoded_events`], the events' bytes as fields (`event_field_len`)
+/// summed already.
+fn encode_with_events_len(
+    batch: QueuedBatch,
+    encoded_events: &[&[u8]],
+    events_len: usize,
+) -> Bytes {
     // Destructured, so that a new field of `QueuedBatch` cannot be left out unnoticed.
     let QueuedBatch {
         store_id,
@@ -101,14 +212,6 @@ pub fn encode_batch_with_encoded_events(batch: QueuedBatch, encoded_events: &[&[
         from_prober,
         ..QueuedBatch::default()
     };
-    let events_len: usize = encoded_events
-        .iter()
-        .map(|event| {
-            prost::encoding::key_len(BATCH_EVENTS_FIELD)
-                + prost::encoding::encoded_len_varint(event.len() as u64)
-                + event.len()
-        })
-        .sum();
     let mut buf = BytesMut::with_capacity(head.encoded_len() + events_len + tail.encoded_len());
     head.encode(&mut buf)
         .expect("buffer was sized by encoded_len");
@@ -404,6 +507,114 @@ mod tests {
             b,
             "an entry without a tag is v1"
         );
+    }
+
+    /// `n` canonically encoded events of about `len` bytes each.
+    fn encoded(n: usize, len: usize) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| {
+                Event {
+                    event_id: format!("{i:08}"),
+                    store_id: "s".repeat(len.saturating_sub(12)),
+                    ..Default::default()
+                }
+                .encode_to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_that_fits_is_one_entry_as_before() {
+        let events = encoded(2_000, 137);
+        let slices: Vec<&[u8]> = events.iter().map(Vec::as_slice).collect();
+        let mut header = batch();
+        header.events.clear();
+        let entries = encode_batches(header.clone(), &slices);
+        assert_eq!(
+            entries,
+            vec![encode_batch_with_encoded_events(header, &slices)]
+        );
+        assert!(entries[0].len() <= MAX_BATCH_BYTES);
+    }
+
+    #[test]
+    fn a_large_batch_is_split_into_bounded_entries_that_give_back_every_event_once() {
+        let events = encoded(10_000, 300);
+        let slices: Vec<&[u8]> = events.iter().map(Vec::as_slice).collect();
+        let rejected: Vec<RejectedEvent> = (0..150)
+            .map(|i| RejectedEvent {
+                raw_event: vec![i as u8; 5_000],
+                event_id: format!("bad-{i}"),
+                reason: "why".repeat(50),
+            })
+            .collect();
+        let mut whole = batch();
+        whole.events = vec![Event {
+            event_id: "decoded-first".into(),
+            ..Default::default()
+        }];
+        whole.rejected = rejected.clone();
+        whole.rejected_not_kept = 7;
+        whole.from_prober = true;
+        let entries = encode_batches(whole.clone(), &slices);
+        let total: usize = entries.iter().map(Bytes::len).sum();
+        assert!(
+            entries.len() >= total.div_ceil(MAX_BATCH_BYTES),
+            "{}",
+            entries.len()
+        );
+        assert!(entries.len() > 4, "{} entries", entries.len());
+        let mut events_back = Vec::new();
+        let mut rejected_back = Vec::new();
+        for (i, entry) in entries.iter().enumerate() {
+            assert!(entry.len() <= MAX_BATCH_BYTES, "entry {i}: {}", entry.len());
+            let part = decode_batch(entry).unwrap();
+            assert_eq!(
+                (
+                    &part.store_id,
+                    part.region,
+                    part.received_at,
+                    part.from_prober
+                ),
+                (&whole.store_id, whole.region, whole.received_at, true),
+                "entry {i} has the batch's header"
+            );
+            let last = i == entries.len() - 1;
+            assert_eq!(
+                part.rejected_not_kept,
+                if last { 7 } else { 0 },
+                "entry {i}"
+            );
+            assert!(
+                !part.events.is_empty() || !part.rejected.is_empty(),
+                "entry {i} is empty"
+            );
+            events_back.extend(part.events.iter().map(Message::encode_to_vec));
+            rejected_back.extend(part.rejected);
+        }
+        let mut expected = vec![whole.events[0].encode_to_vec()];
+        expected.extend(events);
+        assert_eq!(events_back, expected, "every event once, in order");
+        assert_eq!(
+            rejected_back, rejected,
+            "every rejected event once, in order"
+        );
+    }
+
+    #[test]
+    fn an_event_larger_than_an_entry_gets_an_entry_to_itself() {
+        let small = encoded(3, 100);
+        let huge = encoded(1, MAX_BATCH_BYTES + 10).remove(0);
+        let slices = [&small[0][..], &huge[..], &small[1][..], &small[2][..]];
+        let mut header = batch();
+        header.events.clear();
+        let entries = encode_batches(header, &slices);
+        let sizes: Vec<usize> = entries
+            .iter()
+            .map(|e| decode_batch(e).unwrap().events.len())
+            .collect();
+        assert_eq!(sizes, vec![1, 1, 2]);
+        assert!(entries[1].len() > MAX_BATCH_BYTES);
     }
 
     #[test]

@@ -31,6 +31,13 @@ pub const MAX_PRICE_UNITS: i64 = 1_000_000_000;
 /// README's table of money limits).
 pub const MAX_LINE_TOTAL_UNITS: i64 = 1_000_000_000_000;
 
+/// Most bytes one event may take as its store encoded it: the gateway refuses a request
+/// holding a larger one (`EVENT_TOO_LARGE`), so that every event, and every rejected event's
+/// raw bytes, fits a stream entry ([`crate::entry::MAX_BATCH_BYTES`]). Every rule here keeps
+/// a valid event under 2 KiB (texts of at most [`MAX_TEXT_LEN`]); the rest is room for fields
+/// a newer client adds.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+
 /// Most bytes of a value the store sent that a description (or a rejected event's id) echoes
 /// back: a 4 MiB currency code must not become a 4 MiB violation, in the response and again
 /// in the queued entry.

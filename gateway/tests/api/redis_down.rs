@@ -299,3 +299,41 @@ async fn a_gateway_started_while_redis_refuses_writes_serves_once_it_saves_again
     let gateway = spawn_gateway(&redis.url(), &[]).await;
     unavailable_until_mended(&gateway, || redis.write_again().unwrap(), 1).await;
 }
+
+/// A request queued as several entries is written whole or not at all: a Redis out of memory
+/// refuses it with nothing queued (the store is told to retry), and the retry queues all of
+/// it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_of_several_entries_is_queued_whole_or_not_at_all() {
+    let redis = testkit::Redis::start_with(testkit::RedisOptions {
+        maxmemory: Some("64mb".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let gateway = spawn_gateway(&redis.url(), &["--max-redis-memory-ratio", "1000"]).await;
+    let mut client = gateway.client().await;
+    client
+        .publish(authed(EU_TOKEN, request(1, eu_events(1))))
+        .await
+        .unwrap();
+    let large = request(2, eu_events(10_000));
+
+    redis.cli(&["CONFIG", "SET", "maxmemory", "100kb"]).unwrap();
+    let status = client
+        .publish(authed(EU_TOKEN, large.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(
+        status.get_error_details().error_info().unwrap().reason,
+        "REDIS_OUT_OF_MEMORY"
+    );
+    assert_eq!(gateway.stream_len().await, 1, "none of its entries");
+
+    redis.cli(&["CONFIG", "SET", "maxmemory", "0"]).unwrap();
+    client.publish(authed(EU_TOKEN, large)).await.unwrap();
+    let batches = gateway.batches().await;
+    assert!(batches.len() > 2, "{} entries", batches.len());
+    let events: usize = batches.iter().map(|b| b.events.len()).sum();
+    assert_eq!(events, 10_001);
+}

@@ -61,6 +61,26 @@ async fn an_ok_means_the_replica_has_the_entry() {
         );
     }
 
+    // A request of several entries (MULTI/EXEC, then WAIT): the replica has all of them.
+    let before: u64 = replica
+        .cli(&["XLEN", &gateway.stream_key])
+        .unwrap()
+        .parse()
+        .unwrap();
+    client
+        .publish(authed(EU_TOKEN, request(99, eu_events(10_000))))
+        .await
+        .unwrap();
+    let after: u64 = replica
+        .cli(&["XLEN", &gateway.stream_key])
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        after > before + 1,
+        "{before} → {after}: every entry of the request"
+    );
+
     // The replica frozen: the primary still takes the XADD, but no OK comes back.
     replica.pause().unwrap();
     let refused = client

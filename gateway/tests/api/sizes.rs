@@ -228,3 +228,76 @@ async fn a_maximal_request_of_invalid_events_makes_a_bounded_stream_entry() {
             .contains("is not an ISO 4217 currency code")
     );
 }
+
+/// An event above `pipeline::validate::MAX_EVENT_BYTES` makes the request refused whole, with
+/// each such event named, and nothing queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_above_the_event_limit_refuses_the_request_naming_it() {
+    use prost::Message as _;
+    use tonic_types::StatusExt as _;
+
+    let gateway = spawn_gateway(&testkit::shared_redis().url(), &[]).await;
+    let mut big = probe("eu-1", Region::Europe);
+    if let Some(Payload::Probe(p)) = &mut big.payload {
+        p.target = "a".repeat(pipeline::validate::MAX_EVENT_BYTES);
+    }
+    let len = big.encoded_len();
+    let mut events = eu_events(2);
+    events.insert(1, big);
+    let status = gateway
+        .client()
+        .await
+        .publish(authed(EU_TOKEN, request(0, events)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let details = status.get_error_details();
+    assert_eq!(details.error_info().unwrap().reason, "EVENT_TOO_LARGE");
+    let violations = &details.bad_request().unwrap().field_violations;
+    assert_eq!(violations.len(), 1);
+    assert_eq!(violations[0].field, "events[1]");
+    assert_eq!(
+        violations[0].description,
+        format!("takes {len} bytes as encoded; an event may take at most 65536")
+    );
+    assert_eq!(gateway.stream_len().await, 0, "nothing queued");
+    still_serving(&gateway).await;
+}
+
+/// A request whose events take more than one stream entry may
+/// (`pipeline::entry::MAX_BATCH_BYTES`) is queued as a few bounded entries, which hold every
+/// event once, in order: readers can then bound a reply by a count of entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_larger_than_one_entry_is_queued_as_bounded_entries() {
+    use fred::interfaces::StreamsInterface as _;
+
+    let gateway = spawn_gateway(&testkit::shared_redis().url(), &[]).await;
+    let events = eu_events(10_000);
+    let response = gateway
+        .client()
+        .await
+        .publish(authed(EU_TOKEN, request(0, events.clone())))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.accepted, 10_000);
+
+    let redis = redis_client(&gateway.redis_url).await;
+    let entries: Vec<(String, std::collections::HashMap<String, Bytes>)> = redis
+        .xrange_values(&gateway.stream_key, "-", "+", None)
+        .await
+        .unwrap();
+    let sizes: Vec<usize> = entries.iter().map(|(_, f)| f["b"].len()).collect();
+    assert!(sizes.len() > 1, "{sizes:?}");
+    assert!(
+        sizes.iter().all(|&s| s <= pipeline::entry::MAX_BATCH_BYTES),
+        "{sizes:?}"
+    );
+    let queued: Vec<_> = gateway
+        .batches()
+        .await
+        .into_iter()
+        .flat_map(|b| b.events)
+        .collect();
+    assert_eq!(queued, events, "every event once, in order");
+}
