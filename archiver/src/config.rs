@@ -117,8 +117,10 @@ pub struct SegmentArgs {
     )]
     pub read_count: u64,
     /// About the most entry bytes one XREADGROUP asks for: as many entries of the largest
-    /// size read so far as fit, at least one. Redis holds a reply whole in its memory,
-    /// which counts against its maxmemory, and the archiver reads it whole
+    /// size read so far (at least half the largest entry the gateway writes) as fit, at least
+    /// one, so that a reply stays under about twice this. Redis holds a reply
+    /// whole in its memory, which counts against its maxmemory, and the archiver reads it
+    /// whole
     #[arg(
         long,
         global = true,

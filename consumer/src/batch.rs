@@ -113,9 +113,10 @@ impl Batch {
 
     /// How many entries the next read may ask for, at most `count`: as many as fit in what
     /// is left of the byte limit, and in [`Batch::read_bytes`], at the size of the largest
-    /// entry seen so far (at least one). A reply of `CONSUMER_READ_COUNT` entries of 2,000
-    /// events each would be hundreds of MiB, read into memory before the byte limit could
-    /// say no.
+    /// entry seen so far, or half the largest the gateway writes if that is more
+    /// (`source::entries_within`), at least one. A reply of `CONSUMER_READ_COUNT` entries of
+    /// 2,000 events each would be hundreds of MiB, read into memory before the byte limit
+    /// could say no.
     pub fn read_budget(&self, count: u64) -> u64 {
         let left = self
             .limits
@@ -301,17 +302,35 @@ mod tests {
     fn reads_ask_for_what_fits_in_the_byte_limit() {
         let mut b = Batch::new(Limits {
             max_rows: 1_000_000,
-            max_bytes: 1_000,
+            max_bytes: 4 << 20,
             max_age: Duration::from_secs(1),
         });
         assert_eq!(b.read_budget(1_000), 1, "a first read takes one entry");
-        b.push(entry(98)); // 101 bytes with the id
-        assert_eq!(b.read_budget(1_000), 8, "899 bytes left, 101 per entry");
+        b.push(entry(997)); // 1,000 bytes with the id
+        assert_eq!(
+            b.read_budget(1_000),
+            15,
+            "small entries counted as half the largest the gateway writes: 4 MiB less 1,000 \
+             bytes, in entries of 256 KiB"
+        );
+        let mut b = Batch::new(b.limits);
+        b.push(entry(299_997)); // 300,000 bytes with the id
+        assert_eq!(
+            b.read_budget(1_000),
+            12,
+            "3,894,304 bytes left, 300,000 per entry"
+        );
         assert_eq!(b.read_budget(3), 3);
-        for _ in 0..9 {
-            b.push(entry(98));
+        for _ in 0..13 {
+            b.push(entry(299_997));
         }
         assert_eq!(b.read_budget(1_000), 1, "full, yet a read takes one");
+        let mut small = Batch::new(Limits {
+            max_bytes: 1_000,
+            ..b.limits
+        });
+        small.push(entry(98));
+        assert_eq!(small.read_budget(1_000), 1, "less than an entry left: one");
     }
 
     #[test]

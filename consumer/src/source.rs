@@ -18,20 +18,27 @@ use crate::{batch::RawEntry, config::GroupArgs, dead_letter};
 const READ_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 
 /// How many entries one read may ask for so that its reply stays within about `bytes`: as
-/// many entries of the largest size seen so far (`largest_entry`) as fit, at least one, at
-/// most `count`; one while none has been seen, since nothing then bounds an entry's size but
-/// the gateway's largest request, which is the gateway's setting, not the reader's. Redis
-/// builds a reply whole in its own memory before sending it, which counts against its
-/// `maxmemory` (a full Redis refuses the gateway's writes), and the client reads it whole
-/// into a buffer that doubles as it fills: a count of entries alone lets entries of a few
-/// MiB each make both hundreds of MiB. The one read of a single entry happens once per
-/// process, as the largest size seen is kept.
+/// many entries of the largest size seen so far (`largest_entry`) as fit, every entry counted
+/// as at least half the largest the gateway writes ([`LEAST_ENTRY_BYTES`]), at least one, at
+/// most `count`; one while none has been seen. Redis builds a reply whole in its own memory
+/// before sending it, which counts against its `maxmemory` (a full Redis refuses the
+/// gateway's writes), and the client reads it whole into a buffer that doubles as it fills.
+/// A count sized by small entries alone let the large entries that followed them make both
+/// hundreds of MiB; as the gateway writes no entry above `pipeline::entry::MAX_BATCH_BYTES`,
+/// a reply is now at most about twice `bytes`, or one entry, whatever came before it.
+/// (Entries of an older gateway, or of another writer, are bounded only by what wrote them.)
 pub fn entries_within(bytes: usize, largest_entry: usize, count: u64) -> u64 {
     if largest_entry == 0 {
         return 1;
     }
-    ((bytes / largest_entry) as u64).clamp(1, count.max(1))
+    ((bytes / largest_entry.max(LEAST_ENTRY_BYTES)) as u64).clamp(1, count.max(1))
 }
+
+/// The size [`entries_within`] takes an entry to have at the least: half the largest batch
+/// field the gateway writes. Entries of requests of 2,000 events (274 KB) are larger, so
+/// their reads are as before; streams of smaller entries are read in more, smaller replies
+/// (32 entries in 8 MiB).
+pub const LEAST_ENTRY_BYTES: usize = pipeline::entry::MAX_BATCH_BYTES / 2;
 
 /// Reads and acknowledges one stream as one consumer of one group.
 pub struct Source {
@@ -575,17 +582,22 @@ mod tests {
 
     #[test]
     fn a_read_asks_for_the_entries_that_fit_its_bytes_at_least_one_at_most_count() {
-        // nothing seen yet: one, which may be of any size
+        // nothing seen yet: one, of whatever size
         assert_eq!(entries_within(8 << 20, 0, 100), 1);
         assert_eq!(entries_within(8 << 20, 0, 0), 1);
+        // small entries: as if each took half the largest entry the gateway writes, so that
+        // large ones after them make at most twice the bytes
+        assert_eq!(LEAST_ENTRY_BYTES, 256 * 1024);
+        assert_eq!(entries_within(8 << 20, 1_000, 100), 32);
+        assert_eq!(entries_within(8 << 20, 1_000, 10), 10);
+        assert_eq!(entries_within(8 << 20, 1_000, 0), 1);
+        let worst = entries_within(8 << 20, 200, 1_000) as usize * pipeline::entry::MAX_BATCH_BYTES;
+        assert!(worst <= 2 * (8 << 20), "{worst}");
         // entries of 2,000 events (~274 KB): 30 in 8 MiB, not the 100 asked for
         assert_eq!(entries_within(8 << 20, 274_000, 100), 30);
-        // entries of the gateway's largest request (4 MiB): two, then one past the budget
+        // entries of an older gateway's largest request (4 MiB): two, then one past the budget
         assert_eq!(entries_within(8 << 20, 4 << 20, 100), 2);
         assert_eq!(entries_within(8 << 20, 5 << 20, 100), 1);
-        // small entries: the count binds
-        assert_eq!(entries_within(8 << 20, 1_000, 100), 100);
-        assert_eq!(entries_within(8 << 20, 1_000, 0), 1);
     }
 
     #[test]
