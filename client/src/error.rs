@@ -109,8 +109,10 @@ pub enum PublishError {
     /// acknowledges what is spooled.
     #[error("spool is full ({max_bytes} bytes); the gateway has not acknowledged older events")]
     SpoolFull { max_bytes: u64 },
-    /// One event is larger than a whole batch may be.
-    #[error("event {event_id:?} takes {bytes} bytes; a batch may take at most {max_bytes}")]
+    /// One event is larger than a whole batch may be, or than the gateway takes an event
+    /// (`pipeline::validate::MAX_EVENT_BYTES`, 64 KiB as encoded): sent, it would make the
+    /// gateway refuse its whole batch (`EVENT_TOO_LARGE`).
+    #[error("event {event_id:?} takes {bytes} bytes; at most {max_bytes} are allowed")]
     EventTooLarge {
         event_id: String,
         bytes: usize,

@@ -12,6 +12,7 @@ use std::{
 
 use bytes::BytesMut;
 use pipeline::proto::ingest::Event;
+use prost::Message as _;
 use tokio::{
     sync::{Semaphore, mpsc, watch},
     task::JoinHandle,
@@ -169,11 +170,17 @@ impl Publisher {
     pub async fn publish(&self, event: &Event) -> Result<(), PublishError> {
         let config = &self.shared.config;
         let len = framed_len(event);
-        if len > config.max_batch_bytes {
+        let event_len = event.encoded_len();
+        if len > config.max_batch_bytes || event_len > pipeline::validate::MAX_EVENT_BYTES {
+            let (bytes, max_bytes) = if event_len > pipeline::validate::MAX_EVENT_BYTES {
+                (event_len, pipeline::validate::MAX_EVENT_BYTES)
+            } else {
+                (len, config.max_batch_bytes)
+            };
             return Err(PublishError::EventTooLarge {
                 event_id: event.event_id.clone(),
-                bytes: len,
-                max_bytes: config.max_batch_bytes,
+                bytes,
+                max_bytes,
             });
         }
         let permits = u32::try_from(len).map_err(|_| PublishError::BufferFull {

@@ -463,3 +463,59 @@ async fn tls_config_trusts_only_the_given_ca() {
     assert_eq!((untrusted.acknowledged, untrusted.failed), (0, 3));
     gateway.shutdown().await.unwrap();
 }
+
+/// An event above what the gateway takes (`pipeline::validate::MAX_EVENT_BYTES`) is refused
+/// by `publish` itself: sent, it would make the gateway refuse its whole batch
+/// (`EVENT_TOO_LARGE`), and the events batched with it would be lost with it. The events
+/// around it are delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_above_the_gateways_limit_is_refused_by_publish_and_spoils_no_batch() {
+    use prost::Message as _;
+
+    let redis = testkit::shared_redis();
+    let stream = testkit::unique_name("client-large");
+    let gateway = CrashableGateway::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &redis.url(),
+        &stream,
+        &stores_toml(None),
+    );
+    let (publisher, outcomes) = logging_publisher(&gateway.url());
+    let mut ids = BTreeSet::new();
+    for i in 0..20 {
+        let event = probe();
+        ids.insert(event.event_id.clone());
+        publisher.publish(&event).await.unwrap();
+        if i == 10 {
+            let mut large = probe();
+            if let Some(Payload::Probe(p)) = &mut large.payload {
+                p.target = "a".repeat(pipeline::validate::MAX_EVENT_BYTES);
+            }
+            match publisher.publish(&large).await {
+                Err(client::PublishError::EventTooLarge {
+                    event_id,
+                    bytes,
+                    max_bytes,
+                }) => {
+                    assert_eq!(event_id, large.event_id);
+                    assert_eq!(bytes, large.encoded_len());
+                    assert_eq!(max_bytes, 65_536);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    let stats = publisher.close().await.unwrap();
+    assert_eq!(
+        (
+            stats.published,
+            stats.acknowledged,
+            stats.rejected,
+            stats.failed
+        ),
+        (20, 20, 0, 0),
+        "{:#?}",
+        unusual(&outcomes)
+    );
+    assert_loaded_once(&redis.url(), &stream, &ids).await;
+}
