@@ -215,6 +215,15 @@ impl<'a> EventBytes<'a> {
     pub fn get(&self, index: usize) -> &'a [u8] {
         &self.message[self.spans[index].clone()]
     }
+
+    /// The bytes of the request's largest event (0 for none).
+    pub fn largest(&self) -> usize {
+        self.spans
+            .iter()
+            .map(|span| span.end - span.start)
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 #[cfg(test)]
