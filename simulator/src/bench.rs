@@ -77,7 +77,9 @@ pub async fn redis(args: &BenchRedisArgs) -> anyhow::Result<String> {
         None,
     );
     client.init().await.context("connecting to redis")?;
-    let _: i64 = client.del(&args.stream_key).await?;
+    if !args.append {
+        let _: i64 = client.del(&args.stream_key).await?;
+    }
     let started = Instant::now();
     let results: Vec<Result<String, fred::error::Error>> = futures::stream::iter(0..entries)
         .map(|n| {

@@ -154,7 +154,7 @@ pub struct SampleArgs {
 pub struct BenchRedisArgs {
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
-    /// Stream to write (deleted before, and after unless `--keep`)
+    /// Stream to write (deleted before unless `--append`, and after unless `--keep`)
     #[arg(long, default_value = "bench-raw")]
     pub stream_key: String,
     /// Events per entry, as the gateway batches them
@@ -170,6 +170,10 @@ pub struct BenchRedisArgs {
     /// (`scripts/bench-drain`)
     #[arg(long)]
     pub keep: bool,
+    /// Add the entries after those the stream holds instead of replacing them: for a stream
+    /// of small entries followed by large ones (`scripts/bench-drain`, DRAIN_SMALL_FIRST)
+    #[arg(long)]
+    pub append: bool,
     /// Every entry its own events, of the fleet's stores in turn, generated before the clock
     /// starts; without it one entry is written again and again. A consumer that drains them
     /// then loads distinct rows, which compress as the pipeline's do
