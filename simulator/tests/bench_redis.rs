@@ -22,6 +22,7 @@ async fn queued(distinct: bool) -> Vec<Vec<String>> {
         events: 3_000,
         in_flight: 4,
         keep: true,
+        append: false,
         distinct,
     };
     let report: serde_json::Value =
@@ -57,4 +58,42 @@ async fn without_distinct_one_entry_is_written_again_and_again() {
     let entries = queued(false).await;
     assert_eq!(entries.len(), 3);
     assert!(entries.iter().all(|ids| *ids == entries[0]));
+}
+
+/// `--append` adds to what the stream holds (small entries before large ones in
+/// `scripts/bench-drain`); without it the stream is replaced.
+#[tokio::test]
+async fn append_adds_after_the_streams_entries_and_without_it_they_are_replaced() {
+    let redis = testkit::shared_redis();
+    let stream = testkit::unique_name("bench-redis-append");
+    let args = |batch_size: usize, events: u64, append: bool| BenchRedisArgs {
+        redis_url: redis.url(),
+        stream_key: stream.clone(),
+        batch_size,
+        events,
+        in_flight: 1,
+        keep: true,
+        append,
+        distinct: true,
+    };
+    let client = Client::new(Config::from_url(&redis.url()).unwrap(), None, None, None);
+    client.init().await.unwrap();
+    let sizes = || async {
+        let entries: Vec<(String, HashMap<String, Bytes>)> =
+            client.xrange_values(&stream, "-", "+", None).await.unwrap();
+        entries
+            .into_iter()
+            .map(|(_, fields)| Fields::from_pairs(fields).decode().unwrap().events.len())
+            .collect::<Vec<_>>()
+    };
+    simulator::bench::redis(&args(1, 2, false)).await.unwrap();
+    simulator::bench::redis(&args(500, 1_000, true))
+        .await
+        .unwrap();
+    assert_eq!(sizes().await, [1, 1, 500, 500]);
+    simulator::bench::redis(&args(500, 500, false))
+        .await
+        .unwrap();
+    assert_eq!(sizes().await, [500]);
+    let _: i64 = client.del(&stream).await.unwrap();
 }
