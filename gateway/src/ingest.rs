@@ -115,6 +115,7 @@ impl Ingest {
         // Size next: a malformed request is answered as such even under overload, and the
         // quota below must not be asked about an unbounded number of events.
         check_size(decoded.events.len(), self.bounds.max_events)?;
+        check_event_sizes(&decoded.bytes, decoded.events.len())?;
         // Overload next: it takes nothing, whereas the quota check spends the store's
         // allowance, which a request refused for overload should not cost.
         let shard = self.queue.shards().of_store(&store.id);
@@ -196,8 +197,8 @@ fn check_event_sizes(bytes: &EventBytes<'_>, count: usize) -> Result<(), ApiErro
 /// [`RawRequest::decode_events`]), whatever odd encoding they came in.
 ///
 /// Pure, and meant to be total: any decoded request should yield an entry or an
-/// [`ApiError`], never a panic (the `publish_request` fuzz target checks that). It repeats the size check
-/// that [`Ingest::publish`] makes before admission, so that it is safe on its own.
+/// [`ApiError`], never a panic (the `publish_request` fuzz target checks that). It repeats the size
+/// checks that [`Ingest::publish`] makes before admission, so that it is safe on its own.
 pub fn prepare(
     store: &Store,
     req: DecodedRequest<'_>,

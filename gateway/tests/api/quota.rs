@@ -185,3 +185,33 @@ async fn a_store_over_its_byte_quota_is_throttled_and_a_larger_request_must_be_s
     }
     assert_eq!(gateway.stream_len().await, accepted + 10);
 }
+
+/// A request refused for an event above the event limit (`EVENT_TOO_LARGE`) is refused before
+/// the quota is asked, as one with too many events is: it costs the store none of its
+/// allowance, so the same events sent right after without it pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_refused_for_an_oversized_event_spends_no_quota() {
+    let gateway = spawn_gateway(&testkit::shared_redis().url(), &[]).await;
+    let mut client = gateway.client().await;
+    let events: Vec<Event> = (0..LIMITED_QUOTA)
+        .map(|_| probe("limited", Region::Europe))
+        .collect();
+    let mut with_large = events.clone();
+    if let Some(Payload::Probe(p)) = &mut with_large[0].payload {
+        p.target = "a".repeat(pipeline::validate::MAX_EVENT_BYTES);
+    }
+    let status = client
+        .publish(authed(LIMITED_TOKEN, request(0, with_large)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.get_error_details().error_info().unwrap().reason,
+        "EVENT_TOO_LARGE"
+    );
+    let response = client
+        .publish(authed(LIMITED_TOKEN, request(1, events)))
+        .await
+        .expect("the whole second's allowance is left")
+        .into_inner();
+    assert_eq!(response.accepted, LIMITED_QUOTA);
+}
