@@ -86,6 +86,9 @@ pub struct RawRequest {
     /// Where each event lies in `message`: the event's own bytes, without the field's key
     /// and length, in request order.
     spans: Vec<Range<usize>>,
+    /// The bytes of the largest event (0 for none), found as the events are located, so
+    /// that the event size check costs nothing per event however often it runs.
+    largest_event: usize,
 }
 
 /// A request's events decoded as views of its message, with the bytes of each.
@@ -108,6 +111,7 @@ impl RawRequest {
         let mut header = PublishRequest::default();
         // a store's events take 100-300 bytes each
         let mut spans = Vec::with_capacity((message.len() / 128).min(10_000));
+        let mut largest_event = 0;
         let mut buf = &message[..];
         let ctx = DecodeContext::default();
         let scanned = (|| -> Result<(), Refused> {
@@ -117,6 +121,7 @@ impl RawRequest {
                     let event = view::length_delimited(wire_type, &mut buf)?;
                     let end = message.len() - buf.len();
                     spans.push(end - event.len()..end);
+                    largest_event = largest_event.max(event.len());
                 } else {
                     header.merge_field(tag, wire_type, &mut buf, ctx.clone())?;
                 }
@@ -129,6 +134,7 @@ impl RawRequest {
                 all_or_nothing: header.all_or_nothing,
                 message,
                 spans,
+                largest_event,
             }),
             Err(Refused) => Err(prost_error(&message)),
         }
@@ -167,6 +173,7 @@ impl RawRequest {
                 bytes: EventBytes {
                     message: &self.message,
                     spans: &self.spans,
+                    largest: self.largest_event,
                 },
             }),
             Err(Refused) => Err(prost_error(&self.message)),
@@ -208,6 +215,7 @@ fn prost_error(message: &[u8]) -> DecodeError {
 pub struct EventBytes<'a> {
     message: &'a [u8],
     spans: &'a [Range<usize>],
+    largest: usize,
 }
 
 impl<'a> EventBytes<'a> {
@@ -218,11 +226,7 @@ impl<'a> EventBytes<'a> {
 
     /// The bytes of the request's largest event (0 for none).
     pub fn largest(&self) -> usize {
-        self.spans
-            .iter()
-            .map(|span| span.end - span.start)
-            .max()
-            .unwrap_or(0)
+        self.largest
     }
 }
 
@@ -246,6 +250,15 @@ mod tests {
             let bytes = decoded.bytes.get(i);
             assert_eq!(&Event::decode(bytes).unwrap(), event, "event {i}'s bytes");
         }
+        let largest = (0..plain.events.len())
+            .map(|i| decoded.bytes.get(i).len())
+            .max()
+            .unwrap_or(0);
+        assert_eq!(
+            decoded.bytes.largest(),
+            largest,
+            "the largest event's bytes"
+        );
         Ok(PublishRequest {
             sequence: decoded.sequence,
             events: plain.events.clone(),
