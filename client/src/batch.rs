@@ -84,7 +84,11 @@ impl Batch {
 
 /// Bytes `event` takes inside a batch: its key, its length and its body.
 pub fn framed_len(event: &Event) -> usize {
-    let body = event.encoded_len();
+    framed_len_of(event.encoded_len())
+}
+
+/// Bytes an event of `body` bytes takes inside a batch ([`framed_len`]).
+pub fn framed_len_of(body: usize) -> usize {
     1 + encoded_len_varint(body as u64) + body
 }
 

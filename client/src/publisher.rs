@@ -19,7 +19,7 @@ use tokio::{
 };
 
 use crate::{
-    batch::{Batch, frame, framed_len},
+    batch::{Batch, frame, framed_len_of},
     client::{Ack, Client},
     config::{Config, WhenFull},
     error::{ConfigError, PublishError, SendError},
@@ -169,14 +169,16 @@ impl Publisher {
     /// as [`Config::when_full`] says.
     pub async fn publish(&self, event: &Event) -> Result<(), PublishError> {
         let config = &self.shared.config;
-        let len = framed_len(event);
         let event_len = event.encoded_len();
-        if len > config.max_batch_bytes || event_len > pipeline::validate::MAX_EVENT_BYTES {
-            let (bytes, max_bytes) = if event_len > pipeline::validate::MAX_EVENT_BYTES {
-                (event_len, pipeline::validate::MAX_EVENT_BYTES)
-            } else {
-                (len, config.max_batch_bytes)
-            };
+        let len = framed_len_of(event_len);
+        let over = if event_len > pipeline::validate::MAX_EVENT_BYTES {
+            Some((event_len, pipeline::validate::MAX_EVENT_BYTES))
+        } else if len > config.max_batch_bytes {
+            Some((len, config.max_batch_bytes))
+        } else {
+            None
+        };
+        if let Some((bytes, max_bytes)) = over {
             return Err(PublishError::EventTooLarge {
                 event_id: event.event_id.clone(),
                 bytes,
