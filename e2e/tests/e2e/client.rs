@@ -224,6 +224,23 @@ fn unusual(log: &Mutex<Vec<String>>) -> Vec<String> {
         .collect()
 }
 
+/// Closes `publisher` and asserts that it published `n` events and that the gateway
+/// acknowledged every one, none rejected or failed; else shows the unusual outcomes.
+async fn close_all_acknowledged(publisher: Publisher, outcomes: &Mutex<Vec<String>>, n: u64) {
+    let stats = publisher.close().await.unwrap();
+    assert_eq!(
+        (
+            stats.published,
+            stats.acknowledged,
+            stats.rejected,
+            stats.failed
+        ),
+        (n, n, 0, 0),
+        "batches not accepted whole at the first attempt: {:#?}",
+        unusual(outcomes)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_restart_mid_stream_loses_nothing() {
     let redis = testkit::shared_redis();
@@ -248,18 +265,7 @@ async fn a_gateway_restart_mid_stream_loses_nothing() {
         _restarted = Some(restart.await);
     })
     .await;
-    let stats = publisher.close().await.unwrap();
-    assert_eq!(
-        (
-            stats.published,
-            stats.acknowledged,
-            stats.rejected,
-            stats.failed
-        ),
-        (3000, 3000, 0, 0),
-        "batches not accepted whole at the first attempt: {:#?}",
-        unusual(&outcomes)
-    );
+    close_all_acknowledged(publisher, &outcomes, 3000).await;
     assert_loaded_once(&redis.url(), &stream, &ids).await;
 }
 
@@ -505,17 +511,6 @@ async fn an_event_above_the_gateways_limit_is_refused_by_publish_and_spoils_no_b
             }
         }
     }
-    let stats = publisher.close().await.unwrap();
-    assert_eq!(
-        (
-            stats.published,
-            stats.acknowledged,
-            stats.rejected,
-            stats.failed
-        ),
-        (20, 20, 0, 0),
-        "{:#?}",
-        unusual(&outcomes)
-    );
+    close_all_acknowledged(publisher, &outcomes, 20).await;
     assert_loaded_once(&redis.url(), &stream, &ids).await;
 }

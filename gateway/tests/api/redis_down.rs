@@ -10,6 +10,8 @@ use tonic_health::pb::{
 };
 use tonic_types::StatusExt;
 
+use pipeline::proto::ingest::ingest_service_client::IngestServiceClient;
+
 use crate::helpers::*;
 
 async fn health(gateway: &TestGateway) -> anyhow::Result<ServingStatus> {
@@ -209,20 +211,28 @@ async fn a_frozen_redis_is_not_serving_until_it_answers_again() {
     unavailable_until_mended(&gateway, || redis.resume().unwrap(), 1).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_out_of_memory_is_resource_exhausted_with_retry_info() {
+/// A gateway over a Redis of 64 MiB `maxmemory` that holds one entry of it, with a memory
+/// ratio Redis can never reach, so that Redis itself refuses writes: setting `maxmemory`
+/// below what Redis uses makes every write an OOM error (noeviction).
+async fn gateway_over_a_redis_that_refuses_when_full()
+-> (testkit::Redis, TestGateway, IngestServiceClient<Channel>) {
     let redis = testkit::Redis::start_with(testkit::RedisOptions {
         maxmemory: Some("64mb".into()),
         ..Default::default()
     })
     .unwrap();
-    // a memory ratio Redis can never reach, so that Redis itself refuses the write
     let gateway = spawn_gateway(&redis.url(), &["--max-redis-memory-ratio", "1000"]).await;
     let mut client = gateway.client().await;
     client
         .publish(authed(EU_TOKEN, request(1, eu_events(1))))
         .await
         .unwrap();
+    (redis, gateway, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_out_of_memory_is_resource_exhausted_with_retry_info() {
+    let (redis, gateway, mut client) = gateway_over_a_redis_that_refuses_when_full().await;
 
     // below what Redis already uses: with noeviction every write is now an OOM error
     redis.cli(&["CONFIG", "SET", "maxmemory", "100kb"]).unwrap();
@@ -305,17 +315,7 @@ async fn a_gateway_started_while_redis_refuses_writes_serves_once_it_saves_again
 /// it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_of_several_entries_is_queued_whole_or_not_at_all() {
-    let redis = testkit::Redis::start_with(testkit::RedisOptions {
-        maxmemory: Some("64mb".into()),
-        ..Default::default()
-    })
-    .unwrap();
-    let gateway = spawn_gateway(&redis.url(), &["--max-redis-memory-ratio", "1000"]).await;
-    let mut client = gateway.client().await;
-    client
-        .publish(authed(EU_TOKEN, request(1, eu_events(1))))
-        .await
-        .unwrap();
+    let (redis, gateway, mut client) = gateway_over_a_redis_that_refuses_when_full().await;
     let large = request(2, eu_events(10_000));
 
     redis.cli(&["CONFIG", "SET", "maxmemory", "100kb"]).unwrap();
