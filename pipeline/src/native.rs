@@ -101,9 +101,13 @@ pub struct Block {
     /// A keyed table's rows as records.
     records: BytesMut,
     /// Each column's bytes per value for a keyed table, 0 for a `String` (its length, then
-    /// its bytes).
-    widths: Vec<u8>,
+    /// its bytes), and what writes its sorted records into the columns (`write_sorted`).
+    widths: &'static [u8],
+    write_sorted: WriteSorted,
 }
+
+/// `write_sorted` of one row type.
+type WriteSorted = fn(&mut [BytesMut], &[u8], &[order::Slot]);
 
 impl Block {
     /// An empty block of `R`'s table.
@@ -114,14 +118,8 @@ impl Block {
             rows: 0,
             order: R::KEYED.then(order::Order::default),
             records: BytesMut::new(),
-            widths: if R::KEYED {
-                R::COLUMNS
-                    .iter()
-                    .map(|(_, ty)| width(ty).unwrap_or(0) as u8)
-                    .collect()
-            } else {
-                Vec::new()
-            },
+            widths: &const { widths_of::<R>() }[..R::COLUMNS.len()],
+            write_sorted: write_sorted::<R>,
         }
     }
 
@@ -138,11 +136,13 @@ impl Block {
         self.records = BytesMut::new();
     }
 
-    /// Starts each column with its header. At the first row rather than when the last
-    /// block went out: by then its pieces are usually dropped, so that the header goes at
-    /// the start of the buffer the last block grew, not into a new one.
+    /// Starts each column with room for a frame's head ([`HEADROOM`]) and its header. At
+    /// the first row rather than when the last block went out: by then its pieces are
+    /// usually dropped, so that the header goes at the start of the buffer the last block
+    /// grew, not into a new one.
     fn start(&mut self) {
         for ((name, ty), data) in self.columns.iter().zip(&mut self.data) {
+            data.put_bytes(0, HEADROOM);
             put_str(data, name.as_bytes());
             put_str(data, ty.as_bytes());
         }
@@ -224,6 +224,12 @@ impl Block {
     /// A keyed block's rows go in the key's order: `Block::sort`, then all of them as one
     /// chunk (`Block::sorted_pieces`).
     pub fn pieces(&mut self) -> Vec<Bytes> {
+        without_headroom(self.framed_pieces())
+    }
+
+    /// [`Block::pieces`], each with [`HEADROOM`] bytes before it: room for the head of the
+    /// frame it may go out in.
+    fn framed_pieces(&mut self) -> Vec<BytesMut> {
         if self.keyed() && self.rows > 0 {
             self.sort();
             let pieces = self.sorted_pieces(0..self.rows);
@@ -235,7 +241,7 @@ impl Block {
         }
         let mut pieces = Vec::with_capacity(self.columns.len() + 1);
         pieces.push(counts(self.columns.len(), self.rows));
-        pieces.extend(self.data.iter_mut().map(|data| data.split().freeze()));
+        pieces.extend(self.data.iter_mut().map(BytesMut::split));
         self.rows = 0;
         pieces
     }
@@ -252,7 +258,7 @@ impl Block {
             .iter()
             .position(|(name, _)| *name == KEY_STORE_COLUMN)
             .expect("a keyed table has a store_id column");
-        let (records, widths) = (&self.records[..], &self.widths[..]);
+        let (records, widths) = (&self.records[..], self.widths);
         // the store's bytes, without their length: ClickHouse compares strings as memcmp,
         // then by length, which is the order of byte slices
         let store_of = |start: u32| {
@@ -264,42 +270,20 @@ impl Block {
     }
 
     /// The sorted rows `range` (`Block::sort`) as one Native block, in pieces as
-    /// [`Block::pieces`] gives them: the rows' records, in the key's order, written into
-    /// the columns.
-    fn sorted_pieces(&mut self, range: Range<usize>) -> Vec<Bytes> {
+    /// `Block::framed_pieces` gives them: the rows' records, in the key's order, written
+    /// into the columns.
+    fn sorted_pieces(&mut self, range: Range<usize>) -> Vec<BytesMut> {
         self.start();
         let sorted = &self.order.as_ref().expect("a keyed block").sorted()[range];
-        for (data, &width) in self.data.iter_mut().zip(&self.widths) {
+        for (data, &width) in self.data.iter_mut().zip(self.widths) {
             // a String's length byte and a few bytes: it grows if they are longer
             let width = if width == 0 { 16 } else { usize::from(width) };
             data.reserve(width * sorted.len());
         }
-        let records = &self.records[..];
-        for (i, slot) in sorted.iter().enumerate() {
-            // the record a few rows on, so that it is in the cache when its turn comes: the
-            // records are read in no order the processor could foresee
-            if let Some(ahead) = sorted.get(i + PREFETCH_ROWS) {
-                prefetch(records, ahead.record() as usize);
-            }
-            let mut at = slot.record() as usize;
-            for (data, &width) in self.data.iter_mut().zip(&self.widths) {
-                at = match width {
-                    1 => copy::<1>(data, records, at),
-                    2 => copy::<2>(data, records, at),
-                    4 => copy::<4>(data, records, at),
-                    8 => copy::<8>(data, records, at),
-                    16 => copy::<16>(data, records, at),
-                    _ => {
-                        let end = at + string_len(&records[at..]);
-                        data.put_slice(&records[at..end]);
-                        end
-                    }
-                };
-            }
-        }
+        (self.write_sorted)(&mut self.data, &self.records, sorted);
         let mut pieces = Vec::with_capacity(self.columns.len() + 1);
         pieces.push(counts(self.columns.len(), sorted.len()));
-        pieces.extend(self.data.iter_mut().map(|data| data.split().freeze()));
+        pieces.extend(self.data.iter_mut().map(BytesMut::split));
         pieces
     }
 
@@ -320,6 +304,51 @@ impl Block {
             order.clear();
         }
         self.rows = 0;
+    }
+}
+
+/// Writes the records of the rows `sorted`, in that order, into the columns of `R`'s table
+/// (`Block::sorted_pieces`). One writer per row type, so that each column's width is a
+/// constant of the code: the loop over the columns unrolls into one copy of a known width per
+/// column, where a loop over the widths as data dispatched on each value's width at run time,
+/// a fifth of the writer's instructions (docs/BENCHMARKS.md, "The sorted writer per row
+/// type").
+fn write_sorted<R: NativeRow>(data: &mut [BytesMut], records: &[u8], sorted: &[order::Slot]) {
+    let widths = const { widths_of::<R>() };
+    let data = &mut data[..R::COLUMNS.len()];
+    for (i, slot) in sorted.iter().enumerate() {
+        // the record a few rows on, so that it is in the cache when its turn comes: the
+        // records are read in no order the processor could foresee
+        if let Some(ahead) = sorted.get(i + PREFETCH_ROWS) {
+            prefetch(records, ahead.record() as usize);
+        }
+        let mut at = slot.record() as usize;
+        // `column` a literal, so that `widths[column]` is a constant and each `match`
+        // leaves the copy of its column's width; the columns past the table's last go
+        macro_rules! columns {
+            ($($column:literal)*) => {$(
+                if $column < R::COLUMNS.len() {
+                    let data = &mut data[$column];
+                    at = match widths[$column] {
+                        1 => copy::<1>(data, records, at),
+                        2 => copy::<2>(data, records, at),
+                        4 => copy::<4>(data, records, at),
+                        8 => copy::<8>(data, records, at),
+                        16 => copy::<16>(data, records, at),
+                        _ => {
+                            let end = at + string_len(&records[at..]);
+                            data.put_slice(&records[at..end]);
+                            end
+                        }
+                    };
+                }
+            )*};
+        }
+        columns!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31);
+        debug_assert!(
+            at > slot.record() as usize,
+            "a record's end after its start"
+        );
     }
 }
 
@@ -366,7 +395,19 @@ fn copy<const W: usize>(data: &mut BytesMut, records: &[u8], at: usize) -> usize
 }
 
 /// The bytes of the `String` value at the start of `value`: its length's, then its own.
+/// Inlined, with a first test for the one length byte of a text under 128 bytes, which
+/// nearly every value is: called for each `String` value of every row.
+#[inline]
 fn string_len(value: &[u8]) -> usize {
+    match value.first() {
+        Some(&len) if len < 0x80 => 1 + usize::from(len),
+        _ => long_string_len(value),
+    }
+}
+
+/// [`string_len`] of a value of two or more length bytes.
+#[cold]
+fn long_string_len(value: &[u8]) -> usize {
     let mut len = 0usize;
     for (i, byte) in value.iter().enumerate() {
         len |= usize::from(byte & 0x7f) << (7 * i);
@@ -541,12 +582,25 @@ impl NativeInsert {
     }
 
     async fn send(&mut self) -> clickhouse::error::Result<()> {
-        let pieces = self.block.pieces();
+        let pieces = self.block.framed_pieces();
         self.send_pieces(pieces).await
     }
 
-    async fn send_pieces(&mut self, pieces: Vec<Bytes>) -> clickhouse::error::Result<()> {
+    /// Sends pieces of `Block::framed_pieces`. Stored frames (`CLICKHOUSE_COMPRESSION=none`)
+    /// are made in place: the head goes into the piece's [`HEADROOM`] and the piece goes
+    /// out whole as one frame, where copying it behind a head cost the consumer a copy of
+    /// every byte it sends (docs/BENCHMARKS.md, "The sorted writer per row type"). Anything
+    /// else, and a piece above [`MAX_STORED_FRAME`], goes in frames of [`CHUNK_BYTES`] made
+    /// from copies, or as it is for the client to compress.
+    async fn send_pieces(&mut self, pieces: Vec<BytesMut>) -> clickhouse::error::Result<()> {
         for piece in pieces {
+            if self.frames.as_ref().is_some_and(|f| f.stored)
+                && piece.len() - HEADROOM <= MAX_STORED_FRAME
+            {
+                self.insert.send(stored_in_place(piece)?).await?;
+                continue;
+            }
+            let piece = piece.freeze().slice(HEADROOM..);
             for start in (0..piece.len()).step_by(CHUNK_BYTES) {
                 let end = piece.len().min(start + CHUNK_BYTES);
                 let chunk = match &mut self.frames {
@@ -588,6 +642,10 @@ struct Frames {
 
 /// Checksum, method, compressed size, data size.
 const FRAME_HEAD: usize = 16 + 1 + 4 + 4;
+/// The most data a stored frame made in place holds: a block's column is at most
+/// [`BLOCK_ROWS`] values, a few MiB, and the server holds each frame whole as it reads it
+/// (it refuses frames above 1 GiB).
+const MAX_STORED_FRAME: usize = 64 << 20;
 /// The method byte of an LZ4 frame.
 const LZ4: u8 = 0x82;
 /// The method byte of a stored frame.
@@ -640,6 +698,14 @@ fn stored(data: &[u8]) -> clickhouse::error::Result<Bytes> {
     frame.put_slice(data);
     seal(&mut frame, STORED, data.len())?;
     Ok(frame.freeze())
+}
+
+/// A piece of `Block::framed_pieces` as one stored frame, its head written into its
+/// [`HEADROOM`]: the frame [`stored`] makes of the piece's data, without copying it.
+fn stored_in_place(mut piece: BytesMut) -> clickhouse::error::Result<Bytes> {
+    let data = piece.len() - HEADROOM;
+    seal(&mut piece, STORED, data)?;
+    Ok(piece.freeze())
 }
 
 /// Fills in the head of `frame`, its first [`FRAME_HEAD`] bytes, before the frame's data (of
@@ -699,27 +765,97 @@ fn same_table(a: &'static [Column], b: &'static [Column]) -> bool {
     std::ptr::eq(a, b) || a == b
 }
 
-/// A block's first piece: its column count and row count.
-fn counts(columns: usize, rows: usize) -> Bytes {
-    let mut counts = BytesMut::with_capacity(20);
+/// A block's first piece: its column count and row count, after [`HEADROOM`].
+fn counts(columns: usize, rows: usize) -> BytesMut {
+    let mut counts = BytesMut::with_capacity(HEADROOM + 20);
+    counts.put_bytes(0, HEADROOM);
     put_varuint(&mut counts, columns as u64);
     put_varuint(&mut counts, rows as u64);
-    counts.freeze()
+    counts
+}
+
+/// Bytes before each piece of a block, where a stored frame's head is written in place
+/// (`NativeInsert::send_pieces`): the piece is then sent as it is, not copied behind a head.
+const HEADROOM: usize = FRAME_HEAD;
+
+/// Pieces as `Block::framed_pieces` gives them, without their [`HEADROOM`].
+fn without_headroom(pieces: Vec<BytesMut>) -> Vec<Bytes> {
+    pieces
+        .into_iter()
+        .map(|piece| piece.freeze().slice(HEADROOM..))
+        .collect()
+}
+
+/// The most columns a keyed table may have: the length of [`widths_of`]'s array.
+const MAX_KEYED_COLUMNS: usize = 32;
+
+/// [`width`] of each column of a keyed table `R`, 0 for a `String`, then zeros up to
+/// [`MAX_KEYED_COLUMNS`]; all zeros for any other table, whose rows are never records.
+/// Computed when compiling.
+const fn widths_of<R: NativeRow>() -> [u8; MAX_KEYED_COLUMNS] {
+    let columns = R::COLUMNS;
+    let mut widths = [0; MAX_KEYED_COLUMNS];
+    if !R::KEYED {
+        return widths;
+    }
+    assert!(
+        columns.len() <= MAX_KEYED_COLUMNS,
+        "a keyed table of more than MAX_KEYED_COLUMNS columns"
+    );
+    let mut i = 0;
+    while i < columns.len() {
+        widths[i] = match width(columns[i].1) {
+            Some(width) => width as u8,
+            None => 0,
+        };
+        i += 1;
+    }
+    widths
 }
 
 /// The bytes of a value of type `ty` if fixed (every type of the keyed tables), `None` for
-/// `String`.
-fn width(ty: &str) -> Option<usize> {
-    match ty {
-        "String" => None,
-        "UInt8" => Some(1),
-        "UInt16" => Some(2),
-        "UInt32" | "DateTime('UTC')" => Some(4),
-        "UInt64" | "Float64" | "Decimal(18, 9)" => Some(8),
-        "UUID" => Some(16),
-        enum8 if enum8.starts_with("Enum8(") => Some(1),
-        other => panic!("a column type of unknown width: {other}"),
+/// `String`. A `const fn`, so a type it does not know fails the build ([`widths_of`]).
+const fn width(ty: &str) -> Option<usize> {
+    const FIXED: &[(&str, usize)] = &[
+        ("UInt8", 1),
+        ("UInt16", 2),
+        ("UInt32", 4),
+        ("DateTime('UTC')", 4),
+        ("UInt64", 8),
+        ("Float64", 8),
+        ("Decimal(18, 9)", 8),
+        ("UUID", 16),
+    ];
+    if same_bytes(ty.as_bytes(), b"String") {
+        return None;
     }
+    let enum8 = b"Enum8(";
+    if ty.len() > enum8.len() && same_bytes(ty.as_bytes().split_at(enum8.len()).0, enum8) {
+        return Some(1);
+    }
+    let mut i = 0;
+    while i < FIXED.len() {
+        if same_bytes(ty.as_bytes(), FIXED[i].0.as_bytes()) {
+            return Some(FIXED[i].1);
+        }
+        i += 1;
+    }
+    panic!("a column type of unknown width")
+}
+
+/// `a == b`, in a `const fn`.
+const fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// Unsigned LEB128, as ClickHouse writes lengths and counts.
@@ -989,6 +1125,43 @@ mod tests {
     }
 
     #[test]
+    fn stored_frames_made_in_place_are_the_frames_of_the_pieces() {
+        // an unkeyed block and a keyed one (written by `write_sorted`), of rows whose
+        // columns are larger than a chunk, and an empty block
+        let rows: Vec<CommerceRow<'_>> = (0..40_000u32)
+            .map(|i| {
+                let id = uuid::Uuid::from_u128(u128::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                commerce_row(i, id, 20_000, "store-a")
+            })
+            .collect();
+        let mut blocks = [unkeyed_commerce_block(), Block::new::<CommerceRow<'_>>()];
+        for block in &mut blocks {
+            for row in &rows {
+                block.push(row);
+            }
+            let framed = block.framed_pieces();
+            for row in &rows {
+                block.push(row);
+            }
+            let pieces = block.pieces();
+            assert_eq!(framed.len(), pieces.len());
+            assert!(
+                pieces.iter().any(|p| p.len() > CHUNK_BYTES),
+                "a piece over a chunk"
+            );
+            for (framed, piece) in framed.into_iter().zip(&pieces) {
+                assert_eq!(stored_in_place(framed).unwrap(), stored(piece).unwrap());
+            }
+        }
+        let mut empty = unkeyed_commerce_block();
+        let framed = empty.framed_pieces();
+        let pieces = empty.pieces();
+        for (framed, piece) in framed.into_iter().zip(&pieces) {
+            assert_eq!(stored_in_place(framed).unwrap(), stored(piece).unwrap());
+        }
+    }
+
+    #[test]
     fn spare_blocks_keep_their_buffers_one_per_table() {
         let spare = Spare::default();
         let mut block = spare.take::<RejectedRow<'_>>();
@@ -1149,7 +1322,7 @@ mod tests {
             for row in &sorted[from..to] {
                 chunk.push(row);
             }
-            let pieces = keyed.sorted_pieces(from..to);
+            let pieces = without_headroom(keyed.sorted_pieces(from..to));
             assert_eq!(pieces.concat(), chunk.take(), "rows {from}..{to}");
             from = to;
         }

@@ -72,6 +72,18 @@ macro_rules! both_ways {
     }};
 }
 
+/// A query of every `commerce_events` row, in the order of all its columns.
+fn all_commerce_rows() -> String {
+    format!(
+        "SELECT * FROM {COMMERCE_TABLE} ORDER BY {}",
+        CommerceRow::COLUMNS
+            .iter()
+            .map(|(name, _)| *name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 /// The result of `sql` as TabSeparated text.
 async fn read(client: &clickhouse::Client, sql: &str) -> String {
     let text = client
@@ -170,14 +182,7 @@ async fn native_and_rowbinary_inserts_of_the_same_rows_read_back_the_same() {
             .unwrap();
     }
     insert.end().await.unwrap();
-    let sql = format!(
-        "SELECT * FROM {COMMERCE_TABLE} ORDER BY {}",
-        CommerceRow::COLUMNS
-            .iter()
-            .map(|(name, _)| *name)
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let sql = all_commerce_rows();
     assert!(
         read(&client, &sql).await == rowbinary,
         "straight from views differs"
@@ -389,4 +394,46 @@ async fn keyed_inserts_arrive_in_the_tables_order() {
             assert_eq!(count, rows as u64, "{table}");
         }
     }
+}
+
+#[tokio::test]
+async fn blocks_sent_as_whole_stored_frames_read_back_as_lz4_frames_do() {
+    // 70,000 rows: a block of BLOCK_ROWS and a short one, whose columns (a MiB of ids, texts
+    // past one length byte) each go out as one stored frame made in place, far above the
+    // 256 KiB chunks LZ4 frames are made of
+    let session: String = "0123456789abcdef".chars().cycle().take(200).collect();
+    let commerce: Vec<CommerceRow<'_>> = (0..70_000u32)
+        .map(|i| CommerceRow {
+            event_id: uuid::Uuid::from_u128(u128::from(i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            occurred_at: 1_768_435_200 + i,
+            received_at: 1_768_435_201 + i,
+            region: 1 + (i % 3) as i8,
+            store_id: ["store-a", "store-b"][i as usize % 2],
+            r#type: 1 + (i % 4) as i8,
+            product_id: u64::from(i),
+            category_id: u64::from(i % 97),
+            category_code: "electronics.phone",
+            brand: "acme",
+            seller_id: u64::from(i % 13),
+            currency: "EUR",
+            price: i64::from(i) * 1_000_000_007,
+            quantity: i % 5 + 1,
+            user_id: u64::MAX - u64::from(i),
+            session_id: &session[..i as usize % 200],
+        })
+        .collect();
+    let sql = all_commerce_rows();
+    let mut read_back = Vec::new();
+    for own in [Compression::None, Compression::Lz4] {
+        let client = database("whole", clickhouse::Compression::None).await;
+        let mut insert =
+            NativeInsert::with_compression::<CommerceRow<'_>>(&client, COMMERCE_TABLE, own);
+        for row in &commerce {
+            insert.write(row).await.unwrap();
+        }
+        insert.end().await.unwrap();
+        read_back.push(read(&client, &sql).await);
+    }
+    assert_eq!(read_back[0].lines().count(), commerce.len());
+    assert!(read_back[0] == read_back[1], "stored and LZ4 frames differ");
 }
