@@ -691,13 +691,12 @@ impl Frames {
     }
 }
 
-/// `data` as one stored frame: copied once, behind its head.
+/// `data` as one stored frame: copied once, behind room for its head ([`stored_in_place`]).
 fn stored(data: &[u8]) -> clickhouse::error::Result<Bytes> {
-    let mut frame = BytesMut::with_capacity(FRAME_HEAD + data.len());
-    frame.put_bytes(0, FRAME_HEAD);
+    let mut frame = BytesMut::with_capacity(HEADROOM + data.len());
+    frame.put_bytes(0, HEADROOM);
     frame.put_slice(data);
-    seal(&mut frame, STORED, data.len())?;
-    Ok(frame.freeze())
+    stored_in_place(frame)
 }
 
 /// A piece of `Block::framed_pieces` as one stored frame, its head written into its
