@@ -4,7 +4,7 @@
 //!
 //! | ClickHouse | Arrow / Parquet |
 //! |---|---|
-//! | `UUID` | `Utf8`, the canonical lowercase text (`toUUID` reads it back) |
+//! | `UUID` | `FixedSizeBinary(16)` with Arrow's `arrow.uuid` extension (Parquet: `FIXED_LEN_BYTE_ARRAY(16)`, logical type `UUID`, the 16 bytes in RFC 9562's order); `rejected_events.event_id` is a `String` in the table and `Utf8` here |
 //! | `DateTime('UTC')` | `Timestamp(Millisecond, "UTC")` (Parquet: INT64 timestamp in ms, UTC; Parquet has no seconds) |
 //! | `Enum8(...)` | `Utf8`, the enum's name (ClickHouse converts names to its enums) |
 //! | `Decimal(18, 9)` | `Decimal128(18, 9)` (Parquet: INT64 decimal) |
@@ -12,14 +12,17 @@
 //!
 //! The columns are the table's, in the table's order (test
 //! `archived_files_open_in_a_current_clickhouse_with_the_tables_schema`).
+//!
+//! Objects written before 2026-12-06 hold the event id as its canonical text (`Utf8`); the
+//! readers take either (`Read::uuid`).
 
 use std::sync::Arc;
 
 use arrow_array::{
     Array, ArrayRef, RecordBatch,
     builder::{
-        BinaryBuilder, Float64Builder, StringBuilder, TimestampMillisecondBuilder, UInt8Builder,
-        UInt16Builder, UInt32Builder, UInt64Builder,
+        BinaryBuilder, FixedSizeBinaryBuilder, Float64Builder, StringBuilder,
+        TimestampMillisecondBuilder, UInt8Builder, UInt16Builder, UInt32Builder, UInt64Builder,
     },
     cast::AsArray,
     types::{
@@ -27,7 +30,9 @@ use arrow_array::{
         UInt64Type,
     },
 };
-use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_schema::{
+    DataType, Field, Schema, SchemaRef, TimeUnit, extension::Uuid as UuidExtension,
+};
 use pipeline::rows::{CommerceRow, ProbeRow, RejectedRow};
 use uuid::Uuid;
 
@@ -93,12 +98,20 @@ fn field(name: &str, data_type: DataType) -> Field {
     Field::new(name, data_type, false)
 }
 
+/// A `UUID` column: 16 bytes a row, which Parquet writes with its `UUID` logical type and
+/// ClickHouse, DuckDB and Spark read as a UUID. The canonical text was 40 bytes a row (36 and
+/// its length) into the writer's pages and their zstd, which left about 20 of them
+/// (docs/BENCHMARKS.md, "The lake's event ids as 16 bytes").
+fn uuid_field(name: &str) -> Field {
+    field(name, DataType::FixedSizeBinary(16)).with_extension_type(UuidExtension)
+}
+
 /// The schema of `kind`'s files: the table's columns, in its order.
 pub fn schema(kind: Kind) -> SchemaRef {
     let s = || DataType::Utf8;
     let fields = match kind {
         Kind::Commerce => vec![
-            field("event_id", s()),
+            uuid_field("event_id"),
             field("occurred_at", datetime()),
             field("received_at", datetime()),
             field("region", s()),
@@ -116,7 +129,7 @@ pub fn schema(kind: Kind) -> SchemaRef {
             field("session_id", s()),
         ],
         Kind::Probes => vec![
-            field("event_id", s()),
+            uuid_field("event_id"),
             field("occurred_at", datetime()),
             field("received_at", datetime()),
             field("region", s()),
@@ -152,10 +165,9 @@ fn timestamps() -> TimestampMillisecondBuilder {
     TimestampMillisecondBuilder::new().with_timezone("UTC")
 }
 
-/// Builders of the five columns every table starts with.
+/// Builders of the columns every table starts with after its `event_id`.
 #[derive(Default)]
 struct HeadColumns {
-    event_id: StringBuilder,
     occurred_at: Option<TimestampMillisecondBuilder>,
     received_at: Option<TimestampMillisecondBuilder>,
     region: StringBuilder,
@@ -163,15 +175,7 @@ struct HeadColumns {
 }
 
 impl HeadColumns {
-    fn push(
-        &mut self,
-        event_id: &str,
-        occurred_at: u32,
-        received_at: u32,
-        region: i8,
-        store_id: &str,
-    ) {
-        self.event_id.append_value(event_id);
+    fn push(&mut self, occurred_at: u32, received_at: u32, region: i8, store_id: &str) {
         self.occurred_at
             .get_or_insert_with(timestamps)
             .append_value(occurred_at as i64 * 1000);
@@ -182,10 +186,10 @@ impl HeadColumns {
         self.store_id.append_value(store_id);
     }
 
-    /// The five arrays, then room for the table's own.
-    fn finish(&mut self, width: usize) -> Vec<ArrayRef> {
+    /// `event_id`, the four arrays, then room for the table's own.
+    fn finish(&mut self, event_id: ArrayRef, width: usize) -> Vec<ArrayRef> {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(width);
-        columns.push(Arc::new(self.event_id.finish()));
+        columns.push(event_id);
         columns.push(Arc::new(
             self.occurred_at.get_or_insert_with(timestamps).finish(),
         ));
@@ -198,9 +202,31 @@ impl HeadColumns {
     }
 }
 
+/// Builder of a `UUID` column ([`uuid_field`]).
+struct UuidColumn(FixedSizeBinaryBuilder);
+
+impl Default for UuidColumn {
+    fn default() -> Self {
+        UuidColumn(FixedSizeBinaryBuilder::new(16))
+    }
+}
+
+impl UuidColumn {
+    fn push(&mut self, id: &Uuid) {
+        self.0
+            .append_value(id.as_bytes())
+            .expect("a UUID is 16 bytes, the column's width");
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        Arc::new(self.0.finish())
+    }
+}
+
 /// Column builders of `commerce_events`.
 #[derive(Default)]
 pub struct CommerceColumns {
+    event_id: UuidColumn,
     head: HeadColumns,
     r#type: StringBuilder,
     product_id: UInt64Builder,
@@ -217,10 +243,9 @@ pub struct CommerceColumns {
 
 impl CommerceColumns {
     pub fn push(&mut self, r: &CommerceRow<'_>) {
-        let mut id = Uuid::encode_buffer();
-        let id = r.event_id.hyphenated().encode_lower(&mut id);
+        self.event_id.push(&r.event_id);
         self.head
-            .push(id, r.occurred_at, r.received_at, r.region, r.store_id);
+            .push(r.occurred_at, r.received_at, r.region, r.store_id);
         self.r#type.append_value(enum_name(&TYPES, r.r#type));
         self.product_id.append_value(r.product_id);
         self.category_id.append_value(r.category_id);
@@ -237,7 +262,7 @@ impl CommerceColumns {
     pub fn finish(mut self) -> Result<RecordBatch, ColumnsError> {
         let price = arrow_array::Decimal128Array::from(std::mem::take(&mut self.price))
             .with_precision_and_scale(18, 9)?;
-        let mut columns = self.head.finish(16);
+        let mut columns = self.head.finish(self.event_id.finish(), 16);
         columns.extend::<[ArrayRef; 11]>([
             Arc::new(self.r#type.finish()),
             Arc::new(self.product_id.finish()),
@@ -258,6 +283,7 @@ impl CommerceColumns {
 /// Column builders of `probe_results`.
 #[derive(Default)]
 pub struct ProbeColumns {
+    event_id: UuidColumn,
     head: HeadColumns,
     target: StringBuilder,
     up: UInt8Builder,
@@ -273,10 +299,9 @@ pub struct ProbeColumns {
 
 impl ProbeColumns {
     pub fn push(&mut self, r: &ProbeRow<'_>) {
-        let mut id = Uuid::encode_buffer();
-        let id = r.event_id.hyphenated().encode_lower(&mut id);
+        self.event_id.push(&r.event_id);
         self.head
-            .push(id, r.occurred_at, r.received_at, r.region, r.store_id);
+            .push(r.occurred_at, r.received_at, r.region, r.store_id);
         self.target.append_value(r.target);
         self.up.append_value(r.up);
         self.status_code.append_value(r.status_code);
@@ -293,7 +318,7 @@ impl ProbeColumns {
     }
 
     pub fn finish(mut self) -> Result<RecordBatch, ColumnsError> {
-        let mut columns = self.head.finish(15);
+        let mut columns = self.head.finish(self.event_id.finish(), 15);
         columns.extend::<[ArrayRef; 10]>([
             Arc::new(self.target.finish()),
             Arc::new(self.up.finish()),
@@ -313,6 +338,7 @@ impl ProbeColumns {
 /// Column builders of `rejected_events`.
 #[derive(Default)]
 pub struct RejectedColumns {
+    event_id: StringBuilder,
     head: HeadColumns,
     source: StringBuilder,
     reason: StringBuilder,
@@ -323,13 +349,9 @@ pub struct RejectedColumns {
 
 impl RejectedColumns {
     pub fn push(&mut self, r: &RejectedRow<'_>) {
-        self.head.push(
-            r.event_id,
-            r.occurred_at,
-            r.received_at,
-            r.region,
-            r.store_id,
-        );
+        self.event_id.append_value(r.event_id);
+        self.head
+            .push(r.occurred_at, r.received_at, r.region, r.store_id);
         self.source.append_value(enum_name(&SOURCES, r.source));
         self.reason.append_value(r.reason);
         self.raw.append_value(r.raw);
@@ -338,7 +360,7 @@ impl RejectedColumns {
     }
 
     pub fn finish(mut self) -> Result<RecordBatch, ColumnsError> {
-        let mut columns = self.head.finish(10);
+        let mut columns = self.head.finish(Arc::new(self.event_id.finish()), 10);
         columns.extend::<[ArrayRef; 5]>([
             Arc::new(self.source.finish()),
             Arc::new(self.reason.finish()),
@@ -376,7 +398,13 @@ impl<'a> Read<'a> {
             .ok_or(ColumnsError::Column(name))
     }
 
+    /// Row `i`'s UUID: 16 bytes ([`uuid_field`]), or the canonical text of the objects written
+    /// before them.
     fn uuid(&self, name: &'static str, i: usize) -> Result<Uuid, ColumnsError> {
+        let column = self.column(name)?;
+        if let Some(bytes) = column.as_fixed_size_binary_opt() {
+            return Uuid::from_slice(bytes.value(i)).map_err(|_| ColumnsError::Column(name));
+        }
         let text = self.text(name)?.value(i);
         Uuid::try_parse(text).map_err(|_| ColumnsError::Value {
             column: name,
@@ -542,9 +570,8 @@ mod tests {
         assert!(sql.contains(&enum8(&SOURCES)));
     }
 
-    #[test]
-    fn commerce_rows_round_trip() {
-        let row = CommerceRow {
+    fn commerce_row() -> CommerceRow<'static> {
+        CommerceRow {
             event_id: Uuid::from_u128(7),
             occurred_at: 1_700_000_000,
             received_at: 1_700_000_001,
@@ -561,11 +588,87 @@ mod tests {
             quantity: 2,
             user_id: 4,
             session_id: "s",
-        };
+        }
+    }
+
+    #[test]
+    fn commerce_rows_round_trip() {
+        let row = commerce_row();
         let mut columns = CommerceColumns::default();
         columns.push(&row);
         let batch = columns.finish().unwrap();
         let back = commerce_rows(&batch).unwrap();
         assert_eq!(format!("{:?}", back[0]), format!("{row:?}"));
+    }
+
+    fn parquet(batch: &RecordBatch) -> bytes::Bytes {
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(Vec::new(), batch.schema(), None).unwrap();
+        writer.write(batch).unwrap();
+        writer.into_inner().unwrap().into()
+    }
+
+    #[test]
+    fn event_ids_are_parquet_uuids_and_objects_with_text_ids_still_read() {
+        use parquet::{
+            basic::{LogicalType, Type as PhysicalType},
+            file::reader::{FileReader, SerializedFileReader},
+        };
+
+        let row = CommerceRow {
+            event_id: Uuid::parse_str("0192a3b4-c5d6-4e7f-8a9b-0c1d2e3f4a5b").unwrap(),
+            ..commerce_row()
+        };
+        let mut columns = CommerceColumns::default();
+        columns.push(&row);
+        let batch = columns.finish().unwrap();
+
+        // 16 bytes in RFC 9562's order, under Parquet's UUID logical type
+        let body = parquet(&batch);
+        let file = SerializedFileReader::new(body.clone()).unwrap();
+        let id = file.metadata().file_metadata().schema_descr().column(0);
+        assert_eq!(id.name(), "event_id");
+        assert_eq!(id.physical_type(), PhysicalType::FIXED_LEN_BYTE_ARRAY);
+        assert_eq!(id.type_length(), 16);
+        assert_eq!(id.logical_type_ref(), Some(&LogicalType::Uuid));
+        let back = crate::read::batches("new", body).unwrap();
+        assert_eq!(
+            back[0].column(0).as_fixed_size_binary().value(0),
+            row.event_id.as_bytes()
+        );
+        assert_eq!(
+            format!("{:?}", commerce_rows(&back[0]).unwrap()),
+            format!("{:?}", [&row])
+        );
+
+        // an object written before: the id as its canonical text
+        let mut fields: Vec<Field> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields[0] = field("event_id", DataType::Utf8);
+        let mut arrays = batch.columns().to_vec();
+        arrays[0] = Arc::new(arrow_array::StringArray::from(vec![
+            row.event_id.to_string(),
+        ]));
+        let old = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).unwrap();
+        let back = crate::read::batches("old", parquet(&old)).unwrap();
+        assert_eq!(back[0].schema().field(0).data_type(), &DataType::Utf8);
+        assert_eq!(
+            format!("{:?}", commerce_rows(&back[0]).unwrap()),
+            format!("{:?}", [&row])
+        );
+    }
+
+    #[test]
+    fn probe_and_rejected_event_ids_keep_their_types() {
+        assert_eq!(
+            schema(Kind::Probes).field(0).data_type(),
+            &DataType::FixedSizeBinary(16)
+        );
+        // a refused event's id is whatever the store sent: a `String` in the table
+        assert_eq!(schema(Kind::Rejected).field(0).data_type(), &DataType::Utf8);
     }
 }

@@ -328,13 +328,13 @@ fn commerce_size(r: &CommerceRow<'_>) -> usize {
         r.currency,
         r.session_id,
     ];
-    // event id (36), region and type names, two timestamps, five 8-byte numbers and the
-    // 16-byte price, the quantity, and the strings' lengths
-    36 + 32 + 16 + 40 + 16 + 4 + 8 * 4 + text.iter().map(|s| s.len()).sum::<usize>()
+    // event id (16 bytes), region and type names, two timestamps, five 8-byte numbers and
+    // the 16-byte price, the quantity, and the strings' lengths
+    16 + 32 + 16 + 40 + 16 + 4 + 8 * 4 + text.iter().map(|s| s.len()).sum::<usize>()
 }
 
 fn probe_size(r: &ProbeRow<'_>) -> usize {
-    36 + 32 + 16 + 8 * 8 + 8 * 4 + r.store_id.len() + r.target.len()
+    16 + 32 + 16 + 8 * 8 + 8 * 4 + r.store_id.len() + r.target.len()
 }
 
 fn rejected_size(r: &RejectedRow<'_>) -> usize {

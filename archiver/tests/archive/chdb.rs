@@ -30,6 +30,16 @@ async fn archived_files_open_in_a_current_clickhouse_with_the_tables_schema() {
             std::fs::write(dir.path().join(kind).join(format!("{i}.parquet")), body).unwrap();
         }
     }
+    // An object as the archiver wrote it before 2026-12-06, the event id as its text, beside
+    // the same object as it is written now: one glob over both kinds.
+    std::fs::create_dir(dir.path().join("mixed")).unwrap();
+    let first = std::fs::read(dir.path().join("commerce/0.parquet")).unwrap();
+    std::fs::write(dir.path().join("mixed/new.parquet"), &first).unwrap();
+    std::fs::write(
+        dir.path().join("mixed/old.parquet"),
+        with_text_ids(first.into()),
+    )
+    .unwrap();
     let files = |kind: &str| format!("file('{}/{kind}/*.parquet', Parquet)", dir.path().display());
     let mut statements: Vec<serde_json::Value> = e2e::migration_statements()
         .into_iter()
@@ -45,6 +55,11 @@ async fn archived_files_open_in_a_current_clickhouse_with_the_tables_schema() {
         ("load probes", format!("INSERT INTO probe_results SELECT * FROM {}", files("probes"))),
         ("commerce figures", FIGURES_COMMERCE.to_owned()),
         ("probe figures", FIGURES_PROBES.to_owned()),
+        ("mixed", format!(
+            "SELECT concat(toString(count()), ' ', toString(uniqExact(event_id)), ' ', toTypeName(any(event_id))) FROM {}",
+            files("mixed")
+        )),
+        ("one object", format!("SELECT count() FROM file('{}/mixed/new.parquet', Parquet)", dir.path().display())),
         ("s3", format!(
             "SELECT count() FROM s3('{}/{}/archive/*/date={date}/*/*/*.parquet', 'test', 'test', 'Parquet')",
             env.s3_endpoint, env.bucket
@@ -97,6 +112,9 @@ async fn archived_files_open_in_a_current_clickhouse_with_the_tables_schema() {
         r"DateTime64(3, \'UTC\')", // TabSeparated escapes the quotes
         "{commerce:?}"
     );
+    // Parquet's UUID logical type, read as the tables' type
+    assert_eq!(type_of(&commerce, "event_id"), "UUID", "{commerce:?}");
+    assert_eq!(type_of(&probes, "event_id"), "UUID", "{probes:?}");
     assert_eq!(type_of(&commerce, "price"), "Decimal(18, 9)");
     assert_eq!(type_of(&commerce, "product_id"), "UInt64");
     assert_eq!(type_of(&probes, "status_code"), "UInt16");
@@ -115,7 +133,50 @@ async fn archived_files_open_in_a_current_clickhouse_with_the_tables_schema() {
     };
     assert_eq!(out[6].trim(), on_1816(FIGURES_COMMERCE).await);
     assert_eq!(out[7].trim(), on_1816(FIGURES_PROBES).await);
-    assert_eq!(out[8].trim(), "1000", "s3() reads the whole day");
+    let rows: u64 = out[9].trim().parse().unwrap();
+    assert!(rows > 0);
+    assert_eq!(
+        out[8].trim(),
+        format!("{} {rows} UUID", 2 * rows),
+        "old objects' text ids and new objects' UUIDs read as the same ids"
+    );
+    assert_eq!(out[10].trim(), "1000", "s3() reads the whole day");
+}
+
+/// A commerce object's bytes with its `event_id` column as the canonical text, as the
+/// archiver wrote it before 2026-12-06.
+fn with_text_ids(body: bytes::Bytes) -> Vec<u8> {
+    use std::sync::Arc;
+
+    use arrow_array::{Array, RecordBatch, StringArray, cast::AsArray};
+    use arrow_schema::{DataType, Field, Schema};
+
+    let batches: Vec<RecordBatch> =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(body)
+            .unwrap()
+            .build()
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let schema = batches[0].schema();
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    assert_eq!(fields[0].name(), "event_id");
+    fields[0] = Field::new("event_id", DataType::Utf8, false);
+    let schema = Arc::new(Schema::new(fields));
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(Vec::new(), schema.clone(), None).unwrap();
+    for batch in &batches {
+        let ids = batch.column(0).as_fixed_size_binary();
+        let text: StringArray = (0..ids.len())
+            .map(|i| Some(uuid::Uuid::from_slice(ids.value(i)).unwrap().to_string()))
+            .collect();
+        let mut columns = batch.columns().to_vec();
+        columns[0] = Arc::new(text);
+        writer
+            .write(&RecordBatch::try_new(schema.clone(), columns).unwrap())
+            .unwrap();
+    }
+    writer.into_inner().unwrap()
 }
 
 /// Figures over every column, as one string, the same on both engines.
