@@ -25,7 +25,9 @@ use parquet::{
 };
 use pipeline::{
     region::Region,
-    rows::{CommerceRow, EventRow, ProbeRow, RejectSource, RejectedRow, datetime, event_row},
+    rows::{
+        CommerceRow, EventRow, ProbeRow, RejectSource, RejectedRow, datetime, event_row_with_id,
+    },
     validate::Limits,
 };
 use sha2::{Digest, Sha256};
@@ -399,8 +401,9 @@ fn add_entry(entry: &RawEntry, limits: &Limits, parts: &mut Open) -> Result<(), 
         region: region.map_or(0, Region::ch_code),
         store_id,
     };
-    for accepted in &checked.accepted {
-        parts.event(&event_row(accepted, received_at))?;
+    // the ids the rules parsed already, as the consumer takes them
+    for (accepted, id) in checked.with_ids() {
+        parts.event(&event_row_with_id(accepted, id, received_at))?;
     }
     for r in &checked.rejected {
         let reason = r.reason();
