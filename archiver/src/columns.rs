@@ -98,9 +98,9 @@ fn field(name: &str, data_type: DataType) -> Field {
     Field::new(name, data_type, false)
 }
 
-/// A `UUID` column: 16 bytes a row, which Parquet writes with its `UUID` logical type and
-/// ClickHouse, DuckDB and Spark read as a UUID. The canonical text was 40 bytes a row (36 and
-/// its length) into the writer's pages and their zstd, which left about 20 of them
+/// A `UUID` column: 16 bytes a row, which Parquet writes with its `UUID` logical type and a
+/// current ClickHouse reads as a `UUID` (the chdb test). The canonical text was 40 bytes a row
+/// (36 and its length) into the writer's pages and their zstd, which left about 20 of them
 /// (docs/BENCHMARKS.md, "The lake's event ids as 16 bytes").
 fn uuid_field(name: &str) -> Field {
     field(name, DataType::FixedSizeBinary(16)).with_extension_type(UuidExtension)
