@@ -608,6 +608,24 @@ mod tests {
         writer.into_inner().unwrap().into()
     }
 
+    /// `batch` with its first column, `event_id`, replaced by `array` of type `field_type`.
+    fn with_event_id(
+        batch: &RecordBatch,
+        field_type: DataType,
+        array: arrow_array::ArrayRef,
+    ) -> RecordBatch {
+        let mut fields: Vec<Field> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields[0] = field("event_id", field_type);
+        let mut arrays = batch.columns().to_vec();
+        arrays[0] = array;
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).unwrap()
+    }
+
     #[test]
     fn event_ids_are_parquet_uuids_and_objects_with_text_ids_still_read() {
         use parquet::{
@@ -642,24 +660,67 @@ mod tests {
         );
 
         // an object written before: the id as its canonical text
-        let mut fields: Vec<Field> = batch
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        fields[0] = field("event_id", DataType::Utf8);
-        let mut arrays = batch.columns().to_vec();
-        arrays[0] = Arc::new(arrow_array::StringArray::from(vec![
-            row.event_id.to_string(),
-        ]));
-        let old = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).unwrap();
+        let old = with_event_id(
+            &batch,
+            DataType::Utf8,
+            Arc::new(arrow_array::StringArray::from(vec![
+                row.event_id.to_string(),
+            ])),
+        );
         let back = crate::read::batches("old", parquet(&old)).unwrap();
         assert_eq!(back[0].schema().field(0).data_type(), &DataType::Utf8);
         assert_eq!(
             format!("{:?}", commerce_rows(&back[0]).unwrap()),
             format!("{:?}", [&row])
         );
+    }
+
+    #[test]
+    fn an_event_id_column_of_another_width_or_type_is_refused_by_name() {
+        let mut columns = CommerceColumns::default();
+        columns.push(&commerce_row());
+        let batch = columns.finish().unwrap();
+        let with_id = |field_type, array| with_event_id(&batch, field_type, array);
+
+        // eight bytes where a UUID's sixteen belong, read back through Parquet as the lake's
+        // objects are
+        let short = with_id(
+            DataType::FixedSizeBinary(8),
+            Arc::new(
+                arrow_array::FixedSizeBinaryArray::try_from_iter([[7u8; 8]].into_iter()).unwrap(),
+            ),
+        );
+        let back = crate::read::batches("short", parquet(&short)).unwrap();
+        assert_eq!(
+            back[0].schema().field(0).data_type(),
+            &DataType::FixedSizeBinary(8)
+        );
+        assert!(matches!(
+            commerce_rows(&back[0]),
+            Err(ColumnsError::Column("event_id"))
+        ));
+
+        // neither bytes nor text
+        let number = with_id(
+            DataType::UInt64,
+            Arc::new(arrow_array::UInt64Array::from(vec![7u64])),
+        );
+        assert!(matches!(
+            commerce_rows(&number),
+            Err(ColumnsError::Column("event_id"))
+        ));
+
+        // text that is not a UUID: the value is named
+        let text = with_id(
+            DataType::Utf8,
+            Arc::new(arrow_array::StringArray::from(vec!["not-an-id"])),
+        );
+        match commerce_rows(&text) {
+            Err(ColumnsError::Value { column, value }) => {
+                assert_eq!((column, value.as_str()), ("event_id", "not-an-id"))
+            }
+            other => panic!("expected the value refused, got {other:?}"),
+        }
     }
 
     #[test]
