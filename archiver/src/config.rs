@@ -103,6 +103,14 @@ pub struct SegmentArgs {
     /// one of its files past it (at least 128 KiB; 64-256 MiB suits analysts' engines)
     #[arg(long, global = true, env = "ARCHIVER_OBJECT_BYTES", default_value_t = 128 * 1024 * 1024, value_parser = parse_object_bytes)]
     pub object_bytes: usize,
+    /// Entry bytes of the stream a segment may hold (as the consumer counts an entry: its
+    /// batch and id), at least one entry: a segment's entries stay in Redis, unacknowledged,
+    /// until it is written, so this bounds the archiver's share of Redis's memory whatever
+    /// the rate. The default is a quarter of compose's maxmemory (1gb): with the segment
+    /// being written and the consumer's batch beside it, Redis stays under the gateway's
+    /// refusal at 0.9 of it. Raise it with maxmemory for larger objects at high rates
+    #[arg(long, global = true, env = "ARCHIVER_SEGMENT_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = parse_segment_bytes)]
+    pub segment_bytes: usize,
     /// Segments end when this period of the wall clock ends (aligned to the epoch: `1h`
     /// ends them on the hour)
     #[arg(long, global = true, env = "ARCHIVER_ROLL_EVERY", default_value = "1h", value_parser = parse_positive_duration)]
@@ -134,6 +142,14 @@ pub struct SegmentArgs {
 /// The smallest object bound: room for the footer and a few pages.
 pub const MIN_OBJECT_BYTES: usize = 128 * 1024;
 
+fn parse_segment_bytes(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("a segment holds at least one entry: 0 bytes would hold none".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{s:?} is not a number of bytes: {e}")),
+    }
+}
+
 fn parse_object_bytes(s: &str) -> Result<usize, String> {
     let n: usize = s
         .parse()
@@ -156,6 +172,11 @@ mod tests {
         assert_eq!(s.command, None);
         assert_eq!(s.group.archiver_group, "archiver");
         assert_eq!(s.segment.roll_every, Duration::from_secs(3600));
+        assert_eq!(s.segment.segment_bytes, 256 * 1024 * 1024);
+        let Err(e) = Settings::try_parse_from(["archiver", "--segment-bytes", "0"]) else {
+            panic!("a segment bound of 0 bytes was taken");
+        };
+        assert!(e.to_string().contains("at least one entry"), "{e}");
         assert_eq!(s.s3.archive_bucket, "lake");
         let s = Settings::try_parse_from(["archiver", "verify", "--date", "2026-01-31"]).unwrap();
         assert_eq!(

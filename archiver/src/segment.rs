@@ -191,6 +191,10 @@ pub struct Open {
     properties: WriterProperties,
     /// The largest object allowed, in bytes.
     object_bytes: usize,
+    /// The entries' bytes as the stream holds them ([`RawEntry::size`]), which stay in Redis
+    /// until the segment is written, and the most the segment may hold.
+    pub stream_bytes: usize,
+    segment_bytes: usize,
 }
 
 /// What [`Open::push`] did with an entry.
@@ -204,14 +208,17 @@ pub enum Pushed {
 }
 
 impl Open {
-    /// An empty segment whose objects stay within `object_bytes`.
-    pub fn new(object_bytes: usize) -> Open {
+    /// An empty segment whose objects stay within `object_bytes` and whose entries within
+    /// `segment_bytes` of the stream.
+    pub fn new(object_bytes: usize, segment_bytes: usize) -> Open {
         Open {
             ids: Vec::new(),
             period: None,
             parts: BTreeMap::new(),
             properties: properties(object_bytes),
             object_bytes,
+            stream_bytes: 0,
+            segment_bytes,
         }
     }
 
@@ -234,10 +241,14 @@ impl Open {
     }
 
     /// Adds an entry's rows, unless they might take one of the segment's objects past the
-    /// bound: an object never exceeds it, and the first entry of a segment always goes in.
+    /// bound, or the segment's entries past their bound in the stream: an object never
+    /// exceeds it, a segment holds no more of the stream than its bound, and the first entry
+    /// of a segment always goes in.
     pub fn push(&mut self, entry: RawEntry, period: u64) -> Result<Pushed, EncodeError> {
         let growth = entry.fields.batch.as_ref().map_or(0, Bytes::len) * ENTRY_GROWTH;
-        if !self.is_empty() && self.largest_object() + growth + FOOTER_ALLOWANCE > self.object_bytes
+        if !self.is_empty()
+            && (self.largest_object() + growth + FOOTER_ALLOWANCE > self.object_bytes
+                || self.stream_bytes + entry.size() > self.segment_bytes)
         {
             return Ok(Pushed::Full(entry));
         }
@@ -257,6 +268,7 @@ impl Open {
         };
         add_entry(&entry, &Limits::unbounded(), self)?;
         self.period.get_or_insert(period);
+        self.stream_bytes += entry.size();
         self.ids.push(entry.id);
         Ok(())
     }

@@ -54,6 +54,8 @@ pub struct Archived {
     pub objects: usize,
     pub rows: u64,
     pub bytes: u64,
+    /// The entries' bytes as the stream held them until they were acknowledged.
+    pub stream_bytes: usize,
 }
 
 /// A segment whose range is recorded, on its way to S3.
@@ -61,6 +63,8 @@ struct Sealed {
     name: SegmentName,
     /// The entries' ids, acknowledged at the end.
     ids: Vec<String>,
+    /// Their bytes in the stream.
+    stream_bytes: usize,
     /// Encoded once, at sealing, then kept across retries.
     objects: Vec<Object>,
     /// Objects uploaded and verified so far.
@@ -109,6 +113,7 @@ pub struct Worker {
     pending: VecDeque<RawEntry>,
     sealed: Option<Sealed>,
     object_bytes: usize,
+    segment_bytes: usize,
     roll_every: Duration,
     read_count: u64,
     /// A read's reply, at most about: see `consumer::source::entries_within`.
@@ -169,10 +174,14 @@ impl Worker {
             source,
             store,
             shard: (shards.len() > 1).then_some(index),
-            open: Open::new(settings.segment.object_bytes),
+            open: Open::new(
+                settings.segment.object_bytes,
+                settings.segment.segment_bytes,
+            ),
             pending: VecDeque::new(),
             sealed: None,
             object_bytes: settings.segment.object_bytes,
+            segment_bytes: settings.segment.segment_bytes,
             roll_every: settings.segment.roll_every.max(Duration::from_secs(1)),
             read_count: settings.segment.read_count,
             read_bytes: usize::try_from(settings.segment.read_bytes).unwrap_or(usize::MAX),
@@ -225,7 +234,7 @@ impl Worker {
             held.len() == marker.entries && held.first().is_some_and(|e| e.id == marker.first);
         if whole {
             tracing::info!(first = %marker.first, last = %marker.last, "rewriting the segment the last run sealed");
-            let mut rebuilt = Open::new(self.object_bytes);
+            let mut rebuilt = Open::new(self.object_bytes, self.segment_bytes);
             let period = self.period();
             for entry in held {
                 rebuilt.push_unbounded(entry, period)?;
@@ -346,7 +355,10 @@ impl Worker {
             last: marker.last,
             shard: self.shard,
         };
-        let open = std::mem::replace(&mut self.open, Open::new(self.object_bytes));
+        let open = std::mem::replace(
+            &mut self.open,
+            Open::new(self.object_bytes, self.segment_bytes),
+        );
         self.sealed = Some(Sealed::new(name, open).await?);
         Ok(self.finish().await)
     }
@@ -416,6 +428,7 @@ impl Worker {
             objects: objects.len(),
             rows: objects.iter().map(|o| o.rows).sum(),
             bytes: objects.iter().map(|o| o.body.len() as u64).sum(),
+            stream_bytes: sealed.stream_bytes,
         };
         metrics::histogram!("archiver_segment_write_seconds")
             .record(sealed.sealed_at.elapsed().as_secs_f64());
@@ -462,12 +475,14 @@ impl Sealed {
     /// compressed here).
     async fn new(name: SegmentName, open: Open) -> Result<Sealed, Error> {
         let named = name.clone();
+        let stream_bytes = open.stream_bytes;
         let (ids, objects) = tokio::task::spawn_blocking(move || open.finish(&named))
             .await
             .expect("encoding never panics")?;
         Ok(Sealed {
             name,
             ids,
+            stream_bytes,
             objects,
             uploaded: 0,
             manifests_written: false,

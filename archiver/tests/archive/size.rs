@@ -1,6 +1,7 @@
 //! File size: with a small `--object-bytes`, segments are sealed so that every object
 //! written stays within the bound, the object that filled each segment comes close to it,
-//! and the segments' entry ranges cover the stream once.
+//! and the segments' entry ranges cover the stream once. With a small `--segment-bytes`,
+//! no segment holds more of the stream than the bound.
 
 use std::collections::BTreeMap;
 
@@ -124,4 +125,51 @@ async fn reads_ask_for_read_bytes_worth_of_entries() {
         "{segments:?}"
     );
     assert_eq!(env.archiver_backlog(), 0);
+}
+
+/// A segment's entries stay in Redis until it is written, so `--segment-bytes` bounds what
+/// one holds of the stream, whatever the objects' bound and the roll period (an hour here):
+/// each segment holds at most the bound, all but the last were sealed because the next entry
+/// would have passed it, and every event is archived once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_holds_at_most_segment_bytes_of_the_stream() {
+    const BOUND: usize = 64 * 1024;
+    let env = Env::shared();
+    let base = e2e::event_time_base();
+    let truth = env.publish_at(4_000, 0, 41, base, 100, &[]).await;
+    assert_eq!(truth.accepted, 4_000);
+    let date = e2e::utc_date(base);
+    let mut worker = env
+        .worker(&["--segment-bytes", &BOUND.to_string(), "--roll-every", "1h"])
+        .await;
+    let segments = drain(&mut worker).await;
+    assert!(
+        segments.len() > 2,
+        "the bound sealed segments: {segments:?}"
+    );
+    assert_eq!(env.archiver_backlog(), 0);
+    // entries of 100 events: several to a segment, none alone above the bound
+    let entry = segments[0].stream_bytes / segments[0].entries;
+    assert!(entry < BOUND / 4, "entries of {entry} bytes");
+    for s in &segments {
+        assert!(
+            s.stream_bytes <= BOUND,
+            "{s:?} holds more than {BOUND} bytes"
+        );
+    }
+    for s in &segments[..segments.len() - 1] {
+        assert!(
+            s.stream_bytes + 2 * entry > BOUND,
+            "{s:?} was sealed with room for more entries"
+        );
+    }
+    assert_eq!(
+        segments.iter().map(|s| s.entries).sum::<usize>(),
+        4_000 / 100,
+        "every entry in one segment"
+    );
+    let store = env.store().await;
+    let (archived, problems) = archiver::verify::archived(&store, date).await.unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(archived.len(), 4_000, "every event archived, once");
 }
