@@ -106,9 +106,8 @@ pub struct SegmentArgs {
     /// Entry bytes of the stream a segment may hold (as the consumer counts an entry: its
     /// batch and id), at least one entry: a segment's entries stay in Redis, unacknowledged,
     /// until it is written, so this bounds the archiver's share of Redis's memory whatever
-    /// the rate. The default is a quarter of compose's maxmemory (1gb): with the segment
-    /// being written and the consumer's batch beside it, Redis stays under the gateway's
-    /// refusal at 0.9 of it. Raise it with maxmemory for larger objects at high rates
+    /// the rate (what arrives while a segment is written comes on top). The default is a
+    /// quarter of compose's maxmemory (1gb); raise both for larger objects at high rates
     #[arg(long, global = true, env = "ARCHIVER_SEGMENT_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = parse_segment_bytes)]
     pub segment_bytes: usize,
     /// Segments end when this period of the wall clock ends (aligned to the epoch: `1h`
