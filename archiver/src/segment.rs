@@ -193,7 +193,7 @@ pub struct Open {
     object_bytes: usize,
     /// The entries' bytes as the stream holds them ([`RawEntry::size`]), which stay in Redis
     /// until the segment is written, and the most the segment may hold.
-    pub stream_bytes: usize,
+    stream_bytes: usize,
     segment_bytes: usize,
 }
 
@@ -220,6 +220,16 @@ impl Open {
             stream_bytes: 0,
             segment_bytes,
         }
+    }
+
+    /// An empty segment with this one's bounds: the next one, once this one is sealed.
+    pub fn emptied(&self) -> Open {
+        Open::new(self.object_bytes, self.segment_bytes)
+    }
+
+    /// The entries' bytes as the stream holds them ([`RawEntry::size`]).
+    pub fn stream_bytes(&self) -> usize {
+        self.stream_bytes
     }
 
     pub fn is_empty(&self) -> bool {

@@ -112,8 +112,6 @@ pub struct Worker {
     /// segment filled up.
     pending: VecDeque<RawEntry>,
     sealed: Option<Sealed>,
-    object_bytes: usize,
-    segment_bytes: usize,
     roll_every: Duration,
     read_count: u64,
     /// A read's reply, at most about: see `consumer::source::entries_within`.
@@ -180,8 +178,6 @@ impl Worker {
             ),
             pending: VecDeque::new(),
             sealed: None,
-            object_bytes: settings.segment.object_bytes,
-            segment_bytes: settings.segment.segment_bytes,
             roll_every: settings.segment.roll_every.max(Duration::from_secs(1)),
             read_count: settings.segment.read_count,
             read_bytes: usize::try_from(settings.segment.read_bytes).unwrap_or(usize::MAX),
@@ -234,7 +230,7 @@ impl Worker {
             held.len() == marker.entries && held.first().is_some_and(|e| e.id == marker.first);
         if whole {
             tracing::info!(first = %marker.first, last = %marker.last, "rewriting the segment the last run sealed");
-            let mut rebuilt = Open::new(self.object_bytes, self.segment_bytes);
+            let mut rebuilt = self.open.emptied();
             let period = self.period();
             for entry in held {
                 rebuilt.push_unbounded(entry, period)?;
@@ -355,10 +351,8 @@ impl Worker {
             last: marker.last,
             shard: self.shard,
         };
-        let open = std::mem::replace(
-            &mut self.open,
-            Open::new(self.object_bytes, self.segment_bytes),
-        );
+        let next = self.open.emptied();
+        let open = std::mem::replace(&mut self.open, next);
         self.sealed = Some(Sealed::new(name, open).await?);
         Ok(self.finish().await)
     }
@@ -475,7 +469,7 @@ impl Sealed {
     /// compressed here).
     async fn new(name: SegmentName, open: Open) -> Result<Sealed, Error> {
         let named = name.clone();
-        let stream_bytes = open.stream_bytes;
+        let stream_bytes = open.stream_bytes();
         let (ids, objects) = tokio::task::spawn_blocking(move || open.finish(&named))
             .await
             .expect("encoding never panics")?;
