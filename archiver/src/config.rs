@@ -103,11 +103,13 @@ pub struct SegmentArgs {
     /// one of its files past it (at least 128 KiB; 64-256 MiB suits analysts' engines)
     #[arg(long, global = true, env = "ARCHIVER_OBJECT_BYTES", default_value_t = 128 * 1024 * 1024, value_parser = parse_object_bytes)]
     pub object_bytes: usize,
-    /// Entry bytes of the stream a segment may hold (as the consumer counts an entry: its
-    /// batch and id), at least one entry: a segment's entries stay in Redis, unacknowledged,
+    /// Entry bytes of the stream the archiver's open segments may hold in all (as the
+    /// consumer counts an entry: its batch and id), each of its STREAM_SHARDS shards an equal
+    /// share, at least one entry each: a segment's entries stay in Redis, unacknowledged,
     /// until it is written, so this bounds the archiver's share of Redis's memory whatever
-    /// the rate (what arrives while a segment is written comes on top). The default is a
-    /// quarter of compose's maxmemory (1gb); raise both for larger objects at high rates
+    /// the rate and the shards (what arrives while a segment is written comes on top). The
+    /// default is a quarter of compose's maxmemory (1gb); raise both for larger objects at
+    /// high rates
     #[arg(long, global = true, env = "ARCHIVER_SEGMENT_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = parse_segment_bytes)]
     pub segment_bytes: usize,
     /// Segments end when this period of the wall clock ends (aligned to the epoch: `1h`
@@ -136,6 +138,16 @@ pub struct SegmentArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub read_bytes: u64,
+}
+
+impl SegmentArgs {
+    /// The stream bytes one shard's segment may hold: an equal share of
+    /// `ARCHIVER_SEGMENT_BYTES` among the archiver's `shards` workers. All of them may sit on
+    /// one Redis (a single server holds every shard key), so the bound is the archiver's,
+    /// not each worker's. At least one byte: a segment always takes its first entry.
+    pub fn segment_bytes_per_shard(&self, shards: usize) -> usize {
+        (self.segment_bytes / shards.max(1)).max(1)
+    }
 }
 
 /// The smallest object bound: room for the footer and a few pages.
@@ -176,6 +188,7 @@ mod tests {
             panic!("a segment bound of 0 bytes was taken");
         };
         assert!(e.to_string().contains("at least one entry"), "{e}");
+        assert_eq!(s.segment.segment_bytes_per_shard(1), 256 * 1024 * 1024);
         assert_eq!(s.s3.archive_bucket, "lake");
         let s = Settings::try_parse_from(["archiver", "verify", "--date", "2026-01-31"]).unwrap();
         assert_eq!(
@@ -185,6 +198,20 @@ mod tests {
             })
         );
         assert!(Settings::try_parse_from(["archiver", "restore", "--date", "31.1.2026"]).is_err());
+    }
+
+    /// The bound is the archiver's: its shard workers share it equally, so a process that
+    /// runs every shard on one Redis holds no more than `--segment-bytes` in all; each still
+    /// takes at least one entry.
+    #[test]
+    fn shard_workers_share_the_segment_bound() {
+        let s = Settings::try_parse_from(["archiver", "--segment-bytes", "1000"]).unwrap();
+        assert_eq!(s.segment.segment_bytes_per_shard(1), 1000);
+        assert_eq!(s.segment.segment_bytes_per_shard(4), 250);
+        assert_eq!(s.segment.segment_bytes_per_shard(3), 333);
+        assert!(3 * s.segment.segment_bytes_per_shard(3) <= 1000);
+        assert_eq!(s.segment.segment_bytes_per_shard(1024), 1);
+        assert_eq!(s.segment.segment_bytes_per_shard(0), 1000);
     }
 
     /// An env file's `ARCHIVER_GROUP=` must stop the archiver at startup: a group named ""

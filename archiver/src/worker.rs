@@ -174,7 +174,7 @@ impl Worker {
             shard: (shards.len() > 1).then_some(index),
             open: Open::new(
                 settings.segment.object_bytes,
-                settings.segment.segment_bytes,
+                settings.segment.segment_bytes_per_shard(shards.len()),
             ),
             pending: VecDeque::new(),
             sealed: None,

@@ -89,6 +89,20 @@ impl Env {
             .unwrap()
     }
 
+    /// The worker of shard `index` of archiver `a1` (`extra` sets `--stream-shards`),
+    /// sharing `manifests` with the process's other shard workers as `worker::run` does.
+    pub async fn shard_worker(
+        &self,
+        index: usize,
+        extra: &[&str],
+        manifests: std::sync::Arc<tokio::sync::Mutex<()>>,
+    ) -> Worker {
+        let settings = archiver::Settings::try_parse_from(self.args_as("a1", extra)).unwrap();
+        Worker::open_shard(&settings, self.store().await, index, manifests)
+            .await
+            .unwrap()
+    }
+
     pub fn clickhouse(&self) -> clickhouse::Client {
         e2e::clickhouse(&self.clickhouse_url, &self.database)
     }

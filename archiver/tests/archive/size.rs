@@ -173,3 +173,57 @@ async fn a_segment_holds_at_most_segment_bytes_of_the_stream() {
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(archived.len(), 4_000, "every event archived, once");
 }
+
+/// The bound is the archiver's, not each shard's: an archiver of every shard of a stream on
+/// one Redis holds at most `--segment-bytes` of it in all, each shard worker sealing at its
+/// equal share. With two shards, every segment holds at most half the bound, each shard's
+/// segments but its last were sealed for want of room in that half, and every event is
+/// archived once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_share_the_segment_bound() {
+    const BOUND: usize = 128 * 1024;
+    let env = Env::shared();
+    let base = e2e::event_time_base();
+    let shards = ["--stream-shards", "2"];
+    let truth = env.publish_at(4_000, 0, 43, base, 100, &shards).await;
+    assert_eq!(truth.accepted, 4_000);
+    let date = e2e::utc_date(base);
+    let args = [
+        shards[0],
+        shards[1],
+        "--segment-bytes",
+        &BOUND.to_string(),
+        "--roll-every",
+        "1h",
+    ];
+    let manifests = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+    let mut entries = 0;
+    for index in 0..2 {
+        let mut worker = env.shard_worker(index, &args, manifests.clone()).await;
+        let segments = drain(&mut worker).await;
+        assert!(
+            segments.len() > 1,
+            "shard {index}: the bound sealed segments: {segments:?}"
+        );
+        let entry = segments[0].stream_bytes / segments[0].entries;
+        assert!(entry < BOUND / 8, "entries of {entry} bytes");
+        for s in &segments {
+            assert!(
+                s.stream_bytes <= BOUND / 2,
+                "shard {index}: {s:?} holds more than half of {BOUND} bytes"
+            );
+        }
+        for s in &segments[..segments.len() - 1] {
+            assert!(
+                s.stream_bytes + 2 * entry > BOUND / 2,
+                "shard {index}: {s:?} was sealed with room for more entries"
+            );
+        }
+        entries += segments.iter().map(|s| s.entries).sum::<usize>();
+    }
+    assert_eq!(entries, 4_000 / 100, "every entry in one segment");
+    let store = env.store().await;
+    let (archived, problems) = archiver::verify::archived(&store, date).await.unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(archived.len(), 4_000, "every event archived, once");
+}
