@@ -102,7 +102,9 @@ pub struct BatchArgs {
     /// bounds the consumer's memory: a batch's entries are copied into one allocation of this
     /// size, which the next batch reuses (peak RSS 185 MiB draining a backlog at 64 MiB, 208
     /// in scripts/bench; 109 and 126-142 with CONSUMER_SORTED_INSERTS=false;
-    /// docs/BENCHMARKS.md, "The consumer's memory")
+    /// docs/BENCHMARKS.md, "The consumer's memory"; in scripts/bench 287 MiB at 96 MiB and 359
+    /// at 128, where ClickHouse's CPU per event came to 0.91 of 64 MiB's, "The consumer's
+    /// batch bytes at 64, 96 and 128 MiB")
     #[arg(long, global = true, env = "CONSUMER_BATCH_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = parse_batch_bytes)]
     pub batch_bytes: usize,
     /// Send the event tables' rows in the tables' key order, so that ClickHouse writes them
