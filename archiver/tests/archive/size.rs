@@ -148,23 +148,8 @@ async fn a_segment_holds_at_most_segment_bytes_of_the_stream() {
         "the bound sealed segments: {segments:?}"
     );
     assert_eq!(env.archiver_backlog(), 0);
-    // entries of 100 events: several to a segment, none alone above the bound
-    let entry = segments[0].stream_bytes / segments[0].entries;
-    assert!(entry < BOUND / 4, "entries of {entry} bytes");
-    for s in &segments {
-        assert!(
-            s.stream_bytes <= BOUND,
-            "{s:?} holds more than {BOUND} bytes"
-        );
-    }
-    for s in &segments[..segments.len() - 1] {
-        assert!(
-            s.stream_bytes + 2 * entry > BOUND,
-            "{s:?} was sealed with room for more entries"
-        );
-    }
     assert_eq!(
-        segments.iter().map(|s| s.entries).sum::<usize>(),
+        sealed_at_bound(&segments, BOUND, "the stream"),
         4_000 / 100,
         "every entry in one segment"
     );
@@ -205,25 +190,34 @@ async fn shards_share_the_segment_bound() {
             segments.len() > 1,
             "shard {index}: the bound sealed segments: {segments:?}"
         );
-        let entry = segments[0].stream_bytes / segments[0].entries;
-        assert!(entry < BOUND / 8, "entries of {entry} bytes");
-        for s in &segments {
-            assert!(
-                s.stream_bytes <= BOUND / 2,
-                "shard {index}: {s:?} holds more than half of {BOUND} bytes"
-            );
-        }
-        for s in &segments[..segments.len() - 1] {
-            assert!(
-                s.stream_bytes + 2 * entry > BOUND / 2,
-                "shard {index}: {s:?} was sealed with room for more entries"
-            );
-        }
-        entries += segments.iter().map(|s| s.entries).sum::<usize>();
+        entries += sealed_at_bound(&segments, BOUND / 2, &format!("shard {index}"));
     }
     assert_eq!(entries, 4_000 / 100, "every entry in one segment");
     let store = env.store().await;
     let (archived, problems) = archiver::verify::archived(&store, date).await.unwrap();
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(archived.len(), 4_000, "every event archived, once");
+}
+
+/// Checks that every segment of `segments` (of `what`) holds at most `bound` bytes of the
+/// stream, and that each but the last was sealed because its next entry would have passed
+/// the bound; returns their entries. The entries are of about one size (100 events each),
+/// several to a segment and none alone above the bound: a segment sealed for want of room
+/// is then within two entries of it.
+fn sealed_at_bound(segments: &[archiver::worker::Archived], bound: usize, what: &str) -> usize {
+    let entry = segments[0].stream_bytes / segments[0].entries;
+    assert!(entry < bound / 4, "{what}: entries of {entry} bytes");
+    for s in segments {
+        assert!(
+            s.stream_bytes <= bound,
+            "{what}: {s:?} holds more than {bound} bytes"
+        );
+    }
+    for s in &segments[..segments.len() - 1] {
+        assert!(
+            s.stream_bytes + 2 * entry > bound,
+            "{what}: {s:?} was sealed with room for more entries"
+        );
+    }
+    segments.iter().map(|s| s.entries).sum()
 }
