@@ -12,6 +12,19 @@ cpu_ticks() {
     awk '{ sub(/^.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
 }
 
+# Exits 2 unless each argument is an executable file, naming the first that is not: run
+# against a missing binary, a bench would start nothing and wait on a port (the gateway's and
+# the consumer's) or leave the simulator retrying against nothing (the archiver's).
+require_executables() {
+    local binary
+    for binary in "$@"; do
+        [ -x "$binary" ] || {
+            echo "${0##*/}: no executable $binary (build it: cargo build --release)" >&2
+            exit 2
+        }
+    done
+}
+
 # Peak RSS (VmHWM) of process $1 in KiB; 0 when there is no such process or no pid. A zombie
 # (exited, not yet reaped) still has a status file, without VmHWM: 0 then too.
 peak_rss_kib() {
