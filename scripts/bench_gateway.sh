@@ -33,7 +33,8 @@ redis_port=$((base + 379))
 
 log() { echo "bench_gateway: $*" >&2; }
 now() { date +%s.%N; }
-# cpu_ticks: a gateway forks no children, so the children's ticks it adds are 0
+# require_executables; cpu_ticks (a gateway forks no children, so the children's ticks it
+# adds are 0)
 # shellcheck source=scripts/bench_lib.sh
 . "$repo/scripts/bench_lib.sh"
 
@@ -42,6 +43,7 @@ if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
     cargo build --release --quiet -p gateway -p simulator
 fi
 bin="${CARGO_TARGET_DIR:-$repo/target}/release"
+require_executables "$bin/gateway" "$bin/simulator" "$baseline"
 
 work="$(mktemp -d)"
 pids=()
