@@ -383,7 +383,7 @@ impl Generator {
         self.stores[s].events += 1;
         let probe_due = probes
             && match self.schedule {
-                ProbeSchedule::EveryNEvents(n) => self.stores[s].events % n == 0,
+                ProbeSchedule::EveryNEvents(n) => self.stores[s].events.is_multiple_of(n),
                 ProbeSchedule::PerSecond(rate) => {
                     let due = offset >= self.stores[s].next_probe_s;
                     if due {

@@ -129,7 +129,7 @@ pub async fn kill_consumers(
             tokio::time::sleep(Duration::from_millis(50)).await;
             supervisor.restart_if_exited(&mut consumer).await;
         }
-        if supervisor.kills % 2 == 0 {
+        if supervisor.kills.is_multiple_of(2) {
             supervisor.kills_after_insert +=
                 usize::from(kill_after_insert(consumer, supervisor.env).await);
         } else {
@@ -156,13 +156,13 @@ async fn kill_after_insert(consumer: Running, env: &Env) -> bool {
     };
     let mut landed = false;
     // Redis or ClickHouse down: a plain kill.
-    if redis_cli(env, &["CLIENT", "PAUSE", "1000", "WRITE"]) {
-        if let Some(before) = rows().await {
-            let until = Instant::now() + Duration::from_millis(700);
-            while !landed && Instant::now() < until {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                landed = rows().await.is_some_and(|now| now > before);
-            }
+    if redis_cli(env, &["CLIENT", "PAUSE", "1000", "WRITE"])
+        && let Some(before) = rows().await
+    {
+        let until = Instant::now() + Duration::from_millis(700);
+        while !landed && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            landed = rows().await.is_some_and(|now| now > before);
         }
     }
     drop(consumer); // SIGKILL
