@@ -1193,6 +1193,30 @@ fn a_canonical_uuid_parses_to_the_bits_the_uuid_crate_reads() {
 }
 
 #[test]
+fn a_uuid_with_any_byte_anywhere_parses_as_the_uuid_crate_reads_it() {
+    // every byte at every position of a canonical id: only a digit or a lowercase letter
+    // a-f in a digit's place, and only a hyphen in a hyphen's, leaves it canonical
+    let mut canonical = 0;
+    for pos in 0..36 {
+        for byte in 0..=255u8 {
+            let mut text = ID.as_bytes().to_vec();
+            text[pos] = byte;
+            let Ok(text) = String::from_utf8(text) else {
+                continue;
+            };
+            let expected = match pos {
+                8 | 13 | 18 | 23 => byte == b'-',
+                _ => byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte),
+            }
+            .then(|| uuid::Uuid::try_parse(&text).unwrap().as_u128());
+            assert_eq!(parse_canonical_uuid(&text), expected, "{text}");
+            canonical += usize::from(expected.is_some());
+        }
+    }
+    assert_eq!(canonical, 32 * 16 + 4);
+}
+
+#[test]
 fn any_repeat_agrees_with_sorting_whatever_the_bits() {
     let mut rng = testkit::mutate::Rng(23);
     let mut found = 0;

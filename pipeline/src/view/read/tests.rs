@@ -293,3 +293,37 @@ fn texts_are_accepted_as_from_utf8_accepts_them() {
         agree(&text.as_bytes()[cut..]);
     }
 }
+
+#[test]
+fn ascii_is_what_std_says() {
+    // every length up to past the point where std's takes over, each with every byte at
+    // every position, at every offset from an 8-byte boundary
+    let text: Vec<u8> = b"0b7f2b8e-6a47-4d3a-9d51-4c3f0a3f5a10 eu-1 electronics.smartphone"
+        .iter()
+        .cycle()
+        .take(80)
+        .copied()
+        .collect();
+    let mut buffer = vec![0u8; text.len() + 16];
+    let base = buffer.as_ptr().align_offset(8);
+    let mut refused = 0;
+    for len in 0..=text.len() {
+        for at in 0..len.max(1) {
+            for byte in [0x00, 0x41, 0x7f, 0x80, 0x81, 0xc3, 0xfe, 0xff] {
+                let mut input = text[..len].to_vec();
+                if len > 0 {
+                    input[at] = byte;
+                }
+                for offset in 0..8 {
+                    let start = base + offset;
+                    buffer[start..start + len].copy_from_slice(&input);
+                    let bytes = &buffer[start..start + len];
+                    assert_eq!(ascii(bytes), bytes.is_ascii(), "{bytes:02x?}");
+                    refused += usize::from(!ascii(bytes));
+                }
+            }
+        }
+    }
+    // half of the bytes tried are not ASCII, at every position of every length
+    assert!(refused > 10_000, "{refused}");
+}
