@@ -241,11 +241,10 @@ pub fn ascii(bytes: &[u8]) -> bool {
         return bytes.is_ascii();
     }
     if let Some(last) = bytes.last_chunk::<8>() {
-        let any = bytes
-            .chunks_exact(8)
-            .fold(u64::from_ne_bytes(*last), |any, word| {
-                any | u64::from_ne_bytes(word.try_into().expect("eight bytes"))
-            });
+        let (words, _) = bytes.as_chunks::<8>();
+        let any = words.iter().fold(u64::from_ne_bytes(*last), |any, word| {
+            any | u64::from_ne_bytes(*word)
+        });
         any & HIGH == 0
     } else if let (Some(first), Some(last)) = (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) {
         (u32::from_ne_bytes(*first) | u32::from_ne_bytes(*last)) & 0x8080_8080 == 0
