@@ -213,14 +213,15 @@ pub fn str<'a>(
 /// [`ascii`] less again; this runs for every text field of every event, in the gateway and
 /// again in the consumer. Anything not ASCII goes to `from_utf8`, which decides.
 ///
-/// The one `unsafe` block of the workspace (ARCHITECTURE.md, "Unsafe code"): safe Rust
+/// One of the workspace's two `unsafe` blocks (ARCHITECTURE.md, "Unsafe code"): safe Rust
 /// has no way from checked ASCII bytes to a `&str` but `from_utf8`'s own check.
 #[inline(always)]
 #[allow(unsafe_code)]
 pub fn utf8(bytes: &[u8]) -> Result<&str, Refused> {
     if ascii(bytes) {
-        // SAFETY: every byte is below 0x80, so each is a whole one-byte UTF-8 sequence
-        // and the slice is valid UTF-8, which is all `from_utf8_unchecked` requires (test
+        // SAFETY: every byte is below 0x80 (`ascii` reads each of them: test
+        // `ascii_is_what_std_says`), so each is a whole one-byte UTF-8 sequence and the
+        // slice is valid UTF-8, which is all `from_utf8_unchecked` requires (test
         // `texts_are_accepted_as_from_utf8_accepts_them` holds this to `from_utf8`).
         Ok(unsafe { std::str::from_utf8_unchecked(bytes) })
     } else {
