@@ -53,3 +53,32 @@ clickhouse_counters() {
         sumIf(value, event = 'MergeTreeDataWriterBlocksAlreadySorted')
         FROM system.events FORMAT TSV" | tr '\t' ' '
 }
+
+# Whether process $1 is running: it exists and is not a zombie (exited, not yet reaped).
+running() {
+    [ -n "$1" ] && awk '{ sub(/^.*\) /, ""); exit ($1 == "Z") }' "/proc/$1/stat" 2>/dev/null
+}
+
+# Runs the command after `--` while process $1 keeps running, checking every half second. If
+# $1 exits first, stops the command, prints the last lines of log $2 and returns 3; otherwise
+# returns the command's status. A phase whose load depends on another process (the bench's
+# replica, which must confirm every write) then fails at once with that process's last words,
+# instead of leaving the load retrying against a server that can no longer succeed.
+run_while_running() {
+    local watched="$1" log="$2" cmd
+    shift 2
+    [ "${1:-}" = -- ] && shift
+    "$@" &
+    cmd=$!
+    while running "$cmd"; do
+        if ! running "$watched"; then
+            kill "$cmd" 2>/dev/null || true
+            wait "$cmd" 2>/dev/null || true
+            echo "${0##*/}: process $watched exited while \`$*\` ran; the last lines of $log:" >&2
+            tail -n 5 "$log" >&2 2>/dev/null || true
+            return 3
+        fi
+        sleep 0.5
+    done
+    wait "$cmd"
+}

@@ -4,6 +4,7 @@
 mod analytics;
 mod bench_clickhouse;
 mod bench_latency;
+mod bench_lib;
 mod client;
 mod cluster;
 mod dashboards;
