@@ -6,7 +6,8 @@
 //! Run: `cargo bench -p gateway --bench hot_path -- --warm-up-time 1 --measurement-time 5`.
 //! Throughput is in events, so criterion prints the time of one request and events/s; the
 //! time per event is that time divided by 1,000. The `stages` group splits the cost so
-//! that a regression points at its stage.
+//! that a regression points at its stage. `valid_catalogue_ids` is `valid` with the ids of a
+//! real catalogue (19-digit categories, UUID sessions), as `simulator replay` sends them.
 
 use std::{hint::black_box, time::Duration};
 
@@ -73,8 +74,20 @@ fn store() -> Store {
     }
 }
 
+/// The ids of the events' commerce fields.
+#[derive(Clone, Copy)]
+enum Ids {
+    /// Small numbers (categories of three digits, products of four or five), and session
+    /// ids of 18 characters.
+    Small,
+    /// As in the public dataset `simulator replay` reads ("eCommerce behavior data from
+    /// multi category store"): products of seven or eight digits, categories of 19 (nine-byte
+    /// varints), users of nine, and sessions as UUIDs.
+    Catalogue,
+}
+
 /// One valid event as a store sends it: nine commerce events out of ten, one probe.
-fn event(rng: &mut Rng, index: usize) -> Event {
+fn event(rng: &mut Rng, index: usize, ids: Ids) -> Event {
     let payload = if index % 10 == 9 {
         Payload::Probe(ProbeResult {
             target: TARGETS[index % TARGETS.len()].into(),
@@ -94,10 +107,25 @@ fn event(rng: &mut Rng, index: usize) -> Event {
             _ => CommerceEventType::Purchase,
         };
         let product = below(rng, 50_000);
+        let category = product % CATEGORIES.len() as u64;
+        let (product_id, category_id, user_id, session_id) = match ids {
+            Ids::Small => (
+                1_000 + product,
+                100 + category,
+                1 + below(rng, 1_000_000),
+                format!("s-{:016x}", rng.next_u64()),
+            ),
+            Ids::Catalogue => (
+                1_000_000 + product * 997,
+                2_053_013_555_631_882_655 + category * 1_000_003,
+                500_000_000 + below(rng, 100_000_000),
+                uuid(rng),
+            ),
+        };
         Payload::Commerce(CommerceEvent {
             r#type: kind as i32,
-            product_id: 1_000 + product,
-            category_id: 100 + product % CATEGORIES.len() as u64,
+            product_id,
+            category_id,
             category_code: CATEGORIES[product as usize % CATEGORIES.len()].into(),
             brand: BRANDS[product as usize % BRANDS.len()].into(),
             seller_id: 1 + product % 12,
@@ -111,8 +139,8 @@ fn event(rng: &mut Rng, index: usize) -> Event {
             } else {
                 1 + below(rng, 3) as u32
             },
-            user_id: 1 + below(rng, 1_000_000),
-            session_id: format!("s-{:016x}", rng.next_u64()),
+            user_id,
+            session_id,
         })
     };
     Event {
@@ -145,9 +173,9 @@ fn spoil(event: &mut Event, kind: usize, earlier_id: &str) {
 }
 
 /// A request of `BATCH` events; every `invalid_every`-th one breaks a rule.
-fn request(invalid_every: Option<usize>) -> PublishRequest {
+fn request(invalid_every: Option<usize>, ids: Ids) -> PublishRequest {
     let mut rng = Rng(42);
-    let mut events: Vec<Event> = (0..BATCH).map(|i| event(&mut rng, i)).collect();
+    let mut events: Vec<Event> = (0..BATCH).map(|i| event(&mut rng, i, ids)).collect();
     if let Some(every) = invalid_every {
         for i in (every / 2..BATCH).step_by(every) {
             let earlier_id = events[i - 1].event_id.clone();
@@ -164,8 +192,12 @@ fn request(invalid_every: Option<usize>) -> PublishRequest {
 fn hot_path(c: &mut Criterion) {
     let store = store();
     let limits = Limits::default();
-    for (name, invalid_every) in [("valid", None), ("10pct_invalid", Some(10))] {
-        let req = request(invalid_every);
+    for (name, invalid_every, ids) in [
+        ("valid", None, Ids::Small),
+        ("10pct_invalid", Some(10), Ids::Small),
+        ("valid_catalogue_ids", None, Ids::Catalogue),
+    ] {
+        let req = request(invalid_every, ids);
         let wire = Bytes::from(req.encode_to_vec());
         let raw = RawRequest::decode(wire.clone()).unwrap();
         let expected_rejections = invalid_every.map_or(0, |every| BATCH / every);

@@ -69,14 +69,14 @@ pub fn varint(buf: &mut &[u8]) -> Result<u64, Refused> {
 }
 
 /// A varint of three bytes or more, or none. One of up to eight bytes is read as one word
-/// (an event's times, prices and ids take three to five bytes each), or byte by byte when
-/// fewer than eight bytes are left (the last field of a message); anything longer goes to
-/// prost, whose rules then apply by construction: nine and ten bytes, the tenth refused
-/// past `u64::MAX`. Up to eight bytes there are only two rules: the value is the low seven
-/// bits of each byte up to the first without its high bit, at most 56 bits, whatever those
-/// bytes (prost accepts a varint longer than it needs to be, and so does this); and a
-/// varint cut short by the end of the bytes is refused. Returns the value and the bytes it
-/// took.
+/// (an event's times, prices and ids take three to five bytes each), one of nine as that
+/// word and its ninth byte (a real catalogue's 19-digit category ids), or byte by byte when
+/// fewer than eight bytes are left (the last field of a message); ten bytes go to prost,
+/// whose rules then apply by construction: the tenth refused past `u64::MAX`. Up to nine
+/// bytes there are only two rules: the value is the low seven bits of each byte up to the
+/// first without its high bit, at most 63 bits, whatever those bytes (prost accepts a
+/// varint longer than it needs to be, and so does this); and a varint cut short by the end
+/// of the bytes is refused. Returns the value and the bytes it took.
 #[inline(never)]
 fn long_varint(bytes: &[u8]) -> Result<(u64, usize), Refused> {
     let Some(word) = bytes.first_chunk::<8>() else {
@@ -93,6 +93,13 @@ fn long_varint(bytes: &[u8]) -> Result<(u64, usize), Refused> {
     // the high bit of each byte that ends a varint, the first one lowest
     let ends = !word & 0x8080_8080_8080_8080;
     if ends == 0 {
+        // nine bytes, the eighth and the first eight: the 19-digit ids of real catalogues
+        // (category ids of about 2^61) take nine
+        if let Some(&ninth) = bytes.get(8)
+            && ninth < 0x80
+        {
+            return Ok((seven_bit_groups(word) | u64::from(ninth) << 56, 9));
+        }
         let mut rest = bytes;
         let value = decode_varint(&mut rest)?;
         return Ok((value, bytes.len() - rest.len()));
