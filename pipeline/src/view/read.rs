@@ -93,8 +93,8 @@ fn long_varint(bytes: &[u8]) -> Result<(u64, usize), Refused> {
     // the high bit of each byte that ends a varint, the first one lowest
     let ends = !word & 0x8080_8080_8080_8080;
     if ends == 0 {
-        // nine bytes, the eighth and the first eight: the 19-digit ids of real catalogues
-        // (category ids of about 2^61) take nine
+        // nine bytes: the word's eight all continue and a ninth ends the varint, as the
+        // 19-digit ids of real catalogues (category ids of about 2^61) do
         if let Some(&ninth) = bytes.get(8)
             && ninth < 0x80
         {
