@@ -8,8 +8,8 @@ use std::{
 };
 
 /// Runs `script` in bash with `scripts/bench_lib.sh` sourced, in a scratch directory (`$dir`),
-/// and returns its output; panics if it has not ended after a minute (the commands it
-/// watches sleep for 60 s, so an ending after that would be the helper not stopping them).
+/// and returns its output; panics if it has not ended after 50 s (the commands it watches
+/// sleep for 60 s, so a script still running then has a helper that did not stop them).
 fn bench_lib(script: &str) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let lib = testkit::repo_root().join("scripts/bench_lib.sh");
