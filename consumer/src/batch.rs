@@ -83,6 +83,10 @@ fn values(fields: &mut Fields) -> impl Iterator<Item = &mut Bytes> {
     .chain(fields.other.iter_mut().map(|(_, value)| value))
 }
 
+/// The least the arena grows by for entries without their batch
+/// ([`Batch::push_sized`]): their ids' and trace contexts' few bytes.
+const SMALL_ARENA_BYTES: usize = 64 * 1024;
+
 /// Average encoded size of one event, to estimate rows without decoding.
 const APPROX_EVENT_BYTES: usize = 120;
 
@@ -138,19 +142,30 @@ impl Batch {
     /// copy a batch of many reads held every read's buffer, each up to twice its reply,
     /// and the consumer's peak RSS varied from run to run (docs/BENCHMARKS.md, "The
     /// consumer's memory").
-    pub fn push(&mut self, mut entry: RawEntry) {
-        self.oldest.get_or_insert_with(Instant::now);
+    pub fn push(&mut self, entry: RawEntry) {
         let size = entry.size();
+        self.push_sized(entry, size);
+    }
+
+    /// [`Batch::push`] of an entry of `size` as read ([`RawEntry::size`]), whose batch may
+    /// have been let go since: its rows were prepared as it was read
+    /// (`crate::sink::Sink::prepare_entry`), and only its other fields are copied.
+    pub fn push_sized(&mut self, mut entry: RawEntry, size: usize) {
+        self.oldest.get_or_insert_with(Instant::now);
         let needed = values(&mut entry.fields)
             .map(|value| value.len())
             .sum::<usize>();
         if self.entries.is_empty() || self.arena.capacity() < needed {
             // A batch's worth, and room for the read that passes it. At a batch's start
             // this takes the last batch's allocation back whole, its entries being gone;
-            // only a batch that outgrows it allocates anew.
-            self.arena.reserve(
-                self.limits.max_bytes.max(needed) + self.read_bytes().min(self.limits.max_bytes),
-            );
+            // only a batch that outgrows it allocates anew. Entries without their batch
+            // need only room for their few other bytes.
+            let batch = if entry.fields.batch.is_some() {
+                self.limits.max_bytes.max(needed) + self.read_bytes().min(self.limits.max_bytes)
+            } else {
+                needed.max(SMALL_ARENA_BYTES)
+            };
+            self.arena.reserve(batch);
         }
         for value in values(&mut entry.fields) {
             self.arena.extend_from_slice(value);
@@ -177,10 +192,22 @@ impl Batch {
     /// Adds the entries of one read that asked for `asked`: a full reply means a backlog,
     /// a short or empty one that it is gone.
     pub fn push_read(&mut self, entries: Vec<RawEntry>, asked: u64) {
-        self.backlog = entries.len() as u64 >= asked;
+        self.note_read(entries.len(), asked);
         for entry in entries {
             self.push(entry);
         }
+    }
+
+    /// What [`Batch::push_read`] notes of a read of `got` entries that asked for `asked`,
+    /// for a caller that pushes the entries itself.
+    pub fn note_read(&mut self, got: usize, asked: u64) {
+        self.backlog = got as u64 >= asked;
+    }
+
+    /// The entries, to give back the batches of entries that were let go
+    /// (`crate::source::Source::reread`).
+    pub fn entries_mut(&mut self) -> &mut [RawEntry] {
+        &mut self.entries
     }
 
     /// Whether a limit is reached at `now`. While reads come back full, a backlog of more
@@ -229,7 +256,8 @@ impl Batch {
     pub fn remove_first(&mut self, n: usize) {
         for entry in self.entries.drain(..n.min(self.entries.len())) {
             let size = entry.size();
-            self.bytes -= size;
+            // an entry whose batch was let go and not found again counts less now
+            self.bytes = self.bytes.saturating_sub(size);
             self.approx_rows = self
                 .approx_rows
                 .saturating_sub((size / APPROX_EVENT_BYTES).max(1));

@@ -65,6 +65,27 @@ pub type Present = HashMap<String, HashSet<Uuid>>;
 /// Events per lookup of already loaded events: 1000 UUIDs make a query of ~50 KiB.
 const PRESENT_CHUNK: usize = 1000;
 
+/// The rows of a batch's entries, added to its inserts as the entries are read
+/// ([`Sink::prepare_entry`]) and sent at its flush ([`Sink::send_prepared`]): so that a batch
+/// holds its rows once, not its entries' bytes beside them (#19).
+pub struct Prepared {
+    inserts: Inserts,
+    load: Load,
+}
+
+impl Prepared {
+    /// The entries added so far.
+    pub fn entries(&self) -> usize {
+        self.load.written.entries
+    }
+
+    /// Whether entry `index` cannot be loaded ([`Load::dead`]): its bytes go to its dead
+    /// letter.
+    pub fn is_dead(&self, index: usize) -> bool {
+        self.load.dead.iter().any(|(i, _)| *i == index)
+    }
+}
+
 /// What one write did: the rows written, and the entries that cannot be loaded.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Load {
@@ -224,6 +245,73 @@ impl Sink {
         }
     }
 
+    /// The three inserts of one write.
+    fn inserts(&self) -> Inserts {
+        Inserts {
+            commerce: self.insert::<CommerceRow<'_>>(COMMERCE_TABLE),
+            probes: self.insert::<ProbeRow<'_>>(PROBE_TABLE),
+            rejected: self.insert::<RejectedRow<'_>>(REJECTED_TABLE),
+        }
+    }
+
+    /// Whether entries can be prepared as they are read ([`Sink::prepare`]): with sorted
+    /// inserts, whose rows are held until the insert's end anyway.
+    pub fn prepares(&self) -> bool {
+        self.sorted
+    }
+
+    /// An empty [`Prepared`]: the inserts of the next batch, to which its entries' rows are
+    /// added as they are read ([`Sink::prepare_entry`]).
+    ///
+    /// # Panics
+    /// Without sorted inserts ([`Sink::prepares`]).
+    pub fn prepare(&self) -> Prepared {
+        assert!(self.sorted, "entries are prepared only for sorted inserts");
+        let mut inserts = self.inserts();
+        // nothing goes out before the batch's flush: the rejected rows, whose table is not
+        // keyed, are held too (a block of the whole batch's at most)
+        inserts.rejected = inserts.rejected.with_block_rows(usize::MAX);
+        Prepared {
+            inserts,
+            load: Load::default(),
+        }
+    }
+
+    /// Adds `entry`'s rows to `prepared`, as [`Sink::write`] would write them: after this
+    /// its bytes are no longer needed, unless it is in [`Prepared::dead`] (undecodable: its
+    /// dead letter keeps them). For entries read for the first time only: a redelivered
+    /// entry is looked up first ([`Sink::present_in`]) and may have interrupted loads.
+    pub async fn prepare_entry(
+        &self,
+        prepared: &mut Prepared,
+        entry: &RawEntry,
+    ) -> Result<(), clickhouse::error::Error> {
+        debug_assert!(
+            entry.deliveries <= 1 && entry.attempts == 0,
+            "a fresh entry"
+        );
+        let index = prepared.load.written.entries;
+        prepared.load.written.entries += 1;
+        self.write_entry(
+            &mut prepared.inserts,
+            &mut prepared.load,
+            (index, entry),
+            u64::MAX,
+            &Present::new(),
+        )
+        .await
+    }
+
+    /// Sends what `prepared` holds and waits until ClickHouse confirms every insert: what
+    /// [`Sink::write`] of the same entries does.
+    pub async fn send_prepared(
+        &self,
+        prepared: Prepared,
+    ) -> Result<Load, clickhouse::error::Error> {
+        self.finish(prepared.inserts).await?;
+        Ok(prepared.load)
+    }
+
     /// The client of the replica loads go to now.
     pub fn client(&self) -> &Client {
         &self.clients[self.current]
@@ -276,11 +364,7 @@ impl Sink {
         max_attempts: u64,
         present: &Present,
     ) -> Result<Load, clickhouse::error::Error> {
-        let mut inserts = Inserts {
-            commerce: self.insert::<CommerceRow<'_>>(COMMERCE_TABLE),
-            probes: self.insert::<ProbeRow<'_>>(PROBE_TABLE),
-            rejected: self.insert::<RejectedRow<'_>>(REJECTED_TABLE),
-        };
+        let mut inserts = self.inserts();
         let mut load = Load {
             written: Written {
                 entries: entries.len(),
@@ -288,55 +372,80 @@ impl Sink {
             },
             dead: Vec::new(),
         };
-        for (index, entry) in entries.iter().enumerate() {
-            let decoded = if entry.attempts >= max_attempts {
-                Err(format!(
-                    "left unloaded by {} consumer crashes during its load (limit \
-                     {max_attempts}); delivered {} times",
-                    entry.attempts, entry.deliveries
-                ))
-            } else {
-                entry
-                    .fields
-                    .decode_view()
-                    .map_err(|err| format!("undecodable stream entry: {err}"))
-            };
-            let batch = match decoded {
-                Ok(batch) => batch,
-                Err(reason) => {
-                    inserts
-                        .rejected
-                        .write(&Rejecting::undecoded(entry).whole_entry(&reason))
-                        .await?;
-                    load.written.rejected += 1;
-                    load.dead.push((index, reason));
-                    continue;
-                }
-            };
-            self.write_batch(batch, entry, present, &mut inserts, &mut load.written)
+        for entry in entries.iter().enumerate() {
+            self.write_entry(&mut inserts, &mut load, entry, max_attempts, present)
                 .await?;
         }
+        self.finish(inserts).await?;
+        Ok(load)
+    }
+
+    /// Writes the rows of the entry `index` of a write into `inserts`, or, if it cannot be
+    /// loaded at all, its one `rejected_events` row, noting it in `load.dead`.
+    async fn write_entry(
+        &self,
+        inserts: &mut Inserts,
+        load: &mut Load,
+        (index, entry): (usize, &RawEntry),
+        max_attempts: u64,
+        present: &Present,
+    ) -> Result<(), clickhouse::error::Error> {
+        let decoded = if entry.attempts >= max_attempts {
+            Err(format!(
+                "left unloaded by {} consumer crashes during its load (limit \
+                 {max_attempts}); delivered {} times",
+                entry.attempts, entry.deliveries
+            ))
+        } else {
+            entry
+                .fields
+                .decode_view()
+                .map_err(|err| format!("undecodable stream entry: {err}"))
+        };
+        match decoded {
+            Ok(batch) => {
+                self.write_batch(batch, entry, present, inserts, &mut load.written)
+                    .await
+            }
+            Err(reason) => {
+                inserts
+                    .rejected
+                    .write(&Rejecting::undecoded(entry).whole_entry(&reason))
+                    .await?;
+                load.written.rejected += 1;
+                load.dead.push((index, reason));
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends the three inserts of a write: each sends what it holds and waits for
+    /// ClickHouse's confirmation; their blocks are kept for the next write.
+    async fn finish(&self, inserts: Inserts) -> Result<(), clickhouse::error::Error> {
         // Each insert's CLIENT span covers sending its last block and the wait for
         // ClickHouse's confirmation, the part of a flush that depends on the server.
+        let Inserts {
+            commerce,
+            probes,
+            rejected,
+        } = inserts;
         let block = pipeline::trace::traced(
             pipeline::trace::insert_span(COMMERCE_TABLE),
-            inserts.commerce.finish(),
+            commerce.finish(),
         )
         .await?;
         self.spare.put(block);
-        let block = pipeline::trace::traced(
-            pipeline::trace::insert_span(PROBE_TABLE),
-            inserts.probes.finish(),
-        )
-        .await?;
+        let block =
+            pipeline::trace::traced(pipeline::trace::insert_span(PROBE_TABLE), probes.finish())
+                .await?;
         self.spare.put(block);
         let block = pipeline::trace::traced(
             pipeline::trace::insert_span(REJECTED_TABLE),
-            inserts.rejected.finish(),
+            rejected.finish(),
         )
         .await?;
         self.spare.put(block);
-        Ok(load)
+        Ok(())
     }
 
     /// Records entries ClickHouse refused as `rejected_events` rows, with the reason.

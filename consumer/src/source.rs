@@ -316,6 +316,37 @@ impl Source {
         Ok(())
     }
 
+    /// Reads again from the stream, by id, the fields of each of `entries` that holds no
+    /// batch: entries whose batch was let go once their rows were prepared
+    /// (`Sink::prepare_entry`), when those rows did not load. They are pending in the group,
+    /// so the trim keeps them (`TRIM_SCRIPT`). An entry gone from the stream meanwhile
+    /// (deleted by hand) keeps no batch, and is dead-lettered as having none, as a pending
+    /// entry deleted from the stream is when read ([`entry_from_array`]).
+    pub async fn reread(&self, entries: &mut [RawEntry]) -> Result<(), fred::error::Error> {
+        let mut missing: Vec<&mut RawEntry> = entries
+            .iter_mut()
+            .filter(|e| e.fields.batch.is_none())
+            .collect();
+        for chunk in missing.chunks_mut(REREAD_CHUNK) {
+            let pipeline = self.reader.pipeline();
+            for entry in chunk.iter() {
+                let id = entry.id.as_str();
+                let _: () = pipeline.xrange(self.key.as_str(), id, id, Some(1)).await?;
+            }
+            let replies: Vec<Value> = pipeline.all().await?;
+            for (entry, reply) in chunk.iter_mut().zip(replies) {
+                match array(reply).into_iter().find_map(entry_from_array) {
+                    Some(found) if found.id == entry.id => entry.fields = found.fields,
+                    _ => tracing::error!(
+                        id = %entry.id,
+                        "a pending entry is gone from the stream; it is dead-lettered without its batch"
+                    ),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Records that a load of `entries` begins: each one's count of interrupted loads goes
     /// up by one, and stays so if this consumer dies before the load ends. Written as
     /// absolute values, so a retried load of the same entries writes the same thing.
@@ -435,6 +466,10 @@ impl Source {
         Ok(bound)
     }
 }
+
+/// Entries per pipeline of [`Source::reread`]: each reply is one entry, at most
+/// `pipeline::entry::MAX_BATCH_BYTES`, so a chunk's replies stay a few tens of MiB at most.
+const REREAD_CHUNK: usize = 64;
 
 /// [`Source::trim`] as one Lua script: `KEYS[1]` the stream, `ARGV[1]` this consumer's
 /// group. Returns `{bound or false, entries trimmed, the group's lag (-1 if unknown), its

@@ -70,3 +70,56 @@ async fn clickhouse_down_keeps_the_batch_and_loads_exactly_once_when_back() {
     assert_eq!(total, 100 + 100 + 4 * 20);
     assert_eq!(env.rows().await, total, "exactly once, without FINAL");
 }
+
+/// A batch's entries let go their bytes once their rows are prepared (`Sink::prepare_entry`);
+/// when those rows do not load, the entries are read again from the stream. One deleted
+/// from the stream meanwhile (by hand: a pending entry is never trimmed) cannot be: it is
+/// dead-lettered as having no batch, with its id, and the rest loads exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_batch_is_read_again_after_an_outage_and_an_entry_gone_meanwhile_is_dead_lettered()
+ {
+    let mut ch = testkit::ClickHouse::start().unwrap();
+    let env = Env::on(&testkit::shared_redis().url(), &ch.url()).await;
+    let mut worker = consumer::Worker::connect(&env.settings("c1", &[]))
+        .await
+        .unwrap();
+    ch.stop().unwrap();
+    let mut kept = env.publish_many(2, 20).await;
+    let gone = env.publish(&event_ids(20)).await;
+    kept.extend(env.publish_many(2, 20).await);
+    read_entries(&mut worker, 5).await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(matches!(
+        worker.step().await.unwrap(),
+        Outcome::Retrying { .. }
+    ));
+    let deleted: u64 = env.redis.xdel(&env.stream, &gone).await.unwrap();
+    assert_eq!(deleted, 1);
+
+    ch.restart().unwrap();
+    drive(&mut worker, Duration::from_secs(60), || async {
+        env.pending("loader").await == 0
+    })
+    .await;
+    assert_eq!(
+        env.rows().await,
+        kept.len() as u64,
+        "exactly once, without FINAL"
+    );
+    let letters = consumer::dead_letter::DeadLetters::connect(&env.settings("c1", &[]).redis)
+        .await
+        .unwrap()
+        .list()
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].original_id, gone);
+    assert!(
+        letters[0]
+            .reason
+            .contains(&pipeline::entry::EntryError::MissingBatch.to_string()),
+        "{}",
+        letters[0].reason
+    );
+    assert_eq!(letters[0].raw.batch, None);
+}
