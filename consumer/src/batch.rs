@@ -5,12 +5,15 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use pipeline::entry::Fields;
 
-/// One stream entry as read, kept raw until the flush so a retried flush re-decodes it.
+/// One stream entry as read, kept raw until the flush so a retried flush re-decodes it;
+/// or, once its rows are prepared as it is read, without its batch, which is read again
+/// from the stream if those rows do not load (`crate::worker::Worker`, `Source::reread`).
 #[derive(Clone, Debug)]
 pub struct RawEntry {
     /// The stream id, acknowledged after the flush.
     pub id: String,
-    /// The entry's fields, raw: decoded at the flush, kept as written for a dead letter.
+    /// The entry's fields, raw: decoded at the flush, kept as written for a dead letter
+    /// (its batch let go once prepared, and read again when needed).
     pub fields: Fields,
     /// How many times the group delivered this entry, this delivery included: 1 for a new
     /// entry, more for one re-read after a crash or taken over from a dead consumer.
@@ -60,7 +63,8 @@ pub struct Batch {
     largest_entry: usize,
     /// The entries' bytes, copied out of the Redis client's read buffer as they are
     /// pushed (see [`Batch::push`]): one allocation of about `max_bytes`, taken back
-    /// whole for the next batch once every entry of this one is dropped.
+    /// whole for the next batch once every entry of this one is dropped; only the few
+    /// bytes of the other fields for entries whose batch was let go once prepared.
     arena: BytesMut,
 }
 

@@ -98,14 +98,15 @@ pub struct BatchArgs {
     )]
     pub batch_rows: usize,
     /// Encoded entry bytes per flush, at most 2 GiB: reads ask for no more than what is left
-    /// of it, so it sets the insert size at a backlog (about 486k events of 137 bytes) and
-    /// bounds the consumer's memory: a batch's entries are copied into one allocation of this
-    /// size, which the next batch reuses (peak RSS 185 MiB draining a backlog at 64 MiB, 208
-    /// in scripts/bench; 109 and 126-142 with CONSUMER_SORTED_INSERTS=false;
-    /// docs/BENCHMARKS.md, "The consumer's memory"; in scripts/bench 287 MiB at 96 MiB and 359
-    /// at 128, where ClickHouse's CPU per event came to 0.91 of 64 MiB's, "The consumer's
-    /// batch bytes at 64, 96 and 128 MiB")
-    #[arg(long, global = true, env = "CONSUMER_BATCH_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = parse_batch_bytes)]
+    /// of it, so it sets the insert size at a backlog (about 970k events of 137 bytes) and
+    /// bounds the consumer's memory. With sorted inserts a batch holds its rows, prepared as
+    /// its entries are read, as records of about its size, and lets the entries' bytes go
+    /// (peak RSS 226 MiB in scripts/bench; ClickHouse 1.14 µs of CPU per event against 1.28-1.37
+    /// at 64 MiB; docs/BENCHMARKS.md, "A batch's rows prepared as its entries are read"); a
+    /// batch whose rows do not load so is read again and then holds both for its retries.
+    /// Without sorted inserts it holds the entries, copied into one allocation of this size
+    /// that the next batch reuses
+    #[arg(long, global = true, env = "CONSUMER_BATCH_BYTES", default_value_t = 128 * 1024 * 1024, value_parser = parse_batch_bytes)]
     pub batch_bytes: usize,
     /// Send the event tables' rows in the tables' key order, so that ClickHouse writes them
     /// without sorting them: measured in scripts/bench, ClickHouse 1.31 µs of CPU per event
@@ -262,7 +263,7 @@ mod tests {
     #[test]
     fn batch_bytes_past_2_gib_or_zero_are_refused_at_startup() {
         let s = Settings::try_parse_from(["consumer"]).unwrap();
-        assert_eq!(s.batch.batch_bytes, 64 << 20);
+        assert_eq!(s.batch.batch_bytes, 128 << 20);
         let s = Settings::try_parse_from(["consumer", "--batch-bytes", "2147483648"]).unwrap();
         assert_eq!(s.batch.batch_bytes, 2 << 30);
         for bad in ["2147483649", "0", "64MiB"] {

@@ -2,13 +2,18 @@
 //! them with one Native insert per table (`pipeline::native`: columns the server copies
 //! instead of parsing RowBinary row by row; docs/BENCHMARKS.md, #19).
 //!
-//! Entries are decoded one at a time while rows go into the inserts' column blocks, sent
-//! every `pipeline::native::BLOCK_ROWS` rows, so memory holds the raw batch, one decoded
-//! entry and at most one block per table, not every decoded event. With sorted inserts,
-//! the default ([`Sink::with_sorted_inserts`], `CONSUMER_SORTED_INSERTS`), the event
-//! tables' rows are held as records until the flush's last entry, then sent in the tables'
-//! key order, so that ClickHouse need not sort them (`pipeline::native::Block`): memory then
-//! holds the flush's rows once more, about the size of their entries.
+//! With sorted inserts, the default ([`Sink::with_sorted_inserts`],
+//! `CONSUMER_SORTED_INSERTS`), the event tables' rows are held as records until the write's
+//! end, then sent in the tables' key order, so that ClickHouse need not sort them
+//! (`pipeline::native::Block`). A batch's rows are then prepared as its entries are read
+//! ([`Sink::prepare_entry`] into a [`Prepared`], sent at the flush by
+//! [`Sink::send_prepared`]) and the entries let go their bytes, so that memory holds the
+//! batch once, as records (about 150 bytes an event). A batch whose rows do not load so is
+//! read again from the stream and written as [`Sink::write`] writes kept entries: decoded
+//! one at a time into the inserts, the same rows in the same blocks. Without sorted inserts,
+//! only [`Sink::write`]: rows go into column blocks sent every
+//! `pipeline::native::BLOCK_ROWS` rows, so memory holds the raw batch, one decoded entry and
+//! at most one block per table. Rejected rows are held until the write's end either way.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -245,12 +250,17 @@ impl Sink {
         }
     }
 
-    /// The three inserts of one write.
+    /// The three inserts of one write. The rejected rows, whose table is not keyed, are held
+    /// until the write's end too (a block of the write's at most), so that nothing goes
+    /// out before a prepared batch's flush and a write of the same entries read again sends
+    /// the same blocks, which a replicated table deduplicates.
     fn inserts(&self) -> Inserts {
         Inserts {
             commerce: self.insert::<CommerceRow<'_>>(COMMERCE_TABLE),
             probes: self.insert::<ProbeRow<'_>>(PROBE_TABLE),
-            rejected: self.insert::<RejectedRow<'_>>(REJECTED_TABLE),
+            rejected: self
+                .insert::<RejectedRow<'_>>(REJECTED_TABLE)
+                .with_block_rows(usize::MAX),
         }
     }
 
@@ -267,12 +277,8 @@ impl Sink {
     /// Without sorted inserts ([`Sink::prepares`]).
     pub fn prepare(&self) -> Prepared {
         assert!(self.sorted, "entries are prepared only for sorted inserts");
-        let mut inserts = self.inserts();
-        // nothing goes out before the batch's flush: the rejected rows, whose table is not
-        // keyed, are held too (a block of the whole batch's at most)
-        inserts.rejected = inserts.rejected.with_block_rows(usize::MAX);
         Prepared {
-            inserts,
+            inserts: self.inserts(),
             load: Load::default(),
         }
     }
