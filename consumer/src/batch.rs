@@ -209,9 +209,30 @@ impl Batch {
     }
 
     /// The entries, to give back the batches of entries that were let go
-    /// (`crate::source::Source::reread`).
+    /// (`crate::source::Source::reread`); then [`Batch::copy_in`] them.
     pub fn entries_mut(&mut self) -> &mut [RawEntry] {
         &mut self.entries
+    }
+
+    /// Copies the fields of the entries `indexes` into the batch's memory, as
+    /// [`Batch::push`] does: entries given back their batch by a read of their own, which
+    /// would otherwise hold that read's buffer (one allocation for all of them).
+    pub fn copy_in(&mut self, indexes: &[usize]) {
+        let needed: usize = indexes
+            .iter()
+            .map(|&i| {
+                values(&mut self.entries[i].fields)
+                    .map(|value| value.len())
+                    .sum::<usize>()
+            })
+            .sum();
+        self.arena.reserve(needed);
+        for &i in indexes {
+            for value in values(&mut self.entries[i].fields) {
+                self.arena.extend_from_slice(value);
+                *value = self.arena.split().freeze();
+            }
+        }
     }
 
     /// Whether a limit is reached at `now`. While reads come back full, a backlog of more

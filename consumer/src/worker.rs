@@ -282,6 +282,19 @@ impl Worker {
         self.batch.push(entry);
     }
 
+    /// Reads again the batches the batch's entries let go ([`Source::reread`]), into the
+    /// batch's memory.
+    async fn reread(&mut self) -> Result<(), fred::error::Error> {
+        let missing: Vec<usize> = (self.batch.entries().iter().enumerate())
+            .filter(|(_, e)| e.fields.batch.is_none())
+            .map(|(i, _)| i)
+            .collect();
+        self.source.reread(self.batch.entries_mut()).await?;
+        self.batch.copy_in(&missing);
+        self.reread_needed = false;
+        Ok(())
+    }
+
     /// Drops the prepared rows; the entries whose batches were let go are read again before
     /// the batch loads.
     fn abandon_prepared(&mut self) {
@@ -323,8 +336,8 @@ impl Worker {
     async fn flush_batch(&mut self) -> Result<Outcome, Error> {
         let started = Instant::now();
         if self.reread_needed {
-            match self.source.reread(self.batch.entries_mut()).await {
-                Ok(()) => self.reread_needed = false,
+            match self.reread().await {
+                Ok(()) => {}
                 Err(e) => {
                     // Nothing was loaded: the batch stays for the next attempt.
                     tracing::warn!(error = %e, failures = self.redis_failures, "reading the batch's entries again failed; retrying");
@@ -427,12 +440,11 @@ impl Worker {
                         self.end_failed_load(&self.batch.entries()[part]).await;
                         return Ok(Loaded::Failed(e));
                     }
-                    if let Err(reread) = self.source.reread(self.batch.entries_mut()).await {
+                    if let Err(reread) = self.reread().await {
                         tracing::warn!(error = %reread, "reading the batch's entries again failed");
                         self.end_failed_load(&self.batch.entries()[part]).await;
                         return Ok(Loaded::Failed(e));
                     }
-                    self.reread_needed = false;
                 }
             }
         }
