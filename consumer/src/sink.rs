@@ -8,12 +8,13 @@
 //! (`pipeline::native::Block`). A batch's rows are then prepared as its entries are read
 //! ([`Sink::prepare_entry`] into a [`Prepared`], sent at the flush by
 //! [`Sink::send_prepared`]) and the entries let go their bytes, so that memory holds the
-//! batch once, as records (about 150 bytes an event). A batch whose rows do not load so is
-//! read again from the stream and written as [`Sink::write`] writes kept entries: decoded
-//! one at a time into the inserts, the same rows in the same blocks. Without sorted inserts,
-//! only [`Sink::write`]: rows go into column blocks sent every
-//! `pipeline::native::BLOCK_ROWS` rows, so memory holds the raw batch, one decoded entry and
-//! at most one block per table. Rejected rows are held until the write's end either way.
+//! batch once, as records (about 150 bytes an event). A batch whose prepared rows do not
+//! load is read again from the stream and written as [`Sink::write`] writes kept entries:
+//! decoded one at a time into the inserts, the same rows in the same blocks. Without
+//! sorted inserts, only [`Sink::write`]: rows go into column blocks sent every
+//! `pipeline::native::BLOCK_ROWS` rows, so memory holds the raw batch, one decoded entry
+//! and at most one block per table. Rejected rows are held until the write's end either
+//! way.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -284,8 +285,8 @@ impl Sink {
     }
 
     /// Adds `entry`'s rows to `prepared`, as [`Sink::write`] would write them: after this
-    /// its bytes are no longer needed, unless it is in [`Prepared::dead`] (undecodable: its
-    /// dead letter keeps them). For entries read for the first time only: a redelivered
+    /// its bytes are no longer needed, unless [`Prepared::is_dead`] says it is (undecodable:
+    /// its dead letter keeps them). For entries read for the first time only: a redelivered
     /// entry is looked up first ([`Sink::present_in`]) and may have interrupted loads.
     pub async fn prepare_entry(
         &self,
