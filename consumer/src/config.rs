@@ -101,11 +101,11 @@ pub struct BatchArgs {
     /// of it, so it sets the insert size at a backlog (about 970k events of 137 bytes) and
     /// bounds the consumer's memory. With sorted inserts a batch holds its rows, prepared as
     /// its entries are read, as records of about its size, and lets the entries' bytes go
-    /// (peak RSS 226 MiB in scripts/bench; ClickHouse 1.14 µs of CPU per event against 1.28-1.37
-    /// at 64 MiB; docs/BENCHMARKS.md, "A batch's rows prepared as its entries are read"); a
-    /// batch whose rows do not load so is read again and then holds both for its retries.
-    /// Without sorted inserts it holds the entries, copied into one allocation of this size
-    /// that the next batch reuses
+    /// (peak RSS 226-231 MiB in scripts/bench; ClickHouse 1.10-1.21 µs of CPU per event
+    /// against 1.31-1.37 at 64 MiB; docs/BENCHMARKS.md, "A batch's rows prepared as its
+    /// entries are read"); a batch whose prepared rows do not load is read again and then
+    /// holds both for its retries. Without sorted inserts it holds the entries, copied into
+    /// one allocation of this size that the next batch reuses
     #[arg(long, global = true, env = "CONSUMER_BATCH_BYTES", default_value_t = 128 * 1024 * 1024, value_parser = parse_batch_bytes)]
     pub batch_bytes: usize,
     /// Send the event tables' rows in the tables' key order, so that ClickHouse writes them
