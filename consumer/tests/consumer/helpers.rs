@@ -158,6 +158,16 @@ impl Env {
             self.redis.xpending(&self.stream, group, ()).await.unwrap();
         summary.into_array()[0].as_u64().unwrap()
     }
+
+    /// The dead letters of the stream (`<stream>:dead`), as an operator lists them.
+    pub async fn dead_letters(&self) -> Vec<consumer::dead_letter::DeadLetter> {
+        consumer::dead_letter::DeadLetters::connect(&self.settings("c1", &[]).redis)
+            .await
+            .unwrap()
+            .list()
+            .await
+            .unwrap()
+    }
 }
 
 /// Events in `commerce_events` with FINAL; an error until the consumer created the tables.

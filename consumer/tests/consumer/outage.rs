@@ -106,12 +106,7 @@ async fn a_prepared_batch_is_read_again_after_an_outage_and_an_entry_gone_meanwh
         kept.len() as u64,
         "exactly once, without FINAL"
     );
-    let letters = consumer::dead_letter::DeadLetters::connect(&env.settings("c1", &[]).redis)
-        .await
-        .unwrap()
-        .list()
-        .await
-        .unwrap();
+    let letters = env.dead_letters().await;
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0].original_id, gone);
     assert!(

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use consumer::dead_letter::DeadLetters;
 use pipeline::entry::Fields;
 
 use crate::helpers::*;
@@ -54,12 +53,7 @@ async fn malformed_entry_is_dead_lettered_and_the_good_ones_behind_it_load() {
     assert_eq!(rejected[0].delivery_count, 1);
     assert_eq!(rejected[0].stream_entry_id, bad_id);
 
-    let letters = DeadLetters::connect(&env.settings("c1", &[]).redis)
-        .await
-        .unwrap()
-        .list()
-        .await
-        .unwrap();
+    let letters = env.dead_letters().await;
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].original_id, bad_id);
     assert_eq!(letters[0].deliveries, 1);
@@ -96,12 +90,7 @@ async fn entry_whose_load_kills_the_consumer_is_dead_lettered_and_the_rest_flows
         )
         .await;
     assert_eq!(rejected, 1);
-    let letters = DeadLetters::connect(&env.settings("c1", &[]).redis)
-        .await
-        .unwrap()
-        .list()
-        .await
-        .unwrap();
+    let letters = env.dead_letters().await;
     assert_eq!(letters.len(), 1);
     assert_eq!(
         (letters[0].original_id.as_str(), letters[0].deliveries),
@@ -158,12 +147,7 @@ async fn entries_clickhouse_refuses_are_isolated_and_the_rest_loads() {
         good.iter().all(|id| loaded.contains(id)),
         "every good entry loaded"
     );
-    let letters = DeadLetters::connect(&env.settings("c1", &[]).redis)
-        .await
-        .unwrap()
-        .list()
-        .await
-        .unwrap();
+    let letters = env.dead_letters().await;
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0].original_id, bad_id);
     assert!(
