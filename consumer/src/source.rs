@@ -321,22 +321,28 @@ impl Source {
     /// (`Sink::prepare_entry`), when those rows did not load. They are pending in the group,
     /// so the trim keeps them (`TRIM_SCRIPT`). An entry gone from the stream meanwhile
     /// (deleted by hand) keeps no batch, and is dead-lettered as having none, as a pending
-    /// entry deleted from the stream is when read ([`entry_from_array`]).
-    pub async fn reread(&self, entries: &mut [RawEntry]) -> Result<(), fred::error::Error> {
-        let mut missing: Vec<&mut RawEntry> = entries
+    /// entry deleted from the stream is when read ([`entry_from_array`]). Returns the indexes
+    /// of the entries given back their fields.
+    pub async fn reread(&self, entries: &mut [RawEntry]) -> Result<Vec<usize>, fred::error::Error> {
+        let mut missing: Vec<(usize, &mut RawEntry)> = entries
             .iter_mut()
-            .filter(|e| e.fields.batch.is_none())
+            .enumerate()
+            .filter(|(_, e)| e.fields.batch.is_none())
             .collect();
+        let mut found_again = Vec::with_capacity(missing.len());
         for chunk in missing.chunks_mut(REREAD_CHUNK) {
             let pipeline = self.reader.pipeline();
-            for entry in chunk.iter() {
+            for (_, entry) in chunk.iter() {
                 let id = entry.id.as_str();
                 let _: () = pipeline.xrange(self.key.as_str(), id, id, Some(1)).await?;
             }
             let replies: Vec<Value> = pipeline.all().await?;
-            for (entry, reply) in chunk.iter_mut().zip(replies) {
+            for ((index, entry), reply) in chunk.iter_mut().zip(replies) {
                 match array(reply).into_iter().find_map(entry_from_array) {
-                    Some(found) if found.id == entry.id => entry.fields = found.fields,
+                    Some(found) if found.id == entry.id => {
+                        entry.fields = found.fields;
+                        found_again.push(*index);
+                    }
                     _ => tracing::error!(
                         id = %entry.id,
                         "a pending entry is gone from the stream; it is dead-lettered without its batch"
@@ -344,7 +350,7 @@ impl Source {
                 }
             }
         }
-        Ok(())
+        Ok(found_again)
     }
 
     /// Records that a load of `entries` begins: each one's count of interrupted loads goes

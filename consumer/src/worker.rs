@@ -285,12 +285,8 @@ impl Worker {
     /// Reads again the batches the batch's entries let go ([`Source::reread`]), into the
     /// batch's memory.
     async fn reread(&mut self) -> Result<(), fred::error::Error> {
-        let missing: Vec<usize> = (self.batch.entries().iter().enumerate())
-            .filter(|(_, e)| e.fields.batch.is_none())
-            .map(|(i, _)| i)
-            .collect();
-        self.source.reread(self.batch.entries_mut()).await?;
-        self.batch.copy_in(&missing);
+        let found_again = self.source.reread(self.batch.entries_mut()).await?;
+        self.batch.copy_in(&found_again);
         self.reread_needed = false;
         Ok(())
     }
