@@ -12,6 +12,14 @@ cpu_ticks() {
     awk '{ sub(/^.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
 }
 
+# The whole machine's CPU so far, from the `cpu` line of /proc/stat, in clock ticks summed
+# over its cores: "busy idle", busy being user, nice, system, irq, softirq and steal, idle
+# being idle and iowait. Every process and kernel thread is in it, the ones no bench names
+# (the kernel's writeback, softirqs run outside a process's time, other tenants) too.
+host_ticks() {
+    awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6; exit }' /proc/stat
+}
+
 # Exits 2 unless each argument is an executable file, naming the first that is not: run
 # against a missing binary, a bench would start nothing and wait on a port (the gateway's and
 # the consumer's) or leave the simulator retrying against nothing (the archiver's).
