@@ -8,7 +8,7 @@
 //! - [`layout`]: the key layout of the lake.
 //! - [`columns`]: the Parquet columns of each table, typed as in ClickHouse; rows in and out.
 //! - [`segment`]: a range of entries → one Parquet object per partition, deterministically.
-//! - [`store`]: S3: uploads read back and checked, downloads, listings.
+//! - [`store`]: S3: uploads checked by SHA-256, downloads, listings.
 //! - [`manifest`]: the day's manifest of objects, rows, entry ranges and SHA-256.
 //! - [`worker`]: [`worker::Worker::step`], read-seal-write-acknowledge, and the loop.
 //! - [`read`]: a day of the lake read back and checked.

@@ -1,5 +1,5 @@
 //! Where the lake is: the bucket's flags. The client is the shared one, `s3store` (standard
-//! AWS variables, path-style addressing, standard retries, uploads read back and checked).
+//! AWS variables, path-style addressing, standard retries, uploads checked by SHA-256).
 
 use clap::Args;
 

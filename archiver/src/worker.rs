@@ -2,7 +2,7 @@
 //! around it, which only loops.
 //!
 //! Invariant: an entry is acknowledged only after every object of its segment is in S3 and
-//! read back with the SHA-256 it was written with, and the days it touched have manifests
+//! checked against the SHA-256 it was written with (`Store::put_verified`), and the days it touched have manifests
 //! listing them. A segment's range is recorded in Redis (the hash `<stream>:<group>:sealed`,
 //! field: the consumer's name) before its first upload; a restarted archiver rebuilds exactly that range from its own
 //! pending entries, so a crash anywhere rewrites the same keys with the same bytes: no gap,

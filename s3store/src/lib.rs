@@ -15,7 +15,9 @@ use aws_sdk_s3::{
     config::retry::{RetryConfig, RetryMode},
     error::{DisplayErrorContext, SdkError},
     primitives::ByteStream,
+    types::ChecksumMode,
 };
+use base64::{Engine, prelude::BASE64_STANDARD};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
@@ -41,7 +43,7 @@ pub enum StoreError {
         message: String,
     },
     /// What was read back is not what was written: the upload does not count.
-    #[error("s3://{bucket}/{key} read back with sha256 {found}, written {expected}")]
+    #[error("s3://{bucket}/{key} holds sha256 {found}, written {expected}")]
     Mismatch {
         bucket: String,
         key: String,
@@ -145,13 +147,26 @@ impl Store {
         content_type: &str,
         metadata: &[(&str, String)],
     ) -> Result<(), StoreError> {
+        self.put_object(key, body.into(), content_type, metadata, None)
+            .await
+    }
+
+    async fn put_object(
+        &self,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+        metadata: &[(&str, String)],
+        checksum_sha256: Option<String>,
+    ) -> Result<(), StoreError> {
         let mut put = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .content_type(content_type)
-            .body(ByteStream::from(body.into()));
+            .set_checksum_sha256(checksum_sha256)
+            .body(ByteStream::from(body));
         for (name, value) in metadata {
             put = put.metadata(*name, value);
         }
@@ -161,8 +176,15 @@ impl Store {
         Ok(())
     }
 
-    /// Uploads one object, then reads it back and compares its SHA-256 with `sha256`
-    /// (lowercase hex): only then is the upload done.
+    /// Uploads one object whose SHA-256 is `sha256` (lowercase hex), and makes sure the store
+    /// holds exactly those bytes: only then is the upload done.
+    ///
+    /// The upload carries the digest (`x-amz-checksum-sha256`), which S3 checks against the
+    /// body it receives, refusing the object if they differ (`BadDigest`), and keeps with the
+    /// object; SeaweedFS does both (test
+    /// `uploads_downloads_listings_and_missing_keys_on_a_real_s3`). The upload is then checked
+    /// by [`Store::verify`]: a `HEAD` that returns the stored digest and length, so the bytes are
+    /// not read back. A store that keeps no digest is read back whole.
     pub async fn put_verified(
         &self,
         key: &str,
@@ -171,9 +193,54 @@ impl Store {
         content_type: &str,
         metadata: &[(&str, String)],
     ) -> Result<(), StoreError> {
-        self.put(key, body, content_type, metadata).await?;
-        let back = self.get(key).await?;
-        let found = hex::encode(Sha256::digest(&back));
+        let length = body.len() as u64;
+        let checksum = hex::decode(sha256).ok().map(|d| BASE64_STANDARD.encode(d));
+        self.put_object(key, body, content_type, metadata, checksum)
+            .await?;
+        self.verify(key, sha256, length).await
+    }
+
+    /// Checks that `key` holds `length` bytes whose SHA-256 is `sha256` (lowercase hex): by the
+    /// digest and length the store keeps with the object when it has one (a `HEAD` with
+    /// `x-amz-checksum-mode: ENABLED`), else by reading the object back and hashing it.
+    pub async fn verify(&self, key: &str, sha256: &str, length: u64) -> Result<(), StoreError> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await;
+        let head = match head {
+            Ok(head) => head,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => {
+                return Err(StoreError::Missing {
+                    bucket: self.bucket.clone(),
+                    key: key.to_owned(),
+                });
+            }
+            Err(e) => return Err(self.error("looking up", key, e)),
+        };
+        let stored = head
+            .checksum_sha256()
+            .and_then(|c| BASE64_STANDARD.decode(c).ok())
+            .map(hex::encode);
+        let found = match stored {
+            Some(digest) => {
+                let stored_length = head.content_length().map(|l| l.max(0) as u64);
+                if stored_length != Some(length) {
+                    return Err(StoreError::Mismatch {
+                        bucket: self.bucket.clone(),
+                        key: key.to_owned(),
+                        expected: format!("{sha256} ({length} bytes)"),
+                        found: format!("{digest} ({} bytes)", stored_length.unwrap_or(0)),
+                    });
+                }
+                digest
+            }
+            None => hex::encode(Sha256::digest(&self.get(key).await?)),
+        };
         if found != sha256 {
             return Err(StoreError::Mismatch {
                 bucket: self.bucket.clone(),

@@ -1,5 +1,6 @@
 //! The shared S3 client against a real S3 (SeaweedFS): what it does with a missing key, a
-//! bucket created twice, a listing longer than a page, a read-back that differs, and S3 down.
+//! bucket created twice, a listing longer than a page, an upload or a stored object that is not
+//! what its digest says, and S3 down.
 
 use bytes::Bytes;
 use s3store::{Bucket, Store, StoreError};
@@ -64,7 +65,7 @@ async fn uploads_downloads_listings_and_missing_keys_on_a_real_s3() {
         Err(StoreError::Missing { .. })
     ));
 
-    // a read-back with another checksum is not an upload
+    // a body that is not what its digest says is refused by the store, and nothing is stored
     let err = store
         .put_verified(
             "d/y",
@@ -75,7 +76,37 @@ async fn uploads_downloads_listings_and_missing_keys_on_a_real_s3() {
         )
         .await
         .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::S3 { message, .. } if message.contains("BadDigest")),
+        "{err}"
+    );
+    assert!(!store.exists("d/y").await.unwrap());
+
+    // an object uploaded with its digest is checked by the digest and length the store keeps
+    store
+        .verify("d/x.json", &sha256(&body), body.len() as u64)
+        .await
+        .unwrap();
+    let err = store
+        .verify("d/x.json", &sha256(b"other"), body.len() as u64)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Mismatch { .. }), "{err}");
+    let err = store
+        .verify("d/x.json", &sha256(&body), body.len() as u64 + 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Mismatch { .. }), "{err}");
+    // one uploaded without a digest is read back: the same verdicts
+    store
+        .put("d/plain", Bytes::from_static(b"y"), "text/plain", &[])
+        .await
+        .unwrap();
+    store.verify("d/plain", &sha256(b"y"), 1).await.unwrap();
+    let err = store.verify("d/plain", &sha256(b"z"), 1).await.unwrap_err();
+    assert!(matches!(err, StoreError::Mismatch { .. }), "{err}");
+    let err = store.verify("d/none", &sha256(b"y"), 1).await.unwrap_err();
+    assert!(matches!(err, StoreError::Missing { .. }), "{err}");
 
     // a listing of more than one page (1000 keys), in key order; keys with odd characters
     for i in 0..1005 {
