@@ -42,7 +42,8 @@ pub enum StoreError {
         key: String,
         message: String,
     },
-    /// What was read back is not what was written: the upload does not count.
+    /// What the store holds (its kept digest and length, or the bytes read back) is not what
+    /// was written: the upload does not count.
     #[error("s3://{bucket}/{key} holds sha256 {found}, written {expected}")]
     Mismatch {
         bucket: String,
