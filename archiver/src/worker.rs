@@ -2,12 +2,12 @@
 //! around it, which only loops.
 //!
 //! Invariant: an entry is acknowledged only after every object of its segment is in S3 and
-//! checked against the SHA-256 it was written with (`Store::put_verified`), and the days it touched have manifests
-//! listing them. A segment's range is recorded in Redis (the hash `<stream>:<group>:sealed`,
-//! field: the consumer's name) before its first upload; a restarted archiver rebuilds exactly that range from its own
-//! pending entries, so a crash anywhere rewrites the same keys with the same bytes: no gap,
-//! and no entry in two objects of the same kind (test
-//! `a_crash_after_upload_rewrites_the_same_objects`).
+//! checked against the SHA-256 it was written with (`Store::put_verified`), and the days it
+//! touched have manifests listing them. A segment's range is recorded in Redis (the hash
+//! `<stream>:<group>:sealed`, field: the consumer's name) before its first upload; a
+//! restarted archiver rebuilds exactly that range from its own pending entries, so a crash
+//! anywhere rewrites the same keys with the same bytes: no gap, and no entry in two objects
+//! of the same kind (test `a_crash_after_upload_rewrites_the_same_objects`).
 
 use std::{
     collections::VecDeque,

@@ -14,6 +14,7 @@ use aws_sdk_s3::{
     Client,
     config::retry::{RetryConfig, RetryMode},
     error::{DisplayErrorContext, SdkError},
+    operation::head_object::HeadObjectOutput,
     primitives::ByteStream,
     types::ChecksumMode,
 };
@@ -206,23 +207,9 @@ impl Store {
     /// `x-amz-checksum-mode: ENABLED`), else by reading the object back and hashing it.
     pub async fn verify(&self, key: &str, sha256: &str, length: u64) -> Result<(), StoreError> {
         let head = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .checksum_mode(ChecksumMode::Enabled)
-            .send()
-            .await;
-        let head = match head {
-            Ok(head) => head,
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => {
-                return Err(StoreError::Missing {
-                    bucket: self.bucket.clone(),
-                    key: key.to_owned(),
-                });
-            }
-            Err(e) => return Err(self.error("looking up", key, e)),
-        };
+            .head(key, Some(ChecksumMode::Enabled))
+            .await?
+            .ok_or_else(|| self.missing(key))?;
         let stored = head
             .checksum_sha256()
             .and_then(|c| BASE64_STANDARD.decode(c).ok())
@@ -280,10 +267,7 @@ impl Store {
     pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         self.get_if_exists(key)
             .await?
-            .ok_or_else(|| StoreError::Missing {
-                bucket: self.bucket.clone(),
-                key: key.to_owned(),
-            })
+            .ok_or_else(|| self.missing(key))
     }
 
     /// An object's user metadata (`x-amz-meta-*`, names without the prefix); `None` if
@@ -292,17 +276,38 @@ impl Store {
         &self,
         key: &str,
     ) -> Result<Option<HashMap<String, String>>, StoreError> {
+        Ok(self
+            .head(key, None)
+            .await?
+            .map(|head| head.metadata().cloned().unwrap_or_default()))
+    }
+
+    /// The `HEAD` of `key`, with the kept digests when `checksum_mode` asks for them; `None`
+    /// if there is no such key.
+    async fn head(
+        &self,
+        key: &str,
+        checksum_mode: Option<ChecksumMode>,
+    ) -> Result<Option<HeadObjectOutput>, StoreError> {
         match self
             .client
             .head_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_checksum_mode(checksum_mode)
             .send()
             .await
         {
-            Ok(head) => Ok(Some(head.metadata().cloned().unwrap_or_default())),
+            Ok(head) => Ok(Some(head)),
             Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
             Err(e) => Err(self.error("looking up", key, e)),
+        }
+    }
+
+    fn missing(&self, key: &str) -> StoreError {
+        StoreError::Missing {
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
         }
     }
 
@@ -315,10 +320,7 @@ impl Store {
     pub async fn metadata(&self, key: &str) -> Result<HashMap<String, String>, StoreError> {
         self.metadata_if_exists(key)
             .await?
-            .ok_or_else(|| StoreError::Missing {
-                bucket: self.bucket.clone(),
-                key: key.to_owned(),
-            })
+            .ok_or_else(|| self.missing(key))
     }
 
     /// Every object below `prefix`, in key order.
