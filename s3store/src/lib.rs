@@ -214,27 +214,19 @@ impl Store {
             .checksum_sha256()
             .and_then(|c| BASE64_STANDARD.decode(c).ok())
             .map(hex::encode);
-        let found = match stored {
-            Some(digest) => {
-                let stored_length = head.content_length().map(|l| l.max(0) as u64);
-                if stored_length != Some(length) {
-                    return Err(StoreError::Mismatch {
-                        bucket: self.bucket.clone(),
-                        key: key.to_owned(),
-                        expected: format!("{sha256} ({length} bytes)"),
-                        found: format!("{digest} ({} bytes)", stored_length.unwrap_or(0)),
-                    });
-                }
-                digest
+        let (found, found_length) = match stored {
+            Some(digest) => (digest, head.content_length().map(|l| l.max(0) as u64)),
+            None => {
+                let back = self.get(key).await?;
+                (hex::encode(Sha256::digest(&back)), Some(back.len() as u64))
             }
-            None => hex::encode(Sha256::digest(&self.get(key).await?)),
         };
-        if found != sha256 {
+        if found != sha256 || found_length != Some(length) {
             return Err(StoreError::Mismatch {
                 bucket: self.bucket.clone(),
                 key: key.to_owned(),
-                expected: sha256.to_owned(),
-                found,
+                expected: format!("{sha256} ({length} bytes)"),
+                found: format!("{found} ({} bytes)", found_length.unwrap_or(0)),
             });
         }
         Ok(())
