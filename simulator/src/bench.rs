@@ -363,7 +363,11 @@ struct Id {
 /// Publishes one marker event every `interval_ms` for `duration` seconds and polls
 /// ClickHouse every 20 ms for the markers not yet seen; a marker's latency runs from just
 /// before its Publish to the first poll that finds it, so it includes the gateway, Redis,
-/// the consumer's batching and the insert, plus up to one poll interval.
+/// the consumer's batching and the insert, plus up to one poll interval. Beside the
+/// quantiles, `timeline_ms` has one `[sent, accepted, queryable]` triple per marker, in ms:
+/// when it was sent (from the start), how long its Publish took, and its latency (`null` if
+/// refused or never seen), so that a stall can be placed in time and split between the
+/// gateway's side (Publish) and the consumer's (queued → queryable).
 pub async fn latency(args: &BenchLatencyArgs) -> anyhow::Result<String> {
     let scenario = Scenario::load(args.fleet.scenario.as_deref())?;
     let stores = scenario_fleet(
@@ -378,8 +382,10 @@ pub async fn latency(args: &BenchLatencyArgs) -> anyhow::Result<String> {
         .with_url(&args.clickhouse_url)
         .with_database(&args.database)
         .with_validation(false);
-    let pending: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let latencies: Arc<Mutex<Vec<u32>>> = Arc::default();
+    // a marker's id → when it was sent and its index
+    let pending: Arc<Mutex<HashMap<String, (Instant, usize)>>> = Arc::default();
+    // (index, latency in ms) of each marker seen
+    let latencies: Arc<Mutex<Vec<(usize, u32)>>> = Arc::default();
 
     let poll_error: Arc<Mutex<Option<String>>> = Arc::default();
     let poller = {
@@ -415,11 +421,11 @@ pub async fn latency(args: &BenchLatencyArgs) -> anyhow::Result<String> {
                 let now = Instant::now();
                 let mut pending = pending.lock().expect("lock");
                 for Id { id } in found {
-                    if let Some(sent) = pending.remove(&id) {
+                    if let Some((sent, index)) = pending.remove(&id) {
                         latencies
                             .lock()
                             .expect("lock")
-                            .push((now - sent).as_millis() as u32);
+                            .push((index, (now - sent).as_millis() as u32));
                     }
                 }
             }
@@ -430,6 +436,8 @@ pub async fn latency(args: &BenchLatencyArgs) -> anyhow::Result<String> {
     let started = Instant::now();
     let mut markers = 0u64;
     let mut refused = 0u64;
+    // per marker: sent (ms from the start) and how long its Publish took (None if refused)
+    let mut sends: Vec<(u64, Option<u64>)> = Vec::new();
     while started.elapsed() < Duration::from_secs(args.duration) {
         let mut event = generator.commerce_batch(&store, 1).remove(0);
         event.occurred_at = Some(prost_types::Timestamp {
@@ -449,11 +457,18 @@ pub async fn latency(args: &BenchLatencyArgs) -> anyhow::Result<String> {
             .metadata_mut()
             .insert("authorization", format!("Bearer {}", store.token).parse()?);
         let sent = Instant::now();
-        pending.lock().expect("lock").insert(id.clone(), sent);
-        if gateway.publish(request).await.is_err() {
+        pending
+            .lock()
+            .expect("lock")
+            .insert(id.clone(), (sent, sends.len()));
+        let accepted = if gateway.publish(request).await.is_err() {
             pending.lock().expect("lock").remove(&id);
             refused += 1;
-        }
+            None
+        } else {
+            Some(sent.elapsed().as_millis() as u64)
+        };
+        sends.push(((sent - started).as_millis() as u64, accepted));
         markers += 1;
         tokio::time::sleep_until(
             (started + Duration::from_millis(args.interval_ms * markers)).into(),
@@ -466,7 +481,17 @@ pub async fn latency(args: &BenchLatencyArgs) -> anyhow::Result<String> {
     }
     poller.abort();
     let lost = pending.lock().expect("lock").len();
-    let mut seen = latencies.lock().expect("lock").clone();
+    let by_marker = latencies.lock().expect("lock").clone();
+    let mut queryable: Vec<Option<u32>> = vec![None; sends.len()];
+    for &(index, ms) in &by_marker {
+        queryable[index] = Some(ms);
+    }
+    let timeline: Vec<_> = sends
+        .iter()
+        .zip(&queryable)
+        .map(|(&(sent, accepted), &latency)| json!([sent, accepted, latency]))
+        .collect();
+    let mut seen: Vec<u32> = by_marker.iter().map(|&(_, ms)| ms).collect();
     seen.sort_unstable();
     Ok(json!({
         "markers": markers,
@@ -477,6 +502,7 @@ pub async fn latency(args: &BenchLatencyArgs) -> anyhow::Result<String> {
         "p99_ms": quantile_exact(&seen, 0.99),
         "max_ms": seen.last(),
         "last_poll_error": poll_error.lock().expect("lock").clone(),
+        "timeline_ms": timeline,
     })
     .to_string())
 }

@@ -63,4 +63,30 @@ async fn bench_latency_times_every_marker_it_publishes() {
         result["p99_ms"].as_u64().unwrap(),
     );
     assert!(0 < p50 && p50 <= p99, "{result}");
+
+    // one [sent, accepted, queryable] per marker, in the order sent, every marker seen: the
+    // quantiles are of its third column, and a Publish ends before its marker is queryable
+    let timeline = result["timeline_ms"].as_array().unwrap();
+    assert_eq!(timeline.len(), 20, "{result}");
+    let mut latencies = Vec::new();
+    let mut last_sent = 0;
+    for marker in timeline {
+        let [sent, accepted, queryable] = [0, 1, 2].map(|i| marker[i].as_u64().unwrap());
+        assert!(sent >= last_sent, "{result}");
+        assert!(accepted <= queryable, "{result}");
+        last_sent = sent;
+        latencies.push(queryable);
+    }
+    // 20 markers sent 100 ms apart over the 2 s
+    assert!(last_sent >= 1800, "{result}");
+    latencies.sort_unstable();
+    assert_eq!(
+        latencies[19],
+        result["max_ms"].as_u64().unwrap(),
+        "{result}"
+    );
+    assert!(
+        latencies.contains(&p50) && latencies.contains(&p99),
+        "{result}"
+    );
 }
