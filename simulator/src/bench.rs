@@ -434,8 +434,6 @@ pub async fn latency(args: &BenchLatencyArgs) -> anyhow::Result<String> {
 
     let mut generator = Generator::new(3, now_unix());
     let started = Instant::now();
-    let mut markers = 0u64;
-    let mut refused = 0u64;
     // per marker: sent (ms from the start) and how long its Publish took (None if refused)
     let mut sends: Vec<(u64, Option<u64>)> = Vec::new();
     while started.elapsed() < Duration::from_secs(args.duration) {
@@ -463,15 +461,13 @@ pub async fn latency(args: &BenchLatencyArgs) -> anyhow::Result<String> {
             .insert(id.clone(), (sent, sends.len()));
         let accepted = if gateway.publish(request).await.is_err() {
             pending.lock().expect("lock").remove(&id);
-            refused += 1;
             None
         } else {
             Some(sent.elapsed().as_millis() as u64)
         };
         sends.push(((sent - started).as_millis() as u64, accepted));
-        markers += 1;
         tokio::time::sleep_until(
-            (started + Duration::from_millis(args.interval_ms * markers)).into(),
+            (started + Duration::from_millis(args.interval_ms * sends.len() as u64)).into(),
         )
         .await;
     }
@@ -493,8 +489,12 @@ pub async fn latency(args: &BenchLatencyArgs) -> anyhow::Result<String> {
         .collect();
     let mut seen: Vec<u32> = by_marker.iter().map(|&(_, ms)| ms).collect();
     seen.sort_unstable();
+    let refused = sends
+        .iter()
+        .filter(|(_, accepted)| accepted.is_none())
+        .count();
     Ok(json!({
-        "markers": markers,
+        "markers": sends.len(),
         "refused": refused,
         "not_seen_within_30s": lost,
         "interval_ms": args.interval_ms,
